@@ -1,0 +1,245 @@
+"""The durability loop: batches received messages, makes them durable in PostgreSQL or
+the local spool, and only then acknowledges them to the broker (DESIGN.md §5).
+
+It runs in its own thread. The queue in front of it is bounded: when it is full the
+MQTT receiving thread blocks, stops reading the socket, and the broker holds the rest
+(back-pressure, never a silent drop).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+
+from gateway import metrics
+from gateway.errors import SpoolError
+from gateway.spool import Record, Spool
+from storage import DatabaseUnavailable, DeadLetter, EventStore, StatusRow
+from trygg.contract import Event
+from trygg.logging import get_logger
+
+log = get_logger("trygg.gateway")
+
+#: How often the last-heard time of each device is written (for restarts).
+TOUCH_INTERVAL_S = 5.0
+
+
+@dataclass(slots=True)
+class Pending:
+    """A received message on its way to durability; acknowledged once durable."""
+
+    record: Record
+    mid: int
+    qos: int
+    generation: int  # MQTT connection it arrived on; a stale one is not acknowledged
+
+
+def _split(records: Sequence[Record]) -> tuple[list[Event], list[DeadLetter], list[StatusRow]]:
+    events, dead, statuses = [], [], []
+    for rec in records:
+        if isinstance(rec, Event):
+            events.append(rec)
+        elif isinstance(rec, DeadLetter):
+            dead.append(rec)
+        else:
+            statuses.append(rec)
+    return events, dead, statuses
+
+
+class DurableWriter:
+    def __init__(
+        self,
+        store: EventStore,
+        spool: Spool,
+        ack: Callable[[Pending], None],
+        *,
+        batch_max: int = 2000,
+        batch_wait_s: float = 0.005,
+        queue_max: int = 20_000,
+        retry_s: float = 2.0,
+    ) -> None:
+        self._store = store
+        self._spool = spool
+        self._ack = ack
+        self._batch_max = batch_max
+        self._batch_wait_s = batch_wait_s
+        self._retry_s = retry_s
+        self._queue: queue.Queue[Pending] = queue.Queue(maxsize=queue_max)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="trygg-durable", daemon=True)
+        self._db_ok = False
+        self._next_try = 0.0
+        self._last_seen: dict[str, datetime] = {}
+        self._last_touch = time.monotonic()
+        self.idle = threading.Event()  # set while nothing is waiting to become durable
+
+    @property
+    def database_ok(self) -> bool:
+        return self._db_ok
+
+    def put(self, item: Pending) -> None:
+        """Hand over one received message; blocks while the queue is full."""
+        self.idle.clear()
+        self._queue.put(item)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Make everything queued durable, then stop."""
+        self._stopping.set()
+        self._thread.join(timeout)
+        self._store.close()
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def _take(self) -> list[Pending]:
+        try:
+            first = self._queue.get(timeout=0.2)
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + self._batch_wait_s
+        while len(batch) < self._batch_max:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(self._queue.get(timeout=remaining))
+                except queue.Empty:
+                    break
+        return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take()
+            metrics.QUEUE_DEPTH.set(self._queue.qsize())
+            self._check_database()
+            if batch:
+                self._make_durable([p.record for p in batch])
+                for item in batch:
+                    self._ack(item)
+            elif self._stopping.is_set():
+                break
+            else:
+                self.idle.set()
+            self._touch_devices()
+
+    def _check_database(self) -> None:
+        """Bring the database back into use: ping, then replay the spool in order."""
+        pending = self._spool.pending_bytes()
+        metrics.SPOOL_PENDING.set(pending)
+        if self._db_ok and not pending:
+            return
+        now = time.monotonic()
+        if not self._db_ok and now < self._next_try:
+            return
+        try:
+            if not self._db_ok:
+                self._store.ping()
+                self._store.ensure_partitions()
+            if pending:
+                self._replay()
+            if not self._db_ok:
+                log.info("database available", spool_replayed=bool(pending))
+            self._db_ok = True
+            metrics.DB_UP.set(1)
+        except DatabaseUnavailable as exc:
+            self._database_lost(exc)
+
+    def _database_lost(self, exc: Exception) -> None:
+        if self._db_ok:
+            log.warning("database unavailable, spooling locally", error=str(exc))
+        self._db_ok = False
+        self._next_try = time.monotonic() + self._retry_s
+        metrics.DB_UP.set(0)
+
+    def _replay(self) -> None:
+        for records, offset in self._spool.chunks(self._batch_max):
+            self._write(records)
+            self._spool.mark_replayed(offset)
+            metrics.REPLAYED.inc(len(records))
+        self._spool.clear()
+        metrics.SPOOL_PENDING.set(0)
+
+    def _make_durable(self, records: list[Record]) -> None:
+        """Return only when the records are committed or fsync'ed."""
+        started = time.perf_counter()
+        while True:
+            if self._db_ok:
+                try:
+                    self._write(records)
+                    break
+                except DatabaseUnavailable as exc:
+                    self._database_lost(exc)
+            try:
+                self._spool.append(records)
+                metrics.SPOOLED.inc(len(records))
+                metrics.SPOOL_PENDING.set(self._spool.pending_bytes())
+                break
+            except SpoolError as exc:
+                # Neither store works: hold the batch (unacknowledged) and keep trying.
+                log.error("cannot make events durable, retrying", error=str(exc))
+                time.sleep(1.0)
+                self._check_database()
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+
+    def _write(self, records: Sequence[Record]) -> None:
+        events, dead, statuses = _split(records)
+        try:
+            inserted = self._store.write(events, dead, statuses)
+        except DatabaseUnavailable:
+            raise
+        except psycopg.Error as exc:
+            # One bad row must not block the stream: store row by row and dead-letter
+            # whatever the database itself refuses.
+            log.error("batch refused by the database, writing row by row", error=str(exc))
+            inserted = self._write_one_by_one(events, dead, statuses)
+        metrics.STORED.inc(inserted)
+        metrics.DUPLICATES.inc(len(events) - inserted)
+        for ev in events:
+            self._last_seen[ev.device_id] = ev.received_at
+        for st in statuses:
+            self._last_seen[st.device_id] = st.at
+
+    def _write_one_by_one(
+        self, events: list[Event], dead: list[DeadLetter], statuses: list[StatusRow]
+    ) -> int:
+        inserted = 0
+        refused: list[DeadLetter] = []
+        for ev in events:
+            try:
+                inserted += self._store.write([ev])
+            except DatabaseUnavailable:
+                raise
+            except psycopg.Error as exc:
+                refused.append(DeadLetter(
+                    ev.received_at, f"devices/{ev.device_id}/events",
+                    repr(ev).encode()[:16384], "storage_refused", str(exc).strip()[:500],
+                ))
+        for extra in (dead, refused):
+            if extra:
+                self._store.write([], extra)
+        for st in statuses:
+            self._store.write([], [], [st])
+        return inserted
+
+    def _touch_devices(self) -> None:
+        now = time.monotonic()
+        if not self._db_ok or not self._last_seen or now - self._last_touch < TOUCH_INTERVAL_S:
+            return
+        seen, self._last_seen = self._last_seen, {}
+        self._last_touch = now
+        try:
+            self._store.touch_devices(seen)
+        except DatabaseUnavailable as exc:
+            self._database_lost(exc)

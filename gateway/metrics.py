@@ -1,0 +1,21 @@
+"""Prometheus metrics of the gateway."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECEIVED = Counter("trygg_gateway_received", "MQTT messages received", ["channel"])
+STORED = Counter("trygg_gateway_stored", "Events committed to PostgreSQL for the first time")
+DUPLICATES = Counter("trygg_gateway_duplicates", "Re-sent events recognised and stored once")
+DEAD_LETTERS = Counter("trygg_gateway_dead_letters", "Messages dead-lettered", ["reason"])
+SPOOLED = Counter("trygg_gateway_spooled", "Records fsync'ed to the local spool")
+REPLAYED = Counter("trygg_gateway_replayed", "Spooled records replayed into PostgreSQL")
+SPOOL_PENDING = Gauge("trygg_gateway_spool_pending_bytes", "Bytes in the spool not yet replayed")
+QUEUE_DEPTH = Gauge("trygg_gateway_queue_depth", "Messages received but not yet durable")
+DB_UP = Gauge("trygg_gateway_database_up", "1 while PostgreSQL accepts writes")
+BROKER_UP = Gauge("trygg_gateway_broker_up", "1 while connected to the MQTT broker")
+BATCH_SECONDS = Histogram(
+    "trygg_gateway_batch_seconds",
+    "Time to make one batch durable",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)

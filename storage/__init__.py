@@ -1,0 +1,21 @@
+"""PostgreSQL storage: schema and migrations, batch writers (COPY), queries."""
+
+from storage.embedded import start_embedded_postgres
+from storage.errors import DatabaseUnavailable, MigrationError, StorageError
+from storage.events import DeadLetter, EventStore, StatusRow, unique_events
+from storage.migrate import migrate
+from storage.registry_store import load_registry, save_registry
+
+__all__ = [
+    "DatabaseUnavailable",
+    "DeadLetter",
+    "EventStore",
+    "MigrationError",
+    "StatusRow",
+    "StorageError",
+    "load_registry",
+    "migrate",
+    "save_registry",
+    "start_embedded_postgres",
+    "unique_events",
+]

@@ -1,0 +1,95 @@
+-- Device events, their de-duplication keys, dead letters and device status
+-- (DESIGN.md §5, §6b).
+
+-- De-duplication on (device_id, event_id). A time-partitioned table (hypertable or
+-- declarative partitions) can only enforce unique keys that contain the partition
+-- column, so the key lives in its own small table. The gateway refuses events more than
+-- 30 days old, so keys older than that can be pruned without letting a duplicate in.
+CREATE TABLE trygg.event_keys (
+    device_id    text NOT NULL,
+    event_id     text NOT NULL,
+    received_at  timestamptz NOT NULL,
+    PRIMARY KEY (device_id, event_id)
+);
+
+-- A TimescaleDB hypertable on ts when the extension is installed on the server,
+-- otherwise declarative monthly partitions of plain PostgreSQL; both behave the same.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb') THEN
+        CREATE EXTENSION IF NOT EXISTS timescaledb;
+        CREATE TABLE trygg.events (
+            device_id    text NOT NULL,
+            event_id     text NOT NULL,
+            resident_id  text NOT NULL,
+            type         text NOT NULL,
+            ts           timestamptz NOT NULL,
+            received_at  timestamptz NOT NULL,
+            data         jsonb NOT NULL DEFAULT '{}',
+            UNIQUE (device_id, event_id, ts)
+        );
+        PERFORM create_hypertable('trygg.events', 'ts', chunk_time_interval => interval '1 day');
+    ELSE
+        CREATE TABLE trygg.events (
+            device_id    text NOT NULL,
+            event_id     text NOT NULL,
+            resident_id  text NOT NULL,
+            type         text NOT NULL,     -- event type, DESIGN.md §3
+            ts           timestamptz NOT NULL,  -- when it happened on the device
+            received_at  timestamptz NOT NULL,  -- when the gateway received it
+            data         jsonb NOT NULL DEFAULT '{}',
+            UNIQUE (device_id, event_id, ts)
+        ) PARTITION BY RANGE (ts);
+        -- Anything outside the monthly partitions lands here rather than failing a batch.
+        CREATE TABLE trygg.events_default PARTITION OF trygg.events DEFAULT;
+    END IF;
+END $$;
+
+CREATE INDEX events_resident_ts_idx ON trygg.events (resident_id, ts);
+CREATE INDEX events_ts_type_idx ON trygg.events (ts, type);
+
+-- Monthly partitions covering [from, until); called at migration and by the gateway.
+CREATE FUNCTION trygg.ensure_event_partitions(from_ts timestamptz, until_ts timestamptz)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    m date := date_trunc('month', from_ts AT TIME ZONE 'UTC')::date;
+    name text;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_partitioned_table p
+                   JOIN pg_class c ON c.oid = p.partrelid
+                   JOIN pg_namespace n ON n.oid = c.relnamespace
+                   WHERE n.nspname = 'trygg' AND c.relname = 'events') THEN
+        RETURN;  -- a TimescaleDB hypertable manages its own chunks
+    END IF;
+    WHILE m < until_ts LOOP
+        name := 'events_' || to_char(m, 'YYYY_MM');
+        IF to_regclass('trygg.' || name) IS NULL THEN
+            EXECUTE format(
+                'CREATE TABLE trygg.%I PARTITION OF trygg.events FOR VALUES FROM (%L) TO (%L)',
+                name, m::timestamp AT TIME ZONE 'UTC',
+                (m + interval '1 month')::timestamp AT TIME ZONE 'UTC');
+        END IF;
+        m := m + interval '1 month';
+    END LOOP;
+END $$;
+
+SELECT trygg.ensure_event_partitions(now() - interval '2 months', now() + interval '3 months');
+
+CREATE TABLE trygg.dead_letters (
+    id           bigserial PRIMARY KEY,
+    received_at  timestamptz NOT NULL,
+    topic        text NOT NULL,
+    payload      bytea NOT NULL,            -- raw, up to 16 KiB
+    reason       text NOT NULL,             -- metric label, e.g. bad_json
+    detail       text NOT NULL,             -- the human explanation
+    payload_size integer NOT NULL           -- size before truncation
+);
+CREATE INDEX dead_letters_received_idx ON trygg.dead_letters (received_at);
+
+-- Last status message (online / offline) per device, and when anything was last heard.
+CREATE TABLE trygg.device_status (
+    device_id    text PRIMARY KEY,
+    online       boolean,
+    status_at    timestamptz,
+    last_seen    timestamptz NOT NULL
+);

@@ -1,0 +1,69 @@
+"""Saving and loading the registry (DESIGN.md §3): replaced as a whole, in one transaction."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from trygg.registry import Registry, dump_registry, validate_registry
+
+
+def save_registry(conn: psycopg.Connection[Any], reg: Registry, actor: str) -> None:
+    """Replace teams, residents and devices; upsert the users the document names.
+
+    Users not named in the document are kept: they may have been created with
+    `trygg users add` (docs/registry.md). Runs in one transaction.
+    """
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute("LOCK TABLE trygg.registry IN EXCLUSIVE MODE")
+        cur.execute("DELETE FROM trygg.devices")
+        cur.execute("DELETE FROM trygg.residents")
+        cur.execute("DELETE FROM trygg.teams")
+        cur.executemany(
+            "INSERT INTO trygg.teams (id, name, escalate_to, webhook_url) VALUES (%s, %s, %s, %s)",
+            [(t.id, t.name, t.escalate_to, t.webhook_url) for t in reg.teams],
+        )
+        cur.executemany(
+            "INSERT INTO trygg.residents (id, name, team_id, timezone, night_start, night_end,"
+            " settings, safe_zones, consents, location_basis)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                (
+                    r.id, r.name, r.team, r.timezone, r.night.start, r.night.end,
+                    Jsonb(r.settings.model_dump()),
+                    Jsonb([z.model_dump(exclude_none=True) for z in r.safe_zones]),
+                    Jsonb(r.consents.model_dump()),
+                    Jsonb(r.location_basis.model_dump(mode="json")) if r.location_basis else None,
+                )
+                for r in reg.residents
+            ],
+        )
+        cur.executemany(
+            "INSERT INTO trygg.devices (id, resident_id, kind, heartbeat_s) VALUES (%s, %s, %s, %s)",
+            [(d.id, r.id, d.kind, d.heartbeat_s) for r in reg.residents for d in r.devices],
+        )
+        cur.executemany(
+            "INSERT INTO trygg.users (username, role, teams, residents) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (username) DO UPDATE SET role = excluded.role, teams = excluded.teams,"
+            " residents = excluded.residents, updated_at = now()",
+            [(u.username, u.role, u.teams, u.residents) for u in reg.users],
+        )
+        cur.execute(
+            "INSERT INTO trygg.registry (id, document, loaded_at, loaded_by)"
+            " VALUES (1, %s, now(), %s)"
+            " ON CONFLICT (id) DO UPDATE SET document = excluded.document,"
+            " loaded_at = excluded.loaded_at, loaded_by = excluded.loaded_by",
+            (Jsonb(dump_registry(reg)), actor),
+        )
+
+
+def load_registry(conn: psycopg.Connection[Any]) -> Registry:
+    """The registry last saved, or an empty one."""
+    row = conn.execute("SELECT document FROM trygg.registry WHERE id = 1").fetchone()
+    if row is None:
+        return Registry()
+    doc = row[0] if not isinstance(row[0], str) else json.loads(row[0])
+    return validate_registry(doc)

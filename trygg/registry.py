@@ -1,0 +1,268 @@
+"""The registry document of DESIGN.md §3: teams, residents, devices, users, consents.
+
+`parse_registry` validates a whole document (YAML or JSON) and either returns a
+`Registry` or raises `RegistryError` listing every problem with its path, e.g.
+``residents[3].devices[1].kind: unknown kind 'smoke'``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, time
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from trygg.contract import DeviceKind, Role, valid_id
+
+Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+_HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Team(_Model):
+    id: Id
+    name: str = Field(min_length=1, max_length=200)
+    escalate_to: Id | None = None
+    webhook_url: str | None = None
+
+
+class NightWindow(_Model):
+    start: str = "23:00"
+    end: str = "06:00"
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, value: str) -> str:
+        if not _HHMM.match(value):
+            raise ValueError(f"{value!r} is not a time HH:MM")
+        return value
+
+    def start_time(self) -> time:
+        return time.fromisoformat(self.start)
+
+    def end_time(self) -> time:
+        return time.fromisoformat(self.end)
+
+
+class ResidentSettings(_Model):
+    wander_minutes: float = Field(default=10, gt=0, le=24 * 60)
+    door_open_minutes: float = Field(default=15, gt=0, le=24 * 60)
+    inactivity_hours: float = Field(default=12, gt=0, le=24 * 7)
+
+
+class SafeZone(_Model):
+    name: str = Field(min_length=1, max_length=100)
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+    radius_m: float | None = Field(default=None, gt=0)
+    polygon: list[tuple[float, float]] | None = None
+
+    @model_validator(mode="after")
+    def _circle_or_polygon(self) -> SafeZone:
+        circle = (self.lat, self.lon, self.radius_m)
+        if self.polygon is not None:
+            if any(v is not None for v in circle):
+                raise ValueError("a safe zone is either a circle (lat, lon, radius_m) or a polygon")
+            if len(self.polygon) < 3:
+                raise ValueError("a polygon needs at least 3 points [lon, lat]")
+            for lon, lat in self.polygon:
+                if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+                    raise ValueError(f"polygon point [{lon}, {lat}] is not [lon, lat]")
+        elif any(v is None for v in circle):
+            raise ValueError("a circle safe zone needs lat, lon and radius_m")
+        return self
+
+
+class Consents(_Model):
+    research: bool = False
+    relatives_status: bool = False
+    relatives_location: bool = False
+
+
+class LocationBasis(_Model):
+    kind: Literal["consent", "vedtak"]
+    valid_until: date | None = None
+
+    def valid_on(self, day: date) -> bool:
+        return self.valid_until is None or day <= self.valid_until
+
+
+class Device(_Model):
+    id: Id
+    kind: str
+    heartbeat_s: float = Field(default=60, gt=0, le=7 * 24 * 3600)
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, value: str) -> str:
+        if value not in DeviceKind.__members__.values():
+            raise ValueError(f"unknown kind {value!r}")
+        return value
+
+    @property
+    def device_kind(self) -> DeviceKind:
+        return DeviceKind(self.kind)
+
+
+class Resident(_Model):
+    id: Id
+    name: str = Field(min_length=1, max_length=200)
+    team: Id
+    timezone: str = "Europe/Oslo"
+    night: NightWindow = NightWindow()
+    settings: ResidentSettings = ResidentSettings()
+    safe_zones: list[SafeZone] = []
+    consents: Consents = Consents()
+    location_basis: LocationBasis | None = None
+    devices: list[Device] = []
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class User(_Model):
+    username: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.@-]{1,64}$")]
+    role: str
+    teams: list[Id] = []
+    residents: list[Id] = []
+
+    @field_validator("role")
+    @classmethod
+    def _role(cls, value: str) -> str:
+        if value not in Role.__members__.values():
+            raise ValueError(f"unknown role {value!r}")
+        return value
+
+
+class Registry(_Model):
+    teams: list[Team] = []
+    residents: list[Resident] = []
+    users: list[User] = []
+
+    def device_index(self) -> dict[str, tuple[Resident, Device]]:
+        return {d.id: (r, d) for r in self.residents for d in r.devices}
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(document)"
+
+
+def _cross_checks(reg: Registry) -> list[str]:
+    """References between parts of the document: ids unique, teams and residents exist."""
+    errors: list[str] = []
+    team_ids: dict[str, int] = {}
+    for i, team in enumerate(reg.teams):
+        if team.id in team_ids:
+            errors.append(f"teams[{i}].id: duplicate team id {team.id!r}")
+        team_ids[team.id] = i
+    for i, team in enumerate(reg.teams):
+        if team.escalate_to is not None and team.escalate_to not in team_ids:
+            errors.append(f"teams[{i}].escalate_to: unknown team {team.escalate_to!r}")
+        if team.escalate_to == team.id:
+            errors.append(f"teams[{i}].escalate_to: a team cannot escalate to itself")
+    resident_ids: set[str] = set()
+    device_ids: set[str] = set()
+    for i, res in enumerate(reg.residents):
+        if res.id in resident_ids:
+            errors.append(f"residents[{i}].id: duplicate resident id {res.id!r}")
+        resident_ids.add(res.id)
+        if res.team not in team_ids:
+            errors.append(f"residents[{i}].team: unknown team {res.team!r}")
+        for j, dev in enumerate(res.devices):
+            if dev.id in device_ids:
+                errors.append(f"residents[{i}].devices[{j}].id: duplicate device id {dev.id!r}")
+            device_ids.add(dev.id)
+    usernames: set[str] = set()
+    for i, user in enumerate(reg.users):
+        if user.username in usernames:
+            errors.append(f"users[{i}].username: duplicate user {user.username!r}")
+        usernames.add(user.username)
+        for j, team_id in enumerate(user.teams):
+            if team_id not in team_ids:
+                errors.append(f"users[{i}].teams[{j}]: unknown team {team_id!r}")
+        for j, res_id in enumerate(user.residents):
+            if res_id not in resident_ids:
+                errors.append(f"users[{i}].residents[{j}]: unknown resident {res_id!r}")
+    return errors
+
+
+class RegistryError(ValueError):
+    """A registry document that does not validate; `errors` lists `path: message` lines."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+def validate_registry(doc: Any) -> Registry:
+    """Validate a parsed document as a whole; raises RegistryError with every error."""
+    if not isinstance(doc, dict):
+        raise RegistryError(["(document): the registry must be a mapping with teams and residents"])
+    try:
+        reg = Registry.model_validate(doc)
+    except ValidationError as exc:
+        errors = []
+        for err in exc.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown field"
+            errors.append(f"{_loc(err['loc'])}: {msg}")
+        raise RegistryError(errors) from None
+    cross = _cross_checks(reg)
+    if cross:
+        raise RegistryError(cross)
+    return reg
+
+
+def parse_registry(text: str | bytes) -> Registry:
+    """Parse YAML (JSON is YAML too) and validate; raises RegistryError."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RegistryError([f"(document): not valid YAML or JSON ({exc})"]) from None
+    return validate_registry(doc)
+
+
+def dump_registry(reg: Registry) -> dict[str, Any]:
+    return reg.model_dump(mode="json", exclude_none=True)
+
+
+__all__ = [
+    "Consents",
+    "Device",
+    "LocationBasis",
+    "NightWindow",
+    "Registry",
+    "RegistryError",
+    "Resident",
+    "ResidentSettings",
+    "SafeZone",
+    "Team",
+    "User",
+    "dump_registry",
+    "parse_registry",
+    "valid_id",
+    "validate_registry",
+]

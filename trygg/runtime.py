@@ -1,0 +1,177 @@
+"""Composition of the stages for `trygg up` and the single-stage commands.
+
+Resolves the broker and the database (embedded when no URL is given), applies
+migrations, loads the registry (with a local copy for starts while PostgreSQL is down)
+and keeps it fresh when `trygg registry load` changes it from another process.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import psycopg
+
+from gateway import BrokerAddress, Gateway, Spool
+from storage import EventStore, load_registry, migrate, start_embedded_postgres
+from trygg.broker import EmbeddedBroker
+from trygg.logging import get_logger
+from trygg.pipeline import EventSink, discard
+from trygg.registry import Registry, dump_registry, validate_registry
+from trygg.settings import Settings
+
+log = get_logger("trygg")
+
+REGISTRY_POLL_S = 2.0
+
+
+def resolve_database(settings: Settings) -> str:
+    """The database URL, starting the embedded PostgreSQL when none is set."""
+    if settings.database_url:
+        return settings.database_url
+    conninfo = start_embedded_postgres(settings.data_dir)
+    log.info("embedded PostgreSQL", data_dir=str(settings.data_dir / "postgres"))
+    return conninfo
+
+
+@dataclass
+class Broker:
+    address: BrokerAddress
+    protocol: int
+    embedded: EmbeddedBroker | None = None
+
+    @property
+    def url(self) -> str:
+        return str(self.address)
+
+
+def resolve_broker(settings: Settings) -> Broker:
+    """The broker to use, starting the embedded amqtt broker when none is set."""
+    if settings.mqtt_url:
+        protocol = mqtt.MQTTv5 if settings.mqtt_protocol == "5" else mqtt.MQTTv311
+        return Broker(BrokerAddress.from_url(settings.mqtt_url), protocol)
+    embedded = EmbeddedBroker()
+    embedded.start()
+    return Broker(BrokerAddress(embedded.host, embedded.port), mqtt.MQTTv311, embedded)
+
+
+def _cache_path(settings: Settings) -> Path:
+    return settings.data_dir / "registry.json"
+
+
+def open_registry(conninfo: str, settings: Settings) -> Registry:
+    """The registry from PostgreSQL, else the local copy of the last one seen."""
+    cache = _cache_path(settings)
+    try:
+        with psycopg.connect(conninfo, connect_timeout=3) as conn:
+            reg = load_registry(conn)
+    except psycopg.OperationalError as exc:
+        if cache.exists():
+            log.warning("database unavailable, using the local copy of the registry",
+                        error=str(exc).strip())
+            return validate_registry(json.loads(cache.read_text()))
+        raise
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(dump_registry(reg)))
+    return reg
+
+
+class RegistryWatcher:
+    """Polls `trygg.registry.loaded_at` and calls back with each new registry."""
+
+    def __init__(self, conninfo: str, settings: Settings,
+                 on_change: Callable[[Registry], None]) -> None:
+        self._conninfo = conninfo
+        self._settings = settings
+        self._on_change = on_change
+        self._seen: datetime | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="trygg-registry", daemon=True)
+
+    def start(self) -> None:
+        self._seen = self._loaded_at()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loaded_at(self) -> datetime | None:
+        try:
+            with psycopg.connect(self._conninfo, connect_timeout=3) as conn:
+                row = conn.execute("SELECT loaded_at FROM trygg.registry WHERE id = 1").fetchone()
+        except psycopg.Error:
+            return self._seen
+        return row[0] if row else None
+
+    def _run(self) -> None:
+        while not self._stop.wait(REGISTRY_POLL_S):
+            loaded = self._loaded_at()
+            if loaded is not None and loaded != self._seen:
+                self._seen = loaded
+                try:
+                    reg = open_registry(self._conninfo, self._settings)
+                except psycopg.Error:
+                    continue
+                log.info("registry reloaded", residents=len(reg.residents))
+                self._on_change(reg)
+
+
+@dataclass
+class Ingest:
+    """A running gateway with what it needs, ready to be stopped in order."""
+
+    gateway: Gateway
+    watcher: RegistryWatcher
+    broker: Broker
+    conninfo: str
+    listeners: list[Callable[[Registry], None]] = field(default_factory=list)
+
+    def stop(self) -> None:
+        self.watcher.stop()
+        self.gateway.stop()
+        if self.broker.embedded is not None:
+            self.broker.embedded.stop()
+
+
+def start_ingest(settings: Settings, sink: EventSink = discard,
+                 conninfo: str | None = None, broker: Broker | None = None) -> Ingest:
+    """Database, migrations, registry, broker and gateway, started in that order."""
+    conninfo = conninfo or resolve_database(settings)
+    applied = migrate(conninfo)
+    if applied:
+        log.info("migrations applied", migrations=applied)
+    registry = open_registry(conninfo, settings)
+    broker = broker or resolve_broker(settings)
+    gateway = Gateway(
+        broker.address,
+        EventStore(conninfo),
+        Spool(settings.spool_dir),
+        registry,
+        prefix=settings.mqtt_prefix,
+        client_id=f"{settings.mqtt_client_id}-gateway",
+        protocol=broker.protocol,
+        receive_maximum=settings.mqtt_receive_maximum,
+        sink=sink,
+        batch_max=settings.ingest_batch_max,
+        batch_wait_s=settings.ingest_batch_wait_ms / 1000,
+        queue_max=settings.ingest_queue_max,
+        retry_s=settings.db_retry_s,
+    )
+    ingest = Ingest(gateway, RegistryWatcher(conninfo, settings, lambda r: None), broker, conninfo)
+
+    def on_change(reg: Registry) -> None:
+        gateway.set_registry(reg)
+        for listener in ingest.listeners:
+            listener(reg)
+
+    ingest.watcher = RegistryWatcher(conninfo, settings, on_change)
+    gateway.start()
+    ingest.watcher.start()
+    log.info("gateway running", broker=broker.url, residents=len(registry.residents),
+             devices=sum(len(r.devices) for r in registry.residents))
+    return ingest

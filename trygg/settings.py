@@ -1,0 +1,106 @@
+"""Settings from `TRYGG_*` environment variables or a `.env` file (pydantic-settings).
+
+One `Settings` is built in `main` (the CLI) and passed down; nothing reads the
+environment anywhere else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from trygg.errors import SettingsError
+
+#: Secrets that are fine for `--demo` and refused anywhere else.
+DEMO_SECRET = "trygg-demo-secret-change-me"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TRYGG_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    mqtt_url: str | None = Field(
+        default=None, description="mqtt://[user:pass@]host:port of the broker; none = embedded amqtt"
+    )
+    mqtt_protocol: Literal["5", "3.1.1"] = Field(
+        default="5", description="MQTT version Trygg's own clients speak (embedded broker: 3.1.1)"
+    )
+    mqtt_prefix: str = Field(default="trygg/v1", pattern=r"^[A-Za-z0-9_./-]+[A-Za-z0-9_-]$")
+    mqtt_client_id: str = Field(default="trygg", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    database_url: str | None = Field(
+        default=None, description="postgresql:// URL; none = embedded PostgreSQL in data_dir"
+    )
+    data_dir: Path = Path(".trygg")
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=1, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    pseudonym_key: SecretStr = SecretStr(DEMO_SECRET)
+    session_secret: SecretStr = SecretStr(DEMO_SECRET)
+
+    # Ingest tuning (DESIGN.md §5, §9).
+    ingest_batch_max: int = Field(default=2000, ge=1, le=100_000)
+    ingest_batch_wait_ms: float = Field(default=5.0, ge=0, le=10_000)
+    ingest_queue_max: int = Field(default=20_000, ge=100, le=1_000_000)
+    mqtt_receive_maximum: int = Field(default=10_000, ge=20, le=65_535)
+    db_retry_s: float = Field(default=2.0, gt=0, le=600)
+
+    # Escalation timeouts in seconds (DESIGN.md §4); shortened in tests.
+    escalate_critical_s: float = Field(default=30, gt=0)
+    escalate_high_s: float = Field(default=60, gt=0)
+    escalate_medium_s: float = Field(default=300, gt=0)
+
+    map_tiles_url: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
+            raise ValueError("must look like mqtt://host:1883")
+        try:
+            parts.port  # noqa: B018  (raises on a bad port)
+        except ValueError:
+            raise ValueError("has a bad port") from None
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if urlsplit(value).scheme not in ("postgresql", "postgres"):
+            raise ValueError("must look like postgresql://user@host:5432/dbname")
+        return value
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
+
+    def require_real_secrets(self) -> None:
+        """Refuse demo secrets outside `--demo` (DESIGN.md §8)."""
+        for name in ("pseudonym_key", "session_secret"):
+            secret: SecretStr = getattr(self, name)
+            if secret.get_secret_value() == DEMO_SECRET:
+                raise SettingsError(f"TRYGG_{name.upper()}", "is left at its default; set a secret")
+            if len(secret.get_secret_value()) < 16:
+                raise SettingsError(f"TRYGG_{name.upper()}", "must be at least 16 characters")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build Settings; a bad value raises SettingsError naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = "TRYGG_" + str(err["loc"][0]).upper() if err["loc"] else "settings"
+        msg = err["msg"].removeprefix("Value error, ")
+        raise SettingsError(name, f"{msg} (got {err.get('input')!r})") from None
