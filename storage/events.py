@@ -7,6 +7,7 @@ writer). A batch is one transaction: either every row of it is durable, or none 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -19,13 +20,13 @@ from trygg.contract import MAX_PAYLOAD_BYTES, Event
 
 _STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS event_stage (
-    device_id text, event_id text, resident_id text, type text,
+    n int, device_id text, event_id text, resident_id text, type text,
     ts timestamptz, received_at timestamptz, data jsonb
 ) ON COMMIT DELETE ROWS
 """
 
 _COPY_STAGE = (
-    "COPY event_stage (device_id, event_id, resident_id, type, ts, received_at, data) FROM STDIN"
+    "COPY event_stage (n, device_id, event_id, resident_id, type, ts, received_at, data) FROM STDIN"
 )
 
 # Keys first: a key that already exists marks a re-sent event, which is skipped.
@@ -39,6 +40,7 @@ WITH new_keys AS (
 INSERT INTO trygg.events (device_id, event_id, resident_id, type, ts, received_at, data)
 SELECT s.device_id, s.event_id, s.resident_id, s.type, s.ts, s.received_at, s.data
 FROM event_stage s JOIN new_keys k USING (device_id, event_id)
+ORDER BY s.n
 """
 
 _COPY_DEAD = (
@@ -129,9 +131,9 @@ class EventStore:
                 inserted = 0
                 if events:
                     with cur.copy(_COPY_STAGE) as copy:
-                        for ev in unique_events(events):
+                        for n, ev in enumerate(unique_events(events)):
                             copy.write_row((
-                                ev.device_id, ev.event_id, ev.resident_id, ev.type.value,
+                                n, ev.device_id, ev.event_id, ev.resident_id, ev.type.value,
                                 ev.ts, ev.received_at, json.dumps(ev.data),
                             ))
                     cur.execute(_INSERT_NEW)
@@ -177,8 +179,6 @@ class EventStore:
 
     def close(self) -> None:
         if self._conn is not None:
-            try:
+            with contextlib.suppress(psycopg.Error):
                 self._conn.close()
-            except psycopg.Error:
-                pass
             self._conn = None

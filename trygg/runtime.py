@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import psycopg
+from paho.mqtt.enums import MQTTProtocolVersion
 
 from gateway import BrokerAddress, Gateway, Spool
 from storage import EventStore, load_registry, migrate, start_embedded_postgres
@@ -42,7 +42,7 @@ def resolve_database(settings: Settings) -> str:
 @dataclass
 class Broker:
     address: BrokerAddress
-    protocol: int
+    protocol: MQTTProtocolVersion
     embedded: EmbeddedBroker | None = None
 
     @property
@@ -53,11 +53,12 @@ class Broker:
 def resolve_broker(settings: Settings) -> Broker:
     """The broker to use, starting the embedded amqtt broker when none is set."""
     if settings.mqtt_url:
-        protocol = mqtt.MQTTv5 if settings.mqtt_protocol == "5" else mqtt.MQTTv311
+        protocol = (MQTTProtocolVersion.MQTTv5 if settings.mqtt_protocol == "5"
+                    else MQTTProtocolVersion.MQTTv311)
         return Broker(BrokerAddress.from_url(settings.mqtt_url), protocol)
     embedded = EmbeddedBroker()
     embedded.start()
-    return Broker(BrokerAddress(embedded.host, embedded.port), mqtt.MQTTv311, embedded)
+    return Broker(BrokerAddress(embedded.host, embedded.port), MQTTProtocolVersion.MQTTv311, embedded)
 
 
 def _cache_path(settings: Settings) -> Path:

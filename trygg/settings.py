@@ -77,7 +77,13 @@ class Settings(BaseSettings):
     def _database_url(cls, value: str | None) -> str | None:
         if value in (None, ""):
             return None
-        if urlsplit(value).scheme not in ("postgresql", "postgres"):
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            conninfo_to_dict(value)
+        except Exception:
+            raise ValueError("must look like postgresql://user@host:5432/dbname") from None
+        if "://" in value and urlsplit(value).scheme not in ("postgresql", "postgres"):
             raise ValueError("must look like postgresql://user@host:5432/dbname")
         return value
 

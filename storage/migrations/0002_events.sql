@@ -26,6 +26,7 @@ BEGIN
             ts           timestamptz NOT NULL,
             received_at  timestamptz NOT NULL,
             data         jsonb NOT NULL DEFAULT '{}',
+            seq          bigserial NOT NULL,
             UNIQUE (device_id, event_id, ts)
         );
         PERFORM create_hypertable('trygg.events', 'ts', chunk_time_interval => interval '1 day');
@@ -38,6 +39,7 @@ BEGIN
             ts           timestamptz NOT NULL,  -- when it happened on the device
             received_at  timestamptz NOT NULL,  -- when the gateway received it
             data         jsonb NOT NULL DEFAULT '{}',
+            seq          bigserial NOT NULL,        -- order in which rows were stored
             UNIQUE (device_id, event_id, ts)
         ) PARTITION BY RANGE (ts);
         -- Anything outside the monthly partitions lands here rather than failing a batch.

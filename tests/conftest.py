@@ -1,0 +1,6 @@
+"""Fixtures, split by service: tests/fix_db.py (PostgreSQL), tests/fix_mqtt.py (Mosquitto)."""
+
+from tests.fix_db import database, pg_admin_url, private_postgres
+from tests.fix_mqtt import mosquitto, prefix, publisher
+
+__all__ = ["database", "mosquitto", "pg_admin_url", "prefix", "private_postgres", "publisher"]

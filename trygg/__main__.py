@@ -1,0 +1,3 @@
+from trygg.cli import main
+
+main()
