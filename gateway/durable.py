@@ -8,9 +8,9 @@ MQTT receiving thread blocks, stops reading the socket, and the broker holds the
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,12 +32,11 @@ TOUCH_INTERVAL_S = 5.0
 
 @dataclass(slots=True)
 class Pending:
-    """A received message on its way to durability; acknowledged once durable."""
+    """Messages received together, on their way to durability; acknowledged once durable."""
 
-    record: Record
-    mid: int
-    qos: int
-    generation: int  # MQTT connection it arrived on; a stale one is not acknowledged
+    records: list[Record]
+    mids: list[int]  # packet ids to acknowledge (QoS 1 messages only)
+    generation: int  # MQTT connection they arrived on; a stale one is not acknowledged
 
 
 def _split(records: Sequence[Record]) -> tuple[list[Event], list[DeadLetter], list[StatusRow]]:
@@ -57,7 +56,7 @@ class DurableWriter:
         self,
         store: EventStore,
         spool: Spool,
-        ack: Callable[[Pending], None],
+        ack: Callable[[list[int], int], None],
         *,
         batch_max: int = 2000,
         batch_wait_s: float = 0.005,
@@ -70,7 +69,10 @@ class DurableWriter:
         self._batch_max = batch_max
         self._batch_wait_s = batch_wait_s
         self._retry_s = retry_s
-        self._queue: queue.Queue[Pending] = queue.Queue(maxsize=queue_max)
+        self._queue_max = queue_max
+        self._chunks: deque[Pending] = deque()
+        self._queued = 0  # records in _chunks
+        self._cond = threading.Condition()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="trygg-durable", daemon=True)
         self._db_ok = False
@@ -84,9 +86,14 @@ class DurableWriter:
         return self._db_ok
 
     def put(self, item: Pending) -> None:
-        """Hand over one received message; blocks while the queue is full."""
-        self.idle.clear()
-        self._queue.put(item)
+        """Hand over received messages; blocks while the queue is full (back-pressure)."""
+        with self._cond:
+            self.idle.clear()
+            while self._queued >= self._queue_max and not self._stopping.is_set():
+                self._cond.wait(0.5)
+            self._chunks.append(item)
+            self._queued += len(item.records)
+            self._cond.notify()
 
     def start(self) -> None:
         self._thread.start()
@@ -100,34 +107,34 @@ class DurableWriter:
     # -- the loop ---------------------------------------------------------------------
 
     def _take(self) -> list[Pending]:
-        try:
-            first = self._queue.get(timeout=0.2)
-        except queue.Empty:
-            return []
-        batch = [first]
-        deadline = time.monotonic() + self._batch_wait_s
-        while len(batch) < self._batch_max:
-            try:
-                batch.append(self._queue.get_nowait())
-            except queue.Empty:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(self._queue.get(timeout=remaining))
-                except queue.Empty:
-                    break
-        return batch
+        """Chunks up to `batch_max` records, waiting at most `batch_wait_s` to fill up."""
+        with self._cond:
+            if not self._chunks:
+                self._cond.wait(0.2)
+            if not self._chunks:
+                return []
+            deadline = time.monotonic() + self._batch_wait_s
+            while self._queued < self._batch_max and (left := deadline - time.monotonic()) > 0:
+                self._cond.wait(left)
+            batch: list[Pending] = []
+            taken = 0
+            while self._chunks and (not batch or taken + len(self._chunks[0].records) <= self._batch_max):
+                chunk = self._chunks.popleft()
+                batch.append(chunk)
+                taken += len(chunk.records)
+            self._queued -= taken
+            self._cond.notify_all()
+            return batch
 
     def _run(self) -> None:
         while True:
             batch = self._take()
-            metrics.QUEUE_DEPTH.set(self._queue.qsize())
+            metrics.QUEUE_DEPTH.set(self._queued)
             self._check_database()
             if batch:
-                self._make_durable([p.record for p in batch])
-                for item in batch:
-                    self._ack(item)
+                self._make_durable([r for p in batch for r in p.records])
+                for chunk in batch:
+                    self._ack(chunk.mids, chunk.generation)
             elif self._stopping.is_set():
                 break
             else:

@@ -1,32 +1,32 @@
 """MQTT ingress: subscribe, parse, validate against the contract, hand on, make durable.
 
-paho-mqtt runs the network loop in its own thread with manual acknowledgement: a
-message is acknowledged (PUBACK) by the durability loop only after it is committed to
-PostgreSQL or fsync'ed to the spool. The session is persistent (MQTT 5 session expiry,
-or clean session false on 3.1.1) under a stable client id, so events published while
-Trygg is down wait in the broker.
+The subscriber (gateway/wire.py) receives on its own thread; a message is acknowledged
+(PUBACK) by the durability loop only after it is committed to PostgreSQL or fsync'ed to
+the spool. The session is persistent (MQTT 5 session expiry, or clean session false on
+3.1.1) under a stable client id, so events published while Trygg is down wait in the
+broker. Valid events are handed to the processors at once, before the commit.
 """
 
 from __future__ import annotations
 
 import socket
 import threading
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from paho.mqtt.enums import MQTTProtocolVersion
 
 from gateway import metrics
 from gateway.durable import DurableWriter, Pending
-from gateway.errors import BrokerUnavailable
 from gateway.spool import Record, Spool
+from gateway.wire import MQTT5, MQTT311, Message, Subscriber
 from storage import DeadLetter, EventStore, StatusRow
 from trygg.contract import (
     SOURCE_KINDS,
@@ -70,7 +70,7 @@ class BrokerAddress:
         return f"mqtt://{self.host}:{self.port}"
 
 
-def set_nodelay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
+def set_nodelay(client: mqtt.Client, userdata: Any, sock: Any) -> None:  # paho on_socket_open
     """Nagle's algorithm costs ~40 ms stalls on small messages (DESIGN.md §9)."""
     if isinstance(sock, socket.socket):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -86,10 +86,11 @@ class Gateway:
     def __init__(
         self,
         broker: BrokerAddress,
-        store: EventStore,
-        spool: Spool,
+        conninfo: str,
+        spool_dir: Path,
         registry: Registry,
         *,
+        writers: int = 2,
         prefix: str = "trygg/v1",
         client_id: str = "trygg",
         protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5,
@@ -103,36 +104,34 @@ class Gateway:
     ) -> None:
         self._broker = broker
         self._prefix = prefix
-        self._protocol = protocol
-        self._receive_maximum = receive_maximum
         self._sink = sink
         self._clock = clock
         self._devices = device_index(registry)
         self._recent: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._generation = 0
-        self.connected = threading.Event()
-        self.writer = DurableWriter(
-            store, spool, self._ack, batch_max=batch_max, batch_wait_s=batch_wait_s,
-            queue_max=queue_max, retry_s=retry_s,
-        )
+        # One durability loop per shard of devices: each has its own connection and
+        # spool, so a device's events stay in order while shards commit in parallel.
+        self.writers = [
+            DurableWriter(
+                EventStore(conninfo), Spool(spool_dir / f"shard-{i}"), self._ack,
+                batch_max=batch_max, batch_wait_s=batch_wait_s,
+                queue_max=max(queue_max // writers, 100), retry_s=retry_s,
+            )
+            for i in range(writers)
+        ]
         self._received_events = metrics.RECEIVED.labels("events")
         self._received_status = metrics.RECEIVED.labels("status")
+        self._subscriber = Subscriber(
+            broker.host, broker.port, client_id,
+            [f"{prefix}/devices/+/events", f"{prefix}/devices/+/status"],
+            self._on_messages,
+            version=MQTT5 if protocol == MQTTProtocolVersion.MQTTv5 else MQTT311,
+            username=broker.username, password=broker.password,
+            receive_maximum=receive_maximum, on_state=self._on_state,
+        )
 
-        if protocol == mqtt.MQTTv5:
-            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                                 protocol=protocol, manual_ack=True)
-        else:
-            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                                 protocol=protocol, clean_session=False, manual_ack=True)
-        if broker.username:
-            client.username_pw_set(broker.username, broker.password)
-        client.on_socket_open = set_nodelay
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        client.on_subscribe = self._on_subscribe
-        client.reconnect_delay_set(1, 30)
-        self._client = client
+    @property
+    def connected(self) -> threading.Event:
+        return self._subscriber.subscribed
 
     # -- registry ---------------------------------------------------------------------
 
@@ -142,107 +141,81 @@ class Gateway:
 
     # -- life cycle -------------------------------------------------------------------
 
+    @property
+    def database_ok(self) -> bool:
+        return all(w.database_ok for w in self.writers)
+
     def start(self, timeout: float = 10.0) -> None:
-        self.writer.start()
-        props = None
-        if self._protocol == mqtt.MQTTv5:
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = SESSION_EXPIRY_S
-            props.ReceiveMaximum = self._receive_maximum
+        for writer in self.writers:
+            writer.start()
         try:
-            if self._protocol == mqtt.MQTTv5:
-                self._client.connect(self._broker.host, self._broker.port, keepalive=30,
-                                     clean_start=False, properties=props)
-            else:
-                self._client.connect(self._broker.host, self._broker.port, keepalive=30)
-        except OSError as exc:
-            self.writer.stop()
-            raise BrokerUnavailable(str(self._broker), str(exc)) from exc
-        self._client.loop_start()
-        if not self.connected.wait(timeout):
-            self.stop()
-            raise BrokerUnavailable(str(self._broker), "no CONNACK within {timeout} s")
+            self._subscriber.start(timeout)
+        except BaseException:
+            for writer in self.writers:
+                writer.stop()
+            raise
+        log.info("connected to broker", broker=str(self._broker))
 
     def stop(self) -> None:
         """Make what was received durable and acknowledge it, then disconnect."""
-        self.writer.idle.wait(10)
-        self._client.disconnect()
-        self._client.loop_stop()
-        self.writer.stop()
+        for writer in self.writers:
+            writer.idle.wait(10)
+        self._subscriber.stop()
+        for writer in self.writers:
+            writer.stop()
 
-    def kill(self) -> None:
-        """Drop the connection without draining (tests of crash behaviour)."""
-        self._client.loop_stop()
-        sock = self._client.socket()
-        if isinstance(sock, socket.socket):
-            sock.close()
+    # -- receiving thread -------------------------------------------------------------
 
-    # -- paho callbacks (network thread) ----------------------------------------------
+    def _on_state(self, up: bool, why: str) -> None:
+        metrics.BROKER_UP.set(1 if up else 0)
+        if not up:
+            log.warning("broker connection lost, reconnecting", broker=str(self._broker), error=why)
 
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
-                    properties: Any) -> None:
-        if reason.is_failure:
-            log.error("broker refused connection", broker=str(self._broker), reason=str(reason))
-            return
-        self._generation += 1
-        client.subscribe([(f"{self._prefix}/devices/+/events", 1),
-                          (f"{self._prefix}/devices/+/status", 1)])
-        log.info("connected to broker", broker=str(self._broker),
-                 session_present=bool(getattr(flags, "session_present", False)))
+    def _ack(self, mids: list[int], generation: int) -> None:
+        self._subscriber.ack(mids, generation)
 
-    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any,
-                      properties: Any) -> None:
-        if any(r.is_failure for r in reasons):
-            log.error("broker refused the subscription", reasons=[str(r) for r in reasons])
-            return
-        metrics.BROKER_UP.set(1)
-        self.connected.set()
-
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
-                       properties: Any) -> None:
-        metrics.BROKER_UP.set(0)
-        self.connected.clear()
-        log.warning("disconnected from broker", broker=str(self._broker), reason=str(reason))
-
-    def _ack(self, item: Pending) -> None:
-        if item.qos and item.generation == self._generation:
-            self._client.ack(item.mid, item.qos)
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_messages(self, messages: list[Message], generation: int) -> None:
         received_at = self._clock()
-        record: Record
-        try:
-            record = self._accept(msg.topic, bytes(msg.payload), received_at)
-        except InvalidMessage as exc:
-            record = DeadLetter(received_at, msg.topic, bytes(msg.payload), exc.reason.value,
-                                exc.detail)
-            metrics.DEAD_LETTERS.labels(exc.reason.value).inc()
-        except UnicodeDecodeError:
-            record = DeadLetter(received_at, repr(msg._topic), bytes(msg.payload),
-                                Reason.BAD_TOPIC.value, "topic is not UTF-8")
-            metrics.DEAD_LETTERS.labels(Reason.BAD_TOPIC.value).inc()
-        self.writer.put(Pending(record, msg.mid, msg.qos, self._generation))
+        shards = len(self.writers)
+        chunks = [Pending([], [], generation) for _ in range(shards)]
+        for msg in messages:
+            record: Record
+            try:
+                if isinstance(msg.topic, bytes):
+                    raise InvalidMessage(Reason.BAD_TOPIC, "topic is not UTF-8")
+                accepted = self._accept(msg.topic, msg.payload, received_at)
+                chunk = chunks[zlib.crc32(accepted.device_id.encode()) % shards]
+                record = accepted
+            except InvalidMessage as exc:
+                topic = msg.topic if isinstance(msg.topic, str) else repr(msg.topic)
+                record = DeadLetter(received_at, topic, msg.payload, exc.reason.value, exc.detail)
+                metrics.DEAD_LETTERS.labels(exc.reason.value).inc()
+                chunk = chunks[0]
+            chunk.records.append(record)
+            if msg.qos:
+                chunk.mids.append(msg.mid)
+        status = sum(1 for m in messages if isinstance(m.topic, str) and m.topic.endswith("/status"))
+        self._received_status.inc(status)
+        self._received_events.inc(len(messages) - status)
+        for writer, chunk in zip(self.writers, chunks, strict=True):
+            if chunk.records:
+                writer.put(chunk)
 
-    def _accept(self, topic: str, payload: bytes, received_at: datetime) -> Record:
+    def _accept(self, topic: str, payload: bytes, received_at: datetime) -> Event | StatusRow:
         where = parse_topic(topic, self._prefix)
         entry = self._devices.get(where.device_id)
         if where.channel == "status":
-            self._received_status.inc()
             online = parse_status(payload)
             if entry is None:
-                raise InvalidMessage(Reason.UNKNOWN_DEVICE,
-                                     f"device {where.device_id!r} is not in the registry")
+                raise InvalidMessage(Reason.UNKNOWN_DEVICE, f"device {where.device_id!r} is not in the registry")
             self._hand_on(DeviceStatus(where.device_id, entry[0], online, received_at))
             return StatusRow(where.device_id, online, received_at)
-        self._received_events.inc()
         event = parse_event(where.device_id, payload, received_at)
         if entry is None:
-            raise InvalidMessage(Reason.UNKNOWN_DEVICE,
-                                 f"device {where.device_id!r} is not in the registry")
+            raise InvalidMessage(Reason.UNKNOWN_DEVICE, f"device {where.device_id!r} is not in the registry")
         resident_id, kind = entry
         if kind not in SOURCE_KINDS[event.type]:
-            raise InvalidMessage(Reason.WRONG_KIND,
-                                 f"a {kind.value} device cannot send {event.type.value}")
+            raise InvalidMessage(Reason.WRONG_KIND, f"a {kind.value} device cannot send {event.type.value}")
         event.resident_id = resident_id
         key = (event.device_id, event.event_id)
         if key in self._recent:

@@ -17,8 +17,8 @@ import paho.mqtt.client as mqtt
 import psycopg
 import pytest
 
-from gateway import Gateway, Spool
-from storage import EventStore, save_registry
+from gateway import Gateway
+from storage import save_registry
 from tests.fix_db import PostgresInstance, scalar
 from tests.fix_mqtt import MosquittoInstance, Publisher
 from tests.helpers import event, small_registry, wait_for
@@ -36,7 +36,7 @@ def start_gateway(mosquitto: MosquittoInstance, database: str, prefix: str,
 
     def start(registry: Registry | None = None, conninfo: str = database,
               **options: object) -> Gateway:
-        gw = Gateway(mosquitto.address, EventStore(conninfo), Spool(tmp_path / "spool"),
+        gw = Gateway(mosquitto.address, conninfo, tmp_path / "spool",
                      registry or small_registry(), prefix=prefix,
                      client_id=f"gw-{prefix.split('/')[0]}", retry_s=0.5, **options)  # type: ignore[arg-type]
         gw.start()
@@ -160,9 +160,10 @@ def test_postgres_down_for_30_s_spools_then_stores_everything_once_in_order(
     try:
         wait_for(lambda: count(url), lambda n: n > 100)
         private_postgres.stop("immediate")
-        spool = tmp_path / "spool" / "spool.jsonl"
+        spools = list((tmp_path / "spool").glob("shard-*/spool.jsonl"))
         stop.wait(30)
-        assert spool.exists() and spool.stat().st_size > 0, "events were not spooled"
+        spools = list((tmp_path / "spool").glob("shard-*/spool.jsonl"))
+        assert spools and all(p.stat().st_size > 0 for p in spools), "events were not spooled"
         private_postgres.start()
         stop.wait(3)
     finally:
@@ -170,7 +171,7 @@ def test_postgres_down_for_30_s_spools_then_stores_everything_once_in_order(
         streamer.join()
     total = sum(sent.values())
     assert wait_for(lambda: count(url), lambda n: n >= total, timeout=60) == total
-    assert not spool.exists(), "the spool was not cleared after replay"
+    assert not any(p.exists() for p in spools), "the spool was not cleared after replay"
     with psycopg.connect(url) as conn:
         for dev in devices:
             ids = [r[0] for r in conn.execute(

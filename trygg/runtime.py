@@ -17,8 +17,8 @@ from pathlib import Path
 import psycopg
 from paho.mqtt.enums import MQTTProtocolVersion
 
-from gateway import BrokerAddress, Gateway, Spool
-from storage import EventStore, load_registry, migrate, start_embedded_postgres
+from gateway import BrokerAddress, Gateway
+from storage import load_registry, migrate, start_embedded_postgres
 from trygg.broker import EmbeddedBroker
 from trygg.logging import get_logger
 from trygg.pipeline import EventSink, discard
@@ -150,9 +150,10 @@ def start_ingest(settings: Settings, sink: EventSink = discard,
     broker = broker or resolve_broker(settings)
     gateway = Gateway(
         broker.address,
-        EventStore(conninfo),
-        Spool(settings.spool_dir),
+        conninfo,
+        settings.spool_dir,
         registry,
+        writers=settings.ingest_writers,
         prefix=settings.mqtt_prefix,
         client_id=f"{settings.mqtt_client_id}-gateway",
         protocol=broker.protocol,

@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     session_secret: SecretStr = SecretStr(DEMO_SECRET)
 
     # Ingest tuning (DESIGN.md §5, §9).
+    ingest_writers: int = Field(default=2, ge=1, le=16, description="parallel database writers")
     ingest_batch_max: int = Field(default=2000, ge=1, le=100_000)
     ingest_batch_wait_ms: float = Field(default=5.0, ge=0, le=10_000)
     ingest_queue_max: int = Field(default=20_000, ge=100, le=1_000_000)

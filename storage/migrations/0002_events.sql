@@ -6,8 +6,8 @@
 -- column, so the key lives in its own small table. The gateway refuses events more than
 -- 30 days old, so keys older than that can be pruned without letting a duplicate in.
 CREATE TABLE trygg.event_keys (
-    device_id    text NOT NULL,
-    event_id     text NOT NULL,
+    device_id    text COLLATE "C" NOT NULL,
+    event_id     text COLLATE "C" NOT NULL,
     received_at  timestamptz NOT NULL,
     PRIMARY KEY (device_id, event_id)
 );
@@ -19,36 +19,37 @@ BEGIN
     IF EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb') THEN
         CREATE EXTENSION IF NOT EXISTS timescaledb;
         CREATE TABLE trygg.events (
-            device_id    text NOT NULL,
-            event_id     text NOT NULL,
-            resident_id  text NOT NULL,
+            device_id    text COLLATE "C" NOT NULL,
+            event_id     text COLLATE "C" NOT NULL,
+            resident_id  text COLLATE "C" NOT NULL,
             type         text NOT NULL,
             ts           timestamptz NOT NULL,
             received_at  timestamptz NOT NULL,
             data         jsonb NOT NULL DEFAULT '{}',
-            seq          bigserial NOT NULL,
-            UNIQUE (device_id, event_id, ts)
+            seq          bigserial NOT NULL
         );
         PERFORM create_hypertable('trygg.events', 'ts', chunk_time_interval => interval '1 day');
     ELSE
         CREATE TABLE trygg.events (
-            device_id    text NOT NULL,
-            event_id     text NOT NULL,
-            resident_id  text NOT NULL,
+            device_id    text COLLATE "C" NOT NULL,
+            event_id     text COLLATE "C" NOT NULL,
+            resident_id  text COLLATE "C" NOT NULL,
             type         text NOT NULL,     -- event type, DESIGN.md §3
             ts           timestamptz NOT NULL,  -- when it happened on the device
             received_at  timestamptz NOT NULL,  -- when the gateway received it
             data         jsonb NOT NULL DEFAULT '{}',
-            seq          bigserial NOT NULL,        -- order in which rows were stored
-            UNIQUE (device_id, event_id, ts)
+            seq          bigserial NOT NULL         -- order in which rows were stored
         ) PARTITION BY RANGE (ts);
         -- Anything outside the monthly partitions lands here rather than failing a batch.
         CREATE TABLE trygg.events_default PARTITION OF trygg.events DEFAULT;
     END IF;
 END $$;
 
+-- (device_id, event_id) is unique through trygg.event_keys, which every insert goes
+-- through; the events table itself carries only the indexes its readers need.
 CREATE INDEX events_resident_ts_idx ON trygg.events (resident_id, ts);
-CREATE INDEX events_ts_type_idx ON trygg.events (ts, type);
+CREATE INDEX events_device_ts_idx ON trygg.events (device_id, ts);
+CREATE INDEX events_ts_brin ON trygg.events USING brin (ts);
 
 -- Monthly partitions covering [from, until); called at migration and by the gateway.
 CREATE FUNCTION trygg.ensure_event_partitions(from_ts timestamptz, until_ts timestamptz)
