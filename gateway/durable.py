@@ -62,9 +62,12 @@ class DurableWriter:
         batch_wait_s: float = 0.005,
         queue_max: int = 20_000,
         retry_s: float = 2.0,
+        orphans: Sequence[Spool] = (),
     ) -> None:
         self._store = store
         self._spool = spool
+        # spools of shards that no longer exist (the writer count changed): replayed first
+        self._orphans = [o for o in orphans if o.pending_bytes()]
         self._ack = ack
         self._batch_max = batch_max
         self._batch_wait_s = batch_wait_s
@@ -143,7 +146,7 @@ class DurableWriter:
 
     def _check_database(self) -> None:
         """Bring the database back into use: ping, then replay the spool in order."""
-        pending = self._spool.pending_bytes()
+        pending = self._spool.pending_bytes() + sum(o.pending_bytes() for o in self._orphans)
         metrics.SPOOL_PENDING.set(pending)
         if self._db_ok and not pending:
             return
@@ -171,11 +174,13 @@ class DurableWriter:
         metrics.DB_UP.set(0)
 
     def _replay(self) -> None:
-        for records, offset in self._spool.chunks(self._batch_max):
-            self._write(records)
-            self._spool.mark_replayed(offset)
-            metrics.REPLAYED.inc(len(records))
-        self._spool.clear()
+        for spool in [*self._orphans, self._spool]:
+            for records, offset in spool.chunks(self._batch_max):
+                self._write(records)
+                spool.mark_replayed(offset)
+                metrics.REPLAYED.inc(len(records))
+            spool.clear()
+        self._orphans = []
         metrics.SPOOL_PENDING.set(0)
 
     def _make_durable(self, records: list[Record]) -> None:

@@ -110,13 +110,16 @@ class Gateway:
         self._recent: OrderedDict[tuple[str, str], None] = OrderedDict()
         # One durability loop per shard of devices: each has its own connection and
         # spool, so a device's events stay in order while shards commit in parallel.
+        shard_dirs = [spool_dir / f"shard-{i}" for i in range(writers)]
+        orphans = [Spool(d) for d in sorted(spool_dir.glob("shard-*")) if d not in shard_dirs]
         self.writers = [
             DurableWriter(
-                EventStore(conninfo), Spool(spool_dir / f"shard-{i}"), self._ack,
+                EventStore(conninfo), Spool(shard_dir), self._ack,
                 batch_max=batch_max, batch_wait_s=batch_wait_s,
                 queue_max=max(queue_max // writers, 100), retry_s=retry_s,
+                orphans=orphans if i == 0 else (),
             )
-            for i in range(writers)
+            for i, shard_dir in enumerate(shard_dirs)
         ]
         self._received_events = metrics.RECEIVED.labels("events")
         self._received_status = metrics.RECEIVED.labels("status")

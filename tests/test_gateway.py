@@ -251,3 +251,22 @@ def test_handed_on_before_commit_and_once(start_gateway: StartGateway, publisher
     publisher.publish_all([(topic, raw), (topic, raw), (topic, b"{bad")])
     assert wait_for(lambda: list(seen), lambda s: len(s) >= 1) == ["e-1"]
     assert json.loads(raw)["id"] == "e-1"
+
+
+def test_a_spool_left_by_another_writer_count_is_replayed(
+    mosquitto: MosquittoInstance, database: str, prefix: str, tmp_path: Path
+) -> None:
+    from gateway import Spool
+    from trygg.contract import Event, EventType
+
+    now = datetime.now(UTC)
+    Spool(tmp_path / "spool" / "shard-7").append(
+        [Event("d-1-alarm", f"old-{i}", EventType.HEARTBEAT, now, now, {}, "r-1") for i in range(5)])
+    gw = Gateway(mosquitto.address, database, tmp_path / "spool", small_registry(), prefix=prefix,
+                 client_id=f"o{prefix.split('/')[0]}", writers=2)
+    gw.start()
+    try:
+        assert wait_for(lambda: count(database), lambda n: n == 5) == 5
+    finally:
+        gw.stop()
+    assert not (tmp_path / "spool" / "shard-7" / "spool.jsonl").exists()
