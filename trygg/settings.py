@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Path(".trygg")
     http_host: str = "127.0.0.1"
-    http_port: int = Field(default=8000, ge=1, le=65535)
+    http_port: int = Field(default=8000, ge=0, le=65535, description="0: any free port (printed)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
 
