@@ -32,6 +32,7 @@ from trygg.contract import (
     SOURCE_KINDS,
     DeviceKind,
     Event,
+    EventType,
     InvalidMessage,
     Reason,
     parse_event,
@@ -41,7 +42,7 @@ from trygg.contract import (
 )
 from trygg.logging import get_logger
 from trygg.pipeline import DeviceStatus, EventSink, discard
-from trygg.registry import Registry
+from trygg.registry import Registry, Resident
 
 log = get_logger("trygg.gateway")
 
@@ -76,8 +77,21 @@ def set_nodelay(client: mqtt.Client, userdata: Any, sock: Any) -> None:  # paho 
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def device_index(registry: Registry) -> dict[str, tuple[str, DeviceKind]]:
-    return {d.id: (r.id, d.device_kind) for r in registry.residents for d in r.devices}
+@dataclass(frozen=True, slots=True)
+class DeviceEntry:
+    resident_id: str
+    kind: DeviceKind
+    resident: Resident
+
+
+def device_index(registry: Registry) -> dict[str, DeviceEntry]:
+    return {d.id: DeviceEntry(r.id, d.device_kind, r) for r in registry.residents for d in r.devices}
+
+
+def location_basis_valid(resident: Resident, at: datetime) -> bool:
+    """A `location_basis` (consent or vedtak) valid on the resident's local date."""
+    basis = resident.location_basis
+    return basis is not None and basis.valid_on(at.astimezone(resident.zone).date())
 
 
 class Gateway:
@@ -96,6 +110,7 @@ class Gateway:
         protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5,
         receive_maximum: int = 10_000,
         sink: EventSink = discard,
+        emergency_open: Callable[[str], bool] = lambda resident_id: False,
         batch_max: int = 2000,
         batch_wait_s: float = 0.005,
         queue_max: int = 20_000,
@@ -105,6 +120,7 @@ class Gateway:
         self._broker = broker
         self._prefix = prefix
         self._sink = sink
+        self._emergency_open = emergency_open
         self._clock = clock
         self._devices = device_index(registry)
         self._recent: OrderedDict[tuple[str, str], None] = OrderedDict()
@@ -187,6 +203,10 @@ class Gateway:
                 if isinstance(msg.topic, bytes):
                     raise InvalidMessage(Reason.BAD_TOPIC, "topic is not UTF-8")
                 accepted = self._accept(msg.topic, msg.payload, received_at)
+                if accepted is None:  # a position without legal basis: not stored, not used
+                    if msg.qos:  # acknowledged once what came before it is durable
+                        chunks[0].mids.append(msg.mid)
+                    continue
                 chunk = chunks[zlib.crc32(accepted.device_id.encode()) % shards]
                 record = accepted
             except InvalidMessage as exc:
@@ -201,25 +221,28 @@ class Gateway:
         self._received_status.inc(status)
         self._received_events.inc(len(messages) - status)
         for writer, chunk in zip(self.writers, chunks, strict=True):
-            if chunk.records:
+            if chunk.records or chunk.mids:
                 writer.put(chunk)
 
-    def _accept(self, topic: str, payload: bytes, received_at: datetime) -> Event | StatusRow:
+    def _accept(self, topic: str, payload: bytes, received_at: datetime) -> Event | StatusRow | None:
         where = parse_topic(topic, self._prefix)
         entry = self._devices.get(where.device_id)
         if where.channel == "status":
             online = parse_status(payload)
             if entry is None:
                 raise InvalidMessage(Reason.UNKNOWN_DEVICE, f"device {where.device_id!r} is not in the registry")
-            self._hand_on(DeviceStatus(where.device_id, entry[0], online, received_at))
+            self._hand_on(DeviceStatus(where.device_id, entry.resident_id, online, received_at))
             return StatusRow(where.device_id, online, received_at)
         event = parse_event(where.device_id, payload, received_at)
         if entry is None:
             raise InvalidMessage(Reason.UNKNOWN_DEVICE, f"device {where.device_id!r} is not in the registry")
-        resident_id, kind = entry
-        if kind not in SOURCE_KINDS[event.type]:
-            raise InvalidMessage(Reason.WRONG_KIND, f"a {kind.value} device cannot send {event.type.value}")
-        event.resident_id = resident_id
+        if entry.kind not in SOURCE_KINDS[event.type]:
+            raise InvalidMessage(Reason.WRONG_KIND, f"a {entry.kind.value} device cannot send {event.type.value}")
+        event.resident_id = entry.resident_id
+        if (event.type is EventType.LOCATION and not location_basis_valid(entry.resident, received_at)
+                and not self._emergency_open(entry.resident_id)):
+            metrics.LOCATIONS_DISCARDED.inc()
+            return None
         key = (event.device_id, event.event_id)
         if key in self._recent:
             return event  # re-sent: stored once by the store's key, not handed on again

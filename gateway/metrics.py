@@ -19,3 +19,7 @@ BATCH_SECONDS = Histogram(
     "Time to make one batch durable",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+LOCATIONS_DISCARDED = Counter(
+    "trygg_gateway_locations_discarded",
+    "Positions neither stored nor used: no valid location basis and no open alarm/fall alert",
+)

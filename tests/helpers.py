@@ -27,11 +27,13 @@ residents:
       - {id: d-1-door, kind: door_sensor}
       - {id: d-1-motion, kind: motion_sensor}
       - {id: d-1-gps, kind: gps_tracker}
+    location_basis: {kind: vedtak, valid_until: "2099-12-31"}
   - id: r-2
     name: "Ola Nordmann"
     team: east
     devices:
       - {id: d-2-alarm, kind: alarm_unit}
+      - {id: d-2-phone, kind: phone}
 """
 
 

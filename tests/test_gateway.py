@@ -270,3 +270,28 @@ def test_a_spool_left_by_another_writer_count_is_replayed(
     finally:
         gw.stop()
     assert not (tmp_path / "spool" / "shard-7" / "spool.jsonl").exists()
+
+
+def test_positions_without_legal_basis_are_not_stored_or_used_unless_an_emergency_is_open(
+    start_gateway: StartGateway, publisher: Publisher, database: str, prefix: str
+) -> None:
+    emergency: set[str] = set()
+    handed: list[str] = []
+    start_gateway(sink=lambda item: handed.append(getattr(item, "event_id", "")),
+                  emergency_open=lambda resident_id: resident_id in emergency)
+    fix = {"lat": 59.91, "lon": 10.75, "accuracy_m": 10}
+    publisher.publish_all([
+        (f"{prefix}/devices/d-1-gps/events", event("with-basis", "location", fix)),
+        (f"{prefix}/devices/d-2-phone/events", event("no-basis", "location", fix)),
+    ])
+    wait_for(lambda: count(database), lambda n: n >= 1)
+    emergency.add("r-2")  # an alarm of r-2 is open: its positions are needed now
+    publisher.publish_all([(f"{prefix}/devices/d-2-phone/events", event("during-alarm", "location", fix)),
+                           (f"{prefix}/devices/d-2-alarm/events", event("after", "heartbeat"))])
+    wait_for(lambda: count(database), lambda n: n >= 3)
+    with psycopg.connect(database) as conn:
+        ids = [r[0] for r in conn.execute("SELECT event_id FROM trygg.events ORDER BY seq")]
+        dead = conn.execute("SELECT count(*) FROM trygg.dead_letters").fetchone()
+    assert sorted(ids) == ["after", "during-alarm", "with-basis"]  # shards commit independently
+    assert "no-basis" not in handed
+    assert dead == (0,), "a refused position must not be kept as a dead letter either"

@@ -77,7 +77,7 @@ def test_up_with_embedded_broker_and_database_stores_a_published_event(data_dir:
     loaded = subprocess.run([sys.executable, "-m", "trygg", "registry", "load", str(registry)],
                             env=env_for(data_dir), capture_output=True, text=True, timeout=120)
     assert loaded.returncode == 0, loaded.stderr
-    assert "2 residents, 7 devices" in loaded.stdout
+    assert "2 residents, 8 devices" in loaded.stdout
 
     up = Up(data_dir)
     try:
