@@ -1,0 +1,298 @@
+"""`Processor`: every resident's state machine and the one timer heap, behind four calls.
+
+Pure and synchronous — no asyncio, no I/O, no clock: every call takes ``now``. The
+asyncio side lives in `processors.stage`.
+
+Typical life::
+
+    proc = Processor(registry)
+    proc.restore_state(snapshot)                  # optional, from the last export_state()
+    proc.start_supervision(now, last_seen)        # last message time per device, from storage
+    intents = proc.handle(event_or_status, now)   # for each item from the gateway
+    intents = proc.due(now)                       # when now >= proc.next_deadline()
+    proc.alert_closed(resident_id, kind)          # staff resolved an alert
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from processors import resident as machine
+from processors import rules_devices
+from processors.context import HEARTBEAT, ResidentContext, Step, Timer, TimerKey
+from processors.errors import StateError
+from processors.jsonstate import obj
+from processors.localtime import as_utc
+from processors.resident import EMPTY, ResidentState
+from processors.scheduler import Scheduler
+from trygg.contract import AlertKind, Event
+from trygg.logging import get_logger
+from trygg.pipeline import AlertIntent, DeviceStatus
+from trygg.registry import Registry, Resident
+
+STATE_VERSION: Final = 1
+#: after a restart no device is declared offline before this much time has passed, so
+#: the broker can deliver what it queued while Trygg was down (DESIGN.md §9: a backlog is
+#: cleared within 2 minutes)
+RESTART_GRACE: Final = timedelta(minutes=2)
+
+log = get_logger(__name__)
+
+
+class Processor:
+    """The streaming rules of DESIGN.md §4 for every resident of a registry."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._residents: dict[str, Resident] = {}
+        self._owner_of: dict[str, str] = {}  # device id → resident id
+        self._contexts: dict[str, ResidentContext] = {}
+        self._states: dict[str, ResidentState] = {}
+        self._timers: Scheduler[TimerKey] = Scheduler()
+        self._last_now: datetime | None = None
+        self._index(registry)
+
+    # ---------------------------------------------------------------- registry
+
+    def _index(self, registry: Registry) -> None:
+        self._registry = registry
+        self._residents = {r.id: r for r in registry.residents}
+        self._owner_of = {d.id: r.id for r in registry.residents for d in r.devices}
+        self._contexts = {}
+
+    def _context(self, resident_id: str) -> ResidentContext | None:
+        ctx = self._contexts.get(resident_id)
+        if ctx is None:
+            resident = self._residents.get(resident_id)
+            if resident is None:
+                return None
+            ctx = self._contexts[resident_id] = ResidentContext.of(resident)
+        return ctx
+
+    @property
+    def registry(self) -> Registry:
+        return self._registry
+
+    def set_registry(self, registry: Registry, now: datetime | None = None) -> list[AlertIntent]:
+        """Swap in a reloaded registry, keeping the state of what still exists.
+
+        Removed residents are forgotten with their timers (their open alerts stay for
+        staff to resolve). For changed residents see `resident.reconfigure`: removed
+        devices and zones cancel the alerts only they held — those CANCEL intents are
+        returned — and new devices start heartbeat supervision at `now` (default: the
+        latest time this processor was given).
+        """
+        old_residents = self._residents
+        old_contexts = {rid: self._context(rid) for rid in self._states}
+        self._index(registry)
+        at = now if now is not None else self._last_now
+        if at is None:  # nothing has happened yet: there is no state and no timer
+            return []
+        self._see(at)
+        intents: list[AlertIntent] = []
+        timers: list[Timer] = []
+        for rid, old in old_residents.items():
+            new = self._residents.get(rid)
+            if new == old:
+                continue
+            old_ctx = old_contexts.get(rid) or ResidentContext.of(old)
+            state = self._states.get(rid, EMPTY)
+            if new is None:
+                self._states.pop(rid, None)
+                timers += [Timer(key, None) for key in machine.timer_keys(old_ctx, state)]
+                continue
+            new_ctx = self._context(rid)
+            assert new_ctx is not None
+            state, i, t = machine.reconfigure(old_ctx, new_ctx, state, at)
+            self._store(rid, state)
+            intents += i
+            timers += t
+        for rid in self._residents.keys() - old_residents.keys():
+            ctx = self._context(rid)
+            assert ctx is not None
+            state, i, t = machine.start(ctx, EMPTY, at, {}, timedelta(0))
+            self._store(rid, state)
+            intents += i
+            timers += t
+        # cancel first: a device that moved between residents is disarmed, then re-armed
+        self._apply([t for t in timers if t.at is None])
+        self._apply([t for t in timers if t.at is not None])
+        return intents
+
+    # ---------------------------------------------------------------- input
+
+    def handle(self, item: Event | DeviceStatus, now: datetime) -> list[AlertIntent]:
+        """Run an event or status message through its resident's rules."""
+        self._see(now)
+        rid = self._owner_of.get(item.device_id)
+        ctx = None if rid is None else self._context(rid)
+        if rid is None or ctx is None:
+            log.warning("processor_unknown_device", device_id=item.device_id)
+            return []
+        state = self._states.get(rid, EMPTY)
+        step: Step[ResidentState]
+        if isinstance(item, Event):
+            step = machine.on_event(ctx, state, item, now)
+        else:
+            step = machine.on_status(ctx, state, item, now)
+        return self._commit(rid, step)
+
+    def due(self, now: datetime, *, most: int | None = None) -> list[AlertIntent]:
+        """Fire the timers whose deadline is ≤ `now` (at most `most` of them).
+
+        A flood — a regional outage silencing thousands of devices at once — can be worked
+        off in slices with `most`, so other work (an alarm) runs between them; call again
+        while `next_deadline()` ≤ now.
+        """
+        self._see(now)
+        intents: list[AlertIntent] = []
+        # rules re-arm only into the future; the extra rounds without `most` are a safeguard
+        for _ in range(1 if most is not None else 8):
+            fired = self._timers.pop_due(now, most)
+            if not fired:
+                break
+            for key, _ in fired:
+                rid = self._owner_of.get(key.owner) if key.rule == HEARTBEAT else key.owner
+                ctx = None if rid is None else self._context(rid)
+                if rid is None or ctx is None:
+                    continue
+                state = self._states.get(rid, EMPTY)
+                intents += self._commit(rid, machine.on_timer(ctx, state, key, now))
+        return intents
+
+    def next_deadline(self) -> datetime | None:
+        """When `due` has something to do next; None when no timer is armed."""
+        return self._timers.next_deadline()
+
+    def alert_closed(self, resident_id: str, kind: AlertKind | str, device_id: str | None = None) -> None:
+        """Staff resolved the resident's alert of `kind`.
+
+        The conditions it covered go quiet: they raise nothing more until they end (door
+        closed, resident back inside a zone, device heard, battery ≥ 30 %, next activity);
+        a wandering watch ends. Because the alerts stage keeps one alert per resident and
+        kind, `device_id` is informational: every device of that alert goes quiet.
+        """
+        ctx = self._context(resident_id)
+        if ctx is None:
+            return
+        state = self._states.get(resident_id, EMPTY)
+        intents = self._commit(resident_id, machine.on_alert_closed(ctx, state, AlertKind(kind)))
+        assert not intents
+
+    # ---------------------------------------------------------------- start-up
+
+    def start_supervision(
+        self,
+        now: datetime,
+        last_seen: Mapping[str, datetime],
+        *,
+        grace: timedelta = RESTART_GRACE,
+    ) -> None:
+        """Arm heartbeat deadlines for every registered device, and inactivity clocks.
+
+        A device's deadline counts from its last message — the later of `last_seen`
+        (from storage) and a restored state — or from `now` if it was never heard, and is
+        never earlier than ``now + grace``, so a restart neither floods ``device_offline``
+        for devices heard recently nor for those whose messages the broker still holds.
+        """
+        self._see(now)
+        by_resident: dict[str, dict[str, datetime]] = {}
+        for device_id, seen in last_seen.items():
+            rid = self._owner_of.get(device_id)
+            if rid is not None:
+                by_resident.setdefault(rid, {})[device_id] = seen
+        arms: list[tuple[TimerKey, datetime]] = []
+        for rid in self._residents:
+            ctx = self._context(rid)
+            assert ctx is not None
+            state = self._states.get(rid, EMPTY)
+            new, intents, timers = machine.start(ctx, state, now, by_resident.get(rid, {}), grace)
+            assert not intents
+            self._store(rid, new)
+            for timer in timers:
+                if timer.at is None:
+                    self._timers.cancel(timer.key)
+                else:
+                    arms.append((timer.key, timer.at))
+        self._timers.arm_many(arms)
+
+    def export_state(self) -> dict[str, Any]:
+        """A JSON-serialisable snapshot of every resident's rule state."""
+        return {
+            "version": STATE_VERSION,
+            "residents": {rid: state.to_json() for rid, state in sorted(self._states.items()) if not state.is_empty()},
+        }
+
+    def restore_state(self, snapshot: Mapping[str, Any]) -> None:
+        """Replace all rule state with a snapshot from `export_state` and re-arm its timers.
+
+        Residents and devices no longer in the registry are skipped. Raises `StateError`
+        (naming the bad path) and changes nothing if the snapshot cannot be read.
+        """
+        doc = obj(dict(snapshot), "(snapshot)")
+        if doc.get("version") != STATE_VERSION:
+            raise StateError("version", f"unsupported state version {doc.get('version')!r}")
+        states: dict[str, ResidentState] = {}
+        for rid, raw in obj(doc.get("residents"), "residents").items():
+            state = ResidentState.from_json(raw, f"residents.{rid}")
+            ctx = self._context(rid)
+            if ctx is None:
+                continue
+            for device_id in [d for d in state.devices.devices if d not in ctx.devices]:
+                devices, _, _ = rules_devices.forget_device(ctx, state.devices, device_id, _EPOCH)
+                state = ResidentState(state.doors, state.activity, state.geo, devices)
+            states[rid] = state
+        self._states = {rid: s for rid, s in states.items() if not s.is_empty()}
+        self._timers = Scheduler()
+        arms = [
+            (timer.key, timer.at)
+            for rid, state in self._states.items()
+            for timer in machine.timers_of(self._context_required(rid), state)
+            if timer.at is not None
+        ]
+        self._timers.arm_many(arms)
+
+    # ---------------------------------------------------------------- internals
+
+    def _context_required(self, rid: str) -> ResidentContext:
+        ctx = self._context(rid)
+        assert ctx is not None
+        return ctx
+
+    def _see(self, now: datetime) -> None:
+        now = as_utc(now)
+        if self._last_now is None or now > self._last_now:
+            self._last_now = now
+
+    def _store(self, rid: str, state: ResidentState) -> None:
+        if state is EMPTY:
+            self._states.pop(rid, None)
+        else:
+            self._states[rid] = state
+
+    def _commit(self, rid: str, step: Step[ResidentState]) -> list[AlertIntent]:
+        state, intents, timers = step
+        self._store(rid, state)
+        self._apply(timers)
+        return intents
+
+    def _apply(self, timers: list[Timer]) -> None:
+        for timer in timers:
+            if timer.at is None:
+                self._timers.cancel(timer.key)
+            else:
+                self._timers.arm(timer.key, timer.at)
+
+    # ---------------------------------------------------------------- introspection
+
+    def state_of(self, resident_id: str) -> ResidentState:
+        """The current rule state of a resident (for tests and the admin API)."""
+        return self._states.get(resident_id, EMPTY)
+
+    @property
+    def timer_count(self) -> int:
+        return len(self._timers)
+
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)

@@ -1,0 +1,83 @@
+"""Which conditions of one alert kind are currently alerted, for one resident.
+
+The alerts stage keeps at most one unresolved alert per resident and kind and attaches
+further triggers to it (DESIGN.md §4, flood control). A kind can have several *parts*
+that hold at the same time — two doors open too long, two devices silent — so the rules
+keep, per kind, a `Tracked` record:
+
+- ``alerted``: parts that hold and were reported with an OPEN intent;
+- ``quiet``: parts that still hold but whose alert staff resolved (`closed`); a quiet part
+  raises nothing until it ends, so a resolved alert does not re-open on the next event;
+- ``source``: the source of the OPEN that raised the alert now open for the kind.
+
+`start` of a part reports whether an OPEN must be sent; `end` of the last alerted part
+returns the source for the CANCEL of the whole alert (other parts still holding keep the
+alert open). Single-part kinds (wandering, geofence, inactivity) use the part ``""``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from processors.context import Source
+from processors.jsonstate import dump_source, obj, opt_source, strings
+
+
+@dataclass(frozen=True, slots=True)
+class Tracked:
+    source: Source | None = None
+    alerted: frozenset[str] = frozenset()
+    quiet: frozenset[str] = frozenset()
+
+    def holds(self, part: str = "") -> bool:
+        """True while the part's condition is known to hold (alerted or quiet)."""
+        return part in self.alerted or part in self.quiet
+
+    def is_alerted(self, part: str = "") -> bool:
+        return part in self.alerted
+
+    def start(self, part: str, source: Source) -> tuple[Tracked, bool]:
+        """The part's condition now holds; True when an OPEN intent must be sent."""
+        if self.holds(part):
+            return self, False
+        return Tracked(self.source or source, self.alerted | {part}, self.quiet), True
+
+    def end(self, part: str = "") -> tuple[Tracked, Source | None]:
+        """The part's condition ended; returns the source to CANCEL, if the alert ended."""
+        if part in self.quiet:
+            return Tracked(self.source, self.alerted, self.quiet - {part}), None
+        if part not in self.alerted:
+            return self, None
+        rest = self.alerted - {part}
+        if rest:
+            return Tracked(self.source, rest, self.quiet), None
+        return Tracked(quiet=self.quiet), self.source
+
+    def closed(self) -> Tracked:
+        """Staff resolved the kind's alert: every alerted part goes quiet."""
+        return Tracked(quiet=self.quiet | self.alerted)
+
+    def forget(self, part: str) -> tuple[Tracked, Source | None]:
+        """The part is no longer supervised (device removed); like `end`."""
+        return self.end(part)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": dump_source(self.source),
+            "alerted": sorted(self.alerted),
+            "quiet": sorted(self.quiet),
+        }
+
+    @classmethod
+    def from_json(cls, doc: Any, path: str) -> Tracked:
+        fields = obj(doc, path)
+        return cls(
+            source=opt_source(fields, "source", path),
+            alerted=frozenset(strings(fields.get("alerted", []), f"{path}.alerted")),
+            quiet=frozenset(strings(fields.get("quiet", []), f"{path}.quiet")),
+        )
+
+
+#: the record of a kind with nothing alerted (shared default of the rule states)
+UNTRACKED = Tracked()
