@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from simulators import ClockError, Fleet, SimClock, default_start
 from simulators.clock import EARLIEST
-from simulators.wire import from_ms, to_ms
-from trygg.contract import MAX_FUTURE, MAX_PAST, parse_event
+from simulators.wire import TsFormatter, format_ts, from_ms, to_ms
+from trygg.contract import MAX_FUTURE, MAX_PAST, parse_event, parse_timestamp
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -78,3 +79,26 @@ def test_a_fast_fleet_publishes_only_acceptable_timestamps() -> None:
         if msg.channel == "events":
             received = NOW + timedelta(seconds=c.real_at(msg.at_ms))
             parse_event(msg.device_id, msg.payload, received)  # raises on a bad ts
+
+
+@pytest.mark.parametrize("around", [
+    datetime(2026, 3, 29, 1, 0, tzinfo=UTC),  # Oslo: 02:00 CET -> 03:00 CEST
+    datetime(2026, 10, 25, 1, 0, tzinfo=UTC),  # Oslo: 03:00 CEST -> 02:00 CET
+])
+def test_timestamps_carry_the_right_offset_across_daylight_saving(around: datetime) -> None:
+    zone = ZoneInfo("Europe/Oslo")
+    fmt = TsFormatter(zone)
+    base = to_ms(around)
+    for delta_s in range(-7200, 7200, 37):
+        ms = base + delta_s * 1000 + 123
+        assert fmt(ms) == format_ts(ms, zone)
+        assert parse_timestamp(fmt(ms)) == from_ms(ms)
+
+
+def test_a_fleet_lives_through_the_night_the_clocks_change() -> None:
+    start = datetime(2026, 3, 28, 23, 0, tzinfo=UTC)
+    fleet = Fleet(12, 4, start)
+    for msg in fleet.messages(until=start + timedelta(days=2)):
+        if msg.channel == "events":
+            event = parse_event(msg.device_id, msg.payload, msg.at())
+            assert to_ms(event.ts) == msg.ts_ms

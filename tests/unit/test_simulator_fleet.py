@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
@@ -223,5 +224,5 @@ def test_doors_and_locks_never_contradict_themselves(
     assert by_device
     for device_id, seq in by_device.items():
         seq.sort(key=lambda m: m.ts_ms)
-        for a, b in zip(seq, seq[1:], strict=False):
+        for a, b in itertools.pairwise(seq):
             assert turns[a.type] == b.type, (device_id, a.payload, b.payload)
