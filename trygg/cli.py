@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
-from collections import Counter
+from collections.abc import Coroutine
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import psycopg
 import typer
@@ -16,6 +17,9 @@ from trygg.errors import SettingsError, TryggError
 from trygg.logging import configure_logging
 from trygg.registry import RegistryError, parse_registry
 from trygg.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from trygg.app import Services
 
 app = typer.Typer(
     name="trygg",
@@ -115,33 +119,39 @@ def gateway() -> None:
     ingest.stop()
 
 
-class EventPrinter:
-    """Until the console exists: what arrives and what is stored, once a second."""
+def print_alerts(services: Services) -> Coroutine[Any, Any, None]:
+    """Until the console is served: each alert change as one line on the terminal."""
 
-    def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
-        self._lock = threading.Lock()
+    async def run() -> None:
+        subscription = services.alerts.subscribe()
+        try:
+            while True:
+                alert = await subscription.get()
+                if alert is None:
+                    continue
+                level = alert.get("escalation_level", 0)
+                typer.echo(f"{alert['updated_at'][11:19]}  {alert['state']:<12} {alert['priority']:<8} "
+                           f"{alert['kind']:<15} resident {alert['resident_id']:<8} team {alert['team_id']}"
+                           + (f"  escalated x{level}" if level else ""))
+        finally:
+            services.alerts.unsubscribe(subscription)
 
-    def __call__(self, item: object) -> None:
-        kind = getattr(item, "type", None)
-        with self._lock:
-            self.counts[str(kind) if kind is not None else "status"] += 1
+    return run()
 
-    def report(self, stop: threading.Event) -> None:
-        from prometheus_client import REGISTRY
 
-        while not stop.wait(1.0):
-            with self._lock:
-                counts, self.counts = self.counts, Counter()
-            stored = REGISTRY.get_sample_value("trygg_gateway_stored_total") or 0
-            dead = sum(
-                s.value for m in REGISTRY.collect() if m.name == "trygg_gateway_dead_letters"
-                for s in m.samples if s.name.endswith("_total")
-            )
-            if counts:
-                arrived = ", ".join(f"{n} {k}" for k, n in counts.most_common())
-                typer.echo(f"arrived: {arrived} | stored in total: {stored:.0f}, "
-                           f"dead letters: {dead:.0f}")
+def run_demo_fleet(services: Services) -> Coroutine[Any, Any, None]:
+    """The simulated municipality of the demo registry, publishing to Trygg's broker."""
+    from simulators import MqttTarget, demo_fleet, run_fleet
+
+    async def run() -> None:
+        stop = threading.Event()
+        try:
+            await asyncio.to_thread(run_fleet, demo_fleet(), MqttTarget.parse(services.broker.url),
+                                    services.settings.mqtt_prefix, stop=stop)
+        finally:
+            stop.set()
+
+    return run()
 
 
 @app.command()
@@ -150,7 +160,7 @@ def up(
                                        "the simulated fleet")] = False,
 ) -> None:
     """Run everything in one process (embedded broker and database when no URLs are set)."""
-    from trygg.runtime import start_ingest
+    from trygg.app import serve
 
     settings = settings_or_exit()
     if not demo:
@@ -158,18 +168,27 @@ def up(
             settings.require_real_secrets()
         except SettingsError as exc:
             fail(f"invalid setting {exc}")
-    printer = EventPrinter()
+    demo_registry = None
+    if demo:
+        from simulators import demo_registry as make_demo_registry
+
+        demo_registry = make_demo_registry()
+
+    def extra(services: Services) -> list[Coroutine[Any, Any, None]]:
+        tasks = [print_alerts(services)]
+        if demo:
+            tasks.append(run_demo_fleet(services))
+        return tasks
+
+    def started(services: Services) -> None:
+        typer.echo(f"Trygg is running: MQTT {services.broker.url}, "
+                   f"events on {settings.mqtt_prefix}/devices/+/events, "
+                   f"alerts on {settings.mqtt_prefix}/teams/+/alerts/+")
+
     try:
-        ingest = start_ingest(settings, sink=printer)
+        asyncio.run(serve(settings, demo_registry=demo_registry, extra=extra, started=started))
     except (TryggError, psycopg.OperationalError, OSError) as exc:
         fail(str(exc).strip(), 1)
-    typer.echo(f"Trygg is running: MQTT {ingest.broker.url}, "
-               f"events on {settings.mqtt_prefix}/devices/+/events")
-    stop = threading.Event()
-    threading.Thread(target=printer.report, args=(stop,), daemon=True).start()
-    wait_for_signal()
-    stop.set()
-    ingest.stop()
 
 
 def main() -> None:

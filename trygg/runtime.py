@@ -132,21 +132,33 @@ class Ingest:
     conninfo: str
     listeners: list[Callable[[Registry], None]] = field(default_factory=list)
 
-    def stop(self) -> None:
+    def stop_gateway(self) -> None:
+        """Drain, acknowledge and disconnect; the broker (if embedded) keeps running."""
         self.watcher.stop()
         self.gateway.stop()
+
+    def stop(self) -> None:
+        self.stop_gateway()
         if self.broker.embedded is not None:
             self.broker.embedded.stop()
 
 
-def start_ingest(settings: Settings, sink: EventSink = discard,
-                 conninfo: str | None = None, broker: Broker | None = None) -> Ingest:
+def start_ingest(
+    settings: Settings,
+    sink: EventSink = discard,
+    conninfo: str | None = None,
+    broker: Broker | None = None,
+    emergency_open: Callable[[str], bool] = lambda resident_id: False,
+    registry: Registry | None = None,
+) -> Ingest:
     """Database, migrations, registry, broker and gateway, started in that order."""
-    conninfo = conninfo or resolve_database(settings)
-    applied = migrate(conninfo)
-    if applied:
-        log.info("migrations applied", migrations=applied)
-    registry = open_registry(conninfo, settings)
+    if conninfo is None:
+        conninfo = resolve_database(settings)
+        applied = migrate(conninfo)
+        if applied:
+            log.info("migrations applied", migrations=applied)
+    if registry is None:
+        registry = open_registry(conninfo, settings)
     broker = broker or resolve_broker(settings)
     gateway = Gateway(
         broker.address,
@@ -159,6 +171,7 @@ def start_ingest(settings: Settings, sink: EventSink = discard,
         protocol=broker.protocol,
         receive_maximum=settings.mqtt_receive_maximum,
         sink=sink,
+        emergency_open=emergency_open,
         batch_max=settings.ingest_batch_max,
         batch_wait_s=settings.ingest_batch_wait_ms / 1000,
         queue_max=settings.ingest_queue_max,

@@ -1,0 +1,205 @@
+"""`trygg up`: every stage in one process.
+
+The gateway receives and makes events durable on threads of its own and hands each
+valid event to the processors stage at once; processors and alerts run in one asyncio
+loop (with the dashboard, when it is served). Start-up order: database and migrations,
+registry, broker, alerts (restores unresolved alerts), processors (restores rule state
+from the newest snapshot, replays the events stored after it, arms heartbeat supervision
+from when each device was last heard), then the gateway. Shutdown runs the other way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+
+from alerts import AlertStage
+from processors import Processor, ProcessorStage, StateError
+from storage import migrate
+from storage.rule_state import events_since, last_seen, load_rule_state, save_rule_state
+from trygg.contract import AlertKind, AlertState, utcnow
+from trygg.logging import get_logger
+from trygg.pipeline import AlertIntent
+from trygg.registry import Registry
+from trygg.runtime import Broker, Ingest, open_registry, resolve_broker, resolve_database, start_ingest
+from trygg.settings import Settings
+
+log = get_logger("trygg")
+
+SNAPSHOT_INTERVAL_S = 10.0
+EMERGENCY_KINDS = frozenset({AlertKind.ALARM.value, AlertKind.FALL.value})
+
+
+@dataclass
+class Services:
+    """What `trygg up` runs; the dashboard and the demo take what they need from it."""
+
+    settings: Settings
+    conninfo: str
+    broker: Broker
+    registry: Registry
+    processor: Processor
+    processors: ProcessorStage
+    alerts: AlertStage
+    ingest: Ingest | None = None
+    #: residents with an open or acknowledged alarm/fall alert: their positions are used
+    #: even without a location basis (DESIGN.md §7); read from the gateway's thread
+    emergencies: set[str] = field(default_factory=set)
+    on_registry: list[Callable[[Registry], None]] = field(default_factory=list)
+
+    def emergency_open(self, resident_id: str) -> bool:
+        return resident_id in self.emergencies
+
+
+def restore_rules(processor: Processor, conninfo: str, on_intents: Callable[[list[AlertIntent]], None]) -> None:
+    """Newest snapshot, then the events stored after it, then heartbeat supervision."""
+    now = utcnow()
+    snapshot = load_rule_state(conninfo)
+    since = now - timedelta(minutes=5)
+    if snapshot is not None:
+        saved_at, state = snapshot
+        try:
+            processor.restore_state(state)
+            since = saved_at
+        except StateError as exc:
+            log.warning("rule state snapshot not usable, rebuilding from events", error=str(exc))
+    replayed = 0
+    for event in events_since(conninfo, since, now):
+        intents = processor.handle(event, event.received_at)
+        if intents:
+            on_intents(intents)  # alerts ignore what they already know (deterministic ids)
+        replayed += 1
+    processor.start_supervision(now, last_seen(conninfo))
+    log.info("rule state restored", from_snapshot=snapshot is not None, events_replayed=replayed)
+
+
+async def build(settings: Settings, *, demo_registry: Registry | None = None) -> Services:
+    conninfo = await asyncio.to_thread(resolve_database, settings)
+    applied = await asyncio.to_thread(migrate, conninfo)
+    if applied:
+        log.info("migrations applied", migrations=applied)
+    if demo_registry is not None:
+        from storage import save_registry
+
+        def load_demo() -> None:
+            with psycopg.connect(conninfo) as conn:
+                save_registry(conn, demo_registry, actor="demo")
+
+        await asyncio.to_thread(load_demo)
+    registry = await asyncio.to_thread(open_registry, conninfo, settings)
+    broker = await asyncio.to_thread(resolve_broker, settings)
+    processor = Processor(registry)
+    holder: dict[str, ProcessorStage] = {}
+
+    def alert_closed(resident_id: str, kind: AlertKind | str, device_id: str | None) -> None:
+        holder["stage"].alert_closed(resident_id, kind, device_id)
+
+    alerts = AlertStage.from_settings(settings, registry, broker.address, protocol=broker.protocol,
+                                      conninfo=conninfo, alert_closed=alert_closed)
+    stage = ProcessorStage(processor, alerts.on_intents)
+    holder["stage"] = stage
+    return Services(settings, conninfo, broker, registry, processor, stage, alerts)
+
+
+async def _watch_emergencies(services: Services) -> None:
+    subscription = services.alerts.subscribe()
+    try:
+        for alert in services.alerts.active():
+            _note_emergency(services, alert)
+        while True:
+            change = await subscription.get()
+            if change is not None:
+                _note_emergency(services, change)
+    finally:
+        services.alerts.unsubscribe(subscription)
+
+
+def _note_emergency(services: Services, alert: dict[str, Any]) -> None:
+    if alert.get("kind") not in EMERGENCY_KINDS:
+        return
+    resident = str(alert["resident_id"])
+    if alert.get("state") in (AlertState.OPEN.value, AlertState.ACKNOWLEDGED.value):
+        services.emergencies.add(resident)
+    elif not any(a["resident_id"] == resident and a["kind"] in EMERGENCY_KINDS
+                 for a in services.alerts.active()):
+        services.emergencies.discard(resident)
+
+
+async def _snapshots(services: Services) -> None:
+    """Save the rule state every few seconds (restart: snapshot + replay after it)."""
+    while True:
+        await asyncio.sleep(SNAPSHOT_INTERVAL_S)
+        await _save_snapshot(services)
+
+
+async def _save_snapshot(services: Services) -> None:
+    now = utcnow()
+    state = services.processor.export_state()
+    try:
+        await asyncio.to_thread(save_rule_state, services.conninfo, now, state)
+    except psycopg.Error as exc:
+        log.warning("rule state snapshot not saved (database unavailable)", error=str(exc).strip())
+
+
+async def serve(
+    settings: Settings,
+    *,
+    demo_registry: Registry | None = None,
+    extra: Callable[[Services], list[Coroutine[Any, Any, None]]] | None = None,
+    started: Callable[[Services], None] | None = None,
+) -> None:
+    """Run every stage until SIGINT/SIGTERM; `extra` adds tasks (dashboard, demo)."""
+    services = await build(settings, demo_registry=demo_registry)
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+
+    await asyncio.to_thread(restore_rules, services.processor, services.conninfo, services.alerts.on_intents)
+
+    def on_registry(registry: Registry) -> None:  # the registry watcher's thread
+        def apply() -> None:
+            services.registry = registry
+            services.alerts.set_registry(registry)
+            services.processors.set_registry(registry)
+            for listener in services.on_registry:
+                listener(registry)
+        loop.call_soon_threadsafe(apply)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            alerts_task = group.create_task(services.alerts.run(), name="alerts")
+            processors_task = group.create_task(services.processors.run(), name="processors")
+            await services.alerts.wait_ready()
+            services.ingest = await asyncio.to_thread(
+                start_ingest, settings, services.processors.sink, services.conninfo, services.broker,
+                services.emergency_open, services.registry)
+            services.ingest.listeners.append(on_registry)
+            helpers = [group.create_task(_watch_emergencies(services), name="emergencies"),
+                       group.create_task(_snapshots(services), name="snapshots")]
+            helpers += [group.create_task(coro) for coro in (extra(services) if extra else [])]
+            if started is not None:
+                started(services)
+            await stopping.wait()
+            for task in helpers:
+                task.cancel()
+            ingest, services.ingest = services.ingest, None
+            await asyncio.to_thread(ingest.stop_gateway)
+            processors_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await processors_task
+            await _save_snapshot(services)
+            alerts_task.cancel()
+    finally:
+        if services.ingest is not None:
+            await asyncio.to_thread(services.ingest.stop_gateway)
+        if services.broker.embedded is not None:
+            services.broker.embedded.stop()
+        log.info("trygg stopped")
