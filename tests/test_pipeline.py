@@ -1,0 +1,210 @@
+"""The whole path as staff meet it: a device publishes, `trygg up` (its own process)
+raises the alert, a staff handheld subscribed to its team's topic receives it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import psycopg
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway import set_nodelay
+from storage import save_registry
+from tests.fix_db import PostgresInstance, scalar
+from tests.fix_mqtt import MosquittoInstance, Publisher
+from tests.helpers import event, small_registry, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@dataclass
+class Handheld:
+    """A staff handheld: subscribes to team topics and keeps every message."""
+
+    mosquitto: MosquittoInstance
+    topic: str
+    messages: list[tuple[str, dict[str, Any] | None, bool]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client.on_socket_open = set_nodelay
+        self.client.on_message = self._on_message
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *a: subscribed.set()
+        self.client.connect("127.0.0.1", self.mosquitto.port)
+        self.client.subscribe(self.topic, qos=1)
+        self.client.loop_start()
+        assert subscribed.wait(5)
+
+    def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        body = json.loads(msg.payload) if msg.payload else None
+        with self._lock:
+            self.messages.append((msg.topic, body, bool(msg.retain)))
+
+    def alerts(self, where: Callable[[str, dict[str, Any]], bool] = lambda t, a: True) -> list[dict[str, Any]]:
+        with self._lock:
+            return [a for t, a, _ in self.messages if a is not None and where(t, a)]
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+class TryggProcess:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self._out = log.open("ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "trygg", "up"], env=env,
+                                     stdout=self._out, stderr=subprocess.STDOUT)
+        running = wait_for(lambda: "Trygg is running" in log.read_text() or self.proc.poll() is not None,
+                           bool, timeout=60)
+        assert running and self.proc.poll() is None, log.read_text()[-3000:]
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self._out.close()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self._out.close()
+
+
+@pytest.fixture
+def up(mosquitto: MosquittoInstance, prefix: str, tmp_path: Path) -> Iterator[Callable[[str], TryggProcess]]:
+    running: list[TryggProcess] = []
+
+    def start(conninfo: str) -> TryggProcess:
+        with psycopg.connect(conninfo) as conn:
+            save_registry(conn, small_registry(), actor="test")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TRYGG_")}
+        env.update({
+            "TRYGG_MQTT_URL": mosquitto.url, "TRYGG_DATABASE_URL": conninfo,
+            "TRYGG_MQTT_PREFIX": prefix, "TRYGG_MQTT_CLIENT_ID": f"up-{prefix.split('/')[0]}",
+            "TRYGG_DATA_DIR": str(tmp_path / "data"), "TRYGG_HTTP_PORT": "0",
+            "TRYGG_PSEUDONYM_KEY": "k" * 32, "TRYGG_SESSION_SECRET": "s" * 32,
+            "TRYGG_ESCALATE_CRITICAL_S": "1", "TRYGG_ESCALATE_HIGH_S": "1.5",
+            "TRYGG_ESCALATE_MEDIUM_S": "3", "TRYGG_DB_RETRY_S": "0.5", "TRYGG_LOG_LEVEL": "info",
+        })
+        proc = TryggProcess(env, tmp_path / f"trygg-{len(running)}.log")
+        running.append(proc)
+        return proc
+
+    yield start
+    for proc in running:
+        proc.stop()
+
+
+@pytest.fixture
+def handheld(mosquitto: MosquittoInstance, prefix: str) -> Iterator[Handheld]:
+    device = Handheld(mosquitto, f"{prefix}/teams/+/alerts/+")
+    yield device
+    device.close()
+
+
+def on_team(prefix: str, team: str) -> Callable[[str, dict[str, Any]], bool]:
+    return lambda topic, alert: topic.startswith(f"{prefix}/teams/{team}/alerts/")
+
+
+def test_a_button_press_reaches_the_team_then_escalates_to_the_alarm_centre(
+    up: Callable[[str], TryggProcess], database: str, handheld: Handheld, publisher: Publisher,
+    prefix: str,
+) -> None:
+    up(database)
+    sent = time.monotonic()
+    publisher.publish_all([(f"{prefix}/devices/d-1-alarm/events", event("press-1", "alarm.button"))])
+    east = wait_for(lambda: handheld.alerts(on_team(prefix, "east")), bool, timeout=5, interval=0.005)
+    arrived = time.monotonic() - sent
+    assert east, "no alert on the team's topic"
+    alert = east[0]
+    assert arrived < 1.0, f"the alert took {arrived:.3f} s"
+    assert (alert["kind"], alert["priority"], alert["state"], alert["resident_id"], alert["team_id"]) == (
+        "alarm", "high", "open", "r-1", "east")
+    assert alert["trigger"]["event_id"] == "press-1" and alert["trigger"]["device_id"] == "d-1-alarm"
+    assert alert["escalation_level"] == 0
+
+    # Nobody acknowledges within the (shortened) high timeout: the alarm centre gets it.
+    centre = wait_for(lambda: handheld.alerts(on_team(prefix, "alarm-centre")), bool, timeout=10)
+    assert centre, "not escalated"
+    assert centre[0]["alert_id"] == alert["alert_id"]
+    assert centre[0]["escalation_level"] == 1
+    rows = wait_for(lambda: scalar(database, "SELECT escalation_level FROM trygg.alerts WHERE alert_id = %s",
+                                   alert["alert_id"]), lambda v: v is not None and v >= 1)
+    assert rows is not None and rows >= 1
+    transitions = scalar(database, "SELECT count(*) FROM trygg.alert_transitions WHERE alert_id = %s",
+                         alert["alert_id"])
+    assert transitions and int(str(transitions)) >= 1
+
+
+def test_kill_9_with_open_alerts_keeps_them_open_once_and_raises_no_offline_alerts(
+    up: Callable[[str], TryggProcess], database: str, mosquitto: MosquittoInstance,
+    publisher: Publisher, prefix: str,
+) -> None:
+    trygg = up(database)
+    watcher = Handheld(mosquitto, f"{prefix}/teams/east/alerts/+")
+    try:
+        publisher.publish_all([(f"{prefix}/devices/d-1-fall/events", event("fall-1", "fall.detected")),
+                               (f"{prefix}/devices/d-1-smoke/events", event("smoke-1", "smoke.detected"))])
+        opened = wait_for(lambda: {a["alert_id"] for a in watcher.alerts()}, lambda s: len(s) == 2)
+        assert len(opened) == 2
+        wait_for(lambda: scalar(database, "SELECT count(*) FROM trygg.alerts"), lambda n: n == 2)
+    finally:
+        watcher.close()
+    trygg.kill()
+
+    # The device did not get its PUBACK in time and re-sends; and a new press arrives.
+    publisher.publish_all([(f"{prefix}/devices/d-1-fall/events", event("fall-1", "fall.detected"))])
+    up(database)
+    late = Handheld(mosquitto, f"{prefix}/teams/east/alerts/+")  # a handheld that connects now
+    try:
+        retained = wait_for(lambda: {a["alert_id"]: a for a in late.alerts()}, lambda d: len(d) >= 2)
+        assert set(retained) == opened
+        assert all(a["state"] == "open" for a in retained.values())
+        time.sleep(3)  # long enough for a flood of offline alerts, if restart raised one
+        with psycopg.connect(database) as conn:
+            kinds = [r[0] for r in conn.execute("SELECT kind FROM trygg.alerts ORDER BY kind")]
+        assert kinds == ["fall", "smoke"], "a restart must neither duplicate nor invent alerts"
+        assert not [a for a in late.alerts() if a["alert_id"] not in opened]
+    finally:
+        late.close()
+
+
+def test_with_postgres_down_alerts_are_still_delivered_and_stored_when_it_returns(
+    up: Callable[[str], TryggProcess], private_postgres: PostgresInstance, handheld: Handheld,
+    publisher: Publisher, prefix: str,
+) -> None:
+    url = private_postgres.url("trygg")
+    up(url)
+    private_postgres.stop("immediate")
+    sent = time.monotonic()
+    publisher.publish_all([(f"{prefix}/devices/d-2-alarm/events", event("press-db-down", "alarm.button"))])
+    got = wait_for(lambda: handheld.alerts(on_team(prefix, "east")), bool, timeout=5, interval=0.005)
+    arrived = time.monotonic() - sent
+    assert got, "no alert while the database was down"
+    assert arrived < 1.0, f"the alert waited {arrived:.3f} s for something"
+    time.sleep(1)
+    private_postgres.start()
+    stored = wait_for(lambda: scalar(url, "SELECT count(*) FROM trygg.alerts WHERE resident_id = 'r-2'"),
+                      lambda n: n == 1, timeout=30)
+    assert stored == 1
+    events = wait_for(lambda: scalar(url, "SELECT count(*) FROM trygg.events WHERE event_id = 'press-db-down'"),
+                      lambda n: n == 1, timeout=30)
+    assert events == 1
