@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 import threading
 from collections.abc import Coroutine
 from importlib.metadata import version as package_version
@@ -37,8 +38,15 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+#: An alarm crosses three threads (MQTT receive, the rules' loop, the MQTT writer); with
+#: CPython's default 5 ms GIL switch interval a busy database writer thread could hold
+#: each hop for that long (docs/design-notes.md).
+GIL_SWITCH_INTERVAL_S = 0.0005
+
+
 def settings_or_exit(**overrides: object) -> Settings:
     """Settings from the environment; a bad one stops the program with one line."""
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     try:
         settings = load_settings(**overrides)
     except SettingsError as exc:
@@ -147,7 +155,7 @@ def run_demo_fleet(services: Services) -> Coroutine[Any, Any, None]:
         stop = threading.Event()
         try:
             await asyncio.to_thread(run_fleet, demo_fleet(), MqttTarget.parse(services.broker.url),
-                                    services.settings.mqtt_prefix, stop=stop)
+                                    services.settings.mqtt_prefix, stop=stop, offline_on_exit=False)
         finally:
             stop.set()
 
@@ -171,13 +179,17 @@ def up(
     demo_registry = None
     if demo:
         from simulators import demo_registry as make_demo_registry
+        from trygg.demo import demo_settings
 
         demo_registry = make_demo_registry()
+        settings = demo_settings(settings)
 
     def extra(services: Services) -> list[Coroutine[Any, Any, None]]:
         tasks = [print_alerts(services)]
         if demo:
-            tasks.append(run_demo_fleet(services))
+            from trygg.demo import demo_tasks
+
+            tasks += [run_demo_fleet(services), *demo_tasks(services)]
         return tasks
 
     def started(services: Services) -> None:

@@ -1,0 +1,156 @@
+"""`trygg up --demo`: a living municipality that shows the whole alert life cycle at once.
+
+Besides the simulated fleet (whose incidents come at their natural, rare pace), the demo
+director plays a short script of incidents on real demo residents, repeated every few
+minutes with other residents, and a simulated home-care worker takes and resolves the
+alerts a little after their escalation timeout, so within the first minute one sees:
+
+- t+5 s   an alarm button press (high) → escalates to the alarm centre at t+25 s →
+          taken by staff at t+32 s → resolved at t+45 s;
+- t+10 s  a fall (high), cancelled by the resident pressing cancel at t+18 s;
+- t+15 s  smoke (critical) → escalated at t+25 s → taken at t+30 s → resolved at t+50 s.
+
+Escalation timeouts are shortened in demo mode (critical 10 s, high 20 s, medium 60 s)
+unless set explicitly with `TRYGG_ESCALATE_*`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway import set_nodelay
+from trygg.contract import DeviceKind, events_topic
+from trygg.logging import get_logger
+from trygg.registry import Registry, Resident
+from trygg.settings import Settings
+
+if TYPE_CHECKING:
+    from trygg.app import Services
+
+log = get_logger("trygg.demo")
+
+DEMO_TIMEOUTS = {"escalate_critical_s": 10.0, "escalate_high_s": 20.0, "escalate_medium_s": 60.0}
+ROUND_S = 180.0
+STAFF = "demo-staff"
+#: after opening: (seconds to take it, seconds more to resolve it)
+STAFF_PACE = {"alarm": (27.0, 13.0), "smoke": (15.0, 20.0), "fall": (25.0, 15.0)}
+OTHER_PACE = (40.0, 20.0)
+
+
+def demo_settings(settings: Settings) -> Settings:
+    """Shorter escalation, so it shows within a minute (explicit settings win)."""
+    update = {k: v for k, v in DEMO_TIMEOUTS.items() if f"TRYGG_{k.upper()}" not in os.environ}
+    return settings.model_copy(update=update)
+
+
+@dataclass(frozen=True)
+class Step:
+    at: float
+    kind: DeviceKind
+    type: str
+    data: dict[str, Any] | None = None
+
+
+SCRIPT: list[tuple[str, list[Step]]] = [
+    ("button", [Step(5, DeviceKind.ALARM_UNIT, "alarm.button")]),
+    ("fall", [Step(10, DeviceKind.FALL_SENSOR, "fall.detected", {"confidence": 0.91}),
+              Step(18, DeviceKind.ALARM_UNIT, "alarm.cancel")]),
+    ("smoke", [Step(15, DeviceKind.SMOKE_DETECTOR, "smoke.detected"),
+               Step(40, DeviceKind.SMOKE_DETECTOR, "smoke.cleared")]),
+]
+
+
+def _device(resident: Resident, kind: DeviceKind) -> str | None:
+    return next((d.id for d in resident.devices if d.device_kind is kind), None)
+
+
+def cast(registry: Registry, round_no: int) -> list[tuple[Resident, list[Step]]]:
+    """Residents for this round's incidents: ones with the devices each one needs."""
+    chosen: list[tuple[Resident, list[Step]]] = []
+    used: set[str] = set()
+    for _, steps in SCRIPT:
+        fits = [r for r in registry.residents
+                if r.id not in used and all(_device(r, s.kind) for s in steps)]
+        if fits:
+            resident = fits[round_no % len(fits)]
+            used.add(resident.id)
+            chosen.append((resident, steps))
+    return chosen
+
+
+async def incidents(services: Services) -> None:
+    """Publish the script as the residents' own devices would, round after round."""
+    settings = services.settings
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"trygg-demo-{uuid.uuid4().hex[:6]}",
+                         protocol=mqtt.MQTTv311)
+    client.on_socket_open = set_nodelay
+    address = services.broker.address
+    client.connect(address.host, address.port)
+    client.loop_start()
+    try:
+        round_no = 0
+        while True:
+            started = asyncio.get_running_loop().time()
+            plan = sorted(((step.at, resident, step) for resident, steps in cast(services.registry, round_no)
+                           for step in steps), key=lambda p: p[0])
+            for at, resident, step in plan:
+                await asyncio.sleep(max(0.0, started + at - asyncio.get_running_loop().time()))
+                device = _device(resident, step.kind)
+                assert device is not None
+                doc: dict[str, Any] = {"id": f"demo-{uuid.uuid4().hex[:12]}",
+                                       "ts": datetime.now(UTC).isoformat(), "type": step.type}
+                if step.data:
+                    doc["data"] = step.data
+                client.publish(events_topic(settings.mqtt_prefix, device), json.dumps(doc), qos=1)
+            round_no += 1
+            await asyncio.sleep(max(0.0, started + ROUND_S - asyncio.get_running_loop().time()))
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+async def staff(services: Services) -> None:
+    """A home-care worker who takes each new alert after a while, then resolves it."""
+    pending: set[asyncio.Task[None]] = set()
+
+    async def handle(alert_id: str, kind: str) -> None:
+        take, finish = STAFF_PACE.get(kind, OTHER_PACE)
+        await asyncio.sleep(take)
+        with contextlib.suppress(Exception):  # cancelled or taken meanwhile: nothing to do
+            services.alerts.acknowledge(alert_id, STAFF, "På vei (demo)")
+        await asyncio.sleep(finish)
+        with contextlib.suppress(Exception):
+            services.alerts.resolve(alert_id, STAFF, "Besøkt, alt i orden (demo)")
+
+    subscription = services.alerts.subscribe()
+    seen: set[str] = set()
+    try:
+        while True:
+            alert = await subscription.get()
+            if alert is None or alert["alert_id"] in seen or alert["state"] != "open":
+                continue
+            if alert["kind"] in ("device_offline", "battery_low"):
+                continue  # left for the console: a technician's job, not a visit
+            seen.add(alert["alert_id"])
+            task = asyncio.create_task(handle(alert["alert_id"], alert["kind"]))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+    finally:
+        services.alerts.unsubscribe(subscription)
+        for task in pending:
+            task.cancel()
+
+
+def demo_tasks(services: Services) -> list[Coroutine[Any, Any, None]]:
+    return [incidents(services), staff(services)]
