@@ -2,18 +2,25 @@
 
 from gateway.durable import DurableWriter, Pending
 from gateway.errors import BrokerUnavailable, GatewayError, SpoolError
-from gateway.ingress import BrokerAddress, Gateway, device_index, set_nodelay
+from gateway.ingress import BrokerAddress, Gateway, set_nodelay
 from gateway.spool import Spool
+from gateway.validate import DeviceEntry, Validator, device_index, location_basis_valid
+from gateway.wire import Message, Subscriber
 
 __all__ = [
     "BrokerAddress",
     "BrokerUnavailable",
+    "DeviceEntry",
     "DurableWriter",
     "Gateway",
     "GatewayError",
+    "Message",
     "Pending",
     "Spool",
     "SpoolError",
+    "Subscriber",
+    "Validator",
     "device_index",
+    "location_basis_valid",
     "set_nodelay",
 ]

@@ -26,23 +26,17 @@ from paho.mqtt.enums import MQTTProtocolVersion
 from gateway import metrics
 from gateway.durable import DurableWriter, Pending
 from gateway.spool import Record, Spool
+from gateway.validate import Validator
 from gateway.wire import MQTT5, MQTT311, Message, Subscriber
 from storage import DeadLetter, EventStore, StatusRow
 from trygg.contract import (
-    SOURCE_KINDS,
-    DeviceKind,
     Event,
-    EventType,
     InvalidMessage,
-    Reason,
-    parse_event,
-    parse_status,
-    parse_topic,
     utcnow,
 )
 from trygg.logging import get_logger
 from trygg.pipeline import DeviceStatus, EventSink, discard
-from trygg.registry import Registry, Resident
+from trygg.registry import Registry
 
 log = get_logger("trygg.gateway")
 
@@ -77,23 +71,6 @@ def set_nodelay(client: mqtt.Client, userdata: Any, sock: Any) -> None:  # paho 
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceEntry:
-    resident_id: str
-    kind: DeviceKind
-    resident: Resident
-
-
-def device_index(registry: Registry) -> dict[str, DeviceEntry]:
-    return {d.id: DeviceEntry(r.id, d.device_kind, r) for r in registry.residents for d in r.devices}
-
-
-def location_basis_valid(resident: Resident, at: datetime) -> bool:
-    """A `location_basis` (consent or vedtak) valid on the resident's local date."""
-    basis = resident.location_basis
-    return basis is not None and basis.valid_on(at.astimezone(resident.zone).date())
-
-
 class Gateway:
     """One MQTT ingress. `start()` connects and runs; `stop()` drains and disconnects."""
 
@@ -120,9 +97,8 @@ class Gateway:
         self._broker = broker
         self._prefix = prefix
         self._sink = sink
-        self._emergency_open = emergency_open
+        self._validator = Validator(registry, prefix, emergency_open)
         self._clock = clock
-        self._devices = device_index(registry)
         self._recent: OrderedDict[tuple[str, str], None] = OrderedDict()
         # One durability loop per shard of devices: each has its own connection and
         # spool, so a device's events stay in order while shards commit in parallel.
@@ -156,7 +132,7 @@ class Gateway:
 
     def set_registry(self, registry: Registry) -> None:
         """Swap in a reloaded registry (one assignment: safe against the MQTT thread)."""
-        self._devices = device_index(registry)
+        self._validator.set_registry(registry)
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -200,8 +176,6 @@ class Gateway:
         for msg in messages:
             record: Record
             try:
-                if isinstance(msg.topic, bytes):
-                    raise InvalidMessage(Reason.BAD_TOPIC, "topic is not UTF-8")
                 accepted = self._accept(msg.topic, msg.payload, received_at)
                 if accepted is None:  # a position without legal basis: not stored, not used
                     if msg.qos:  # acknowledged once what came before it is durable
@@ -224,33 +198,21 @@ class Gateway:
             if chunk.records or chunk.mids:
                 writer.put(chunk)
 
-    def _accept(self, topic: str, payload: bytes, received_at: datetime) -> Event | StatusRow | None:
-        where = parse_topic(topic, self._prefix)
-        entry = self._devices.get(where.device_id)
-        if where.channel == "status":
-            online = parse_status(payload)
-            if entry is None:
-                raise InvalidMessage(Reason.UNKNOWN_DEVICE, f"device {where.device_id!r} is not in the registry")
-            self._hand_on(DeviceStatus(where.device_id, entry.resident_id, online, received_at))
-            return StatusRow(where.device_id, online, received_at)
-        event = parse_event(where.device_id, payload, received_at)
-        if entry is None:
-            raise InvalidMessage(Reason.UNKNOWN_DEVICE, f"device {where.device_id!r} is not in the registry")
-        if entry.kind not in SOURCE_KINDS[event.type]:
-            raise InvalidMessage(Reason.WRONG_KIND, f"a {entry.kind.value} device cannot send {event.type.value}")
-        event.resident_id = entry.resident_id
-        if (event.type is EventType.LOCATION and not location_basis_valid(entry.resident, received_at)
-                and not self._emergency_open(entry.resident_id)):
-            metrics.LOCATIONS_DISCARDED.inc()
+    def _accept(self, topic: str | bytes, payload: bytes, received_at: datetime) -> Event | StatusRow | None:
+        item = self._validator.accept(topic, payload, received_at)
+        if item is None:
             return None
-        key = (event.device_id, event.event_id)
+        if isinstance(item, DeviceStatus):
+            self._hand_on(item)
+            return StatusRow(item.device_id, item.online, received_at)
+        key = (item.device_id, item.event_id)
         if key in self._recent:
-            return event  # re-sent: stored once by the store's key, not handed on again
+            return item  # re-sent: stored once by the store's key, not handed on again
         self._recent[key] = None
         if len(self._recent) > RECENT_KEYS:
             self._recent.popitem(last=False)
-        self._hand_on(event)
-        return event
+        self._hand_on(item)
+        return item
 
     def _hand_on(self, item: Event | DeviceStatus) -> None:
         try:

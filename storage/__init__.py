@@ -1,5 +1,6 @@
 """PostgreSQL storage: schema and migrations, batch writers (COPY), queries."""
 
+from storage.alerts_store import AlertRecord, AlertStore, TransitionRecord
 from storage.embedded import start_embedded_postgres
 from storage.errors import DatabaseUnavailable, MigrationError, StorageError
 from storage.events import DeadLetter, EventStore, StatusRow, unique_events
@@ -7,12 +8,15 @@ from storage.migrate import migrate
 from storage.registry_store import load_registry, save_registry
 
 __all__ = [
+    "AlertRecord",
+    "AlertStore",
     "DatabaseUnavailable",
     "DeadLetter",
     "EventStore",
     "MigrationError",
     "StatusRow",
     "StorageError",
+    "TransitionRecord",
     "load_registry",
     "migrate",
     "save_registry",

@@ -114,6 +114,30 @@ def registry_load(
 
 
 @app.command()
+def processors() -> None:
+    """Run the rules alone: intents go to the alerts process over the broker."""
+    from trygg.stages import run_processors
+
+    settings = settings_or_exit()
+    try:
+        asyncio.run(run_processors(settings))
+    except (TryggError, psycopg.OperationalError, OSError) as exc:
+        fail(str(exc).strip(), 1)
+
+
+@app.command()
+def alerts() -> None:
+    """Run the alert stage alone: lifecycle, escalation, delivery."""
+    from trygg.stages import run_alerts
+
+    settings = settings_or_exit()
+    try:
+        asyncio.run(run_alerts(settings))
+    except (TryggError, psycopg.OperationalError, OSError) as exc:
+        fail(str(exc).strip(), 1)
+
+
+@app.command()
 def gateway() -> None:
     """Run the MQTT gateway alone: validate, store, dead-letter (no rules)."""
     from trygg.runtime import start_ingest

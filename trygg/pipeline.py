@@ -59,3 +59,36 @@ class AlertIntent:
     detail: dict[str, Any] = field(default_factory=dict)
     #: for CANCEL of alarm/fall by `alarm.cancel`: only if not yet acknowledged
     only_if_open: bool = False
+
+
+def intent_to_wire(intent: AlertIntent) -> dict[str, Any]:
+    """An intent as JSON, for `trygg processors` and `trygg alerts` run as two processes."""
+    ev = intent.event
+    return {
+        "action": intent.action.value, "resident_id": intent.resident_id, "kind": intent.kind.value,
+        "priority": intent.priority.value, "at": intent.at.isoformat(), "source": list(intent.source),
+        "event": None if ev is None else {
+            "device_id": ev.device_id, "event_id": ev.event_id, "type": ev.type.value,
+            "ts": ev.ts.isoformat(), "received_at": ev.received_at.isoformat(), "data": ev.data,
+            "resident_id": ev.resident_id},
+        "device_id": intent.device_id, "location": intent.location, "detail": intent.detail,
+        "only_if_open": intent.only_if_open,
+    }
+
+
+def intent_from_wire(doc: dict[str, Any]) -> AlertIntent:
+    from trygg.contract import EventType
+
+    ev = doc.get("event")
+    event = None if ev is None else Event(
+        ev["device_id"], ev["event_id"], EventType(ev["type"]), datetime.fromisoformat(ev["ts"]),
+        datetime.fromisoformat(ev["received_at"]), ev["data"], ev["resident_id"])
+    return AlertIntent(
+        IntentAction(doc["action"]), doc["resident_id"], AlertKind(doc["kind"]), Priority(doc["priority"]),
+        datetime.fromisoformat(doc["at"]), (doc["source"][0], doc["source"][1]), event,
+        doc.get("device_id"), doc.get("location"), doc.get("detail") or {}, bool(doc.get("only_if_open")))
+
+
+def internal_topic(prefix: str, name: str) -> str:
+    """Topics between Trygg's own processes: `{prefix}/internal/intents`, `/alert-closed`."""
+    return f"{prefix}/internal/{name}"

@@ -1,0 +1,111 @@
+"""In-process subscriptions to alert changes, for the dashboard's SSE stream.
+
+`AlertHub.subscribe(teams)` returns a `Subscription` that receives every alert change
+(the §3 wire dict) of an alert that reached one of `teams` (None: every team, for
+operators). Delivery is `put_nowait` on the subscriber's queue, on the event loop's
+thread: the alert path never waits for a consumer. A consumer that lets `limit` changes
+pile up is dropped: it gets a marker, `Subscription.get` then raises
+`SubscriptionDropped`, and the SSE client should reconnect and re-list
+(`GET /api/alerts`), which is cheaper and safer than a stream with holes.
+
+All methods run on the event loop's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from typing import Any, Final
+
+from alerts import metrics
+from alerts.errors import SubscriptionDropped
+
+#: changes a subscriber may have waiting before it is dropped
+SUBSCRIBER_LIMIT: Final = 1000
+
+#: the marker put on a dropped subscriber's queue (compared by identity)
+DROPPED: Final[dict[str, Any]] = {"dropped": True}
+
+
+class Subscription:
+    """A stream of alert changes; `async for change in subscription` or `await get()`."""
+
+    def __init__(self, sub_id: int, teams: frozenset[str] | None, limit: int) -> None:
+        self.id = sub_id
+        self.teams = teams
+        self.limit = limit
+        # bounded: `limit` changes, plus room for the marker
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=limit + 1)
+        self.dropped = False
+        self.closed = False
+
+    def wants(self, teams: tuple[str, ...]) -> bool:
+        return self.teams is None or not self.teams.isdisjoint(teams)
+
+    def offer(self, wire: dict[str, Any]) -> bool:
+        """Queue a change; False (and the marker queued) when the subscriber is too far behind."""
+        if self.closed:
+            return False
+        if self.queue.qsize() >= self.limit:
+            self.dropped = True
+            self.closed = True
+            self.queue.put_nowait(DROPPED)
+            return False
+        self.queue.put_nowait(wire)
+        return True
+
+    async def get(self) -> dict[str, Any]:
+        """The next change; raises SubscriptionDropped once the marker is reached."""
+        item = await self.queue.get()
+        if item is DROPPED:
+            raise SubscriptionDropped(self.limit)
+        return item
+
+    def get_nowait(self) -> dict[str, Any]:
+        """Like `get`, raising asyncio.QueueEmpty when nothing is waiting."""
+        item = self.queue.get_nowait()
+        if item is DROPPED:
+            raise SubscriptionDropped(self.limit)
+        return item
+
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[dict[str, Any]]:
+        while True:
+            yield await self.get()
+
+
+class AlertHub:
+    def __init__(self, limit: int = SUBSCRIBER_LIMIT) -> None:
+        self._limit = limit
+        self._subs: dict[int, Subscription] = {}
+        self._ids = itertools.count(1)
+
+    def __len__(self) -> int:
+        return len(self._subs)
+
+    def subscribe(self, teams: set[str] | frozenset[str] | None = None, *, limit: int | None = None) -> Subscription:
+        sub = Subscription(next(self._ids), None if teams is None else frozenset(teams), limit or self._limit)
+        self._subs[sub.id] = sub
+        metrics.SUBSCRIBERS.set(len(self._subs))
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        sub.closed = True
+        self._subs.pop(sub.id, None)
+        metrics.SUBSCRIBERS.set(len(self._subs))
+
+    def publish(self, wire: dict[str, Any], teams: tuple[str, ...]) -> None:
+        """Offer one change to every interested subscriber; drop the ones too far behind."""
+        dropped: list[Subscription] = []
+        for sub in self._subs.values():
+            if sub.wants(teams) and not sub.offer(wire):
+                dropped.append(sub)
+        for sub in dropped:
+            self.unsubscribe(sub)
+            metrics.DELIVERIES_FAILED.labels("subscriber").inc()
+
+
+__all__ = ["DROPPED", "SUBSCRIBER_LIMIT", "AlertHub", "Subscription"]

@@ -1,0 +1,213 @@
+"""Alert rows to PostgreSQL in the background: the alert path never waits for the database.
+
+`AlertWriter.put` appends a change to an in-memory queue and returns (any thread). One
+thread of its own takes what has queued, appends it to the journal (fsync'ed, see
+`alerts.journal`), and writes it to PostgreSQL in batches, in order. While the database
+is unreachable the changes stay in memory and in the journal and the writer retries
+every `retry_s`; when the database returns they are written in the order they happened.
+A row PostgreSQL refuses for what it is (not for being unreachable) is written alone,
+and given up with an error and a metric if it still fails, so one bad row cannot stall
+every later one.
+
+`to_record` / `from_record` convert between the service's `Alert` and the storage row.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+
+import psycopg
+
+from alerts import metrics
+from alerts.journal import Item, Journal
+from alerts.model import Alert, Change, Transition
+from storage.alerts_store import AlertRecord, AlertStore, TransitionRecord
+from storage.errors import DatabaseUnavailable
+from trygg.contract import AlertKind, AlertState, Priority
+from trygg.logging import get_logger
+
+log = get_logger("trygg.alerts")
+
+
+def to_record(alert: Alert) -> AlertRecord:
+    return AlertRecord(
+        alert_id=alert.alert_id, resident_id=alert.resident_id, team_id=alert.team_id,
+        kind=alert.kind.value, priority=alert.priority.value, state=alert.state.value,
+        opened_at=alert.opened_at, updated_at=alert.updated_at,
+        acknowledged_at=alert.acknowledged_at, acknowledged_by=alert.acknowledged_by,
+        resolved_at=alert.resolved_at, resolved_by=alert.resolved_by, closed_at=alert.closed_at,
+        note=alert.note, event_count=alert.event_count, escalation_level=alert.escalation_level,
+        escalated_at=alert.escalated_at or alert.opened_at, trigger=alert.trigger,
+        last_event=alert.last_event, location=alert.location, teams=alert.teams,
+        device_id=alert.device_id, detail=alert.detail, sources=alert.sources,
+        version=alert.version, transition_count=alert.transitions_seq,
+    )
+
+
+def from_record(rec: AlertRecord) -> Alert:
+    return Alert(
+        alert_id=rec.alert_id, resident_id=rec.resident_id, team_id=rec.team_id,
+        kind=AlertKind(rec.kind), priority=Priority(rec.priority), state=AlertState(rec.state),
+        opened_at=rec.opened_at, updated_at=rec.updated_at, event_count=rec.event_count,
+        trigger=rec.trigger, last_event=rec.last_event, location=rec.location,
+        escalation_level=rec.escalation_level, acknowledged_by=rec.acknowledged_by,
+        resolved_by=rec.resolved_by, note=rec.note, acknowledged_at=rec.acknowledged_at,
+        resolved_at=rec.resolved_at, closed_at=rec.closed_at, teams=tuple(rec.teams),
+        device_id=rec.device_id, escalated_at=rec.escalated_at, detail=dict(rec.detail),
+        sources=tuple(rec.sources), version=rec.version, transitions_seq=rec.transition_count,
+    )
+
+
+def to_transition_record(step: Transition) -> TransitionRecord:
+    return TransitionRecord(step.alert_id, step.seq, step.at,
+                            None if step.from_state is None else step.from_state.value,
+                            step.to_state.value, step.actor, step.note)
+
+
+def item_of(change: Change) -> Item:
+    return to_record(change.alert), tuple(to_transition_record(t) for t in change.transitions)
+
+
+class AlertWriter:
+    def __init__(
+        self,
+        store: AlertStore,
+        journal: Journal | None = None,
+        *,
+        retry_s: float = 2.0,
+        batch_max: int = 500,
+        unwritten: Sequence[Item] = (),
+    ) -> None:
+        self._store = store
+        self._journal = journal
+        self._retry_s = retry_s
+        self._batch_max = batch_max
+        self._queue: deque[Item] = deque()
+        #: taken from the queue (and journaled) but not yet committed; writer thread only
+        self._unwritten: list[Item] = list(unwritten)  # e.g. read back from the journal
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="trygg-alerts-writer", daemon=True)
+        self.database_ok = True
+        self.committed = 0
+        self.given_up = 0
+        self.idle = threading.Event()
+
+    @property
+    def backlog(self) -> int:
+        return len(self._queue) + len(self._unwritten)
+
+    def put(self, item: Item) -> None:
+        """Queue one change for storage; never blocks on the database."""
+        with self._cond:
+            self._queue.append(item)
+            self.idle.clear()
+            self._cond.notify()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> int:
+        """Write what is queued if the database answers, then end; returns the changes
+        left uncommitted (they are in the journal for the next start)."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self._store.close()
+        if self._journal is not None:
+            self._journal.close()
+        return self.backlog
+
+    def wait_idle(self, timeout: float) -> bool:
+        """True once everything put so far is committed (tests, shutdown)."""
+        return self.idle.wait(timeout)
+
+    # ---------------------------------------------------------------- writer thread
+
+    def _run(self) -> None:
+        next_try = 0.0
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    if self._unwritten:
+                        wait = next_try - time.monotonic()
+                        if wait <= 0:
+                            break
+                        self._cond.wait(wait)
+                    else:
+                        self.idle.set()
+                        self._cond.wait()
+                new = list(self._queue)
+                self._queue.clear()
+                stopping = self._stopping
+            if new:
+                self._journal_append(new)
+                self._unwritten.extend(new)
+            metrics.PERSIST_BACKLOG.set(self.backlog)
+            if self._unwritten and (time.monotonic() >= next_try or (stopping and self.database_ok)):
+                next_try = 0.0 if self._write_unwritten() else time.monotonic() + self._retry_s
+            if not self._unwritten and not self._queue:
+                self.idle.set()
+            if stopping:
+                return
+
+    def _journal_append(self, items: list[Item]) -> None:
+        if self._journal is None:
+            return
+        try:
+            self._journal.append(items)
+        except OSError as exc:
+            metrics.DELIVERIES_FAILED.labels("journal").inc()
+            log.error("cannot append to the alert journal", error=str(exc))
+
+    def _write_unwritten(self) -> bool:
+        """Write everything unwritten in batches; False when the database is away."""
+        while self._unwritten:
+            batch = self._unwritten[: self._batch_max]
+            try:
+                self._write(batch)
+            except DatabaseUnavailable as exc:
+                if self.database_ok:
+                    log.warning("database unavailable, alert rows kept until it returns",
+                                error=str(exc), backlog=self.backlog)
+                self.database_ok = False
+                metrics.DATABASE_UP.set(0)
+                return False
+            del self._unwritten[: len(batch)]
+            self.committed += len(batch)
+        if not self.database_ok:
+            log.info("database back, alert rows written")
+        self.database_ok = True
+        metrics.DATABASE_UP.set(1)
+        metrics.PERSIST_BACKLOG.set(self.backlog)
+        if self._journal is not None:
+            try:
+                self._journal.clear()
+            except OSError as exc:
+                log.error("cannot clear the alert journal", error=str(exc))
+        return True
+
+    def _write(self, batch: list[Item]) -> None:
+        try:
+            self._store.write([a for a, _ in batch], [t for _, steps in batch for t in steps])
+        except DatabaseUnavailable:
+            raise
+        except psycopg.Error:
+            if len(batch) == 1:
+                self._give_up(batch[0])
+                return
+            for item in batch:  # find the row PostgreSQL refuses; write the others
+                self._write([item])
+
+    def _give_up(self, item: Item) -> None:
+        self.given_up += 1
+        metrics.DELIVERIES_FAILED.labels("database").inc()
+        log.exception("alert row refused by PostgreSQL, given up", alert_id=item[0].alert_id)
+
+
+__all__ = ["AlertWriter", "from_record", "item_of", "to_record", "to_transition_record"]

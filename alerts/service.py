@@ -1,0 +1,290 @@
+"""`AlertService`: every alert's state, flood control and escalation, with no I/O.
+
+It is synchronous and pure in the sense of STYLE.md: it takes intents, staff actions and
+`now`, and returns `Change`s for the stage to publish and store. Nothing here sleeps,
+reads a clock, or touches a socket or the database, so it is tested instantly.
+
+Intents from the processors (`trygg.pipeline.AlertIntent`):
+
+- **OPEN** — if the alert id derived from the intent's kind and source already exists
+  (a re-processed event, also after a restart), nothing changes and nothing is
+  published. Otherwise, if an alert with the same flood key is still open or
+  acknowledged (same resident and kind; for `device_offline` and `battery_low` also the
+  same device), the trigger attaches to it: `event_count` + 1, `updated_at`,
+  `last_event`, and it is republished at once (so a new `alarm.button` press is never
+  hidden). An attached trigger does not re-open an acknowledged alert or restart its
+  escalation; a higher priority raises the alert's priority. Otherwise a new alert opens
+  on the resident's team and its escalation timer starts.
+- **CANCEL** — the condition ended: the alert derived from the intent's source and the
+  unresolved alert of the flood key (for per-device kinds without a device: every one of
+  the resident and kind) are cancelled. With `only_if_open` (the resident's
+  `alarm.cancel`) an acknowledged alert stays acknowledged. The actor is "resident" for
+  an `alarm.cancel`, else "system".
+
+Staff: `acknowledge` stops escalation; `resolve` (also straight from open, see
+`alerts.lifecycle`) closes the alert. Closed alerts are remembered for a while (a
+bounded LRU) so a late action answers `IllegalTransition` rather than `AlertNotFound`,
+and a re-processed event of a closed alert is still recognised.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Final
+
+from alerts import lifecycle
+from alerts.errors import AlertNotFound
+from alerts.escalation import EscalationTimers, Timeouts, next_team
+from alerts.model import (
+    PER_DEVICE_KINDS,
+    RESIDENT,
+    SOURCES_KEPT,
+    SYSTEM,
+    UNASSIGNED_TEAM,
+    Alert,
+    Change,
+    ChangeReason,
+    FloodKey,
+    alert_id_for,
+    event_ref,
+    flood_key,
+    higher,
+    source_key,
+    utc,
+)
+from trygg.contract import AlertState, EventType
+from trygg.pipeline import AlertIntent, IntentAction
+from trygg.registry import Registry, Team
+
+#: closed alerts remembered in memory
+CLOSED_KEPT: Final = 10_000
+
+
+class AlertService:
+    def __init__(self, registry: Registry, timeouts: Timeouts | None = None, *,
+                 closed_kept: int = CLOSED_KEPT) -> None:
+        self._timeouts = timeouts or Timeouts()
+        self._closed_kept = closed_kept
+        self._active: dict[str, Alert] = {}
+        self._closed: OrderedDict[str, Alert] = OrderedDict()
+        self._flood: dict[FloodKey, str] = {}
+        self._timers = EscalationTimers()
+        self._teams: Mapping[str, Team] = {}
+        self._resident_team: Mapping[str, str] = {}
+        self.set_registry(registry)
+
+    # ------------------------------------------------------------------ registry
+
+    def set_registry(self, registry: Registry) -> None:
+        """Use a reloaded registry for new alerts and further escalation steps."""
+        self._teams = {t.id: t for t in registry.teams}
+        self._resident_team = {r.id: r.team for r in registry.residents}
+
+    def team_of(self, team_id: str) -> Team | None:
+        return self._teams.get(team_id)
+
+    # ------------------------------------------------------------------ queries
+
+    def __len__(self) -> int:
+        return len(self._active)
+
+    def __contains__(self, alert_id: object) -> bool:
+        return alert_id in self._active or alert_id in self._closed
+
+    def get(self, alert_id: str) -> Alert:
+        """A copy of the alert (unresolved or recently closed); raises AlertNotFound."""
+        alert = self._active.get(alert_id) or self._closed.get(alert_id)
+        if alert is None:
+            raise AlertNotFound(alert_id)
+        return alert.snapshot()
+
+    def active(self, teams: set[str] | frozenset[str] | None = None) -> list[Alert]:
+        """Copies of the unresolved alerts, oldest first; only those that reached one of
+        `teams` when given."""
+        alerts = sorted(self._active.values(), key=lambda a: a.opened_at)
+        return [a.snapshot() for a in alerts if teams is None or not teams.isdisjoint(a.teams)]
+
+    def next_deadline(self) -> datetime | None:
+        return self._timers.next_deadline()
+
+    # ------------------------------------------------------------------ intents
+
+    def apply(self, intents: Iterable[AlertIntent]) -> list[Change]:
+        changes: list[Change] = []
+        for intent in intents:
+            if intent.action is IntentAction.OPEN:
+                changes.extend(self.open(intent))
+            else:
+                changes.extend(self.cancel(intent))
+        return changes
+
+    def open(self, intent: AlertIntent) -> list[Change]:
+        now = utc(intent.at)
+        alert_id = alert_id_for(intent.kind, intent.source)
+        if alert_id in self._active or alert_id in self._closed:
+            return []  # the same event again: already alerted
+        key = flood_key(intent.resident_id, intent.kind, intent.device_id)
+        existing_id = self._flood.get(key)
+        if existing_id is not None:
+            return self._attach(self._active[existing_id], intent)
+        team = self._resident_team.get(intent.resident_id, UNASSIGNED_TEAM)
+        ref = event_ref(intent)
+        alert = Alert(
+            alert_id=alert_id, resident_id=intent.resident_id, team_id=team, kind=intent.kind,
+            priority=intent.priority, state=AlertState.OPEN, opened_at=now, updated_at=now,
+            event_count=1, trigger=ref, last_event=ref, location=intent.location,
+            teams=(team,), device_id=intent.device_id, escalated_at=now,
+            detail=dict(intent.detail), sources=(source_key(intent.source),),
+        )
+        steps = lifecycle.opened(alert, SYSTEM)
+        self._active[alert_id] = alert
+        self._flood[key] = alert_id
+        self._arm(alert, now)
+        return [Change.of(ChangeReason.OPENED, alert, steps)]
+
+    def _attach(self, alert: Alert, intent: AlertIntent) -> list[Change]:
+        src = source_key(intent.source)
+        if src in alert.sources:
+            return []  # this trigger was attached before
+        alert.event_count += 1
+        alert.last_event = event_ref(intent)
+        alert.sources = (*alert.sources, src)[-SOURCES_KEPT:]
+        if intent.location is not None:
+            alert.location = intent.location
+        raised = higher(alert.priority, intent.priority)
+        if raised is not alert.priority:
+            alert.priority = raised
+            if alert.state is AlertState.OPEN:
+                self._arm(alert, utc(intent.at))
+        alert.version += 1
+        at = utc(intent.at)
+        if at > alert.updated_at:
+            alert.updated_at = at
+        return [Change.of(ChangeReason.ATTACHED, alert)]
+
+    def cancel(self, intent: AlertIntent) -> list[Change]:
+        targets: list[Alert] = []
+        by_source = self._active.get(alert_id_for(intent.kind, intent.source))
+        if by_source is not None:
+            targets.append(by_source)
+        for alert in self._by_key(intent):
+            if alert not in targets:
+                targets.append(alert)
+        actor = RESIDENT if intent.event is not None and intent.event.type is EventType.ALARM_CANCEL else SYSTEM
+        changes: list[Change] = []
+        for alert in targets:
+            if intent.only_if_open and alert.state is not AlertState.OPEN:
+                continue  # acknowledged: someone is on the way, the resident's cancel does not end it
+            steps = lifecycle.cancel(alert, actor, utc(intent.at), _cancel_note(intent))
+            self._close(alert)
+            changes.append(Change.of(ChangeReason.CANCELLED, alert, steps))
+        return changes
+
+    def _by_key(self, intent: AlertIntent) -> list[Alert]:
+        if intent.kind in PER_DEVICE_KINDS and intent.device_id is None:
+            return [a for a in self._active.values()
+                    if a.resident_id == intent.resident_id and a.kind is intent.kind]
+        alert_id = self._flood.get(flood_key(intent.resident_id, intent.kind, intent.device_id))
+        return [] if alert_id is None else [self._active[alert_id]]
+
+    # ------------------------------------------------------------------ staff
+
+    def acknowledge(self, alert_id: str, actor: str, now: datetime, note: str | None = None) -> Change:
+        alert = self._find(alert_id)
+        steps = lifecycle.acknowledge(alert, actor, utc(now), note)
+        self._timers.disarm(alert_id)
+        return Change.of(ChangeReason.ACKNOWLEDGED, alert, steps)
+
+    def resolve(self, alert_id: str, actor: str, now: datetime, note: str | None = None) -> Change:
+        alert = self._find(alert_id)
+        steps = lifecycle.resolve(alert, actor, utc(now), note)
+        self._close(alert)
+        return Change.of(ChangeReason.RESOLVED, alert, steps)
+
+    def _find(self, alert_id: str) -> Alert:
+        alert = self._active.get(alert_id) or self._closed.get(alert_id)
+        if alert is None:
+            raise AlertNotFound(alert_id)
+        return alert
+
+    # ------------------------------------------------------------------ escalation
+
+    def _arm(self, alert: Alert, now: datetime) -> None:
+        timeout = self._timeouts.of(alert.priority)
+        if timeout is None or alert.state is not AlertState.OPEN:
+            self._timers.disarm(alert.alert_id)
+            return
+        since = alert.escalated_at or alert.opened_at
+        deadline = since + timeout
+        self._timers.arm(alert.alert_id, deadline if deadline > now else now)
+
+    def due(self, now: datetime) -> list[Change]:
+        """Escalation steps whose time has come (each re-armed for the next step)."""
+        now = utc(now)
+        changes: list[Change] = []
+        for alert_id in self._timers.pop_due(now):
+            alert = self._active.get(alert_id)
+            if alert is None or alert.state is not AlertState.OPEN:
+                continue
+            team = next_team(self._teams, alert.teams)
+            steps = lifecycle.escalate(alert, now, team)
+            self._arm(alert, now)
+            reason = ChangeReason.ESCALATED if team is not None else ChangeReason.REMINDED
+            changes.append(Change.of(reason, alert, steps))
+        return changes
+
+    # ------------------------------------------------------------------ closing, restore
+
+    def _close(self, alert: Alert) -> None:
+        self._active.pop(alert.alert_id, None)
+        self._timers.disarm(alert.alert_id)
+        if self._flood.get(alert.flood_key) == alert.alert_id:
+            del self._flood[alert.flood_key]
+        self._remember_closed(alert)
+
+    def _remember_closed(self, alert: Alert) -> None:
+        self._closed[alert.alert_id] = alert
+        self._closed.move_to_end(alert.alert_id)
+        while len(self._closed) > self._closed_kept:
+            self._closed.popitem(last=False)
+
+    def restore(self, alerts: Iterable[Alert], now: datetime) -> list[Alert]:
+        """Take alerts back from storage after a restart; returns those taken.
+
+        Ids already known are skipped (what the service holds is at least as new), so
+        restoring twice, or late after the database came back, is harmless. Open alerts
+        re-arm their escalation: one timeout after the last step, or `now` if overdue.
+        """
+        now = utc(now)
+        taken: list[Alert] = []
+        for stored in sorted(alerts, key=lambda a: a.opened_at):
+            if stored.alert_id in self:
+                continue
+            alert = stored.snapshot()
+            taken.append(alert)
+            if alert.closed:
+                self._remember_closed(alert)
+                continue
+            self._active[alert.alert_id] = alert
+            key = alert.flood_key
+            if key not in self._flood:
+                self._flood[key] = alert.alert_id
+            self._arm(alert, now)
+        return [a.snapshot() for a in taken]
+
+    def republish(self) -> list[Change]:
+        """Every unresolved alert as it is (after the broker connection was re-established)."""
+        return [Change.of(ChangeReason.REPUBLISHED, a) for a in sorted(self._active.values(),
+                                                                         key=lambda a: a.opened_at)]
+
+
+def _cancel_note(intent: AlertIntent) -> str:
+    if intent.event is not None:
+        return f"cancelled: {intent.event.type}"
+    reason = intent.detail.get("reason")
+    return f"cancelled: {reason}" if isinstance(reason, str) else "cancelled: condition ended"
+
+
+__all__ = ["CLOSED_KEPT", "AlertService"]

@@ -1,0 +1,450 @@
+"""`AlertStage`: the asyncio runner of the alerts stage (DESIGN.md §2, §4, §5).
+
+It owns an `AlertService` (the state), an `AlertPublisher` (MQTT), an `AlertHub`
+(in-process subscribers: the dashboard's SSE), a `WebhookSender`, and an `AlertWriter`
+(PostgreSQL in the background, with a local journal). Everything but `run` is called on
+the event loop's thread:
+
+- `on_intents(intents)` — from the processors stage. Each change is published over MQTT
+  first, then offered to subscribers, webhooks and the writer; nothing on this path
+  waits for the database or a consumer. (Called from another thread, it hands the
+  intents to the loop; before `run` is ready it keeps them in order.)
+- `acknowledge` / `resolve` — staff actions from the dashboard; they return the new
+  wire state or raise `AlertNotFound` / `IllegalTransition`. A resolve calls the
+  `alert_closed(resident_id, kind, device_id)` hook so the rules can re-arm.
+- `subscribe` / `unsubscribe`, `get`, `active` — for the dashboard.
+
+`run()` restores the unresolved alerts (the journal, then PostgreSQL, with a short
+connect timeout; if PostgreSQL is down the journal's alerts are used and the database is
+merged in when it answers), handles the intents that arrived meanwhile, and then runs
+one `asyncio.TaskGroup` (the escalation timer, the webhook workers, and a late restore
+if needed) until cancelled; on the way out it flushes MQTT and the writer.
+
+After every (re)connection to the broker the unresolved alerts are published again as
+they are (retained), because a broker that restarted may have lost its retained
+messages: a handheld must never miss an open alert. A handheld may therefore receive the
+same state of an alert twice; the wire state is idempotent by `alert_id`. (In-process
+subscribers and webhooks get changes only, not these repeats.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from paho.mqtt.enums import MQTTProtocolVersion
+
+from alerts import metrics
+from alerts.errors import StageNotReady
+from alerts.escalation import Timeouts
+from alerts.fanout import SUBSCRIBER_LIMIT, AlertHub, Subscription
+from alerts.journal import Item, Journal
+from alerts.model import Alert, Change, ChangeReason
+from alerts.persistence import AlertWriter, from_record, item_of
+from alerts.publisher import AlertPublisher
+from alerts.service import AlertService
+from alerts.webhooks import WebhookSender
+from storage.alerts_store import AlertRecord, AlertStore, newest
+from storage.errors import DatabaseUnavailable
+from trygg.contract import AlertKind, utcnow
+from trygg.logging import get_logger
+from trygg.pipeline import AlertIntent
+from trygg.registry import Registry
+
+if TYPE_CHECKING:
+    from gateway import BrokerAddress
+    from trygg.settings import Settings
+
+log = get_logger("trygg.alerts")
+
+#: the timer task looks at the clock at least this often (seconds)
+MAX_SLEEP: Final = 1.0
+#: closed alerts loaded at start-up, to recognise re-processed events and late actions
+CLOSED_MEMORY: Final = timedelta(days=1)
+#: how long a republish after a reconnect waits for paho's queue to drain (seconds)
+REPUBLISH_DRAIN_S: Final = 2.0
+DRAIN_POLL_S: Final = 0.005
+#: connect timeout of the start-up load: the alert path must not wait long for PostgreSQL
+RESTORE_CONNECT_TIMEOUT_S: Final = 2
+
+AlertClosed = Callable[[str, AlertKind, str | None], None]
+
+
+def _protocol(value: MQTTProtocolVersion | str) -> MQTTProtocolVersion:
+    if isinstance(value, MQTTProtocolVersion):
+        return value
+    return MQTTProtocolVersion.MQTTv311 if value in ("3.1.1", "311", "4") else MQTTProtocolVersion.MQTTv5
+
+
+class AlertStage:
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        broker_host: str = "127.0.0.1",
+        broker_port: int = 1883,
+        username: str | None = None,
+        password: str | None = None,
+        protocol: MQTTProtocolVersion | str = MQTTProtocolVersion.MQTTv5,
+        prefix: str = "trygg/v1",
+        client_id: str = "trygg-alerts",
+        conninfo: str | None = None,
+        journal_dir: Path | None = None,
+        escalate_critical_s: float = 30.0,
+        escalate_high_s: float = 60.0,
+        escalate_medium_s: float = 300.0,
+        retry_s: float = 2.0,
+        clock: Callable[[], datetime] = utcnow,
+        alert_closed: AlertClosed | None = None,
+        webhooks: WebhookSender | None = None,
+        subscriber_limit: int = SUBSCRIBER_LIMIT,
+    ) -> None:
+        self._clock = clock
+        self._conninfo = conninfo
+        self._retry_s = retry_s
+        self._alert_closed = alert_closed
+        self._service = AlertService(
+            registry, Timeouts(escalate_critical_s, escalate_high_s, escalate_medium_s, None)
+        )
+        self._publisher = AlertPublisher(
+            broker_host, broker_port, prefix=prefix, client_id=client_id, protocol=_protocol(protocol),
+            username=username, password=password, on_connect=self._broker_connected,
+        )
+        self._hub = AlertHub(subscriber_limit)
+        self._webhooks = webhooks or WebhookSender()
+        self._journal = Journal(journal_dir) if journal_dir is not None and conninfo is not None else None
+        self._writer: AlertWriter | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._ready = False
+        self._ready_event = asyncio.Event()
+        self._early: list[tuple[list[AlertIntent], float]] = []
+        self._early_lock = threading.Lock()
+        self._loop_thread = 0
+        self._republished_for = 0  # publisher connection last republished for
+        self._background: set[asyncio.Task[None]] = set()
+        self._restore_pending = False
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        registry: Registry,
+        broker: BrokerAddress,
+        *,
+        protocol: MQTTProtocolVersion | str | None = None,
+        conninfo: str | None = None,
+        alert_closed: AlertClosed | None = None,
+    ) -> AlertStage:
+        return cls(
+            registry,
+            broker_host=broker.host, broker_port=broker.port,
+            username=broker.username, password=broker.password,
+            protocol=protocol if protocol is not None else settings.mqtt_protocol,
+            prefix=settings.mqtt_prefix, client_id=f"{settings.mqtt_client_id}-alerts",
+            conninfo=conninfo, journal_dir=settings.data_dir / "alerts",
+            escalate_critical_s=settings.escalate_critical_s, escalate_high_s=settings.escalate_high_s,
+            escalate_medium_s=settings.escalate_medium_s, retry_s=settings.db_retry_s,
+            alert_closed=alert_closed,
+        )
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def service(self) -> AlertService:
+        return self._service
+
+    @property
+    def publisher(self) -> AlertPublisher:
+        return self._publisher
+
+    @property
+    def writer(self) -> AlertWriter | None:
+        return self._writer
+
+    @property
+    def ready(self) -> bool:
+        """True once restored and handling intents."""
+        return self._ready
+
+    async def wait_ready(self) -> None:
+        await self._ready_event.wait()
+
+    @property
+    def database_ok(self) -> bool:
+        return self._writer is None or self._writer.database_ok
+
+    # ------------------------------------------------------------------ loop thread API
+
+    def on_intents(self, intents: Sequence[AlertIntent]) -> None:
+        """Handle the processors' intents at once.
+
+        Meant for the loop's thread; from another thread (e.g. a rule-state replay at
+        start-up) they are handed to the loop. Before `run` is ready they are kept, in
+        order, and handled right after the restore.
+        """
+        received = time.perf_counter()
+        if not intents:
+            return
+        with self._early_lock:
+            loop = self._loop if self._ready else None
+            if loop is None:
+                self._early.append((list(intents), received))
+                return
+        if threading.get_ident() == self._loop_thread:
+            self._handle(intents, received)
+        else:
+            loop.call_soon_threadsafe(self._handle, list(intents), received)
+
+    def acknowledge(self, alert_id: str, actor: str, note: str | None = None) -> dict[str, Any]:
+        """Staff takes the alert; returns its new state. Raises AlertNotFound, IllegalTransition."""
+        received = time.perf_counter()
+        self._require_ready()
+        change = self._service.acknowledge(alert_id, actor, self._clock(), note)
+        self._deliver([change], received)
+        return change.wire
+
+    def resolve(self, alert_id: str, actor: str, note: str | None = None) -> dict[str, Any]:
+        """Staff closes the alert (also straight from open); returns its final state."""
+        received = time.perf_counter()
+        self._require_ready()
+        change = self._service.resolve(alert_id, actor, self._clock(), note)
+        self._deliver([change], received)
+        if self._alert_closed is not None:
+            alert = change.alert
+            try:
+                self._alert_closed(alert.resident_id, alert.kind, alert.device_id)
+            except Exception:
+                log.exception("alert_closed hook failed", alert_id=alert.alert_id)
+        return change.wire
+
+    def get(self, alert_id: str) -> dict[str, Any]:
+        return self._service.get(alert_id).to_wire()
+
+    def active(self, teams: set[str] | frozenset[str] | None = None) -> list[dict[str, Any]]:
+        """The unresolved alerts that reached one of `teams` (None: all), oldest first."""
+        return [a.to_wire() for a in self._service.active(teams)]
+
+    def subscribe(self, teams: set[str] | frozenset[str] | None = None) -> Subscription:
+        return self._hub.subscribe(teams)
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self._hub.unsubscribe(subscription)
+
+    def set_registry(self, registry: Registry) -> None:
+        self._service.set_registry(registry)
+
+    def _require_ready(self) -> None:
+        if not self._ready:
+            raise StageNotReady("the alert stage is not running or still restoring")
+
+    # ------------------------------------------------------------------ handling
+
+    def _handle(self, intents: Sequence[AlertIntent], received: float) -> None:
+        if not self._ready:  # handed over while the stage stopped: kept for a next run
+            with self._early_lock:
+                self._early.append((list(intents), received))
+            return
+        changes: list[Change] = []
+        for intent in intents:
+            try:
+                changes.extend(self._service.apply((intent,)))
+            except Exception:
+                metrics.DELIVERIES_FAILED.labels("intent").inc()
+                log.exception("alert intent failed", resident_id=intent.resident_id, kind=str(intent.kind))
+        if changes:
+            self._deliver(changes, received)
+            if self._wakeup is not None:
+                self._wakeup.set()
+
+    def _deliver(self, changes: Sequence[Change], received: float) -> None:
+        for change in changes:  # MQTT first: this is what staff are waiting for
+            try:
+                self._publisher.publish(change)
+            except Exception:
+                metrics.DELIVERIES_FAILED.labels("mqtt").inc()
+                log.exception("alert publish failed", alert_id=change.alert.alert_id)
+            metrics.PUBLISH_SECONDS.observe(time.perf_counter() - received)
+        for change in changes:
+            if change.reason is ChangeReason.REPUBLISHED:
+                continue
+            self._hub.publish(change.wire, change.teams)
+            self._send_webhooks(change)
+            if self._writer is not None:
+                self._writer.put(item_of(change))
+            self._count(change)
+        metrics.ACTIVE.set(len(self._service))
+
+    def _send_webhooks(self, change: Change) -> None:
+        for team_id in change.teams:
+            team = self._service.team_of(team_id)
+            if team is not None and team.webhook_url:
+                self._webhooks.send(team.webhook_url, change.wire)
+
+    def _count(self, change: Change) -> None:
+        alert = change.alert
+        for step in change.transitions:
+            if step.from_state is not step.to_state:
+                metrics.TRANSITIONS.labels(step.to_state.value).inc()
+        reason = change.reason
+        fields = {"alert_id": alert.alert_id, "resident_id": alert.resident_id, "kind": alert.kind.value}
+        if reason is ChangeReason.OPENED:
+            metrics.RAISED.labels(alert.kind.value).inc()
+            log.info("alert opened", **fields, priority=alert.priority.value, team_id=alert.team_id)
+        elif reason is ChangeReason.ATTACHED:
+            metrics.ATTACHED.labels(alert.kind.value).inc()
+            log.debug("alert trigger attached", **fields, event_count=alert.event_count)
+        elif reason in (ChangeReason.ESCALATED, ChangeReason.REMINDED):
+            metrics.ESCALATIONS.labels("team" if reason is ChangeReason.ESCALATED else "reminder").inc()
+            log.info("alert escalated", **fields, level=alert.escalation_level, teams=list(alert.teams))
+        else:
+            log.info(f"alert {alert.state.value}", **fields, actor=change.transitions[-1].actor
+                     if change.transitions else None)
+
+    # ------------------------------------------------------------------ broker
+
+    def _broker_connected(self) -> None:  # paho's thread
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._republish)
+
+    def _republish(self) -> None:
+        """Publish every unresolved alert again, once per broker connection.
+
+        It waits (briefly) until what paho queued while the broker was away has been
+        acknowledged: those are older states, and must not land after the current one.
+        """
+        connections = self._publisher.connections
+        if not self._ready or connections <= self._republished_for:
+            return
+        self._republished_for = connections
+        task = asyncio.get_running_loop().create_task(self._republish_after_drain(), name="alerts.republish")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _republish_after_drain(self) -> None:
+        for _ in range(int(REPUBLISH_DRAIN_S / DRAIN_POLL_S)):  # paho offers no event for this
+            if not self._publisher.pending():
+                break
+            await asyncio.sleep(DRAIN_POLL_S)
+        if not self._ready:
+            return
+        changes = self._service.republish()
+        if changes:
+            log.info("unresolved alerts republished", alerts=len(changes))
+            self._deliver(changes, time.perf_counter())
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self) -> None:
+        """Restore, then deliver and escalate until cancelled; flush on the way out."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._wakeup = asyncio.Event()
+        self._publisher.start()
+        try:
+            unwritten = await self._restore_at_start()
+            if self._conninfo is not None:
+                self._writer = AlertWriter(AlertStore(self._conninfo), self._journal,
+                                           retry_s=self._retry_s, unwritten=unwritten)
+                self._writer.start()
+            with self._early_lock:
+                self._ready = True
+                early, self._early = self._early, []
+            self._ready_event.set()
+            for intents, received in early:
+                self._handle(intents, received)
+            self._republish()
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._timers(), name="alerts.timers")
+                group.create_task(self._webhooks.run(), name="alerts.webhooks")
+                if self._restore_pending:
+                    group.create_task(self._restore_later(), name="alerts.restore")
+        finally:
+            with self._early_lock:
+                self._ready = False
+            self._ready_event.clear()
+            for task in list(self._background):
+                task.cancel()
+            self._loop = None
+            await asyncio.to_thread(self._shutdown)
+
+    def _shutdown(self) -> None:
+        self._publisher.stop(timeout=2.0)
+        if self._writer is not None:
+            left = self._writer.stop(timeout=5.0)
+            if left:
+                log.warning("alert rows not yet in PostgreSQL at shutdown; kept in the journal", rows=left)
+        log.info("alert stage stopped", active=len(self._service))
+
+    async def _timers(self) -> None:
+        wakeup = self._wakeup
+        assert wakeup is not None
+        while True:
+            wakeup.clear()
+            changes = self._service.due(self._clock())
+            if changes:
+                self._deliver(changes, time.perf_counter())
+            deadline = self._service.next_deadline()
+            delay = MAX_SLEEP
+            if deadline is not None:
+                delay = min(MAX_SLEEP, max(0.0, (deadline - self._clock()).total_seconds()))
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wakeup.wait(), delay)
+            else:
+                await asyncio.sleep(0)
+
+    # ------------------------------------------------------------------ restore
+
+    def _load(self) -> list[AlertRecord]:
+        assert self._conninfo is not None
+        store = AlertStore(self._conninfo, connect_timeout=RESTORE_CONNECT_TIMEOUT_S)
+        try:
+            return store.load(self._clock() - CLOSED_MEMORY)
+        finally:
+            store.close()
+
+    async def _restore_at_start(self) -> list[Item]:
+        """Restore from the journal and PostgreSQL; returns the journal's unwritten changes."""
+        unwritten = self._journal.read() if self._journal is not None else []
+        records = [rec for rec, _ in unwritten]
+        if self._conninfo is not None:
+            try:
+                records = await asyncio.to_thread(self._load) + records
+            except DatabaseUnavailable as exc:
+                self._restore_pending = True
+                log.warning("database unavailable at start; alerts restored from the journal only, "
+                            "the rest when it answers", error=str(exc), journal=len(unwritten))
+        taken = self._service.restore([from_record(r) for r in newest(records)], self._clock())
+        active = sum(1 for a in taken if a.active)
+        if taken:
+            log.info("alerts restored", active=active, closed=len(taken) - active)
+        metrics.ACTIVE.set(len(self._service))
+        return unwritten
+
+    async def _restore_later(self) -> None:
+        """PostgreSQL was down at start: merge its alerts in when it answers."""
+        while True:
+            await asyncio.sleep(self._retry_s)
+            try:
+                records = await asyncio.to_thread(self._load)
+            except DatabaseUnavailable:
+                continue
+            taken = self._service.restore([from_record(r) for r in records], self._clock())
+            self._restore_pending = False
+            fresh: list[Alert] = [a for a in taken if a.active]
+            log.info("alerts restored from the database after it returned", active=len(fresh))
+            self._deliver([Change.of(ChangeReason.REPUBLISHED, a) for a in fresh], time.perf_counter())
+            if self._wakeup is not None:
+                self._wakeup.set()
+            return
+
+
+__all__ = ["AlertClosed", "AlertStage"]

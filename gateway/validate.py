@@ -1,0 +1,79 @@
+"""Validation of one received message against the contract and the registry.
+
+Used by the gateway (which stores and dead-letters) and by `trygg processors` run as a
+process of its own (which only needs the valid events).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from gateway import metrics
+from trygg.contract import (
+    SOURCE_KINDS,
+    DeviceKind,
+    Event,
+    EventType,
+    InvalidMessage,
+    Reason,
+    parse_event,
+    parse_status,
+    parse_topic,
+)
+from trygg.pipeline import DeviceStatus
+from trygg.registry import Registry, Resident
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceEntry:
+    resident_id: str
+    kind: DeviceKind
+    resident: Resident
+
+
+def device_index(registry: Registry) -> dict[str, DeviceEntry]:
+    return {d.id: DeviceEntry(r.id, d.device_kind, r) for r in registry.residents for d in r.devices}
+
+
+def location_basis_valid(resident: Resident, at: datetime) -> bool:
+    """A `location_basis` (consent or vedtak) valid on the resident's local date."""
+    basis = resident.location_basis
+    return basis is not None and basis.valid_on(at.astimezone(resident.zone).date())
+
+
+class Validator:
+    """`accept` returns the valid event or status, None for a position that may not be
+    used (DESIGN.md §7), or raises InvalidMessage with the reason."""
+
+    def __init__(self, registry: Registry, prefix: str,
+                 emergency_open: Callable[[str], bool] = lambda resident_id: False) -> None:
+        self._prefix = prefix
+        self._devices = device_index(registry)
+        self._emergency_open = emergency_open
+
+    def set_registry(self, registry: Registry) -> None:
+        self._devices = device_index(registry)  # one assignment: safe across threads
+
+    def accept(self, topic: str | bytes, payload: bytes, received_at: datetime) -> Event | DeviceStatus | None:
+        if isinstance(topic, bytes):
+            raise InvalidMessage(Reason.BAD_TOPIC, "topic is not UTF-8")
+        where = parse_topic(topic, self._prefix)
+        entry = self._devices.get(where.device_id)
+        if where.channel == "status":
+            online = parse_status(payload)
+            if entry is None:
+                raise InvalidMessage(Reason.UNKNOWN_DEVICE, f"device {where.device_id!r} is not in the registry")
+            return DeviceStatus(where.device_id, entry.resident_id, online, received_at)
+        event = parse_event(where.device_id, payload, received_at)
+        if entry is None:
+            raise InvalidMessage(Reason.UNKNOWN_DEVICE, f"device {where.device_id!r} is not in the registry")
+        if entry.kind not in SOURCE_KINDS[event.type]:
+            raise InvalidMessage(Reason.WRONG_KIND, f"a {entry.kind.value} device cannot send {event.type.value}")
+        event.resident_id = entry.resident_id
+        if (event.type is EventType.LOCATION and not location_basis_valid(entry.resident, received_at)
+                and not self._emergency_open(entry.resident_id)):
+            metrics.LOCATIONS_DISCARDED.inc()
+            return None
+        return event

@@ -1,0 +1,119 @@
+"""In-process subscribers (the dashboard's SSE) and webhooks: every change reaches the
+teams that should see it, a slow consumer is dropped rather than slowing alarms, and a
+failing webhook receiver is retried. No broker, no network (httpx MockTransport)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+
+from alerts import AlertHub, SubscriptionDropped, WebhookSender
+
+
+def wire(alert_id: str, state: str = "open") -> dict[str, Any]:
+    return {"alert_id": alert_id, "state": state}
+
+
+def test_subscribers_get_changes_of_their_teams_only() -> None:
+    async def scenario() -> None:
+        hub = AlertHub()
+        east = hub.subscribe({"east"})
+        centre = hub.subscribe({"alarm-centre"})
+        everyone = hub.subscribe(None)
+        hub.publish(wire("a-1"), ("east",))
+        hub.publish(wire("a-1", "open"), ("east", "alarm-centre"))  # escalated
+        hub.publish(wire("a-2"), ("west",))
+        assert [(await east.get())["alert_id"] for _ in range(2)] == ["a-1", "a-1"]
+        assert (await centre.get())["alert_id"] == "a-1"
+        assert [(await everyone.get())["alert_id"] for _ in range(3)] == ["a-1", "a-1", "a-2"]
+        assert east.queue.empty() and centre.queue.empty()
+        hub.unsubscribe(east)
+        hub.publish(wire("a-3"), ("east",))
+        assert east.queue.empty()
+        assert len(hub) == 2
+
+    asyncio.run(scenario())
+
+
+def test_a_slow_subscriber_is_dropped_with_a_marker_and_others_keep_receiving() -> None:
+    async def scenario() -> None:
+        hub = AlertHub(limit=3)
+        slow = hub.subscribe({"east"})
+        fast = hub.subscribe({"east"})
+        for i in range(5):
+            hub.publish(wire(f"a-{i}"), ("east",))
+            await fast.get()
+        assert slow.dropped and len(hub) == 1
+        assert slow.queue.qsize() == 4  # bounded: three changes and the marker
+        received = [(await slow.get())["alert_id"] for _ in range(3)]
+        assert received == ["a-0", "a-1", "a-2"]
+        with pytest.raises(SubscriptionDropped):
+            await slow.get()
+
+    asyncio.run(scenario())
+
+
+def test_webhook_posts_the_alert_json_and_retries_failures_with_backoff() -> None:
+    calls: list[tuple[str, bytes]] = []
+    answers = iter([503, 500, 200, 200])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append((str(request.url), request.content))
+        return httpx.Response(next(answers))
+
+    async def scenario() -> WebhookSender:
+        client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+        sender = WebhookSender(client=client, backoff_s=0.01, attempts=5)
+        runner = asyncio.create_task(sender.run())
+        assert sender.send("https://kommune.example/hook", wire("a-1"))
+        for _ in range(200):
+            if sender.delivered:
+                break
+            await asyncio.sleep(0.01)
+        runner.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await runner
+        await client.aclose()
+        return sender
+
+    sender = asyncio.run(scenario())
+    assert sender.delivered == 1 and sender.failed == 0
+    assert [url for url, _ in calls] == ["https://kommune.example/hook"] * 3
+    assert calls[-1][1] == b'{"alert_id":"a-1","state":"open"}'
+
+
+def test_webhook_gives_up_on_a_client_error_and_after_its_attempts() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/gone":
+            return httpx.Response(404)
+        raise httpx.ConnectError("refused", request=request)
+
+    async def scenario() -> tuple[WebhookSender, int]:
+        client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+        sender = WebhookSender(client=client, backoff_s=0.001, attempts=3)
+        runner = asyncio.create_task(sender.run())
+        sender.send("https://h.example/gone", wire("a-1"))
+        sender.send("https://h.example/down", wire("a-2"))
+        for _ in range(300):
+            if sender.failed == 2:
+                break
+            await asyncio.sleep(0.01)
+        runner.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await runner
+        await client.aclose()
+        return sender, sender.pending
+
+    sender, pending = asyncio.run(scenario())
+    assert (sender.delivered, sender.failed, pending) == (0, 2, 0)
+
+
+def test_a_full_webhook_queue_refuses_without_blocking() -> None:
+    async def scenario() -> list[bool]:
+        sender = WebhookSender(queue_max=2)
+        return [sender.send("https://h.example/x", wire(f"a-{i}")) for i in range(3)]
+
+    assert asyncio.run(scenario()) == [True, True, False]

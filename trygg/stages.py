@@ -1,0 +1,170 @@
+"""`trygg processors` and `trygg alerts`: one stage per process.
+
+`trygg up` runs every stage in one process and hands intents over in memory. Run apart,
+the stages talk over the broker:
+
+- `trygg gateway` validates and stores (and dead-letters) every event;
+- `trygg processors` keeps a persistent session of its own on the device topics, runs
+  the rules and publishes each intent (QoS 1) on `{prefix}/internal/intents`;
+- `trygg alerts` keeps a persistent session on that topic and runs the alert stage; when
+  staff resolve an alert it publishes `{prefix}/internal/alert-closed` so the rules re-arm.
+
+A message is acknowledged to the broker once the stage has taken it (rules) or once the
+intents are handed to the alert stage; a crash of the processors loses no rule input,
+because on start it restores the newest snapshot and replays the events the gateway
+stored after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import uuid
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from alerts import AlertStage
+from gateway import Message, Subscriber, Validator, set_nodelay
+from gateway.wire import MQTT5, MQTT311
+from processors import Processor, ProcessorStage
+from storage import migrate
+from trygg.app import restore_rules
+from trygg.contract import AlertKind, InvalidMessage, utcnow
+from trygg.logging import get_logger
+from trygg.pipeline import AlertIntent, intent_from_wire, intent_to_wire, internal_topic
+from trygg.runtime import open_registry, resolve_broker, resolve_database
+from trygg.settings import Settings
+
+log = get_logger("trygg")
+
+
+def _version(protocol: MQTTProtocolVersion) -> int:
+    return MQTT5 if protocol == MQTTProtocolVersion.MQTTv5 else MQTT311
+
+
+def _publisher(settings: Settings, host: str, port: int, username: str | None, password: str | None,
+               protocol: MQTTProtocolVersion, role: str) -> mqtt.Client:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{settings.mqtt_client_id}-{role}-out-"
+                         f"{uuid.uuid4().hex[:6]}", protocol=protocol)
+    if username:
+        client.username_pw_set(username, password)
+    client.on_socket_open = set_nodelay
+    client.max_queued_messages_set(0)
+    client.connect(host, port)
+    client.loop_start()
+    return client
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+async def run_processors(settings: Settings) -> None:
+    conninfo = await asyncio.to_thread(resolve_database, settings)
+    await asyncio.to_thread(migrate, conninfo)
+    registry = await asyncio.to_thread(open_registry, conninfo, settings)
+    broker = await asyncio.to_thread(resolve_broker, settings)
+    addr = broker.address
+    out = _publisher(settings, addr.host, addr.port, addr.username, addr.password, broker.protocol, "processors")
+    topic = internal_topic(settings.mqtt_prefix, "intents")
+
+    def publish(intents: list[AlertIntent]) -> None:
+        for intent in intents:
+            out.publish(topic, json.dumps(intent_to_wire(intent)), qos=1)
+
+    processor = Processor(registry)
+    stage = ProcessorStage(processor, publish)
+    await asyncio.to_thread(restore_rules, processor, conninfo, publish)
+    validator = Validator(registry, settings.mqtt_prefix)
+    loop = asyncio.get_running_loop()
+    closed_topic = internal_topic(settings.mqtt_prefix, "alert-closed")
+
+    def on_messages(messages: list[Message], generation: int) -> None:
+        now = utcnow()
+        for msg in messages:
+            if msg.topic == closed_topic:
+                doc = json.loads(msg.payload)
+                loop.call_soon_threadsafe(stage.alert_closed, doc["resident_id"], AlertKind(doc["kind"]),
+                                          doc.get("device_id"))
+                continue
+            try:
+                item = validator.accept(msg.topic, msg.payload, now)
+            except InvalidMessage:
+                continue  # the gateway keeps it as a dead letter
+            if item is not None:
+                stage.sink(item)
+        subscriber.ack([m.mid for m in messages if m.qos], generation)
+
+    subscriber = Subscriber(
+        addr.host, addr.port, f"{settings.mqtt_client_id}-processors",
+        [f"{settings.mqtt_prefix}/devices/+/events", f"{settings.mqtt_prefix}/devices/+/status", closed_topic],
+        on_messages, version=_version(broker.protocol), username=addr.username, password=addr.password,
+        receive_maximum=settings.mqtt_receive_maximum)
+    await asyncio.to_thread(subscriber.start)
+    log.info("processors running", broker=broker.url, intents_topic=topic)
+    try:
+        async with asyncio.TaskGroup() as group:
+            task = group.create_task(stage.run(), name="processors")
+            await _until_signalled()
+            task.cancel()
+    finally:
+        subscriber.stop()
+        out.loop_stop()
+        out.disconnect()
+        if broker.embedded is not None:
+            broker.embedded.stop()
+
+
+async def run_alerts(settings: Settings) -> None:
+    conninfo = await asyncio.to_thread(resolve_database, settings)
+    await asyncio.to_thread(migrate, conninfo)
+    registry = await asyncio.to_thread(open_registry, conninfo, settings)
+    broker = await asyncio.to_thread(resolve_broker, settings)
+    addr = broker.address
+    out = _publisher(settings, addr.host, addr.port, addr.username, addr.password, broker.protocol, "alerts")
+    closed_topic = internal_topic(settings.mqtt_prefix, "alert-closed")
+
+    def alert_closed(resident_id: str, kind: AlertKind | str, device_id: str | None) -> None:
+        doc: dict[str, Any] = {"resident_id": resident_id, "kind": str(kind), "device_id": device_id}
+        out.publish(closed_topic, json.dumps(doc), qos=1)
+
+    alerts = AlertStage.from_settings(settings, registry, addr, protocol=broker.protocol, conninfo=conninfo,
+                                      alert_closed=alert_closed)
+    loop = asyncio.get_running_loop()
+
+    def on_messages(messages: list[Message], generation: int) -> None:
+        intents = []
+        for msg in messages:
+            try:
+                intents.append(intent_from_wire(json.loads(msg.payload)))
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("unreadable intent skipped", error=str(exc))
+        if intents:
+            loop.call_soon_threadsafe(alerts.on_intents, intents)
+        subscriber.ack([m.mid for m in messages if m.qos], generation)
+
+    subscriber = Subscriber(
+        addr.host, addr.port, f"{settings.mqtt_client_id}-alerts-in",
+        [internal_topic(settings.mqtt_prefix, "intents")], on_messages, version=_version(broker.protocol),
+        username=addr.username, password=addr.password)
+    try:
+        async with asyncio.TaskGroup() as group:
+            task = group.create_task(alerts.run(), name="alerts")
+            await alerts.wait_ready()
+            await asyncio.to_thread(subscriber.start)
+            log.info("alerts running", broker=broker.url)
+            await _until_signalled()
+            task.cancel()
+    finally:
+        subscriber.stop()
+        out.loop_stop()
+        out.disconnect()
+        if broker.embedded is not None:
+            broker.embedded.stop()
