@@ -170,14 +170,14 @@ class Processor:
 
         The conditions it covered go quiet: they raise nothing more until they end (door
         closed, resident back inside a zone, device heard, battery ≥ 30 %, next activity);
-        a wandering watch ends. Because the alerts stage keeps one alert per resident and
-        kind, `device_id` is informational: every device of that alert goes quiet.
+        a wandering watch ends. `device_offline` and `battery_low` are one alert per
+        device: `device_id` names the one whose alert was resolved.
         """
         ctx = self._context(resident_id)
         if ctx is None:
             return
         state = self._states.get(resident_id, EMPTY)
-        intents = self._commit(resident_id, machine.on_alert_closed(ctx, state, AlertKind(kind)))
+        intents = self._commit(resident_id, machine.on_alert_closed(ctx, state, AlertKind(kind), device_id))
         assert not intents
 
     # ---------------------------------------------------------------- start-up

@@ -109,7 +109,9 @@ def on_timer(ctx: ResidentContext, state: ResidentState, key: TimerKey, now: dat
     return state, [], []
 
 
-def on_alert_closed(ctx: ResidentContext, state: ResidentState, kind: AlertKind) -> Step[ResidentState]:
+def on_alert_closed(
+    ctx: ResidentContext, state: ResidentState, kind: AlertKind, device_id: str | None = None
+) -> Step[ResidentState]:
     """Staff resolved the resident's alert of `kind` (see `tracking.Tracked.closed`)."""
     if kind in (AlertKind.DOOR_OPEN, AlertKind.WANDERING):
         doors, intents, timers = rules_doors.on_alert_closed(ctx, state.doors, kind)
@@ -121,7 +123,7 @@ def on_alert_closed(ctx: ResidentContext, state: ResidentState, kind: AlertKind)
         activity, intents, timers = rules_activity.on_alert_closed(ctx, state.activity)
         return ResidentState(state.doors, activity, state.geo, state.devices), intents, timers
     if kind in (AlertKind.DEVICE_OFFLINE, AlertKind.BATTERY_LOW):
-        devices, intents, timers = rules_devices.on_alert_closed(ctx, state.devices, kind)
+        devices, intents, timers = rules_devices.on_alert_closed(ctx, state.devices, kind, device_id)
         return ResidentState(state.doors, state.activity, state.geo, devices), intents, timers
     return state, [], []  # smoke, alarm, fall keep no state
 

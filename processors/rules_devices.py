@@ -40,7 +40,7 @@ from processors.context import (
 )
 from processors.jsonstate import dump_time, flag, obj, opt_number, opt_time
 from processors.localtime import as_utc, isoformat_utc
-from processors.tracking import UNTRACKED, Tracked
+from processors.tracking import NO_PARTS, PerPart
 from trygg.contract import AlertKind, DeviceKind, Event, EventType, Priority
 from trygg.pipeline import AlertIntent, DeviceStatus
 
@@ -63,8 +63,8 @@ _NO_DEVICES: Mapping[str, DeviceWatch] = MappingProxyType({})
 @dataclass(frozen=True, slots=True)
 class DevicesState:
     devices: Mapping[str, DeviceWatch] = field(default_factory=lambda: _NO_DEVICES)
-    offline: Tracked = UNTRACKED
-    battery: Tracked = UNTRACKED
+    offline: PerPart = NO_PARTS  # one alert per device
+    battery: PerPart = NO_PARTS
 
     def watch(self, device_id: str) -> DeviceWatch:
         return self.devices.get(device_id, _UNHEARD)
@@ -102,8 +102,8 @@ class DevicesState:
             )
         return cls(
             devices=MappingProxyType(devices),
-            offline=Tracked.from_json(fields.get("offline"), f"{path}.offline"),
-            battery=Tracked.from_json(fields.get("battery"), f"{path}.battery"),
+            offline=PerPart.from_json(fields.get("offline", {}), f"{path}.offline"),
+            battery=PerPart.from_json(fields.get("battery", {}), f"{path}.battery"),
         )
 
 
@@ -249,11 +249,14 @@ def _went_offline(
     return state, [intent], timers
 
 
-def on_alert_closed(ctx: ResidentContext, state: DevicesState, kind: AlertKind) -> Step[DevicesState]:
+def on_alert_closed(
+    ctx: ResidentContext, state: DevicesState, kind: AlertKind, device_id: str | None = None
+) -> Step[DevicesState]:
+    """Staff resolved the device's alert: that device goes quiet until its condition ends."""
     if kind is AlertKind.DEVICE_OFFLINE:
-        return DevicesState(state.devices, state.offline.closed(), state.battery), [], []
+        return DevicesState(state.devices, state.offline.closed(device_id), state.battery), [], []
     if kind is AlertKind.BATTERY_LOW:
-        return DevicesState(state.devices, state.offline, state.battery.closed()), [], []
+        return DevicesState(state.devices, state.offline, state.battery.closed(device_id)), [], []
     return state, [], []
 
 

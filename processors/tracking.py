@@ -81,3 +81,64 @@ class Tracked:
 
 #: the record of a kind with nothing alerted (shared default of the rule states)
 UNTRACKED = Tracked()
+
+
+@dataclass(frozen=True, slots=True)
+class PerPart:
+    """One alert per part: `device_offline` and `battery_low` are per device (DESIGN.md
+    §4: "cancelled when the device is heard again"), so each device's condition opens
+    its own alert with its own source and ends it on its own."""
+
+    alerted: tuple[tuple[str, Source], ...] = ()  # (part, source of its OPEN), sorted by part
+    quiet: frozenset[str] = frozenset()
+
+    def _sources(self) -> dict[str, Source]:
+        return dict(self.alerted)
+
+    def holds(self, part: str) -> bool:
+        return part in self.quiet or any(p == part for p, _ in self.alerted)
+
+    def is_alerted(self, part: str) -> bool:
+        return any(p == part for p, _ in self.alerted)
+
+    def start(self, part: str, source: Source) -> tuple[PerPart, bool]:
+        """The part's condition now holds; True when its OPEN intent must be sent."""
+        if self.holds(part):
+            return self, False
+        return PerPart(tuple(sorted({**self._sources(), part: source}.items())), self.quiet), True
+
+    def end(self, part: str) -> tuple[PerPart, Source | None]:
+        """The part's condition ended; returns its source to CANCEL, if it was alerted."""
+        if part in self.quiet:
+            return PerPart(self.alerted, self.quiet - {part}), None
+        sources = self._sources()
+        source = sources.pop(part, None)
+        if source is None:
+            return self, None
+        return PerPart(tuple(sorted(sources.items())), self.quiet), source
+
+    def closed(self, part: str | None) -> PerPart:
+        """Staff resolved the alert of `part` (of every part when None): it goes quiet."""
+        sources = self._sources()
+        parts = set(sources) if part is None else {part} & set(sources)
+        return PerPart(tuple(sorted((p, s) for p, s in sources.items() if p not in parts)), self.quiet | parts)
+
+    def forget(self, part: str) -> tuple[PerPart, Source | None]:
+        return self.end(part)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"alerted": {p: dump_source(s) for p, s in self.alerted}, "quiet": sorted(self.quiet)}
+
+    @classmethod
+    def from_json(cls, doc: Any, path: str) -> PerPart:
+        fields = obj(doc, path)
+        alerted = obj(fields.get("alerted", {}), f"{path}.alerted")
+        pairs = []
+        for part in sorted(alerted):
+            source = opt_source(alerted, part, f"{path}.alerted")
+            if source is not None:
+                pairs.append((part, source))
+        return cls(tuple(pairs), frozenset(strings(fields.get("quiet", []), f"{path}.quiet")))
+
+
+NO_PARTS = PerPart()

@@ -125,17 +125,30 @@ def test_last_will_offline_raises_at_once_and_online_cancels() -> None:
     assert proc.next_deadline() == sec(880)
 
 
-def test_two_silent_devices_share_one_alert_until_both_are_back() -> None:
+def test_two_silent_devices_are_two_alerts_each_ended_by_its_own_device() -> None:
+    proc = Processor(registry())
+    beat(proc, "d-alarm", sec(0))
+    beat(proc, "d-smoke", sec(0))
+    [smoke] = proc.handle(DeviceStatus("d-smoke", "r-17", False, sec(5)), sec(5))
+    [alarm_unit] = proc.due(sec(180))
+    assert smoke.source != alarm_unit.source
+    [smoke_back] = beat(proc, "d-smoke", sec(200))  # the alarm unit is still silent
+    assert smoke_back.action is IntentAction.CANCEL and smoke_back.source == smoke.source
+    [alarm_back] = beat(proc, "d-alarm", sec(210))
+    assert alarm_back.action is IntentAction.CANCEL
+    assert alarm_back.source == alarm_unit.source == ("d-alarm", "offline@2026-11-22T12:00:00.000Z")
+
+
+def test_resolving_one_devices_offline_alert_leaves_the_other_device_supervised() -> None:
     proc = Processor(registry())
     beat(proc, "d-alarm", sec(0))
     beat(proc, "d-smoke", sec(0))
     proc.handle(DeviceStatus("d-smoke", "r-17", False, sec(5)), sec(5))
-    [alarm_unit] = proc.due(sec(180))
-    assert beat(proc, "d-smoke", sec(200)) == []  # the alarm unit is still silent
-    [cancel] = beat(proc, "d-alarm", sec(210))
-    assert cancel.action is IntentAction.CANCEL
-    assert cancel.source == ("d-smoke", "offline@2026-11-22T12:00:00.000Z")  # the first one
-    assert alarm_unit.source == ("d-alarm", "offline@2026-11-22T12:00:00.000Z")
+    [_offline] = proc.due(sec(180))
+    proc.alert_closed("r-17", AlertKind.DEVICE_OFFLINE, "d-alarm")
+    assert beat(proc, "d-alarm", sec(200)) == []  # quiet: its alert was resolved
+    [smoke_back] = beat(proc, "d-smoke", sec(210))  # still its own open alert
+    assert smoke_back.action is IntentAction.CANCEL and smoke_back.device_id == "d-smoke"
 
 
 def test_resolved_offline_stays_quiet_until_heard_again() -> None:

@@ -148,7 +148,7 @@ def test_restore_skips_residents_and_devices_no_longer_registered() -> None:
     state = after.export_state()
     assert list(state["residents"]) == ["r-17"]
     assert "d-17-smoke" not in state["residents"]["r-17"]["devices"]["devices"]
-    assert state["residents"]["r-17"]["devices"]["battery"]["alerted"] == []
+    assert state["residents"]["r-17"]["devices"]["battery"]["alerted"] == {}
 
 
 @pytest.mark.parametrize(
