@@ -33,6 +33,15 @@ registry_app = typer.Typer(help="The registry of teams, residents, devices and u
 app.add_typer(registry_app, name="registry")
 
 
+def _register_commands() -> None:
+    from simulators import register as register_simulate
+
+    register_simulate(app)
+
+
+_register_commands()
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     typer.echo(f"trygg: {message}", err=True)
     raise typer.Exit(code)
