@@ -10,7 +10,7 @@ from processors.context import ResidentContext, Timer, TimerKey
 from processors.errors import ProcessorError, StageNotRunningError, StateError
 from processors.geofence import Placement, ZoneSet
 from processors.localtime import add_daytime, daytime_between, in_window
-from processors.processor import RESTART_GRACE, STATE_VERSION, Processor
+from processors.processor import RESTART_GRACE, STATE_VERSION, Processor, export_states
 from processors.resident import ResidentState
 from processors.scheduler import Scheduler
 from processors.stage import ProcessorStage
@@ -32,5 +32,6 @@ __all__ = [
     "ZoneSet",
     "add_daytime",
     "daytime_between",
+    "export_states",
     "in_window",
 ]

@@ -219,10 +219,12 @@ class Processor:
 
     def export_state(self) -> dict[str, Any]:
         """A JSON-serialisable snapshot of every resident's rule state."""
-        return {
-            "version": STATE_VERSION,
-            "residents": {rid: state.to_json() for rid, state in sorted(self._states.items()) if not state.is_empty()},
-        }
+        return export_states(self.states_view())
+
+    def states_view(self) -> list[tuple[str, ResidentState]]:
+        """Every resident's current state. States are immutable values, so this list may
+        be exported (`export_states`) on another thread while the rules go on."""
+        return list(self._states.items())
 
     def restore_state(self, snapshot: Mapping[str, Any]) -> None:
         """Replace all rule state with a snapshot from `export_state` and re-arm its timers.
@@ -296,3 +298,11 @@ class Processor:
 
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def export_states(states: list[tuple[str, ResidentState]]) -> dict[str, Any]:
+    """The snapshot document of `Processor.export_state` from a `states_view`."""
+    return {
+        "version": STATE_VERSION,
+        "residents": {rid: state.to_json() for rid, state in sorted(states) if not state.is_empty()},
+    }

@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 
 from alerts import AlertStage
-from processors import Processor, ProcessorStage, StateError
+from processors import Processor, ProcessorStage, StateError, export_states
 from storage import migrate
 from storage.rule_state import events_since, last_seen, load_rule_state, save_rule_state
 from trygg.contract import AlertKind, AlertState, utcnow
@@ -33,7 +33,9 @@ from trygg.settings import Settings
 
 log = get_logger("trygg")
 
-SNAPSHOT_INTERVAL_S = 10.0
+#: Rule state is saved this often (when something was processed); a restart replays the
+#: events stored after the newest snapshot, so a longer interval only means more replay.
+SNAPSHOT_INTERVAL_S = 60.0
 EMERGENCY_KINDS = frozenset({AlertKind.ALARM.value, AlertKind.FALL.value})
 
 
@@ -133,17 +135,27 @@ def _note_emergency(services: Services, alert: dict[str, Any]) -> None:
 
 
 async def _snapshots(services: Services) -> None:
-    """Save the rule state every few seconds (restart: snapshot + replay after it)."""
+    """Save the rule state now and then (restart: snapshot + replay after it)."""
+    saved_after = -1
     while True:
         await asyncio.sleep(SNAPSHOT_INTERVAL_S)
-        await _save_snapshot(services)
+        processed = services.processors.processed
+        if processed != saved_after:  # an idle system has nothing new to save
+            await _save_snapshot(services)
+            saved_after = processed
 
 
 async def _save_snapshot(services: Services) -> None:
+    """The states are taken on the loop thread (a cheap list of immutable values) and
+    turned into JSON and saved on a worker thread, so the alert path never waits."""
     now = utcnow()
-    state = services.processor.export_state()
+    states = services.processor.states_view()
+
+    def save() -> None:
+        save_rule_state(services.conninfo, now, export_states(states))
+
     try:
-        await asyncio.to_thread(save_rule_state, services.conninfo, now, state)
+        await asyncio.to_thread(save)
     except psycopg.Error as exc:
         log.warning("rule state snapshot not saved (database unavailable)", error=str(exc).strip())
 

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from datetime import date, time
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -216,6 +217,37 @@ class RegistryError(ValueError):
         self.errors = errors
 
 
+def _compact(model: BaseModel, shared: dict[tuple[type, frozenset[str]], set[str]]) -> None:
+    """Make a large registry small in memory (100,000 residents × 5 devices, DESIGN.md §9).
+
+    pydantic keeps, per instance, the set of fields that were given (216 bytes each);
+    registry models are frozen, so nothing ever changes those sets and instances with the
+    same set can share one. Repeated strings (device kinds, roles, team ids) are interned.
+    """
+    fields_set = model.__pydantic_fields_set__
+    key = (type(model), frozenset(fields_set))
+    object.__setattr__(model, "__pydantic_fields_set__", shared.setdefault(key, set(fields_set)))
+    for name, value in model.__dict__.items():
+        if isinstance(value, BaseModel):
+            _compact(value, shared)
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, BaseModel):
+                    _compact(item, shared)
+        elif isinstance(value, str) and name in ("kind", "role", "team", "timezone"):
+            model.__dict__[name] = sys.intern(value)
+
+
+def _errors(exc: ValidationError) -> RegistryError:
+    errors = []
+    for err in exc.errors():
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        errors.append(f"{_loc(err['loc'])}: {msg}")
+    return RegistryError(errors)
+
+
 def validate_registry(doc: Any) -> Registry:
     """Validate a parsed document as a whole; raises RegistryError with every error."""
     if not isinstance(doc, dict):
@@ -223,16 +255,25 @@ def validate_registry(doc: Any) -> Registry:
     try:
         reg = Registry.model_validate(doc)
     except ValidationError as exc:
-        errors = []
-        for err in exc.errors():
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown field"
-            errors.append(f"{_loc(err['loc'])}: {msg}")
-        raise RegistryError(errors) from None
+        raise _errors(exc) from None
+    return _checked(reg)
+
+
+def validate_registry_json(text: str | bytes) -> Registry:
+    """Like `validate_registry`, straight from JSON text (no intermediate Python objects:
+    the stored registry of a large municipality is validated this way at every start)."""
+    try:
+        reg = Registry.model_validate_json(text)
+    except ValidationError as exc:
+        raise _errors(exc) from None
+    return _checked(reg)
+
+
+def _checked(reg: Registry) -> Registry:
     cross = _cross_checks(reg)
     if cross:
         raise RegistryError(cross)
+    _compact(reg, {})
     return reg
 
 
@@ -265,4 +306,5 @@ __all__ = [
     "parse_registry",
     "valid_id",
     "validate_registry",
+    "validate_registry_json",
 ]

@@ -96,3 +96,17 @@ def test_unknown_time_zone_and_bad_night_window() -> None:
     errors = errors_of(text)
     assert "residents[0].timezone: unknown time zone 'Mars/Olympus'" in errors
     assert "residents[0].night.start: '25:00' is not a time HH:MM" in errors
+
+
+def test_the_stored_json_form_gives_the_same_registry_and_the_same_errors() -> None:
+    import json
+
+    from trygg.registry import dump_registry, validate_registry_json
+
+    reg = parse_registry(GOOD)
+    assert validate_registry_json(json.dumps(dump_registry(reg))) == reg
+    bad = dump_registry(reg)
+    bad["residents"][0]["devices"][1]["kind"] = "smoke"
+    with pytest.raises(RegistryError) as info:
+        validate_registry_json(json.dumps(bad))
+    assert info.value.errors == ["residents[0].devices[1].kind: unknown kind 'smoke'"]
