@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import psycopg
+import uvicorn
 
 from alerts import AlertStage
 from processors import Processor, ProcessorStage, StateError, export_states
@@ -215,3 +216,45 @@ async def serve(
         if services.broker.embedded is not None:
             services.broker.embedded.stop()
         log.info("trygg stopped")
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn inside `trygg up`'s loop: the process's own signal handling stops it."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve_dashboard(services: Services, announce: Callable[[str], None]) -> None:
+    """The dashboard on TRYGG_HTTP_HOST:TRYGG_HTTP_PORT (port 0: any free port), in this
+    loop, so its alert routes call the alert stage directly."""
+    from dashboard import StageAlerts, create_app
+
+    settings = services.settings
+
+    def broker_state() -> bool:
+        ingest = services.ingest
+        return ingest is not None and ingest.gateway.connected.is_set()
+
+    def db_state() -> bool:
+        ingest = services.ingest
+        return ingest is not None and ingest.gateway.database_ok
+
+    app = create_app(settings, services.conninfo, StageAlerts(services.alerts), broker_state=broker_state,
+                     db_state=db_state)
+    config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_level="warning",
+                            access_log=False, lifespan="on")
+    server = _EmbeddedServer(config)
+    task = asyncio.create_task(server.serve(), name="dashboard.http")
+    try:
+        while not server.started and not task.done():  # noqa: ASYNC110 (uvicorn offers no event)
+            await asyncio.sleep(0.05)
+        if server.started:
+            port = server.servers[0].sockets[0].getsockname()[1]
+            announce(f"http://{settings.http_host}:{port}/")
+        await task
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(asyncio.shield(task), 10)

@@ -34,9 +34,11 @@ app.add_typer(registry_app, name="registry")
 
 
 def _register_commands() -> None:
+    from dashboard.users_cli import register as register_users
     from simulators import register as register_simulate
 
     register_simulate(app)
+    register_users(app)
 
 
 _register_commands()
@@ -147,6 +149,28 @@ def alerts() -> None:
 
 
 @app.command()
+def dashboard() -> None:
+    """Serve the dashboard alone (alerts read from the database; acting on them needs `trygg up`)."""
+    import uvicorn
+
+    from dashboard import create_app
+    from storage import migrate
+    from trygg.runtime import resolve_database
+
+    settings = settings_or_exit()
+    try:
+        settings.require_real_secrets()
+        conninfo = resolve_database(settings)
+        migrate(conninfo)
+    except SettingsError as exc:
+        fail(f"invalid setting {exc}")
+    except psycopg.OperationalError as exc:
+        fail(str(exc).strip(), 1)
+    uvicorn.run(create_app(settings, conninfo), host=settings.http_host, port=settings.http_port,
+                log_level="warning")
+
+
+@app.command()
 def gateway() -> None:
     """Run the MQTT gateway alone: validate, store, dead-letter (no rules)."""
     from trygg.runtime import start_ingest
@@ -218,7 +242,10 @@ def up(
         settings = demo_settings(settings)
 
     def extra(services: Services) -> list[Coroutine[Any, Any, None]]:
-        tasks = [print_alerts(services)]
+        from trygg.app import serve_dashboard
+
+        tasks = [print_alerts(services),
+                 serve_dashboard(services, lambda url: typer.echo(f"dashboard {url}", err=False))]
         if demo:
             from trygg.demo import demo_tasks
 
@@ -229,6 +256,11 @@ def up(
         typer.echo(f"Trygg is running: MQTT {services.broker.url}, "
                    f"events on {settings.mqtt_prefix}/devices/+/events, "
                    f"alerts on {settings.mqtt_prefix}/teams/+/alerts/+")
+        if demo and demo_registry is not None:
+            from trygg.demo import DEMO_PASSWORD, set_demo_passwords
+
+            users = set_demo_passwords(services.conninfo, demo_registry)
+            typer.echo(f"Demo users (password {DEMO_PASSWORD}): " + "; ".join(users))
 
     try:
         asyncio.run(serve(settings, demo_registry=demo_registry, extra=extra, started=started))

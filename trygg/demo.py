@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 log = get_logger("trygg.demo")
 
+#: Every demo user's password (demo mode only; `trygg users add` sets real ones).
+DEMO_PASSWORD = "trygg-demo"
 DEMO_TIMEOUTS = {"escalate_critical_s": 10.0, "escalate_high_s": 20.0, "escalate_medium_s": 60.0}
 ROUND_S = 180.0
 STAFF = "demo-staff"
@@ -150,6 +152,23 @@ async def staff(services: Services) -> None:
         services.alerts.unsubscribe(subscription)
         for task in pending:
             task.cancel()
+
+
+def set_demo_passwords(conninfo: str, registry: Registry) -> list[str]:
+    """Give the demo registry's users the demo password; returns 'name (role …)' lines."""
+    import psycopg
+
+    from dashboard.auth import hash_password
+    from storage.users_store import upsert_user
+
+    hashed = hash_password(DEMO_PASSWORD)
+    lines = []
+    with psycopg.connect(conninfo) as conn:
+        for user in registry.users:
+            upsert_user(conn, user.username, user.role, user.teams, user.residents, hashed)
+            where = ", ".join(user.teams or user.residents)
+            lines.append(f"{user.username} ({user.role}{', ' + where if where else ''})")
+    return lines
 
 
 def demo_tasks(services: Services) -> list[Coroutine[Any, Any, None]]:

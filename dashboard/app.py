@@ -1,0 +1,165 @@
+"""The FastAPI app: `create_app(settings, conninfo, alerts)`.
+
+The lifespan owns the connection pool; routes get it, the alerts port and the caller
+through `Annotated` dependencies (dashboard/deps.py). Pages (dashboard/pages.py) and
+static files (dashboard/static/) are added when they exist.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
+
+from dashboard import (
+    routes_alerts,
+    routes_audit,
+    routes_auth,
+    routes_health,
+    routes_registry,
+    routes_research,
+    routes_residents,
+)
+from dashboard.auth import TokenSigner
+from dashboard.deps import AlertsPort, AppState, StateProbe
+from dashboard.errors import ApiError
+from dashboard.research import sync_pseudonyms
+from dashboard.routes_health import MetricsMiddleware
+from trygg.logging import get_logger
+from trygg.settings import Settings
+
+log = get_logger("dashboard")
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def _version() -> str:
+    try:
+        return package_version("trygg")
+    except PackageNotFoundError:
+        return "0"
+
+
+def _pages_router() -> Any | None:
+    """`dashboard.pages.router` if that module exists (an error inside it is raised)."""
+    try:
+        module = importlib.import_module("dashboard.pages")
+    except ModuleNotFoundError as exc:
+        if exc.name == "dashboard.pages":
+            return None
+        raise
+    return getattr(module, "router", None)
+
+
+def create_app(
+    settings: Settings,
+    conninfo: str,
+    alerts: AlertsPort | None = None,
+    *,
+    broker_state: StateProbe | None = None,
+    db_state: StateProbe | None = None,
+    sse_ping_s: float = 15.0,
+    token_ttl_s: int = 12 * 3600,
+    pool_min_size: int = 1,
+    pool_max_size: int = 10,
+    db_timeout_s: float = 5.0,
+    clock: Callable[[], datetime] | None = None,
+) -> FastAPI:
+    """The dashboard's HTTP app.
+
+    - `conninfo`: PostgreSQL URL; run as a member of role `trygg_app` in production
+      (docs/privacy.md).
+    - `alerts`: the alerts stage as an `AlertsPort`; None answers the alert routes with
+      503 and reads open alerts for `/status` from trygg.alerts.
+    - `broker_state`, `db_state`: callables for `/healthz` returning True/False (or
+      "up"/"down"); without `db_state` the pool is asked.
+    - `sse_ping_s`: seconds between keep-alive comments on `/api/alerts/stream`.
+    - `token_ttl_s`: lifetime of bearer tokens and of the session cookie.
+    - `db_timeout_s`: how long a request waits for a database connection before it
+      answers 503.
+    """
+    state = AppState(
+        settings=settings,
+        conninfo=conninfo,
+        alerts=alerts,
+        signer=TokenSigner(settings.session_secret.get_secret_value()),
+        token_ttl_s=token_ttl_s,
+        sse_ping_s=sse_ping_s,
+        broker_state=broker_state,
+        db_state=db_state,
+        clock=clock or (lambda: datetime.now(UTC)),
+        pseudonym_key=settings.pseudonym_key.get_secret_value().encode(),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = AsyncConnectionPool(
+            conninfo, min_size=pool_min_size, max_size=pool_max_size, max_waiting=256, timeout=db_timeout_s,
+            open=False, name="dashboard", check=AsyncConnectionPool.check_connection,
+        )
+        await pool.open(wait=False)
+        state.pool = pool
+        try:
+            try:
+                async with pool.connection(timeout=5) as conn:
+                    written = await sync_pseudonyms(conn, state.pseudonym_key)
+                if written:
+                    log.info("research pseudonyms written", residents=written)
+            except (psycopg.Error, PoolTimeout) as exc:
+                log.warning("research pseudonyms not synced at start", error=str(exc).strip())
+            yield
+        finally:
+            state.pool = None
+            await pool.close()
+
+    app = FastAPI(
+        title="Trygg",
+        version=_version(),
+        summary="Alerts, residents, research and administration for municipal home care",
+        lifespan=lifespan,
+        docs_url="/docs",
+    )
+    app.state.trygg = state
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=headers)
+
+    @app.exception_handler(psycopg.OperationalError)
+    @app.exception_handler(PoolTimeout)
+    @app.exception_handler(TooManyRequests)
+    async def _db_down(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable", path=request.url.path, error=str(exc).strip()[:200])
+        return JSONResponse({"detail": "the database is unavailable; try again shortly"}, status_code=503)
+
+    @app.exception_handler(psycopg.DataError)
+    async def _bad_value(request: Request, exc: Exception) -> JSONResponse:
+        first = (str(exc).strip().splitlines() or ["bad value"])[0]
+        return JSONResponse({"detail": [{"loc": ["request"], "msg": f"a value cannot be used: {first}",
+                                         "type": "value_error"}]}, status_code=422)
+
+    app.add_middleware(MetricsMiddleware)
+    for module in (routes_health, routes_auth, routes_alerts, routes_residents, routes_research,
+                   routes_registry, routes_audit):
+        app.include_router(module.router)
+    pages = _pages_router()
+    if pages is not None:
+        app.include_router(pages)
+    if STATIC_DIR.is_dir():
+        app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+__all__ = ["create_app"]

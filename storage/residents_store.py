@@ -1,0 +1,161 @@
+"""Reading residents for the dashboard: registry rows, timelines, last contact, position.
+
+All functions take an open async connection; the caller decides who may see what
+(dashboard/authz.py) and writes the audit row (dashboard/audit.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import psycopg
+from psycopg.rows import dict_row
+
+#: How far back the newest position of a resident is looked for.
+LOCATION_WINDOW = timedelta(days=7)
+#: How far back the newest event is looked for when working out the last contact.
+CONTACT_WINDOW = timedelta(days=31)
+
+
+@dataclass(frozen=True, slots=True)
+class ResidentRow:
+    """What authorization and privacy rules need to know about one resident."""
+
+    id: str
+    team_id: str
+    timezone: str
+    consents: dict[str, Any]
+    location_basis: dict[str, Any] | None
+
+    def consent(self, name: str) -> bool:
+        return self.consents.get(name) is True
+
+    def local_date(self, now: datetime) -> date:
+        try:
+            return now.astimezone(ZoneInfo(self.timezone)).date()
+        except (ZoneInfoNotFoundError, ValueError):
+            return now.date()
+
+    def location_basis_valid(self, now: datetime) -> bool:
+        """A `consent` or `vedtak` basis whose `valid_until` (if any) is not past (DESIGN.md §7)."""
+        basis = self.location_basis
+        if not basis or basis.get("kind") not in ("consent", "vedtak"):
+            return False
+        until = basis.get("valid_until")
+        if until is None:
+            return True
+        try:
+            return self.local_date(now) <= date.fromisoformat(str(until))
+        except ValueError:
+            return False
+
+
+async def get_resident(conn: psycopg.AsyncConnection[Any], resident_id: str) -> ResidentRow | None:
+    cur = await conn.execute(
+        "SELECT id, team_id, timezone, consents, location_basis FROM trygg.residents WHERE id = %s",
+        (resident_id,),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    return ResidentRow(row[0], row[1], row[2], row[3] or {}, row[4])
+
+
+_LIST = """
+SELECT r.id, r.name, r.team_id AS team, r.timezone,
+       json_build_object('start', to_char(r.night_start, 'HH24:MI'),
+                         'end', to_char(r.night_end, 'HH24:MI')) AS night,
+       r.settings, r.safe_zones, r.consents, r.location_basis,
+       coalesce((SELECT json_agg(json_build_object('id', d.id, 'kind', d.kind,
+                                                   'heartbeat_s', d.heartbeat_s) ORDER BY d.id)
+                 FROM trygg.devices d WHERE d.resident_id = r.id), '[]'::json) AS devices
+FROM trygg.residents r
+WHERE (%(all)s OR r.team_id = ANY(%(teams)s))
+ORDER BY r.id
+LIMIT %(limit)s OFFSET %(offset)s
+"""
+
+
+async def list_residents(conn: psycopg.AsyncConnection[Any], teams: Collection[str] | None,
+                         limit: int, offset: int) -> list[dict[str, Any]]:
+    """Residents as in the registry document; `teams` None = every team."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_LIST, {"all": teams is None, "teams": sorted(teams or ()),
+                                  "limit": limit, "offset": offset})
+        return list(await cur.fetchall())
+
+
+async def resident_events(conn: psycopg.AsyncConnection[Any], resident_id: str, since: datetime,
+                          until: datetime, *, with_locations: bool, limit: int
+                          ) -> tuple[list[dict[str, Any]], bool]:
+    """Events in [since, until) in time order, at most `limit`; True if more were left out."""
+    query = (
+        "SELECT device_id, event_id, type, ts, received_at, data FROM trygg.events"
+        " WHERE resident_id = %s AND ts >= %s AND ts < %s"
+        + ("" if with_locations else " AND type <> 'location'")
+        + " ORDER BY ts, seq LIMIT %s"
+    )
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query.encode(), (resident_id, since, until, limit + 1))
+        rows = list(await cur.fetchall())
+    return rows[:limit], len(rows) > limit
+
+
+async def last_contact(conn: psycopg.AsyncConnection[Any], resident_id: str, now: datetime) -> datetime | None:
+    """When anything was last heard from one of the resident's devices."""
+    cur = await conn.execute(
+        "SELECT greatest("
+        " (SELECT max(s.last_seen) FROM trygg.device_status s"
+        "  JOIN trygg.devices d ON d.id = s.device_id WHERE d.resident_id = %s),"
+        " (SELECT max(received_at) FROM trygg.events WHERE resident_id = %s AND ts >= %s))",
+        (resident_id, resident_id, now - CONTACT_WINDOW),
+    )
+    row = await cur.fetchone()
+    return row[0] if row else None
+
+
+async def last_location(conn: psycopg.AsyncConnection[Any], resident_id: str, now: datetime
+                        ) -> dict[str, Any] | None:
+    """The newest stored position of the last week: lat, lon, accuracy_m, ts."""
+    cur = await conn.execute(
+        "SELECT data, ts FROM trygg.events WHERE resident_id = %s AND type = 'location'"
+        " AND ts >= %s ORDER BY ts DESC LIMIT 1",
+        (resident_id, now - LOCATION_WINDOW),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    data = row[0] or {}
+    return {"lat": data.get("lat"), "lon": data.get("lon"), "accuracy_m": data.get("accuracy_m"),
+            "ts": row[1]}
+
+
+async def stored_open_alerts(conn: psycopg.AsyncConnection[Any], resident_id: str) -> list[dict[str, Any]]:
+    """Unresolved alerts of a resident as the alerts stage last stored them (§3 wire form).
+
+    Used when the alert stage does not run in this process.
+    """
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            "SELECT alert_id, resident_id, team_id, kind, priority, state, opened_at, updated_at,"
+            " event_count, trigger, last_event, location, escalation_level, acknowledged_by,"
+            " resolved_by, note, teams FROM trygg.alerts"
+            " WHERE resident_id = %s AND state IN ('open', 'acknowledged') ORDER BY opened_at",
+            (resident_id,),
+        )
+        return list(await cur.fetchall())
+
+
+__all__ = [
+    "ResidentRow",
+    "get_resident",
+    "last_contact",
+    "last_location",
+    "list_residents",
+    "resident_events",
+    "stored_open_alerts",
+]

@@ -1,0 +1,192 @@
+"""Alert routes: list filters, acknowledge/resolve with 409 on illegal steps, the SSE
+stream with pings and per-team delivery, and the app without an alert stage."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from dashboard.deps import StageAlerts
+from tests.test_api_support import MemoryAlerts, World, alert_doc, make_world, world
+
+pytestmark = pytest.mark.integration
+
+__all__ = ["world"]
+
+
+def test_acknowledge_then_resolve(world: World) -> None:
+    client, staff = world.client, world.headers("staff-east")
+    ack = client.post("/api/alerts/a-east/ack", headers=staff)
+    assert ack.status_code == 200
+    assert (ack.json()["state"], ack.json()["acknowledged_by"]) == ("acknowledged", "staff-east")
+    again = client.post("/api/alerts/a-east/ack", headers=world.headers("operator"))
+    assert (again.status_code, again.json()) == (409, {"detail": "the alert is already acknowledged"})
+    done = client.post("/api/alerts/a-east/resolve", headers=staff, json={"note": "Kari was fine, pendant fell"})
+    assert done.status_code == 200
+    assert (done.json()["state"], done.json()["note"]) == ("resolved", "Kari was fine, pendant fell")
+    late = client.post("/api/alerts/a-east/ack", headers=staff)
+    assert (late.status_code, late.json()) == (409, {"detail": "the alert is resolved; it cannot be acknowledged"})
+    assert client.post("/api/alerts/a-east/resolve", headers=staff).status_code == 409
+
+
+def test_resolve_straight_from_open_without_a_body(world: World) -> None:
+    response = world.client.post("/api/alerts/a-east-low/resolve", headers=world.headers("staff-east"))
+    assert response.status_code == 200
+    assert response.json()["note"] is None
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/api/alerts/a-east/resolve", {"note": "x" * 2001}),
+    ("/api/alerts/a-east/resolve", {"note": "ok", "extra": 1}),
+    ("/api/alerts/a-east/resolve", {"note": 17}),
+    ("/api/alerts/a%20east/ack", None),
+    ("/api/alerts/" + "a" * 65 + "/ack", None),
+])
+def test_bad_input_is_422(world: World, path: str, body: dict[str, Any] | None) -> None:
+    response = world.client.post(path, headers=world.headers("staff-east"), json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["msg"]
+
+
+def test_list_filters(world: World) -> None:
+    client, op = world.client, world.headers("operator")
+    client.post("/api/alerts/a-west/ack", headers=op)
+    acked = client.get("/api/alerts?state=acknowledged", headers=op).json()
+    assert [a["alert_id"] for a in acked] == ["a-west"]
+    east = client.get("/api/alerts?team=east", headers=op).json()
+    assert {a["alert_id"] for a in east} == {"a-east", "a-east-low"}
+    assert client.get("/api/alerts?since=2099-01-01T00:00:00Z", headers=op).json() == []
+    for bad in ("state=closed", "since=tomorrow", "team=east%20west", "since=9999-12-31T23:59:59-23:59"):
+        response = client.get(f"/api/alerts?{bad}", headers=op)
+        assert response.status_code == 422, bad
+
+
+class EventStream:
+    """Reads an SSE response on a thread; lines arrive on a queue."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.lines: queue.Queue[str] = queue.Queue()
+        self._thread = threading.Thread(target=self._read, args=(response,), daemon=True)
+        self._thread.start()
+
+    def _read(self, response: httpx.Response) -> None:
+        try:
+            for line in response.iter_lines():
+                self.lines.put(line)
+        except httpx.HTTPError:
+            pass
+
+    def next_event(self, timeout: float = 5.0) -> tuple[str, str]:
+        """The next comment (`(':', text)`) or event (`(name, data)`)."""
+        name, data = "", []
+        while True:
+            line = self.lines.get(timeout=timeout)
+            if line.startswith(":"):
+                return ":", line[1:].strip()
+            if line.startswith("event:"):
+                name = line[6:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].strip())
+            elif line == "" and name:
+                return name, "\n".join(data)
+
+    def alerts(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+        found = []
+        while len(found) < count:
+            name, data = self.next_event(timeout)
+            if name == "alert":
+                found.append(json.loads(data))
+        return found
+
+
+@contextmanager
+def stream(w: World, user: str) -> Iterator[EventStream]:
+    with httpx.Client(base_url=str(w.client.base_url), timeout=10) as client, client.stream(
+            "GET", "/api/alerts/stream", headers=w.headers(user)) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        yield EventStream(response)
+
+
+@pytest.fixture
+def fast_world(database: str) -> Iterator[World]:
+    with make_world(database, sse_ping_s=0.2) as w:
+        yield w
+
+
+def test_stream_pushes_changes_of_the_callers_teams_and_pings(fast_world: World) -> None:
+    w = fast_world
+    with stream(w, "staff-east") as east, stream(w, "operator") as everyone:
+        assert east.next_event() == (":", "connected")
+        assert east.next_event() == (":", "ping")  # within 0.2 s of silence
+        assert w.client.post("/api/alerts/a-west/ack", headers=w.headers("staff-west")).status_code == 200
+        assert w.client.post("/api/alerts/a-east/ack", headers=w.headers("operator")).status_code == 200
+        (change,) = east.alerts(1)
+        assert (change["alert_id"], change["state"], change["acknowledged_by"]) == (
+            "a-east", "acknowledged", "operator")
+        assert {a["alert_id"] for a in everyone.alerts(2)} == {"a-west", "a-east"}
+        w.alerts.put(alert_doc("a-new", "r-1", "east", kind="smoke", priority="critical"))
+        (new,) = east.alerts(1)
+        assert (new["alert_id"], new["kind"]) == ("a-new", "smoke")
+    stream_rows = [r for r in w.audit_rows() if r[3] == "GET /api/alerts/stream"]
+    # one row per resident per connection: r-1 twice for east (two alerts), once for the operator
+    assert sorted((r[0], r[2]) for r in stream_rows) == [
+        ("operator", "r-1"), ("operator", "r-2"), ("staff-east", "r-1")]
+
+
+def test_stream_ends_with_reset_when_the_subscription_ends(fast_world: World) -> None:
+    class Ending(MemoryAlerts):
+        async def subscribe(self, teams: frozenset[str] | None) -> Any:  # type: ignore[override]
+            yield alert_doc("a-last", "r-1", "east")
+            raise RuntimeError("subscriber dropped")
+
+    port = Ending()
+    port.reset()
+    fast_world.app.state.trygg.alerts = port
+    with stream(fast_world, "staff-east") as east:
+        assert east.alerts(1)[0]["alert_id"] == "a-last"
+        assert east.next_event() == ("reset", "{}")
+
+
+def test_without_an_alert_stage(database: str) -> None:
+    """`trygg dashboard` alone: alert routes answer 503; the status reads stored alerts."""
+    with make_world(database) as w:
+        w.app.state.trygg.alerts = None
+        assert w.client.get("/api/alerts", headers=w.headers("operator")).status_code == 503
+        assert w.client.post("/api/alerts/a-east/ack", headers=w.headers("operator")).status_code == 503
+        assert w.client.get("/api/alerts", headers=w.headers("relative-1")).status_code == 403
+        status = w.client.get("/api/residents/r-1/status", headers=w.headers("relative-1")).json()
+        assert (status["state"], status["open_alerts"]) == ("ok", [])
+        from tests.test_api_research import insert_alert
+
+        with psycopg.connect(w.url) as conn:
+            insert_alert(conn, {"alert_id": "a-stored", "resident_id": "r-1", "team_id": "east", "kind": "fall",
+                                "priority": "high", "state": "acknowledged", "opened_at": "2026-11-20T10:00:00Z",
+                                "updated_at": "2026-11-20T10:01:00Z"})
+        status = w.client.get("/api/residents/r-1/status", headers=w.headers("relative-1")).json()
+        assert status["state"] == "alert"
+        assert status["open_alerts"] == [{"kind": "fall", "summary": "A possible fall was detected",
+                                          "being_handled": True, "opened_at": "2026-11-20T10:00:00Z"}]
+
+
+def test_the_alert_stage_adapter(database: str) -> None:
+    """StageAlerts over the real AlertStage before it runs: reads work, changes are 503."""
+    stage_module = pytest.importorskip("alerts.stage")
+    from tests.test_api_support import REGISTRY_YAML
+    from trygg.registry import parse_registry
+
+    stage = stage_module.AlertStage(parse_registry(REGISTRY_YAML))
+    with make_world(database, alerts=StageAlerts(stage)) as w:
+        assert w.client.get("/api/alerts", headers=w.headers("operator")).json() == []
+        response = w.client.post("/api/alerts/a-east/ack", headers=w.headers("operator"))
+        assert response.status_code in (404, 503)
+        status = w.client.get("/api/residents/r-1/status", headers=w.headers("staff-east"))
+        assert status.status_code == 200 and status.json()["open_alerts"] == []
