@@ -32,10 +32,25 @@ def available() -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
+def _pending(conn: psycopg.Connection[tuple[object, ...]]) -> list[Migration] | None:
+    """The migrations not yet applied; None when the database has none at all yet."""
+    row = conn.execute("SELECT to_regclass('trygg.schema_migrations')").fetchone()
+    if row is None or row[0] is None:
+        return None
+    done = {r[0] for r in conn.execute("SELECT version FROM trygg.schema_migrations")}
+    return [m for m in available() if m.version not in done]
+
+
 def migrate(conninfo: str) -> list[str]:
-    """Apply every migration not yet applied; returns the names applied now."""
+    """Apply every migration not yet applied; returns the names applied now.
+
+    A database that is up to date is only read, so the application's least-privileged
+    role (`trygg_app`, docs/privacy.md) can start without rights to create anything.
+    """
     applied_now: list[str] = []
     with psycopg.connect(conninfo, autocommit=True) as conn:
+        if _pending(conn) == []:
+            return applied_now
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
         try:
             conn.execute("CREATE SCHEMA IF NOT EXISTS trygg")

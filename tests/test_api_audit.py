@@ -127,9 +127,6 @@ def test_trygg_app_creates_event_partitions_but_cannot_touch_the_trigger(world: 
             conn.execute("DROP TRIGGER audit_log_append_only ON trygg.audit_log")
 
 
-@pytest.mark.xfail(strict=True, raises=psycopg.errors.InsufficientPrivilege,
-                   reason="storage/migrate.py runs CREATE SCHEMA/TABLE IF NOT EXISTS, which needs CREATE rights "
-                          "even when nothing is left to apply")
 def test_trygg_app_can_run_migrate_when_nothing_is_left(world: World) -> None:
     from storage import migrate
 
