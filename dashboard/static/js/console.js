@@ -1,0 +1,561 @@
+// The staff console: live alerts over SSE, acknowledge and resolve, resident panel.
+//
+// Order of start-up: subscribe to /api/alerts/stream first, then (on every "open" of the
+// stream, also after a reconnect) list the open and acknowledged alerts, so that nothing
+// that changed while the connection was down is missed. A change is applied only if it is
+// not older than what the page already shows (updated_at).
+
+import {
+  ApiError, EVENT_WORDS, PRIORITY_WORDS, STATE_WORDS, api, clock, eventWords, fill, h, kindWords,
+  languageToggle, notice, t, timeAgo, toLogin, whoAmI,
+} from "./common.js";
+import { showPositions } from "./map.js";
+
+const PRIORITY_RANK = { critical: 0, high: 1, medium: 2, low: 3 };
+const ACTIVE = new Set(["open", "acknowledged"]);
+const LOUD = new Set(["critical", "high"]);
+const CLOSED_KEPT = 20;
+const REMIND_MS = 30_000;
+const WATCHDOG_MS = 20_000;
+const POLL_MS = 5_000;
+
+const alerts = new Map(); // alert_id -> alert (active ones)
+const closed = []; // newest first
+const items = new Map(); // alert_id -> <li>
+const residents = new Map(); // resident id -> resident (registry form)
+let me = null;
+let source = null;
+let selected = null; // resident id shown in the panel
+let panelMap = null;
+let showHeartbeats = false;
+
+const $ = (id) => document.getElementById(id);
+
+// --- connection state --------------------------------------------------------------------
+
+let lostSince = null;
+
+function setConn(state, detail) {
+  const el = $("conn");
+  if (state === "lost" && el.dataset.state !== "lost") lostSince = new Date().toISOString();
+  el.dataset.state = state;
+  el.className = `conn ${state}`;
+  const dot = h("span", { class: "dot", "aria-hidden": "true" });
+  if (state === "live") {
+    fill(el, dot, t("Tilkoblet – direkte", "Live"));
+  } else if (state === "lost") {
+    const since = clock(lostSince);
+    fill(el, dot, t(`Tilkobling brutt – prøver igjen (siden ${since}). Nye varsler vises ikke før forbindelsen er tilbake!`,
+      `Connection lost – retrying (since ${since}). New alerts are not shown until the connection is back!`));
+  } else if (state === "polling") {
+    fill(el, dot, t("Oppdateres hvert 5. sekund", "Updating every 5 seconds"));
+  } else {
+    fill(el, dot, t("Kobler til …", "Connecting …"));
+  }
+  if (detail) el.title = detail;
+}
+
+function connect() {
+  if (source) source.close();
+  setConn(source ? "lost" : "connecting");
+  source = new EventSource("/api/alerts/stream");
+  source.addEventListener("open", () => {
+    setConn("live");
+    loadAlerts().catch(showError);
+  });
+  source.addEventListener("alert", (e) => {
+    try {
+      upsert(JSON.parse(e.data), true);
+    } catch (err) {
+      console.error("bad alert event", err);
+    }
+  });
+  source.addEventListener("reset", () => {
+    // The server dropped the subscription (we fell behind): list again and reconnect.
+    setConn("lost");
+    setTimeout(connect, 300);
+  });
+  source.addEventListener("expired", () => {
+    source.close();
+    toLogin();
+  });
+  source.addEventListener("error", () => {
+    setConn("lost");
+    if (source.readyState === EventSource.CLOSED) {
+      // The server answered with an error (e.g. 401 after a sign-out): find out why.
+      api("/api/auth/me").then(() => setTimeout(connect, 3000), () => setTimeout(connect, 3000));
+    }
+  });
+}
+
+/** A connection can die without the browser noticing; ask the server now and then. */
+function watchdog() {
+  setInterval(async () => {
+    if (!source || source.readyState !== EventSource.OPEN) return;
+    const ctl = new AbortController();
+    const timer = setTimeout(() => ctl.abort(), 5000);
+    try {
+      await fetch("/healthz", { signal: ctl.signal, cache: "no-store" });
+    } catch {
+      setConn("lost");
+      connect();
+    } finally {
+      clearTimeout(timer);
+    }
+  }, WATCHDOG_MS);
+}
+
+function poll() {
+  setConn("polling");
+  const run = () => loadAlerts().then(() => setConn("polling"), () => setConn("lost"));
+  run();
+  setInterval(run, POLL_MS);
+}
+
+// --- alerts ------------------------------------------------------------------------------
+
+function newer(a, b) {
+  // true if `a` is strictly newer than `b`
+  return new Date(a.updated_at).getTime() > new Date(b.updated_at).getTime();
+}
+
+async function loadAlerts() {
+  const started = Date.now();
+  const [open, acked] = await Promise.all([
+    api("/api/alerts?state=open"), api("/api/alerts?state=acknowledged"),
+  ]);
+  const listed = new Set();
+  for (const doc of [...open, ...acked]) {
+    listed.add(doc.alert_id);
+    upsert(doc, false);
+  }
+  // Alerts we show as active that the server no longer lists were closed while we were
+  // not connected; drop them unless their news arrived after the list was asked for.
+  for (const [id, doc] of alerts) {
+    if (!listed.has(id) && (doc._seen || 0) < started) {
+      alerts.delete(id);
+      items.get(id)?.remove();
+      items.delete(id);
+    }
+  }
+  render();
+}
+
+function upsert(doc, live) {
+  const id = doc.alert_id;
+  const prev = alerts.get(id) || closed.find((c) => c.alert_id === id);
+  if (prev && newer(prev, doc)) return;
+  doc._seen = Date.now();
+  if (ACTIVE.has(doc.state)) {
+    alerts.set(id, doc);
+    if (live && doc.state === "open" && LOUD.has(doc.priority)
+        && (!prev || (doc.escalation_level || 0) > (prev.escalation_level || 0))) {
+      sound.alarm(doc.priority);
+    }
+  } else {
+    alerts.delete(id);
+    items.get(id)?.remove();
+    items.delete(id);
+    const at = closed.findIndex((c) => c.alert_id === id);
+    if (at >= 0) closed.splice(at, 1);
+    closed.unshift(doc);
+    closed.length = Math.min(closed.length, CLOSED_KEPT);
+  }
+  render();
+  if (selected && doc.resident_id === selected) refreshPanelSoon();
+}
+
+function sorted() {
+  return [...alerts.values()].sort((a, b) =>
+    (PRIORITY_RANK[a.priority] ?? 9) - (PRIORITY_RANK[b.priority] ?? 9)
+    || new Date(b.opened_at) - new Date(a.opened_at));
+}
+
+function residentName(id) {
+  const r = residents.get(id);
+  return r ? `${r.name} (${id})` : id;
+}
+
+function render() {
+  const list = $("alerts");
+  const docs = sorted();
+  docs.forEach((doc, index) => {
+    let li = items.get(doc.alert_id);
+    if (!li) {
+      li = alertItem(doc);
+      items.set(doc.alert_id, li);
+    }
+    if (li._rendered !== doc) renderAlert(li, doc);
+    if (list.children[index] !== li) list.insertBefore(li, list.children[index] || null);
+  });
+  $("no-alerts").hidden = docs.length > 0;
+  const open = docs.filter((d) => d.state === "open").length;
+  fill($("alert-count"), t(`${docs.length} aktive, ${open} ikke tatt`, `${docs.length} active, ${open} not taken`));
+  document.title = open ? `(${open}) Trygg – varsler` : "Trygg – varsler";
+  fill($("closed"), closed.map(closedItem));
+  $("closed-count").textContent = String(closed.length);
+  renderResidents();
+}
+
+function alertItem(doc) {
+  const li = h("li", { class: "alert", dataset: { alertId: doc.alert_id } });
+  li.append(h("div", { class: "alert-body" }), h("div", { class: "actions" }), resolveForm(doc.alert_id));
+  li.addEventListener("click", (e) => {
+    if (e.target.closest("button, form, a, textarea")) return;
+    showResident(li._rendered.resident_id);
+  });
+  return li;
+}
+
+function renderAlert(li, doc) {
+  li._rendered = doc;
+  li.className = `alert p-${doc.priority} s-${doc.state}`;
+  li.dataset.state = doc.state;
+  li.dataset.priority = doc.priority;
+  li.dataset.resident = doc.resident_id;
+  const [pnb, pen] = PRIORITY_WORDS[doc.priority] || [doc.priority, doc.priority];
+  const [knb, ken] = kindWords(doc.kind);
+  const [snb, sen] = STATE_WORDS[doc.state] || [doc.state, doc.state];
+  const escalated = (doc.escalation_level || 0) > 0;
+  const teams = (doc.teams || [doc.team_id]).join(" → ");
+  fill(li.querySelector(".alert-body"),
+    h("div", { class: "alert-head" },
+      h("span", { class: "badge priority" }, pnb, h("span", { class: "en inline" }, ` / ${pen}`)),
+      h("span", { class: "kind" }, knb, h("span", { class: "en inline" }, ` · ${ken}`)),
+      h("span", { class: "badge state" },
+        doc.state === "acknowledged" && doc.acknowledged_by
+          ? [`Tatt av ${doc.acknowledged_by}`, h("span", { class: "en inline" }, ` / Taken by ${doc.acknowledged_by}`)]
+          : [snb, h("span", { class: "en inline" }, ` / ${sen}`)])),
+    h("div", { class: "alert-who" },
+      h("button", { type: "button", class: "link resident-link", onclick: () => showResident(doc.resident_id) },
+        residentName(doc.resident_id))),
+    h("div", { class: "alert-meta" },
+      h("span", {}, "Team ", h("strong", { class: "team" }, doc.team_id)),
+      escalated
+        ? h("span", { class: "escalated" }, `Eskalert nivå ${doc.escalation_level}`,
+          h("span", { class: "en inline" }, ` / Escalated level ${doc.escalation_level}`), `: ${teams}`)
+        : h("span", { class: "escalation" }, "Nivå 0", h("span", { class: "en inline" }, " / Level 0")),
+      h("span", {}, "Åpnet ", h("span", { class: "en inline" }, "/ Opened "), timeAgo(doc.opened_at)),
+      doc.event_count > 1 ? h("span", {}, `${doc.event_count} hendelser`, h("span", { class: "en inline" }, ` / ${doc.event_count} events`)) : null,
+      doc.last_event ? h("span", { class: "muted" }, eventWords(doc.last_event.type)[0], " · ", doc.last_event.device_id) : null,
+      doc.location ? h("span", {}, "📍 ", t("posisjon", "position")) : null));
+  const actions = li.querySelector(".actions");
+  const form = li.querySelector("form.resolve");
+  fill(actions,
+    doc.state === "open"
+      ? h("button", { type: "button", class: "primary ack", onclick: (e) => acknowledge(doc.alert_id, e.currentTarget) },
+        t("Jeg tar den", "I take it"))
+      : null,
+    form.hidden
+      ? h("button", { type: "button", class: "secondary resolve-open", "aria-expanded": "false",
+        onclick: () => openResolve(li) }, t("Løs …", "Resolve …"))
+      : null);
+}
+
+function resolveForm(alertId) {
+  const noteId = `note-${alertId}`;
+  const form = h("form", { class: "resolve", hidden: true },
+    h("label", { for: noteId }, t("Notat: hva ble gjort?", "Note: what was done?")),
+    h("textarea", { id: noteId, name: "note", rows: 2, maxlength: 2000 }),
+    h("div", { class: "form-buttons" },
+      h("button", { type: "submit", class: "primary resolve-submit" }, t("Marker som løst", "Mark resolved")),
+      h("button", { type: "button", class: "secondary resolve-cancel",
+        onclick: (e) => closeResolve(e.currentTarget.closest("li")) }, t("Avbryt", "Cancel"))));
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    resolve(alertId, form);
+  });
+  return form;
+}
+
+function openResolve(li) {
+  const form = li.querySelector("form.resolve");
+  form.hidden = false;
+  renderAlert(li, li._rendered);
+  form.querySelector("textarea").focus();
+}
+
+function closeResolve(li) {
+  li.querySelector("form.resolve").hidden = true;
+  renderAlert(li, li._rendered);
+  li.querySelector(".resolve-open")?.focus();
+}
+
+async function acknowledge(id, button) {
+  button.disabled = true;
+  try {
+    upsert(await api(`/api/alerts/${encodeURIComponent(id)}/ack`, { method: "POST" }), false);
+    notice(null);
+  } catch (err) {
+    button.disabled = false;
+    if (err instanceof ApiError && err.status === 409) {
+      notice("Varselet er allerede tatt eller avsluttet.", "The alert was already taken or closed.", "info");
+      loadAlerts().catch(showError);
+    } else showError(err);
+  }
+}
+
+async function resolve(id, form) {
+  const button = form.querySelector("button[type=submit]");
+  button.disabled = true;
+  const note = form.querySelector("textarea").value.trim();
+  try {
+    upsert(await api(`/api/alerts/${encodeURIComponent(id)}/resolve`, { method: "POST", body: { note: note || null } }), false);
+    notice(null);
+  } catch (err) {
+    button.disabled = false;
+    if (err instanceof ApiError && err.status === 409) {
+      notice("Varselet er allerede avsluttet.", "The alert was already closed.", "info");
+      loadAlerts().catch(showError);
+    } else showError(err);
+  }
+}
+
+function closedItem(doc) {
+  const [knb, ken] = kindWords(doc.kind);
+  const [snb, sen] = STATE_WORDS[doc.state] || [doc.state, doc.state];
+  return h("li", { class: `alert closed p-${doc.priority} s-${doc.state}`, dataset: { alertId: doc.alert_id, state: doc.state } },
+    h("div", { class: "alert-head" },
+      h("span", { class: "badge state" }, snb, h("span", { class: "en inline" }, ` / ${sen}`)),
+      h("span", { class: "kind" }, knb, h("span", { class: "en inline" }, ` · ${ken}`)),
+      h("button", { type: "button", class: "link resident-link", onclick: () => showResident(doc.resident_id) },
+        residentName(doc.resident_id))),
+    h("div", { class: "alert-meta" },
+      doc.resolved_by ? h("span", {}, `Løst av ${doc.resolved_by}`, h("span", { class: "en inline" }, ` / Resolved by ${doc.resolved_by}`)) : null,
+      h("span", {}, timeAgo(doc.updated_at)),
+      doc.note ? h("q", { class: "note" }, doc.note) : null));
+}
+
+function showError(err) {
+  if (err instanceof ApiError && err.status === 401) return;
+  console.error(err);
+  if (err instanceof ApiError && err.status === 503) {
+    notice("En del av Trygg svarer ikke akkurat nå. Prøv igjen om litt.",
+      "A part of Trygg is not answering right now. Try again shortly.");
+  } else {
+    notice(`Noe gikk galt: ${err.detail || err.message}`, `Something went wrong: ${err.detail || err.message}`);
+  }
+}
+
+// --- sound ---------------------------------------------------------------------------------
+
+const sound = {
+  ctx: null,
+  on: false,
+  beeps: 0,
+  lastRemind: 0,
+  async toggle() {
+    try {
+      if (!this.ctx) this.ctx = new (window.AudioContext || window.webkitAudioContext)();
+      if (this.ctx.state === "suspended") await this.ctx.resume();
+    } catch (err) {
+      console.warn("no audio", err);
+      notice("Denne nettleseren kan ikke spille av lyd. Følg med på skjermen og håndsettet.",
+        "This browser cannot play sound. Watch the screen and your handset.");
+      return;
+    }
+    this.on = !this.on;
+    const button = $("sound");
+    button.setAttribute("aria-pressed", String(this.on));
+    button.classList.toggle("off", !this.on);
+    fill(button, this.on ? t("Lyd er på", "Sound is on") : t("Slå på lyd", "Turn on sound"));
+    if (this.on) this.tone(660, 0, 0.12);
+  },
+  tone(freq, at, length) {
+    const ctx = this.ctx;
+    const osc = ctx.createOscillator();
+    const gain = ctx.createGain();
+    osc.type = "square";
+    osc.frequency.value = freq;
+    const start = ctx.currentTime + at;
+    gain.gain.setValueAtTime(0.0001, start);
+    gain.gain.exponentialRampToValueAtTime(0.25, start + 0.01);
+    gain.gain.exponentialRampToValueAtTime(0.0001, start + length);
+    osc.connect(gain).connect(ctx.destination);
+    osc.start(start);
+    osc.stop(start + length + 0.02);
+  },
+  /** Critical: three high beeps; high: two lower ones. */
+  alarm(priority) {
+    if (!this.on || !this.ctx) return;
+    const critical = priority === "critical";
+    const times = critical ? [0, 0.22, 0.44] : [0, 0.3];
+    times.forEach((at) => this.tone(critical ? 988 : 740, at, 0.16));
+    this.beeps += 1;
+    this.lastRemind = Date.now();
+    $("sound").dataset.beeps = String(this.beeps);
+  },
+  /** While a loud alert is open and nobody has taken it, remind every 30 s. */
+  remind() {
+    const waiting = sorted().find((d) => d.state === "open" && LOUD.has(d.priority));
+    if (waiting && Date.now() - this.lastRemind >= REMIND_MS) this.alarm(waiting.priority);
+  },
+};
+
+// --- residents -----------------------------------------------------------------------------
+
+async function loadResidents() {
+  try {
+    for (const r of await api("/api/residents?limit=5000")) residents.set(r.id, r);
+  } catch (err) {
+    showError(err);
+  }
+  render();
+}
+
+function renderResidents() {
+  const query = $("resident-filter").value.trim().toLowerCase();
+  const withAlert = new Set([...alerts.values()].map((a) => a.resident_id));
+  const shown = [...residents.values()]
+    .filter((r) => !query || r.name.toLowerCase().includes(query) || r.id.toLowerCase().includes(query))
+    .sort((a, b) => (withAlert.has(b.id) - withAlert.has(a.id)) || a.name.localeCompare(b.name, "nb"))
+    .slice(0, 100);
+  fill($("residents"), shown.map((r) => h("li", {},
+    h("button", { type: "button", class: `link resident-link${r.id === selected ? " selected" : ""}`,
+      "aria-current": r.id === selected ? "true" : null, onclick: () => showResident(r.id) },
+    r.name, h("span", { class: "muted" }, ` ${r.id} · ${r.team}`)),
+    withAlert.has(r.id) ? h("span", { class: "badge small warn" }, "varsel / alert") : null)));
+}
+
+// --- the resident panel -------------------------------------------------------------------
+
+let panelTimer = null;
+function refreshPanelSoon() {
+  clearTimeout(panelTimer);
+  panelTimer = setTimeout(() => selected && showResident(selected, { quiet: true }), 400);
+}
+
+const STATUS_WORDS = {
+  ok: ["Alt er rolig", "All is well"],
+  alert: ["Varsel", "Alert"],
+  attention: ["Trenger oppmerksomhet", "Needs attention"],
+};
+
+async function showResident(id, { quiet = false } = {}) {
+  const changed = selected !== id;
+  selected = id;
+  renderResidents();
+  const panel = $("panel");
+  panel.dataset.resident = id;
+  if (changed) {
+    fill(panel, h("h2", { id: "panel-heading" }, residentName(id)), h("p", { class: "muted" }, t("Henter …", "Loading …")));
+  }
+  const until = new Date(Date.now() + 60_000).toISOString();
+  const since = new Date(Date.now() - 24 * 3600_000).toISOString();
+  let status, timeline;
+  try {
+    [status, timeline] = await Promise.all([
+      api(`/api/residents/${encodeURIComponent(id)}/status`),
+      api(`/api/residents/${encodeURIComponent(id)}/events?since=${encodeURIComponent(since)}&until=${encodeURIComponent(until)}&limit=2000`),
+    ]);
+  } catch (err) {
+    if (selected !== id) return;
+    if (err instanceof ApiError && err.status === 404) {
+      fill(panel, h("h2", { id: "panel-heading" }, residentName(id)),
+        h("p", {}, t("Du har ikke tilgang til denne beboerens data, eller beboeren finnes ikke.",
+          "You have no access to this resident's data, or the resident does not exist.")));
+    } else showError(err);
+    return;
+  }
+  if (selected !== id) return;
+  renderPanel(panel, id, status, timeline, changed && !quiet);
+}
+
+function renderPanel(panel, id, status, timeline, focus) {
+  const r = residents.get(id);
+  const [snb, sen] = STATUS_WORDS[status.state] || [status.state, status.state];
+  const events = [...timeline.events].sort((a, b) => new Date(b.ts) - new Date(a.ts));
+  const points = events.filter((e) => e.type === "location" && e.data)
+    .map((e) => ({ lat: e.data.lat, lon: e.data.lon, accuracy_m: e.data.accuracy_m, ts: e.ts })).reverse();
+  if (status.location && !points.some((p) => p.ts === status.location.ts)) points.push(status.location);
+  for (const a of status.open_alerts || []) if (a.location && Number.isFinite(a.location.lat)) points.push(a.location);
+  const shownEvents = events.filter((e) => showHeartbeats || e.type !== "heartbeat");
+
+  panelMap?.destroy();
+  panelMap = null;
+  const mapBox = h("div", { class: "map-box", id: "resident-map" });
+  fill(panel,
+    h("h2", { id: "panel-heading" }, r ? r.name : id, h("span", { class: "muted" }, ` ${id}`)),
+    h("div", { class: `status-line st-${status.state}` },
+      h("span", { class: "badge status" }, snb, h("span", { class: "en inline" }, ` / ${sen}`)),
+      h("span", {}, "Sist kontakt ", h("span", { class: "en inline" }, "/ Last contact "),
+        status.last_contact_at ? timeAgo(status.last_contact_at) : "–")),
+    r ? h("dl", { class: "facts" },
+      h("dt", {}, t("Team", "Team")), h("dd", {}, r.team),
+      h("dt", {}, t("Utstyr", "Devices")), h("dd", {}, r.devices.map((d) => `${d.id} (${d.kind})`).join(", ")),
+      h("dt", {}, t("Natt", "Night")), h("dd", {}, `${r.night.start}–${r.night.end}`),
+      h("dt", {}, t("Posisjon", "Position")),
+      h("dd", {}, timeline.locations_shown ? t("grunnlag gyldig", "legal basis valid") : t("ikke tillatt (mangler grunnlag)", "not allowed (no basis)")),
+    ) : null,
+    h("h3", {}, t("Åpne varsler", "Open alerts")),
+    (status.open_alerts || []).length
+      ? h("ul", { class: "plain" }, status.open_alerts.map((a) => h("li", { class: `mini p-${a.priority}` },
+        h("span", { class: "badge priority" }, (PRIORITY_WORDS[a.priority] || [a.priority])[0]), " ",
+        kindWords(a.kind)[0], " · ", (STATE_WORDS[a.state] || [a.state])[0], " · ", clock(a.opened_at))))
+      : h("p", { class: "muted" }, t("Ingen.", "None.")),
+    h("h3", {}, t("Kart", "Map")),
+    points.length ? mapBox : h("p", { class: "muted" }, t("Ingen posisjoner siste døgn.", "No positions in the last 24 hours.")),
+    h("h3", {}, t("Tidslinje siste døgn", "Timeline, last 24 hours")),
+    h("label", { class: "check" },
+      h("input", { type: "checkbox", checked: showHeartbeats, onchange: (e) => {
+        showHeartbeats = e.currentTarget.checked;
+        refreshPanelSoon();
+      } }), " ", t("Vis livstegn", "Show heartbeats")),
+    timelineList(shownEvents.slice(0, 300), timeline.truncated || shownEvents.length > 300));
+  if (points.length) panelMap = showPositions(mapBox, points);
+  if (focus) panel.focus();
+}
+
+function detail(e) {
+  const d = e.data || {};
+  const parts = [];
+  if (d.confidence !== undefined) parts.push(`sikkerhet ${Math.round(d.confidence * 100)} %`);
+  if (d.room) parts.push(d.room);
+  if (d.door) parts.push(d.door);
+  if (d.by) parts.push(`av ${d.by}`);
+  if (d.source) parts.push(d.source);
+  if (d.battery_pct !== undefined) parts.push(`batteri ${d.battery_pct} %`);
+  if (d.lat !== undefined) parts.push(`${Number(d.lat).toFixed(5)}, ${Number(d.lon).toFixed(5)}${d.accuracy_m !== undefined ? ` ±${Math.round(d.accuracy_m)} m` : ""}`);
+  return parts.join(" · ");
+}
+
+function timelineList(events, truncated) {
+  if (!events.length) return h("p", { class: "muted" }, t("Ingen hendelser.", "No events."));
+  return h("div", {},
+    h("ol", { class: "timeline" }, events.map((e) => {
+      const [nb, en] = EVENT_WORDS[e.type] || [e.type, e.type];
+      return h("li", { class: `ev ev-${e.type.replace(".", "-")}` },
+        h("time", { datetime: e.ts }, clock(e.ts)), " ",
+        h("span", { class: "ev-type" }, nb, h("span", { class: "en inline" }, ` / ${en}`)),
+        h("span", { class: "muted" }, ` ${e.device_id}`),
+        detail(e) ? h("span", { class: "ev-detail" }, ` · ${detail(e)}`) : null);
+    })),
+    truncated ? h("p", { class: "muted" }, t("Bare de nyeste hendelsene vises.", "Only the newest events are shown.")) : null);
+}
+
+// --- start ------------------------------------------------------------------------------------
+
+async function main() {
+  languageToggle();
+  $("sound").addEventListener("click", () => sound.toggle());
+  $("resident-filter").addEventListener("input", renderResidents);
+  $("closed-box").open = true;
+  setInterval(() => sound.remind(), 5000);
+  try {
+    me = await whoAmI();
+  } catch (err) {
+    showError(err);
+    return;
+  }
+  document.body.dataset.role = me.role;
+  loadResidents();
+  if (me.role === "admin") {
+    poll(); // the live stream is for staff and operators
+  } else {
+    connect();
+    watchdog();
+  }
+  window.tryggConsole = { alerts, closed, sound, reconnect: connect };
+}
+
+main();

@@ -1,0 +1,50 @@
+// Sign-in: posts the form to POST /login itself, so a wrong password shows a clear message
+// on this page (without the script the form still posts, and the server answers).
+
+const form = document.getElementById("login-form");
+const error = document.getElementById("login-error");
+
+function showError(nb, en) {
+  error.querySelector('[lang="nb"]').textContent = nb;
+  error.querySelector('[lang="en"]').textContent = en;
+  error.hidden = false;
+  document.getElementById("password").value = "";
+  document.getElementById("password").focus();
+}
+
+form.addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const username = form.username.value.trim();
+  if (!username || !form.password.value) {
+    showError("Skriv inn brukernavn og passord.", "Enter username and password.");
+    return;
+  }
+  const button = form.querySelector("button[type=submit]");
+  button.disabled = true;
+  try {
+    const response = await fetch("/login", {
+      method: "POST",
+      body: new URLSearchParams({ username, password: form.password.value }),
+      headers: { Accept: "application/json" },
+      credentials: "same-origin",
+      redirect: "follow",
+    });
+    if (response.ok && response.redirected) {
+      window.location.assign(response.url);
+      return;
+    }
+    if (response.status === 401 || response.status === 422) {
+      showError("Feil brukernavn eller passord.", "Wrong username or password.");
+    } else if (response.status === 429) {
+      showError("For mange forsøk. Vent litt og prøv igjen.", "Too many attempts. Wait a little and try again.");
+    } else {
+      showError("Innlogging er ikke tilgjengelig akkurat nå. Prøv igjen om litt.",
+        "Signing in is not available right now. Try again shortly.");
+    }
+  } catch {
+    showError("Får ikke kontakt med Trygg. Sjekk nettverket og prøv igjen.",
+      "Cannot reach Trygg. Check the network and try again.");
+  } finally {
+    button.disabled = false;
+  }
+});

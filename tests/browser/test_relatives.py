@@ -1,0 +1,84 @@
+"""The relatives' page: a calm status of their own person, and nothing of anyone else."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import BrowserContext, expect
+
+from tests.browser.support import System, login, shot, watch
+from tests.fix_db import scalar
+from tests.helpers import wait_for
+
+pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.slow]
+
+
+def test_a_relative_sees_their_own_person_calmly_and_nobody_else(system: System, context: BrowserContext) -> None:
+    page = context.new_page()
+    seen = watch(page)
+    login(page, system.base_url, "anne", "/relatives")
+    card = page.locator("section.person[data-resident='r-1']")
+    expect(card).to_have_attribute("data-state", "ok")
+    expect(card).to_contain_text("Alt er rolig")
+    expect(card).to_contain_text("All is well")
+    expect(page.locator("section.person")).to_have_count(1)
+    shot(page, "relatives-all-well")
+
+    # The safety alarm is pressed; the GPS tracker reports a position (consented).
+    system.publish("d-1-gps", "location", {"lat": 59.9141, "lon": 10.7525, "accuracy_m": 10})
+    system.publish("d-1-alarm", "alarm.button")
+    page.wait_for_timeout(300)
+    page.reload()
+    expect(card).to_have_attribute("data-state", "alert")
+    expect(card).to_contain_text("Varsel under behandling av hjemmetjenesten")
+    expect(card).to_contain_text("An alert is being handled by home care")
+    expect(card).to_contain_text("Trygghetsalarmen ble brukt")
+    expect(card).to_contain_text("Hjemmetjenesten er varslet")
+    expect(card.locator(".map-box")).to_have_attribute("data-map", "plot")
+    text = card.inner_text()
+    assert "d-1-" not in text and "alarm.button" not in text, "no sensor detail for relatives"
+    shot(page, "relatives-alert")
+
+    # Nothing about anyone else, and not the timeline of her own person either.
+    base = system.base_url
+    assert page.request.get(f"{base}/api/residents/r-2/status").status == 404
+    assert page.request.get(f"{base}/api/residents/r-404/status").status == 404
+    assert page.request.get(f"{base}/api/residents/r-1/events").status == 404
+    assert page.request.get(f"{base}/api/alerts").status == 403
+    html = page.request.get(f"{base}/relatives").text()
+    assert "Kari" not in html and "r-1" not in html
+
+    # The staff console and the research page send her back to her own page.
+    for other in ("/", "/research"):
+        page.goto(f"{base}{other}")
+        expect(page).to_have_url(f"{base}/relatives")
+    seen.check()
+
+    # Signing out ends the session.
+    page.get_by_role("button", name=re.compile("Logg ut")).click()
+    expect(page).to_have_url(f"{base}/login")
+    page.goto(f"{base}/relatives")
+    expect(page).to_have_url(f"{base}/login")
+
+
+def test_with_map_tiles_the_position_is_on_a_real_map(system: System, context: BrowserContext) -> None:
+    """Where the tile server answers (here: the browser is handed a stand-in tile for
+    every request to OpenStreetMap), the position is drawn with Leaflet on the tiles."""
+    tile = (Path(__file__).resolve().parents[2] / "dashboard/static/vendor/leaflet/images/layers-2x.png").read_bytes()
+    context.route("https://tile.openstreetmap.org/**",
+                  lambda route: route.fulfill(status=200, content_type="image/png", body=tile))
+    event_id = system.publish("d-1-gps", "location", {"lat": 59.9138, "lon": 10.7519, "accuracy_m": 8})
+    stored = wait_for(lambda: scalar(system.database, "SELECT count(*) FROM trygg.events WHERE event_id = %s",
+                                     event_id), lambda n: n == 1, timeout=5, interval=0.05)
+    assert stored == 1
+    page = context.new_page()
+    seen = watch(page)
+    login(page, system.base_url, "anne", "/relatives")
+    box = page.locator("section.person[data-resident='r-1'] .map-box")
+    expect(box).to_have_attribute("data-map", "tiles")
+    expect(box.locator(".leaflet-tile-loaded").first).to_be_attached()
+    expect(box.locator(".map-plot")).to_be_hidden()
+    shot(page, "relatives-map-tiles")
+    seen.check()
