@@ -11,6 +11,7 @@ Pages (dashboard/pages.py) use the same ones::
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -154,6 +155,8 @@ class AppState:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     pool: AsyncConnectionPool | None = None
     pseudonym_key: bytes = b""
+    #: set when the server is shutting down: live streams end with a `reset`
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def get_state(request: Request) -> AppState:

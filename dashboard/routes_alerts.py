@@ -161,9 +161,10 @@ def _sse(event: str, data: str, event_id: str | None = None) -> str:
 
 
 async def alert_events(alerts: AlertsPort, who: Principal, pool: AsyncConnectionPool, action: str,
-                       ping_s: float) -> AsyncIterator[str]:
+                       ping_s: float, closing: asyncio.Event | None = None) -> AsyncIterator[str]:
     """The SSE body: `alert` events, a `: ping` comment every `ping_s`, and a final
-    `reset` (the subscription ended: re-list and reconnect) or `expired` (sign in again)."""
+    `reset` (the subscription ended or the server is closing: re-list and reconnect) or
+    `expired` (sign in again)."""
     yield "retry: 3000\n: connected\n\n"
     scope = team_scope(who)
     queue: asyncio.Queue[AlertDoc | None] = asyncio.Queue(maxsize=STREAM_QUEUE_MAX)
@@ -183,14 +184,21 @@ async def alert_events(alerts: AlertsPort, who: Principal, pool: AsyncConnection
                 queue.put_nowait(None)
 
     task = asyncio.create_task(pump(), name=f"sse-{who.username}")
+    closed = asyncio.create_task((closing or asyncio.Event()).wait(), name=f"sse-closing-{who.username}")
     audited: set[str] = set()
     try:
         while (left := who.expires - time.time()) > 0:
-            try:
-                doc = await asyncio.wait_for(queue.get(), timeout=min(ping_s, left))
-            except TimeoutError:
+            getter = asyncio.ensure_future(queue.get())
+            done, _ = await asyncio.wait([getter, closed], timeout=min(ping_s, left),
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if getter not in done:
+                getter.cancel()
+                if closed in done:
+                    yield _sse("reset", "{}")
+                    return
                 yield ": ping\n\n"
                 continue
+            doc = getter.result()
             if doc is None:
                 yield _sse("reset", "{}")
                 return
@@ -203,6 +211,7 @@ async def alert_events(alerts: AlertsPort, who: Principal, pool: AsyncConnection
         yield _sse("expired", json.dumps({"detail": "the session expired; sign in again"}))
     finally:
         task.cancel()
+        closed.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
         aclose = getattr(subscription, "aclose", None)
@@ -220,7 +229,7 @@ async def stream(request: Request, who: CurrentUser, state: State, pool: Pool) -
     require(who, Action.ALERTS_STREAM)
     alerts = get_alerts(state)
     return StreamingResponse(
-        alert_events(alerts, who, pool, audit.action_of(request), state.sse_ping_s),
+        alert_events(alerts, who, pool, audit.action_of(request), state.sse_ping_s, state.closing),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

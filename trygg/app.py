@@ -56,6 +56,8 @@ class Services:
     #: even without a location basis (DESIGN.md §7); read from the gateway's thread
     emergencies: set[str] = field(default_factory=set)
     on_registry: list[Callable[[Registry], None]] = field(default_factory=list)
+    #: set on SIGINT/SIGTERM: tasks that must finish cleanly (the dashboard) wait for it
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
     def emergency_open(self, resident_id: str) -> bool:
         return resident_id in self.emergencies
@@ -171,7 +173,7 @@ async def serve(
     """Run every stage until SIGINT/SIGTERM; `extra` adds tasks (dashboard, demo)."""
     services = await build(settings, demo_registry=demo_registry)
     loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
+    stopping = services.stopping
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
 
@@ -197,12 +199,15 @@ async def serve(
             services.ingest.listeners.append(on_registry)
             helpers = [group.create_task(_watch_emergencies(services), name="emergencies"),
                        group.create_task(_snapshots(services), name="snapshots")]
-            helpers += [group.create_task(coro) for coro in (extra(services) if extra else [])]
+            helpers += [group.create_task(coro, name=getattr(coro, "__name__", None))
+                        for coro in (extra(services) if extra else [])]
             if started is not None:
                 started(services)
             await stopping.wait()
+            await asyncio.sleep(0)  # let the dashboard begin its graceful shutdown
             for task in helpers:
-                task.cancel()
+                if task.get_name() != serve_dashboard.__name__:  # it stops by itself, cleanly
+                    task.cancel()
             ingest, services.ingest = services.ingest, None
             await asyncio.to_thread(ingest.stop_gateway)
             processors_task.cancel()
@@ -244,17 +249,20 @@ async def serve_dashboard(services: Services, announce: Callable[[str], None]) -
     app = create_app(settings, services.conninfo, StageAlerts(services.alerts), broker_state=broker_state,
                      db_state=db_state)
     config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_level="warning",
-                            access_log=False, lifespan="on")
+                            access_log=False, lifespan="on", timeout_graceful_shutdown=3)
     server = _EmbeddedServer(config)
     task = asyncio.create_task(server.serve(), name="dashboard.http")
-    try:
-        while not server.started and not task.done():  # noqa: ASYNC110 (uvicorn offers no event)
-            await asyncio.sleep(0.05)
-        if server.started:
-            port = server.servers[0].sockets[0].getsockname()[1]
-            announce(f"http://{settings.http_host}:{port}/")
-        await task
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await asyncio.wait_for(asyncio.shield(task), 10)
+    while not server.started and not task.done():  # noqa: ASYNC110 (uvicorn offers no event)
+        await asyncio.sleep(0.05)
+    if server.started:
+        port = server.servers[0].sockets[0].getsockname()[1]
+        announce(f"http://{settings.http_host}:{port}/")
+    stop = asyncio.create_task(services.stopping.wait())
+    await asyncio.wait([task, stop], return_when=asyncio.FIRST_COMPLETED)
+    state = getattr(app.state, "trygg", None)
+    if state is not None:
+        state.closing.set()  # live streams end with a `reset`; consoles show it and reconnect
+    await asyncio.sleep(0.1)
+    server.should_exit = True
+    await task
+    stop.cancel()

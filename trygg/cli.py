@@ -244,8 +244,8 @@ def up(
     def extra(services: Services) -> list[Coroutine[Any, Any, None]]:
         from trygg.app import serve_dashboard
 
-        tasks = [print_alerts(services),
-                 serve_dashboard(services, lambda url: typer.echo(f"dashboard {url}", err=False))]
+        dashboard = serve_dashboard(services, lambda url: typer.echo(f"dashboard {url}", err=False))
+        tasks = [print_alerts(services), dashboard]
         if demo:
             from trygg.demo import demo_tasks
 
