@@ -44,8 +44,10 @@ def own_system(mosquitto: MosquittoInstance, pg_admin_url: str, tmp_path: Path) 
         drop_database(pg_admin_url, database)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Per module: Playwright's sync API keeps an event loop running on the main thread
+    while it is open, which would break `asyncio.run` in every test after the browser's."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (never a downloaded browser)")
     with sync_playwright() as pw:
