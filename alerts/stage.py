@@ -128,6 +128,8 @@ class AlertStage:
         self._early_lock = threading.Lock()
         self._loop_thread = 0
         self._republished_for = 0  # publisher connection last republished for
+        #: alert id → (broker connection, alert version) it was last published in
+        self._sent_on: dict[str, tuple[int, int]] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._restore_pending = False
 
@@ -264,9 +266,17 @@ class AlertStage:
                 self._wakeup.set()
 
     def _deliver(self, changes: Sequence[Change], received: float) -> None:
+        publisher = self._publisher
+        # the broker connection these messages go out on (the next one while away)
+        connection = publisher.connections + (0 if publisher.connected.is_set() else 1)
         for change in changes:  # MQTT first: this is what staff are waiting for
+            alert = change.alert
+            if change.final:
+                self._sent_on.pop(alert.alert_id, None)
+            else:
+                self._sent_on[alert.alert_id] = (connection, alert.version)
             try:
-                self._publisher.publish(change)
+                publisher.publish(change)
             except Exception:
                 metrics.DELIVERIES_FAILED.labels("mqtt").inc()
                 log.exception("alert publish failed", alert_id=change.alert.alert_id)
@@ -335,7 +345,10 @@ class AlertStage:
             await asyncio.sleep(DRAIN_POLL_S)
         if not self._ready:
             return
-        changes = self._service.republish()
+        # what already went out on this connection in its current version needs no repeat
+        connection = self._publisher.connections
+        changes = [c for c in self._service.republish()
+                   if self._sent_on.get(c.alert.alert_id) != (connection, c.alert.version)]
         if changes:
             log.info("unresolved alerts republished", alerts=len(changes))
             self._deliver(changes, time.perf_counter())

@@ -3,8 +3,10 @@
 - `sink` is the gateway's `trygg.pipeline.EventSink`. It is called on the gateway's
   receiving thread, never blocks, and hands the item to the loop with
   ``loop.call_soon_threadsafe``; items that arrive before `run` starts are kept in order.
-- One task (``processors.events``) takes items from the queue, runs them through the
-  processor and passes each non-empty list of intents to ``on_intents`` at once (the
+- An item that arrives while nothing is queued is handled in the callback that brings it
+  to the loop, so an alarm costs one wake-up of the loop, not two (`_arrive`). Otherwise
+  one task (``processors.events``) takes items from the queue in order, runs them through
+  the processor and passes each non-empty list of intents to ``on_intents`` at once (the
   alarm path does not wait for a batch).
 - One task (``processors.timers``) sleeps until the processor's next deadline, woken
   early when a nearer deadline appears or when `wake` is called, then first processes
@@ -90,7 +92,7 @@ class ProcessorStage:
                 if loop is None:
                     self._early.append(item)
                     return
-        loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        loop.call_soon_threadsafe(self._arrive, item)
 
     def wake(self) -> None:
         """Make the timer task look at the clock now (e.g. after the clock moved)."""
@@ -202,6 +204,14 @@ class ProcessorStage:
             self._on_intents(intents)
         except Exception:
             log.exception("processor_on_intents_failed", count=len(intents))
+
+    def _arrive(self, item: Item) -> None:
+        """On the loop: handle at once when nothing is waiting before it, else queue it."""
+        if self._queue.empty():
+            self._handle(item)
+            self._reschedule()
+        else:
+            self._queue.put_nowait(item)
 
     def _reschedule(self) -> None:
         """Wake the timer task if a deadline nearer than the one it sleeps for appeared."""

@@ -35,7 +35,8 @@ from trygg.app import restore_rules
 from trygg.contract import AlertKind, InvalidMessage, utcnow
 from trygg.logging import get_logger
 from trygg.pipeline import AlertIntent, intent_from_wire, intent_to_wire, internal_topic
-from trygg.runtime import open_registry, resolve_broker, resolve_database
+from trygg.registry import Registry
+from trygg.runtime import Broker, open_registry, resolve_broker, resolve_database
 from trygg.settings import Settings
 
 log = get_logger("trygg")
@@ -66,13 +67,20 @@ async def _until_signalled() -> None:
     await stop.wait()
 
 
-async def run_processors(settings: Settings) -> None:
+async def _prepare(settings: Settings, role: str) -> tuple[str, Registry, Broker, mqtt.Client]:
+    """Database (migrated), registry, broker, and a publisher of this stage's own."""
     conninfo = await asyncio.to_thread(resolve_database, settings)
     await asyncio.to_thread(migrate, conninfo)
     registry = await asyncio.to_thread(open_registry, conninfo, settings)
     broker = await asyncio.to_thread(resolve_broker, settings)
     addr = broker.address
-    out = _publisher(settings, addr.host, addr.port, addr.username, addr.password, broker.protocol, "processors")
+    out = _publisher(settings, addr.host, addr.port, addr.username, addr.password, broker.protocol, role)
+    return conninfo, registry, broker, out
+
+
+async def run_processors(settings: Settings) -> None:
+    conninfo, registry, broker, out = await _prepare(settings, "processors")
+    addr = broker.address
     topic = internal_topic(settings.mqtt_prefix, "intents")
 
     def publish(intents: list[AlertIntent]) -> None:
@@ -123,12 +131,8 @@ async def run_processors(settings: Settings) -> None:
 
 
 async def run_alerts(settings: Settings) -> None:
-    conninfo = await asyncio.to_thread(resolve_database, settings)
-    await asyncio.to_thread(migrate, conninfo)
-    registry = await asyncio.to_thread(open_registry, conninfo, settings)
-    broker = await asyncio.to_thread(resolve_broker, settings)
+    conninfo, registry, broker, out = await _prepare(settings, "alerts")
     addr = broker.address
-    out = _publisher(settings, addr.host, addr.port, addr.username, addr.password, broker.protocol, "alerts")
     closed_topic = internal_topic(settings.mqtt_prefix, "alert-closed")
 
     def alert_closed(resident_id: str, kind: AlertKind | str, device_id: str | None) -> None:
