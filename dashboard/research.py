@@ -9,17 +9,19 @@ positions, no free text) is defined once, in the `research` views
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import hmac
 import io
 import json
 from collections.abc import Iterable, Sequence
 from decimal import Decimal
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 import psycopg
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from storage.research_store import EXPORT_COLUMNS, residents_needing_pseudonyms, save_pseudonyms
 
@@ -84,19 +86,27 @@ def csv_rows(rows: Sequence[Sequence[Any]]) -> str:
     return out.getvalue()
 
 
-PARQUET_SCHEMA: Final = pa.schema([
-    ("resident_pseudonym", pa.string()),
-    ("type", pa.string()),
-    ("device_kind", pa.string()),
-    ("ts", pa.timestamp("us", tz="UTC")),
-    ("received_at", pa.timestamp("us", tz="UTC")),
-    ("lat", pa.float64()),
-    ("lon", pa.float64()),
-    ("data", pa.string()),
-])
+@functools.cache
+def parquet_schema() -> pa.Schema:
+    """pyarrow is imported on the first Parquet export only: it costs ~60 MiB of memory in
+    every Trygg process otherwise (DESIGN.md §9 memory budget)."""
+    import pyarrow as pa
+
+    return pa.schema([
+        ("resident_pseudonym", pa.string()),
+        ("type", pa.string()),
+        ("device_kind", pa.string()),
+        ("ts", pa.timestamp("us", tz="UTC")),
+        ("received_at", pa.timestamp("us", tz="UTC")),
+        ("lat", pa.float64()),
+        ("lon", pa.float64()),
+        ("data", pa.string()),
+    ])
 
 
 def parquet_batch(rows: Sequence[Sequence[Any]]) -> pa.RecordBatch:
+    import pyarrow as pa
+
     columns = list(zip(*rows, strict=True)) if rows else [()] * len(EXPORT_COLUMNS)
     arrays = []
     for name, values in zip(EXPORT_COLUMNS, columns, strict=True):
@@ -104,16 +114,18 @@ def parquet_batch(rows: Sequence[Sequence[Any]]) -> pa.RecordBatch:
             values = tuple(None if v is None else float(v) for v in values)
         elif name == "data":
             values = tuple(_cell(v) if v is not None else None for v in values)
-        arrays.append(pa.array(values, type=PARQUET_SCHEMA.field(name).type))
-    return pa.RecordBatch.from_arrays(arrays, schema=PARQUET_SCHEMA)
+        arrays.append(pa.array(values, type=parquet_schema().field(name).type))
+    return pa.RecordBatch.from_arrays(arrays, schema=parquet_schema())
 
 
 class ParquetBuilder:
     """Collects batches into one Parquet file in memory."""
 
     def __init__(self) -> None:
+        import pyarrow.parquet as pq
+
         self._sink = io.BytesIO()
-        self._writer = pq.ParquetWriter(self._sink, PARQUET_SCHEMA, compression="zstd")
+        self._writer = pq.ParquetWriter(self._sink, parquet_schema(), compression="zstd")
 
     def add(self, rows: Sequence[Sequence[Any]]) -> None:
         if rows:
@@ -126,11 +138,11 @@ class ParquetBuilder:
 
 __all__ = [
     "MIN_GROUP",
-    "PARQUET_SCHEMA",
     "ParquetBuilder",
     "csv_header",
     "csv_rows",
     "key_id",
+    "parquet_schema",
     "pseudonym",
     "suppress",
     "sync_pseudonyms",
