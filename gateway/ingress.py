@@ -173,6 +173,7 @@ class Gateway:
         received_at = self._clock()
         shards = len(self.writers)
         chunks = [Pending([], [], generation) for _ in range(shards)]
+        status = 0
         for msg in messages:
             record: Record
             try:
@@ -183,6 +184,7 @@ class Gateway:
                     continue
                 chunk = chunks[zlib.crc32(accepted.device_id.encode()) % shards]
                 record = accepted
+                status += isinstance(accepted, StatusRow)
             except InvalidMessage as exc:
                 topic = msg.topic if isinstance(msg.topic, str) else repr(msg.topic)
                 record = DeadLetter(received_at, topic, msg.payload, exc.reason.value, exc.detail)
@@ -191,7 +193,6 @@ class Gateway:
             chunk.records.append(record)
             if msg.qos:
                 chunk.mids.append(msg.mid)
-        status = sum(1 for m in messages if isinstance(m.topic, str) and m.topic.endswith("/status"))
         self._received_status.inc(status)
         self._received_events.inc(len(messages) - status)
         for writer, chunk in zip(self.writers, chunks, strict=True):

@@ -52,10 +52,6 @@ class Spool:
         self._offset_path = directory / "replayed.offset"
         directory.mkdir(parents=True, exist_ok=True)
 
-    @property
-    def path(self) -> Path:
-        return self._path
-
     def pending_bytes(self) -> int:
         try:
             size = self._path.stat().st_size

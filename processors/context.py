@@ -166,6 +166,34 @@ def source_of(event: Event) -> Source:
     return (event.device_id, event.event_id)
 
 
+def _intent(
+    action: IntentAction,
+    ctx: ResidentContext,
+    kind: AlertKind,
+    now: datetime,
+    source: Source,
+    event: Event | None,
+    device_id: str | None,
+    location: dict[str, Any] | None,
+    detail: dict[str, Any] | None,
+    priority: Priority | None,
+    only_if_open: bool = False,
+) -> AlertIntent:
+    return AlertIntent(
+        action=action,
+        resident_id=ctx.resident_id,
+        kind=kind,
+        priority=priority or PRIORITY[kind],
+        at=now,
+        source=source,
+        event=event,
+        device_id=device_id,
+        location=location,
+        detail=detail or {},
+        only_if_open=only_if_open,
+    )
+
+
 def open_intent(
     ctx: ResidentContext,
     kind: AlertKind,
@@ -178,18 +206,7 @@ def open_intent(
     detail: dict[str, Any] | None = None,
     priority: Priority | None = None,
 ) -> AlertIntent:
-    return AlertIntent(
-        action=IntentAction.OPEN,
-        resident_id=ctx.resident_id,
-        kind=kind,
-        priority=priority or PRIORITY[kind],
-        at=now,
-        source=source,
-        event=event,
-        device_id=device_id,
-        location=location,
-        detail=detail or {},
-    )
+    return _intent(IntentAction.OPEN, ctx, kind, now, source, event, device_id, location, detail, priority)
 
 
 def cancel_intent(
@@ -205,16 +222,5 @@ def cancel_intent(
     only_if_open: bool = False,
     priority: Priority | None = None,
 ) -> AlertIntent:
-    return AlertIntent(
-        action=IntentAction.CANCEL,
-        resident_id=ctx.resident_id,
-        kind=kind,
-        priority=priority or PRIORITY[kind],
-        at=now,
-        source=source,
-        event=event,
-        device_id=device_id,
-        location=location,
-        detail=detail or {},
-        only_if_open=only_if_open,
-    )
+    return _intent(IntentAction.CANCEL, ctx, kind, now, source, event, device_id, location, detail, priority,
+                   only_if_open)

@@ -5,7 +5,7 @@ from storage.embedded import start_embedded_postgres
 from storage.errors import DatabaseUnavailable, MigrationError, StorageError
 from storage.events import DeadLetter, EventStore, StatusRow, unique_events
 from storage.migrate import migrate
-from storage.registry_store import load_registry, save_registry
+from storage.registry_store import load_registry, load_registry_text, save_registry
 
 __all__ = [
     "AlertRecord",
@@ -18,6 +18,7 @@ __all__ = [
     "StorageError",
     "TransitionRecord",
     "load_registry",
+    "load_registry_text",
     "migrate",
     "save_registry",
     "start_embedded_postgres",

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
-from trygg.registry import Registry, dump_registry, validate_registry
+from trygg.registry import Registry, dump_registry, validate_registry_json
 
 
 def save_registry(conn: psycopg.Connection[Any], reg: Registry, actor: str) -> None:
@@ -60,10 +59,16 @@ def save_registry(conn: psycopg.Connection[Any], reg: Registry, actor: str) -> N
         )
 
 
+def load_registry_text(conn: psycopg.Connection[Any]) -> str | None:
+    """The registry document last saved, as JSON text (None when none was loaded).
+
+    Text, not parsed: a large registry is validated straight from it
+    (`validate_registry_json`) and kept as it is in the local copy."""
+    row = conn.execute("SELECT document::text FROM trygg.registry WHERE id = 1").fetchone()
+    return None if row is None else str(row[0])
+
+
 def load_registry(conn: psycopg.Connection[Any]) -> Registry:
     """The registry last saved, or an empty one."""
-    row = conn.execute("SELECT document FROM trygg.registry WHERE id = 1").fetchone()
-    if row is None:
-        return Registry()
-    doc = row[0] if not isinstance(row[0], str) else json.loads(row[0])
-    return validate_registry(doc)
+    text = load_registry_text(conn)
+    return Registry() if text is None else validate_registry_json(text)

@@ -17,7 +17,7 @@ import psycopg
 from paho.mqtt.enums import MQTTProtocolVersion
 
 from gateway import BrokerAddress, Gateway
-from storage import migrate, start_embedded_postgres
+from storage import load_registry_text, migrate, start_embedded_postgres
 from trygg.broker import EmbeddedBroker
 from trygg.logging import get_logger
 from trygg.pipeline import EventSink, discard
@@ -73,16 +73,15 @@ def open_registry(conninfo: str, settings: Settings) -> Registry:
     cache = _cache_path(settings)
     try:
         with psycopg.connect(conninfo, connect_timeout=3) as conn:
-            row = conn.execute("SELECT document::text FROM trygg.registry WHERE id = 1").fetchone()
+            text = load_registry_text(conn)
     except psycopg.OperationalError as exc:
         if cache.exists():
             log.warning("database unavailable, using the local copy of the registry",
                         error=str(exc).strip())
             return validate_registry_json(cache.read_bytes())
         raise
-    if row is None:
+    if text is None:
         return Registry()
-    text = str(row[0])
     reg = validate_registry_json(text)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp")
@@ -186,14 +185,14 @@ def start_ingest(
         queue_max=settings.ingest_queue_max,
         retry_s=settings.db_retry_s,
     )
-    ingest = Ingest(gateway, RegistryWatcher(conninfo, settings, lambda r: None), broker, conninfo)
+    listeners: list[Callable[[Registry], None]] = []
 
     def on_change(reg: Registry) -> None:
         gateway.set_registry(reg)
-        for listener in ingest.listeners:
+        for listener in listeners:
             listener(reg)
 
-    ingest.watcher = RegistryWatcher(conninfo, settings, on_change)
+    ingest = Ingest(gateway, RegistryWatcher(conninfo, settings, on_change), broker, conninfo, listeners)
     gateway.start()
     ingest.watcher.start()
     log.info("gateway running", broker=broker.url, residents=len(registry.residents),
