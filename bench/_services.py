@@ -24,11 +24,11 @@ def postgres_pids(admin_url: str) -> list[int]:
     """Every backend and helper process of the PostgreSQL server behind `admin_url`."""
     import psycopg
 
-    with psycopg.connect(admin_url) as conn:
-        row = conn.execute("SELECT pg_postmaster_start_time(), pg_backend_pid()").fetchone()
-    assert row is not None
-    backend = psutil.Process(int(row[1]))
-    postmaster = backend.parent() or backend
+    with psycopg.connect(admin_url) as conn:  # look the backend up while it still exists
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+        assert row is not None
+        backend = psutil.Process(int(row[0]))
+        postmaster = backend.parent() or backend
     return [postmaster.pid] + [c.pid for c in postmaster.children(recursive=True)]
 
 

