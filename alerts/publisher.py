@@ -1,4 +1,4 @@
-"""Alert delivery over MQTT with paho-mqtt 2.x (DESIGN.md §3, §9).
+"""Alert delivery over MQTT (DESIGN.md §3, §9).
 
 Each alert is published, QoS 1 and retained, on
 ``{prefix}/teams/{team_id}/alerts/{alert_id}`` for every team it reached (the
@@ -7,40 +7,41 @@ once more with its final state, *not* retained, and then an empty retained messa
 clears the topic: a handheld that is connected sees the final state (followed by an
 empty message, which means "gone"), one that connects later sees nothing for it.
 
-paho runs its network loop on its own thread (`loop_start`); `publish` only queues the
-packet and wakes that thread, so it never blocks the caller. While the broker is away,
-QoS 1 messages wait in paho's unbounded queue and go out, in order, when it is back;
-paho reconnects by itself with a growing delay. TCP_NODELAY is set on the socket
-(Nagle costs ~40 ms stalls). After every (re)connect `on_connect` is called (on paho's
-thread) so the stage can republish its unresolved alerts — the broker may have lost
-its retained messages while it was down.
+The publisher is a `gateway.Connection` on the alert stage's event loop: `publish`
+writes the packet to the socket before it returns (no other thread to wake, which is
+what paho's network thread cost every alarm). A QoS 1 message is kept until the broker
+acknowledges it; while the broker is away messages wait, in order, and go out when it
+is back (reconnect with a growing, jittered delay). TCP_NODELAY is set on the socket
+(Nagle costs ~40 ms stalls). After every (re)connect the messages not yet acknowledged
+are sent again, then `on_connect` is called (on the loop) so the stage can republish its
+unresolved alerts — the broker may have lost its retained messages while it was down.
 """
 
 from __future__ import annotations
 
-import threading
+import asyncio
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Final
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.enums import MQTTProtocolVersion
 
 from alerts import metrics
 from alerts.model import Change
-from gateway import set_nodelay
+from gateway import Connection
+from gateway.wire import MQTT5, MQTT311, PUBACK, Message, publish_packet
 from trygg.contract import alert_topic, dumps
 from trygg.logging import get_logger
 
 log = get_logger("trygg.alerts")
 
+#: packet ids in flight at most (the MQTT limit); more wait in order
 MAX_INFLIGHT: Final = 65_535
 KEEPALIVE_S: Final = 30
 
 
-class AlertPublisher:
+class AlertPublisher(Connection):
     def __init__(
         self,
         host: str,
@@ -53,45 +54,35 @@ class AlertPublisher:
         password: str | None = None,
         on_connect: Callable[[], None] | None = None,
     ) -> None:
-        self._host, self._port = host, port
+        super().__init__(host, port, client_id, username=username, password=password, keepalive=KEEPALIVE_S,
+                         version=MQTT5 if protocol == MQTTProtocolVersion.MQTTv5 else MQTT311, clean=True,
+                         on_state=self._state)
         self._prefix = prefix
         self._on_connect_cb = on_connect
-        self.connected = threading.Event()
         #: counts successful connections (1 after the first)
         self.connections = 0
-        if protocol == MQTTProtocolVersion.MQTTv5:
-            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
-        else:
-            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol,
-                                 clean_session=True)
-        client.on_socket_open = set_nodelay
-        client.max_inflight_messages_set(MAX_INFLIGHT)
-        client.max_queued_messages_set(0)  # unbounded: an alert is never dropped by paho
-        client.reconnect_delay_set(min_delay=1, max_delay=10)
-        if username is not None:
-            client.username_pw_set(username, password)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        self._client = client
+        self._inflight: OrderedDict[int, tuple[str, bytes, bool]] = OrderedDict()
+        self._waiting: deque[tuple[str, bytes, bool]] = deque()  # when every packet id is in use
+        self._next_mid = 0
         self._started = False
 
     @property
     def address(self) -> str:
-        return f"mqtt://{self._host}:{self._port}"
+        return self.url
 
     def start(self) -> None:
-        """Start connecting in the background; publishing may begin at once (queued)."""
+        """Start connecting (on the running loop); publishing may begin at once (kept)."""
         if self._started:
             return
         self._started = True
-        self._client.connect_async(self._host, self._port, keepalive=KEEPALIVE_S)
-        self._client.loop_start()
+        task = asyncio.get_running_loop().create_task(self.open(wait=False))
+        task.add_done_callback(lambda t: t.exception())
 
     def topic(self, team_id: str, alert_id: str) -> str:
         return alert_topic(self._prefix, team_id, alert_id)
 
     def publish(self, change: Change) -> int:
-        """Queue the change for every team the alert reached; returns messages queued."""
+        """Send the change to every team the alert reached; returns messages sent."""
         payload = dumps(change.wire)
         alert_id = change.alert.alert_id
         sent = 0
@@ -107,17 +98,26 @@ class AlertPublisher:
         return sent
 
     def _send(self, topic: str, payload: bytes, *, retain: bool) -> None:
-        info = self._client.publish(topic, payload, qos=1, retain=retain)
-        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):  # NO_CONN: queued until connected
-            metrics.DELIVERIES_FAILED.labels("mqtt").inc()
-            log.error("alert publish refused by the MQTT client", topic=topic, rc=mqtt.error_string(info.rc))
+        if len(self._inflight) >= MAX_INFLIGHT:
+            self._waiting.append((topic, payload, retain))
+            return
+        mid = self._new_mid()
+        self._inflight[mid] = (topic, payload, retain)
+        self.write(publish_packet(topic, payload, mid, self.version, retain=retain))  # else: on connect
+
+    def _new_mid(self) -> int:
+        while True:
+            self._next_mid = self._next_mid % 65_535 + 1
+            if self._next_mid not in self._inflight:
+                return self._next_mid
 
     def pending(self) -> int:
         """QoS 1 messages not yet acknowledged by the broker."""
-        return len(self._client._out_messages)
+        return len(self._inflight) + len(self._waiting)
 
     def flush(self, timeout: float) -> bool:
-        """Wait until the broker acknowledged everything queued (or `timeout`)."""
+        """Wait until the broker acknowledged everything sent (or `timeout`); not on
+        the loop's thread."""
         deadline = time.monotonic() + timeout
         while self.pending() and time.monotonic() < deadline:
             if not self.connected.is_set():
@@ -126,40 +126,45 @@ class AlertPublisher:
         return not self.pending()
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Deliver what is queued if the broker is there, then disconnect."""
+        """Deliver what is waiting if the broker is there, then disconnect; not on the
+        loop's thread."""
         if not self._started:
             return
         self.flush(timeout)
         self._started = False
-        self._client.disconnect()
-        self._client.loop_stop()
-        self.connected.clear()
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            asyncio.run_coroutine_threadsafe(self.close(), loop).result(timeout)
         metrics.BROKER_UP.set(0)
 
-    # ---------------------------------------------------------------- paho thread
+    # ---------------------------------------------------------------- loop thread
 
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
-                    reason: ReasonCode, properties: Properties | None) -> None:
-        if reason.is_failure:
-            log.warning("alert publisher refused by the broker", broker=self.address, reason=str(reason))
-            return
+    def _connected(self) -> None:
         self.connections += 1
-        self.connected.set()
         metrics.BROKER_UP.set(1)
         log.info("alert publisher connected", broker=self.address, connections=self.connections)
+        for mid, (topic, payload, retain) in self._inflight.items():  # in order, as first sent
+            self.write(publish_packet(topic, payload, mid, self.version, retain=retain))
         if self._on_connect_cb is not None:
             try:
                 self._on_connect_cb()
             except Exception:
                 log.exception("alert publisher on_connect callback failed")
 
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags,
-                       reason: ReasonCode, properties: Properties | None) -> None:
-        was = self.connected.is_set()
-        self.connected.clear()
-        metrics.BROKER_UP.set(0)
-        if was and self._started:
-            log.warning("alert publisher lost the broker, reconnecting", broker=self.address, reason=str(reason))
+    def _packets(self, messages: list[Message], others: list[tuple[int, bytes]], generation: int) -> None:
+        for first, body in others:
+            if first >> 4 == PUBACK and len(body) >= 2:
+                self._inflight.pop((body[0] << 8) | body[1], None)
+        while self._waiting and len(self._inflight) < MAX_INFLIGHT:
+            topic, payload, retain = self._waiting.popleft()
+            self._send(topic, payload, retain=retain)
+
+    def _disconnected(self, why: str) -> None:
+        log.warning("alert publisher lost the broker, reconnecting", broker=self.address, reason=why)
+
+    def _state(self, up: bool, why: str) -> None:
+        if not up:
+            metrics.BROKER_UP.set(0)
 
 
 __all__ = ["AlertPublisher"]

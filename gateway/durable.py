@@ -1,9 +1,9 @@
 """The durability loop: batches received messages, makes them durable in PostgreSQL or
 the local spool, and only then acknowledges them to the broker (DESIGN.md §5).
 
-It runs in its own thread. The queue in front of it is bounded: when it is full the
-MQTT receiving thread blocks, stops reading the socket, and the broker holds the rest
-(back-pressure, never a silent drop).
+It runs in its own thread. The queue in front of it is bounded: `put` says when it is
+full, the gateway then stops reading the MQTT socket and the broker holds the rest
+(back-pressure, never a silent drop); `on_room` is called once there is room again.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ class DurableWriter:
         queue_max: int = 20_000,
         retry_s: float = 2.0,
         orphans: Sequence[Spool] = (),
+        on_room: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
         self._spool = spool
@@ -73,6 +74,8 @@ class DurableWriter:
         self._batch_wait_s = batch_wait_s
         self._retry_s = retry_s
         self._queue_max = queue_max
+        self._on_room = on_room
+        self._full = False
         self._chunks: deque[Pending] = deque()
         self._queued = 0  # records in _chunks
         self._cond = threading.Condition()
@@ -88,15 +91,22 @@ class DurableWriter:
     def database_ok(self) -> bool:
         return self._db_ok
 
-    def put(self, item: Pending) -> None:
-        """Hand over received messages; blocks while the queue is full (back-pressure)."""
+    @property
+    def full(self) -> bool:
+        """True from a `put` that filled the queue until `on_room` is called."""
+        return self._full
+
+    def put(self, item: Pending) -> bool:
+        """Hand over received messages without blocking; True when the queue is now full
+        (stop receiving until `on_room`)."""
         with self._cond:
             self.idle.clear()
-            while self._queued >= self._queue_max and not self._stopping.is_set():
-                self._cond.wait(0.5)
             self._chunks.append(item)
             self._queued += len(item.records)
+            if self._queued >= self._queue_max:
+                self._full = True
             self._cond.notify()
+            return self._full
 
     def start(self) -> None:
         self._thread.start()
@@ -126,8 +136,12 @@ class DurableWriter:
                 batch.append(chunk)
                 taken += len(chunk.records)
             self._queued -= taken
-            self._cond.notify_all()
-            return batch
+            room = self._full and self._queued < self._queue_max // 2
+            if room:
+                self._full = False
+        if room:
+            self._on_room()
+        return batch
 
     def _run(self) -> None:
         while True:

@@ -1,14 +1,19 @@
 """MQTT ingress: subscribe, parse, validate against the contract, hand on, make durable.
 
-The subscriber (gateway/wire.py) receives on its own thread; a message is acknowledged
-(PUBACK) by the durability loop only after it is committed to PostgreSQL or fsync'ed to
-the spool. The session is persistent (MQTT 5 session expiry, or clean session false on
-3.1.1) under a stable client id, so events published while Trygg is down wait in the
-broker. Valid events are handed to the processors at once, before the commit.
+The subscriber (gateway/connection.py) receives on an asyncio loop: `trygg up`'s own,
+so a valid event is handed to the processors in the same callback that read it, before
+the commit; alone (`trygg gateway`, tests) a loop on a thread of its own. A message is
+acknowledged (PUBACK) by the durability loop only after it is committed to PostgreSQL or
+fsync'ed to the spool. The session is persistent (MQTT 5 session expiry, or clean
+session false on 3.1.1) under a stable client id, so events published while Trygg is
+down wait in the broker. While a durable writer's queue is full the subscriber stops
+reading (back-pressure); the broker holds the rest.
 """
 
 from __future__ import annotations
 
+import asyncio
+import re
 import socket
 import threading
 import zlib
@@ -24,10 +29,11 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTProtocolVersion
 
 from gateway import metrics
+from gateway.connection import Subscriber
 from gateway.durable import DurableWriter, Pending
 from gateway.spool import Record, Spool
 from gateway.validate import Validator
-from gateway.wire import MQTT5, MQTT311, Message, Subscriber
+from gateway.wire import MQTT5, MQTT311, Message
 from storage import DeadLetter, EventStore, StatusRow
 from trygg.contract import (
     Event,
@@ -42,6 +48,8 @@ log = get_logger("trygg.gateway")
 
 SESSION_EXPIRY_S = 7 * 24 * 3600
 RECENT_KEYS = 200_000
+#: event types that go through the rules first when a buffer holds several messages
+_URGENT = re.compile(rb'"(?:alarm|fall|smoke)\.')
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,7 @@ class Gateway:
         queue_max: int = 20_000,
         retry_s: float = 2.0,
         clock: Callable[[], datetime] = utcnow,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self._broker = broker
         self._prefix = prefix
@@ -109,7 +118,7 @@ class Gateway:
                 EventStore(conninfo), Spool(shard_dir), self._ack,
                 batch_max=batch_max, batch_wait_s=batch_wait_s,
                 queue_max=max(queue_max // writers, 100), retry_s=retry_s,
-                orphans=orphans if i == 0 else (),
+                orphans=orphans if i == 0 else (), on_room=self._room,
             )
             for i, shard_dir in enumerate(shard_dirs)
         ]
@@ -121,7 +130,7 @@ class Gateway:
             self._on_messages,
             version=MQTT5 if protocol == MQTTProtocolVersion.MQTTv5 else MQTT311,
             username=broker.username, password=broker.password,
-            receive_maximum=receive_maximum, on_state=self._on_state,
+            receive_maximum=receive_maximum, on_state=self._on_state, loop=loop,
         )
 
     @property
@@ -159,7 +168,7 @@ class Gateway:
         for writer in self.writers:
             writer.stop()
 
-    # -- receiving thread -------------------------------------------------------------
+    # -- receiving loop ---------------------------------------------------------------
 
     def _on_state(self, up: bool, why: str) -> None:
         metrics.BROKER_UP.set(1 if up else 0)
@@ -171,33 +180,52 @@ class Gateway:
 
     def _on_messages(self, messages: list[Message], generation: int) -> None:
         received_at = self._clock()
+        # The alarm lane: alarms, falls and smoke in this buffer reach the rules before
+        # the rest of it (each device's events keep their order within either lane;
+        # storage keeps the order received).
+        early = {i: self._record(msg, received_at) for i, msg in enumerate(messages)
+                 if len(messages) > 1 and _URGENT.search(msg.payload)}
         shards = len(self.writers)
         chunks = [Pending([], [], generation) for _ in range(shards)]
         status = 0
-        for msg in messages:
-            record: Record
-            try:
-                accepted = self._accept(msg.topic, msg.payload, received_at)
-                if accepted is None:  # a position without legal basis: not stored, not used
-                    if msg.qos:  # acknowledged once what came before it is durable
-                        chunks[0].mids.append(msg.mid)
-                    continue
-                chunk = chunks[zlib.crc32(accepted.device_id.encode()) % shards]
-                record = accepted
-                status += isinstance(accepted, StatusRow)
-            except InvalidMessage as exc:
-                topic = msg.topic if isinstance(msg.topic, str) else repr(msg.topic)
-                record = DeadLetter(received_at, topic, msg.payload, exc.reason.value, exc.detail)
-                metrics.DEAD_LETTERS.labels(exc.reason.value).inc()
+        for i, msg in enumerate(messages):
+            record = early[i] if i in early else self._record(msg, received_at)
+            if record is None:  # a position without legal basis: not stored, not used
+                chunk = chunks[0]  # acknowledged once what came before it is durable
+            elif isinstance(record, DeadLetter):
                 chunk = chunks[0]
-            chunk.records.append(record)
+                chunk.records.append(record)
+            else:
+                chunk = chunks[zlib.crc32(record.device_id.encode()) % shards]
+                chunk.records.append(record)
+                status += isinstance(record, StatusRow)
             if msg.qos:
                 chunk.mids.append(msg.mid)
         self._received_status.inc(status)
         self._received_events.inc(len(messages) - status)
+        full = False
         for writer, chunk in zip(self.writers, chunks, strict=True):
             if chunk.records or chunk.mids:
-                writer.put(chunk)
+                full |= writer.put(chunk)
+        if full:
+            metrics.BACKPRESSURE.inc()
+            self._subscriber.pause_reading()
+
+    def _room(self) -> None:  # a writer's thread
+        self._subscriber.call(self._resume)
+
+    def _resume(self) -> None:
+        if not any(w.full for w in self.writers):
+            self._subscriber.resume_reading()
+
+    def _record(self, msg: Message, received_at: datetime) -> Record | None:
+        """What to store for one message (a dead letter when invalid); hands it on."""
+        try:
+            return self._accept(msg.topic, msg.payload, received_at)
+        except InvalidMessage as exc:
+            topic = msg.topic if isinstance(msg.topic, str) else repr(msg.topic)
+            metrics.DEAD_LETTERS.labels(exc.reason.value).inc()
+            return DeadLetter(received_at, topic, msg.payload, exc.reason.value, exc.detail)
 
     def _accept(self, topic: str | bytes, payload: bytes, received_at: datetime) -> Event | StatusRow | None:
         item = self._validator.accept(topic, payload, received_at)

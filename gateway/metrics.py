@@ -13,6 +13,8 @@ REPLAYED = Counter("trygg_gateway_replayed", "Spooled records replayed into Post
 SPOOL_PENDING = Gauge("trygg_gateway_spool_pending_bytes", "Bytes in the spool not yet replayed")
 QUEUE_DEPTH = Gauge("trygg_gateway_queue_depth", "Messages received but not yet durable")
 DB_UP = Gauge("trygg_gateway_database_up", "1 while PostgreSQL accepts writes")
+BACKPRESSURE = Counter(
+    "trygg_gateway_backpressure", "Times receiving paused because the durable writers were full")
 BROKER_UP = Gauge("trygg_gateway_broker_up", "1 while connected to the MQTT broker")
 BATCH_SECONDS = Histogram(
     "trygg_gateway_batch_seconds",

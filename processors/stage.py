@@ -1,7 +1,8 @@
 """`ProcessorStage`: the asyncio runner around a `Processor`.
 
-- `sink` is the gateway's `trygg.pipeline.EventSink`. It is called on the gateway's
-  receiving thread, never blocks, and hands the item to the loop with
+- `sink` is the gateway's `trygg.pipeline.EventSink`. It never blocks. Called on the
+  stage's own loop (the gateway receives there in `trygg up`) it handles the item in
+  the same call; from another thread it hands the item over with
   ``loop.call_soon_threadsafe``; items that arrive before `run` starts are kept in order.
 - An item that arrives while nothing is queued is handled in the callback that brings it
   to the loop, so an alarm costs one wake-up of the loop, not two (`_arrive`). Otherwise
@@ -66,6 +67,7 @@ class ProcessorStage:
         self._queue: asyncio.Queue[Item] = asyncio.Queue()
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
         self._early: list[Item] = []
         self._wakeup: asyncio.Event | None = None
         self._sleeping_until: datetime | None = None
@@ -92,7 +94,10 @@ class ProcessorStage:
                 if loop is None:
                     self._early.append(item)
                     return
-        loop.call_soon_threadsafe(self._arrive, item)
+        if threading.get_ident() == self._loop_thread:
+            self._arrive(item)
+        else:
+            loop.call_soon_threadsafe(self._arrive, item)
 
     def wake(self) -> None:
         """Make the timer task look at the clock now (e.g. after the clock moved)."""
@@ -108,6 +113,7 @@ class ProcessorStage:
         self._wakeup = asyncio.Event()
         with self._lock:
             self._loop = asyncio.get_running_loop()
+            self._loop_thread = threading.get_ident()
             early, self._early = self._early, []
         for item in early:
             self._queue.put_nowait(item)
@@ -118,6 +124,7 @@ class ProcessorStage:
         finally:
             with self._lock:
                 self._loop = None
+                self._loop_thread = 0
             self._drain()
             log.info("processor_stage_stopped", processed=self.processed)
 

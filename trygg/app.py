@@ -1,11 +1,12 @@
 """`trygg up`: every stage in one process.
 
-The gateway receives and makes events durable on threads of its own and hands each
-valid event to the processors stage at once; processors and alerts run in one asyncio
-loop (with the dashboard, when it is served). Start-up order: database and migrations,
-registry, broker, alerts (restores unresolved alerts), processors (restores rule state
-from the newest snapshot, replays the events stored after it, arms heartbeat supervision
-from when each device was last heard), then the gateway. Shutdown runs the other way.
+The gateway receives on the same asyncio loop as processors and alerts (and the
+dashboard, when it is served): a valid event goes through the rules and out as an alert
+in the callback that read it. Only making events durable runs on threads of its own.
+Start-up order: database and migrations, registry, broker, alerts (restores unresolved
+alerts), processors (restores rule state from the newest snapshot, replays the events
+stored after it, arms heartbeat supervision from when each device was last heard), then
+the gateway. Shutdown runs the other way.
 """
 
 from __future__ import annotations
@@ -195,7 +196,7 @@ async def serve(
             await services.alerts.wait_ready()
             services.ingest = await asyncio.to_thread(
                 start_ingest, settings, services.processors.sink, services.conninfo, services.broker,
-                services.emergency_open, services.registry)
+                services.emergency_open, services.registry, loop)
             services.ingest.listeners.append(on_registry)
             helpers = [group.create_task(_watch_emergencies(services), name="emergencies"),
                        group.create_task(_snapshots(services), name="snapshots")]

@@ -7,6 +7,7 @@ and keeps it fresh when `trygg registry load` changes it from another process.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -158,8 +159,12 @@ def start_ingest(
     broker: Broker | None = None,
     emergency_open: Callable[[str], bool] = lambda resident_id: False,
     registry: Registry | None = None,
+    loop: asyncio.AbstractEventLoop | None = None,
 ) -> Ingest:
-    """Database, migrations, registry, broker and gateway, started in that order."""
+    """Database, migrations, registry, broker and gateway, started in that order.
+
+    With `loop` (not this thread's) the gateway receives on it, else on a loop of its own.
+    """
     if conninfo is None:
         conninfo = resolve_database(settings)
         applied = migrate(conninfo)
@@ -184,6 +189,7 @@ def start_ingest(
         batch_wait_s=settings.ingest_batch_wait_ms / 1000,
         queue_max=settings.ingest_queue_max,
         retry_s=settings.db_retry_s,
+        loop=loop,
     )
     listeners: list[Callable[[Registry], None]] = []
 

@@ -1,0 +1,411 @@
+"""Trygg's own MQTT clients, driven by an asyncio event loop.
+
+`Connection` is one client connection: CONNECT, keepalive, and reconnection with
+jittered exponential backoff, on an asyncio `Protocol`, so a packet that arrives is
+handled in the loop's callback and a packet written goes to the socket at once
+(`transport.write` sends before it returns when nothing is buffered). On the loop of
+`trygg up`, an alarm therefore travels ingest → rules → alert publish as one call chain
+on one thread, with no hand-over between threads (docs/design-notes.md).
+
+`Subscriber` is the ingest side: a persistent session (clean session 0 / clean start 0
+with a session expiry), QoS 1 subscriptions, incoming PUBLISH at QoS 0 and 1 handed
+over a receive buffer at a time, and PUBACKs written in batches by whoever made the
+messages durable (from any thread). Reading pauses while the durable writers are full
+(back-pressure: the broker keeps the rest in the session). Without a loop of its own it
+runs one on a thread, for `trygg gateway` and the stages run alone.
+
+The alert publisher (alerts/publisher.py) is the other `Connection`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from gateway.errors import BrokerUnavailable
+from gateway.wire import (
+    CONNACK,
+    DISCONNECT,
+    DISCONNECT_PACKET,
+    MQTT5,
+    MQTT311,
+    PINGREQ_PACKET,
+    SUBACK,
+    Message,
+    ProtocolError,
+    connect_packet,
+    parse_packets,
+    puback_packets,
+    subscribe_packet,
+)
+
+CONNECT_TIMEOUT_S = 10.0
+MAX_BACKOFF_S = 30.0
+RECEIVE_BUFFER = 1 << 20
+
+Packets = list[tuple[int, bytes]]
+
+
+class _Protocol(asyncio.Protocol):
+    """One TCP connection of a `Connection`; it reports everything to its owner."""
+
+    def __init__(self, owner: Connection) -> None:
+        self.owner = owner
+        self.buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.connack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # Nagle's algorithm costs ~40 ms stalls (DESIGN.md §9)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+
+    def data_received(self, data: bytes) -> None:
+        self.owner._received(self, data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.connack.done():
+            self.connack.set_exception(ProtocolError(f"connection closed before CONNACK ({exc or 'EOF'})"))
+        self.owner._connection_lost(self, exc)
+
+
+class Connection:
+    """An MQTT client connection kept up by an asyncio loop (see the module doc).
+
+    Subclasses implement `_connected` (after each CONNACK), `_packets` (whatever
+    arrived), and may override `_disconnected`. Everything but `write_threadsafe` runs
+    on the loop's thread.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        client_id: str,
+        *,
+        version: int = MQTT5,
+        username: str | None = None,
+        password: str | None = None,
+        keepalive: int = 30,
+        clean: bool = True,
+        session_expiry: int = 0,
+        receive_maximum: int = 0,
+        on_state: Callable[[bool, str], None] | None = None,
+    ) -> None:
+        self.host, self.port = host, port
+        self.version = version
+        self._connect_packet = connect_packet(client_id, version, keepalive, username, password,
+                                              session_expiry, receive_maximum, clean=clean)
+        self._keepalive = keepalive
+        self._on_state = on_state or (lambda up, why: None)
+        #: counts connections (CONNACKs); acknowledgements of an earlier one are not sent
+        self.generation = 0
+        self.connected = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._protocol: _Protocol | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
+        self._stopping = False
+        self._last_send = self._last_heard = 0.0
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        return self._loop
+
+    # ------------------------------------------------------------------ loop thread
+
+    async def open(self, *, wait: bool = True) -> None:
+        """Connect now (raises OSError, ProtocolError, TimeoutError when `wait`), then
+        keep the connection up in a task of its own until `close`."""
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        if wait:
+            await self._connect()
+        self._task = self._loop.create_task(self._supervise(), name=f"mqtt {self.url}")
+
+    async def close(self, *, disconnect: bool = True) -> None:
+        """Stop reconnecting; with `disconnect` say DISCONNECT, else drop the connection
+        (as a crash would)."""
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None and protocol.transport is not None:
+            if disconnect:
+                protocol.transport.write(DISCONNECT_PACKET)
+                protocol.transport.close()
+            else:
+                protocol.transport.abort()
+        self.connected.clear()
+
+    def write(self, data: bytes) -> bool:
+        """Write to the current connection at once; False when there is none."""
+        protocol = self._protocol
+        if protocol is None or protocol.transport is None or protocol.transport.is_closing():
+            return False
+        protocol.transport.write(data)
+        self._last_send = time.monotonic()
+        return True
+
+    def pause_reading(self) -> None:
+        protocol = self._protocol
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        protocol = self._protocol
+        if protocol is not None and protocol.transport is not None and not protocol.transport.is_closing():
+            protocol.transport.resume_reading()
+
+    # ------------------------------------------------------------------ any thread
+
+    def call(self, callback: Callable[[], None]) -> None:
+        """Run `callback` on the loop's thread: now when called there, else soon."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        if _on_loop(loop):
+            callback()
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(callback)
+
+    # ------------------------------------------------------------------ subclasses
+
+    def _connected(self) -> None:
+        """After each CONNACK, before any packet that followed it is handled."""
+
+    def _packets(self, messages: list[Message], others: Packets, generation: int) -> None:
+        """Packets that arrived (other than CONNACK and DISCONNECT)."""
+
+    def _disconnected(self, why: str) -> None:
+        """The connection was lost (not after `close`)."""
+
+    # ------------------------------------------------------------------ internals
+
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(CONNECT_TIMEOUT_S):
+            transport, protocol = await loop.create_connection(lambda: _Protocol(self), self.host, self.port)
+            transport.write(self._connect_packet)
+            try:
+                await protocol.connack
+            except BaseException:
+                transport.abort()
+                raise
+
+    async def _supervise(self) -> None:
+        """Reconnect after a loss (jittered exponential backoff); keepalive meanwhile."""
+        assert self._wake is not None
+        delay = 0.5
+        while not self._stopping:
+            if self._protocol is None:
+                try:
+                    await self._connect()
+                    delay = 0.5
+                except (OSError, ProtocolError, TimeoutError) as exc:
+                    self._on_state(False, str(exc) or type(exc).__name__)
+                    await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                    delay = min(delay * 2, MAX_BACKOFF_S)
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._keepalive / 4)
+            now = time.monotonic()
+            protocol = self._protocol
+            if protocol is None:
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # lost: a pause first
+            elif now - self._last_heard > 1.5 * self._keepalive and protocol.transport is not None:
+                protocol.transport.abort()  # the broker stopped answering pings
+            elif now - self._last_send >= self._keepalive / 2:
+                self.write(PINGREQ_PACKET)
+
+    def _received(self, protocol: _Protocol, data: bytes) -> None:
+        buffer = protocol.buffer
+        buffer += data
+        try:
+            messages, others, used = parse_packets(buffer, self.version)
+        except ProtocolError as exc:
+            self._fail(protocol, exc)
+            return
+        del buffer[:used]
+        self._last_heard = time.monotonic()
+        rest: Packets = []
+        for first, body in others:
+            kind = first >> 4
+            if kind == CONNACK and not protocol.connack.done():
+                if len(body) < 2 or body[1] != 0:
+                    self._fail(protocol, ProtocolError(
+                        f"broker refused the connection (code {body[1] if len(body) > 1 else '?'})"))
+                    return
+                self.generation += 1
+                self._protocol = protocol
+                self._last_send = self._last_heard
+                self.connected.set()
+                protocol.connack.set_result(None)
+                self._connected()
+            elif kind == DISCONNECT:
+                self._fail(protocol, ProtocolError(f"broker disconnected us (reason {body[:1].hex() or '00'})"))
+                return
+            else:
+                rest.append((first, body))
+        if protocol is self._protocol and (messages or rest):
+            try:
+                self._packets(messages, rest, self.generation)
+            except ProtocolError as exc:
+                self._fail(protocol, exc)
+
+    def _fail(self, protocol: _Protocol, exc: Exception) -> None:
+        if not protocol.connack.done():
+            protocol.connack.set_exception(exc)
+        if protocol.transport is not None:
+            protocol.transport.abort()
+
+    def _connection_lost(self, protocol: _Protocol, exc: Exception | None) -> None:
+        if protocol is not self._protocol:
+            return  # a connection that never got its CONNACK, or one already closed
+        self._protocol = None
+        self.connected.clear()
+        if self._stopping:
+            return
+        why = str(exc) if exc else "broker closed the connection"
+        self._on_state(False, why)
+        self._disconnected(why)
+        if self._wake is not None:
+            self._wake.set()
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+class Subscriber(Connection):
+    """The ingest subscriber (see the module doc). `on_messages(batch, generation)` is
+    called on the loop's thread; `ack`, `start`, `stop`, `abort` from any other thread
+    (`ack` also from the loop's)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        client_id: str,
+        filters: Sequence[str],
+        on_messages: Callable[[list[Message], int], None],
+        *,
+        version: int = MQTT5,
+        username: str | None = None,
+        password: str | None = None,
+        keepalive: int = 30,
+        session_expiry: int = 7 * 24 * 3600,
+        receive_maximum: int = 10_000,
+        on_state: Callable[[bool, str], None] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(host, port, client_id, version=version, username=username, password=password,
+                         keepalive=keepalive, clean=False, session_expiry=session_expiry,
+                         receive_maximum=receive_maximum, on_state=on_state)
+        self._filters = list(filters)
+        self._on_messages = on_messages
+        self._given_loop = loop
+        self._thread: threading.Thread | None = None
+        self.subscribed = threading.Event()
+
+    # ------------------------------------------------------------------ other threads
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Connect and subscribe once (raises BrokerUnavailable), then keep it up."""
+        loop = self._given_loop or self._own_loop()
+        try:
+            asyncio.run_coroutine_threadsafe(self.open(), loop).result(timeout)
+        except (OSError, ProtocolError, TimeoutError, concurrent.futures.TimeoutError) as exc:
+            self._stop_own_loop()
+            raise BrokerUnavailable(self.url, str(exc) or type(exc).__name__) from exc
+        if not self.subscribed.wait(timeout):
+            raise BrokerUnavailable(self.url, "no SUBACK")
+
+    def ack(self, mids: Sequence[int], generation: int) -> None:
+        if not mids or generation != self.generation:
+            return
+        data = puback_packets(mids)
+        self.call(lambda: self._ack(data, generation))
+
+    def stop(self) -> None:
+        """Disconnect cleanly (the session and its queued messages stay on the broker)."""
+        self._close_from_outside(disconnect=True)
+
+    def abort(self) -> None:
+        """Drop the connection without DISCONNECT (like a crash, for tests)."""
+        self._close_from_outside(disconnect=False)
+
+    # ------------------------------------------------------------------ loop thread
+
+    def _ack(self, data: bytes, generation: int) -> None:
+        if generation == self.generation:  # else the broker redelivers on the new connection
+            self.write(data)
+
+    def _connected(self) -> None:
+        self.write(subscribe_packet(1, self._filters, self.version))
+
+    def _disconnected(self, why: str) -> None:
+        self.subscribed.clear()
+
+    def _packets(self, messages: list[Message], others: Packets, generation: int) -> None:
+        for first, body in others:
+            if first >> 4 == SUBACK:
+                codes = body[2:] if self.version == MQTT311 else body[3 + body[2]:]
+                if any(c >= 0x80 for c in codes):
+                    raise ProtocolError(f"broker refused the subscription {list(codes)}")
+                self.subscribed.set()
+                self._on_state(True, "subscribed")
+        if messages:
+            self._on_messages(messages, generation)
+
+    # ------------------------------------------------------------------ own loop
+
+    def _own_loop(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.new_event_loop()
+        self._given_loop = loop
+        self._thread = threading.Thread(target=loop.run_forever, name="trygg-mqtt-in", daemon=True)
+        self._thread.start()
+        return loop
+
+    def _stop_own_loop(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is None or self._given_loop is None:
+            return
+        loop, self._given_loop = self._given_loop, None
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+    def _close_from_outside(self, *, disconnect: bool) -> None:
+        loop = self._loop
+        self.subscribed.clear()
+        if loop is not None and not loop.is_closed():
+            future = asyncio.run_coroutine_threadsafe(self.close(disconnect=disconnect), loop)
+            with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
+                future.result(5)
+        self._stop_own_loop()
+
+
+__all__ = ["Connection", "Subscriber"]

@@ -1,0 +1,57 @@
+"""The alarm lane: in a receive buffer holding several messages, alarms, falls and smoke
+reach the rules before the rest; what is stored keeps the order received."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway import BrokerAddress, Gateway
+from gateway.wire import Message
+from tests.helpers import event, small_registry
+from trygg.contract import Event
+from trygg.pipeline import DeviceStatus
+
+PREFIX = "lane/trygg/v1"
+
+
+def _gateway(tmp_path: Path, handed: list[str]) -> Gateway:
+    def sink(item: Event | DeviceStatus) -> None:
+        handed.append(item.event_id if isinstance(item, Event) else f"status {item.device_id}")
+
+    # never started: no broker, no database; only the receive path is exercised
+    return Gateway(BrokerAddress("127.0.0.1", 9), "postgresql://127.0.0.1:9/none", tmp_path / "spool",
+                   small_registry(), prefix=PREFIX, sink=sink, writers=1)
+
+
+def _message(mid: int, device: str, payload: bytes) -> Message:
+    return Message(f"{PREFIX}/devices/{device}/events", payload, mid, 1)
+
+
+def test_an_alarm_behind_background_traffic_reaches_the_rules_first(tmp_path: Path) -> None:
+    handed: list[str] = []
+    gateway = _gateway(tmp_path, handed)
+    messages = [_message(1, "d-1-alarm", event("hb-1")),
+                _message(2, "d-1-alarm", event("hb-2")),
+                _message(3, "d-1-fall", event("fall-1", "fall.detected")),
+                _message(4, "d-1-alarm", event("hb-3")),
+                _message(5, "d-1-alarm", event("press-1", "alarm.button")),
+                _message(6, "d-1-alarm", event("cancel-1", "alarm.cancel"))]
+    gateway._on_messages(messages, generation=1)
+    assert handed == ["fall-1", "press-1", "cancel-1", "hb-1", "hb-2", "hb-3"]
+    queued = [r for pending in gateway.writers[0]._chunks for r in pending.records]
+    assert [r.event_id for r in queued if isinstance(r, Event)] == ["hb-1", "hb-2", "fall-1", "hb-3",
+                                                                      "press-1", "cancel-1"]
+    assert [m for pending in gateway.writers[0]._chunks for m in pending.mids] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_bad_message_in_the_lane_is_dead_lettered_in_its_place(tmp_path: Path) -> None:
+    handed: list[str] = []
+    gateway = _gateway(tmp_path, handed)
+    messages = [_message(1, "d-1-alarm", event("hb-1")),
+                _message(2, "d-1-alarm", b'{"type": "alarm.button"}'),  # no id, no ts
+                _message(3, "d-1-alarm", event("press-1", "alarm.button"))]
+    gateway._on_messages(messages, generation=1)
+    assert handed == ["press-1", "hb-1"]
+    queued = [r for pending in gateway.writers[0]._chunks for r in pending.records]
+    assert [type(r).__name__ for r in queued] == ["Event", "DeadLetter", "Event"]
+    assert "id" in queued[1].detail  # type: ignore[union-attr]
