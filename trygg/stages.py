@@ -114,7 +114,7 @@ async def run_processors(settings: Settings) -> None:
         addr.host, addr.port, f"{settings.mqtt_client_id}-processors",
         [f"{settings.mqtt_prefix}/devices/+/events", f"{settings.mqtt_prefix}/devices/+/status", closed_topic],
         on_messages, version=_version(broker.protocol), username=addr.username, password=addr.password,
-        receive_maximum=settings.mqtt_receive_maximum)
+        receive_maximum=settings.mqtt_receive_maximum, loop=loop)
     await asyncio.to_thread(subscriber.start)
     log.info("processors running", broker=broker.url, intents_topic=topic)
     try:
@@ -123,7 +123,7 @@ async def run_processors(settings: Settings) -> None:
             await _until_signalled()
             task.cancel()
     finally:
-        subscriber.stop()
+        await asyncio.to_thread(subscriber.stop)
         out.loop_stop()
         out.disconnect()
         if broker.embedded is not None:
@@ -157,7 +157,7 @@ async def run_alerts(settings: Settings) -> None:
     subscriber = Subscriber(
         addr.host, addr.port, f"{settings.mqtt_client_id}-alerts-in",
         [internal_topic(settings.mqtt_prefix, "intents")], on_messages, version=_version(broker.protocol),
-        username=addr.username, password=addr.password)
+        username=addr.username, password=addr.password, loop=loop)
     try:
         async with asyncio.TaskGroup() as group:
             task = group.create_task(alerts.run(), name="alerts")
@@ -167,7 +167,7 @@ async def run_alerts(settings: Settings) -> None:
             await _until_signalled()
             task.cancel()
     finally:
-        subscriber.stop()
+        await asyncio.to_thread(subscriber.stop)
         out.loop_stop()
         out.disconnect()
         if broker.embedded is not None:
