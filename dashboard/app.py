@@ -7,6 +7,8 @@ static files (dashboard/static/) are added when they exist.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -31,9 +33,10 @@ from dashboard import (
     routes_research,
     routes_residents,
 )
+from dashboard.audit import AuditLog
 from dashboard.auth import TokenSigner
 from dashboard.deps import AlertsPort, AppState, StateProbe
-from dashboard.errors import ApiError
+from dashboard.errors import ApiError, AuditJournalError
 from dashboard.research import sync_pseudonyms
 from dashboard.routes_health import MetricsMiddleware
 from trygg.logging import get_logger
@@ -78,6 +81,9 @@ def create_app(
 ) -> FastAPI:
     """The dashboard's HTTP app.
 
+    Audit rows are journaled under `settings.data_dir / "audit"` and copied to
+    trygg.audit_log in the background (dashboard/audit.py).
+
     - `conninfo`: PostgreSQL URL; run as a member of role `trygg_app` in production
       (docs/privacy.md).
     - `alerts`: the alerts stage as an `AlertsPort`; None answers the alert routes with
@@ -104,12 +110,17 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        audit_log = AuditLog(settings.data_dir / "audit", conninfo, retry_max_s=settings.db_retry_s,
+                             connect_timeout_s=db_timeout_s)
+        audit_log.open()  # no journal, no dashboard: every read must be logged
+        state.audit = audit_log
         pool = AsyncConnectionPool(
             conninfo, min_size=pool_min_size, max_size=pool_max_size, max_waiting=256, timeout=db_timeout_s,
             open=False, name="dashboard", check=AsyncConnectionPool.check_connection,
         )
         await pool.open(wait=False)
         state.pool = pool
+        flusher = asyncio.create_task(audit_log.run(), name="dashboard.audit-flusher")
         try:
             try:
                 async with pool.connection(timeout=5) as conn:
@@ -120,6 +131,11 @@ def create_app(
                 log.warning("research pseudonyms not synced at start", error=str(exc).strip())
             yield
         finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            await audit_log.close()
+            state.audit = None
             state.pool = None
             await pool.close()
 
@@ -143,6 +159,12 @@ def create_app(
     async def _db_down(request: Request, exc: Exception) -> JSONResponse:
         log.warning("database unavailable", path=request.url.path, error=str(exc).strip()[:200])
         return JSONResponse({"detail": "the database is unavailable; try again shortly"}, status_code=503)
+
+    @app.exception_handler(AuditJournalError)
+    async def _no_audit(request: Request, exc: AuditJournalError) -> JSONResponse:
+        log.error("audit row not recorded; no data sent", path=request.url.path, error=str(exc)[:200])
+        return JSONResponse({"detail": "the access cannot be logged right now; try again shortly"},
+                            status_code=503)
 
     @app.exception_handler(psycopg.DataError)
     async def _bad_value(request: Request, exc: Exception) -> JSONResponse:

@@ -1,27 +1,60 @@
-"""The who-accessed-what log (DESIGN.md §7): one row in trygg.audit_log per resident per
-read, written and committed before the response leaves.
+"""The who-accessed-what log (DESIGN.md §7): one row per resident per read, durable before
+the response leaves, whether or not PostgreSQL is up.
 
-Routes call `record` with the connection they read with, inside its transaction, and
-return only after the pool committed it: if the audit row cannot be written, the caller
-gets an error instead of the data.
+`AuditLog.record` appends the rows to this dashboard's journal file under
+`<data dir>/audit/` (dashboard/audit_journal.py) and returns once they are fsync'ed.
+Rows that arrive while a write is in flight go together in the next write: one fsync
+for all of them (group commit). The write runs on a thread of its own, so the event
+loop — the alert path in `trygg up` — never waits for the disk.
+
+A background task copies journaled rows into trygg.audit_log over a connection of its
+own, in journal order, keeping each row's time and id (`INSERT … ON CONFLICT (row_id)
+DO NOTHING`: a replay stores a row once), then empties the journal. While PostgreSQL is
+unreachable it retries with jittered exponential backoff; the journal keeps the rows,
+also across a restart. `flush` does the same at once (`GET /api/audit` calls it first,
+so the log it shows includes the rows just recorded).
+
+If the journal cannot be written, `record` raises `AuditJournalError`: the caller gets
+503 instead of the data.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import math
+import random
+import time
 from collections.abc import Iterable
-from datetime import datetime
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Final
+from uuid import uuid4
 
 import psycopg
-from prometheus_client import Counter
-from psycopg.rows import dict_row
+from prometheus_client import Counter, Gauge, Histogram
 from starlette.requests import Request
 
+from dashboard.audit_journal import AuditJournal, adopt_orphans
 from dashboard.authz import Principal
+from dashboard.errors import AuditJournalError
+from storage.audit_store import AuditRow, insert_rows
+from trygg.logging import get_logger
+
+log = get_logger("dashboard.audit")
 
 MAX_ACTION: Final = 500
+#: Largest write to the journal, and largest read from it per database transaction.
+CHUNK_BYTES: Final = 1 << 20
+#: How often journals left by dashboards that are gone are looked for.
+ORPHAN_SCAN_S: Final = 60.0
 
-AUDIT_ROWS = Counter("trygg_audit_rows", "Rows written to trygg.audit_log", ["method"])
+AUDIT_ROWS = Counter("trygg_audit_rows", "Audit rows recorded (durable in the journal)", ["method"])
+AUDIT_STORED = Counter("trygg_audit_rows_stored", "Audit rows copied from the journal into trygg.audit_log")
+AUDIT_APPEND = Histogram("trygg_audit_journal_append_seconds", "One journal write and fsync (a group of rows)",
+                         buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0))
+AUDIT_PENDING = Gauge("trygg_audit_journal_pending_bytes", "Journal bytes not yet in trygg.audit_log")
 
 
 def action_of(request: Request) -> str:
@@ -32,36 +65,224 @@ def action_of(request: Request) -> str:
     return text[:MAX_ACTION]
 
 
-async def record(conn: psycopg.AsyncConnection[Any], who: Principal, resident_ids: Iterable[str | None],
-                 action: str) -> int:
-    """One row per resident (None: an access that concerns no single resident)."""
-    rows = [(who.username, who.role.value, rid, action[:MAX_ACTION]) for rid in resident_ids]
-    if not rows:
-        return 0
-    async with conn.cursor() as cur:
-        await cur.executemany(
-            "INSERT INTO trygg.audit_log (actor, role, resident_id, action) VALUES (%s, %s, %s, %s)",
-            rows,
-        )
-    method = action.split(" ", 1)[0]
-    AUDIT_ROWS.labels(method if method in ("GET", "POST", "PUT") else "other").inc(len(rows))
-    return len(rows)
+def _text(value: str, limit: int = MAX_ACTION) -> str:
+    """Text PostgreSQL accepts: no NUL, valid UTF-8 (a row it refused would block the
+    journal)."""
+    return value[:limit].replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
 
 
-async def entries(conn: psycopg.AsyncConnection[Any], resident_id: str | None, actor: str | None,
-                  since: datetime | None, until: datetime | None, limit: int) -> list[dict[str, Any]]:
-    """Audit rows, newest first."""
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            "SELECT at, actor, role, resident_id, action FROM trygg.audit_log"
-            " WHERE (%(rid)s::text IS NULL OR resident_id = %(rid)s::text)"
-            " AND (%(actor)s::text IS NULL OR actor = %(actor)s::text)"
-            " AND (%(since)s::timestamptz IS NULL OR at >= %(since)s::timestamptz)"
-            " AND (%(until)s::timestamptz IS NULL OR at < %(until)s::timestamptz)"
-            " ORDER BY at DESC, id DESC LIMIT %(limit)s",
-            {"rid": resident_id, "actor": actor, "since": since, "until": until, "limit": limit},
-        )
-        return list(await cur.fetchall())
+class AuditLog:
+    """The journal and its flusher; one per app, opened by the app's lifespan."""
+
+    def __init__(self, directory: Path, conninfo: str, *, retry_max_s: float = 2.0,
+                 connect_timeout_s: float = 5.0) -> None:
+        self.directory = directory
+        #: where the flusher stores rows; may be changed while running (the next attempt uses it)
+        self.conninfo = conninfo
+        self.retry_max_s = retry_max_s
+        self.connect_timeout_s = connect_timeout_s
+        self._journal: AuditJournal | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-journal")
+        self._waiting: list[tuple[bytes, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._written = asyncio.Event()
+        self._flush_lock = asyncio.Lock()
+        self._flushed = 0  # journal bytes already in PostgreSQL
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._conn_for = ""
+        self._orphans_at = -math.inf
+        self._closing = False
+
+    # --- recording -------------------------------------------------------------------
+
+    def open(self) -> None:
+        self._journal = AuditJournal(self.directory)
+        self._written.set()  # the flusher's first round stores what earlier runs left
+
+    @property
+    def journal(self) -> AuditJournal:
+        if self._journal is None:
+            raise AuditJournalError("the audit journal is not open")
+        return self._journal
+
+    async def record(self, who: Principal, resident_ids: Iterable[str | None], action: str) -> int:
+        """One row per resident (None: an access that concerns no single resident),
+        durable when this returns."""
+        at = datetime.now(UTC)
+        rows = [AuditRow(uuid4(), at, _text(who.username), who.role.value, rid, _text(action))
+                for rid in resident_ids]
+        if not rows:
+            return 0
+        if self._closing:
+            raise AuditJournalError("the dashboard is stopping")
+        self.journal  # noqa: B018 (raises when not open)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((b"".join(r.to_json() + b"\n" for r in rows), done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write(), name="audit.journal-writer")
+        await done
+        method = action.split(" ", 1)[0]
+        AUDIT_ROWS.labels(method if method in ("GET", "POST", "PUT") else "other").inc(len(rows))
+        return len(rows)
+
+    def _take(self) -> list[tuple[bytes, asyncio.Future[None]]]:
+        taken, size = 0, 0
+        while taken < len(self._waiting) and (taken == 0 or size + len(self._waiting[taken][0]) <= CHUNK_BYTES):
+            size += len(self._waiting[taken][0])
+            taken += 1
+        batch, self._waiting = self._waiting[:taken], self._waiting[taken:]
+        return batch
+
+    async def _write(self) -> None:
+        """Write what is waiting, in groups, until nothing is."""
+        loop = asyncio.get_running_loop()
+        journal = self.journal
+        while self._waiting:
+            batch = self._take()
+            started = time.perf_counter()
+            try:
+                await loop.run_in_executor(self._thread, journal.append, b"".join(data for data, _ in batch))
+            except BaseException as exc:
+                failure = exc if isinstance(exc, AuditJournalError) else AuditJournalError(str(exc))
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(failure)
+                if not isinstance(exc, Exception):
+                    raise
+                log.error("audit journal not written", error=str(exc))
+                continue
+            AUDIT_APPEND.observe(time.perf_counter() - started)
+            AUDIT_PENDING.set(journal.size - self._flushed)
+            self._written.set()
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
+
+    # --- copying to PostgreSQL --------------------------------------------------------
+
+    @property
+    def pending_bytes(self) -> int:
+        """Journal bytes not yet in trygg.audit_log."""
+        return self.journal.size - self._flushed
+
+    async def _connection(self) -> psycopg.AsyncConnection[Any]:
+        conn = self._conn
+        if conn is not None and (conn.closed or conn.broken or self._conn_for != self.conninfo):
+            await self._disconnect()
+            conn = None
+        if conn is None:
+            conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True,
+                                                         connect_timeout=max(1, round(self.connect_timeout_s)))
+            self._conn, self._conn_for = conn, self.conninfo
+        return conn
+
+    async def _disconnect(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def _store(self, conn: psycopg.AsyncConnection[Any], rows: list[AuditRow]) -> int:
+        async with conn.transaction():
+            stored = await insert_rows(conn, rows)
+        AUDIT_STORED.inc(stored)
+        return stored
+
+    async def _adopt_orphans(self, conn: psycopg.AsyncConnection[Any]) -> int:
+        """Store the rows of journals left by dashboards that are gone, then remove them."""
+        loop = asyncio.get_running_loop()
+        stored = 0
+        with adopt_orphans(self.directory, self.journal.path) as orphans:
+            for orphan in orphans:
+                batch = await loop.run_in_executor(None, orphan.read)
+                for start in range(0, len(batch.rows), 5000):
+                    stored += await self._store(conn, batch.rows[start:start + 5000])
+                orphan.remove()
+                log.info("audit journal of an earlier run stored", rows=len(batch.rows), skipped=batch.bad,
+                         journal=orphan.path.name)
+        self._orphans_at = time.monotonic()
+        return stored
+
+    async def flush(self, conn: psycopg.AsyncConnection[Any] | None = None) -> int:
+        """Copy every durable row not yet stored into trygg.audit_log now, over `conn`
+        (idle: each chunk is committed in a transaction of its own) or the flusher's own
+        connection; returns how many rows were new there. Raises psycopg errors when
+        PostgreSQL refuses or is unreachable."""
+        loop = asyncio.get_running_loop()
+        journal = self.journal
+        async with self._flush_lock:
+            if conn is None:
+                try:
+                    conn = await self._connection()
+                except psycopg.Error:
+                    await self._disconnect()
+                    raise
+            try:
+                stored = 0
+                if time.monotonic() - self._orphans_at >= ORPHAN_SCAN_S:
+                    stored += await self._adopt_orphans(conn)
+                end = journal.size
+                while self._flushed < end:
+                    batch = await loop.run_in_executor(None, journal.read, self._flushed,
+                                                       min(end, self._flushed + CHUNK_BYTES))
+                    if batch.end == self._flushed:  # a line longer than a chunk: never written by us
+                        batch = await loop.run_in_executor(None, journal.read, self._flushed, end)
+                    if batch.bad:
+                        log.error("audit journal lines skipped: not audit rows", lines=batch.bad)
+                    stored += await self._store(conn, batch.rows)
+                    self._flushed = batch.end
+                if await loop.run_in_executor(self._thread, journal.truncate, self._flushed):
+                    self._flushed = 0
+            except psycopg.Error:
+                if conn is self._conn:
+                    await self._disconnect()
+                raise
+            finally:
+                AUDIT_PENDING.set(journal.size - self._flushed)
+            return stored
+
+    async def run(self) -> None:
+        """Copy rows to PostgreSQL as soon as they are durable; until cancelled."""
+        failures = 0
+        while True:
+            if failures:
+                delay = min(self.retry_max_s, 0.1 * 2 ** min(failures, 16))
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._written.wait(), ORPHAN_SCAN_S)
+            self._written.clear()
+            try:
+                await self.flush()
+            except (psycopg.Error, AuditJournalError, OSError) as exc:
+                if not failures:
+                    log.warning("audit rows kept in the journal: PostgreSQL refused or is unreachable",
+                                error=str(exc).strip()[:200], pending_bytes=self.pending_bytes)
+                failures += 1
+                continue
+            if failures:
+                log.info("audit journal stored in PostgreSQL again", failed_attempts=failures)
+            failures = 0
+
+    async def close(self, flush_timeout_s: float = 3.0) -> None:
+        """Finish the writes in flight, store what can be stored within the timeout, and
+        release the journal (removed when it is all in PostgreSQL, else left for the
+        next start)."""
+        self._closing = True
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                await self._writer
+        journal = self._journal
+        if journal is not None:
+            try:
+                await asyncio.wait_for(self.flush(), flush_timeout_s)
+            except (psycopg.Error, AuditJournalError, OSError, TimeoutError) as exc:
+                log.warning("audit rows left in the journal for the next start", error=str(exc).strip()[:200],
+                            pending_bytes=self.pending_bytes, journal=str(journal.path))
+            journal.close(remove=journal.size == self._flushed)
+            self._journal = None
+        await self._disconnect()
+        self._thread.shutdown(wait=True)
 
 
-__all__ = ["AUDIT_ROWS", "action_of", "entries", "record"]
+__all__ = ["AUDIT_ROWS", "AuditLog", "action_of"]

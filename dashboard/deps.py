@@ -24,6 +24,7 @@ from fastapi.security import APIKeyCookie, OAuth2PasswordBearer
 from psycopg_pool import AsyncConnectionPool
 from pydantic import AfterValidator
 
+from dashboard.audit import AuditLog
 from dashboard.auth import TokenKind, TokenSigner, fingerprint, token_hash
 from dashboard.authz import Principal
 from dashboard.errors import NOT_FOUND_ERRORS, Forbidden, NotAuthenticated, Unavailable
@@ -154,6 +155,8 @@ class AppState:
     db_state: StateProbe | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     pool: AsyncConnectionPool | None = None
+    #: the audit journal and its flusher (dashboard/audit.py)
+    audit: AuditLog | None = None
     pseudonym_key: bytes = b""
     #: set when the server is shutting down: live streams end with a `reset`
     closing: asyncio.Event = field(default_factory=asyncio.Event)
@@ -174,6 +177,15 @@ def get_pool(state: State) -> AsyncConnectionPool:
 
 
 Pool = Annotated[AsyncConnectionPool, Depends(get_pool)]
+
+
+def get_audit(state: State) -> AuditLog:
+    if state.audit is None:
+        raise Unavailable("the audit log is not open")
+    return state.audit
+
+
+Audit = Annotated[AuditLog, Depends(get_audit)]
 
 
 def get_alerts(state: State) -> AlertsPort:
@@ -301,6 +313,7 @@ __all__ = [
     "Alerts",
     "AlertsPort",
     "AppState",
+    "Audit",
     "CurrentUser",
     "Now",
     "Pool",
@@ -311,6 +324,7 @@ __all__ = [
     "bad_parameter",
     "current_user",
     "get_alerts",
+    "get_audit",
     "get_state",
     "time_range",
 ]

@@ -83,6 +83,11 @@ class Unavailable(ApiError):
     status = 503
 
 
+class AuditJournalError(DashboardError):
+    """An audit row could not be made durable in the local journal (dashboard/audit_journal.py):
+    the request gets 503 and no data."""
+
+
 class AlertNotFound(DashboardError):
     """Raised by an AlertsPort: no alert with this id."""
 
@@ -125,6 +130,7 @@ __all__ = [
     "WRONG_LOGIN",
     "AlertNotFound",
     "ApiError",
+    "AuditJournalError",
     "Conflict",
     "DashboardError",
     "ErrorOut",

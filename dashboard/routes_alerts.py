@@ -15,10 +15,10 @@ from typing import Annotated, Any, Final, TypeVar
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import StreamingResponse
-from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ConfigDict, Field
 
 from dashboard import audit
+from dashboard.audit import AuditLog
 from dashboard.authz import (
     Action,
     Principal,
@@ -27,7 +27,7 @@ from dashboard.authz import (
     residents_shown,
     team_scope,
 )
-from dashboard.deps import ID_PATTERN, AlertDoc, AlertsPort, CurrentUser, Pool, State, UtcTime, get_alerts
+from dashboard.deps import ID_PATTERN, AlertDoc, AlertsPort, Audit, CurrentUser, State, UtcTime, get_alerts
 from dashboard.errors import (
     ILLEGAL_ERRORS,
     NOT_FOUND_ERRORS,
@@ -110,7 +110,7 @@ async def call_port(step: Callable[[], Awaitable[T]]) -> T:
 @router.get("", response_model=list[AlertOut], responses=ERRORS,
             summary="Alerts of the caller's teams (operator and admin: all teams)")
 async def list_alerts(
-    request: Request, who: CurrentUser, pool: Pool, app_state: State,
+    request: Request, who: CurrentUser, audit_log: Audit, app_state: State,
     state: Annotated[AlertState | None, Query(description="only alerts in this state")] = None,
     team: Annotated[str | None, Query(pattern=ID_PATTERN, description="only this team's alerts")] = None,
     since: Annotated[UtcTime | None, Query(description="changed at or after (RFC 3339)")] = None,
@@ -121,38 +121,36 @@ async def list_alerts(
     items: list[AlertDoc] = []
     if scope is None or scope:
         items = await call_port(lambda: alerts.list(scope, state.value if state else None, since))
-    async with pool.connection() as conn:
-        await audit.record(conn, who, residents_shown(items), audit.action_of(request))
+    await audit_log.record(who, residents_shown(items), audit.action_of(request))
     return items
 
 
-async def _changed(request: Request, who: Principal, pool: AsyncConnectionPool, doc: AlertDoc) -> AlertDoc:
-    async with pool.connection() as conn:
-        await audit.record(conn, who, residents_shown([doc]), audit.action_of(request))
+async def _changed(request: Request, who: Principal, audit_log: AuditLog, doc: AlertDoc) -> AlertDoc:
+    await audit_log.record(who, residents_shown([doc]), audit.action_of(request))
     return doc
 
 
 @router.post("/{alert_id}/ack", response_model=AlertOut, responses=ONE_ALERT_ERRORS,
              summary="Acknowledge: I take it")
-async def acknowledge(alert_id: AlertId, request: Request, who: CurrentUser, pool: Pool,
+async def acknowledge(alert_id: AlertId, request: Request, who: CurrentUser, audit_log: Audit,
                       state: State) -> AlertDoc:
     require(who, Action.ALERTS_CHANGE)
     alerts = get_alerts(state)
     check_alert(who, await call_port(lambda: alerts.get(alert_id)))
     doc = await call_port(lambda: alerts.acknowledge(alert_id, who.username))
-    return await _changed(request, who, pool, doc)
+    return await _changed(request, who, audit_log, doc)
 
 
 @router.post("/{alert_id}/resolve", response_model=AlertOut, responses=ONE_ALERT_ERRORS,
              summary="Resolve with a note")
-async def resolve(alert_id: AlertId, request: Request, who: CurrentUser, pool: Pool, state: State,
+async def resolve(alert_id: AlertId, request: Request, who: CurrentUser, audit_log: Audit, state: State,
                   body: ResolveIn | None = None) -> AlertDoc:
     require(who, Action.ALERTS_CHANGE)
     alerts = get_alerts(state)
     check_alert(who, await call_port(lambda: alerts.get(alert_id)))
     note = body.note if body is not None else None
     doc = await call_port(lambda: alerts.resolve(alert_id, who.username, note))
-    return await _changed(request, who, pool, doc)
+    return await _changed(request, who, audit_log, doc)
 
 
 def _sse(event: str, data: str, event_id: str | None = None) -> str:
@@ -160,11 +158,15 @@ def _sse(event: str, data: str, event_id: str | None = None) -> str:
     return head + "".join(f"data: {line}\n" for line in data.splitlines() or [""]) + "\n"
 
 
-async def alert_events(alerts: AlertsPort, who: Principal, pool: AsyncConnectionPool, action: str,
+async def alert_events(alerts: AlertsPort, who: Principal, audit_log: AuditLog, action: str,
                        ping_s: float, closing: asyncio.Event | None = None) -> AsyncIterator[str]:
     """The SSE body: `alert` events, a `: ping` comment every `ping_s`, and a final
     `reset` (the subscription ended or the server is closing: re-list and reconnect) or
-    `expired` (sign in again)."""
+    `expired` (sign in again).
+
+    The first alert of each resident on this connection is sent once its audit row is
+    in the journal (an fsync, shared with whatever else is being logged at that moment;
+    no database round trip), so the stream keeps going while PostgreSQL is down."""
     yield "retry: 3000\n: connected\n\n"
     scope = team_scope(who)
     queue: asyncio.Queue[AlertDoc | None] = asyncio.Queue(maxsize=STREAM_QUEUE_MAX)
@@ -204,8 +206,7 @@ async def alert_events(alerts: AlertsPort, who: Principal, pool: AsyncConnection
                 return
             out = AlertOut.model_validate(doc)
             if out.resident_id not in audited:
-                async with pool.connection() as conn:
-                    await audit.record(conn, who, [out.resident_id], action)
+                await audit_log.record(who, [out.resident_id], action)
                 audited.add(out.resident_id)
             yield _sse("alert", out.model_dump_json(), out.alert_id)
         yield _sse("expired", json.dumps({"detail": "the session expired; sign in again"}))
@@ -225,11 +226,11 @@ async def alert_events(alerts: AlertsPort, who: Principal, pool: AsyncConnection
                     "description": "Server-sent events: `alert` (the alert after a change), a "
                                    "`: ping` comment every 15 s, `reset`, `expired`"}},
             summary="Live alert changes of the caller's teams (SSE)")
-async def stream(request: Request, who: CurrentUser, state: State, pool: Pool) -> StreamingResponse:
+async def stream(request: Request, who: CurrentUser, state: State, audit_log: Audit) -> StreamingResponse:
     require(who, Action.ALERTS_STREAM)
     alerts = get_alerts(state)
     return StreamingResponse(
-        alert_events(alerts, who, pool, audit.action_of(request), state.sse_ping_s, state.closing),
+        alert_events(alerts, who, audit_log, audit.action_of(request), state.sse_ping_s, state.closing),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

@@ -5,13 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
+import psycopg
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
 from dashboard import audit
 from dashboard.authz import Action, require
-from dashboard.deps import ID_PATTERN, CurrentUser, Pool, UtcTime, bad_parameter
-from dashboard.errors import responses
+from dashboard.deps import ID_PATTERN, Audit, CurrentUser, Pool, UtcTime, bad_parameter
+from dashboard.errors import Unavailable, responses
+from storage.audit_store import entries
 
 router = APIRouter(prefix="/api/audit", tags=["audit"])
 
@@ -24,10 +26,10 @@ class AuditOut(BaseModel):
     action: str
 
 
-@router.get("", response_model=list[AuditOut], responses=responses(401, 403),
+@router.get("", response_model=list[AuditOut], responses=responses(401, 403, 503),
             summary="Every access to a resident's data: who, role, when, what (newest first)")
 async def audit_log(
-    request: Request, who: CurrentUser, pool: Pool,
+    request: Request, who: CurrentUser, pool: Pool, journal: Audit,
     resident_id: Annotated[str | None, Query(pattern=ID_PATTERN, description="only this resident")] = None,
     actor: Annotated[str | None, Query(max_length=64, description="only this user")] = None,
     since: Annotated[UtcTime | None, Query()] = None,
@@ -40,9 +42,13 @@ async def audit_log(
     if actor is not None and "\x00" in actor:
         raise bad_parameter("actor", "must not contain NUL")
     async with pool.connection() as conn:
-        rows = await audit.entries(conn, resident_id, actor, since, until, limit)
-        # Reading who looked at a resident is itself an access to that resident's data.
-        await audit.record(conn, who, [resident_id], audit.action_of(request))
+        try:
+            await journal.flush(conn)  # rows recorded a moment ago are shown too
+        except psycopg.DatabaseError as exc:
+            raise Unavailable("the latest audit rows cannot be stored yet; try again shortly") from exc
+        rows = await entries(conn, resident_id, actor, since, until, limit)
+    # Reading who looked at a resident is itself an access to that resident's data.
+    await journal.record(who, [resident_id], audit.action_of(request))
     return [AuditOut.model_validate(r) for r in rows]
 
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from dashboard import audit
 from dashboard.authz import Action, require
-from dashboard.deps import CurrentUser, Pool, State
+from dashboard.deps import Audit, CurrentUser, Pool, State
 from dashboard.errors import ApiError, responses
 from dashboard.research import sync_pseudonyms
 from storage.registry_store import save_registry
@@ -68,14 +68,14 @@ _DOCUMENT_SCHEMA: Final = {
           "content": {"application/json": {"schema": _DOCUMENT_SCHEMA},
                       "application/yaml": {"schema": {"type": "string"}}}},
     **responses(401, 403)}, summary="The registry document")
-async def get_registry(request: Request, who: CurrentUser, pool: Pool) -> Response:
+async def get_registry(request: Request, who: CurrentUser, pool: Pool, audit_log: Audit) -> Response:
     require(who, Action.REGISTRY)
     async with pool.connection() as conn:
         cur = await conn.execute("SELECT document FROM trygg.registry WHERE id = 1")
         row = await cur.fetchone()
         document: dict[str, Any] = row[0] if row else dump_registry(Registry())
-        ids = [r.get("id") for r in document.get("residents", []) if isinstance(r, dict)]
-        await audit.record(conn, who, [i for i in ids if isinstance(i, str)], audit.action_of(request))
+    ids = [r.get("id") for r in document.get("residents", []) if isinstance(r, dict)]
+    await audit_log.record(who, [i for i in ids if isinstance(i, str)], audit.action_of(request))
     if any(t in request.headers.get("accept", "") for t in YAML_TYPES):
         text = yaml.safe_dump(document, allow_unicode=True, sort_keys=False)
         return Response(text, media_type="application/yaml", headers={"Cache-Control": "no-store"})
@@ -109,7 +109,7 @@ def _save(conninfo: str, reg: Registry, actor: str) -> None:
         "application/json": {"schema": _DOCUMENT_SCHEMA},
         "application/yaml": {"schema": {"type": "string"}}}}},
     summary="Replace the registry as a whole, in one transaction, after the whole document validated")
-async def put_registry(request: Request, who: CurrentUser, pool: Pool, state: State) -> Any:
+async def put_registry(request: Request, who: CurrentUser, pool: Pool, audit_log: Audit, state: State) -> Any:
     require(who, Action.REGISTRY)
     media = request.headers.get("content-type", "application/json").split(";", 1)[0].strip().lower()
     if media and media not in ACCEPTED_TYPES:
@@ -130,8 +130,8 @@ async def put_registry(request: Request, who: CurrentUser, pool: Pool, state: St
         out = RegistryErrorsOut(detail=[RegistryErrorItem(loc=["body"], msg=line, type="registry")],
                                 errors=[line])
         return JSONResponse(out.model_dump(), status_code=422)
+    await audit_log.record(who, [None], audit.action_of(request))
     async with pool.connection() as conn:
-        await audit.record(conn, who, [None], audit.action_of(request))
         await sync_pseudonyms(conn, state.pseudonym_key)
     return LoadedOut(teams=len(reg.teams), residents=len(reg.residents),
                      devices=sum(len(r.devices) for r in reg.residents), users=len(reg.users))

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from dashboard import audit
 from dashboard.authz import Action, Principal, require
-from dashboard.deps import CurrentUser, Now, Pool, State, UtcTime, time_range
+from dashboard.deps import AppState, CurrentUser, Now, Pool, State, UtcTime, get_audit, time_range
 from dashboard.errors import responses
 from dashboard.research import MIN_GROUP, ParquetBuilder, csv_header, csv_rows, suppress, sync_pseudonyms
 from storage.research_store import event_counts, export_rows, response_times
@@ -69,11 +69,11 @@ class ResponseTimesOut(BaseModel):
     kinds: list[KindTimesOut]
 
 
-async def _prepare(request: Request, who: Principal, pool: AsyncConnectionPool, key: bytes) -> None:
+async def _prepare(request: Request, who: Principal, pool: AsyncConnectionPool, state: AppState) -> None:
     """Pseudonyms up to date, and the access logged (one row: no single resident)."""
     async with pool.connection() as conn:
-        await sync_pseudonyms(conn, key)
-        await audit.record(conn, who, [None], audit.action_of(request))
+        await sync_pseudonyms(conn, state.pseudonym_key)
+    await get_audit(state).record(who, [None], audit.action_of(request))
 
 
 @router.get("/events", response_model=CountsOut, responses=responses(401, 403),
@@ -86,7 +86,7 @@ async def events(
 ) -> CountsOut:
     require(who, Action.RESEARCH)
     start, end = time_range(since, until, now, DEFAULT_SPAN)
-    await _prepare(request, who, pool, state.pseudonym_key)
+    await _prepare(request, who, pool, state)
     async with pool.connection() as conn:
         groups = await event_counts(conn, start, end, bucket, event_type.value if event_type else None)
     shown, held = suppress(groups)
@@ -106,7 +106,7 @@ async def response_times_route(request: Request, who: CurrentUser, pool: Pool, s
                                since: Since = None, until: Until = None) -> ResponseTimesOut:
     require(who, Action.RESEARCH)
     start, end = time_range(since, until, now, DEFAULT_SPAN)
-    await _prepare(request, who, pool, state.pseudonym_key)
+    await _prepare(request, who, pool, state)
     async with pool.connection() as conn:
         groups = await response_times(conn, start, end)
     shown, held = suppress(groups)
@@ -138,7 +138,7 @@ async def export(
 ) -> Response:
     require(who, Action.RESEARCH)
     start, end = time_range(since, until, now, DEFAULT_SPAN)
-    await _prepare(request, who, pool, state.pseudonym_key)
+    await _prepare(request, who, pool, state)
     name = f"trygg-events-{start:%Y%m%dT%H%M%SZ}-{end:%Y%m%dT%H%M%SZ}"
     if fmt == "parquet":
         builder = ParquetBuilder()

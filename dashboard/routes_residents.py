@@ -1,7 +1,7 @@
 """Residents: the registry list, a resident's timeline, and the calm status.
 
-Every response with a resident's data writes one audit row per resident shown, on the
-same connection, committed before the response leaves (dashboard/audit.py).
+Every response with a resident's data records one audit row per resident shown, durable
+in the audit journal before the response leaves (dashboard/audit.py).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict
 
 from dashboard import audit
 from dashboard.authz import Action, View, may_see_location, require, resident_view, team_scope
-from dashboard.deps import ID_PATTERN, CurrentUser, Now, Pool, State, UtcTime, time_range
+from dashboard.deps import ID_PATTERN, Audit, CurrentUser, Now, Pool, State, UtcTime, time_range
 from dashboard.errors import responses
 from dashboard.routes_alerts import AlertOut, call_port
 from storage.residents_store import (
@@ -118,7 +118,7 @@ class StatusOut(BaseModel):
 @router.get("", response_model=list[ResidentOut], responses=responses(401, 403),
             summary="Residents of the caller's teams (operator and admin: all)")
 async def residents(
-    request: Request, who: CurrentUser, pool: Pool,
+    request: Request, who: CurrentUser, pool: Pool, audit_log: Audit,
     team: Annotated[str | None, Query(pattern=ID_PATTERN, description="only this team")] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
@@ -127,14 +127,14 @@ async def residents(
     scope = team_scope(who, team)
     async with pool.connection() as conn:
         rows = [] if scope is not None and not scope else await list_residents(conn, scope, limit, offset)
-        await audit.record(conn, who, [r["id"] for r in rows], audit.action_of(request))
+    await audit_log.record(who, [r["id"] for r in rows], audit.action_of(request))
     return rows
 
 
 @router.get("/{resident_id}/events", response_model=TimelineOut, responses=responses(401, 404),
             summary="A resident's timeline: stored events in [since, until)")
 async def events(
-    resident_id: ResidentId, request: Request, who: CurrentUser, pool: Pool, now: Now,
+    resident_id: ResidentId, request: Request, who: CurrentUser, pool: Pool, audit_log: Audit, now: Now,
     since: Annotated[UtcTime | None, Query(description="from (RFC 3339); default until − 24 h")] = None,
     until: Annotated[UtcTime | None, Query(description="to, exclusive; default now + 24 h")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 2000,
@@ -148,7 +148,7 @@ async def events(
         with_locations = resident.location_basis_valid(now)
         rows, truncated = await resident_events(conn, resident_id, start, end,
                                                 with_locations=with_locations, limit=limit)
-        await audit.record(conn, who, [resident_id], audit.action_of(request))
+    await audit_log.record(who, [resident_id], audit.action_of(request))
     return TimelineOut(resident_id=resident_id, since=start, until=end, locations_shown=with_locations,
                        truncated=truncated, events=[EventOut.model_validate(r) for r in rows])
 
@@ -168,8 +168,8 @@ def for_relatives(alert: dict[str, Any]) -> RelativeAlertOut:
 
 @router.get("/{resident_id}/status", response_model=StatusOut, responses=responses(401, 404, 503),
             summary="All is well / being handled; last contact; position only if permitted")
-async def status(resident_id: ResidentId, request: Request, who: CurrentUser, pool: Pool, state: State,
-                 now: Now) -> JSONResponse:
+async def status(resident_id: ResidentId, request: Request, who: CurrentUser, pool: Pool, audit_log: Audit,
+                 state: State, now: Now) -> JSONResponse:
     async with pool.connection() as conn:
         resident = await get_resident(conn, resident_id)
         view = resident_view(who, resident, Action.RESIDENT_STATUS)
@@ -183,7 +183,7 @@ async def status(resident_id: ResidentId, request: Request, who: CurrentUser, po
         show_location = may_see_location(view, resident, now)
         location = await last_location(conn, resident_id, now) if show_location else None
         contact = await last_contact(conn, resident_id, now)
-        await audit.record(conn, who, [resident_id], audit.action_of(request))
+    await audit_log.record(who, [resident_id], audit.action_of(request))
     shown: list[AlertOut | RelativeAlertOut] = (
         [AlertOut.model_validate(a) for a in open_alerts] if view is View.CARE
         else [for_relatives(a) for a in open_alerts]

@@ -1,11 +1,16 @@
-"""The audit log (DESIGN.md §7): one row per read of a resident's data, written before
-the response; refusals write nothing; nobody can change or delete a row."""
+"""The audit log (DESIGN.md §7): one row per read of a resident's data, durable before
+the response (in the journal, then in trygg.audit_log); refusals write nothing; nobody
+can change or delete a row."""
 
 from __future__ import annotations
+
+import os
+import time
 
 import psycopg
 import pytest
 
+from tests.fix_db import scalar
 from tests.test_api_support import World, as_app_role, world
 
 pytestmark = pytest.mark.integration
@@ -78,17 +83,42 @@ def test_admin_reads_who_accessed_a_resident(world: World) -> None:
     assert entries[0]["at"]
 
 
-def test_no_response_without_its_audit_row(world: World) -> None:
-    """If the audit row cannot be written, the data is not sent."""
+def test_no_response_without_its_audit_row(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """If the audit row cannot be made durable (the journal's disk fails), the data is not
+    sent; once the disk works again, neither is anything lost nor half-written."""
+    before = len(world.audit_rows())
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    response = world.client.get("/api/residents/r-1/status", headers=world.headers("staff-east"))
+    assert response.status_code == 503
+    assert "Kari" not in response.text and "59.9" not in response.text and "r-1" not in response.text
+    monkeypatch.undo()
+
+    response = world.client.get("/api/residents/r-3/status", headers=world.headers("staff-east"))
+    assert response.status_code == 200
+    assert rows_after(world, before) == [("staff-east", "staff", "r-3", "GET /api/residents/r-3/status")]
+
+
+def test_rows_wait_in_the_journal_while_postgresql_refuses_them(world: World) -> None:
+    """A database that refuses the insert does not hold up the response: the row is in the
+    journal, and reaches trygg.audit_log once when the database accepts it again."""
+    before = len(world.audit_rows())
     with psycopg.connect(world.url, autocommit=True) as conn:
         conn.execute("REVOKE INSERT ON trygg.audit_log FROM trygg_app")
     try:
         response = world.client.get("/api/residents/r-1/status", headers=world.headers("staff-east"))
-        assert response.status_code >= 500
-        assert "Kari" not in response.text and "59.9" not in response.text
+        assert response.status_code == 200
+        assert world.client.get("/api/audit", headers=world.headers("admin")).status_code == 503
+        time.sleep(0.3)
+        assert world.app.state.trygg.audit.pending_bytes > 0
+        assert scalar(world.url, "SELECT count(*) FROM trygg.audit_log") == before
     finally:
         with psycopg.connect(world.url, autocommit=True) as conn:
             conn.execute("GRANT INSERT ON trygg.audit_log TO trygg_app")
+    assert rows_after(world, before) == [("staff-east", "staff", "r-1", "GET /api/residents/r-1/status")]
 
 
 @pytest.mark.parametrize("as_app", [False, True], ids=["owner", "trygg_app"])

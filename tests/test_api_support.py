@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,6 +34,7 @@ from dashboard.auth import hash_password
 from storage.registry_store import save_registry
 from storage.users_store import upsert_user
 from tests.fix_db import create_database, drop_database
+from tests.helpers import wait_for
 from trygg.registry import parse_registry
 from trygg.settings import Settings
 
@@ -100,9 +103,12 @@ def password_hash() -> str:
     return hash_password(PASSWORD)
 
 
-def settings() -> Settings:
+def settings(data_dir: Path | None = None) -> Settings:
+    """Test settings; the data dir (where the audit journal lives) is a fresh temporary
+    one unless given."""
     return Settings(session_secret=SESSION_SECRET, pseudonym_key=PSEUDONYM_KEY,  # type: ignore[arg-type]
-                    database_url=None, mqtt_url=None)
+                    database_url=None, mqtt_url=None,
+                    data_dir=data_dir or Path(tempfile.mkdtemp(prefix="trygg-api-")))
 
 
 def as_app_role(url: str) -> str:
@@ -236,7 +242,16 @@ class World:
     def headers(self, user: str | None) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[user]}"} if user else {}
 
+    def audit_stored(self, timeout: float = 10.0) -> None:
+        """Wait until the app's audit journal is all in trygg.audit_log (the flusher
+        copies rows a moment after they were recorded)."""
+        journal = self.app.state.trygg.audit
+        assert wait_for(lambda: journal.pending_bytes, lambda n: n == 0, timeout=timeout, interval=0.005) == 0
+
     def audit_rows(self) -> list[tuple[Any, ...]]:
+        """trygg.audit_log's rows as (actor, role, resident_id, action), once the
+        journal is stored."""
+        self.audit_stored()
         with psycopg.connect(self.url) as conn:
             return conn.execute("SELECT actor, role, resident_id, action FROM trygg.audit_log ORDER BY id"
                                 ).fetchall()
@@ -270,12 +285,13 @@ def make_world(url: str, alerts: AlertsPort | None = None, **app_options: Any) -
     port = alerts if alerts is not None else MemoryAlerts()
     if isinstance(port, MemoryAlerts):
         port.reset()
-    app = create_app(settings(), as_app_role(url), port, **app_options)
-    expires = int(time.time()) + 3600
-    signer = app.state.trygg.signer
-    tokens = {u: signer.issue(u, password_hash(), "api", expires) for u in (*USERS, CENTRE)}
-    with serve(app) as base_url, httpx.Client(base_url=base_url, timeout=30) as client:
-        yield World(url, app, client, port if isinstance(port, MemoryAlerts) else MemoryAlerts(), tokens)
+    with tempfile.TemporaryDirectory(prefix="trygg-api-") as data_dir:
+        app = create_app(settings(Path(data_dir)), as_app_role(url), port, **app_options)
+        expires = int(time.time()) + 3600
+        signer = app.state.trygg.signer
+        tokens = {u: signer.issue(u, password_hash(), "api", expires) for u in (*USERS, CENTRE)}
+        with serve(app) as base_url, httpx.Client(base_url=base_url, timeout=30) as client:
+            yield World(url, app, client, port if isinstance(port, MemoryAlerts) else MemoryAlerts(), tokens)
 
 
 @pytest.fixture
