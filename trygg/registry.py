@@ -7,10 +7,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import re
 import sys
+from collections.abc import Callable, Hashable
 from datetime import date, time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self, TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -18,12 +20,68 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from trygg.contract import DeviceKind, Role, valid_id
 
+_T = TypeVar("_T")
+
 Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
+#: string fields whose values repeat across a registry (interned, see `_Model._compact`)
+_REPEATED = frozenset({"kind", "role", "team", "timezone", "start", "end", "escalate_to"})
+#: (model class, fields given) → the one "fields set" its instances share
+_FIELDS_SETS: dict[tuple[type, frozenset[str]], set[str]] = {}
+#: small value models and numbers by value: equal ones are one shared object
+_SHARED: dict[Hashable, Any] = {}
+_SHARED_MAX = 100_000
+
+
+def _shared(value: _T, key: Hashable) -> _T:
+    found = _SHARED.get(key)
+    if found is not None:
+        return cast(_T, found)
+    if len(_SHARED) >= _SHARED_MAX:
+        _SHARED.clear()
+    _SHARED[key] = value
+    return value
+
+
 class _Model(BaseModel):
+    """Frozen registry models, compacted as they are validated (DESIGN.md §9: 100,000
+    residents × 5 devices).
+
+    pydantic keeps per instance the set of fields that were given (216 bytes); these
+    models are frozen, so nothing ever changes that set and instances given the same
+    fields share one. Repeated strings (kinds, team ids, time zones) are interned and
+    equal numbers are one object. Doing this as each model is built, rather than in a
+    pass afterwards, frees the replaced objects at once, so their memory is reused by
+    the next model instead of being left as holes that the process keeps.
+    """
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="after")
+    def _compact(self) -> Self:
+        fields_set = self.__pydantic_fields_set__
+        key = (type(self), frozenset(fields_set))
+        shared = _FIELDS_SETS.get(key)
+        if shared is None:
+            shared = _FIELDS_SETS[key] = set(fields_set)
+        object.__setattr__(self, "__pydantic_fields_set__", shared)
+        values = self.__dict__
+        for name, value in values.items():
+            if type(value) is str and name in _REPEATED:
+                values[name] = sys.intern(value)
+            elif type(value) is float:
+                values[name] = _shared(value, (float, value))
+        return self
+
+
+class _Value(_Model):
+    """A small value model that many residents have alike: equal instances are one."""
+
+    @model_validator(mode="after")
+    def _one_of_equals(self) -> Self:
+        return _shared(self, (type(self), tuple(self.__dict__.values()), frozenset(self.__pydantic_fields_set__)))
 
 
 class Team(_Model):
@@ -33,7 +91,7 @@ class Team(_Model):
     webhook_url: str | None = None
 
 
-class NightWindow(_Model):
+class NightWindow(_Value):
     start: str = "23:00"
     end: str = "06:00"
 
@@ -51,7 +109,7 @@ class NightWindow(_Model):
         return time.fromisoformat(self.end)
 
 
-class ResidentSettings(_Model):
+class ResidentSettings(_Value):
     wander_minutes: float = Field(default=10, gt=0, le=24 * 60)
     door_open_minutes: float = Field(default=15, gt=0, le=24 * 60)
     inactivity_hours: float = Field(default=12, gt=0, le=24 * 7)
@@ -80,13 +138,13 @@ class SafeZone(_Model):
         return self
 
 
-class Consents(_Model):
+class Consents(_Value):
     research: bool = False
     relatives_status: bool = False
     relatives_location: bool = False
 
 
-class LocationBasis(_Model):
+class LocationBasis(_Value):
     kind: Literal["consent", "vedtak"]
     valid_until: date | None = None
 
@@ -217,27 +275,6 @@ class RegistryError(ValueError):
         self.errors = errors
 
 
-def _compact(model: BaseModel, shared: dict[tuple[type, frozenset[str]], set[str]]) -> None:
-    """Make a large registry small in memory (100,000 residents × 5 devices, DESIGN.md §9).
-
-    pydantic keeps, per instance, the set of fields that were given (216 bytes each);
-    registry models are frozen, so nothing ever changes those sets and instances with the
-    same set can share one. Repeated strings (device kinds, roles, team ids) are interned.
-    """
-    fields_set = model.__pydantic_fields_set__
-    key = (type(model), frozenset(fields_set))
-    object.__setattr__(model, "__pydantic_fields_set__", shared.setdefault(key, set(fields_set)))
-    for name, value in model.__dict__.items():
-        if isinstance(value, BaseModel):
-            _compact(value, shared)
-        elif isinstance(value, list):
-            for item in value:
-                if isinstance(item, BaseModel):
-                    _compact(item, shared)
-        elif isinstance(value, str) and name in ("kind", "role", "team", "timezone"):
-            model.__dict__[name] = sys.intern(value)
-
-
 def _errors(exc: ValidationError) -> RegistryError:
     errors = []
     for err in exc.errors():
@@ -273,8 +310,32 @@ def _checked(reg: Registry) -> Registry:
     cross = _cross_checks(reg)
     if cross:
         raise RegistryError(cross)
-    _compact(reg, {})
+    release_free_memory()
     return reg
+
+
+def release_free_memory() -> None:
+    """Hand the C heap's free pages back to the system (glibc's ``malloc_trim``), after
+    a large one-off piece of work at start-up.
+
+    Validating a large document parses it on the C heap first (~240 MiB for 100,000
+    residents); glibc keeps what was freed for later use, and a process that validated
+    its registry once at start-up would carry it for its whole life. Elsewhere a no-op.
+    """
+    global _malloc_trim
+    if _malloc_trim is None:
+        _malloc_trim = _find_malloc_trim()
+    _malloc_trim(0)
+
+
+def _find_malloc_trim() -> Callable[[int], object]:
+    try:
+        return cast(Callable[[int], object], ctypes.CDLL(None).malloc_trim)
+    except (OSError, AttributeError):  # not glibc
+        return lambda pad: 0
+
+
+_malloc_trim: Callable[[int], object] | None = None
 
 
 def parse_registry(text: str | bytes) -> Registry:
@@ -304,6 +365,7 @@ __all__ = [
     "User",
     "dump_registry",
     "parse_registry",
+    "release_free_memory",
     "valid_id",
     "validate_registry",
     "validate_registry_json",

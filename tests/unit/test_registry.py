@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from trygg.registry import RegistryError, parse_registry
+from trygg.registry import RegistryError, dump_registry, parse_registry, validate_registry, validate_registry_json
 
 GOOD = """
 teams:
@@ -110,3 +112,23 @@ def test_the_stored_json_form_gives_the_same_registry_and_the_same_errors() -> N
     with pytest.raises(RegistryError) as info:
         validate_registry_json(json.dumps(bad))
     assert info.value.errors == ["residents[0].devices[1].kind: unknown kind 'smoke'"]
+
+
+def test_large_registries_share_equal_settings_and_read_back_unchanged() -> None:
+    doc = {
+        "teams": [{"id": "east", "name": "Øst"}],
+        "residents": [
+            {"id": f"r-{i}", "name": f"R {i}", "team": "east", "night": {"start": "22:00"},
+             "settings": {"wander_minutes": 5} if i % 2 else {},
+             "devices": [{"id": f"d-{i}", "kind": "alarm_unit", "heartbeat_s": 30}]}
+            for i in range(4)
+        ],
+    }
+    reg = validate_registry_json(json.dumps(doc))
+    r0, r1, r2 = reg.residents[:3]
+    assert r0.night is r1.night and r0.settings is r2.settings and r0.consents is r1.consents
+    assert r1.settings is not r0.settings and r1.settings.wander_minutes == 5
+    assert r0.night.model_fields_set == {"start"} and r0.night.end == "06:00"
+    assert r0.devices[0].heartbeat_s is r1.devices[0].heartbeat_s == 30
+    assert dump_registry(reg) == dump_registry(validate_registry(doc))
+    assert validate_registry_json(json.dumps(dump_registry(reg))) == reg
