@@ -1,7 +1,7 @@
 """One timer heap for every deadline of the processors (heartbeats, doors, inactivity).
 
 There is no task, thread or polling loop per device. A `Scheduler` is a binary heap
-(`heapq`) of ``(deadline, seq, key)`` entries plus one small slot per armed key:
+(`heapq`) of entries ``(deadline, seq, slot)`` plus one slot per armed key:
 
 - `arm` of a new key pushes one entry: O(log n).
 - `arm` of an armed key to a *later* deadline — what heartbeat supervision does on every
@@ -11,50 +11,77 @@ There is no task, thread or polling loop per device. A `Scheduler` is a binary h
   number of armed keys, even with 500,000 devices beating every minute.
 - `arm` to an *earlier* deadline pushes a new entry and bumps the key's generation
   (`seq`); the older entry is now stale.
-- `cancel` forgets the slot; entries of a forgotten key or of an old generation are
-  dropped when they surface (lazy cancellation). The heap is rebuilt from the slots when
-  stale entries outnumber live ones.
+- `cancel` frees the slot; entries of a freed slot or of an old generation are dropped
+  when they surface (lazy cancellation). The heap is rebuilt from the slots when stale
+  entries outnumber live ones. Keys armed at the same deadline fire in the order their
+  entries were pushed.
 
-Deadlines are kept as POSIX seconds (floats): a microsecond-precise datetime reads back
-exactly, since a double resolves these times to well under half a microsecond.
+Memory (DESIGN.md §9: 500,000 supervised devices): a key costs its place in one dict
+(key → slot number), two machine integers in arrays (deadline and seq of the slot) and
+one heap entry, which is a single Python int packing deadline, seq and slot — about
+150 bytes, where tuples per entry and per slot cost three times that.
+
+Deadlines are kept as integer microseconds since the epoch, so every datetime reads back
+exactly.
 """
 
 from __future__ import annotations
 
 import heapq
+from array import array
 from collections.abc import Hashable, Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Final, Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 
 _COMPACT_MIN: Final = 4096
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND: Final = timedelta(microseconds=1)
+# a heap entry is (deadline << _AT_SHIFT) | (seq << _SLOT_BITS) | slot; ints order like the tuples
+_SLOT_BITS: Final = 32
+_SEQ_BITS: Final = 48
+_AT_SHIFT: Final = _SLOT_BITS + _SEQ_BITS
+_SLOT_MASK: Final = (1 << _SLOT_BITS) - 1
+_SEQ_MASK: Final = (1 << _SEQ_BITS) - 1
 
 
-def from_seconds(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, UTC)
+def to_micros(instant: datetime) -> int:
+    """Microseconds since the epoch, exactly (a naive datetime is local time, as in
+    `datetime.timestamp`)."""
+    if instant.tzinfo is None:
+        instant = instant.astimezone(UTC)
+    return (instant - _EPOCH) // _MICROSECOND
+
+
+def from_micros(micros: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=micros)
 
 
 class Scheduler(Generic[K]):
     """Deadlines by key; fire with `pop_due(now)`, see the module doc for the costs."""
 
-    __slots__ = ("_heap", "_seq", "_slots")
+    __slots__ = ("_at", "_free", "_heap", "_keys", "_seq", "_seqs", "_slot_of")
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, K]] = []
-        #: key → (current deadline, seq of its live heap entry); the live entry's deadline
-        #: is never later than the current one
-        self._slots: dict[K, tuple[float, int]] = {}
+        self._heap: list[int] = []
+        self._slot_of: dict[K, int] = {}
+        #: per slot: its key (None when free), current deadline, and the seq of its live
+        #: heap entry, whose deadline is never later than the current one
+        self._keys: list[K | None] = []
+        self._at = array("q")
+        self._seqs = array("q")
+        self._free: list[int] = []
         self._seq = 0
 
     def __len__(self) -> int:
-        return len(self._slots)
+        return len(self._slot_of)
 
     def __contains__(self, key: K) -> bool:
-        return key in self._slots
+        return key in self._slot_of
 
     def __iter__(self) -> Iterator[K]:
-        return iter(self._slots)
+        return iter(self._slot_of)
 
     @property
     def heap_size(self) -> int:
@@ -62,89 +89,124 @@ class Scheduler(Generic[K]):
         return len(self._heap)
 
     def deadline_of(self, key: K) -> datetime | None:
-        slot = self._slots.get(key)
-        return None if slot is None else from_seconds(slot[0])
+        slot = self._slot_of.get(key)
+        return None if slot is None else from_micros(self._at[slot])
 
     def arm(self, key: K, deadline: datetime) -> None:
         """Set `key` to fire at `deadline`, replacing any earlier setting of that key."""
-        at = deadline.timestamp()
-        slot = self._slots.get(key)
-        if slot is not None and at >= slot[0]:
-            self._slots[key] = (at, slot[1])  # later: the live entry is pushed again on surfacing
+        at = to_micros(deadline)
+        slot = self._slot_of.get(key)
+        if slot is None:
+            self._push(self._take_slot(key), at)
             return
-        self._seq += 1
-        self._slots[key] = (at, self._seq)
-        heapq.heappush(self._heap, (at, self._seq, key))
-        if slot is not None:
-            self._maybe_compact()
+        if at >= self._at[slot]:
+            self._at[slot] = at  # later: the live entry is pushed again on surfacing
+            return
+        self._push(slot, at)
+        self._maybe_compact()
 
     def arm_many(self, items: Iterable[tuple[K, datetime]]) -> None:
         """Arm many keys at once: new keys are appended and the heap rebuilt in O(n)."""
-        heap, slots = self._heap, self._slots
         fresh = False
         for key, deadline in items:
-            if key in slots:
+            if key in self._slot_of:
                 self.arm(key, deadline)
                 continue
-            at = deadline.timestamp()
+            slot = self._take_slot(key)
+            at = to_micros(deadline)
             self._seq += 1
-            slots[key] = (at, self._seq)
-            heap.append((at, self._seq, key))
+            self._at[slot] = at
+            self._seqs[slot] = self._seq
+            self._heap.append(_entry(at, self._seq, slot))
             fresh = True
         if fresh:
-            heapq.heapify(heap)
+            heapq.heapify(self._heap)
 
     def cancel(self, key: K) -> bool:
         """Forget `key`; True if it was armed. Its heap entry is dropped lazily."""
-        if self._slots.pop(key, None) is None:
+        slot = self._slot_of.pop(key, None)
+        if slot is None:
             return False
+        self._release(slot)
         self._maybe_compact()
         return True
 
     def next_deadline(self) -> datetime | None:
         """The earliest armed deadline, or None when nothing is armed."""
         top = self._settle()
-        return None if top is None else from_seconds(top)
+        return None if top is None else from_micros(top)
 
     def pop_due(self, now: datetime, most: int | None = None) -> list[tuple[K, datetime]]:
         """Disarm and return the keys whose deadline is ≤ `now`, earliest first.
 
         With `most`, at most that many; the rest stay armed for the next call.
         """
-        limit = now.timestamp()
+        limit = to_micros(now)
         fired: list[tuple[K, datetime]] = []
-        heap, slots = self._heap, self._slots
         while most is None or len(fired) < most:
             top = self._settle()
             if top is None or top > limit:
                 return fired
-            _, _, key = heapq.heappop(heap)
-            del slots[key]
-            fired.append((key, from_seconds(top)))
+            slot = heapq.heappop(self._heap) & _SLOT_MASK
+            key = self._keys[slot]
+            assert key is not None
+            del self._slot_of[key]
+            self._release(slot)
+            fired.append((key, from_micros(top)))
         return fired
 
-    def _settle(self) -> float | None:
+    # ---------------------------------------------------------------- internals
+
+    def _take_slot(self, key: K) -> int:
+        if self._free:
+            slot = self._free.pop()
+            self._keys[slot] = key
+        else:
+            slot = len(self._keys)
+            self._keys.append(key)
+            self._at.append(0)
+            self._seqs.append(0)
+        self._slot_of[key] = slot
+        return slot
+
+    def _release(self, slot: int) -> None:
+        self._keys[slot] = None
+        self._free.append(slot)
+
+    def _push(self, slot: int, at: int) -> None:
+        self._seq += 1
+        self._at[slot] = at
+        self._seqs[slot] = self._seq
+        heapq.heappush(self._heap, _entry(at, self._seq, slot))
+
+    def _settle(self) -> int | None:
         """Drop stale entries and re-push extended ones until the top entry is live."""
-        heap, slots = self._heap, self._slots
+        heap, keys, ats, seqs = self._heap, self._keys, self._at, self._seqs
         while heap:
-            at, seq, key = heap[0]
-            slot = slots.get(key)
-            if slot is None or slot[1] != seq:
+            top = heap[0]
+            at, seq, slot = top >> _AT_SHIFT, (top >> _SLOT_BITS) & _SEQ_MASK, top & _SLOT_MASK
+            if keys[slot] is None or seqs[slot] & _SEQ_MASK != seq:
                 heapq.heappop(heap)
                 continue
-            if slot[0] > at:
+            current = ats[slot]
+            if current > at:
                 self._seq += 1
-                slots[key] = (slot[0], self._seq)
-                heapq.heapreplace(heap, (slot[0], self._seq, key))
+                seqs[slot] = self._seq
+                heapq.heapreplace(heap, _entry(current, self._seq, slot))
                 continue
             return at
         return None
 
     def _maybe_compact(self) -> None:
-        if len(self._heap) > _COMPACT_MIN and len(self._heap) > 2 * len(self._slots):
-            self._heap = []
-            for key, (at, _) in list(self._slots.items()):
+        if len(self._heap) > _COMPACT_MIN and len(self._heap) > 2 * len(self._slot_of):
+            heap: list[int] = []
+            for slot in self._slot_of.values():
                 self._seq += 1
-                self._slots[key] = (at, self._seq)
-                self._heap.append((at, self._seq, key))
-            heapq.heapify(self._heap)
+                self._seqs[slot] = self._seq
+                heap.append(_entry(self._at[slot], self._seq, slot))
+            heapq.heapify(heap)
+            self._heap = heap
+
+
+def _entry(at: int, seq: int, slot: int) -> int:
+    return (at << _AT_SHIFT) | ((seq & _SEQ_MASK) << _SLOT_BITS) | slot

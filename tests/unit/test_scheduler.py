@@ -103,3 +103,33 @@ def test_half_a_million_heartbeats_arm_and_fire_correctly() -> None:
     assert [d for _, d in fired] == sorted(d for _, d in fired)
     assert len(sched) == n - 1 - len(expected)
     assert sched.next_deadline() == s(183)
+
+
+def test_equal_deadlines_fire_in_the_order_they_were_armed() -> None:
+    sched: Scheduler[str] = Scheduler()
+    for key in ("z", "a", "m"):
+        sched.arm(key, s(60))
+    sched.arm("b", s(30))
+    sched.arm("b", s(60))  # later: keeps its first entry, pushed again when it surfaces
+    assert [k for k, _ in sched.pop_due(s(60))] == ["z", "a", "m", "b"]
+
+
+def test_a_freed_slot_reused_by_another_key_does_not_fire_early() -> None:
+    sched: Scheduler[str] = Scheduler()
+    sched.arm("old", s(10))
+    sched.cancel("old")
+    sched.arm("new", s(100))  # takes the slot "old" left; its stale entry still surfaces at 10
+    assert sched.pop_due(s(50)) == []
+    assert sched.deadline_of("new") == s(100)
+    assert sched.pop_due(s(100)) == [("new", s(100))]
+
+
+def test_deadlines_read_back_exactly() -> None:
+    sched: Scheduler[str] = Scheduler()
+    odd = datetime(2026, 11, 22, 12, 0, 0, 999_999, tzinfo=UTC)
+    early = datetime(1969, 7, 20, 20, 17, 40, 1, tzinfo=UTC)  # before the epoch
+    sched.arm("odd", odd)
+    sched.arm("early", early)
+    assert sched.next_deadline() == early
+    assert sched.pop_due(odd - timedelta(microseconds=1)) == [("early", early)]
+    assert sched.pop_due(odd) == [("odd", odd)]
