@@ -76,12 +76,12 @@ class Timer(NamedTuple):
 
 
 class DeviceInfo(NamedTuple):
-    """A registered device as the rules need it (precomputed once per registry)."""
+    """A registered device as the rules need it: one shared value per kind and heartbeat
+    (it holds nothing of the device itself, so 500,000 devices need a handful)."""
 
     kind: DeviceKind
     heartbeat_s: float
     silence_limit: timedelta  # MISSED_HEARTBEATS × heartbeat_s
-    heartbeat_key: TimerKey
 
 
 Step: TypeAlias = tuple[S, list[AlertIntent], list[Timer]]
@@ -134,11 +134,6 @@ class ResidentContext:
         return None if device is None else device.kind
 
 
-@lru_cache(maxsize=1024)
-def _silence_limit(heartbeat_s: float) -> timedelta:
-    return timedelta(seconds=heartbeat_s * MISSED_HEARTBEATS)
-
-
 _KINDS: Final = {kind.value: kind for kind in DeviceKind}
 
 
@@ -148,12 +143,16 @@ def _wall_time(hhmm: str) -> time:
 
 
 def device_info(device: Device) -> DeviceInfo:
-    return DeviceInfo(
-        kind=_KINDS[device.kind],
-        heartbeat_s=device.heartbeat_s,
-        silence_limit=_silence_limit(device.heartbeat_s),
-        heartbeat_key=TimerKey(HEARTBEAT, device.id),
-    )
+    return _device_info(device.kind, device.heartbeat_s)
+
+
+@lru_cache(maxsize=1024)
+def _device_info(kind: str, heartbeat_s: float) -> DeviceInfo:
+    return DeviceInfo(_KINDS[kind], heartbeat_s, timedelta(seconds=heartbeat_s * MISSED_HEARTBEATS))
+
+
+def heartbeat_key(device_id: str) -> TimerKey:
+    return TimerKey(HEARTBEAT, device_id)
 
 
 def event_time(event: Event, now: datetime) -> datetime:

@@ -15,7 +15,7 @@ Typical life::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -30,7 +30,7 @@ from processors.scheduler import Scheduler
 from trygg.contract import AlertKind, Event
 from trygg.logging import get_logger
 from trygg.pipeline import AlertIntent, DeviceStatus
-from trygg.registry import Registry, Resident
+from trygg.registry import Registry, Resident, release_free_memory
 
 STATE_VERSION: Final = 1
 #: after a restart no device is declared offline before this much time has passed, so
@@ -49,7 +49,9 @@ class Processor:
         self._owner_of: dict[str, str] = {}  # device id → resident id
         self._contexts: dict[str, ResidentContext] = {}
         self._states: dict[str, ResidentState] = {}
-        self._timers: Scheduler[TimerKey] = Scheduler()
+        #: heartbeat timers are keyed by the bare device id (`_slot_key`): 500,000
+        #: supervised devices then need no key object each
+        self._timers: Scheduler[TimerKey | str] = Scheduler()
         self._last_now: datetime | None = None
         self._index(registry)
 
@@ -61,13 +63,18 @@ class Processor:
         self._owner_of = {d.id: r.id for r in registry.residents for d in r.devices}
         self._contexts = {}
 
-    def _context(self, resident_id: str) -> ResidentContext | None:
+    def _context(self, resident_id: str, *, keep: bool = True) -> ResidentContext | None:
+        """The resident's compiled settings; kept for the next message unless `keep` is
+        False (start-up passes over every resident once: a context is kept only once
+        the resident's devices send something)."""
         ctx = self._contexts.get(resident_id)
         if ctx is None:
             resident = self._residents.get(resident_id)
             if resident is None:
                 return None
-            ctx = self._contexts[resident_id] = ResidentContext.of(resident)
+            ctx = ResidentContext.of(resident)
+            if keep:
+                self._contexts[resident_id] = ctx
         return ctx
 
     @property
@@ -84,7 +91,7 @@ class Processor:
         latest time this processor was given).
         """
         old_residents = self._residents
-        old_contexts = {rid: self._context(rid) for rid in self._states}
+        old_contexts = {rid: self._context(rid, keep=False) for rid in self._states}
         self._index(registry)
         at = now if now is not None else self._last_now
         if at is None:  # nothing has happened yet: there is no state and no timer
@@ -102,14 +109,14 @@ class Processor:
                 self._states.pop(rid, None)
                 timers += [Timer(key, None) for key in machine.timer_keys(old_ctx, state)]
                 continue
-            new_ctx = self._context(rid)
+            new_ctx = self._context(rid, keep=False)
             assert new_ctx is not None
             state, i, t = machine.reconfigure(old_ctx, new_ctx, state, at)
             self._store(rid, state)
             intents += i
             timers += t
         for rid in self._residents.keys() - old_residents.keys():
-            ctx = self._context(rid)
+            ctx = self._context(rid, keep=False)
             assert ctx is not None
             state, i, t = machine.start(ctx, EMPTY, at, {}, timedelta(0))
             self._store(rid, state)
@@ -152,7 +159,8 @@ class Processor:
             fired = self._timers.pop_due(now, most)
             if not fired:
                 break
-            for key, _ in fired:
+            for slot_key, _ in fired:
+                key = _timer_key(slot_key)
                 rid = self._owner_of.get(key.owner) if key.rule == HEARTBEAT else key.owner
                 ctx = None if rid is None else self._context(rid)
                 if rid is None or ctx is None:
@@ -197,25 +205,28 @@ class Processor:
         for devices heard recently nor for those whose messages the broker still holds.
         """
         self._see(now)
-        by_resident: dict[str, dict[str, datetime]] = {}
-        for device_id, seen in last_seen.items():
-            rid = self._owner_of.get(device_id)
-            if rid is not None:
-                by_resident.setdefault(rid, {})[device_id] = seen
-        arms: list[tuple[TimerKey, datetime]] = []
+        self._timers.arm_many(self._start_residents(now, last_seen, grace))
+        release_free_memory()  # what growing the timer tables left behind
+
+    def _start_residents(
+        self, now: datetime, last_seen: Mapping[str, datetime], grace: timedelta
+    ) -> Iterator[tuple[TimerKey | str, datetime]]:
+        """Start every resident's rules; yields the timers to arm. A generator, so the
+        many short-lived objects of one resident are freed before the next is started
+        and the memory they used is reused, not left in holes between what is kept."""
         for rid in self._residents:
-            ctx = self._context(rid)
+            ctx = self._context(rid, keep=False)
             assert ctx is not None
             state = self._states.get(rid, EMPTY)
-            new, intents, timers = machine.start(ctx, state, now, by_resident.get(rid, {}), grace)
+            # `last_seen` is read only for the resident's own devices
+            new, intents, timers = machine.start(ctx, state, now, last_seen, grace)
             assert not intents
             self._store(rid, new)
             for timer in timers:
                 if timer.at is None:
-                    self._timers.cancel(timer.key)
+                    self._timers.cancel(_slot_key(timer.key))
                 else:
-                    arms.append((timer.key, timer.at))
-        self._timers.arm_many(arms)
+                    yield _slot_key(timer.key), timer.at
 
     def export_state(self) -> dict[str, Any]:
         """A JSON-serialisable snapshot of every resident's rule state."""
@@ -238,7 +249,7 @@ class Processor:
         states: dict[str, ResidentState] = {}
         for rid, raw in obj(doc.get("residents"), "residents").items():
             state = ResidentState.from_json(raw, f"residents.{rid}")
-            ctx = self._context(rid)
+            ctx = self._context(rid, keep=False)
             if ctx is None:
                 continue
             for device_id in [d for d in state.devices.devices if d not in ctx.devices]:
@@ -248,7 +259,7 @@ class Processor:
         self._states = {rid: s for rid, s in states.items() if not s.is_empty()}
         self._timers = Scheduler()
         arms = [
-            (timer.key, timer.at)
+            (_slot_key(timer.key), timer.at)
             for rid, state in self._states.items()
             for timer in machine.timers_of(self._context_required(rid), state)
             if timer.at is not None
@@ -258,7 +269,7 @@ class Processor:
     # ---------------------------------------------------------------- internals
 
     def _context_required(self, rid: str) -> ResidentContext:
-        ctx = self._context(rid)
+        ctx = self._context(rid, keep=False)
         assert ctx is not None
         return ctx
 
@@ -282,9 +293,9 @@ class Processor:
     def _apply(self, timers: list[Timer]) -> None:
         for timer in timers:
             if timer.at is None:
-                self._timers.cancel(timer.key)
+                self._timers.cancel(_slot_key(timer.key))
             else:
-                self._timers.arm(timer.key, timer.at)
+                self._timers.arm(_slot_key(timer.key), timer.at)
 
     # ---------------------------------------------------------------- introspection
 
@@ -298,6 +309,15 @@ class Processor:
 
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _slot_key(key: TimerKey) -> TimerKey | str:
+    """The scheduler's key of a timer: a heartbeat's is its device id."""
+    return key.owner if key.rule == HEARTBEAT else key
+
+
+def _timer_key(key: TimerKey | str) -> TimerKey:
+    return TimerKey(HEARTBEAT, key) if isinstance(key, str) else key
 
 
 def export_states(states: list[tuple[str, ResidentState]]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from processors.context import (
     Timer,
     TimerKey,
     cancel_intent,
+    heartbeat_key,
 )
 from processors.jsonstate import obj
 from processors.rules_activity import ActivityState
@@ -157,7 +158,7 @@ def timer_keys(ctx: ResidentContext, state: ResidentState) -> list[TimerKey]:
     return (
         rules_doors.timer_keys(ctx, state.doors)
         + [rules_activity.timer_key(ctx)]
-        + [rules_devices.heartbeat_key(d) for d in ctx.devices]
+        + [heartbeat_key(d) for d in ctx.devices]
     )
 
 
@@ -196,7 +197,7 @@ def reconfigure(old: ResidentContext, new: ResidentContext, state: ResidentState
     added = [d for d in new.devices if d not in old.devices and d not in devices.devices]
     for device_id in added:
         info = new.devices[device_id]
-        timers.append(Timer(info.heartbeat_key, now + info.silence_limit))
+        timers.append(Timer(heartbeat_key(device_id), now + info.silence_limit))
     if new.watches_inactivity and not old.watches_inactivity:
         activity, _, t = rules_activity.start(new, state.activity, now)
         state = ResidentState(state.doors, activity, state.geo, state.devices)

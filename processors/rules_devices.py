@@ -28,13 +28,13 @@ from types import MappingProxyType
 from typing import Any, Final, NamedTuple
 
 from processors.context import (
-    HEARTBEAT,
     ResidentContext,
     Source,
     Step,
     Timer,
     TimerKey,
     cancel_intent,
+    heartbeat_key,
     open_intent,
     source_of,
 )
@@ -107,10 +107,6 @@ class DevicesState:
         )
 
 
-def heartbeat_key(device_id: str) -> TimerKey:
-    return TimerKey(HEARTBEAT, device_id)
-
-
 def offline_priority(ctx: ResidentContext, device_id: str) -> Priority:
     return Priority.HIGH if ctx.device_kind(device_id) is DeviceKind.ALARM_UNIT else Priority.MEDIUM
 
@@ -148,7 +144,7 @@ def on_event(ctx: ResidentContext, state: DevicesState, event: Event, now: datet
     devices = dict(state.devices)
     devices[device_id] = DeviceWatch(heard, False, watch.battery_pct if pct is None else pct)
     info = ctx.devices.get(device_id)
-    timers = [] if info is None else [Timer(info.heartbeat_key, heard + info.silence_limit)]
+    timers = [] if info is None else [Timer(heartbeat_key(device_id), heard + info.silence_limit)]
     intents: list[AlertIntent] = []
     offline, battery = state.offline, state.battery
     if offline.holds(device_id):
@@ -186,7 +182,7 @@ def on_status(ctx: ResidentContext, state: DevicesState, status: DeviceStatus, n
     if status.online:
         heard = _heard_at(watch, status.received_at, now)
         state = state.with_watch(device_id, DeviceWatch(heard, False, watch.battery_pct))
-        timers = [] if info is None else [Timer(info.heartbeat_key, heard + info.silence_limit)]
+        timers = [] if info is None else [Timer(heartbeat_key(device_id), heard + info.silence_limit)]
         offline, ended = state.offline.end(device_id)
         if ended is None:
             return DevicesState(state.devices, offline, state.battery), [], timers
@@ -201,7 +197,7 @@ def on_status(ctx: ResidentContext, state: DevicesState, status: DeviceStatus, n
         )
         return DevicesState(state.devices, offline, state.battery), [intent], timers
     state = state.with_watch(device_id, DeviceWatch(watch.last_heard, True, watch.battery_pct))
-    cancel = [] if info is None else [Timer(info.heartbeat_key, None)]
+    cancel = [] if info is None else [Timer(heartbeat_key(device_id), None)]
     return _went_offline(ctx, state, device_id, watch.last_heard, now, "status offline", cancel)
 
 
@@ -290,7 +286,7 @@ def supervise(
         if watch.reported_offline or state.offline.holds(device_id):
             continue
         deadline = (heard if heard is not None else now) + info.silence_limit
-        timers.append(Timer(info.heartbeat_key, deadline if deadline > floor else floor))
+        timers.append(Timer(heartbeat_key(device_id), deadline if deadline > floor else floor))
     if devices is not None:
         state = DevicesState(MappingProxyType(devices), state.offline, state.battery)
     return state, [], timers
@@ -320,5 +316,5 @@ def timers_of(ctx: ResidentContext, state: DevicesState) -> list[Timer]:
             continue
         if state.offline.holds(device_id):
             continue
-        timers.append(Timer(info.heartbeat_key, watch.last_heard + info.silence_limit))
+        timers.append(Timer(heartbeat_key(device_id), watch.last_heard + info.silence_limit))
     return timers
