@@ -28,6 +28,8 @@ _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
 #: string fields whose values repeat across a registry (interned, see `_Model._compact`)
 _REPEATED = frozenset({"kind", "role", "team", "timezone", "start", "end", "escalate_to"})
+#: number fields whose values repeat (positions do not: they are not kept in `_SHARED`)
+_REPEATED_NUMBERS = frozenset({"heartbeat_s", "radius_m"})
 #: (model class, fields given) → the one "fields set" its instances share
 _FIELDS_SETS: dict[tuple[type, frozenset[str]], set[str]] = {}
 #: small value models and numbers by value: equal ones are one shared object
@@ -71,7 +73,7 @@ class _Model(BaseModel):
         for name, value in values.items():
             if type(value) is str and name in _REPEATED:
                 values[name] = sys.intern(value)
-            elif type(value) is float:
+            elif type(value) is float and name in _REPEATED_NUMBERS:
                 values[name] = _shared(value, (float, value))
         return self
 
