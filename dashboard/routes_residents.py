@@ -1,4 +1,5 @@
-"""Residents: the registry list, a resident's timeline, and the calm status.
+"""Residents: the registry list, a resident's timeline, the calm status and the alert
+history in plain words.
 
 Every response with a resident's data records one audit row per resident shown, durable
 in the audit journal before the response leaves (dashboard/audit.py).
@@ -18,6 +19,7 @@ from dashboard.authz import Action, View, may_see_location, require, resident_vi
 from dashboard.deps import ID_PATTERN, Audit, CurrentUser, Now, Pool, State, UtcTime, time_range
 from dashboard.errors import responses
 from dashboard.routes_alerts import AlertOut, call_port
+from storage.alert_history_store import recent_alerts
 from storage.residents_store import (
     get_resident,
     last_contact,
@@ -98,6 +100,25 @@ class RelativeAlertOut(BaseModel):
     summary: str
     being_handled: bool
     opened_at: datetime
+
+
+class HistoryAlertOut(BaseModel):
+    """A past or current alert as a relative sees it: no device, event, position, staff
+    name or note."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str
+    summary: str
+    state: Literal["open", "acknowledged", "resolved", "cancelled"]
+    opened_at: datetime
+    closed_at: datetime | None
+
+
+class AlertHistoryOut(BaseModel):
+    resident_id: str
+    since: datetime
+    alerts: list[HistoryAlertOut]
 
 
 class LocationOut(BaseModel):
@@ -193,6 +214,37 @@ async def status(resident_id: ResidentId, request: Request, who: CurrentUser, po
                     location=LocationOut.model_validate(location) if location else None)
     return JSONResponse(out.model_dump(mode="json", exclude=None if show_location else {"location"}),
                         headers={"Cache-Control": "no-store"})
+
+
+def _time(value: Any) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+
+
+@router.get("/{resident_id}/alert-history", response_model=AlertHistoryOut, responses=responses(401, 404, 503),
+            summary="Recent alerts in plain words, newest first, also closed ones (the relatives' history)")
+async def alert_history(
+    resident_id: ResidentId, request: Request, who: CurrentUser, pool: Pool, audit_log: Audit, state: State,
+    now: Now,
+    days: Annotated[int, Query(ge=1, le=90, description="how many days back")] = 30,
+    limit: Annotated[int, Query(ge=1, le=100, description="at most this many alerts")] = 20,
+) -> AlertHistoryOut:
+    since = now - timedelta(days=days)
+    async with pool.connection() as conn:
+        resident_view(who, await get_resident(conn, resident_id), Action.RESIDENT_STATUS)
+        found = {row["alert_id"]: row for row in await recent_alerts(conn, resident_id, since, limit)}
+    if state.alerts is not None:  # fresher than what the alert stage has stored so far
+        port = state.alerts
+        for doc in await call_port(lambda: port.open_alerts_of(resident_id)):
+            if doc.get("resident_id") == resident_id and doc.get("state") in ACTIVE:
+                found[str(doc["alert_id"])] = {**doc, "closed_at": None}
+    newest = sorted(found.values(), key=lambda a: _time(a["opened_at"]), reverse=True)[:limit]
+    alerts = [HistoryAlertOut(kind=str(a["kind"]), state=a["state"],
+                              summary=KIND_WORDING.get(str(a["kind"]), "Something needed attention"),
+                              opened_at=_time(a["opened_at"]),
+                              closed_at=None if a.get("closed_at") is None else _time(a["closed_at"]))
+              for a in newest]
+    await audit_log.record(who, [resident_id], audit.action_of(request))
+    return AlertHistoryOut(resident_id=resident_id, since=since, alerts=alerts)
 
 
 __all__ = ["KIND_WORDING", "overall_state", "router"]

@@ -1,14 +1,16 @@
-"""The relatives' page: a calm status of their own person, and nothing of anyone else."""
+"""The relatives' page: a calm status and the alert history of their own person, and
+nothing of anyone else."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import BrowserContext, expect
 
-from tests.browser.support import System, login, shot, watch
+from tests.browser.support import PASSWORD, System, login, shot, watch
 from tests.fix_db import scalar
 from tests.helpers import wait_for
 
@@ -41,6 +43,21 @@ def test_a_relative_sees_their_own_person_calmly_and_nobody_else(system: System,
     assert "d-1-" not in text and "alarm.button" not in text, "no sensor detail for relatives"
     shot(page, "relatives-alert")
 
+    # Home care resolves it with a note: the page is calm again, and the alert stays in
+    # the history as closed, with no staff name, note or sensor detail.
+    resolve_open_alerts(system, "r-1", note="Kari hadde trykket ved et uhell")
+    page.reload()
+    expect(card).to_have_attribute("data-state", "ok")
+    closed = card.locator("ul.relative-alerts li[data-state='resolved']")
+    expect(closed).to_have_count(1)
+    expect(closed).to_contain_text("Trygghetsalarmen ble brukt")
+    expect(closed).to_contain_text("Avsluttet av hjemmetjenesten")
+    expect(closed).to_contain_text("Closed by home care")
+    expect(closed.locator(".times")).to_have_count(2)  # when it started and when it ended
+    text = card.inner_text()
+    assert "uhell" not in text and not re.search(r"\bola\b", text) and "d-1-" not in text
+    shot(page, "relatives-history")
+
     # Nothing about anyone else, and not the timeline of her own person either.
     base = system.base_url
     assert page.request.get(f"{base}/api/residents/r-2/status").status == 404
@@ -61,6 +78,22 @@ def test_a_relative_sees_their_own_person_calmly_and_nobody_else(system: System,
     expect(page).to_have_url(f"{base}/login")
     page.goto(f"{base}/relatives")
     expect(page).to_have_url(f"{base}/login")
+
+
+def resolve_open_alerts(system: System, resident_id: str, note: str) -> None:
+    """Staff (ola) resolve every open alert of the resident through the API; returns once
+    the alert stage has stored them as resolved."""
+    with httpx.Client(base_url=system.base_url, timeout=10) as client:
+        token = client.post("/api/auth/token", data={"username": "ola", "password": PASSWORD}).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        alerts = [a for a in client.get("/api/alerts", headers=headers).json() if a["resident_id"] == resident_id]
+        assert alerts
+        for alert in alerts:
+            assert client.post(f"/api/alerts/{alert['alert_id']}/resolve", headers=headers,
+                               json={"note": note}).status_code == 200
+    query = "SELECT count(*) FROM trygg.alerts WHERE resident_id = %s AND state = 'resolved'"
+    assert wait_for(lambda: scalar(system.database, query, resident_id), lambda n: n == len(alerts),
+                    timeout=10, interval=0.05) == len(alerts)
 
 
 def test_with_map_tiles_the_position_is_on_a_real_map(system: System, context: BrowserContext) -> None:

@@ -1,11 +1,15 @@
 // The relatives' page: a calm status of their own person(s), from
-// GET /api/residents/{id}/status for each resident the signed-in relative is linked to.
-// No sensor detail; a position only when the API returns one (consent and legal basis).
+// GET /api/residents/{id}/status and the alerts of the last 30 days from
+// GET /api/residents/{id}/alert-history, for each resident the signed-in relative is
+// linked to. No sensor detail; a position only when the API returns one (consent and
+// legal basis).
 
 import { ApiError, api, clock, fill, h, languageToggle, notice, t, timeAgo, whoAmI } from "./common.js";
 import { showPositions } from "./map.js";
 
 const REFRESH_MS = 20_000;
+const HISTORY_DAYS = 30;
+const HISTORY_LIMIT = 20;
 
 const STATE_TEXT = {
   ok: {
@@ -36,13 +40,29 @@ const KIND_NB = {
   battery_low: "Noe av utstyret må lades",
 };
 
+/** Where an alert stands, in plain words: [Norwegian, English]. */
+const STATE_WORDING = {
+  open: ["Hjemmetjenesten er varslet", "Home care has been notified"],
+  acknowledged: ["Hjemmetjenesten har tatt saken", "Home care has taken it"],
+  resolved: ["Avsluttet av hjemmetjenesten", "Closed by home care"],
+  cancelled: ["Avblåst – ikke lenger aktuelt", "Called off – no longer needed"],
+};
+
+const whenNb = new Intl.DateTimeFormat("nb-NO", { weekday: "long", day: "numeric", month: "long", hour: "2-digit", minute: "2-digit" });
+const whenEn = new Intl.DateTimeFormat("en-GB", { weekday: "long", day: "numeric", month: "long", hour: "2-digit", minute: "2-digit" });
+
+/** ["tirsdag 22. november kl. 14:03", "Tuesday 22 November at 14:03"]. */
+function when(value) {
+  const d = new Date(value);
+  return [whenNb.format(d), whenEn.format(d)];
+}
+
 /** Norwegian, then " / English" on the same line. */
 function inline(nb, en) {
   return h("span", {}, h("span", { lang: "nb" }, nb), h("span", { class: "en inline", lang: "en" }, ` / ${en}`));
 }
 
 const maps = new Map(); // resident id -> map handle
-const seen = new Map(); // resident id -> Map(key -> alert) seen during this visit
 
 async function refresh(me) {
   const people = document.getElementById("people");
@@ -51,9 +71,12 @@ async function refresh(me) {
       "You are not registered as the relative of anyone yet. Please contact home care.")));
     return;
   }
+  const history = `?days=${HISTORY_DAYS}&limit=${HISTORY_LIMIT}`;
   const results = await Promise.all(me.residents.map(async (id) => {
+    const path = `/api/residents/${encodeURIComponent(id)}`;
     try {
-      return { id, status: await api(`/api/residents/${encodeURIComponent(id)}/status`) };
+      const [status, past] = await Promise.all([api(`${path}/status`), api(`${path}/alert-history${history}`)]);
+      return { id, status: { ...status, history: past.alerts } };
     } catch (err) {
       return { id, error: err };
     }
@@ -91,10 +114,6 @@ function renderUnavailable(card, id) {
       "Consent to share the status with relatives may be missing. Talk to home care if you are unsure.")));
 }
 
-function key(a) {
-  return `${a.kind}|${a.opened_at}`;
-}
-
 function renderPerson(card, id, status) {
   const json = JSON.stringify(status);
   if (card._json === json) {
@@ -102,13 +121,6 @@ function renderPerson(card, id, status) {
   }
   card._json = json;
   const text = STATE_TEXT[status.state] || STATE_TEXT.attention;
-  const memory = seen.get(id) || new Map();
-  seen.set(id, memory);
-  const now = new Set(status.open_alerts.map(key));
-  for (const a of status.open_alerts) memory.set(key(a), { ...a, closed: false });
-  for (const [k, a] of memory) if (!now.has(k) && !a.closed) memory.set(k, { ...a, closed: true, closedSeen: new Date().toISOString() });
-  const recent = [...memory.values()].sort((a, b) => new Date(b.opened_at) - new Date(a.opened_at)).slice(0, 10);
-
   maps.get(id)?.destroy();
   maps.delete(id);
   card.className = `person st-${status.state}`;
@@ -123,17 +135,10 @@ function renderPerson(card, id, status) {
         h("p", {}, t(...text.body)))),
     h("p", { class: "contact" }, h("strong", {}, "Sist kontakt", h("span", { class: "en inline" }, " / Last contact")), ": ",
       status.last_contact_at ? timeAgo(status.last_contact_at) : inline("ingen kontakt registrert", "no contact recorded")),
-    recent.length
-      ? [h("h3", {}, t("Varsler", "Alerts")), h("ul", { class: "relative-alerts" }, recent.map((a) => h("li", { class: a.closed ? "closed" : "open" },
-        h("p", { class: "summary" }, t(KIND_NB[a.kind] || "Noe trenger oppmerksomhet", a.summary)),
-        h("p", { class: "handling" },
-          a.closed
-            ? inline("Avsluttet av hjemmetjenesten", "Closed by home care")
-            : a.being_handled
-              ? inline("Hjemmetjenesten har tatt saken", "Home care has taken it")
-              : inline("Hjemmetjenesten er varslet", "Home care has been notified")),
-        h("p", { class: "muted" }, timeAgo(a.opened_at)))))]
-      : null,
+    h("h3", {}, t(`Varsler siste ${HISTORY_DAYS} dager`, `Alerts in the last ${HISTORY_DAYS} days`)),
+    status.history.length
+      ? h("ul", { class: "relative-alerts" }, status.history.map(historyItem))
+      : h("p", { class: "muted no-alerts" }, t("Ingen varsler.", "No alerts.")),
     status.location
       ? [h("h3", {}, t("Sist kjente posisjon", "Last known position")),
         h("p", { class: "muted" }, timeAgo(status.location.ts)), mapBox]
@@ -141,6 +146,19 @@ function renderPerson(card, id, status) {
   if (status.location) {
     maps.set(id, showPositions(mapBox, [status.location], { title: "Sist kjente posisjon / Last known position" }));
   }
+}
+
+function historyItem(a) {
+  const closed = a.state === "resolved" || a.state === "cancelled";
+  const [state, stateEn] = STATE_WORDING[a.state] || STATE_WORDING.open;
+  const [opened, openedEn] = when(a.opened_at);
+  return h("li", { class: closed ? "closed" : "open", dataset: { state: a.state } },
+    h("p", { class: "summary" }, t(KIND_NB[a.kind] || "Noe trengte oppmerksomhet", a.summary)),
+    h("p", { class: "handling" }, inline(state, stateEn)),
+    h("p", { class: "muted times" }, inline(`Startet ${opened}`, `Started ${openedEn}`)),
+    a.closed_at
+      ? h("p", { class: "muted times" }, inline(`Avsluttet ${when(a.closed_at)[0]}`, `Ended ${when(a.closed_at)[1]}`))
+      : null);
 }
 
 async function main() {
