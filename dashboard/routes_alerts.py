@@ -32,6 +32,7 @@ from dashboard.errors import (
     ILLEGAL_ERRORS,
     NOT_FOUND_ERRORS,
     NOT_READY_ERRORS,
+    AuditJournalError,
     Conflict,
     NotFound,
     Unavailable,
@@ -206,7 +207,12 @@ async def alert_events(alerts: AlertsPort, who: Principal, audit_log: AuditLog, 
                 return
             out = AlertOut.model_validate(doc)
             if out.resident_id not in audited:
-                await audit_log.record(who, [out.resident_id], action)
+                try:
+                    await audit_log.record(who, [out.resident_id], action)
+                except AuditJournalError as exc:  # no alert without its audit row
+                    log.error("alert stream ended: audit row not recorded", error=str(exc)[:200])
+                    yield _sse("reset", "{}")
+                    return
                 audited.add(out.resident_id)
             yield _sse("alert", out.model_dump_json(), out.alert_id)
         yield _sse("expired", json.dumps({"detail": "the session expired; sign in again"}))

@@ -6,6 +6,7 @@ going through a database outage."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -88,6 +89,20 @@ def test_the_stream_keeps_delivering_while_postgresql_is_down(private_postgres: 
         private_postgres.start()
         rows = [(r[0], r[2]) for r in w.audit_rows() if r[3] == "GET /api/alerts/stream"]
     assert rows == [("staff-east", "r-3"), ("staff-east", "r-1"), ("staff-east", "r-4")]
+
+
+def test_the_stream_sends_no_alert_whose_audit_row_cannot_be_recorded(
+        database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing_fsync(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    with make_world(database, sse_ping_s=0.2) as w, stream(w, "staff-east") as east:
+        assert east.next_event() == (":", "connected")
+        monkeypatch.setattr(os, "fsync", failing_fsync)
+        w.alerts.put(alert_doc("a-unlogged", "r-1", "east", kind="fall"))
+        assert east.next_event() == ("reset", "{}")  # the console lists again and reconnects
+        monkeypatch.undo()
+        assert not any(r[3] == "GET /api/alerts/stream" for r in w.audit_rows())
 
 
 def test_a_journal_replayed_after_a_crash_stores_each_row_once(database: str, tmp_path: Path) -> None:
