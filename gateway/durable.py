@@ -105,7 +105,11 @@ class DurableWriter:
             self._queued += len(item.records)
             if self._queued >= self._queue_max:
                 self._full = True
-            self._cond.notify()
+            # Wake the writer only for a first chunk or a full batch: while it waits for a
+            # batch to fill it wakes at its deadline anyway, and every needless wake-up
+            # takes the GIL from the receiving loop.
+            if len(self._chunks) == 1 or self._queued >= self._batch_max:
+                self._cond.notify()
             return self._full
 
     def start(self) -> None:
