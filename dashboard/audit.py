@@ -21,6 +21,7 @@ If the journal cannot be written, `record` raises `AuditJournalError`: the calle
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import math
 import random
@@ -84,7 +85,9 @@ class AuditLog:
         self._journal: AuditJournal | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-journal")
         self._waiting: list[tuple[bytes, asyncio.Future[None]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._writing = False  # a group is being written on the journal's thread
+        self._drained = asyncio.Event()  # set while nothing waits to be written
+        self._drained.set()
         self._written = asyncio.Event()
         self._flush_lock = asyncio.Lock()
         self._flushed = 0  # journal bytes already in PostgreSQL
@@ -118,8 +121,8 @@ class AuditLog:
         self.journal  # noqa: B018 (raises when not open)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append((b"".join(r.to_json() + b"\n" for r in rows), done))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write(), name="audit.journal-writer")
+        if not self._writing:
+            self._write_next()
         await done
         method = action.split(" ", 1)[0]
         AUDIT_ROWS.labels(method if method in ("GET", "POST", "PUT") else "other").inc(len(rows))
@@ -133,30 +136,41 @@ class AuditLog:
         batch, self._waiting = self._waiting[:taken], self._waiting[taken:]
         return batch
 
-    async def _write(self) -> None:
-        """Write what is waiting, in groups, until nothing is."""
+    def _write_next(self) -> None:
+        """Hand what is waiting to the journal's thread as one group (one fsync). Its
+        completion is handled in a callback on the loop, which starts the next group:
+        a recorder waits for the thread and one loop turn, no task in between."""
+        if not self._waiting:
+            self._writing = False
+            self._drained.set()
+            return
         loop = asyncio.get_running_loop()
         journal = self.journal
-        while self._waiting:
-            batch = self._take()
-            started = time.perf_counter()
-            try:
-                await loop.run_in_executor(self._thread, journal.append, b"".join(data for data, _ in batch))
-            except BaseException as exc:
-                failure = exc if isinstance(exc, AuditJournalError) else AuditJournalError(str(exc))
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(failure)
-                if not isinstance(exc, Exception):
-                    raise
-                log.error("audit journal not written", error=str(exc))
-                continue
+        batch = self._take()
+        self._writing = True
+        self._drained.clear()
+        started = time.perf_counter()
+        future = self._thread.submit(journal.append, b"".join(data for data, _ in batch))
+        future.add_done_callback(lambda f: loop.call_soon_threadsafe(self._written_group, batch, f, started))
+
+    def _written_group(self, batch: list[tuple[bytes, asyncio.Future[None]]],
+                       future: concurrent.futures.Future[int], started: float) -> None:
+        exc = future.exception()
+        if exc is None:
             AUDIT_APPEND.observe(time.perf_counter() - started)
-            AUDIT_PENDING.set(journal.size - self._flushed)
+            AUDIT_PENDING.set(self.journal.size - self._flushed)
             self._written.set()
-            for _, done in batch:
-                if not done.done():
-                    done.set_result(None)
+        else:
+            log.error("audit journal not written", error=str(exc))
+            exc = exc if isinstance(exc, AuditJournalError) else AuditJournalError(str(exc))
+        for _, done in batch:
+            if done.done():
+                continue
+            if exc is None:
+                done.set_result(None)
+            else:
+                done.set_exception(exc)
+        self._write_next()
 
     # --- copying to PostgreSQL --------------------------------------------------------
 
@@ -269,9 +283,7 @@ class AuditLog:
         release the journal (removed when it is all in PostgreSQL, else left for the
         next start)."""
         self._closing = True
-        if self._writer is not None:
-            with contextlib.suppress(Exception):
-                await self._writer
+        await self._drained.wait()
         journal = self._journal
         if journal is not None:
             try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Protocol, runtime_checkable
@@ -38,6 +38,18 @@ SESSION_COOKIE = "trygg_session"
 #: was published to, the resident's team first).
 AlertDoc = dict[str, Any]
 AlertDocs = list[AlertDoc]
+
+
+class AlertFeed(Protocol):
+    """One subscriber's alert changes, in order."""
+
+    async def get(self) -> AlertDoc:
+        """The next change. Cancelling the wait (a timeout) loses nothing; raises when
+        the subscriber fell behind and was dropped, or the stage stopped."""
+        ...
+
+    def close(self) -> None:
+        ...
 
 
 @runtime_checkable
@@ -69,9 +81,8 @@ class AlertsPort(Protocol):
         """open|acknowledged → resolved with `note`; returns the alert after the change."""
         ...
 
-    def subscribe(self, teams: frozenset[str] | None) -> AsyncIterator[AlertDoc]:
-        """Every later change of an alert of `teams`, as the alert after the change.
-        The iterator ends (or raises) when the subscriber fell behind and was dropped."""
+    def subscribe(self, teams: frozenset[str] | None) -> AlertFeed:
+        """Every later change of an alert of `teams`, as the alert after the change."""
         ...
 
     async def open_alerts_of(self, resident_id: str) -> AlertDocs:
@@ -126,16 +137,25 @@ class StageAlerts:
     async def resolve(self, alert_id: str, actor: str, note: str | None) -> AlertDoc:
         return self._with_teams(self._stage.resolve(alert_id, actor, note))
 
-    async def subscribe(self, teams: frozenset[str] | None) -> AsyncIterator[AlertDoc]:
-        subscription = self._stage.subscribe(teams)
-        try:
-            async for doc in subscription:
-                yield self._with_teams(doc)
-        finally:
-            self._stage.unsubscribe(subscription)
+    def subscribe(self, teams: frozenset[str] | None) -> AlertFeed:
+        return _StageFeed(self, self._stage.subscribe(teams))
 
     async def open_alerts_of(self, resident_id: str) -> AlertDocs:
         return [d for d in self._stage.active(None) if d.get("resident_id") == resident_id]
+
+
+class _StageFeed:
+    """An `AlertFeed` over the alert hub's subscription (alerts/fanout.py)."""
+
+    def __init__(self, port: StageAlerts, subscription: Any) -> None:
+        self._port = port
+        self._subscription = subscription
+
+    async def get(self) -> AlertDoc:
+        return self._port._with_teams(await self._subscription.get())
+
+    def close(self) -> None:
+        self._port._stage.unsubscribe(self._subscription)
 
 
 StateProbe = Callable[[], "bool | str | None"]
@@ -310,6 +330,7 @@ __all__ = [
     "SESSION_COOKIE",
     "AlertDoc",
     "AlertDocs",
+    "AlertFeed",
     "Alerts",
     "AlertsPort",
     "AppState",

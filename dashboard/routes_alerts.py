@@ -6,12 +6,11 @@ Routes talk to the alerts stage only through `AlertsPort` (dashboard/deps.py).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
-from typing import Annotated, Any, Final, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import StreamingResponse
@@ -44,9 +43,6 @@ from trygg.logging import get_logger
 log = get_logger("dashboard")
 
 router = APIRouter(prefix="/api/alerts", tags=["alerts"])
-
-#: Alert changes buffered per SSE client before the port's own back-pressure applies.
-STREAM_QUEUE_MAX: Final = 256
 
 T = TypeVar("T")
 
@@ -165,46 +161,42 @@ async def alert_events(alerts: AlertsPort, who: Principal, audit_log: AuditLog, 
     `reset` (the subscription ended or the server is closing: re-list and reconnect) or
     `expired` (sign in again).
 
-    The first alert of each resident on this connection is sent once its audit row is
-    in the journal (an fsync, shared with whatever else is being logged at that moment;
-    no database round trip), so the stream keeps going while PostgreSQL is down."""
+    The stream waits on the port's feed itself, so a change reaches the client one
+    loop turn after the alert stage published it (no relay task in between). The first
+    alert of each resident on this connection is sent once its audit row is in the
+    journal (an fsync, shared with whatever else is being logged at that moment; no
+    database round trip), so the stream keeps going while PostgreSQL is down."""
     yield "retry: 3000\n: connected\n\n"
     scope = team_scope(who)
-    queue: asyncio.Queue[AlertDoc | None] = asyncio.Queue(maxsize=STREAM_QUEUE_MAX)
-    subscription = alerts.subscribe(scope) if scope is None or scope else None
+    feed = alerts.subscribe(scope) if scope is None or scope else None
+    loop = asyncio.get_running_loop()
+    waiting: asyncio.Timeout | None = None
 
-    async def pump() -> None:
-        try:
-            if subscription is None:
-                await asyncio.Event().wait()  # no teams: only pings
-                return
-            async for doc in subscription:
-                await queue.put(doc)
-        except Exception as exc:
-            log.warning("alert subscription ended", error=str(exc))
-        finally:
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait(None)
+    def cut_short() -> None:  # the server is closing: end the current wait now
+        if waiting is not None:
+            waiting.reschedule(loop.time())
 
-    task = asyncio.create_task(pump(), name=f"sse-{who.username}")
-    closed = asyncio.create_task((closing or asyncio.Event()).wait(), name=f"sse-closing-{who.username}")
+    closer = asyncio.create_task(_when_set(closing, cut_short), name=f"sse-closing-{who.username}") \
+        if closing is not None else None
     audited: set[str] = set()
     try:
         while (left := who.expires - time.time()) > 0:
-            getter = asyncio.ensure_future(queue.get())
-            done, _ = await asyncio.wait([getter, closed], timeout=min(ping_s, left),
-                                         return_when=asyncio.FIRST_COMPLETED)
-            if getter not in done:
-                getter.cancel()
-                if closed in done:
-                    yield _sse("reset", "{}")
-                    return
-                yield ": ping\n\n"
-                continue
-            doc = getter.result()
-            if doc is None:
+            if closing is not None and closing.is_set():
                 yield _sse("reset", "{}")
                 return
+            try:
+                async with asyncio.timeout(min(ping_s, left)) as waiting:
+                    doc = await (feed.get() if feed is not None else loop.create_future())  # no teams: pings
+            except TimeoutError:
+                waiting = None
+                if not (closing is not None and closing.is_set()):
+                    yield ": ping\n\n"
+                continue
+            except Exception as exc:  # dropped for falling behind, or the stage stopped
+                log.warning("alert subscription ended", error=str(exc))
+                yield _sse("reset", "{}")
+                return
+            waiting = None
             out = AlertOut.model_validate(doc)
             if out.resident_id not in audited:
                 try:
@@ -217,14 +209,15 @@ async def alert_events(alerts: AlertsPort, who: Principal, audit_log: AuditLog, 
             yield _sse("alert", out.model_dump_json(), out.alert_id)
         yield _sse("expired", json.dumps({"detail": "the session expired; sign in again"}))
     finally:
-        task.cancel()
-        closed.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
-        aclose = getattr(subscription, "aclose", None)
-        if aclose is not None:
-            with contextlib.suppress(Exception):
-                await aclose()
+        if closer is not None:
+            closer.cancel()
+        if feed is not None:
+            feed.close()
+
+
+async def _when_set(event: asyncio.Event, then: Callable[[], None]) -> None:
+    await event.wait()
+    then()
 
 
 @router.get("/stream", response_class=StreamingResponse, responses={

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -15,6 +16,7 @@ import psycopg
 import pytest
 
 from dashboard.deps import StageAlerts
+from tests.helpers import wait_for
 from tests.test_api_support import MemoryAlerts, World, alert_doc, make_world, world
 
 pytestmark = pytest.mark.integration
@@ -142,11 +144,33 @@ def test_stream_pushes_changes_of_the_callers_teams_and_pings(fast_world: World)
         ("operator", "r-1"), ("operator", "r-2"), ("staff-east", "r-1")]
 
 
+def test_stream_ends_with_reset_at_once_when_the_server_closes(database: str) -> None:
+    with make_world(database, sse_ping_s=30) as w, stream(w, "staff-east") as east:
+        assert east.next_event() == (":", "connected")
+        assert wait_for(lambda: len(w.alerts.subscribers), lambda n: n == 1) == 1
+        loop = w.alerts.subscribers[0][0]
+        started = time.monotonic()
+        loop.call_soon_threadsafe(w.app.state.trygg.closing.set)
+        assert east.next_event() == ("reset", "{}")
+        assert time.monotonic() - started < 2  # not at the next ping, 30 s later
+
+
 def test_stream_ends_with_reset_when_the_subscription_ends(fast_world: World) -> None:
+    class EndingFeed:
+        def __init__(self) -> None:
+            self.changes = [alert_doc("a-last", "r-1", "east")]
+
+        async def get(self) -> dict[str, Any]:
+            if not self.changes:
+                raise RuntimeError("subscriber dropped")
+            return self.changes.pop()
+
+        def close(self) -> None:
+            pass
+
     class Ending(MemoryAlerts):
-        async def subscribe(self, teams: frozenset[str] | None) -> Any:  # type: ignore[override]
-            yield alert_doc("a-last", "r-1", "east")
-            raise RuntimeError("subscriber dropped")
+        def subscribe(self, teams: frozenset[str] | None) -> Any:  # type: ignore[override]
+            return EndingFeed()
 
     port = Ending()
     port.reset()

@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -131,6 +131,19 @@ def alert_doc(alert_id: str, resident_id: str, team_id: str, kind: str = "fall",
 
 
 @dataclass
+class MemoryFeed:
+    alerts: MemoryAlerts
+    entry: tuple[asyncio.AbstractEventLoop, asyncio.Queue[dict[str, Any]], frozenset[str] | None]
+
+    async def get(self) -> dict[str, Any]:
+        return await self.entry[1].get()
+
+    def close(self) -> None:
+        with self.alerts.lock:
+            self.alerts.subscribers.remove(self.entry)
+
+
+@dataclass
 class MemoryAlerts:
     """Alerts in a dict with the lifecycle of DESIGN.md §4; changes go to subscribers,
     which may live on another thread's event loop."""
@@ -187,16 +200,11 @@ class MemoryAlerts:
     async def resolve(self, alert_id: str, actor: str, note: str | None) -> dict[str, Any]:
         return self._step(alert_id, ("open", "acknowledged"), "resolved", resolved_by=actor, note=note)
 
-    async def subscribe(self, teams: frozenset[str] | None) -> AsyncIterator[dict[str, Any]]:
+    def subscribe(self, teams: frozenset[str] | None) -> MemoryFeed:
         entry = (asyncio.get_running_loop(), asyncio.Queue[dict[str, Any]](), teams)
         with self.lock:
             self.subscribers.append(entry)
-        try:
-            while True:
-                yield await entry[1].get()
-        finally:
-            with self.lock:
-                self.subscribers.remove(entry)
+        return MemoryFeed(self, entry)
 
     async def open_alerts_of(self, resident_id: str) -> list[dict[str, Any]]:
         with self.lock:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +31,14 @@ def wire(alert_id: str, state: str = "open", updated: str = "2026-11-22T12:00:00
 
 
 @dataclass
+class FakeSubscription:
+    changes: list[dict[str, Any]]
+
+    async def get(self) -> dict[str, Any]:
+        return self.changes.pop(0)
+
+
+@dataclass
 class FakeStage:
     docs: list[dict[str, Any]]
     service: FakeService = field(default_factory=lambda: FakeService({"a-1": FakeAlert(("east", "centre"))}))
@@ -52,11 +59,8 @@ class FakeStage:
     def resolve(self, alert_id: str, actor: str, note: str | None) -> dict[str, Any]:
         return {**self.get(alert_id), "state": "resolved", "note": note}
 
-    def subscribe(self, teams: frozenset[str] | None) -> AsyncIterator[dict[str, Any]]:
-        async def changes() -> AsyncIterator[dict[str, Any]]:
-            yield wire("a-1", "acknowledged")
-
-        return changes()
+    def subscribe(self, teams: frozenset[str] | None) -> FakeSubscription:
+        return FakeSubscription([wire("a-1", "acknowledged")])
 
     def unsubscribe(self, subscription: object) -> None:
         self.unsubscribed += 1
@@ -77,7 +81,10 @@ def test_stage_alerts_adds_teams_and_filters() -> None:
         assert await port.get("a-9") is None
         assert (await port.acknowledge("a-1", "ola"))["teams"] == ["east", "centre"]
         assert (await port.resolve("a-2", "ola", "fine"))["note"] == "fine"
-        assert [d["state"] async for d in port.subscribe(None)] == ["acknowledged"]
+        feed = port.subscribe(None)
+        change = await feed.get()
+        assert (change["state"], change["teams"]) == ("acknowledged", ["east", "centre"])
+        feed.close()
         assert stage.unsubscribed == 1
         assert len(await port.open_alerts_of("r-1")) == 2
 
