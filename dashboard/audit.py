@@ -1,11 +1,13 @@
 """The who-accessed-what log (DESIGN.md §7): one row per resident per read, durable before
 the response leaves, whether or not PostgreSQL is up.
 
-`AuditLog.record` appends the rows to this dashboard's journal file under
-`<data dir>/audit/` (dashboard/audit_journal.py) and returns once they are fsync'ed.
-Rows that arrive while a write is in flight go together in the next write: one fsync
-for all of them (group commit). The write runs on a thread of its own, so the event
-loop — the alert path in `trygg up` — never waits for the disk.
+`AuditLog.record` writes the rows to this dashboard's journal file under
+`<data dir>/audit/` (dashboard/audit_journal.py) at once and returns once they are
+fsync'ed. Rows written while an fsync is in flight share the next one (group commit).
+The fsync runs on a thread of its own, so the event loop — the alert path in `trygg up`
+— never waits for the disk. The console's live stream uses `write` without waiting for
+the fsync: its audit row is in the file before the alert is sent (a crash of Trygg
+cannot lose it) and fsync'ed a moment later (docs/privacy.md).
 
 A background task copies journaled rows into trygg.audit_log over a connection of its
 own, in journal order, keeping each row's time and id (`INSERT … ON CONFLICT (row_id)
@@ -84,9 +86,9 @@ class AuditLog:
         self.connect_timeout_s = connect_timeout_s
         self._journal: AuditJournal | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-journal")
-        self._waiting: list[tuple[bytes, asyncio.Future[None]]] = []
-        self._writing = False  # a group is being written on the journal's thread
-        self._drained = asyncio.Event()  # set while nothing waits to be written
+        self._waiting: list[asyncio.Future[None]] = []  # recorders waiting for the next fsync
+        self._syncing = False  # an fsync is in flight on the journal's thread
+        self._drained = asyncio.Event()  # set while nothing waits to be fsync'ed
         self._drained.set()
         self._written = asyncio.Event()
         self._flush_lock = asyncio.Lock()
@@ -111,66 +113,76 @@ class AuditLog:
     async def record(self, who: Principal, resident_ids: Iterable[str | None], action: str) -> int:
         """One row per resident (None: an access that concerns no single resident),
         durable when this returns."""
+        written, synced = self.write(who, resident_ids, action)
+        if synced is not None:
+            await synced
+        return written
+
+    def write(self, who: Principal, resident_ids: Iterable[str | None], action: str, *,
+              wait: bool = True) -> tuple[int, asyncio.Future[None] | None]:
+        """Write the rows to the journal now (raises AuditJournalError if it cannot be
+        written); returns their count and, with `wait`, a future done once they are
+        fsync'ed."""
         at = datetime.now(UTC)
         rows = [AuditRow(uuid4(), at, _text(who.username), who.role.value, rid, _text(action))
                 for rid in resident_ids]
         if not rows:
-            return 0
+            return 0, None
         if self._closing:
             raise AuditJournalError("the dashboard is stopping")
-        self.journal  # noqa: B018 (raises when not open)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((b"".join(r.to_json() + b"\n" for r in rows), done))
-        if not self._writing:
-            self._write_next()
-        await done
+        self.journal.write(b"".join(r.to_json() + b"\n" for r in rows))
         method = action.split(" ", 1)[0]
         AUDIT_ROWS.labels(method if method in ("GET", "POST", "PUT") else "other").inc(len(rows))
-        return len(rows)
+        synced: asyncio.Future[None] | None = None
+        if wait:
+            synced = asyncio.get_running_loop().create_future()
+            self._waiting.append(synced)
+        if not self._syncing:
+            self._sync_next()
+        return len(rows), synced
 
-    def _take(self) -> list[tuple[bytes, asyncio.Future[None]]]:
-        taken, size = 0, 0
-        while taken < len(self._waiting) and (taken == 0 or size + len(self._waiting[taken][0]) <= CHUNK_BYTES):
-            size += len(self._waiting[taken][0])
-            taken += 1
-        batch, self._waiting = self._waiting[:taken], self._waiting[taken:]
-        return batch
-
-    def _write_next(self) -> None:
-        """Hand what is waiting to the journal's thread as one group (one fsync). Its
-        completion is handled in a callback on the loop, which starts the next group:
-        a recorder waits for the thread and one loop turn, no task in between."""
-        if not self._waiting:
-            self._writing = False
+    def _sync_next(self) -> None:
+        """fsync what was written, on the journal's thread; the recorders waiting for it
+        are answered in a callback on the loop, which starts the next fsync if more was
+        written meanwhile (no task in between)."""
+        journal = self.journal
+        if journal.written == journal.size and not self._waiting:
+            self._syncing = False
             self._drained.set()
             return
         loop = asyncio.get_running_loop()
-        journal = self.journal
-        batch = self._take()
-        self._writing = True
+        batch, self._waiting = self._waiting, []
+        upto = journal.written
+        self._syncing = True
         self._drained.clear()
         started = time.perf_counter()
-        future = self._thread.submit(journal.append, b"".join(data for data, _ in batch))
-        future.add_done_callback(lambda f: loop.call_soon_threadsafe(self._written_group, batch, f, started))
+        future = self._thread.submit(journal.sync)
+        future.add_done_callback(lambda f: loop.call_soon_threadsafe(self._synced, batch, f, upto, started))
 
-    def _written_group(self, batch: list[tuple[bytes, asyncio.Future[None]]],
-                       future: concurrent.futures.Future[int], started: float) -> None:
+    def _synced(self, batch: list[asyncio.Future[None]], future: concurrent.futures.Future[None], upto: int,
+                started: float) -> None:
         exc = future.exception()
         if exc is None:
+            journal = self.journal
+            journal.size = max(journal.size, upto)
             AUDIT_APPEND.observe(time.perf_counter() - started)
-            AUDIT_PENDING.set(self.journal.size - self._flushed)
+            AUDIT_PENDING.set(journal.size - self._flushed)
             self._written.set()
         else:
-            log.error("audit journal not written", error=str(exc))
+            # Nothing unsynced is kept: the rows written since the last good fsync are cut
+            # off, and everyone waiting for them gets the error (no data without its row).
+            batch, self._waiting = batch + self._waiting, []
+            dropped = self.journal.cut_back()
+            log.error("audit journal not written; unsynced rows dropped", error=str(exc), bytes=dropped)
             exc = exc if isinstance(exc, AuditJournalError) else AuditJournalError(str(exc))
-        for _, done in batch:
+        for done in batch:
             if done.done():
                 continue
             if exc is None:
                 done.set_result(None)
             else:
                 done.set_exception(exc)
-        self._write_next()
+        self._sync_next()
 
     # --- copying to PostgreSQL --------------------------------------------------------
 
@@ -245,7 +257,8 @@ class AuditLog:
                         log.error("audit journal lines skipped: not audit rows", lines=batch.bad)
                     stored += await self._store(conn, batch.rows)
                     self._flushed = batch.end
-                if await loop.run_in_executor(self._thread, journal.truncate, self._flushed):
+                # on the loop, where rows are written, and never under an fsync in flight
+                if not self._syncing and journal.truncate(self._flushed):
                     self._flushed = 0
             except psycopg.Error:
                 if conn is self._conn:

@@ -3,16 +3,18 @@ whether or not PostgreSQL is up (docs/privacy.md "The audit log").
 
 Each running dashboard appends JSON lines to a file of its own,
 `<data dir>/audit/journal-<random>.jsonl`, and holds an exclusive `flock` on it for its
-whole life. `append` writes a batch and fsyncs it; when it returns the rows survive a
-crash. The flusher (dashboard/audit.py) copies rows to trygg.audit_log and then
+whole life. `write` puts rows in the file (a crash of Trygg no longer loses them);
+`sync` fsyncs what was written (then a crash of the machine does not either); `append`
+is both. The flusher (dashboard/audit.py) copies rows to trygg.audit_log and then
 `truncate`s the file. A file whose lock nobody holds belongs to a dashboard that is gone
 (a crash, or a stop while PostgreSQL was down): `adopt_orphans` hands it to whoever
 starts next, who stores its rows and removes it. Every row carries its id, so a file
 replayed twice stores each row once.
 
-Not thread-safe: one thread at a time calls `append` and `truncate` (dashboard/audit.py
-runs them on one worker thread); `read` of bytes below `size` may run anywhere, since
-those bytes change only by `truncate`, which the reader itself calls.
+Threads: `write` and `truncate` run on one thread (the event loop's, in dashboard/audit.py),
+`sync` may run on another meanwhile (the journal's worker), and the caller moves `size`
+up to what a finished `sync` covered; `read` of bytes below `size` may run anywhere,
+since those bytes change only by `truncate`, which the reader itself calls.
 """
 
 from __future__ import annotations
@@ -83,6 +85,8 @@ class AuditJournal:
         self.path = directory / f"{PREFIX}{uuid.uuid4().hex}{SUFFIX}"
         #: bytes written and fsync'ed
         self.size = 0
+        #: bytes written (fsync'ed or not)
+        self.written = 0
         self._broken: str | None = None
         try:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -99,26 +103,57 @@ class AuditJournal:
             raise AuditJournalError(f"cannot create the audit journal in {directory}: {exc}") from exc
 
     def append(self, lines: bytes) -> int:
-        """Write whole lines and fsync; returns the new size. On an error nothing of the
-        batch is kept (the file is cut back) and AuditJournalError is raised."""
+        """`write` and `sync` (cut back on an error); returns the new size."""
+        self.write(lines)
+        try:
+            self.sync()
+        except AuditJournalError:
+            self.cut_back()
+            raise
+        self.size = self.written
+        return self.size
+
+    def write(self, lines: bytes) -> int:
+        """Write whole lines (not yet fsync'ed); returns the bytes written in all. On an
+        error nothing of the batch is kept (the file is cut back) and AuditJournalError
+        is raised."""
         if self._broken is not None:
             raise AuditJournalError(self._broken)
         try:
             view = memoryview(lines)
             while view:
                 view = view[os.write(self._fd, view):]
-            os.fsync(self._fd)
         except OSError as exc:
             # Cut the batch off again. Not fsync'ed: the next successful fsync makes the
             # cut durable, and until then a crash leaves at most rows of requests that
             # got an error (or a torn last line, which is ignored).
             try:
-                os.ftruncate(self._fd, self.size)
+                os.ftruncate(self._fd, self.written)
             except OSError as again:
                 self._broken = f"the audit journal {self.path} cannot be written or repaired: {again}"
             raise AuditJournalError(f"cannot write the audit journal {self.path}: {exc}") from exc
-        self.size += len(lines)
-        return self.size
+        self.written += len(lines)
+        return self.written
+
+    def sync(self) -> None:
+        """fsync what was written; on an error the caller cuts back (`cut_back`)."""
+        if self._broken is not None:
+            raise AuditJournalError(self._broken)
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise AuditJournalError(f"cannot write the audit journal {self.path}: {exc}") from exc
+
+    def cut_back(self) -> int:
+        """Drop what was written but not fsync'ed (after a failed `sync`); returns the
+        bytes dropped."""
+        dropped = self.written - self.size
+        try:
+            os.ftruncate(self._fd, self.size)
+        except OSError as exc:
+            self._broken = f"the audit journal {self.path} cannot be written or repaired: {exc}"
+        self.written = self.size
+        return dropped
 
     def read(self, start: int, end: int) -> Batch:
         """The rows in bytes [start, end) (whole lines only)."""
@@ -131,13 +166,13 @@ class AuditJournal:
     def truncate(self, expected: int) -> bool:
         """Empty the file if it still holds exactly `expected` bytes (everything in it is
         in PostgreSQL). Not fsync'ed: if a crash undoes it, the rows are stored again, once."""
-        if self._broken is not None or self.size != expected or expected == 0:
+        if self._broken is not None or not self.size == self.written == expected or expected == 0:
             return False
         try:
             os.ftruncate(self._fd, 0)
         except OSError:
             return False
-        self.size = 0
+        self.size = self.written = 0
         return True
 
     def close(self, *, remove: bool) -> None:

@@ -163,9 +163,10 @@ async def alert_events(alerts: AlertsPort, who: Principal, audit_log: AuditLog, 
 
     The stream waits on the port's feed itself, so a change reaches the client one
     loop turn after the alert stage published it (no relay task in between). The first
-    alert of each resident on this connection is sent once its audit row is in the
-    journal (an fsync, shared with whatever else is being logged at that moment; no
-    database round trip), so the stream keeps going while PostgreSQL is down."""
+    alert of each resident on this connection is sent once its audit row is written to
+    the journal (fsync'ed right after, shared with whatever else is being logged; no
+    database round trip, no wait for the disk), so the stream keeps going while
+    PostgreSQL is down."""
     yield "retry: 3000\n: connected\n\n"
     scope = team_scope(who)
     feed = alerts.subscribe(scope) if scope is None or scope else None
@@ -199,8 +200,8 @@ async def alert_events(alerts: AlertsPort, who: Principal, audit_log: AuditLog, 
             waiting = None
             out = AlertOut.model_validate(doc)
             if out.resident_id not in audited:
-                try:
-                    await audit_log.record(who, [out.resident_id], action)
+                try:  # in the journal before the alert is sent; fsync'ed a moment later
+                    audit_log.write(who, [out.resident_id], action, wait=False)
                 except AuditJournalError as exc:  # no alert without its audit row
                     log.error("alert stream ended: audit row not recorded", error=str(exc)[:200])
                     yield _sse("reset", "{}")

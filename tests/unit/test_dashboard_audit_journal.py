@@ -130,3 +130,31 @@ def test_record_before_open_refuses(tmp_path: Path) -> None:
     with pytest.raises(AuditJournalError):
         asyncio.run(log.record(OLA, ["r-1"], "GET /x"))
     assert asyncio.run(log.record(OLA, [], "GET /x")) == 0
+
+
+def test_a_stream_row_is_in_the_file_at_once_and_a_failed_fsync_keeps_nothing_unsynced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def main() -> None:
+        log = AuditLog(tmp_path, "postgresql://nowhere")
+        log.open()
+        count, synced = log.write(OLA, ["r-1"], "GET /api/alerts/stream", wait=False)
+        assert (count, synced) == (1, None)
+        assert b'"r-1"' in log.journal.path.read_bytes()  # before any await: a crash keeps it
+        await log.record(OLA, ["r-2"], "GET /api/residents/r-2/status")  # the shared fsync
+        assert log.journal.size == log.journal.written == len(log.journal.path.read_bytes())
+
+        def failing_fsync(fd: int) -> None:
+            raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(os, "fsync", failing_fsync)
+        with pytest.raises(AuditJournalError):
+            await log.record(OLA, ["r-3"], "GET /api/residents/r-3/status")
+        monkeypatch.undo()
+        data = log.journal.path.read_bytes()
+        assert b'"r-3"' not in data and data.count(b"\n") == 2  # cut back to what was fsync'ed
+        await log.record(OLA, ["r-4"], "GET /api/residents/r-4/status")
+        assert [parse(line + b"\n", 0).rows[0].resident_id for line in log.journal.path.read_bytes().splitlines()
+                ] == ["r-1", "r-2", "r-4"]
+        log.journal.close(remove=True)
+
+    asyncio.run(main())
