@@ -76,7 +76,7 @@ class AlertPublisher(Connection):
             return
         self._started = True
         task = asyncio.get_running_loop().create_task(self.open(wait=False))
-        task.add_done_callback(lambda t: t.exception())
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # keeps it from being logged as lost
 
     def topic(self, team_id: str, alert_id: str) -> str:
         return alert_topic(self._prefix, team_id, alert_id)

@@ -184,7 +184,7 @@ class Gateway:
         # the rest of it (each device's events keep their order within either lane;
         # storage keeps the order received).
         early = {i: self._record(msg, received_at) for i, msg in enumerate(messages)
-                 if len(messages) > 1 and _URGENT.search(msg.payload)}
+                 if _URGENT.search(msg.payload)} if len(messages) > 1 else {}
         shards = len(self.writers)
         chunks = [Pending([], [], generation) for _ in range(shards)]
         status = 0
