@@ -248,7 +248,7 @@ class DurableWriter:
         refused: list[DeadLetter] = []
         for ev in events:
             try:
-                inserted += self._store.write([ev])
+                inserted += self._store.write([ev], as_received=False)
             except DatabaseUnavailable:
                 raise
             except psycopg.Error as exc:

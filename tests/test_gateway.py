@@ -64,6 +64,45 @@ def test_a_valid_event_is_stored_with_its_resident(start_gateway: StartGateway, 
     assert row == ("d-1-fall", "e-1", "r-1", "fall.detected", {"confidence": 0.93}, True)
 
 
+def test_data_is_stored_as_the_device_wrote_it(start_gateway: StartGateway, publisher: Publisher,
+                                               database: str, prefix: str) -> None:
+    """The payload's own text is what PostgreSQL stores `data` from: pretty-printed JSON
+    with tabs and line breaks, escapes, an id with a backslash and a tab, `data: null`
+    and no `data` at all come out as the device meant them."""
+    ts = datetime.now(UTC).isoformat()
+    payloads = [
+        ("d-1-motion", f'{{\n\t"id": "e-\\\\1\\t",\r\n\t"ts": "{ts}",\n\t"type": "motion",'
+                       f'\n\t"data": {{"room": "stue \\"nord\\" \\u00e6\\\\x"}}\n}}'),
+        ("d-1-motion", f'{{"id": "e-2", "ts": "{ts}", "type": "motion", "data": null}}'),
+        ("d-1-fall", f'{{"id": "e-3", "ts": "{ts}", "type": "fall.detected"}}'),
+    ]
+    start_gateway()
+    publisher.publish_all([(f"{prefix}/devices/{device}/events", text.encode()) for device, text in payloads])
+    assert wait_for(lambda: count(database), lambda n: n == 3) == 3
+    with psycopg.connect(database) as conn:
+        rows = conn.execute("SELECT event_id, data FROM trygg.events ORDER BY received_at, event_id").fetchall()
+    assert sorted(rows) == [("e-2", {}), ("e-3", {}), ("e-\\1\t", {"room": 'stue "nord" æ\\x'})]
+
+
+def test_a_payload_the_database_cannot_read_whole_is_still_stored(start_gateway: StartGateway,
+                                                                   publisher: Publisher, database: str,
+                                                                   prefix: str) -> None:
+    """A field outside the contract that JSON in PostgreSQL refuses (NaN) does not lose
+    the event: the batch is written again from the validated fields."""
+    ts = datetime.now(UTC).isoformat()
+    start_gateway()
+    publisher.publish_all([
+        (f"{prefix}/devices/d-1-motion/events",
+         f'{{"id": "e-nan", "ts": "{ts}", "type": "motion", "extra": NaN, "data": {{"room": "bad"}}}}'.encode()),
+        (f"{prefix}/devices/d-1-motion/events", event("e-ok", "motion", {"room": "kitchen"})),
+    ])
+    assert wait_for(lambda: count(database), lambda n: n == 2) == 2
+    with psycopg.connect(database) as conn:
+        rows = conn.execute("SELECT event_id, data FROM trygg.events ORDER BY event_id").fetchall()
+    assert rows == [("e-nan", {"room": "bad"}), ("e-ok", {"room": "kitchen"})]
+    assert count(database, "SELECT count(*) FROM trygg.dead_letters") == 0
+
+
 BAD_MESSAGES: list[tuple[str, str, bytes, str]] = [
     # (name, device/topic tail, payload, expected reason)
     ("bad json", "d-1-fall/events", b"{oops", "bad_json"),

@@ -149,6 +149,9 @@ class Event:
     received_at: datetime
     data: dict[str, Any] = field(default_factory=dict)
     resident_id: str = ""
+    #: the payload as received (JSON text), when the event came from a device; storage
+    #: hands it to PostgreSQL as it is instead of serialising `data` again
+    text: str = field(default="", repr=False, compare=False)
 
     def ref(self) -> dict[str, Any]:
         """The `trigger` / `last_event` object of an alert (DESIGN.md §3)."""
@@ -169,7 +172,25 @@ class Topic:
     channel: str  # "events" or "status"
 
 
+_EVENT_TYPES: Final = {t.value: t for t in EventType}
+#: valid device topics seen, parsed (a fleet's topics repeat every minute); bounded
+_TOPICS: dict[tuple[str, str], Topic] = {}
+_TOPICS_MAX: Final = 1 << 20
+
+
 def parse_topic(topic: str, prefix: str) -> Topic:
+    """A device topic under `prefix`; raises InvalidMessage (bad_topic)."""
+    known = _TOPICS.get((topic, prefix))
+    if known is not None:
+        return known
+    parsed = _parse_topic(topic, prefix)
+    if len(_TOPICS) >= _TOPICS_MAX:
+        _TOPICS.clear()
+    _TOPICS[(topic, prefix)] = parsed
+    return parsed
+
+
+def _parse_topic(topic: str, prefix: str) -> Topic:
     head = prefix + "/devices/"
     if not topic.startswith(head):
         raise InvalidMessage(Reason.BAD_TOPIC, f"topic {topic!r} is not under {head}")
@@ -273,10 +294,9 @@ def parse_event(device_id: str, payload: bytes, received_at: datetime) -> Event:
     raw_type = doc.get("type")
     if not isinstance(raw_type, str):
         raise InvalidMessage(Reason.BAD_FIELD, "type is required and must be a string")
-    try:
-        kind = EventType(raw_type)
-    except ValueError:
-        raise InvalidMessage(Reason.UNKNOWN_TYPE, f"type {raw_type!r} is not an event type") from None
+    kind = _EVENT_TYPES.get(raw_type)
+    if kind is None:
+        raise InvalidMessage(Reason.UNKNOWN_TYPE, f"type {raw_type!r} is not an event type")
     if "ts" not in doc:
         raise InvalidMessage(Reason.BAD_TIME, "ts is required")
     ts = parse_timestamp(doc["ts"])
@@ -290,7 +310,7 @@ def parse_event(device_id: str, payload: bytes, received_at: datetime) -> Event:
     if not isinstance(data, dict):
         raise InvalidMessage(Reason.BAD_FIELD, "data must be an object")
     check_data(kind, data)
-    return Event(device_id, event_id, kind, ts, received_at, data)
+    return Event(device_id, event_id, kind, ts, received_at, data, text=text)
 
 
 def parse_status(payload: bytes) -> bool:
