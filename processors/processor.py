@@ -173,6 +173,10 @@ class Processor:
         """When `due` has something to do next; None when no timer is armed."""
         return self._timers.next_deadline()
 
+    def next_deadline_micros(self) -> int | None:
+        """`next_deadline` in microseconds since the epoch (cheaper to compare)."""
+        return self._timers.next_micros()
+
     def alert_closed(self, resident_id: str, kind: AlertKind | str, device_id: str | None = None) -> None:
         """Staff resolved the resident's alert of `kind`.
 

@@ -98,7 +98,14 @@ def timer_key(ctx: ResidentContext) -> TimerKey:
 
 
 def limit(ctx: ResidentContext) -> timedelta:
-    return timedelta(hours=ctx.settings.inactivity_hours)
+    hours = ctx.settings.inactivity_hours
+    span = _LIMITS.get(hours)
+    if span is None:  # runs for every activity event: one timedelta per setting value
+        span = _LIMITS[hours] = timedelta(hours=hours)
+    return span
+
+
+_LIMITS: dict[float, timedelta] = {}
 
 
 def deadline(ctx: ResidentContext, state: ActivityState) -> datetime | None:

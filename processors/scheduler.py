@@ -136,6 +136,10 @@ class Scheduler(Generic[K]):
         top = self._settle()
         return None if top is None else from_micros(top)
 
+    def next_micros(self) -> int | None:
+        """`next_deadline` as microseconds since the epoch (`to_micros`)."""
+        return self._settle()
+
     def pop_due(self, now: datetime, most: int | None = None) -> list[tuple[K, datetime]]:
         """Disarm and return the keys whose deadline is ≤ `now`, earliest first.
 
