@@ -79,6 +79,13 @@ def set_nodelay(client: mqtt.Client, userdata: Any, sock: Any) -> None:  # paho 
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 class Gateway:
     """One MQTT ingress. `start()` connects and runs; `stop()` drains and disconnects."""
 
@@ -109,6 +116,7 @@ class Gateway:
         self._validator = Validator(registry, prefix, emergency_open)
         self._clock = clock
         self._recent: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._deferred = 0  # reads whose rest waits for a turn of the loop
         # One durability loop per shard of devices: each has its own connection and
         # spool, so a device's events stay in order while shards commit in parallel.
         shard_dirs = [spool_dir / f"shard-{i}" for i in range(writers)]
@@ -162,6 +170,11 @@ class Gateway:
 
     def stop(self) -> None:
         """Make what was received durable and acknowledge it, then disconnect."""
+        loop = self._subscriber.loop
+        if loop is not None and loop.is_running():  # reads whose rest waits a loop turn
+            turned = threading.Event()
+            self._subscriber.call(turned.set)
+            turned.wait(5)
         for writer in self.writers:
             writer.idle.wait(10)
         self._subscriber.stop()
@@ -184,7 +197,25 @@ class Gateway:
         # the rest of it (each device's events keep their order within either lane;
         # storage keeps the order received).
         early = {i: self._record(msg, received_at) for i, msg in enumerate(messages)
-                 if _URGENT.search(msg.payload)} if len(messages) > 1 else {}
+                 if _URGENT.search(msg.payload)} if len(messages) > 1 or self._deferred else {}
+        loop = _running_loop()
+        if loop is not None and (self._deferred or (early and len(early) < len(messages))):
+            # The rest waits one turn of the loop, so what the alarm woke (the consoles'
+            # live streams) runs before the background traffic read with it. A read that
+            # comes meanwhile waits behind it: a device's events keep their order.
+            self._deferred += 1
+            loop.call_soon(self._queue_deferred, messages, generation, received_at, early)
+            return
+        self._queue_read(messages, generation, received_at, early)
+
+    def _queue_deferred(self, messages: list[Message], generation: int, received_at: datetime,
+                        early: dict[int, Record | None]) -> None:
+        self._deferred -= 1
+        self._queue_read(messages, generation, received_at, early)
+
+    def _queue_read(self, messages: list[Message], generation: int, received_at: datetime,
+                    early: dict[int, Record | None]) -> None:
+        """Validate and hand on what `early` did not, then queue it all to be made durable."""
         shards = len(self.writers)
         chunks = [Pending([], [], generation) for _ in range(shards)]
         status = 0

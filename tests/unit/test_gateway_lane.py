@@ -3,6 +3,7 @@ reach the rules before the rest; what is stored keeps the order received."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from gateway import BrokerAddress, Gateway
@@ -55,3 +56,34 @@ def test_a_bad_message_in_the_lane_is_dead_lettered_in_its_place(tmp_path: Path)
     queued = [r for pending in gateway.writers[0]._chunks for r in pending.records]
     assert [type(r).__name__ for r in queued] == ["Event", "DeadLetter", "Event"]
     assert "id" in queued[1].detail  # type: ignore[union-attr]
+
+
+def test_on_the_loop_what_an_alarm_woke_runs_before_the_rest_of_its_read(tmp_path: Path) -> None:
+    """The console's stream is woken by the alarm's alert; the background traffic read
+    with the alarm waits one turn of the loop, then is handed on and stored in order."""
+    handed: list[str] = []
+
+    async def receive() -> Gateway:
+        loop = asyncio.get_running_loop()
+
+        def sink(item: Event | DeviceStatus) -> None:
+            handed.append(item.event_id if isinstance(item, Event) else "status")
+            if isinstance(item, Event) and item.type.value == "alarm.button":
+                loop.call_soon(handed.append, "console woken")  # as the alert's subscribers are
+
+        gateway = Gateway(BrokerAddress("127.0.0.1", 9), "postgresql://127.0.0.1:9/none", tmp_path / "spool",
+                          small_registry(), prefix=PREFIX, sink=sink, writers=1)
+        gateway._on_messages([_message(1, "d-1-alarm", event("hb-1")),
+                              _message(2, "d-1-alarm", event("press-1", "alarm.button")),
+                              _message(3, "d-1-alarm", event("hb-2"))], generation=1)
+        assert handed == ["press-1"] and not gateway.writers[0]._chunks
+        gateway._on_messages([_message(4, "d-1-alarm", event("hb-3"))], generation=1)  # the next read
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return gateway
+
+    gateway = asyncio.run(receive())
+    assert handed == ["press-1", "console woken", "hb-1", "hb-2", "hb-3"]
+    queued = [r.event_id for pending in gateway.writers[0]._chunks for r in pending.records]  # type: ignore[union-attr]
+    assert queued == ["hb-1", "press-1", "hb-2", "hb-3"]
+    assert [m for pending in gateway.writers[0]._chunks for m in pending.mids] == [1, 2, 3, 4]
