@@ -18,6 +18,7 @@ from trygg.contract import (
     EventType,
     InvalidMessage,
     Reason,
+    Topic,
     parse_event,
     parse_status,
     parse_topic,
@@ -51,16 +52,26 @@ class Validator:
                  emergency_open: Callable[[str], bool] = lambda resident_id: False) -> None:
         self._prefix = prefix
         self._devices = device_index(registry)
+        #: parsed topics of registered devices (a fleet's topics repeat every minute);
+        #: at most two a device, renewed with the registry
+        self._topics: dict[str, Topic] = {}
         self._emergency_open = emergency_open
 
     def set_registry(self, registry: Registry) -> None:
-        self._devices = device_index(registry)  # one assignment: safe across threads
+        # one assignment each, safe across threads: a cached topic is a parse of its
+        # text alone, so an entry from either registry is still right
+        self._devices = device_index(registry)
+        self._topics = {}
 
     def accept(self, topic: str | bytes, payload: bytes, received_at: datetime) -> Event | DeviceStatus | None:
         if isinstance(topic, bytes):
             raise InvalidMessage(Reason.BAD_TOPIC, "topic is not UTF-8")
-        where = parse_topic(topic, self._prefix)
+        where = self._topics.get(topic)
+        if where is None:
+            where = parse_topic(topic, self._prefix)
         entry = self._devices.get(where.device_id)
+        if entry is not None:
+            self._topics[topic] = where
         if where.channel == "status":
             online = parse_status(payload)
             if entry is None:

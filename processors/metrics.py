@@ -16,6 +16,6 @@ BACKLOG = Gauge("trygg_processor_backlog", "Items queued for the rules, not yet 
 HANDLE_SAMPLE: Final = 16
 HANDLE_SECONDS = Histogram(
     "trygg_processor_handle_seconds",
-    "Time to run one item through its resident's rules (one item in 16 is timed)",
+    f"Time to run one item through its resident's rules (one item in {HANDLE_SAMPLE} is timed)",
     buckets=(0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005),
 )

@@ -34,6 +34,7 @@ without an event.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -98,14 +99,13 @@ def timer_key(ctx: ResidentContext) -> TimerKey:
 
 
 def limit(ctx: ResidentContext) -> timedelta:
-    hours = ctx.settings.inactivity_hours
-    span = _LIMITS.get(hours)
-    if span is None:  # runs for every activity event: one timedelta per setting value
-        span = _LIMITS[hours] = timedelta(hours=hours)
-    return span
+    return _hours(ctx.settings.inactivity_hours)
 
 
-_LIMITS: dict[float, timedelta] = {}
+@functools.cache
+def _hours(hours: float) -> timedelta:
+    """One timedelta per setting value: `limit` runs for every activity event."""
+    return timedelta(hours=hours)
 
 
 def deadline(ctx: ResidentContext, state: ActivityState) -> datetime | None:

@@ -133,7 +133,7 @@ class Scheduler(Generic[K]):
 
     def next_deadline(self) -> datetime | None:
         """The earliest armed deadline, or None when nothing is armed."""
-        top = self._settle()
+        top = self.next_micros()
         return None if top is None else from_micros(top)
 
     def next_micros(self) -> int | None:

@@ -173,24 +173,10 @@ class Topic:
 
 
 _EVENT_TYPES: Final = {t.value: t for t in EventType}
-#: valid device topics seen, parsed (a fleet's topics repeat every minute); bounded
-_TOPICS: dict[tuple[str, str], Topic] = {}
-_TOPICS_MAX: Final = 1 << 20
 
 
 def parse_topic(topic: str, prefix: str) -> Topic:
     """A device topic under `prefix`; raises InvalidMessage (bad_topic)."""
-    known = _TOPICS.get((topic, prefix))
-    if known is not None:
-        return known
-    parsed = _parse_topic(topic, prefix)
-    if len(_TOPICS) >= _TOPICS_MAX:
-        _TOPICS.clear()
-    _TOPICS[(topic, prefix)] = parsed
-    return parsed
-
-
-def _parse_topic(topic: str, prefix: str) -> Topic:
     head = prefix + "/devices/"
     if not topic.startswith(head):
         raise InvalidMessage(Reason.BAD_TOPIC, f"topic {topic!r} is not under {head}")
