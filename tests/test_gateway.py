@@ -18,10 +18,11 @@ import psycopg
 import pytest
 
 from gateway import Gateway
-from storage import save_registry
+from storage import EventStore, save_registry
 from tests.fix_db import PostgresInstance, scalar
 from tests.fix_mqtt import MosquittoInstance, Publisher
 from tests.helpers import event, small_registry, wait_for
+from trygg.contract import Event, EventType, parse_event
 from trygg.registry import Registry
 
 pytestmark = pytest.mark.integration
@@ -82,6 +83,31 @@ def test_data_is_stored_as_the_device_wrote_it(start_gateway: StartGateway, publ
     with psycopg.connect(database) as conn:
         rows = conn.execute("SELECT event_id, data FROM trygg.events ORDER BY received_at, event_id").fetchall()
     assert sorted(rows) == [("e-2", {}), ("e-3", {}), ("e-\\1\t", {"room": 'stue "nord" æ\\x'})]
+
+
+def test_the_store_copies_payload_text_as_it_came(database: str) -> None:
+    """At the store, with no row-by-row retry to hide a bad COPY row: payload text with
+    tabs, line breaks and backslashes (also in the id) is stored, and so is an event
+    without payload text (from the spool), from its `data`."""
+    now = datetime.now(UTC)
+    ts = now.isoformat()
+    sent = [
+        ("d-1-motion", f'{{\n\t"id": "e\\\\\\t1",\r\n "ts": "{ts}", "type": "motion",'
+                       f' "data": {{"room": "a\\tb\\\\c"}}}}'),
+        ("d-1-fall", f'{{"id": "e-2", "ts": "{ts}", "type": "fall.detected", "data": null}}'),
+    ]
+    events = [parse_event(device, text.encode(), now) for device, text in sent]
+    events.append(Event("d-1-motion", "e-3", EventType.MOTION, now, now, {"room": "stue"}))  # no text
+    for ev in events:
+        ev.resident_id = "r-1"
+    store = EventStore(database)
+    try:
+        assert store.write(events) == 3
+    finally:
+        store.close()
+    with psycopg.connect(database) as conn:
+        rows = conn.execute("SELECT event_id, data, ts = %s FROM trygg.events ORDER BY event_id", (now,)).fetchall()
+    assert rows == [("e-2", {}, True), ("e-3", {"room": "stue"}, True), ("e\\\t1", {"room": "a\tb\\c"}, True)]
 
 
 def test_a_payload_the_database_cannot_read_whole_is_still_stored(start_gateway: StartGateway,
