@@ -17,6 +17,7 @@ import json
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -34,18 +35,25 @@ def _report(payload: bytes | str, at: float) -> None:
         sys.stdout.flush()
 
 
-def handheld(port: int, topic_filter: str) -> None:
-    sock = socket.create_connection(("127.0.0.1", port))
+def _connect(host: str, port: int, greeting: bytes) -> socket.socket:
+    sock = socket.create_connection((host, port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.sendall(connect_packet("lat-staff", MQTT311, 60, None, None, 0, 0, clean=True))
-    sock.sendall(subscribe_packet(1, [topic_filter], MQTT311))
+    sock.sendall(greeting)
+    return sock
+
+
+def _arrivals(sock: socket.socket) -> Iterator[tuple[bytes, float]]:
+    """What the socket delivers, each read with when it arrived, until it closes."""
+    while data := sock.recv(1 << 16):
+        yield data, time.perf_counter()
+
+
+def handheld(port: int, topic_filter: str) -> None:
+    sock = _connect("127.0.0.1", port, connect_packet("lat-staff", MQTT311, 60, None, None, 0, 0, clean=True)
+                    + subscribe_packet(1, [topic_filter], MQTT311))
     buffer = bytearray()
     ready = False
-    while True:
-        data = sock.recv(1 << 16)
-        at = time.perf_counter()
-        if not data:
-            return
+    for data, at in _arrivals(sock):
         buffer += data
         messages, others, used = parse_packets(buffer, MQTT311)
         del buffer[:used]
@@ -63,17 +71,12 @@ def console(base: str, token: str) -> None:
     """The console's live stream read off the socket: each `data:` line of an SSE event
     (uvicorn writes an event as one chunk, so its line arrives whole)."""
     url = urlsplit(base)
-    sock = socket.create_connection((url.hostname or "127.0.0.1", url.port or 80))
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.sendall(f"GET /api/alerts/stream HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: Bearer {token}\r\n"
-                 "Accept: text/event-stream\r\n\r\n".encode())
+    sock = _connect(url.hostname or "127.0.0.1", url.port or 80,
+                    f"GET /api/alerts/stream HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: Bearer {token}\r\n"
+                    "Accept: text/event-stream\r\n\r\n".encode())
     buffer = b""
     ready = False
-    while True:
-        data = sock.recv(1 << 16)
-        at = time.perf_counter()
-        if not data:
-            return
+    for data, at in _arrivals(sock):
         *lines, buffer = (buffer + data).split(b"\n")
         for line in lines:
             if not ready and line.startswith(b"HTTP/1.1 "):
