@@ -151,7 +151,11 @@ class DurableWriter:
         while True:
             batch = self._take()
             metrics.QUEUE_DEPTH.set(self._queued)
-            self._check_database()
+            try:
+                self._check_database()
+            except Exception as exc:  # this thread must not end: treat it as the database down
+                log.exception("database check failed, spooling locally")
+                self._database_lost(exc)
             if batch:
                 self._make_durable([r for p in batch for r in p.records])
                 for chunk in batch:
@@ -160,7 +164,10 @@ class DurableWriter:
                 break
             else:
                 self.idle.set()
-            self._touch_devices()
+            try:
+                self._touch_devices()
+            except Exception:  # last-heard times are a hint for restarts, not data
+                log.exception("last-heard times not written")
 
     def _check_database(self) -> None:
         """Bring the database back into use: ping, then replay the spool in order."""
@@ -210,6 +217,9 @@ class DurableWriter:
                     self._write(records)
                     break
                 except DatabaseUnavailable as exc:
+                    self._database_lost(exc)
+                except Exception as exc:  # kept in the spool, retried with it
+                    log.exception("batch not written, spooling locally", events=len(records))
                     self._database_lost(exc)
             try:
                 self._spool.append(records)

@@ -196,11 +196,15 @@ class EventStore:
 
     def ensure_partitions(self) -> None:
         conn = self._connection()
-        conn.execute(
-            "SELECT trygg.ensure_event_partitions(now() - interval '2 months',"
-            " now() + interval '3 months')"
-        )
-        conn.commit()
+        try:
+            conn.execute(
+                "SELECT trygg.ensure_event_partitions(now() - interval '2 months',"
+                " now() + interval '3 months')"
+            )
+            conn.commit()
+        except psycopg.OperationalError as exc:  # e.g. the server went away since the ping
+            self.close()
+            raise DatabaseUnavailable(str(exc).strip()) from exc
 
     def close(self) -> None:
         if self._conn is not None:

@@ -17,7 +17,7 @@ import paho.mqtt.client as mqtt
 import psycopg
 import pytest
 
-from gateway import Gateway
+from gateway import DurableWriter, Gateway, Pending, Spool
 from storage import EventStore, save_registry
 from tests.fix_db import PostgresInstance, scalar
 from tests.fix_mqtt import MosquittoInstance, Publisher
@@ -108,6 +108,41 @@ def test_the_store_copies_payload_text_as_it_came(database: str) -> None:
     with psycopg.connect(database) as conn:
         rows = conn.execute("SELECT event_id, data, ts = %s FROM trygg.events ORDER BY event_id", (now,)).fetchall()
     assert rows == [("e-2", {}, True), ("e-3", {"room": "stue"}, True), ("e\\\t1", {"room": "a\tb\\c"}, True)]
+
+
+def test_the_writer_carries_on_when_the_server_goes_away_between_its_ping_and_the_next_statement(
+    database: str, tmp_path: Path
+) -> None:
+    """PostgreSQL restarting just as the writer comes up: its connection is cut after the
+    ping. The writer takes that as the database being down, spools, and stores and
+    acknowledges everything once the database answers; its thread does not end."""
+    class CutAfterPing(EventStore):
+        cut = False
+
+        def ensure_partitions(self) -> None:
+            if not self.cut:
+                self.cut = True
+                pid = self._connection().info.backend_pid
+                with psycopg.connect(database, autocommit=True) as admin:
+                    admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            super().ensure_partitions()
+
+    acked: list[int] = []
+    writer = DurableWriter(CutAfterPing(database), Spool(tmp_path / "spool"),
+                           lambda mids, generation: acked.extend(mids), retry_s=0.2)
+    now = datetime.now(UTC)
+    events = [Event("d-1-motion", f"e-{i}", EventType.MOTION, now, now, {"room": "stue"}) for i in range(3)]
+    for ev in events:
+        ev.resident_id = "r-1"
+    writer.start()
+    try:
+        writer.put(Pending(list(events), [1, 2, 3], 1))
+        assert wait_for(lambda: count(database), lambda n: n == 3, timeout=15) == 3
+        assert wait_for(lambda: sorted(acked), lambda a: a == [1, 2, 3], timeout=5) == [1, 2, 3]
+        assert writer._thread.is_alive()
+        assert writer.database_ok
+    finally:
+        writer.stop()
 
 
 def test_a_payload_the_database_cannot_read_whole_is_still_stored(start_gateway: StartGateway,
