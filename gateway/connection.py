@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import os
 import random
 import socket
 import threading
@@ -48,6 +49,8 @@ from gateway.wire import (
 CONNECT_TIMEOUT_S = 10.0
 MAX_BACKOFF_S = 30.0
 RECEIVE_BUFFER = 1 << 20
+#: bytes `Connection.read_now` takes from the socket at most
+READ_NOW_MAX = 1 << 16
 
 Packets = list[tuple[int, bytes]]
 
@@ -59,6 +62,7 @@ class _Protocol(asyncio.Protocol):
         self.owner = owner
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
+        self.fd = -1  # the socket's descriptor, for `Connection.read_now`
         self.connack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -68,11 +72,13 @@ class _Protocol(asyncio.Protocol):
         if sock is not None:  # Nagle's algorithm costs ~40 ms stalls (DESIGN.md §9)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+            self.fd = sock.fileno()
 
     def data_received(self, data: bytes) -> None:
         self.owner._received(self, data)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.fd = -1
         if not self.connack.done():
             self.connack.set_exception(ProtocolError(f"connection closed before CONNACK ({exc or 'EOF'})"))
         self.owner._connection_lost(self, exc)
@@ -173,6 +179,28 @@ class Connection:
         protocol = self._protocol
         if protocol is not None and protocol.transport is not None and not protocol.transport.is_closing():
             protocol.transport.resume_reading()
+
+    def read_now(self) -> None:
+        """Handle at once what the socket already holds, without waiting for the loop.
+
+        For work on the loop's thread that runs long (the gateway between the messages of
+        a large read), so that an alarm which arrived meanwhile does not wait until that
+        work is done. The bytes are read behind the transport's back: its next read finds
+        nothing (or EOF again) and carries on. Nothing is read while reading is paused
+        (back-pressure) or the connection is closing.
+        """
+        protocol = self._protocol
+        if protocol is None or protocol.fd < 0:
+            return
+        transport = protocol.transport
+        if transport is None or transport.is_closing() or not transport.is_reading():
+            return
+        try:
+            data = os.read(protocol.fd, READ_NOW_MAX)
+        except OSError:  # nothing there yet (BlockingIOError), or an error the transport will see
+            return
+        if data:
+            self._received(protocol, data)
 
     # ------------------------------------------------------------------ any thread
 

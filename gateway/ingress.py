@@ -4,10 +4,13 @@ The subscriber (gateway/connection.py) receives on an asyncio loop: `trygg up`'s
 so a valid event is handed to the processors in the same callback that read it, before
 the commit; alone (`trygg gateway`, tests) a loop on a thread of its own. A message is
 acknowledged (PUBACK) by the durability loop only after it is committed to PostgreSQL or
-fsync'ed to the spool. The session is persistent (MQTT 5 session expiry, or clean
-session false on 3.1.1) under a stable client id, so events published while Trygg is
-down wait in the broker. While a durable writer's queue is full the subscriber stops
-reading (back-pressure); the broker holds the rest.
+fsync'ed to the spool. Alarms, falls and smoke go to the rules before the background
+traffic around them: first within a read, and while a large read is handled the socket
+is read every `POLL_EVERY` messages for an alarm that arrived meanwhile (whatever else
+it holds waits behind that read, in order). The session is persistent (MQTT 5 session
+expiry, or clean session false on 3.1.1) under a stable client id, so events published
+while Trygg is down wait in the broker. While a durable writer's queue is full the
+subscriber stops reading (back-pressure); the broker holds the rest.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import re
 import socket
 import threading
 import zlib
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,6 +51,8 @@ log = get_logger("trygg.gateway")
 
 SESSION_EXPIRY_S = 7 * 24 * 3600
 RECENT_KEYS = 200_000
+#: while handling a read, the socket is read for alarms every this many messages
+POLL_EVERY = 8
 #: event types that go through the rules first when a buffer holds several messages
 _URGENT = re.compile(rb'"(?:alarm|fall|smoke)\.')
 
@@ -77,6 +82,17 @@ def set_nodelay(client: mqtt.Client, userdata: Any, sock: Any) -> None:  # paho 
     """Nagle's algorithm costs ~40 ms stalls on small messages (DESIGN.md §9)."""
     if isinstance(sock, socket.socket):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+@dataclass(slots=True)
+class _Read:
+    """Messages of one read of the socket, from `start` on not yet handled."""
+
+    messages: list[Message]
+    generation: int
+    received_at: datetime
+    early: dict[int, Record | None]  # by position: the alarm lane's, handled already
+    start: int = 0
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -116,7 +132,10 @@ class Gateway:
         self._validator = Validator(registry, prefix, emergency_open)
         self._clock = clock
         self._recent: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._deferred = 0  # reads whose rest waits for a turn of the loop
+        self._backlog: deque[_Read] = deque()  # reads (or their rest) waiting for a turn of the loop
+        self._drain_scheduled = False
+        self._busy = False  # handling a read: a read that comes meanwhile waits behind it
+        self._interrupted = False  # an alarm came during the read being handled
         # One durability loop per shard of devices: each has its own connection and
         # spool, so a device's events stay in order while shards commit in parallel.
         shard_dirs = [spool_dir / f"shard-{i}" for i in range(writers)]
@@ -171,10 +190,10 @@ class Gateway:
     def stop(self) -> None:
         """Make what was received durable and acknowledge it, then disconnect."""
         loop = self._subscriber.loop
-        if loop is not None and loop.is_running():  # reads whose rest waits a loop turn
-            turned = threading.Event()
-            self._subscriber.call(turned.set)
-            turned.wait(5)
+        if loop is not None and loop.is_running():  # reads still waiting for a turn of the loop
+            drained = threading.Event()
+            self._subscriber.call(lambda: self._when_drained(drained))
+            drained.wait(5)
         for writer in self.writers:
             writer.idle.wait(10)
         self._subscriber.stop()
@@ -193,47 +212,88 @@ class Gateway:
 
     def _on_messages(self, messages: list[Message], generation: int) -> None:
         received_at = self._clock()
-        # The alarm lane: alarms, falls and smoke in this buffer reach the rules before
-        # the rest of it (each device's events keep their order within either lane;
-        # storage keeps the order received).
+        # The alarm lane: alarms, falls and smoke in this read reach the rules before the
+        # rest of it and before the reads still waiting (each device's events keep their
+        # order within either lane; storage keeps the order received).
+        waiting = self._backlog or self._busy
         early = {i: self._record(msg, received_at) for i, msg in enumerate(messages)
-                 if _URGENT.search(msg.payload)} if len(messages) > 1 or self._deferred else {}
+                 if _URGENT.search(msg.payload)} if len(messages) > 1 or waiting else {}
         loop = _running_loop()
-        if loop is not None and (self._deferred or (early and len(early) < len(messages))):
-            # The rest waits one turn of the loop, so what the alarm woke (the consoles'
+        if loop is not None and (waiting or (early and len(early) < len(messages))):
+            # The rest waits for a turn of the loop, so what the alarm woke (the consoles'
             # live streams) runs before the background traffic read with it. A read that
             # comes meanwhile waits behind it: a device's events keep their order.
-            self._deferred += 1
-            loop.call_soon(self._queue_deferred, messages, generation, received_at, early)
+            self._backlog.append(_Read(messages, generation, received_at, early))
+            self._interrupted |= bool(early)
+            if not self._busy:  # else the drain is scheduled once the read being handled ends
+                self._drain_soon(loop)
             return
-        self._queue_read(messages, generation, received_at, early)
+        self._queue_read(_Read(messages, generation, received_at, early))
+        if self._backlog and loop is not None:  # read meanwhile, or the rest of this read
+            self._drain_soon(loop)
 
-    def _queue_deferred(self, messages: list[Message], generation: int, received_at: datetime,
-                        early: dict[int, Record | None]) -> None:
-        self._deferred -= 1
-        self._queue_read(messages, generation, received_at, early)
+    def _drain_soon(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Handle the backlog in a later turn of the loop. Scheduled only once the read
+        being handled has ended, so the callbacks an alarm met during it scheduled (the
+        consoles' streams) come first."""
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            loop.call_soon(self._drain_backlog)
 
-    def _queue_read(self, messages: list[Message], generation: int, received_at: datetime,
-                    early: dict[int, Record | None]) -> None:
-        """Validate and hand on what `early` did not, then queue it all to be made durable."""
+    def _drain_backlog(self) -> None:
+        """The reads that waited, oldest first; those that came meanwhile in a later turn."""
+        self._drain_scheduled = False
+        for _ in range(len(self._backlog)):
+            if self._queue_read(self._backlog.popleft()):
+                break  # an alarm was handled: let the loop turn
+        if self._backlog:
+            self._drain_soon(asyncio.get_running_loop())
+
+    def _when_drained(self, drained: threading.Event) -> None:
+        if self._backlog:
+            asyncio.get_running_loop().call_soon(self._when_drained, drained)
+        else:
+            drained.set()
+
+    def _queue_read(self, read: _Read) -> bool:
+        """Validate and hand on what `read.early` did not, then queue it to be made
+        durable. Every `POLL_EVERY` messages the socket is read for alarms that arrived
+        meanwhile (`Connection.read_now`); when one was handled, the rest of this read
+        goes back to the front of the backlog and True is returned."""
+        messages, early, received_at = read.messages, read.early, read.received_at
         shards = len(self.writers)
-        chunks = [Pending([], [], generation) for _ in range(shards)]
+        chunks = [Pending([], [], read.generation) for _ in range(shards)]
         status = 0
-        for i, msg in enumerate(messages):
-            record = early[i] if i in early else self._record(msg, received_at)
-            if record is None:  # a position without legal basis: not stored, not used
-                chunk = chunks[0]  # acknowledged once what came before it is durable
-            elif isinstance(record, DeadLetter):
-                chunk = chunks[0]
-                chunk.records.append(record)
+        start = end = read.start
+        self._busy, self._interrupted = True, False
+        try:
+            for end in range(start, len(messages)):
+                if (end - start) % POLL_EVERY == POLL_EVERY - 1:
+                    self._subscriber.read_now()
+                    if self._interrupted:
+                        break
+                msg = messages[end]
+                record = early[end] if end in early else self._record(msg, received_at)
+                if record is None:  # a position without legal basis: not stored, not used
+                    chunk = chunks[0]  # acknowledged once what came before it is durable
+                elif isinstance(record, DeadLetter):
+                    chunk = chunks[0]
+                    chunk.records.append(record)
+                else:
+                    chunk = chunks[zlib.crc32(record.device_id.encode()) % shards]
+                    chunk.records.append(record)
+                    status += isinstance(record, StatusRow)
+                if msg.qos:
+                    chunk.mids.append(msg.mid)
             else:
-                chunk = chunks[zlib.crc32(record.device_id.encode()) % shards]
-                chunk.records.append(record)
-                status += isinstance(record, StatusRow)
-            if msg.qos:
-                chunk.mids.append(msg.mid)
+                end = len(messages)
+        finally:
+            self._busy = False
+        if end < len(messages):
+            read.start = end
+            self._backlog.appendleft(read)
         self._received_status.inc(status)
-        self._received_events.inc(len(messages) - status)
+        self._received_events.inc(end - start - status)
         full = False
         for writer, chunk in zip(self.writers, chunks, strict=True):
             if chunk.records or chunk.mids:
@@ -241,6 +301,7 @@ class Gateway:
         if full:
             metrics.BACKPRESSURE.inc()
             self._subscriber.pause_reading()
+        return end < len(messages)
 
     def _room(self) -> None:  # a writer's thread
         self._subscriber.call(self._resume)

@@ -361,6 +361,41 @@ def test_events_are_handed_to_the_rules_before_the_commit_and_once(
     assert seen == [("e-1", 0)], "handed on after the commit, twice, or a bad message handed on"
 
 
+def test_an_alarm_that_arrives_during_a_long_read_overtakes_the_rest_of_it(
+    start_gateway: StartGateway, publisher: Publisher, database: str, prefix: str
+) -> None:
+    """While the gateway works through a large read (slow rules here, 2 ms an event), it
+    reads the socket every few messages: an alarm published meanwhile reaches the rules
+    long before that read is done, and every event is still stored once."""
+    handed: list[str] = []
+    first, go, working = threading.Event(), threading.Event(), threading.Event()
+
+    def slow_rules(item: object) -> None:
+        if not isinstance(item, Event):
+            return
+        handed.append(item.event_id)
+        if item.event_id == "hb-0":
+            first.set()
+            go.wait(10)  # the rest of the background arrives in the socket meanwhile
+        elif item.event_id == "hb-3":
+            working.set()
+        time.sleep(0.002)
+
+    start_gateway(sink=slow_rules)
+    topic = f"{prefix}/devices/d-1-alarm/events"
+    publisher.publish(topic, event("hb-0"))
+    assert first.wait(10)
+    for n in range(1, 100):
+        publisher.publish(topic, event(f"hb-{n}"))
+    time.sleep(0.3)
+    go.set()
+    assert working.wait(10)
+    publisher.publish(topic, event("press-1", "alarm.button"))
+    assert wait_for(lambda: len(handed), lambda n: n == 101) == 101
+    assert handed.index("press-1") < handed.index("hb-40"), "the alarm waited for the read before it"
+    assert wait_for(lambda: count(database), lambda n: n == 101) == 101
+
+
 def test_a_spool_left_by_another_writer_count_is_replayed(
     mosquitto: MosquittoInstance, database: str, prefix: str, tmp_path: Path
 ) -> None:
