@@ -69,9 +69,9 @@ class Validator:
         where = self._topics.get(topic)
         if where is None:
             where = parse_topic(topic, self._prefix)
+            if where.device_id in self._devices:
+                self._topics[topic] = where
         entry = self._devices.get(where.device_id)
-        if entry is not None:
-            self._topics[topic] = where
         if where.channel == "status":
             online = parse_status(payload)
             if entry is None:

@@ -140,8 +140,7 @@ class EventStore:
             self._connection().execute("SELECT 1").fetchone()
             self._connection().rollback()
         except psycopg.Error as exc:
-            self.close()
-            raise DatabaseUnavailable(str(exc).strip()) from exc
+            raise self._lost(exc) from exc
 
     def write(
         self,
@@ -174,8 +173,7 @@ class EventStore:
                     cur.execute(_UPSERT_STATUS, (st.device_id, st.online, st.at, st.at))
             conn.commit()
         except psycopg.OperationalError as exc:
-            self.close()
-            raise DatabaseUnavailable(str(exc).strip()) from exc
+            raise self._lost(exc) from exc
         except BaseException:
             if not conn.closed:
                 conn.rollback()
@@ -191,8 +189,7 @@ class EventStore:
             conn.execute(_UPSERT_SEEN, (list(last_seen), list(last_seen.values())))
             conn.commit()
         except psycopg.OperationalError as exc:
-            self.close()
-            raise DatabaseUnavailable(str(exc).strip()) from exc
+            raise self._lost(exc) from exc
 
     def ensure_partitions(self) -> None:
         conn = self._connection()
@@ -203,8 +200,12 @@ class EventStore:
             )
             conn.commit()
         except psycopg.OperationalError as exc:  # e.g. the server went away since the ping
-            self.close()
-            raise DatabaseUnavailable(str(exc).strip()) from exc
+            raise self._lost(exc) from exc
+
+    def _lost(self, exc: psycopg.Error) -> DatabaseUnavailable:
+        """The connection is gone: close it (the next call connects anew) and say so."""
+        self.close()
+        return DatabaseUnavailable(str(exc).strip())
 
     def close(self) -> None:
         if self._conn is not None:

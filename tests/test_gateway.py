@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -110,35 +111,62 @@ def test_the_store_copies_payload_text_as_it_came(database: str) -> None:
     assert rows == [("e-2", {}, True), ("e-3", {"room": "stue"}, True), ("e\\\t1", {"room": "a\tb\\c"}, True)]
 
 
-def test_the_writer_carries_on_when_the_server_goes_away_between_its_ping_and_the_next_statement(
-    database: str, tmp_path: Path
+class FaultOnce(EventStore):
+    """The real store, with one fault the first time: `cut` (the server drops the
+    connection right after the writer's ping, as a restart would), `check` (an unexpected
+    error while the writer brings the database into use), `batch` (an unexpected error
+    writing a batch) or `touch` (an unexpected error writing last-heard times)."""
+
+    def __init__(self, conninfo: str, fault: str) -> None:
+        super().__init__(conninfo)
+        self.fault: str | None = fault
+
+    def ensure_partitions(self) -> None:
+        if self.fault == "cut":
+            self.fault = None
+            pid = self._connection().info.backend_pid
+            with psycopg.connect(self._conninfo, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        elif self.fault == "check":
+            self.fault = None
+            raise RuntimeError("unexpected error in the database check")
+        super().ensure_partitions()
+
+    def write(self, *args: Any, **options: Any) -> int:
+        if self.fault == "batch":
+            self.fault = None
+            raise RuntimeError("unexpected error writing a batch")
+        return super().write(*args, **options)
+
+    def touch_devices(self, last_seen: dict[str, datetime]) -> None:
+        if self.fault == "touch":
+            self.fault = None
+            raise RuntimeError("unexpected error writing last-heard times")
+        super().touch_devices(last_seen)
+
+
+@pytest.mark.parametrize("fault", ["cut", "check", "batch", "touch"])
+def test_the_writer_thread_survives_a_lost_connection_or_an_unexpected_error(
+    database: str, tmp_path: Path, fault: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """PostgreSQL restarting just as the writer comes up: its connection is cut after the
-    ping. The writer takes that as the database being down, spools, and stores and
-    acknowledges everything once the database answers; its thread does not end."""
-    class CutAfterPing(EventStore):
-        cut = False
-
-        def ensure_partitions(self) -> None:
-            if not self.cut:
-                self.cut = True
-                pid = self._connection().info.backend_pid
-                with psycopg.connect(database, autocommit=True) as admin:
-                    admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-            super().ensure_partitions()
-
+    """Whatever goes wrong on its way to PostgreSQL, the writer takes it as the database
+    being down: it spools, acknowledges, and stores everything once a retry succeeds. Its
+    thread does not end (an ended writer stores and acknowledges nothing more)."""
+    monkeypatch.setattr("gateway.durable.TOUCH_INTERVAL_S", 0.0)  # last-heard times after every batch
     acked: list[int] = []
-    writer = DurableWriter(CutAfterPing(database), Spool(tmp_path / "spool"),
+    writer = DurableWriter(FaultOnce(database, fault), Spool(tmp_path / "spool"),
                            lambda mids, generation: acked.extend(mids), retry_s=0.2)
     now = datetime.now(UTC)
-    events = [Event("d-1-motion", f"e-{i}", EventType.MOTION, now, now, {"room": "stue"}) for i in range(3)]
+    events = [Event("d-1-motion", f"e-{i}", EventType.MOTION, now, now, {"room": "stue"}) for i in range(6)]
     for ev in events:
         ev.resident_id = "r-1"
     writer.start()
     try:
-        writer.put(Pending(list(events), [1, 2, 3], 1))
+        writer.put(Pending(events[:3], [1, 2, 3], 1))
         assert wait_for(lambda: count(database), lambda n: n == 3, timeout=15) == 3
-        assert wait_for(lambda: sorted(acked), lambda a: a == [1, 2, 3], timeout=5) == [1, 2, 3]
+        writer.put(Pending(events[3:], [4, 5, 6], 1))  # after the fault
+        assert wait_for(lambda: count(database), lambda n: n == 6, timeout=15) == 6
+        assert wait_for(lambda: sorted(acked), lambda a: len(a) == 6, timeout=5) == [1, 2, 3, 4, 5, 6]
         assert writer._thread.is_alive()
         assert writer.database_ok
     finally:
