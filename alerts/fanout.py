@@ -1,9 +1,12 @@
 """In-process subscriptions to alert changes, for the dashboard's SSE stream.
 
-`AlertHub.subscribe(teams)` returns a `Subscription` that receives every alert change
-(the §3 wire dict) of an alert that reached one of `teams` (None: every team, for
+`AlertHub.subscribe(teams, wake=…)` returns a `Subscription` that receives every alert
+change (the §3 wire dict) of an alert that reached one of `teams` (None: every team, for
 operators). Delivery is `put_nowait` on the subscriber's queue, on the event loop's
-thread: the alert path never waits for a consumer. A consumer that lets `limit` changes
+thread: the alert path never waits for a consumer. A subscriber's `wake` is then called
+right there, so a consumer that can write without waiting (the console's stream) sends
+the change within the call that made it; `wake` must not block, and one that raises
+ends its subscription. A consumer that lets `limit` changes
 pile up is dropped: it gets a marker, `Subscription.get` then raises
 `SubscriptionDropped`, and the SSE client should reconnect and re-list
 (`GET /api/alerts`), which is cheaper and safer than a stream with holes.
@@ -15,11 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Final
 
 from alerts import metrics
 from alerts.errors import SubscriptionDropped
+from trygg.logging import get_logger
+
+log = get_logger("trygg.alerts")
 
 #: changes a subscriber may have waiting before it is dropped
 SUBSCRIBER_LIMIT: Final = 1000
@@ -31,10 +37,12 @@ DROPPED: Final[dict[str, Any]] = {"dropped": True}
 class Subscription:
     """A stream of alert changes; `async for change in subscription` or `await get()`."""
 
-    def __init__(self, sub_id: int, teams: frozenset[str] | None, limit: int) -> None:
+    def __init__(self, sub_id: int, teams: frozenset[str] | None, limit: int,
+                 wake: Callable[[], None] | None = None) -> None:
         self.id = sub_id
         self.teams = teams
         self.limit = limit
+        self.wake = wake
         # bounded: `limit` changes, plus room for the marker
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=limit + 1)
         self.dropped = False
@@ -44,15 +52,33 @@ class Subscription:
         return self.teams is None or not self.teams.isdisjoint(teams)
 
     def offer(self, wire: dict[str, Any]) -> bool:
-        """Queue a change; False (and the marker queued) when the subscriber is too far behind."""
+        """Queue a change and wake the consumer; False (and the marker queued) when the
+        subscriber is too far behind or its `wake` failed."""
         if self.closed:
             return False
         if self.queue.qsize() >= self.limit:
-            self.dropped = True
-            self.closed = True
-            self.queue.put_nowait(DROPPED)
+            self._drop()
+            self._wake()  # so that it learns now
             return False
         self.queue.put_nowait(wire)
+        if not self._wake():
+            self._drop()
+            return False
+        return True
+
+    def _drop(self) -> None:
+        self.dropped = True
+        self.closed = True
+        self.queue.put_nowait(DROPPED)  # there is room: the queue holds `limit` + 1
+
+    def _wake(self) -> bool:
+        if self.wake is None:
+            return True
+        try:
+            self.wake()
+        except Exception:
+            log.exception("alert subscriber failed; its subscription ends", subscription=self.id)
+            return False
         return True
 
     async def get(self) -> dict[str, Any]:
@@ -86,8 +112,9 @@ class AlertHub:
     def __len__(self) -> int:
         return len(self._subs)
 
-    def subscribe(self, teams: set[str] | frozenset[str] | None = None, *, limit: int | None = None) -> Subscription:
-        sub = Subscription(next(self._ids), None if teams is None else frozenset(teams), limit or self._limit)
+    def subscribe(self, teams: set[str] | frozenset[str] | None = None, *, limit: int | None = None,
+                  wake: Callable[[], None] | None = None) -> Subscription:
+        sub = Subscription(next(self._ids), None if teams is None else frozenset(teams), limit or self._limit, wake)
         self._subs[sub.id] = sub
         metrics.SUBSCRIBERS.set(len(self._subs))
         return sub
@@ -98,7 +125,8 @@ class AlertHub:
         metrics.SUBSCRIBERS.set(len(self._subs))
 
     def publish(self, wire: dict[str, Any], teams: tuple[str, ...]) -> None:
-        """Offer one change to every interested subscriber; drop the ones too far behind."""
+        """Offer one change to every interested subscriber; drop the ones too far behind
+        (or whose `wake` failed)."""
         dropped: list[Subscription] = []
         for sub in self._subs.values():
             if sub.wants(teams) and not sub.offer(wire):

@@ -233,8 +233,11 @@ class AlertStage:
         """The unresolved alerts that reached one of `teams` (None: all), oldest first."""
         return [a.to_wire() for a in self._service.active(teams)]
 
-    def subscribe(self, teams: set[str] | frozenset[str] | None = None) -> Subscription:
-        return self._hub.subscribe(teams)
+    def subscribe(self, teams: set[str] | frozenset[str] | None = None, *,
+                  wake: Callable[[], None] | None = None) -> Subscription:
+        """Every later change of an alert of `teams` (None: all); `wake` is called as
+        soon as one is queued, after its MQTT publish (alerts/fanout.py)."""
+        return self._hub.subscribe(teams, wake=wake)
 
     def unsubscribe(self, subscription: Subscription) -> None:
         self._hub.unsubscribe(subscription)

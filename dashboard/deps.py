@@ -41,11 +41,13 @@ AlertDocs = list[AlertDoc]
 
 
 class AlertFeed(Protocol):
-    """One subscriber's alert changes, in order."""
+    """One subscriber's alert changes, in order. The feed calls the `wake` it was
+    subscribed with, on the event loop's thread, as soon as a change is waiting — in
+    the call that made the change where it can, so the change is written at once."""
 
-    async def get(self) -> AlertDoc:
-        """The next change. Cancelling the wait (a timeout) loses nothing; raises when
-        the subscriber fell behind and was dropped, or the stage stopped."""
+    def get_nowait(self) -> AlertDoc | None:
+        """The next waiting change, or None. Raises when the subscriber fell behind and
+        was dropped, or the stage stopped."""
         ...
 
     def close(self) -> None:
@@ -81,8 +83,9 @@ class AlertsPort(Protocol):
         """open|acknowledged → resolved with `note`; returns the alert after the change."""
         ...
 
-    def subscribe(self, teams: frozenset[str] | None) -> AlertFeed:
-        """Every later change of an alert of `teams`, as the alert after the change."""
+    def subscribe(self, teams: frozenset[str] | None, wake: Callable[[], None]) -> AlertFeed:
+        """Every later change of an alert of `teams`, as the alert after the change;
+        `wake` is called (on the loop's thread) whenever one is waiting."""
         ...
 
     async def open_alerts_of(self, resident_id: str) -> AlertDocs:
@@ -137,8 +140,8 @@ class StageAlerts:
     async def resolve(self, alert_id: str, actor: str, note: str | None) -> AlertDoc:
         return self._with_teams(self._stage.resolve(alert_id, actor, note))
 
-    def subscribe(self, teams: frozenset[str] | None) -> AlertFeed:
-        return _StageFeed(self, self._stage.subscribe(teams))
+    def subscribe(self, teams: frozenset[str] | None, wake: Callable[[], None]) -> AlertFeed:
+        return _StageFeed(self, self._stage.subscribe(teams, wake=wake))
 
     async def open_alerts_of(self, resident_id: str) -> AlertDocs:
         return [d for d in self._stage.active(None) if d.get("resident_id") == resident_id]
@@ -151,8 +154,11 @@ class _StageFeed:
         self._port = port
         self._subscription = subscription
 
-    async def get(self) -> AlertDoc:
-        return self._port._with_teams(await self._subscription.get())
+    def get_nowait(self) -> AlertDoc | None:
+        try:
+            return self._port._with_teams(self._subscription.get_nowait())
+        except asyncio.QueueEmpty:
+            return None
 
     def close(self) -> None:
         self._port._stage.unsubscribe(self._subscription)

@@ -3,11 +3,14 @@ stream with pings and per-team delivery, and the app without an alert stage."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import queue
+import re
+import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -17,7 +20,7 @@ import pytest
 
 from dashboard.deps import StageAlerts
 from tests.helpers import wait_for
-from tests.test_api_support import MemoryAlerts, World, alert_doc, make_world, world
+from tests.test_api_support import MemoryAlerts, World, alert_doc, make_world, password_hash, world
 
 pytestmark = pytest.mark.integration
 
@@ -148,7 +151,7 @@ def test_stream_ends_with_reset_at_once_when_the_server_closes(database: str) ->
     with make_world(database, sse_ping_s=30) as w, stream(w, "staff-east") as east:
         assert east.next_event() == (":", "connected")
         assert wait_for(lambda: len(w.alerts.subscribers), lambda n: n == 1) == 1
-        loop = w.alerts.subscribers[0][0]
+        loop = w.alerts.subscribers[0].loop
         started = time.monotonic()
         loop.call_soon_threadsafe(w.app.state.trygg.closing.set)
         assert east.next_event() == ("reset", "{}")
@@ -157,10 +160,11 @@ def test_stream_ends_with_reset_at_once_when_the_server_closes(database: str) ->
 
 def test_stream_ends_with_reset_when_the_subscription_ends(fast_world: World) -> None:
     class EndingFeed:
-        def __init__(self) -> None:
+        def __init__(self, wake: Callable[[], None]) -> None:
             self.changes = [alert_doc("a-last", "r-1", "east")]
+            asyncio.get_running_loop().call_later(0.1, wake)
 
-        async def get(self) -> dict[str, Any]:
+        def get_nowait(self) -> dict[str, Any] | None:
             if not self.changes:
                 raise RuntimeError("subscriber dropped")
             return self.changes.pop()
@@ -169,8 +173,8 @@ def test_stream_ends_with_reset_when_the_subscription_ends(fast_world: World) ->
             pass
 
     class Ending(MemoryAlerts):
-        def subscribe(self, teams: frozenset[str] | None) -> Any:  # type: ignore[override]
-            return EndingFeed()
+        def subscribe(self, teams: frozenset[str] | None, wake: Callable[[], None]) -> Any:  # type: ignore[override]
+            return EndingFeed(wake)
 
     port = Ending()
     port.reset()
@@ -214,3 +218,66 @@ def test_the_alert_stage_adapter(database: str) -> None:
         assert response.status_code in (404, 503)
         status = w.client.get("/api/residents/r-1/status", headers=w.headers("staff-east"))
         assert status.status_code == 200 and status.json()["open_alerts"] == []
+
+
+def test_a_change_reaches_the_console_while_the_loop_is_still_busy_after_it(fast_world: World) -> None:
+    """The stream writes a change in the call that offered it (no task to wake at the
+    end of the loop's turn): the console has the alert while the server's loop is still
+    busy with whatever came after the change."""
+    w = fast_world
+    with stream(w, "staff-east") as east:
+        assert east.next_event() == (":", "connected")
+        (sub,) = wait_for(lambda: list(w.alerts.subscribers), lambda subs: len(subs) == 1)
+
+        def change_then_busy() -> None:
+            sub.deliver(alert_doc("a-now", "r-1", "east", kind="smoke", priority="critical"))
+            time.sleep(1.5)  # the rest of the loop's turn: heartbeats, motion, a database batch …
+
+        started = time.monotonic()
+        sub.loop.call_soon_threadsafe(change_then_busy)
+        name, data = east.next_event(timeout=1.0)
+        arrived = time.monotonic() - started
+        assert (name, json.loads(data)["alert_id"]) == ("alert", "a-now")
+        assert arrived < 1.0, f"the alert came after the loop's busy turn ({arrived:.2f} s)"
+
+
+def test_a_console_that_reads_slowly_gets_every_change_in_order(fast_world: World) -> None:
+    """While the console does not read, its socket and the server's buffers fill and the
+    stream's writes wait; changes made meanwhile are held, none lost, none reordered."""
+    w = fast_world
+    host, port = httpx.URL(str(w.client.base_url)).host, httpx.URL(str(w.client.base_url)).port
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # a console on a slow link
+    sock.connect((host, port))
+    token = w.tokens["staff-east"]
+    sock.sendall(f"GET /api/alerts/stream HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n".encode())
+    (sub,) = wait_for(lambda: list(w.alerts.subscribers), lambda subs: len(subs) == 1)
+    notes = 250
+    for n in range(notes):  # 7.5 MB of alerts: more than the kernel's buffers (4 MiB at most) hold
+        doc = {**alert_doc(f"a-{n}", "r-1", "east"), "note": f"{n:04d} " + "x" * 30_000}
+        sub.loop.call_soon_threadsafe(sub.deliver, doc)
+    assert wait_for(lambda: sub.queue.qsize(), lambda size: size == 0) == 0  # all offered to the stream
+    time.sleep(0.3)
+    received = b""
+    sock.settimeout(10)
+    with sock:
+        while received.count(b"event: alert") < notes:
+            chunk = sock.recv(65536)
+            assert chunk, "the stream ended early"
+            received += chunk
+    ids = re.findall(rb"^id: (a-\d+)\r?$", received.replace(b"\r\n", b"\n"), re.MULTILINE)
+    assert [i.decode() for i in ids] == [f"a-{n}" for n in range(notes)]
+
+
+def test_the_stream_ends_with_expired_when_the_session_runs_out(fast_world: World) -> None:
+    w = fast_world
+    signer = w.app.state.trygg.signer
+    token = signer.issue("staff-east", password_hash(), "api", int(time.time()) + 2)
+    with httpx.Client(base_url=str(w.client.base_url), timeout=10) as client, client.stream(
+            "GET", "/api/alerts/stream", headers={"Authorization": f"Bearer {token}"}) as response:
+        events = EventStream(response)
+        seen = [events.next_event() for _ in range(3)]
+        while seen[-1][0] != "expired":
+            seen.append(events.next_event(timeout=4))
+        assert seen[0] == (":", "connected")
+        assert json.loads(seen[-1][1]) == {"detail": "the session expired; sign in again"}

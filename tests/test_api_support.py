@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -131,12 +131,27 @@ def alert_doc(alert_id: str, resident_id: str, team_id: str, kind: str = "fall",
 
 
 @dataclass
+class Subscriber:
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[dict[str, Any]]
+    teams: frozenset[str] | None
+    wake: Callable[[], None]
+
+    def deliver(self, doc: dict[str, Any]) -> None:  # on the subscriber's loop
+        self.queue.put_nowait(doc)
+        self.wake()
+
+
+@dataclass
 class MemoryFeed:
     alerts: MemoryAlerts
-    entry: tuple[asyncio.AbstractEventLoop, asyncio.Queue[dict[str, Any]], frozenset[str] | None]
+    entry: Subscriber
 
-    async def get(self) -> dict[str, Any]:
-        return await self.entry[1].get()
+    def get_nowait(self) -> dict[str, Any] | None:
+        try:
+            return self.entry.queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
 
     def close(self) -> None:
         with self.alerts.lock:
@@ -149,8 +164,7 @@ class MemoryAlerts:
     which may live on another thread's event loop."""
 
     alerts: dict[str, dict[str, Any]] = field(default_factory=dict)
-    subscribers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[dict[str, Any]],
-                            frozenset[str] | None]] = field(default_factory=list)
+    subscribers: list[Subscriber] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def reset(self) -> None:
@@ -166,9 +180,9 @@ class MemoryAlerts:
         with self.lock:
             self.alerts[doc["alert_id"]] = doc
             subscribers = list(self.subscribers)
-        for loop, queue, teams in subscribers:
-            if teams is None or set(doc["teams"]) & teams:
-                loop.call_soon_threadsafe(queue.put_nowait, dict(doc))
+        for sub in subscribers:
+            if sub.teams is None or set(doc["teams"]) & sub.teams:
+                sub.loop.call_soon_threadsafe(sub.deliver, dict(doc))
 
     async def list(self, teams: frozenset[str] | None, state: str | None,
                    since: datetime | None) -> list[dict[str, Any]]:
@@ -200,8 +214,8 @@ class MemoryAlerts:
     async def resolve(self, alert_id: str, actor: str, note: str | None) -> dict[str, Any]:
         return self._step(alert_id, ("open", "acknowledged"), "resolved", resolved_by=actor, note=note)
 
-    def subscribe(self, teams: frozenset[str] | None) -> MemoryFeed:
-        entry = (asyncio.get_running_loop(), asyncio.Queue[dict[str, Any]](), teams)
+    def subscribe(self, teams: frozenset[str] | None, wake: Callable[[], None]) -> MemoryFeed:
+        entry = Subscriber(asyncio.get_running_loop(), asyncio.Queue(), teams, wake)
         with self.lock:
             self.subscribers.append(entry)
         return MemoryFeed(self, entry)

@@ -56,6 +56,41 @@ def test_a_slow_subscriber_is_dropped_with_a_marker_and_others_keep_receiving() 
     asyncio.run(scenario())
 
 
+def test_a_subscriber_is_woken_in_the_call_that_offers_the_change() -> None:
+    """The console's stream writes a change before the alert stage's call returns: its
+    `wake` runs inside `publish`, with the change already waiting."""
+    async def scenario() -> None:
+        hub = AlertHub(limit=2)
+        seen: list[str] = []
+        sub = hub.subscribe({"east"}, wake=lambda: seen.append(sub.get_nowait()["alert_id"]))
+        hub.publish(wire("a-1"), ("east",))
+        assert seen == ["a-1"]
+        hub.publish(wire("a-2"), ("west",))
+        assert seen == ["a-1"]
+
+    asyncio.run(scenario())
+
+
+def test_a_subscriber_whose_wake_fails_is_dropped_and_the_others_still_get_the_change() -> None:
+    async def scenario() -> None:
+        hub = AlertHub()
+
+        def broken() -> None:
+            raise RuntimeError("console gone")
+
+        failing = hub.subscribe({"east"}, wake=broken)
+        other = hub.subscribe({"east"})
+        hub.publish(wire("a-1"), ("east",))
+        assert (await other.get())["alert_id"] == "a-1"
+        assert failing.dropped and len(hub) == 1
+        hub.publish(wire("a-2"), ("east",))
+        assert (await failing.get())["alert_id"] == "a-1"
+        with pytest.raises(SubscriptionDropped):  # told, not left silent
+            await failing.get()
+
+    asyncio.run(scenario())
+
+
 def test_webhook_posts_the_alert_json_and_retries_failures_with_backoff() -> None:
     calls: list[tuple[str, bytes]] = []
     answers = iter([503, 500, 200, 200])

@@ -34,7 +34,9 @@ def wire(alert_id: str, state: str = "open", updated: str = "2026-11-22T12:00:00
 class FakeSubscription:
     changes: list[dict[str, Any]]
 
-    async def get(self) -> dict[str, Any]:
+    def get_nowait(self) -> dict[str, Any]:
+        if not self.changes:
+            raise asyncio.QueueEmpty
         return self.changes.pop(0)
 
 
@@ -59,7 +61,7 @@ class FakeStage:
     def resolve(self, alert_id: str, actor: str, note: str | None) -> dict[str, Any]:
         return {**self.get(alert_id), "state": "resolved", "note": note}
 
-    def subscribe(self, teams: frozenset[str] | None) -> FakeSubscription:
+    def subscribe(self, teams: frozenset[str] | None, wake: object = None) -> FakeSubscription:
         return FakeSubscription([wire("a-1", "acknowledged")])
 
     def unsubscribe(self, subscription: object) -> None:
@@ -81,9 +83,10 @@ def test_stage_alerts_adds_teams_and_filters() -> None:
         assert await port.get("a-9") is None
         assert (await port.acknowledge("a-1", "ola"))["teams"] == ["east", "centre"]
         assert (await port.resolve("a-2", "ola", "fine"))["note"] == "fine"
-        feed = port.subscribe(None)
-        change = await feed.get()
-        assert (change["state"], change["teams"]) == ("acknowledged", ["east", "centre"])
+        feed = port.subscribe(None, lambda: None)
+        change = feed.get_nowait()
+        assert change is not None and (change["state"], change["teams"]) == ("acknowledged", ["east", "centre"])
+        assert feed.get_nowait() is None
         feed.close()
         assert stage.unsubscribed == 1
         assert len(await port.open_alerts_of("r-1")) == 2
