@@ -86,13 +86,12 @@ def set_nodelay(client: mqtt.Client, userdata: Any, sock: Any) -> None:  # paho 
 
 @dataclass(slots=True)
 class _Read:
-    """Messages of one read of the socket, from `start` on not yet handled."""
+    """Messages of one read of the socket."""
 
     messages: list[Message]
     generation: int
     received_at: datetime
     early: dict[int, Record | None]  # by position: the alarm lane's, handled already
-    start: int = 0
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -135,7 +134,6 @@ class Gateway:
         self._backlog: deque[_Read] = deque()  # reads (or their rest) waiting for a turn of the loop
         self._drain_scheduled = False
         self._busy = False  # handling a read: a read that comes meanwhile waits behind it
-        self._interrupted = False  # an alarm came during the read being handled
         # One durability loop per shard of devices: each has its own connection and
         # spool, so a device's events stay in order while shards commit in parallel.
         shard_dirs = [spool_dir / f"shard-{i}" for i in range(writers)]
@@ -218,24 +216,23 @@ class Gateway:
         waiting = self._backlog or self._busy
         early = {i: self._record(msg, received_at) for i, msg in enumerate(messages)
                  if _URGENT.search(msg.payload)} if len(messages) > 1 or waiting else {}
+        read = _Read(messages, generation, received_at, early)
         loop = _running_loop()
-        if loop is not None and (waiting or (early and len(early) < len(messages))):
-            # The rest waits for a turn of the loop, so what the alarm woke (the consoles'
-            # live streams) runs before the background traffic read with it. A read that
-            # comes meanwhile waits behind it: a device's events keep their order.
-            self._backlog.append(_Read(messages, generation, received_at, early))
-            self._interrupted |= bool(early)
+        if waiting and loop is not None:
+            # Read while another read is handled (`read_now`), or while reads wait: it
+            # waits behind them, so a device's events keep their order.
+            self._backlog.append(read)
             if not self._busy:  # else the drain is scheduled once the read being handled ends
                 self._drain_soon(loop)
             return
-        self._queue_read(_Read(messages, generation, received_at, early))
-        if self._backlog and loop is not None:  # read meanwhile, or the rest of this read
+        self._queue_read(read)
+        if self._backlog and loop is not None:  # read meanwhile
             self._drain_soon(loop)
 
     def _drain_soon(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Handle the backlog in a later turn of the loop. Scheduled only once the read
-        being handled has ended, so the callbacks an alarm met during it scheduled (the
-        consoles' streams) come first."""
+        """Handle the backlog in a later turn of the loop, so that reading the socket
+        for alarms never keeps the loop from its other work (acknowledgements, timers,
+        the dashboard)."""
         if not self._drain_scheduled:
             self._drain_scheduled = True
             loop.call_soon(self._drain_backlog)
@@ -244,8 +241,7 @@ class Gateway:
         """The reads that waited, oldest first; those that came meanwhile in a later turn."""
         self._drain_scheduled = False
         for _ in range(len(self._backlog)):
-            if self._queue_read(self._backlog.popleft()):
-                break  # an alarm was handled: let the loop turn
+            self._queue_read(self._backlog.popleft())
         if self._backlog:
             self._drain_soon(asyncio.get_running_loop())
 
@@ -255,25 +251,21 @@ class Gateway:
         else:
             drained.set()
 
-    def _queue_read(self, read: _Read) -> bool:
+    def _queue_read(self, read: _Read) -> None:
         """Validate and hand on what `read.early` did not, then queue it to be made
         durable. Every `POLL_EVERY` messages the socket is read for alarms that arrived
-        meanwhile (`Connection.read_now`); when one was handled, the rest of this read
-        goes back to the front of the backlog and True is returned."""
+        meanwhile (`Connection.read_now`): they are handed on at once, the rest of what
+        it read waits behind this read."""
         messages, early, received_at = read.messages, read.early, read.received_at
         shards = len(self.writers)
         chunks = [Pending([], [], read.generation) for _ in range(shards)]
         status = 0
-        start = end = read.start
-        self._busy, self._interrupted = True, False
+        self._busy = True
         try:
-            for end in range(start, len(messages)):
-                if (end - start) % POLL_EVERY == POLL_EVERY - 1:
+            for i, msg in enumerate(messages):
+                if i % POLL_EVERY == POLL_EVERY - 1:
                     self._subscriber.read_now()
-                    if self._interrupted:
-                        break
-                msg = messages[end]
-                record = early[end] if end in early else self._record(msg, received_at)
+                record = early[i] if i in early else self._record(msg, received_at)
                 if record is None:  # a position without legal basis: not stored, not used
                     chunk = chunks[0]  # acknowledged once what came before it is durable
                 elif isinstance(record, DeadLetter):
@@ -285,15 +277,10 @@ class Gateway:
                     status += isinstance(record, StatusRow)
                 if msg.qos:
                     chunk.mids.append(msg.mid)
-            else:
-                end = len(messages)
         finally:
             self._busy = False
-        if end < len(messages):
-            read.start = end
-            self._backlog.appendleft(read)
         self._received_status.inc(status)
-        self._received_events.inc(end - start - status)
+        self._received_events.inc(len(messages) - status)
         full = False
         for writer, chunk in zip(self.writers, chunks, strict=True):
             if chunk.records or chunk.mids:
@@ -301,7 +288,6 @@ class Gateway:
         if full:
             metrics.BACKPRESSURE.inc()
             self._subscriber.pause_reading()
-        return end < len(messages)
 
     def _room(self) -> None:  # a writer's thread
         self._subscriber.call(self._resume)
