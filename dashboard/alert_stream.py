@@ -165,7 +165,7 @@ class AlertStream(Response):
                     return
             if self._last == "expired":
                 await self._body(sse("expired", json.dumps({"detail": "the session expired; sign in again"})))
-            elif self._last:
+            else:
                 await self._body(sse("reset", "{}"))
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
