@@ -64,7 +64,7 @@ class AlertOut(BaseModel):
     note: str | None = None
 
 
-def sse(event: str, data: str, event_id: str | None = None) -> str:
+def _sse(event: str, data: str, event_id: str | None = None) -> str:
     head = f"event: {event}\n" + (f"id: {event_id}\n" if event_id else "")
     return head + "".join(f"data: {line}\n" for line in data.splitlines() or [""]) + "\n"
 
@@ -138,10 +138,11 @@ class AlertStream(Response):
         teams = team_scope(self._who)
         if teams is None or teams:  # no teams: pings only
             self._feed = self._alerts.subscribe(teams, self.pump)
-        waits = [asyncio.create_task(self._ended.wait(), name="sse-ended"),
-                 asyncio.create_task(_disconnected(receive), name="sse-disconnect")]
+        ended = asyncio.create_task(self._ended.wait(), name="sse-ended")
+        gone = asyncio.create_task(_disconnected(receive), name="sse-disconnect")
+        waits = {ended, gone}
         if self._closing is not None:
-            waits.append(asyncio.create_task(self._closing.wait(), name="sse-closing"))
+            waits.add(asyncio.create_task(self._closing.wait(), name="sse-closing"))
         try:
             self.pump()  # what came between subscribing and now
             while not self._ended.is_set():
@@ -151,7 +152,7 @@ class AlertStream(Response):
                     break
                 done, _ = await asyncio.wait(waits, timeout=min(self._ping_s, left),
                                              return_when=asyncio.FIRST_COMPLETED)
-                if waits[1] in done:
+                if gone in done:
                     return  # the console went away
                 if self._closing is not None and self._closing.is_set():
                     self._end("reset")
@@ -160,13 +161,13 @@ class AlertStream(Response):
             if not self._last:
                 return  # a write failed: the connection is gone
             if self._sending is not None:  # the last write first, unless the console leaves
-                await asyncio.wait([self._sending, waits[1]], return_when=asyncio.FIRST_COMPLETED)
-                if waits[1].done():
+                await asyncio.wait([self._sending, gone], return_when=asyncio.FIRST_COMPLETED)
+                if gone.done():
                     return
             if self._last == "expired":
-                await self._body(sse("expired", json.dumps({"detail": "the session expired; sign in again"})))
+                await self._body(_sse("expired", json.dumps({"detail": "the session expired; sign in again"})))
             else:
-                await self._body(sse("reset", "{}"))
+                await self._body(_sse("reset", "{}"))
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             if self._feed is not None:
@@ -205,7 +206,7 @@ class AlertStream(Response):
                     self._end("reset")
                     return
                 self._audited.add(out.resident_id)
-            self._write(sse("alert", out.model_dump_json(), out.alert_id))
+            self._write(_sse("alert", out.model_dump_json(), out.alert_id))
 
     def _write(self, text: str) -> None:
         try:
@@ -239,4 +240,4 @@ async def _disconnected(receive: Receive) -> None:
         pass
 
 
-__all__ = ["AlertOut", "AlertStream", "sse", "start_eagerly"]
+__all__ = ["AlertOut", "AlertStream", "start_eagerly"]

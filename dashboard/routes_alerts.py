@@ -120,7 +120,7 @@ async def resolve(alert_id: AlertId, request: Request, who: CurrentUser, audit_l
     return await _changed(request, who, audit_log, doc)
 
 
-@router.get("/stream", response_class=StreamingResponse, responses={
+@router.get("/stream", response_class=StreamingResponse, responses={  # for the schema; the answer is AlertStream
     **ERRORS, 200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
                     "description": "Server-sent events: `alert` (the alert after a change), a "
                                    "`: ping` comment every 15 s, `reset`, `expired`"}},

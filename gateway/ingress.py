@@ -131,7 +131,7 @@ class Gateway:
         self._validator = Validator(registry, prefix, emergency_open)
         self._clock = clock
         self._recent: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._backlog: deque[_Read] = deque()  # reads (or their rest) waiting for a turn of the loop
+        self._backlog: deque[_Read] = deque()  # reads waiting for a turn of the loop
         self._drain_scheduled = False
         self._busy = False  # handling a read: a read that comes meanwhile waits behind it
         # One durability loop per shard of devices: each has its own connection and

@@ -257,11 +257,15 @@ def test_a_console_that_reads_slowly_gets_every_change_in_order(fast_world: Worl
         doc = {**alert_doc(f"a-{n}", "r-1", "east"), "note": f"{n:04d} " + "x" * 30_000}
         sub.loop.call_soon_threadsafe(sub.deliver, doc)
     assert wait_for(lambda: sub.queue.qsize(), lambda size: size == 0) == 0  # all offered to the stream
-    time.sleep(0.3)
+    console = sub.wake.__self__  # type: ignore[attr-defined]  # the stream the feed wakes
+    assert wait_for(lambda: console._sending, lambda writing: writing is not None, timeout=5) is not None, \
+        "the buffers took everything: this test did not make a write wait for the console"
     received = b""
     sock.settimeout(10)
+    deadline = time.monotonic() + 20
     with sock:
-        while received.count(b"event: alert") < notes:
+        while received.count(b"event: alert") < notes:  # pings keep coming: a deadline, not a read timeout
+            assert time.monotonic() < deadline, f"{received.count(b'event: alert')} of {notes} alerts arrived"
             chunk = sock.recv(65536)
             assert chunk, "the stream ended early"
             received += chunk
