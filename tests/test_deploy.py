@@ -314,12 +314,45 @@ def hand_to_mosquitto_user(folder: Path) -> None:
         os.chown(path, user.pw_uid, user.pw_gid)
 
 
+def start_mosquitto(folder: Path, port: int) -> Broker:
+    """Run the rewritten configuration in `folder`; returns once it listens."""
+    mosquitto = require_program("mosquitto")
+    with (folder / "stderr.log").open("ab") as stderr:
+        process = subprocess.Popen(
+            [mosquitto, "-c", str(folder / "mosquitto.conf")], stdin=subprocess.DEVNULL,
+            stdout=stderr, stderr=stderr,
+        )
+    broker = Broker(port, folder, process)
+    deadline = time.monotonic() + 10
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"mosquitto rejected the configuration:\n{broker.log()}", pytrace=False)
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return broker
+        except OSError:
+            if time.monotonic() > deadline:
+                pytest.fail(f"mosquitto never listened:\n{broker.log()}", pytrace=False)
+            time.sleep(0.05)
+
+
+def stop_mosquitto(broker: Broker) -> None:
+    broker.process.terminate()
+    try:
+        broker.process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        broker.process.kill()
+        broker.process.wait()
+
+
 @contextlib.contextmanager
 def running_broker(passwd: Path) -> Iterator[Broker]:
-    """deploy/mosquitto/* in a fresh folder with `passwd`, run by the real binary."""
-    mosquitto = require_program("mosquitto")
+    """deploy/mosquitto/* in a fresh folder with `passwd`, run by the real binary. The
+    broker yielded may be killed and replaced (`start_mosquitto` on its folder and port);
+    whichever runs at the end is stopped."""
+    require_program("mosquitto")
     folder = Path(tempfile.mkdtemp(prefix="trygg-deploy-test-"))
-    process = None
+    broker = None
     try:
         for path in MOSQUITTO_DIR.iterdir():
             if path.is_file() and path.name != "passwd":
@@ -332,31 +365,11 @@ def running_broker(passwd: Path) -> Iterator[Broker]:
         conf = folder / "mosquitto.conf"
         conf.write_text(rewrite_config(conf.read_text(encoding="utf-8"), folder, port))
         hand_to_mosquitto_user(folder)
-        with (folder / "stderr.log").open("wb") as stderr:
-            process = subprocess.Popen(
-                [mosquitto, "-c", str(conf)], stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr
-            )
-        broker = Broker(port, folder, process)
-        deadline = time.monotonic() + 10
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"mosquitto rejected the configuration:\n{broker.log()}", pytrace=False)
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"mosquitto never listened:\n{broker.log()}", pytrace=False)
-                time.sleep(0.05)
+        broker = start_mosquitto(folder, port)
         yield broker
     finally:
-        if process is not None:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if broker is not None:
+            stop_mosquitto(broker)
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -666,3 +679,62 @@ def test_make_passwords_creates_credentials_that_log_in(tmp_path: Path) -> None:
                 assert client.accepted, username
             finally:
                 client.close()
+
+
+#: What docs/operators.md promises a broker crash can lose: the last second.
+WINDOW_S = 1.0
+
+
+@pytest.mark.integration
+def test_events_acknowledged_by_the_broker_survive_its_kill_9(accounts: Accounts) -> None:
+    """Trygg is stopped, devices keep publishing, the broker is killed with -9: what the
+    broker acknowledged more than one autosave interval before the crash is still queued
+    for Trygg's persistent session when it comes back (docs/operators.md "Broker
+    persistence" says what window remains)."""
+    passwd_tool = require_program("mosquitto_passwd")
+    count = 3000
+    with tempfile.TemporaryDirectory() as tmp:
+        passwd = Path(tmp) / "passwd"
+        create = ["-c"]
+        for user, password in accounts.passwords.items():
+            subprocess.run([passwd_tool, *create, "-b", str(passwd), user, password], check=True)
+            create = []
+        with running_broker(passwd) as broker:
+            session = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="trygg", clean_session=False,
+                                  protocol=MQTTProtocolVersion.MQTTv311)
+            session.username_pw_set("trygg", accounts.passwords["trygg"])
+            session.connect("127.0.0.1", broker.port)
+            session.loop_start()
+            session.subscribe("trygg/v1/devices/+/events", qos=1)
+            time.sleep(0.5)
+            session.disconnect()
+            session.loop_stop()  # Trygg is away: its session queues what devices send
+
+            device = Client(broker.port, "d-1", accounts.passwords["d-1"])
+            payloads = [f'{{"id":"e-{n}","type":"heartbeat"}}'.encode() for n in range(count)]
+            infos = [device._mqtt.publish("trygg/v1/devices/d-1/events", p, qos=1) for p in payloads]
+            for info in infos:
+                info.wait_for_publish(timeout=10)
+            assert all(info.is_published() for info in infos), "the broker did not acknowledge every event"
+            device.close()
+            time.sleep(WINDOW_S + 1.0)
+            broker.process.kill()
+            broker.process.wait()
+            restarted = start_mosquitto(broker.folder, broker.port)
+            broker.process = restarted.process  # stopped by running_broker
+
+            got: queue.Queue[bytes] = queue.Queue()
+            back = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="trygg", clean_session=False,
+                               protocol=MQTTProtocolVersion.MQTTv311)
+            back.username_pw_set("trygg", accounts.passwords["trygg"])
+            back.on_message = lambda c, u, m: got.put(m.payload)
+            back.connect("127.0.0.1", broker.port)
+            back.loop_start()
+            received: set[bytes] = set()
+            deadline = time.monotonic() + 20
+            while len(received) < count and time.monotonic() < deadline:
+                with contextlib.suppress(queue.Empty):
+                    received.add(got.get(timeout=0.5))
+            back.disconnect()
+            back.loop_stop()
+    assert len(received) == count, f"{count - len(received)} of {count} acknowledged events lost by the crash"
