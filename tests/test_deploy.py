@@ -738,3 +738,23 @@ def test_events_acknowledged_by_the_broker_survive_its_kill_9(accounts: Accounts
             back.disconnect()
             back.loop_stop()
     assert len(received) == count, f"{count - len(received)} of {count} acknowledged events lost by the crash"
+
+
+def test_the_systemd_unit_restarts_trygg_whenever_it_exits() -> None:
+    """Trygg exits non-zero when a part that must not end has ended (trygg/watchdog.py):
+    the unit must start it again, every time, and stop it with SIGTERM so that what was
+    received is made durable first."""
+    import configparser
+
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read(ROOT / "deploy" / "systemd" / "trygg.service")
+    assert unit["Service"]["Restart"] == "always"
+    assert unit["Unit"]["StartLimitIntervalSec"] == "0"
+    assert unit["Service"]["KillSignal"] == "SIGTERM"
+    assert unit["Service"]["ExecStart"].endswith("trygg up")
+    if shutil.which("systemd-analyze"):
+        verify = subprocess.run(["systemd-analyze", "verify", str(ROOT / "deploy" / "systemd" / "trygg.service")],
+                                capture_output=True, text=True)
+        problems = [line for line in verify.stderr.splitlines() if "is not executable" not in line and line]
+        assert not problems, verify.stderr
