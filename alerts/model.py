@@ -7,7 +7,9 @@ tuples or dicts that are replaced, never changed in place, so a shallow copy is 
 
 Ids: an alert's id is derived from the kind and the `(device_id, event_id)` source of the
 intent that opened it (`alert_id_for`), so the same event processed twice can never make
-two alerts.
+two alerts. An event id is unique per device only as long as the device keeps its
+counter: a new event that re-uses an id (another type or device time) is told apart by
+`same_event` and keyed by `trygg.contract.rekeyed_id` (docs/ingest.md "Re-used ids").
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ from __future__ import annotations
 import copy
 import hashlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Final
 
-from trygg.contract import AlertKind, AlertState, Priority
+from trygg.contract import AlertKind, AlertState, Event, Priority
 from trygg.pipeline import AlertIntent
 
 #: Kinds whose flood control is per device: two silent devices are two alerts.
@@ -42,6 +44,9 @@ SOURCES_KEPT: Final = 64
 Source = tuple[str, str]
 FloodKey = tuple[str, AlertKind, str | None]
 
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND: Final = timedelta(microseconds=1)
+
 _PRIORITY_RANK: Final = {Priority.LOW: 0, Priority.MEDIUM: 1, Priority.HIGH: 2, Priority.CRITICAL: 3}
 
 
@@ -51,8 +56,37 @@ def alert_id_for(kind: AlertKind | str, source: Source) -> str:
     return "a-" + digest[:20]
 
 
-def source_key(source: Source) -> str:
-    return f"{source[0]}|{source[1]}"
+def source_key(source: Source, event: Event | None = None) -> str:
+    """How an alert remembers an attached source: `device_id|event_id`, and when the
+    source is `event`'s own (its id, or the id it was re-keyed to) also `|type|ts`
+    (device time, UTC microseconds), so that a new event re-using the id is not taken
+    for the one that attached."""
+    key = f"{source[0]}|{source[1]}"
+    if event is None:
+        return key
+    return f"{key}|{event.type}|{(utc(event.ts) - _EPOCH) // _MICROSECOND}"
+
+
+def same_event(ref: dict[str, Any], event: Event) -> bool:
+    """True if the `trigger` / `last_event` object `ref` names `event`: same type and
+    device time (the id is the caller's). A reference that is not an event's (a timer
+    alert: type null) or cannot be read is not the same event."""
+    if ref.get("type") != event.type.value:
+        return False
+    at = ref_time(ref, "ts")
+    return at is not None and at == event.ts
+
+
+def ref_time(ref: dict[str, Any], field_name: str) -> datetime | None:
+    """A time of a `trigger` / `last_event` object, or None if it is missing or unreadable."""
+    value = ref.get(field_name)
+    if not isinstance(value, str):
+        return None
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return utc(at)
 
 
 def flood_key(resident_id: str, kind: AlertKind, device_id: str | None) -> FloodKey:
@@ -132,7 +166,8 @@ class Alert:
     escalated_at: datetime | None = None
     #: what the rule said about it (door name, auto-alarm source, confidence, ...)
     detail: dict[str, Any] = field(default_factory=dict)
-    #: the newest sources attached, as "device_id|event_id" (a re-processed one is ignored)
+    #: the newest sources attached, as "device_id|event_id", with "|type|ts" for an event's
+    #: own key (`source_key`); a re-processed one is ignored
     sources: tuple[str, ...] = ()
     #: changes so far; orders the stored rows
     version: int = 1
@@ -230,7 +265,9 @@ __all__ = [
     "event_ref",
     "flood_key",
     "higher",
+    "ref_time",
     "rfc3339",
+    "same_event",
     "source_key",
     "utc",
 ]

@@ -53,6 +53,10 @@ PRIORITY: Final[Mapping[AlertKind, Priority]] = MappingProxyType(
 #: heartbeat supervision: a device is offline after this many silent heartbeat periods
 MISSED_HEARTBEATS: Final = 3
 
+#: an `offline` status raises device_offline only if the device is still offline this
+#: much later (setting TRYGG_OFFLINE_DEBOUNCE_S; docs/rules.md says why 60 s)
+OFFLINE_DEBOUNCE: Final = timedelta(seconds=60)
+
 
 class TimerKey(NamedTuple):
     """A timer of the processors; JSON-friendly (a list of three strings)."""
@@ -82,6 +86,7 @@ class DeviceInfo(NamedTuple):
     kind: DeviceKind
     heartbeat_s: float
     silence_limit: timedelta  # MISSED_HEARTBEATS × heartbeat_s
+    offline_debounce: timedelta = OFFLINE_DEBOUNCE  # how long an `offline` status must hold
 
 
 Step: TypeAlias = tuple[S, list[AlertIntent], list[Timer]]
@@ -103,8 +108,8 @@ class ResidentContext:
     watches_inactivity: bool
 
     @classmethod
-    def of(cls, resident: Resident) -> ResidentContext:
-        devices = {d.id: device_info(d) for d in resident.devices}
+    def of(cls, resident: Resident, *, offline_debounce: timedelta = OFFLINE_DEBOUNCE) -> ResidentContext:
+        devices = {d.id: device_info(d, offline_debounce) for d in resident.devices}
         kinds = {info.kind for info in devices.values()}
         return cls(
             resident_id=resident.id,
@@ -142,13 +147,14 @@ def _wall_time(hhmm: str) -> time:
     return time.fromisoformat(hhmm)
 
 
-def device_info(device: Device) -> DeviceInfo:
-    return _device_info(device.kind, device.heartbeat_s)
+def device_info(device: Device, offline_debounce: timedelta = OFFLINE_DEBOUNCE) -> DeviceInfo:
+    return _device_info(device.kind, device.heartbeat_s, offline_debounce)
 
 
 @lru_cache(maxsize=1024)
-def _device_info(kind: str, heartbeat_s: float) -> DeviceInfo:
-    return DeviceInfo(_KINDS[kind], heartbeat_s, timedelta(seconds=heartbeat_s * MISSED_HEARTBEATS))
+def _device_info(kind: str, heartbeat_s: float, offline_debounce: timedelta) -> DeviceInfo:
+    return DeviceInfo(_KINDS[kind], heartbeat_s, timedelta(seconds=heartbeat_s * MISSED_HEARTBEATS),
+                      offline_debounce)
 
 
 def heartbeat_key(device_id: str) -> TimerKey:

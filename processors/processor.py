@@ -21,7 +21,7 @@ from typing import Any, Final
 
 from processors import resident as machine
 from processors import rules_devices
-from processors.context import HEARTBEAT, ResidentContext, Step, Timer, TimerKey
+from processors.context import HEARTBEAT, OFFLINE_DEBOUNCE, ResidentContext, Step, Timer, TimerKey
 from processors.errors import StateError
 from processors.jsonstate import obj
 from processors.localtime import as_utc
@@ -44,7 +44,10 @@ log = get_logger(__name__)
 class Processor:
     """The streaming rules of DESIGN.md §4 for every resident of a registry."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, *, offline_debounce: timedelta = OFFLINE_DEBOUNCE) -> None:
+        """`offline_debounce`: how long a device's `offline` status must hold before it
+        raises device_offline (`TRYGG_OFFLINE_DEBOUNCE_S`, docs/rules.md)."""
+        self._offline_debounce = offline_debounce
         self._residents: dict[str, Resident] = {}
         self._owner_of: dict[str, str] = {}  # device id → resident id
         self._contexts: dict[str, ResidentContext] = {}
@@ -72,7 +75,7 @@ class Processor:
             resident = self._residents.get(resident_id)
             if resident is None:
                 return None
-            ctx = ResidentContext.of(resident)
+            ctx = ResidentContext.of(resident, offline_debounce=self._offline_debounce)
             if keep:
                 self._contexts[resident_id] = ctx
         return ctx
@@ -103,7 +106,7 @@ class Processor:
             new = self._residents.get(rid)
             if new == old:
                 continue
-            old_ctx = old_contexts.get(rid) or ResidentContext.of(old)
+            old_ctx = old_contexts.get(rid) or ResidentContext.of(old, offline_debounce=self._offline_debounce)
             state = self._states.get(rid, EMPTY)
             if new is None:
                 self._states.pop(rid, None)

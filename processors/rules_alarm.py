@@ -9,7 +9,9 @@ These rules keep no state. Every triggering event is its own condition:
 - ``fall.detected`` → OPEN ``fall`` (high).
 - ``alarm.cancel`` → CANCEL ``alarm`` and CANCEL ``fall`` with ``only_if_open=True``:
   the alerts stage cancels the resident's unresolved alert of that kind only if nobody
-  has acknowledged it yet.
+  has acknowledged it yet, and only if it was raised at or before the cancel and not
+  long before it (`alerts.service.covers`: it compares the cancel's event, carried in
+  the intent, with the alert's trigger).
 
 The `source` of each intent is the event's own ``(device_id, event_id)``. The alerts
 stage attaches it to the unresolved alert of the same resident and kind if there is one,

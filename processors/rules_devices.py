@@ -1,22 +1,42 @@
-"""Device health: ``device_offline`` (heartbeat supervision) and ``battery_low``.
+"""Device health: ``device_offline`` (heartbeat supervision, Last Will) and ``battery_low``.
 
 device_offline (high for an ``alarm_unit``, medium for other kinds)
     Every message from a device — any event, or status ``online`` — is *hearing* it:
     its heartbeat timer is re-armed to (time heard) + 3 × ``heartbeat_s`` (time heard is the
-    gateway's ``received_at``, never later than now). If the timer passes, or status
-    ``offline`` arrives (MQTT Last Will), the device is offline. Hearing it again cancels.
+    gateway's ``received_at``, never later than now). If the timer passes, the device is
+    offline ("silent"). Hearing it again cancels.
     Source: ``(device_id, "offline@<UTC time last heard>")``, or
     ``(device_id, "offline@never")`` for a device not heard since it was registered — the
     same silence always gives the same source, also after a restart.
+
+status ``offline`` (MQTT Last Will) is debounced
+    It raises device_offline only if the device is still offline — no ``online``, no
+    event — ``offline_debounce`` later (`DeviceInfo`, default 60 s), or at its silence
+    deadline if that comes first. A connection that drops and comes straight back, the
+    everyday case of a mobile link or a broker restart, raises nothing. The deadline
+    is the device's heartbeat timer, so a debounce costs no timer of its own.
+
+flapping (docs/rules.md)
+    A *run* is a series of ``offline`` statuses of one device, each within `FLAP_WINDOW`
+    (10 min) of the one before. From the second status of a run the device is flapping:
+    hearing it no longer cancels its device_offline alert at once; the first message
+    heard `FLAP_WINDOW` after the run's last ``offline`` does. At the `FLAP_LIMIT`-th
+    (5th) status of a run, if no device_offline alert of the device is unresolved, one is
+    raised at once, one step below the offline priority (medium for an alarm unit, low
+    otherwise), reason ``unstable connection``, source
+    ``(device_id, "unstable@<UTC time of the run's first offline>")``. If the device then
+    really stays offline (debounce or silence) that alert is raised to the offline
+    priority by one attached trigger, once. So a device flapping any number of times
+    makes one alert for the run (two if its first outage outlasted the debounce and
+    ended before the flapping began), never one per flap.
 
 battery_low (low)
     ``battery.low``, or any event whose ``data.battery_pct`` < 15 → OPEN (once per
     episode). Cancelled when an event reports ``battery_pct`` ≥ 30 (hysteresis: readings
     from 15 to 29 change nothing). Source: the event that first reported the low battery.
 
-Several devices of one resident share that resident's alert of a kind (see `tracking`):
-the alert opens with the first device and is cancelled when the last one recovers.
-Staff resolving an alert silences the devices it covered until they recover.
+Each device's condition is its own alert (see `tracking.PerPart`). Staff resolving an
+alert silences the device it covered until its condition ends.
 """
 
 from __future__ import annotations
@@ -28,6 +48,7 @@ from types import MappingProxyType
 from typing import Any, Final, NamedTuple
 
 from processors.context import (
+    DeviceInfo,
     ResidentContext,
     Source,
     Step,
@@ -38,7 +59,7 @@ from processors.context import (
     open_intent,
     source_of,
 )
-from processors.jsonstate import dump_time, flag, obj, opt_number, opt_time
+from processors.jsonstate import dump_time, flag, obj, opt_int, opt_number, opt_time, req_time
 from processors.localtime import as_utc, isoformat_utc
 from processors.tracking import NO_PARTS, PerPart
 from trygg.contract import AlertKind, DeviceKind, Event, EventType, Priority
@@ -46,6 +67,15 @@ from trygg.pipeline import AlertIntent, DeviceStatus
 
 BATTERY_LOW_BELOW: Final = 15.0
 BATTERY_OK_FROM: Final = 30.0
+
+#: `offline` statuses each within this of the one before are one run (flapping)
+FLAP_WINDOW: Final = timedelta(minutes=10)
+#: the status of a run that raises an "unstable connection" alert
+FLAP_LIMIT: Final = 5
+#: from this status of a run, hearing the device no longer ends its alert at once
+FLAPPING_FROM: Final = 2
+
+_UNSTABLE: Final = "unstable@"
 
 
 class DeviceWatch(NamedTuple):
@@ -56,8 +86,20 @@ class DeviceWatch(NamedTuple):
     battery_pct: float | None = None
 
 
+class Flaps(NamedTuple):
+    """A device's current run of `offline` statuses (kept only for devices that sent one
+    within `FLAP_WINDOW`: the map is empty for a quiet fleet)."""
+
+    since: datetime  # the run's first offline status
+    last: datetime  # its latest
+    statuses: int  # offline statuses in the run
+    #: the offline status whose debounce is running (None once heard, or decided)
+    pending: datetime | None = None
+
+
 _UNHEARD: Final = DeviceWatch()
 _NO_DEVICES: Mapping[str, DeviceWatch] = MappingProxyType({})
+_NO_FLAPS: Mapping[str, Flaps] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +107,7 @@ class DevicesState:
     devices: Mapping[str, DeviceWatch] = field(default_factory=lambda: _NO_DEVICES)
     offline: PerPart = NO_PARTS  # one alert per device
     battery: PerPart = NO_PARTS
+    flaps: Mapping[str, Flaps] = field(default_factory=lambda: _NO_FLAPS)
 
     def watch(self, device_id: str) -> DeviceWatch:
         return self.devices.get(device_id, _UNHEARD)
@@ -72,7 +115,7 @@ class DevicesState:
     def with_watch(self, device_id: str, watch: DeviceWatch) -> DevicesState:
         devices = dict(self.devices)
         devices[device_id] = watch
-        return DevicesState(MappingProxyType(devices), self.offline, self.battery)
+        return DevicesState(MappingProxyType(devices), self.offline, self.battery, self.flaps)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,6 +129,11 @@ class DevicesState:
             },
             "offline": self.offline.to_json(),
             "battery": self.battery.to_json(),
+            "flaps": {
+                device_id: {"since": dump_time(f.since), "last": dump_time(f.last), "statuses": f.statuses,
+                            "pending": dump_time(f.pending)}
+                for device_id, f in sorted(self.flaps.items())
+            },
         }
 
     @classmethod
@@ -100,10 +148,17 @@ class DevicesState:
                 reported_offline=flag(w, "reported_offline", p),
                 battery_pct=opt_number(w, "battery_pct", p),
             )
+        flaps: dict[str, Flaps] = {}
+        for device_id, raw in obj(fields.get("flaps"), f"{path}.flaps").items():  # absent from older snapshots
+            p = f"{path}.flaps.{device_id}"
+            f = obj(raw, p)
+            flaps[device_id] = Flaps(req_time(f, "since", p), req_time(f, "last", p), opt_int(f, "statuses", p),
+                                     opt_time(f, "pending", p))
         return cls(
             devices=MappingProxyType(devices),
             offline=PerPart.from_json(fields.get("offline", {}), f"{path}.offline"),
             battery=PerPart.from_json(fields.get("battery", {}), f"{path}.battery"),
+            flaps=MappingProxyType(flaps) if flaps else _NO_FLAPS,
         )
 
 
@@ -111,9 +166,18 @@ def offline_priority(ctx: ResidentContext, device_id: str) -> Priority:
     return Priority.HIGH if ctx.device_kind(device_id) is DeviceKind.ALARM_UNIT else Priority.MEDIUM
 
 
+def unstable_priority(ctx: ResidentContext, device_id: str) -> Priority:
+    """One step below `offline_priority`: the device is reachable most of the time."""
+    return Priority.MEDIUM if ctx.device_kind(device_id) is DeviceKind.ALARM_UNIT else Priority.LOW
+
+
 def offline_source(device_id: str, last_heard: datetime | None) -> Source:
     marker = "never" if last_heard is None else isoformat_utc(last_heard)
     return (device_id, f"offline@{marker}")
+
+
+def unstable_source(device_id: str, run: Flaps) -> Source:
+    return (device_id, f"{_UNSTABLE}{isoformat_utc(run.since)}")
 
 
 def battery_pct(event: Event) -> float | None:
@@ -135,7 +199,7 @@ def on_event(ctx: ResidentContext, state: DevicesState, event: Event, now: datet
     """Every event: the device is heard (heartbeat re-armed) and may report its battery.
 
     This runs for every message of every device, so it builds one new watch and one new
-    state and nothing else unless an alert changes.
+    state and nothing else unless an alert changes or the device is flapping.
     """
     device_id = event.device_id
     watch = state.devices.get(device_id, _UNHEARD)
@@ -146,16 +210,9 @@ def on_event(ctx: ResidentContext, state: DevicesState, event: Event, now: datet
     info = ctx.devices.get(device_id)
     timers = [] if info is None else [Timer(heartbeat_key(device_id), heard + info.silence_limit)]
     intents: list[AlertIntent] = []
-    offline, battery = state.offline, state.battery
-    if offline.holds(device_id):
-        offline, ended = offline.end(device_id)
-        if ended is not None:
-            priority = offline_priority(ctx, device_id)
-            intents.append(
-                cancel_intent(
-                    ctx, AlertKind.DEVICE_OFFLINE, now, ended, event=event, device_id=device_id, priority=priority
-                )
-            )
+    offline, battery, flaps = state.offline, state.battery, state.flaps
+    if offline.holds(device_id) or (flaps and device_id in flaps):
+        offline, flaps, intents = _heard_again(ctx, offline, flaps, device_id, heard, now, event, None)
     if event.type is EventType.BATTERY_LOW or (pct is not None and pct < BATTERY_LOW_BELOW):
         if not battery.holds(device_id):
             battery, _ = battery.start(device_id, source_of(event))
@@ -172,7 +229,39 @@ def on_event(ctx: ResidentContext, state: DevicesState, event: Event, now: datet
             intents.append(
                 cancel_intent(ctx, AlertKind.BATTERY_LOW, now, ended, event=event, device_id=device_id, detail=detail)
             )
-    return DevicesState(MappingProxyType(devices), offline, battery), intents, timers
+    return DevicesState(MappingProxyType(devices), offline, battery, flaps), intents, timers
+
+
+def _heard_again(
+    ctx: ResidentContext,
+    offline: PerPart,
+    flaps: Mapping[str, Flaps],
+    device_id: str,
+    heard: datetime,
+    now: datetime,
+    event: Event | None,
+    detail: dict[str, Any] | None,
+) -> tuple[PerPart, Mapping[str, Flaps], list[AlertIntent]]:
+    """The device was heard: a pending `offline` is over, and its device_offline alert
+    ends — unless it is flapping, then only once its run is over."""
+    run = flaps.get(device_id)
+    flapping = False
+    if run is not None:
+        rest = dict(flaps)
+        if heard - run.last >= FLAP_WINDOW:
+            del rest[device_id]  # the run is over
+        else:
+            flapping = run.statuses >= FLAPPING_FROM
+            rest[device_id] = run._replace(pending=None)
+        flaps = MappingProxyType(rest) if rest else _NO_FLAPS
+    if flapping:
+        return offline, flaps, []
+    offline, ended = offline.end(device_id)
+    if ended is None:
+        return offline, flaps, []
+    intent = cancel_intent(ctx, AlertKind.DEVICE_OFFLINE, now, ended, event=event, device_id=device_id,
+                           priority=offline_priority(ctx, device_id), detail=detail)
+    return offline, flaps, [intent]
 
 
 def on_status(ctx: ResidentContext, state: DevicesState, status: DeviceStatus, now: datetime) -> Step[DevicesState]:
@@ -181,35 +270,98 @@ def on_status(ctx: ResidentContext, state: DevicesState, status: DeviceStatus, n
     info = ctx.devices.get(device_id)
     if status.online:
         heard = _heard_at(watch, status.received_at, now)
-        state = state.with_watch(device_id, DeviceWatch(heard, False, watch.battery_pct))
+        devices = state.with_watch(device_id, DeviceWatch(heard, False, watch.battery_pct)).devices
         timers = [] if info is None else [Timer(heartbeat_key(device_id), heard + info.silence_limit)]
-        offline, ended = state.offline.end(device_id)
-        if ended is None:
-            return DevicesState(state.devices, offline, state.battery), [], timers
-        intent = cancel_intent(
-            ctx,
-            AlertKind.DEVICE_OFFLINE,
-            now,
-            ended,
-            device_id=device_id,
-            priority=offline_priority(ctx, device_id),
-            detail={"reason": "status online"},
-        )
-        return DevicesState(state.devices, offline, state.battery), [intent], timers
-    state = state.with_watch(device_id, DeviceWatch(watch.last_heard, True, watch.battery_pct))
-    cancel = [] if info is None else [Timer(heartbeat_key(device_id), None)]
-    return _went_offline(ctx, state, device_id, watch.last_heard, now, "status offline", cancel)
+        offline, flaps, intents = _heard_again(ctx, state.offline, state.flaps, device_id, heard, now, None,
+                                               {"reason": "status online"})
+        return DevicesState(devices, offline, state.battery, flaps), intents, timers
+    if watch.reported_offline:
+        return state, [], []  # the same Last Will again (retained, re-delivered): no new flap
+    return _offline_status(ctx, state, device_id, min(as_utc(status.received_at), as_utc(now)), now)
+
+
+def _offline_status(
+    ctx: ResidentContext, state: DevicesState, device_id: str, at: datetime, now: datetime
+) -> Step[DevicesState]:
+    """An `offline` status at `at`: count it in the device's run, raise "unstable
+    connection" at the run's `FLAP_LIMIT`-th, and start the debounce if its outcome can
+    still change something."""
+    watch = state.watch(device_id)
+    run = state.flaps.get(device_id)
+    new_run = run is None or at - run.last >= FLAP_WINDOW
+    run = Flaps(at, at, 1) if run is None or new_run else Flaps(run.since, at, run.statuses + 1)
+    offline = state.offline
+    intents: list[AlertIntent] = []
+    if run.statuses >= FLAP_LIMIT and not offline.holds(device_id):
+        source = unstable_source(device_id, run)
+        offline, _ = offline.start(device_id, source)
+        intents.append(open_intent(
+            ctx, AlertKind.DEVICE_OFFLINE, now, source, device_id=device_id,
+            detail={**_offline_detail(ctx, device_id, watch.last_heard, "unstable connection"),
+                    "offline_statuses": run.statuses, "flapping_since": isoformat_utc(run.since)},
+            priority=unstable_priority(ctx, device_id)))
+    watching = _may_raise(offline, device_id)
+    run = run._replace(pending=at if watching else None)
+    flaps = dict(state.flaps)
+    flaps[device_id] = run
+    watch = DeviceWatch(watch.last_heard, True, watch.battery_pct)
+    state = DevicesState(state.with_watch(device_id, watch).devices, offline, state.battery, MappingProxyType(flaps))
+    info = ctx.devices.get(device_id)
+    if info is None:
+        return state, intents, []
+    return state, intents, [Timer(heartbeat_key(device_id), _deadline(info, watch, run) if watching else None)]
+
+
+def _may_raise(offline: PerPart, device_id: str) -> bool:
+    """Whether the device going offline would still change its alert: none is
+    unresolved (or quiet), or the one open is only "unstable connection"."""
+    if not offline.holds(device_id):
+        return True
+    held = dict(offline.alerted).get(device_id)
+    return held is not None and held[1].startswith(_UNSTABLE)
+
+
+def _deadline(info: DeviceInfo, watch: DeviceWatch, run: Flaps | None) -> datetime | None:
+    """When the device counts as offline unless heard: its silence deadline, or the end
+    of the debounce of a pending `offline` status if that comes first."""
+    silent = None if watch.last_heard is None else watch.last_heard + info.silence_limit
+    if not watch.reported_offline or run is None or run.pending is None:
+        return silent
+    confirmed = run.pending + info.offline_debounce
+    return confirmed if silent is None or confirmed < silent else silent
 
 
 def on_timer(ctx: ResidentContext, state: DevicesState, key: TimerKey, now: datetime) -> Step[DevicesState]:
     device_id = key.owner
     info = ctx.devices.get(device_id)
     watch = state.watch(device_id)
-    if info is None or watch.reported_offline:
+    if info is None:
         return state, [], []
+    if watch.reported_offline:
+        run = state.flaps.get(device_id)
+        if run is None or run.pending is None:
+            return state, [], []  # decided already
+        deadline = _deadline(info, watch, run)
+        if deadline is not None and deadline > now:
+            return state, [], [Timer(key, deadline)]
+        reason = "status offline" if run.pending + info.offline_debounce <= now else "silent"
+        flaps = dict(state.flaps)
+        flaps[device_id] = run._replace(pending=None)
+        state = DevicesState(state.devices, state.offline, state.battery, MappingProxyType(flaps))
+        return _went_offline(ctx, state, device_id, watch.last_heard, now, reason, [])
     if watch.last_heard is not None and watch.last_heard + info.silence_limit > now:
         return state, [], [Timer(key, watch.last_heard + info.silence_limit)]  # heard meanwhile
     return _went_offline(ctx, state, device_id, watch.last_heard, now, "silent", [])
+
+
+def _offline_detail(ctx: ResidentContext, device_id: str, last_heard: datetime | None, reason: str) -> dict[str, Any]:
+    info = ctx.devices.get(device_id)
+    return {
+        "reason": reason,
+        "last_heard_at": None if last_heard is None else isoformat_utc(last_heard),
+        "heartbeat_s": None if info is None else info.heartbeat_s,
+        "device_kind": None if info is None else str(info.kind),
+    }
 
 
 def _went_offline(
@@ -221,18 +373,17 @@ def _went_offline(
     reason: str,
     timers: list[Timer],
 ) -> Step[DevicesState]:
+    """The device is offline. A new alert, or — when only "unstable connection" is open
+    for it — one trigger attached to that alert at the offline priority (the alerts stage
+    raises its priority), after which its source is the offline one (so this happens once)."""
     source = offline_source(device_id, last_heard)
-    offline, fresh = state.offline.start(device_id, source)
-    state = DevicesState(state.devices, offline, state.battery)
+    upgrade = _may_raise(state.offline, device_id) and state.offline.holds(device_id)
+    offline = state.offline.end(device_id)[0] if upgrade else state.offline
+    offline, fresh = offline.start(device_id, source)
+    state = DevicesState(state.devices, offline, state.battery, state.flaps)
     if not fresh:
         return state, [], timers
-    info = ctx.devices.get(device_id)
-    detail = {
-        "reason": reason,
-        "last_heard_at": None if last_heard is None else isoformat_utc(last_heard),
-        "heartbeat_s": None if info is None else info.heartbeat_s,
-        "device_kind": None if info is None else str(info.kind),
-    }
+    detail = _offline_detail(ctx, device_id, last_heard, reason)
     intent = open_intent(
         ctx,
         AlertKind.DEVICE_OFFLINE,
@@ -250,9 +401,9 @@ def on_alert_closed(
 ) -> Step[DevicesState]:
     """Staff resolved the device's alert: that device goes quiet until its condition ends."""
     if kind is AlertKind.DEVICE_OFFLINE:
-        return DevicesState(state.devices, state.offline.closed(device_id), state.battery), [], []
+        return DevicesState(state.devices, state.offline.closed(device_id), state.battery, state.flaps), [], []
     if kind is AlertKind.BATTERY_LOW:
-        return DevicesState(state.devices, state.offline, state.battery.closed(device_id)), [], []
+        return DevicesState(state.devices, state.offline, state.battery.closed(device_id), state.flaps), [], []
     return state, [], []
 
 
@@ -268,7 +419,8 @@ def supervise(
     A deadline counts from the device's last-seen time (the later of `last_seen` — from
     storage — and what the state knows), or from `now` for a device never heard, and is
     never earlier than ``now + grace``: after a downtime the broker first delivers what
-    it queued meanwhile, and that must not look like silence.
+    it queued meanwhile, and that must not look like silence. A pending `offline`
+    status keeps its debounce (within the same floor).
     """
     now = as_utc(now)
     floor = now + grace
@@ -282,14 +434,26 @@ def supervise(
             heard = min(as_utc(seen), now)
             if devices is None:
                 devices = dict(state.devices)
-            devices[device_id] = DeviceWatch(heard, watch.reported_offline, watch.battery_pct)
-        if watch.reported_offline or state.offline.holds(device_id):
-            continue
-        deadline = (heard if heard is not None else now) + info.silence_limit
-        timers.append(Timer(heartbeat_key(device_id), deadline if deadline > floor else floor))
+            watch = devices[device_id] = DeviceWatch(heard, watch.reported_offline, watch.battery_pct)
+        deadline = _armed(info, watch, state, device_id)
+        if deadline is None and not watch.reported_offline and not state.offline.holds(device_id):
+            deadline = now + info.silence_limit  # never heard
+        if deadline is not None:
+            timers.append(Timer(heartbeat_key(device_id), deadline if deadline > floor else floor))
     if devices is not None:
-        state = DevicesState(MappingProxyType(devices), state.offline, state.battery)
+        state = DevicesState(MappingProxyType(devices), state.offline, state.battery, state.flaps)
     return state, [], timers
+
+
+def _armed(info: DeviceInfo, watch: DeviceWatch, state: DevicesState, device_id: str) -> datetime | None:
+    """The heartbeat deadline a device's state implies, None when nothing is to be
+    decided for it (offline and alerted or quiet already, or never heard)."""
+    if not _may_raise(state.offline, device_id):
+        return None
+    if watch.reported_offline:
+        run = state.flaps.get(device_id)
+        return None if run is None or run.pending is None else _deadline(info, watch, run)
+    return _deadline(info, watch, None)
 
 
 def forget_device(ctx: ResidentContext, state: DevicesState, device_id: str, now: datetime) -> Step[DevicesState]:
@@ -303,18 +467,20 @@ def forget_device(ctx: ResidentContext, state: DevicesState, device_id: str, now
     if ended is not None:
         intents.append(cancel_intent(ctx, AlertKind.BATTERY_LOW, now, ended, device_id=device_id, detail=removed))
     devices = {k: v for k, v in state.devices.items() if k != device_id}
-    state = DevicesState(MappingProxyType(devices), offline, battery)
+    flaps = {k: v for k, v in state.flaps.items() if k != device_id}
+    state = DevicesState(MappingProxyType(devices), offline, battery, MappingProxyType(flaps) if flaps else _NO_FLAPS)
     return state, intents, [Timer(heartbeat_key(device_id), None)]
 
 
 def timers_of(ctx: ResidentContext, state: DevicesState) -> list[Timer]:
-    """Heartbeat timers implied by a restored state (devices heard before)."""
+    """Heartbeat timers implied by a restored state (devices heard before, and pending
+    `offline` statuses)."""
     timers: list[Timer] = []
     for device_id, watch in state.devices.items():
         info = ctx.devices.get(device_id)
-        if info is None or watch.last_heard is None or watch.reported_offline:
+        if info is None:
             continue
-        if state.offline.holds(device_id):
-            continue
-        timers.append(Timer(heartbeat_key(device_id), watch.last_heard + info.silence_limit))
+        deadline = _armed(info, watch, state, device_id)
+        if deadline is not None:
+            timers.append(Timer(heartbeat_key(device_id), deadline))
     return timers

@@ -3,6 +3,11 @@
 One `EventStore` holds one connection and is used from one thread (the gateway's
 writer). A batch is one transaction: either every row of it is durable, or none is and
 `DatabaseUnavailable` tells the caller to spool it.
+
+A re-used id (docs/ingest.md "Re-used ids"): `(device_id, id)` is the de-duplication key,
+but a copy is a re-send only if it also has the same `type` and `ts`. `trygg.event_keys`
+remembers both; a staged event whose key is taken by an event of another type or time is
+a different event, stored in the same transaction under `trygg.contract.rekeyed_id`.
 """
 
 from __future__ import annotations
@@ -12,11 +17,19 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Final, cast
 
 import psycopg
 
 from storage.errors import DatabaseUnavailable
-from trygg.contract import MAX_PAYLOAD_BYTES, Event
+from trygg.contract import MAX_PAYLOAD_BYTES, Event, EventType, rekeyed_id
+from trygg.logging import get_logger
+
+log = get_logger("trygg.storage")
+
+#: rounds of re-keying in one batch: a re-keyed id is taken again only by a crafted id
+#: (one that already ends in `~` and the same 8 hex digits) or a 32-bit hash collision
+REKEY_ROUNDS: Final = 4
 
 # `doc` is the event's JSON document: the payload as the device sent it, or one made
 # from `data` (spool replay, a refused batch written row by row); `data` is taken from it.
@@ -31,11 +44,12 @@ _COPY_STAGE = (
     "COPY event_stage (n, device_id, event_id, resident_id, type, ts, received_at, doc) FROM STDIN"
 )
 
-# Keys first: a key that already exists marks a re-sent event, which is skipped.
+# Keys first: a key that already exists marks a re-sent event, which is skipped (or,
+# with another type or ts, a re-used id: `_COLLIDING`).
 _INSERT_NEW = """
 WITH new_keys AS (
-    INSERT INTO trygg.event_keys (device_id, event_id, received_at)
-    SELECT device_id, event_id, received_at FROM event_stage
+    INSERT INTO trygg.event_keys (device_id, event_id, received_at, type, ts)
+    SELECT device_id, event_id, received_at, type, ts FROM event_stage
     ON CONFLICT DO NOTHING
     RETURNING device_id, event_id
 )
@@ -44,6 +58,40 @@ SELECT s.device_id, s.event_id, s.resident_id, s.type, s.ts, s.received_at,
        coalesce(nullif(s.doc -> 'data', 'null'::jsonb), '{}'::jsonb)
 FROM event_stage s JOIN new_keys k USING (device_id, event_id)
 ORDER BY s.n
+"""
+
+# Staged events whose key is taken by an event of another type or device time; run only
+# when the insert skipped some keys. Keys from before migration 0009 (NULL type) and the
+# keys this batch just took (same type and ts) compare as the same event. One primary
+# key lookup per staged row (a subquery in the select list is never turned into a join,
+# so the planner cannot pick a scan of a key table that holds years), in the key's own
+# collation "C" so that the index answers.
+_COLLIDING = """
+SELECT n, event_id, type, ts FROM (
+    SELECT s.n, s.event_id, s.type, s.ts,
+           (SELECT k.type <> s.type OR k.ts <> s.ts FROM trygg.event_keys k
+            WHERE k.device_id = s.device_id COLLATE "C" AND k.event_id = s.event_id COLLATE "C"
+           ) AS taken
+    FROM event_stage s
+) staged
+WHERE taken
+ORDER BY n
+"""
+
+# The colliding events get their new ids; the rest of the stage is done with.
+_KEEP_ONLY = "DELETE FROM event_stage WHERE n <> ALL(%s::int[])"
+_REKEY = """
+UPDATE event_stage s SET event_id = r.event_id
+FROM unnest(%s::int[], %s::text[]) AS r(n, event_id) WHERE s.n = r.n
+"""
+
+# What is left staged after the last round of re-keying and still collides.
+_DEAD_TAKEN = f"""
+INSERT INTO trygg.dead_letters (received_at, topic, payload, reason, detail, payload_size)
+SELECT s.received_at, 'devices/' || s.device_id || '/events', convert_to(s.doc::text, 'UTF8'),
+       'storage_refused', 'event id ' || s.event_id || ' is still taken by another event after re-keying',
+       octet_length(s.doc::text)
+FROM ({_COLLIDING}) c JOIN event_stage s USING (n)
 """
 
 #: COPY's text format: these four characters are written as escapes
@@ -107,15 +155,67 @@ def copy_rows(events: Iterable[Event], *, as_received: bool = True) -> bytes:
 
 
 def unique_events(events: Iterable[Event]) -> list[Event]:
-    """Drop repeats of (device_id, event_id) inside one batch, keeping the first."""
-    seen: set[tuple[str, str]] = set()
+    """Drop re-sends inside one batch — a (device_id, event_id) again with the same type
+    and ts — keeping the first copy. Events that share a key with another type or ts are
+    different events and all kept (the store tells which one holds the key)."""
+    return _dedupe(events)[0]
+
+
+def _dedupe(events: Iterable[Event]) -> tuple[list[Event], bool]:
+    """`unique_events`, and whether two of them share a key (a re-used id: rare)."""
+    first: dict[tuple[str, str], tuple[EventType, datetime]] = {}
+    more: dict[tuple[str, str], list[tuple[EventType, datetime]]] = {}
     out = []
     for ev in events:
         key = (ev.device_id, ev.event_id)
-        if key not in seen:
-            seen.add(key)
-            out.append(ev)
-    return out
+        mark = (ev.type, ev.ts)
+        known = first.get(key)
+        if known is None:
+            first[key] = mark
+        elif known == mark or mark in more.get(key, ()):
+            continue
+        else:
+            more.setdefault(key, []).append(mark)
+        out.append(ev)
+    return out, bool(more)
+
+
+def _layers(events: list[Event]) -> list[list[Event]]:
+    """`events` in layers whose keys are unique, the first of each key in the first
+    layer: the stage's insert skips a key taken earlier in the same statement without
+    saying which row took it, so a re-used id inside one batch waits for the next layer."""
+    layers: list[list[Event]] = [[]]
+    depth: dict[tuple[str, str], int] = {}
+    for ev in events:
+        key = (ev.device_id, ev.event_id)
+        n = depth.get(key, -1) + 1
+        depth[key] = n
+        if n == len(layers):
+            layers.append([])
+        layers[n].append(ev)
+    return layers
+
+
+def _store_rekeyed(cur: psycopg.Cursor[tuple[object, ...]]) -> int:
+    """Store the staged events whose key another event (of another type or ts) holds,
+    under their re-keyed ids; returns how many were new. A re-keyed id that is itself
+    taken by the same event (a re-send of a re-used id) is skipped like any re-send."""
+    stored = 0
+    for _ in range(REKEY_ROUNDS):
+        rows = cast(list[tuple[int, str, str, datetime]], cur.execute(_COLLIDING).fetchall())
+        if not rows:
+            return stored
+        cur.execute(_KEEP_ONLY, ([n for n, _, _, _ in rows],))
+        cur.execute(_REKEY, ([n for n, _, _, _ in rows],
+                             [rekeyed_id(event_id, type_, ts) for _, event_id, type_, ts in rows]))
+        cur.execute(_INSERT_NEW)
+        stored += cur.rowcount
+    # Only a crafted id gets here (one ending in the very suffix re-keying adds): kept as
+    # a dead letter, never dropped.
+    cur.execute(_DEAD_TAKEN)
+    if cur.rowcount:
+        log.error("event id still taken after re-keying: dead-lettered", events=cur.rowcount)
+    return stored
 
 
 class EventStore:
@@ -157,11 +257,17 @@ class EventStore:
         try:
             with conn.cursor() as cur:
                 inserted = 0
-                if events:
+                batch, shared = _dedupe(events)
+                for depth, layer in enumerate(_layers(batch) if shared else [batch] if batch else []):
+                    if depth:  # a re-used id inside the batch (rare)
+                        cur.execute("DELETE FROM event_stage")
                     with cur.copy(_COPY_STAGE) as copy:
-                        copy.write(copy_rows(unique_events(events), as_received=as_received))
+                        copy.write(copy_rows(layer, as_received=as_received))
                     cur.execute(_INSERT_NEW)
-                    inserted = cur.rowcount
+                    new = cur.rowcount
+                    if new < len(layer):  # re-sends, or a re-used id
+                        new += _store_rekeyed(cur)
+                    inserted += new
                 if dead:
                     with cur.copy(_COPY_DEAD) as copy:
                         for d in dead:

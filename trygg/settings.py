@@ -52,6 +52,17 @@ class Settings(BaseSettings):
     mqtt_receive_maximum: int = Field(default=10_000, ge=20, le=65_535)
     db_retry_s: float = Field(default=2.0, gt=0, le=600)
 
+    # Limits of shared resources (docs/operators.md "Limits").
+    registry_max_mb: int = Field(default=64, ge=1, le=1024,
+                                 description="largest registry document (PUT /api/registry, trygg registry load)")
+    auth_offline_max_s: int = Field(default=12 * 3600, ge=0, le=7 * 24 * 3600,
+                                    description="while PostgreSQL is down, sign-ins checked at most this long "
+                                                "ago stay valid; 0: none")
+
+    # Rules (docs/rules.md): an `offline` status (Last Will) raises device_offline only
+    # if the device is still offline this long after it; 0 raises at once.
+    offline_debounce_s: float = Field(default=60, ge=0, le=3600)
+
     # Escalation timeouts in seconds (DESIGN.md §4); shortened in tests.
     escalate_critical_s: float = Field(default=30, gt=0)
     escalate_high_s: float = Field(default=60, gt=0)

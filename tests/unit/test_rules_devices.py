@@ -109,10 +109,12 @@ def test_any_event_counts_as_hearing_the_device() -> None:
     assert len(of(proc.due(sec(280)), AlertKind.DEVICE_OFFLINE)) == 1
 
 
-def test_last_will_offline_raises_at_once_and_online_cancels() -> None:
+def test_last_will_offline_raises_after_the_debounce_and_online_cancels() -> None:
     proc = Processor(registry())
     beat(proc, "d-alarm", sec(0))
-    [opened] = proc.handle(DeviceStatus("d-alarm", "r-17", False, sec(10)), sec(10))
+    assert proc.handle(DeviceStatus("d-alarm", "r-17", False, sec(10)), sec(10)) == []
+    assert proc.due(sec(69.999)) == []  # still within the 60 s debounce
+    [opened] = proc.due(sec(70))
     assert (opened.action, opened.kind, opened.priority) == (
         IntentAction.OPEN,
         AlertKind.DEVICE_OFFLINE,
@@ -129,7 +131,8 @@ def test_two_silent_devices_are_two_alerts_each_ended_by_its_own_device() -> Non
     proc = Processor(registry())
     beat(proc, "d-alarm", sec(0))
     beat(proc, "d-smoke", sec(0))
-    [smoke] = proc.handle(DeviceStatus("d-smoke", "r-17", False, sec(5)), sec(5))
+    assert proc.handle(DeviceStatus("d-smoke", "r-17", False, sec(5)), sec(5)) == []
+    [smoke] = proc.due(sec(65))  # its Last Will, after the debounce
     [alarm_unit] = proc.due(sec(180))
     assert smoke.source != alarm_unit.source
     [smoke_back] = beat(proc, "d-smoke", sec(200))  # the alarm unit is still silent
@@ -144,6 +147,7 @@ def test_resolving_one_devices_offline_alert_leaves_the_other_device_supervised(
     beat(proc, "d-alarm", sec(0))
     beat(proc, "d-smoke", sec(0))
     proc.handle(DeviceStatus("d-smoke", "r-17", False, sec(5)), sec(5))
+    [_smoke] = proc.due(sec(65))
     [_offline] = proc.due(sec(180))
     proc.alert_closed("r-17", AlertKind.DEVICE_OFFLINE, "d-alarm")
     assert beat(proc, "d-alarm", sec(200)) == []  # quiet: its alert was resolved
