@@ -298,7 +298,7 @@ class AlertStage:
         for team_id in change.teams:
             team = self._service.team_of(team_id)
             if team is not None and team.webhook_url:
-                self._webhooks.send(team.webhook_url, change.wire)
+                self._webhooks.send(team.webhook_url, change.wire, team=team_id)
 
     def _count(self, change: Change) -> None:
         alert = change.alert
@@ -412,8 +412,10 @@ class AlertStage:
             if deadline is not None:
                 delay = min(MAX_SLEEP, max(0.0, (deadline - self._clock()).total_seconds()))
             if delay > 0:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wakeup.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await wakeup.wait()
             else:
                 await asyncio.sleep(0)
 

@@ -12,10 +12,13 @@ without padding. The payload is compact JSON::
   add`) makes every token issued before it invalid.
 - The signature is HMAC-SHA256 over ``v1.<payload>`` with a key derived from
   `TRYGG_SESSION_SECRET` and the kind. Role, teams and resident links are read from the
-  database at every request, so a change to them applies at once.
+  database at every request, so a change to them applies at once. While the database
+  cannot be reached, the row this dashboard last read is used, for at most
+  `TRYGG_AUTH_OFFLINE_MAX_S` (dashboard/user_cache.py).
 - Nothing is stored for a valid token. `POST /logout` remembers the SHA-256 of the
   cookie (and of a bearer token sent with it) in trygg.revoked_tokens until it would
-  have expired, so a signed-out session stays signed out.
+  have expired, so a signed-out session stays signed out (in memory at once, and in
+  the table when the database answers).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from dashboard.audit import AuditLog
 from dashboard.auth import TokenKind, TokenSigner, fingerprint, token_hash
 from dashboard.authz import Principal
 from dashboard.errors import NOT_FOUND_ERRORS, Forbidden, NotAuthenticated, Unavailable
-from storage.users_store import fetch_user_for_token
+from dashboard.user_cache import DatabaseDown, UserCache, lookup
 from trygg.contract import Role
 from trygg.settings import Settings
 
@@ -186,6 +186,11 @@ class AppState:
     pseudonym_key: bytes = b""
     #: set when the server is shutting down: live streams end with a `reset`
     closing: asyncio.Event = field(default_factory=asyncio.Event)
+    #: users as last read from PostgreSQL, for token checks while it is down
+    users: UserCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.users = UserCache(self.settings.auth_offline_max_s)
 
 
 def get_state(request: Request) -> AppState:
@@ -238,12 +243,16 @@ cookie_scheme = APIKeyCookie(name=SESSION_COOKIE, auto_error=False,
 async def principal_of(state: AppState, pool: AsyncConnectionPool, token: str, kind: TokenKind
                        ) -> Principal | None:
     """The user a token belongs to, if the token is valid and the user still exists with
-    the same password."""
+    the same password. While PostgreSQL is unreachable, the user as this dashboard last
+    read it (dashboard/user_cache.py); 503 for a user it has not read recently."""
     claims = state.signer.verify(token, kind, time.time())
     if claims is None:
         return None
-    async with pool.connection() as conn:
-        user, revoked = await fetch_user_for_token(conn, claims.username, token_hash(token))
+    try:
+        user, revoked = await lookup(state.users, pool, state.conninfo, claims.username, token_hash(token),
+                                     claims.expires)
+    except DatabaseDown:
+        raise Unavailable("the database is unavailable; try again shortly") from None
     if user is None or user.password_hash is None or revoked:
         return None
     if fingerprint(user.password_hash) != claims.fingerprint:

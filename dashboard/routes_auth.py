@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import html
 import time
-from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -18,7 +17,8 @@ from pydantic import BaseModel
 from dashboard.auth import MAX_PASSWORD_LENGTH, token_hash, verify_password
 from dashboard.deps import SESSION_COOKIE, CurrentUser, Pool, State
 from dashboard.errors import WRONG_LOGIN, NotAuthenticated, responses
-from storage.users_store import UserRow, fetch_user, revoke_token
+from dashboard.user_cache import revoke
+from storage.users_store import UserRow, fetch_user
 from trygg.contract import Role
 from trygg.logging import get_logger
 
@@ -73,6 +73,7 @@ async def token(form: Annotated[OAuth2PasswordRequestForm, Depends()], state: St
     user = await authenticate(pool, form.username, form.password)
     if user is None:
         raise NotAuthenticated(WRONG_LOGIN)
+    state.users.remember(user)
     expires = int(time.time()) + state.token_ttl_s
     return TokenOut(access_token=state.signer.issue(user.username, user.password_hash, "api", expires),
                     expires_in=state.token_ttl_s)
@@ -105,6 +106,7 @@ async def login(request: Request, username: Annotated[str, Form(max_length=200)]
     user = await authenticate(pool, username, password)
     if user is None:
         return _login_refused(request)
+    state.users.remember(user)
     expires = int(time.time()) + state.token_ttl_s
     response = RedirectResponse(HOME.get(user.role, "/"), status_code=303)
     response.set_cookie(
@@ -127,10 +129,8 @@ async def logout(request: Request, state: State, pool: Pool) -> Response:
     bearer = request.headers.get("authorization", "")
     if bearer.lower().startswith("bearer ") and (claims := state.signer.verify(bearer[7:].strip(), "api", now)):
         ended.append((bearer[7:].strip(), claims.expires))
-    if ended:
-        async with pool.connection() as conn:
-            for token_text, expires in ended:
-                await revoke_token(conn, token_hash(token_text), datetime.fromtimestamp(expires, UTC))
+    for token_text, expires in ended:  # in memory at once; in PostgreSQL now or when it is back
+        await revoke(state.users, pool, token_hash(token_text), expires)
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict",
                            secure=request.url.scheme == "https")

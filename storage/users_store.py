@@ -53,6 +53,15 @@ async def fetch_user_for_token(conn: psycopg.AsyncConnection[Any], username: str
     return _row(row[:5]), bool(row[5])
 
 
+async def fetch_revoked(conn: psycopg.AsyncConnection[Any], limit: int) -> list[tuple[str, float]]:
+    """Signed-out tokens that have not expired yet: (SHA-256, expiry as Unix time),
+    those expiring last first (kept in memory for when the database is down)."""
+    cur = await conn.execute(
+        "SELECT token_hash, extract(epoch FROM expires_at)::float8 FROM trygg.revoked_tokens"
+        " WHERE expires_at > now() ORDER BY expires_at DESC LIMIT %s", (limit,))
+    return [(row[0], row[1]) for row in await cur.fetchall()]
+
+
 async def revoke_token(conn: psycopg.AsyncConnection[Any], token_hash: str, expires_at: datetime) -> None:
     """Sign a token out for good; forget the ones that have expired anyway."""
     await conn.execute("DELETE FROM trygg.revoked_tokens WHERE expires_at < now()")
@@ -89,5 +98,5 @@ def registry_ids(conn: psycopg.Connection[Any]) -> tuple[set[str], set[str]]:
     return teams, residents
 
 
-__all__ = ["UserRow", "fetch_user", "fetch_user_for_token", "get_user", "registry_ids", "revoke_token",
-           "upsert_user"]
+__all__ = ["UserRow", "fetch_revoked", "fetch_user", "fetch_user_for_token", "get_user", "registry_ids",
+           "revoke_token", "upsert_user"]

@@ -349,6 +349,65 @@ def test_a_team_with_a_webhook_gets_every_change_posted(start_stage: StartStage,
         server.server_close()
 
 
+class Receiver:
+    """A team's webhook receiver on a loopback port; `hold_s` > 0 keeps every request
+    unanswered that long (or until `close`), like a receiver that hangs."""
+
+    def __init__(self, hold_s: float = 0.0) -> None:
+        self.posted: list[tuple[dict[str, Any], float]] = []
+        self.released = threading.Event()
+        receiver = self
+
+        class Hook(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.posted.append((json.loads(body), time.perf_counter()))
+                if hold_s:
+                    receiver.released.wait(hold_s)
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_port}/trygg"
+
+    def close(self) -> None:
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_hanging_webhook_receiver_of_one_team_does_not_delay_another_teams(start_stage: StartStage) -> None:
+    """East's receiver never answers (30 s); west's alarm still reaches west's receiver at
+    once. Before, four workers shared by all teams were all waiting on east."""
+    east, west = Receiver(hold_s=30), Receiver()
+    try:
+        registry = small_registry().model_copy(update={"teams": [
+            Team(id="east", name="Øst", escalate_to="alarm-centre", webhook_url=east.url),
+            Team(id="west", name="Vest", escalate_to="alarm-centre", webhook_url=west.url),
+            Team(id="alarm-centre", name="Alarmsentralen")]})
+        r2 = registry.residents[1].model_copy(update={"team": "west"})
+        registry = registry.model_copy(update={"residents": [registry.residents[0], r2]})
+        run = start_stage(None, registry=registry)
+        kinds = [AlertKind.ALARM, AlertKind.FALL, AlertKind.SMOKE, AlertKind.DOOR_OPEN, AlertKind.INACTIVITY,
+                 AlertKind.WANDERING, AlertKind.GEOFENCE_EXIT, AlertKind.BATTERY_LOW]
+        run.call(lambda: run.stage.on_intents([intent(k, event_type="alarm.button") for k in kinds]))
+        wait_for(lambda: len(east.posted), lambda n: n >= 1, timeout=5, interval=0.01)  # east hangs now
+        time.sleep(0.2)
+        sent = time.perf_counter()
+        run.call(lambda: run.stage.on_intents([intent(resident="r-2", device="d-2-alarm")]))
+        [(doc, at)] = wait_for(lambda: list(west.posted), bool, timeout=10, interval=0.005)
+        assert (doc["resident_id"], doc["state"]) == ("r-2", "open")
+        assert at - sent < 1.0, f"west's webhook came {at - sent:.1f} s late"
+    finally:
+        east.close()
+        west.close()
+
+
 def test_open_alerts_survive_a_broker_restart_that_loses_retained_messages(prefix: str) -> None:
     broker = MosquittoInstance()  # a broker of its own: this test restarts it
     broker.start()

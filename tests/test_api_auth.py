@@ -11,7 +11,9 @@ import pytest
 from dashboard.auth import hash_password
 from dashboard.deps import SESSION_COOKIE
 from storage.users_store import upsert_user
-from tests.test_api_support import PASSWORD, World, world
+from tests.fix_db import PostgresInstance, scalar
+from tests.helpers import wait_for
+from tests.test_api_support import PASSWORD, World, make_world, world
 
 pytestmark = pytest.mark.integration
 
@@ -140,3 +142,45 @@ def test_every_api_route_needs_a_caller(world: World) -> None:
         for method in methods - {"HEAD"}:
             response = world.client.request(method, concrete)
             assert response.status_code == 401, (method, path)
+
+
+# --- while PostgreSQL is down (dashboard/user_cache.py) --------------------------------
+
+
+def test_while_postgresql_is_down_signed_in_staff_go_on_and_a_sign_out_still_holds(
+        private_postgres: PostgresInstance) -> None:
+    url = private_postgres.url("trygg")
+    with make_world(url) as w:
+        login = w.client.post("/login", data={"username": "staff-east", "password": PASSWORD})
+        base = str(w.client.base_url)
+        with httpx.Client(base_url=base, cookies={SESSION_COOKIE: login.cookies[SESSION_COOKIE]}) as browser:
+            assert browser.get("/api/alerts").status_code == 200  # checked against PostgreSQL
+            private_postgres.stop()
+            started = time.monotonic()
+            listed = browser.get("/api/alerts")
+            assert listed.status_code == 200 and time.monotonic() - started < 1.0
+            assert [a["alert_id"] for a in listed.json()] == ["a-east", "a-east-low"]
+            assert browser.post("/api/alerts/a-east/ack").json()["acknowledged_by"] == "staff-east"
+            assert browser.post("/logout").status_code == 303
+            assert time.monotonic() - started < 2.0, "signing out waited for the database"
+            browser.cookies.set(SESSION_COOKIE, login.cookies[SESSION_COOKIE])
+            assert browser.get("/api/alerts").status_code == 401, "signed out is signed out, database or not"
+        never_seen = w.client.get("/api/alerts", headers=w.headers("staff-west"))
+        assert never_seen.status_code == 503
+
+        private_postgres.start()
+        stored = wait_for(lambda: (w.client.get("/api/auth/me", headers=w.headers("admin")).status_code,
+                                   scalar(url, "SELECT count(*) FROM trygg.revoked_tokens")),
+                          lambda r: r == (200, 1), timeout=20, interval=0.2)
+        assert stored == (200, 1), "the sign-out reaches PostgreSQL when it is back"
+
+
+def test_with_no_offline_grace_a_check_while_postgresql_is_down_is_503_at_once(
+        private_postgres: PostgresInstance) -> None:
+    with make_world(private_postgres.url("trygg")) as w:
+        w.app.state.trygg.users.max_age_s = 0  # TRYGG_AUTH_OFFLINE_MAX_S=0
+        assert w.client.get("/api/alerts", headers=w.headers("staff-east")).status_code == 200
+        private_postgres.stop()
+        started = time.monotonic()
+        assert w.client.get("/api/alerts", headers=w.headers("staff-east")).status_code == 503
+        assert time.monotonic() - started < 1.0

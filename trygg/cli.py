@@ -16,7 +16,8 @@ import typer
 
 from trygg.errors import SettingsError, TryggError
 from trygg.logging import configure_logging
-from trygg.registry import RegistryError, parse_registry
+from trygg.registry import RegistryError, RegistryLimitError, parse_registry
+from trygg.registry_limits import MIB, DocumentLimits, LimitExceeded, check_size
 from trygg.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -102,12 +103,15 @@ def registry_load(
     from trygg.runtime import resolve_database
 
     settings = settings_or_exit()
+    limits = DocumentLimits(max_bytes=settings.registry_max_mb * MIB)
     try:
+        check_size(file.stat().st_size, limits)  # a file too large is refused before it is read
         text = file.read_bytes()
+        reg = parse_registry(text, limits)
     except OSError as exc:
         fail(f"cannot read {file}: {exc.strerror}", 1)
-    try:
-        reg = parse_registry(text)
+    except (LimitExceeded, RegistryLimitError) as exc:  # one line: the limit it passed
+        fail(f"{file}: {exc.message}; the registry was not changed", 1)
     except RegistryError as exc:
         for line in exc.errors:
             typer.echo(f"{file}: {line}", err=True)

@@ -2,7 +2,9 @@
 
 `parse_registry` validates a whole document (YAML or JSON) and either returns a
 `Registry` or raises `RegistryError` listing every problem with its path, e.g.
-``residents[3].devices[1].kind: unknown kind 'smoke'``.
+``residents[3].devices[1].kind: unknown kind 'smoke'``. It checks the document's size,
+nesting and aliases first (trygg/registry_limits.py); the dashboard runs it in a child
+process (dashboard/routes_registry.py), away from the alarm path's GIL.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ import re
 import sys
 from collections.abc import Callable, Hashable
 from datetime import date, time
-from typing import Annotated, Any, Literal, Self, TypeVar, cast
+from typing import Annotated, Any, Final, Literal, Self, TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from trygg.contract import DeviceKind, Role, valid_id
+from trygg.registry_limits import DocumentLimits, LimitExceeded, check_size, check_yaml, load_yaml
 
 _T = TypeVar("_T")
 
@@ -276,10 +279,33 @@ class RegistryError(ValueError):
         super().__init__("; ".join(errors))
         self.errors = errors
 
+    def __reduce__(self) -> tuple[Any, ...]:  # crosses a process boundary (trygg/isolated.py)
+        return type(self), (self.errors,)
+
+
+class RegistryLimitError(RegistryError):
+    """A document beyond one of the limits of trygg/registry_limits.py, refused before
+    it was parsed; `limit` names it, `status` is 413 (size) or 422 (structure)."""
+
+    def __init__(self, limit: str, message: str, status: int = 422) -> None:
+        super().__init__([f"(document): {message}"])
+        self.limit = limit
+        self.message = message
+        self.status = status
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.limit, self.message, self.status)
+
+
+#: Error lines kept of a document with more (a list of a million wrong items).
+MAX_ERRORS: Final = 1_000
+
 
 def _errors(exc: ValidationError) -> RegistryError:
     errors = []
-    for err in exc.errors():
+    if exc.error_count() > MAX_ERRORS:
+        errors.append(f"(document): {exc.error_count():,} errors; the first {MAX_ERRORS:,} follow")
+    for err in exc.errors()[:MAX_ERRORS]:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
@@ -340,13 +366,39 @@ def _find_malloc_trim() -> Callable[[int], object]:
 _malloc_trim: Callable[[int], object] | None = None
 
 
-def parse_registry(text: str | bytes) -> Registry:
-    """Parse YAML (JSON is YAML too) and validate; raises RegistryError."""
+def parse_registry(text: str | bytes, limits: DocumentLimits | None = None) -> Registry:
+    """Parse YAML or JSON within `limits` (trygg/registry_limits.py) and validate;
+    raises RegistryError (RegistryLimitError for a document beyond a limit).
+
+    A document that starts with ``{`` is read as JSON first (pydantic, several times
+    faster than YAML); if it is not JSON it is read as YAML, as is every other one."""
+    limits = limits or DocumentLimits()
     try:
-        doc = yaml.safe_load(text)
+        check_size(len(text), limits)
+        if text[:4096].lstrip()[:1] in ("{", b"{"):
+            reg = _from_json(text)
+            if reg is not None:
+                return reg
+        check_yaml(text, limits)
+        doc = load_yaml(text)
+    except LimitExceeded as exc:
+        raise RegistryLimitError(exc.limit, exc.message, exc.status) from None
     except yaml.YAMLError as exc:
         raise RegistryError([f"(document): not valid YAML or JSON ({exc})"]) from None
+    except RecursionError:  # past the depth limit, which check_yaml refuses first
+        raise RegistryLimitError("max_depth", "mappings and lists are nested too deep") from None
     return validate_registry(doc)
+
+
+def _from_json(text: str | bytes) -> Registry | None:
+    """The registry if `text` is JSON; None if it is not (then it may be YAML)."""
+    try:
+        reg = Registry.model_validate_json(text)
+    except ValidationError as exc:
+        if exc.error_count() == 1 and exc.errors(include_url=False)[0]["type"] == "json_invalid":
+            return None
+        raise _errors(exc) from None
+    return _checked(reg)
 
 
 def dump_registry(reg: Registry) -> dict[str, Any]:
@@ -360,6 +412,7 @@ __all__ = [
     "NightWindow",
     "Registry",
     "RegistryError",
+    "RegistryLimitError",
     "Resident",
     "ResidentSettings",
     "SafeZone",

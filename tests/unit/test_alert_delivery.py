@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import REGISTRY
 
 from alerts import AlertHub, SubscriptionDropped, WebhookSender
 
@@ -152,3 +153,52 @@ def test_a_full_webhook_queue_refuses_without_blocking() -> None:
         return [sender.send("https://h.example/x", wire(f"a-{i}")) for i in range(3)]
 
     assert asyncio.run(scenario()) == [True, True, False]
+
+
+def test_each_team_has_its_own_webhook_queue_and_the_number_of_lanes_is_bounded() -> None:
+    """A team whose receiver is behind fills only its own queue; another team's
+    deliveries are still taken. Destinations beyond `lanes_max` are refused, counted."""
+    async def scenario() -> tuple[list[bool], bool, bool, int]:
+        sender = WebhookSender(queue_max=2, lanes_max=2)
+        east = [sender.send("https://east.example/hook", wire(f"a-{i}"), team="east") for i in range(3)]
+        west = sender.send("https://west.example/hook", wire("b-1"), team="west")
+        third = sender.send("https://north.example/hook", wire("c-1"), team="north")
+        return east, west, third, sender.lanes
+
+    east, west, third, lanes = asyncio.run(scenario())
+    assert east == [True, True, False]
+    assert west is True
+    assert third is False and lanes == 2
+
+
+def test_webhook_metrics_are_by_team_and_an_idle_lane_retires() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200 if request.url.host == "east.example" else 404)
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = (sample("trygg_webhook_deliveries_total", team="east-m", result="delivered"),
+              sample("trygg_webhook_deliveries_total", team="west-m", result="given_up"))
+
+    async def scenario() -> tuple[int, int]:
+        client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+        sender = WebhookSender(client=client, idle_s=0.05)
+        runner = asyncio.create_task(sender.run())
+        sender.send("https://east.example/hook", wire("a-1"), team="east-m")
+        sender.send("https://west.example/hook", wire("b-1"), team="west-m")
+        lanes = sender.lanes
+        for _ in range(200):
+            if sender.lanes == 0:
+                break
+            await asyncio.sleep(0.01)
+        runner.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await runner
+        await client.aclose()
+        return lanes, sender.lanes
+
+    assert asyncio.run(scenario()) == (2, 0)
+    assert sample("trygg_webhook_deliveries_total", team="east-m", result="delivered") == before[0] + 1
+    assert sample("trygg_webhook_deliveries_total", team="west-m", result="given_up") == before[1] + 1
+    assert REGISTRY.get_sample_value("trygg_webhook_pending", {"team": "east-m"}) is None  # gone with its lane

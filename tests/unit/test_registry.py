@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
-from trygg.registry import RegistryError, dump_registry, parse_registry, validate_registry, validate_registry_json
+from tests.registry_documents import alias_bomb, many_aliases, too_deep
+from trygg.registry import (
+    RegistryError,
+    RegistryLimitError,
+    dump_registry,
+    parse_registry,
+    validate_registry,
+    validate_registry_json,
+)
+from trygg.registry_limits import DocumentLimits
 
 GOOD = """
 teams:
@@ -132,3 +142,53 @@ def test_large_registries_share_equal_settings_and_read_back_unchanged() -> None
     assert r0.devices[0].heartbeat_s is r1.devices[0].heartbeat_s == 30
     assert dump_registry(reg) == dump_registry(validate_registry(doc))
     assert validate_registry_json(json.dumps(dump_registry(reg))) == reg
+
+
+# --- limits checked before parsing (trygg/registry_limits.py) ---------------------------
+
+
+def limit_errors(text: str | bytes, limits: DocumentLimits | None = None) -> tuple[str, int, list[str]]:
+    started = time.perf_counter()
+    with pytest.raises(RegistryLimitError) as info:
+        parse_registry(text, limits)
+    assert time.perf_counter() - started < 2, "refused before the document is loaded"
+    return info.value.limit, info.value.status, info.value.errors
+
+
+def test_an_alias_bomb_is_refused_naming_the_limit() -> None:
+    limit, status, errors = limit_errors(alias_bomb())
+    assert (limit, status) == ("max_alias_values", 422)
+    assert errors == ["(document): the YAML aliases stand for more values than the limit of 100,000 (*a4, line 7)"]
+
+
+def test_400000_aliases_are_refused_at_once() -> None:
+    limit, status, errors = limit_errors(many_aliases())
+    assert (limit, status) == ("max_aliases", 422)
+    assert "more YAML aliases than the limit of 1,000" in errors[0]
+
+
+def test_deep_nesting_is_refused_in_yaml_and_in_json() -> None:
+    for text in (too_deep(), too_deep(json=True)):
+        limit, status, errors = limit_errors(text)
+        assert (limit, status) == ("max_depth", 422)
+        assert errors == ["(document): mappings and lists nested deeper than the limit of 32 levels (line 1)"]
+
+
+def test_an_alias_inside_its_own_anchor_is_refused() -> None:
+    limit, _, errors = limit_errors("teams: &t [{id: east, name: Øst}, *t]\nresidents: []")
+    assert limit == "max_aliases" and "inside its own anchor" in errors[0]
+
+
+def test_size_and_value_count_are_413() -> None:
+    assert limit_errors(GOOD, DocumentLimits(max_bytes=100))[:2] == ("max_bytes", 413)
+    assert limit_errors(GOOD.encode(), DocumentLimits(max_values=50))[:2] == ("max_values", 413)
+
+
+def test_a_few_aliases_still_load_and_json_reads_as_yaml_does() -> None:
+    text = GOOD.replace("consents: {research: true", "consents: &c {research: true").replace(
+        "users:", "  - {id: r-18, name: Per, team: east, consents: *c}\nusers:")
+    reg = parse_registry(text)
+    assert reg.residents[1].consents == reg.residents[0].consents and reg.residents[1].consents.research
+    as_json = json.dumps(dump_registry(reg))
+    assert parse_registry(as_json) == parse_registry(as_json.encode()) == reg
+    assert parse_registry("{teams: [{id: t, name: T}]}").teams[0].id == "t"  # YAML flow, not JSON
