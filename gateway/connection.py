@@ -15,6 +15,12 @@ messages durable (from any thread). Reading pauses while the durable writers are
 runs one on a thread, for `trygg gateway` and the stages run alone.
 
 The alert publisher (alerts/publisher.py) is the other `Connection`.
+
+Nothing a packet holds may end a connection unless its bytes are not MQTT: asyncio drops
+a connection whose `data_received` raises, and the broker would then redeliver the same
+message into the same fault on every reconnect (issue 13: 83 reconnects a minute, nothing
+stored, and no restart got as far as its SUBACK). `Connection._received` therefore logs
+and counts (`trygg_mqtt_receive_errors_total`) any other error and keeps the connection.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from gateway import metrics
 from gateway.errors import BrokerUnavailable
 from gateway.wire import (
     CONNACK,
@@ -45,6 +52,9 @@ from gateway.wire import (
     puback_packets,
     subscribe_packet,
 )
+from trygg.logging import get_logger
+
+log = get_logger("trygg.mqtt")
 
 CONNECT_TIMEOUT_S = 10.0
 MAX_BACKOFF_S = 30.0
@@ -266,12 +276,21 @@ class Connection:
                 self.write(PINGREQ_PACKET)
 
     def _received(self, protocol: _Protocol, data: bytes) -> None:
+        """Whatever arrived on `protocol`; raises nothing (see the module doc). Messages
+        a handler failed on stay unacknowledged until the next connection."""
+        try:
+            self._handle(protocol, data)
+        except Exception:
+            metrics.RECEIVE_ERRORS.inc()
+            log.exception("error handling received MQTT packets, connection kept", broker=self.url)
+
+    def _handle(self, protocol: _Protocol, data: bytes) -> None:
         buffer = protocol.buffer
         buffer += data
         try:
             messages, others, used = parse_packets(buffer, self.version)
-        except ProtocolError as exc:
-            self._fail(protocol, exc)
+        except Exception as exc:  # bytes that are not MQTT: nothing after them can be read
+            self._fail(protocol, exc if isinstance(exc, ProtocolError) else ProtocolError(f"unreadable: {exc!r}"))
             return
         del buffer[:used]
         self._last_heard = time.monotonic()

@@ -23,8 +23,11 @@ from trygg.contract import (
     parse_status,
     parse_topic,
 )
+from trygg.logging import get_logger
 from trygg.pipeline import DeviceStatus
 from trygg.registry import Registry, Resident
+
+log = get_logger("trygg.gateway")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +87,17 @@ class Validator:
             raise InvalidMessage(Reason.WRONG_KIND, f"a {entry.kind.value} device cannot send {event.type.value}")
         event.resident_id = entry.resident_id
         if (event.type is EventType.LOCATION and not location_basis_valid(entry.resident, received_at)
-                and not self._emergency_open(entry.resident_id)):
+                and not self._emergency(entry.resident_id)):
             metrics.LOCATIONS_DISCARDED.inc()
             return None
         return event
+
+    def _emergency(self, resident_id: str) -> bool:
+        """Whether an alarm/fall alert of the resident is open. If that cannot be told,
+        the position is treated as having no basis: neither used nor stored, not even as
+        a dead letter (DESIGN.md §7)."""
+        try:
+            return self._emergency_open(resident_id)
+        except Exception:
+            log.exception("could not tell whether an emergency is open; position discarded")
+            return False

@@ -77,12 +77,12 @@ def connect_packet(client_id: str, version: int, keepalive: int, username: str |
     return _packet(0x10, body)
 
 
-def subscribe_packet(mid: int, filters: Sequence[str], version: int) -> bytes:
+def subscribe_packet(mid: int, filters: Sequence[str], version: int, qos: int = 1) -> bytes:
     body = struct.pack("!H", mid)
     if version == MQTT5:
         body += b"\x00"
     for f in filters:
-        body += _string(f) + b"\x01"  # QoS 1
+        body += _string(f) + bytes([qos])
     return _packet(0x82, body)
 
 
@@ -130,9 +130,16 @@ def parse_packets(
                 break
             kind = first >> 4
             if kind == PUBLISH:
+                # Every field is checked against the packet's end: a malformed PUBLISH is
+                # a ProtocolError, never an IndexError or a read into the next packet.
                 qos = (first >> 1) & 3
+                stop = i + length
+                if qos == 3 or length < 2:
+                    raise ProtocolError("malformed PUBLISH")
                 tlen = (buf[i] << 8) | buf[i + 1]
                 p = i + 2 + tlen
+                if p + (2 if qos else 0) > stop:
+                    raise ProtocolError("PUBLISH shorter than its topic")
                 raw_topic = bytes(view[i + 2 : p])
                 mid = 0
                 if qos:
@@ -141,6 +148,8 @@ def parse_packets(
                 if version == MQTT5:  # skip the properties
                     plen, mult2 = 0, 1
                     while True:
+                        if p >= stop or mult2 > 128**3:
+                            raise ProtocolError("malformed PUBLISH properties")
                         byte = buf[p]
                         p += 1
                         plen += (byte & 0x7F) * mult2
@@ -148,6 +157,8 @@ def parse_packets(
                             break
                         mult2 *= 128
                     p += plen
+                    if p > stop:
+                        raise ProtocolError("PUBLISH shorter than its properties")
                 try:
                     topic: str | bytes = raw_topic.decode()
                 except UnicodeDecodeError:

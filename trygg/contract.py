@@ -3,10 +3,17 @@
 Event validation is written by hand rather than with a model class: it runs once per
 event on the ingest hot path, and every refusal must name a precise reason that ends up
 in the dead-letter store.
+
+A payload is bounded before and while it is parsed (docs/ingest.md, "Bounds"): its size,
+its nesting depth, its numbers and its text, so that whatever passes is something
+PostgreSQL stores and reads back unchanged. Anything any account may publish can reach
+this code; a payload that got past these bounds once stopped the gateway for good
+(issue 13: a 3,000-deep array made `json.loads` raise RecursionError).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -18,8 +25,21 @@ from typing import Any, Final
 MAX_PAYLOAD_BYTES: Final = 16 * 1024
 MAX_FUTURE: Final = timedelta(hours=24)
 MAX_PAST: Final = timedelta(days=30)
+#: levels of objects and arrays, the event object itself being level 1 (`data` is level 2)
+MAX_DEPTH: Final = 8
+#: every number lies within ±2^53: integers are exact in JavaScript (the dashboard) and
+#: every other number reads back from PostgreSQL's numeric as the same double
+MAX_NUMBER: Final = 2**53
+#: a number other than an integer: at most this many characters, exponent within ±300
+#: (PostgreSQL's numeric refuses `0e-99999` and `1e-20000`, which Python reads as 0.0)
+MAX_NUMBER_TEXT: Final = 64
+MAX_EXPONENT: Final = 300
+#: UTC offsets PostgreSQL 15 accepts in a timestamptz: up to 15:59 either way (real time
+#: zones span -12:00..+14:00); `+16:00` and beyond are refused there
+MAX_OFFSET: Final = timedelta(hours=15, minutes=59)
 
 _ID_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class DeviceKind(StrEnum):
@@ -127,6 +147,13 @@ class Reason(StrEnum):
     UNKNOWN_DEVICE = "unknown_device"
     WRONG_KIND = "wrong_kind"
     BAD_STATUS = "bad_status"
+    TOO_DEEP = "too_deep"
+    BAD_NUMBER = "bad_number"
+    BAD_TEXT = "bad_text"
+    #: the gateway failed on this message for a reason of its own (a bug): kept, not lost
+    INTERNAL_ERROR = "internal_error"
+    #: not a message: a summary of the dead letters of one source held back by the limits
+    RATE_LIMITED = "rate_limited"
 
 
 class InvalidMessage(ValueError):
@@ -201,8 +228,11 @@ def parse_timestamp(value: object) -> datetime:
         ts = datetime.fromisoformat(text)
     except ValueError:
         raise InvalidMessage(Reason.BAD_TIME, f"ts {value!r} is not RFC 3339") from None
-    if ts.tzinfo is None:
+    offset = ts.utcoffset()
+    if offset is None:
         raise InvalidMessage(Reason.BAD_TIME, f"ts {value!r} has no UTC offset")
+    if abs(offset) > MAX_OFFSET or offset % _MINUTE:
+        raise InvalidMessage(Reason.BAD_TIME, f"ts {value!r}: the UTC offset must be whole minutes within ±15:59")
     return ts
 
 
@@ -252,6 +282,86 @@ def check_data(kind: EventType, data: dict[str, Any]) -> None:
         _number(data, "battery_pct", 0, 100)
 
 
+_MINUTE: Final = timedelta(minutes=1)
+#: a JSON escape that may make text PostgreSQL refuses: \u0000 or a UTF-16 surrogate
+#: (one of a proper pair is fine; the walk looks at the decoded strings)
+_RISKY_ESCAPE: Final = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
+_BAD_CHAR: Final = re.compile("[\x00\ud800-\udfff]")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise InvalidMessage(Reason.BAD_NUMBER, f"{name} is not a number JSON allows")
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) < 16:  # at most 15 digits: well within ±2^53
+        return int(text)
+    value = int(text) if len(text) <= 17 else MAX_NUMBER + 1  # 2^53 has 16 digits
+    if -MAX_NUMBER <= value <= MAX_NUMBER:
+        return value
+    raise InvalidMessage(Reason.BAD_NUMBER, f"integer {text[:40]} is outside ±2^53")
+
+
+def _bounded_float(text: str) -> float:
+    if len(text) > MAX_NUMBER_TEXT:
+        raise InvalidMessage(Reason.BAD_NUMBER, f"number {text[:40]}… is longer than {MAX_NUMBER_TEXT} characters")
+    if ("e" in text or "E" in text) and abs(int(text[max(text.find("e"), text.find("E")) + 1 :])) > MAX_EXPONENT:
+        raise InvalidMessage(Reason.BAD_NUMBER, f"number {text} has an exponent beyond ±{MAX_EXPONENT}")
+    value = float(text)
+    if -MAX_NUMBER <= value <= MAX_NUMBER:  # not inf: 1e400 reads as inf
+        return value
+    raise InvalidMessage(Reason.BAD_NUMBER, f"number {text} is outside ±2^53")
+
+
+#: numbers are checked as they are parsed: NaN and Infinity are refused, integers and
+#: other numbers bounded (the hooks run only for numbers, so a heartbeat pays little)
+_DECODER: Final = json.JSONDecoder(parse_float=_bounded_float, parse_int=_bounded_int,
+                                   parse_constant=_refuse_constant)
+
+
+def _load(text: str) -> Any:
+    try:
+        return _DECODER.decode(text)
+    except InvalidMessage:
+        raise
+    except RecursionError:
+        raise InvalidMessage(Reason.TOO_DEEP, f"payload nests more than {MAX_DEPTH} levels") from None
+    except ValueError as exc:
+        raise InvalidMessage(Reason.BAD_JSON, f"payload is not JSON ({exc})") from None
+
+
+def _check_text(text: str) -> None:
+    found = _BAD_CHAR.search(text)
+    if found is None:
+        return
+    if found.group() == "\x00":
+        raise InvalidMessage(Reason.BAD_FIELD, "payload contains \\u0000, which cannot be stored")
+    raise InvalidMessage(Reason.BAD_TEXT, f"payload contains a lone UTF-16 surrogate {found.group()!r},"
+                                          " which is not Unicode text and cannot be stored")
+
+
+def _inspect(doc: dict[str, Any], *, strings: bool) -> None:
+    """Walk the document (without recursion, so depth costs no stack): nesting within
+    MAX_DEPTH, and with `strings` every key and string free of NUL and lone surrogates."""
+    stack: list[tuple[dict[str, Any] | list[Any], int]] = [(doc, 1)]
+    while stack:
+        node, level = stack.pop()
+        if level > MAX_DEPTH:
+            raise InvalidMessage(Reason.TOO_DEEP, f"payload nests more than {MAX_DEPTH} levels")
+        if isinstance(node, dict):
+            if strings:
+                for key in node:
+                    _check_text(key)
+            children: Any = node.values()
+        else:
+            children = node
+        for child in children:
+            if isinstance(child, dict | list):
+                stack.append((child, level + 1))
+            elif strings and isinstance(child, str):
+                _check_text(child)
+
+
 def parse_event(device_id: str, payload: bytes, received_at: datetime) -> Event:
     """Parse and validate one event payload; raises InvalidMessage with the reason.
 
@@ -265,14 +375,15 @@ def parse_event(device_id: str, payload: bytes, received_at: datetime) -> Event:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidMessage(Reason.NOT_UTF8, f"payload is not UTF-8 ({exc.reason})") from None
-    if "\\u0000" in text:
-        raise InvalidMessage(Reason.BAD_FIELD, "payload contains \\u0000, which cannot be stored")
-    try:
-        doc = json.loads(text)
-    except ValueError as exc:
-        raise InvalidMessage(Reason.BAD_JSON, f"payload is not JSON ({exc})") from None
+    doc = _load(text)
     if not isinstance(doc, dict):
         raise InvalidMessage(Reason.NOT_OBJECT, f"payload is a JSON {type(doc).__name__}, not an object")
+    # Cheap tests of the text decide whether the document needs walking: deeper than
+    # MAX_DEPTH needs more brackets than that, and NUL or a surrogate needs an escape.
+    deep = text.count("{") + text.count("[") > MAX_DEPTH
+    risky = "\\u" in text and _RISKY_ESCAPE.search(text) is not None
+    if deep or risky:
+        _inspect(doc, strings=risky)
 
     event_id = doc.get("id")
     if not isinstance(event_id, str) or not 1 <= len(event_id) <= 64:
@@ -299,8 +410,21 @@ def parse_event(device_id: str, payload: bytes, received_at: datetime) -> Event:
     return Event(device_id, event_id, kind, ts, received_at, data, text=text)
 
 
+def rekeyed_id(event_id: str, type: str, ts: datetime) -> str:
+    """The id under which an event is stored and alerted when its `(device_id, id)` is
+    already taken by an event of another type or time (a device whose counter reset, or
+    an id reused after the de-duplication window): the id, `~`, and 8 hex digits of
+    sha256 over type and device time in microseconds. Deterministic, so a re-sent copy
+    of the colliding event is recognised as a copy."""
+    micros = (ts - _EPOCH) // timedelta(microseconds=1)
+    digest = hashlib.sha256(f"{type}|{micros}".encode()).hexdigest()
+    return f"{event_id}~{digest[:8]}"
+
+
 def parse_status(payload: bytes) -> bool:
     """A status payload: True for `online`, False for `offline`."""
+    if len(payload) > 64:  # whatever it holds, not a status: no copies of a large one
+        raise InvalidMessage(Reason.BAD_STATUS, f"status must be 'online' or 'offline' (got {len(payload)} bytes)")
     text = payload.strip().lower()
     if text == b"online":
         return True

@@ -73,10 +73,80 @@ def test_data_may_be_omitted_when_empty() -> None:
         (payload(type="heartbeat", data={"battery_pct": 101}), Reason.BAD_FIELD),
         (payload(type="motion", data={"room": 7}), Reason.BAD_FIELD),
         (payload(data={"note": "nul \u0000 inside"}), Reason.BAD_FIELD),
+        (payload(data={"nul \u0000 in a key": 1}), Reason.BAD_FIELD),
     ],
 )
 def test_bad_events_are_refused_with_their_reason(raw: bytes, reason: Reason) -> None:
     assert reason_of(raw) is reason
+
+
+def text(data: str = "{}", extra: str = "", event_id: str = "e-1", kind: str = "heartbeat",
+         ts: str = "2026-11-22T14:03:07.120+01:00") -> bytes:
+    """An event written by hand: JSON that `json.dumps` never writes (lone surrogate
+    escapes, NaN, 1e400)."""
+    return f'{{"id": "{event_id}", "ts": "{ts}", "type": "{kind}", "data": {data}{extra}}}'.encode()
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        # nesting: at most 8 levels, the event itself being the first
+        (text("[" * 3000 + "]" * 3000), Reason.TOO_DEEP),  # json.loads raises RecursionError
+        (b"[" * 3000 + b"]" * 3000, Reason.TOO_DEEP),
+        (text('{"a":' * 8 + "1" + "}" * 8), Reason.TOO_DEEP),  # levels 2..9
+        (text('{"a": [[[[[[[1]]]]]]]}'), Reason.TOO_DEEP),
+        # numbers: finite, within ±2^53, at most 64 characters, exponent within ±300
+        (text('{"x": NaN}'), Reason.BAD_NUMBER),
+        (text('{"x": Infinity}'), Reason.BAD_NUMBER),
+        (text(extra=', "x": -Infinity'), Reason.BAD_NUMBER),
+        (text('{"x": 1e400}'), Reason.BAD_NUMBER),
+        (text('{"x": -1.7976931348623157e308}'), Reason.BAD_NUMBER),
+        (text('{"x": 0e-99999}'), Reason.BAD_NUMBER),
+        (text('{"x": 1e-301}'), Reason.BAD_NUMBER),
+        (text('{"x": 9007199254740993}'), Reason.BAD_NUMBER),
+        (text('{"x": -9007199254740993}'), Reason.BAD_NUMBER),
+        (text('{"x": 9007199254740994.0}'), Reason.BAD_NUMBER),
+        (text('{"x": ' + "7" * 5000 + "}"), Reason.BAD_NUMBER),
+        (text('{"x": 0.' + "1" * 70 + "}"), Reason.BAD_NUMBER),
+        (text('{"battery_pct": 1e400}'), Reason.BAD_NUMBER),
+        # text: no lone UTF-16 surrogate anywhere, keys included
+        (text(event_id="e-\\ud800"), Reason.BAD_TEXT),
+        (text(kind="heartbeat\\udfff"), Reason.BAD_TEXT),
+        (text('{"\\udc00": 1}'), Reason.BAD_TEXT),
+        (text('{"door": "\\ud800"}', kind="door.opened"), Reason.BAD_TEXT),
+        (text('{"a": [{"b": ["\\uDBFF"]}]}'), Reason.BAD_TEXT),
+        (text('{"a": "\\udc00\\ud800"}'), Reason.BAD_TEXT),  # a pair in the wrong order
+        (text(extra=', "\\ud800": 1'), Reason.BAD_TEXT),
+        # UTC offsets: whole minutes within ±15:59 (PostgreSQL 15 refuses +16:00)
+        (text(ts="2026-11-23T09:00:00+20:00"), Reason.BAD_TIME),
+        (text(ts="2026-11-22T03:00:00-16:00"), Reason.BAD_TIME),
+        (text(ts="2026-11-22T14:03:07+01:00:30"), Reason.BAD_TIME),
+    ],
+)
+def test_payloads_outside_the_bounds_are_refused_with_their_reason(raw: bytes, reason: Reason) -> None:
+    assert reason_of(raw) is reason
+
+
+@pytest.mark.parametrize(
+    ("raw", "data"),
+    [
+        (text('{"a": {"b": {"c": {"d": {"e": {"f": [1]}}}}}}'),  # [1] is level 8
+         {"a": {"b": {"c": {"d": {"e": {"f": [1]}}}}}}),
+        (text('{"x": 9007199254740992, "y": -9007199254740992}'), {"x": 2**53, "y": -(2**53)}),
+        (text('{"x": 1e-300, "y": 1.5E+15, "z": -0.0}'), {"x": 1e-300, "y": 1.5e15, "z": 0.0}),
+        (text('{"x": "\\ud83d\\ude00 \\u00e6"}'), {"x": "\U0001f600 æ"}),  # a proper pair is one character
+        (text('{"x": "\\\\ud800 \\\\u0000"}'), {"x": "\\ud800 \\u0000"}),  # a backslash, then text
+        (text('{"[[[[[[[[[": "]]]]]]]]]]"}'), {"[[[[[[[[[": "]]]]]]]]]]"}),
+    ],
+)
+def test_payloads_within_the_bounds_are_accepted(raw: bytes, data: dict[str, object]) -> None:
+    assert parse_event("d-1", raw, NOW).data == data
+
+
+@pytest.mark.parametrize("offset", ["+15:59", "-15:59", "+14:00", "-12:00", "+05:45", "Z"])
+def test_every_utc_offset_postgresql_takes_is_accepted(offset: str) -> None:
+    ts = parse_timestamp(f"2026-11-22T13:00:00{offset}")
+    assert ts.utcoffset() is not None
 
 
 def test_time_limits_are_24_hours_ahead_and_30_days_back() -> None:

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from gateway.wire import MQTT5, MQTT311, _packet, _string, _varint, parse_packets, puback_packets
+from gateway.wire import MQTT5, MQTT311, ProtocolError, _packet, _string, _varint, parse_packets, puback_packets
 
 
 def publish(topic: str, payload: bytes, mid: int, qos: int = 1, version: int = MQTT311,
@@ -61,3 +61,26 @@ def test_large_remaining_length_and_non_utf8_topic() -> None:
 
 def test_pubacks_are_four_bytes_each() -> None:
     assert puback_packets([1, 258]) == b"\x40\x02\x00\x01\x40\x02\x01\x02"
+
+
+MALFORMED = [
+    # (name, version, packet): each a whole packet by its remaining length, wrong inside
+    ("no room for the topic length", MQTT311, _packet(0x32, b"\x00")),
+    ("topic longer than the packet", MQTT311, _packet(0x32, struct.pack("!H", 100) + b"short")),
+    ("no room for the packet id", MQTT311, _packet(0x32, _string("t") + b"\x01")),
+    ("QoS 3", MQTT311, _packet(0x36, _string("t") + b"\x00\x01p")),
+    ("properties longer than the packet", MQTT5, _packet(0x32, _string("t") + b"\x00\x01" + _varint(50) + b"p")),
+    ("properties length never ends", MQTT5, _packet(0x30, _string("t") + b"\xff\xff\xff\xff\xff")),
+    ("properties length cut off", MQTT5, _packet(0x32, _string("t") + b"\x00\x01")),
+]
+
+
+@pytest.mark.parametrize(("name", "version", "packet"), MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_a_malformed_publish_is_a_protocol_error_not_a_crash_or_a_read_past_it(
+    name: str, version: int, packet: bytes
+) -> None:
+    """Bytes that are not MQTT end the connection (ProtocolError); any other exception
+    would escape the connection's `data_received` and read the next packet as this one."""
+    following = publish("t/next", b"next", 9, version=version)
+    with pytest.raises(ProtocolError):
+        parse_packets(bytearray(packet + following), version)
