@@ -1,32 +1,40 @@
 """The alert journal: a local file that holds alert changes until PostgreSQL has them.
 
 The writer thread appends every batch (fsync'ed) before it writes the batch to the
-database, and empties the file once everything in it is committed. So an alert change
+database, and empties the journal once everything in it is committed. So an alert change
 survives a crash of Trygg, also while PostgreSQL is down, once the writer has taken it
 (within a millisecond or so of the change, after its MQTT publish): at the next start
 the journal is read back, its alerts take part in the restore, and its rows are written
 (in order) as soon as the database answers. Writing a row twice is harmless (the store
 keeps the newest `version` and each transition once).
 
-Format: JSON lines, one alert change each: ``{"a": {alert row}, "t": [transitions]}``.
-A torn last line (a crash in the middle of a write, never fsync'ed) is ignored.
+Format: a durable local log (storage/local_log.py, `alerts.log`) with one alert change
+per record, as ASCII JSON ``{"a": {alert row}, "t": [transitions]}`` (escaped, so any
+Python string is journaled, a lone surrogate included). A change that cannot be encoded
+at all is left out of the journal with an error (it still goes to the database). The
+journal of the previous version (`alerts.journal`, JSON lines) is read once at start and
+removed with the first `clear`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+from alerts import metrics
 from storage.alerts_store import AlertRecord, TransitionRecord
+from storage.local_log import LocalLog, legacy_lines
 from trygg.logging import get_logger
 
 log = get_logger("trygg.alerts")
 
 Item = tuple[AlertRecord, tuple[TransitionRecord, ...]]
+
+FILE: Final = "alerts.log"
+LEGACY_FILE: Final = "alerts.journal"
 
 _TIMES = ("opened_at", "updated_at", "acknowledged_at", "resolved_at", "closed_at", "escalated_at")
 
@@ -40,6 +48,7 @@ def _parse_time(value: Any) -> datetime | None:
 
 
 def encode(item: Item) -> bytes:
+    """One journal record; TypeError or ValueError for a change JSON cannot hold."""
     rec, steps = item
     alert: dict[str, Any] = {name: getattr(rec, name) for name in rec.__dataclass_fields__}
     for name in _TIMES:
@@ -47,11 +56,11 @@ def encode(item: Item) -> bytes:
     alert["teams"] = list(rec.teams)
     alert["sources"] = list(rec.sources)
     trans = [[t.seq, t.at.isoformat(), t.from_state, t.to_state, t.actor, t.note] for t in steps]
-    return json.dumps({"a": alert, "t": trans}, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    return json.dumps({"a": alert, "t": trans}, separators=(",", ":")).encode()
 
 
-def decode(line: bytes) -> Item:
-    doc = json.loads(line)
+def decode(payload: bytes) -> Item:
+    doc = json.loads(payload)
     alert = dict(doc["a"])
     for name in _TIMES:
         alert[name] = _parse_time(alert[name])
@@ -67,57 +76,64 @@ def decode(line: bytes) -> Item:
 
 class Journal:
     def __init__(self, directory: Path) -> None:
-        self._dir = directory
-        self.path = directory / "alerts.journal"
         directory.mkdir(parents=True, exist_ok=True)
-        self._fd: int | None = None
+        self._log = LocalLog(directory / FILE, "alerts")
+        self._legacy = directory / LEGACY_FILE
 
-    def _open(self) -> int:
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        return self._fd
+    @property
+    def path(self) -> Path:
+        return self._log.path
+
+    @property
+    def degraded(self) -> str | None:
+        """Why the journal cannot be written now (None while it can)."""
+        return self._log.degraded
 
     def size(self) -> int:
         try:
-            return self.path.stat().st_size
+            legacy = self._legacy.stat().st_size
         except FileNotFoundError:
-            return 0
+            legacy = 0
+        return self._log.pending_bytes + legacy
 
     def append(self, items: Sequence[Item]) -> None:
-        """Append and fsync (raises OSError when the disk refuses)."""
-        if not items:
-            return
-        fd = self._open()
-        os.write(fd, b"".join(encode(item) for item in items))
-        os.fsync(fd)
+        """Append and fsync (raises LocalLogError when the disk refuses; nothing of the
+        batch is kept then). A change that cannot be encoded is left out, with an error."""
+        payloads = []
+        for item in items:
+            try:
+                payloads.append(encode(item))
+            except (TypeError, ValueError) as exc:
+                metrics.DELIVERIES_FAILED.labels("journal").inc()
+                log.error("alert change cannot be journaled; it is only in memory until PostgreSQL has it",
+                          alert_id=item[0].alert_id, error=str(exc))
+        if payloads:
+            self._log.append(payloads)
 
     def clear(self) -> None:
-        """Everything in the journal is committed to PostgreSQL."""
-        fd = self._open()
-        os.ftruncate(fd, 0)
-        os.fsync(fd)
+        """Everything in the journal is committed to PostgreSQL (raises LocalLogError
+        when the file cannot be emptied: then it is read again at the next start)."""
+        self._log.mark_consumed(self._log.durable)
+        if self._legacy.exists():
+            self._legacy.unlink()
+            log.info("alert journal of the previous version stored and removed", journal=str(self._legacy))
 
     def read(self) -> list[Item]:
-        """Every whole change in the journal, in order."""
-        if not self.path.exists():
-            return []
+        """Every change in the journal, in order (the previous version's first)."""
         items: list[Item] = []
-        with self.path.open("rb") as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.endswith(b"\n"):
-                    log.warning("torn last line in the alert journal ignored", path=str(self.path), line=n)
-                    break
-                try:
-                    items.append(decode(line))
-                except (ValueError, KeyError, TypeError) as exc:
-                    log.error("unreadable line in the alert journal skipped", path=str(self.path), line=n,
-                              error=str(exc))
+        if self._legacy.exists():
+            items.extend(legacy_lines(self._legacy, decode, b'{"a":', "alerts"))
+        start = self._log.consumed
+        for payload, end in self._log.records():
+            try:
+                items.append(decode(payload))
+            except (ValueError, KeyError, TypeError) as exc:
+                self._log.report(start, end, f"not an alert change: {exc}")
+            start = end
         return items
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self._log.close()
 
 
 __all__ = ["Item", "Journal", "decode", "encode"]

@@ -21,3 +21,5 @@ BROKER_UP = Gauge("trygg_alerts_broker_up", "1 while the alert publisher is conn
 DATABASE_UP = Gauge("trygg_alerts_database_up", "1 while alert rows are written to PostgreSQL")
 PERSIST_BACKLOG = Gauge("trygg_alerts_persist_backlog", "Alert changes not yet committed to PostgreSQL")
 SUBSCRIBERS = Gauge("trygg_alerts_subscribers", "In-process subscribers (dashboard SSE streams)")
+WRITER_ERRORS = Counter("trygg_alerts_writer_errors",
+                        "Unexpected errors the alert writer survived (logged; its rows were tried again)")

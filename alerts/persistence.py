@@ -9,6 +9,11 @@ A row PostgreSQL refuses for what it is (not for being unreachable) is written a
 and given up with an error and a metric if it still fails, so one bad row cannot stall
 every later one.
 
+The thread must not end: an unexpected error in a round is logged, counted
+(`trygg_alerts_writer_errors`) and the round tried again after `retry_s`, the changes kept
+in memory meanwhile; the thread is watched (trygg/watchdog.py), so if it ends anyway the
+process exits and its supervisor restarts it.
+
 `to_record` / `from_record` convert between the service's `Alert` and the storage row.
 """
 
@@ -28,6 +33,7 @@ from storage.alerts_store import AlertRecord, AlertStore, TransitionRecord
 from storage.errors import DatabaseUnavailable
 from trygg.contract import AlertKind, AlertState, Priority
 from trygg.logging import get_logger
+from trygg.watchdog import WatchedThread
 
 log = get_logger("trygg.alerts")
 
@@ -90,7 +96,8 @@ class AlertWriter:
         self._unwritten: list[Item] = list(unwritten)  # e.g. read back from the journal
         self._cond = threading.Condition()
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="trygg-alerts-writer", daemon=True)
+        self._thread = WatchedThread(self._run, "trygg-alerts-writer", lambda: self._stopping)
+        self._next_try = 0.0
         self.database_ok = True
         self.committed = 0
         self.given_up = 0
@@ -130,40 +137,52 @@ class AlertWriter:
     # ---------------------------------------------------------------- writer thread
 
     def _run(self) -> None:
-        next_try = 0.0
         while True:
-            with self._cond:
-                while not self._queue and not self._stopping:
-                    if self._unwritten:
-                        wait = next_try - time.monotonic()
-                        if wait <= 0:
-                            break
-                        self._cond.wait(wait)
-                    else:
-                        self.idle.set()
-                        self._cond.wait()
-                new = list(self._queue)
-                self._queue.clear()
-                stopping = self._stopping
-            if new:
-                self._journal_append(new)
-                self._unwritten.extend(new)
-            metrics.PERSIST_BACKLOG.set(self.backlog)
-            if self._unwritten and (time.monotonic() >= next_try or (stopping and self.database_ok)):
-                next_try = 0.0 if self._write_unwritten() else time.monotonic() + self._retry_s
-            if not self._unwritten and not self._queue:
-                self.idle.set()
-            if stopping:
-                return
+            try:
+                if self._round():
+                    return
+            except Exception:  # this thread must not end: the changes stay in memory
+                metrics.WRITER_ERRORS.inc()
+                log.exception("alert writer: unexpected error, retrying", backlog=self.backlog)
+                with self._cond:
+                    if self._stopping:
+                        return
+                    self._cond.wait(self._retry_s)
+
+    def _round(self) -> bool:
+        """Journal what was queued and write what is unwritten; True when stopped."""
+        with self._cond:
+            while not self._queue and not self._stopping:
+                if self._unwritten:
+                    wait = self._next_try - time.monotonic()
+                    if wait <= 0:
+                        break
+                    self._cond.wait(wait)
+                else:
+                    self.idle.set()
+                    self._cond.wait()
+            new = list(self._queue)
+            self._queue.clear()
+            stopping = self._stopping
+        if new:
+            self._unwritten.extend(new)  # first: a failing journal loses nothing of them
+            self._journal_append(new)
+        metrics.PERSIST_BACKLOG.set(self.backlog)
+        if self._unwritten and (time.monotonic() >= self._next_try or (stopping and self.database_ok)):
+            self._next_try = 0.0 if self._write_unwritten() else time.monotonic() + self._retry_s
+        if not self._unwritten and not self._queue:
+            self.idle.set()
+        return stopping
 
     def _journal_append(self, items: list[Item]) -> None:
         if self._journal is None:
             return
         try:
             self._journal.append(items)
-        except OSError as exc:
+        except Exception as exc:
             metrics.DELIVERIES_FAILED.labels("journal").inc()
-            log.error("cannot append to the alert journal", error=str(exc))
+            log.error("cannot append to the alert journal; the changes are kept in memory until PostgreSQL "
+                      "has them", error=str(exc), changes=len(items))
 
     def _write_unwritten(self) -> bool:
         """Write everything unwritten in batches; False when the database is away."""
@@ -188,7 +207,7 @@ class AlertWriter:
         if self._journal is not None:
             try:
                 self._journal.clear()
-            except OSError as exc:
+            except Exception as exc:  # read again at the next start: written once more, harmlessly
                 log.error("cannot clear the alert journal", error=str(exc))
         return True
 
@@ -197,7 +216,7 @@ class AlertWriter:
             self._store.write([a for a, _ in batch], [t for _, steps in batch for t in steps])
         except DatabaseUnavailable:
             raise
-        except psycopg.Error:
+        except (psycopg.Error, ValueError, TypeError):  # refused for what it holds (text PostgreSQL cannot store)
             if len(batch) == 1:
                 self._give_up(batch[0])
                 return

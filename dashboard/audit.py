@@ -17,7 +17,12 @@ also across a restart. `flush` does the same at once (`GET /api/audit` calls it 
 so the log it shows includes the rows just recorded).
 
 If the journal cannot be written, `record` raises `AuditJournalError`: the caller gets
-503 instead of the data.
+503 instead of the data (and `/healthz` names the audit journal as degraded until a
+write succeeds again).
+
+The fsyncs run on a worker thread of the journal's own (`_Worker`), watched like every
+thread that must not end (trygg/watchdog.py): a job's error goes to its future, never
+ends the thread.
 """
 
 from __future__ import annotations
@@ -26,10 +31,10 @@ import asyncio
 import concurrent.futures
 import contextlib
 import math
+import queue
 import random
 import time
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -44,12 +49,13 @@ from dashboard.authz import Principal
 from dashboard.errors import AuditJournalError
 from storage.audit_store import AuditRow, insert_rows
 from trygg.logging import get_logger
+from trygg.watchdog import WatchedThread
 
 log = get_logger("dashboard.audit")
 
 MAX_ACTION: Final = 500
-#: Largest write to the journal, and largest read from it per database transaction.
-CHUNK_BYTES: Final = 1 << 20
+#: Most rows read from the journal per database transaction.
+CHUNK_ROWS: Final = 5000
 #: How often journals left by dashboards that are gone are looked for.
 ORPHAN_SCAN_S: Final = 60.0
 
@@ -58,6 +64,39 @@ AUDIT_STORED = Counter("trygg_audit_rows_stored", "Audit rows copied from the jo
 AUDIT_APPEND = Histogram("trygg_audit_journal_append_seconds", "One journal write and fsync (a group of rows)",
                          buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0))
 AUDIT_PENDING = Gauge("trygg_audit_journal_pending_bytes", "Journal bytes not yet in trygg.audit_log")
+
+
+class _Worker:
+    """One thread that runs the journal's fsyncs in order; an error goes to the job's
+    future, so nothing a job does ends the thread."""
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], object], concurrent.futures.Future[object]] | None] = (
+            queue.SimpleQueue())
+        self._stopping = False
+        self._thread = WatchedThread(self._run, name, lambda: self._stopping)
+        self._thread.start()
+
+    def submit(self, job: Callable[[], object]) -> concurrent.futures.Future[object]:
+        future: concurrent.futures.Future[object] = concurrent.futures.Future()
+        self._jobs.put((job, future))
+        return future
+
+    def _run(self) -> None:
+        while (item := self._jobs.get()) is not None:
+            job, future = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(job())
+            except BaseException as exc:  # the job's, not the thread's
+                future.set_exception(exc)
+
+    def shutdown(self) -> None:
+        """Finish the jobs submitted, then end."""
+        self._stopping = True
+        self._jobs.put(None)
+        self._thread.join()
 
 
 def action_of(request: Request) -> str:
@@ -85,7 +124,7 @@ class AuditLog:
         self.retry_max_s = retry_max_s
         self.connect_timeout_s = connect_timeout_s
         self._journal: AuditJournal | None = None
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-journal")
+        self._worker: _Worker | None = None
         self._waiting: list[asyncio.Future[None]] = []  # recorders waiting for the next fsync
         self._syncing = False  # an fsync is in flight on the journal's thread
         self._drained = asyncio.Event()  # set while nothing waits to be fsync'ed
@@ -102,6 +141,8 @@ class AuditLog:
 
     def open(self) -> None:
         self._journal = AuditJournal(self.directory)
+        self._flushed = self._journal.begin
+        self._worker = _Worker("trygg-audit-journal")
         self._written.set()  # the flusher's first round stores what earlier runs left
 
     @property
@@ -130,7 +171,7 @@ class AuditLog:
             return 0, None
         if self._closing:
             raise AuditJournalError("the dashboard is stopping")
-        self.journal.write(b"".join(r.to_json() + b"\n" for r in rows))
+        self.journal.write(rows)
         method = action.split(" ", 1)[0]
         AUDIT_ROWS.labels(method if method in ("GET", "POST", "PUT") else "other").inc(len(rows))
         synced: asyncio.Future[None] | None = None
@@ -152,19 +193,18 @@ class AuditLog:
             return
         loop = asyncio.get_running_loop()
         batch, self._waiting = self._waiting, []
-        upto = journal.written
         self._syncing = True
         self._drained.clear()
         started = time.perf_counter()
-        future = self._thread.submit(journal.sync)
-        future.add_done_callback(lambda f: loop.call_soon_threadsafe(self._synced, batch, f, upto, started))
+        assert self._worker is not None  # opened with the journal
+        future = self._worker.submit(journal.sync)
+        future.add_done_callback(lambda f: loop.call_soon_threadsafe(self._synced, batch, f, started))
 
-    def _synced(self, batch: list[asyncio.Future[None]], future: concurrent.futures.Future[None], upto: int,
+    def _synced(self, batch: list[asyncio.Future[None]], future: concurrent.futures.Future[object],
                 started: float) -> None:
         exc = future.exception()
         if exc is None:
             journal = self.journal
-            journal.size = max(journal.size, upto)
             AUDIT_APPEND.observe(time.perf_counter() - started)
             AUDIT_PENDING.set(journal.size - self._flushed)
             self._written.set()
@@ -249,17 +289,14 @@ class AuditLog:
                     stored += await self._adopt_orphans(conn)
                 end = journal.size
                 while self._flushed < end:
-                    batch = await loop.run_in_executor(None, journal.read, self._flushed,
-                                                       min(end, self._flushed + CHUNK_BYTES))
-                    if batch.end == self._flushed:  # a line longer than a chunk: never written by us
-                        batch = await loop.run_in_executor(None, journal.read, self._flushed, end)
+                    batch = await loop.run_in_executor(None, journal.read, self._flushed, end, CHUNK_ROWS)
                     if batch.bad:
-                        log.error("audit journal lines skipped: not audit rows", lines=batch.bad)
+                        log.error("audit journal records skipped: not audit rows", records=batch.bad)
                     stored += await self._store(conn, batch.rows)
                     self._flushed = batch.end
                 # on the loop, where rows are written, and never under an fsync in flight
                 if not self._syncing and journal.truncate(self._flushed):
-                    self._flushed = 0
+                    self._flushed = journal.begin
             except psycopg.Error:
                 if conn is self._conn:
                     await self._disconnect()
@@ -287,6 +324,11 @@ class AuditLog:
                                 error=str(exc).strip()[:200], pending_bytes=self.pending_bytes)
                 failures += 1
                 continue
+            except Exception:  # the flusher must not end: the rows wait in the journal
+                log.exception("audit journal not stored: unexpected error, retrying",
+                              pending_bytes=self.pending_bytes)
+                failures += 1
+                continue
             if failures:
                 log.info("audit journal stored in PostgreSQL again", failed_attempts=failures)
             failures = 0
@@ -307,7 +349,9 @@ class AuditLog:
             journal.close(remove=journal.size == self._flushed)
             self._journal = None
         await self._disconnect()
-        self._thread.shutdown(wait=True)
+        if self._worker is not None:
+            await asyncio.to_thread(self._worker.shutdown)
+            self._worker = None
 
 
 __all__ = ["AUDIT_ROWS", "AuditLog", "action_of"]

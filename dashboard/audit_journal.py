@@ -1,20 +1,23 @@
 """The audit journal on disk: where an audit row becomes durable before the response,
 whether or not PostgreSQL is up (docs/privacy.md "The audit log").
 
-Each running dashboard appends JSON lines to a file of its own,
-`<data dir>/audit/journal-<random>.jsonl`, and holds an exclusive `flock` on it for its
-whole life. `write` puts rows in the file (a crash of Trygg no longer loses them);
-`sync` fsyncs what was written (then a crash of the machine does not either); `append`
-is both. The flusher (dashboard/audit.py) copies rows to trygg.audit_log and then
-`truncate`s the file. A file whose lock nobody holds belongs to a dashboard that is gone
-(a crash, or a stop while PostgreSQL was down): `adopt_orphans` hands it to whoever
-starts next, who stores its rows and removes it. Every row carries its id, so a file
-replayed twice stores each row once.
+Each running dashboard keeps a durable local log (storage/local_log.py) of its own,
+`<data dir>/audit/journal-<random>.log`, one row per record, and holds an exclusive
+`flock` on it for its whole life. `write` puts rows in the file (a crash of Trygg no
+longer loses them); `sync` fsyncs what was written (then a crash of the machine does not
+either); `append` is both. A failed write leaves nothing of its rows; after a failed
+`sync` the caller calls `cut_back`, which drops what no fsync covered. The flusher
+(dashboard/audit.py) copies rows to trygg.audit_log and then `truncate`s the file. A file
+whose lock nobody holds belongs to a dashboard that is gone (a crash, or a stop while
+PostgreSQL was down): `adopt_orphans` hands it to whoever starts next, who stores its
+rows and removes it; a JSON-lines journal of the previous version (`journal-*.jsonl`) is
+adopted the same way. Every row carries its id, so a file replayed twice stores each row
+once.
 
-Threads: `write` and `truncate` run on one thread (the event loop's, in dashboard/audit.py),
-`sync` may run on another meanwhile (the journal's worker), and the caller moves `size`
-up to what a finished `sync` covered; `read` of bytes below `size` may run anywhere,
-since those bytes change only by `truncate`, which the reader itself calls.
+Threads: `write`, `cut_back` and `truncate` run on one thread (the event loop's, in
+dashboard/audit.py), `sync` may run on another meanwhile (the journal's worker); `read`
+of bytes below `size` may run anywhere, since those bytes change only by `truncate`,
+which the reader itself calls.
 """
 
 from __future__ import annotations
@@ -23,58 +26,45 @@ import contextlib
 import fcntl
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from dashboard.errors import AuditJournalError
 from storage.audit_store import AuditRow
+from storage.local_log import LocalLog, LocalLogError, LocalLogLocked, legacy_lines
 
 PREFIX: Final = "journal-"
-SUFFIX: Final = ".jsonl"
+SUFFIX: Final = ".log"
+LEGACY_SUFFIX: Final = ".jsonl"
+LABEL: Final = "audit"
 
 
 @dataclass
 class Batch:
-    """Rows read from a journal: `end` is the byte offset after the last whole line;
-    `bad` counts lines that were not audit rows (skipped, never expected)."""
+    """Rows read from a journal: `end` is the offset after the last record read; `bad`
+    counts records that were not audit rows (skipped, never expected)."""
 
     rows: list[AuditRow]
     end: int
     bad: int = 0
 
 
-def parse(data: bytes, start: int) -> Batch:
-    """The whole lines of `data` (which begins at offset `start`); a torn last line (no
-    newline: it was never fsync'ed, so no response waited for it) is left out."""
-    whole = data[: data.rfind(b"\n") + 1]
+def _read(log: LocalLog, start: int, end: int, max_rows: int | None = None) -> Batch:
     rows: list[AuditRow] = []
     bad = 0
-    for line in whole.splitlines():
-        if not line.strip():
-            continue
+    last = start
+    for payload, after in log.records(start, end):
         try:
-            rows.append(AuditRow.from_json(line))
+            rows.append(AuditRow.from_json(payload))
         except (ValueError, KeyError, TypeError):
+            log.report(last, after, "not an audit row")
             bad += 1
-    return Batch(rows, start + len(whole), bad)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _lock(fd: int) -> bool:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
+        last = after
+        if max_rows is not None and len(rows) + bad >= max_rows:
+            return Batch(rows, last, bad)
+    return Batch(rows, max(start, end), bad)
 
 
 class AuditJournal:
@@ -83,129 +73,124 @@ class AuditJournal:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.path = directory / f"{PREFIX}{uuid.uuid4().hex}{SUFFIX}"
-        #: bytes written and fsync'ed
-        self.size = 0
-        #: bytes written (fsync'ed or not)
-        self.written = 0
-        self._broken: str | None = None
         try:
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
-        except OSError as exc:
-            raise AuditJournalError(f"cannot create the audit journal in {directory}: {exc}") from exc
-        if not _lock(self._fd):  # a fresh name: cannot happen unless something else took it
-            os.close(self._fd)
-            raise AuditJournalError(f"the audit journal {self.path} is locked by another process")
-        try:
-            _fsync_dir(directory)  # the file's name survives a crash before its first row does
-        except OSError as exc:
-            self.close(remove=True)
+            self._log = LocalLog(self.path, LABEL, lock=True)
+        except (OSError, LocalLogError) as exc:
             raise AuditJournalError(f"cannot create the audit journal in {directory}: {exc}") from exc
 
-    def append(self, lines: bytes) -> int:
-        """`write` and `sync` (cut back on an error); returns the new size."""
-        self.write(lines)
-        try:
-            self.sync()
-        except AuditJournalError:
-            self.cut_back()
-            raise
-        self.size = self.written
-        return self.size
+    @property
+    def begin(self) -> int:
+        """Offset of the first row."""
+        return self._log.begin
 
-    def write(self, lines: bytes) -> int:
-        """Write whole lines (not yet fsync'ed); returns the bytes written in all. On an
-        error nothing of the batch is kept (the file is cut back) and AuditJournalError
-        is raised."""
-        if self._broken is not None:
-            raise AuditJournalError(self._broken)
-        try:
-            view = memoryview(lines)
-            while view:
-                view = view[os.write(self._fd, view):]
-        except OSError as exc:
-            # Cut the batch off again. Not fsync'ed: the next successful fsync makes the
-            # cut durable, and until then a crash leaves at most rows of requests that
-            # got an error (or a torn last line, which is ignored).
-            try:
-                os.ftruncate(self._fd, self.written)
-            except OSError as again:
-                self._broken = f"the audit journal {self.path} cannot be written or repaired: {again}"
-            raise AuditJournalError(f"cannot write the audit journal {self.path}: {exc}") from exc
-        self.written += len(lines)
-        return self.written
+    @property
+    def size(self) -> int:
+        """Offset after the rows written and fsync'ed."""
+        return self._log.durable
 
-    def sync(self) -> None:
-        """fsync what was written; on an error the caller cuts back (`cut_back`)."""
-        if self._broken is not None:
-            raise AuditJournalError(self._broken)
+    @property
+    def written(self) -> int:
+        """Offset after the rows written (fsync'ed or not)."""
+        return self._log.written
+
+    def append(self, rows: Sequence[AuditRow]) -> int:
+        """`write` and `sync` (nothing kept on an error); returns the new size."""
         try:
-            os.fsync(self._fd)
-        except OSError as exc:
-            raise AuditJournalError(f"cannot write the audit journal {self.path}: {exc}") from exc
+            return self._log.append(r.to_json() for r in rows)
+        except LocalLogError as exc:
+            raise AuditJournalError(f"cannot write the audit journal: {exc}") from exc
+
+    def write(self, rows: Sequence[AuditRow]) -> int:
+        """Write rows (not yet fsync'ed); returns the offset after them. On an error
+        nothing of them is kept and AuditJournalError is raised."""
+        try:
+            return self._log.write(r.to_json() for r in rows)
+        except LocalLogError as exc:
+            raise AuditJournalError(f"cannot write the audit journal: {exc}") from exc
+
+    def sync(self) -> int:
+        """fsync what was written; returns the new size. On an error the caller cuts
+        back (`cut_back`)."""
+        try:
+            return self._log.sync()
+        except LocalLogError as exc:
+            raise AuditJournalError(f"cannot write the audit journal: {exc}") from exc
 
     def cut_back(self) -> int:
         """Drop what was written but not fsync'ed (after a failed `sync`); returns the
         bytes dropped."""
-        dropped = self.written - self.size
-        try:
-            os.ftruncate(self._fd, self.size)
-        except OSError as exc:
-            self._broken = f"the audit journal {self.path} cannot be written or repaired: {exc}"
-        self.written = self.size
-        return dropped
+        return self._log.cut_back()
 
-    def read(self, start: int, end: int) -> Batch:
-        """The rows in bytes [start, end) (whole lines only)."""
+    def read(self, start: int, end: int, max_rows: int | None = None) -> Batch:
+        """The rows in [start, end), at most `max_rows` of them (`end` of the batch
+        tells where the next read begins)."""
         try:
-            data = os.pread(self._fd, end - start, start) if end > start else b""
+            return _read(self._log, start, end, max_rows)
         except OSError as exc:
             raise AuditJournalError(f"cannot read the audit journal {self.path}: {exc}") from exc
-        return parse(data, start)
 
     def truncate(self, expected: int) -> bool:
-        """Empty the file if it still holds exactly `expected` bytes (everything in it is
-        in PostgreSQL). Not fsync'ed: if a crash undoes it, the rows are stored again, once."""
-        if self._broken is not None or not self.size == self.written == expected or expected == 0:
-            return False
-        try:
-            os.ftruncate(self._fd, 0)
-        except OSError:
-            return False
-        self.size = self.written = 0
-        return True
+        """Empty the file if it holds exactly `expected` (everything in it is in
+        PostgreSQL). Not fsync'ed: if a crash undoes it, the rows are stored again, once."""
+        return expected > self.begin and self._log.clear(expected)
 
     def close(self, *, remove: bool) -> None:
         """Release the file; `remove` when everything in it is in PostgreSQL (else the
         next dashboard to start adopts it)."""
-        if self._fd < 0:
-            return
         if remove:
-            with contextlib.suppress(OSError):
-                self.path.unlink()
-        with contextlib.suppress(OSError):
-            os.close(self._fd)
-        self._fd = -1
+            self._log.remove()
+        else:
+            self._log.close()
 
 
 class Orphan:
     """A journal nobody holds, locked by us while we store its rows."""
 
-    def __init__(self, path: Path, fd: int) -> None:
+    def __init__(self, path: Path, log: LocalLog | None, fd: int = -1) -> None:
         self.path = path
-        self._fd = fd
+        self._log = log
+        self._fd = fd  # a journal of the previous version: its lock
 
     def read(self) -> Batch:
-        with os.fdopen(os.dup(self._fd), "rb") as fh:
-            return parse(fh.read(), 0)
+        if self._log is not None:
+            return _read(self._log, self._log.begin, self._log.durable)
+        rows = list(legacy_lines(self.path, AuditRow.from_json, b'{"id":', LABEL))
+        return Batch(rows, self.path.stat().st_size)
 
     def remove(self) -> None:
         """Its rows are in PostgreSQL."""
-        self.path.unlink(missing_ok=True)
+        if self._log is not None:
+            self._log.remove()
+        else:
+            self.path.unlink(missing_ok=True)
 
     def release(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self._fd)
+        if self._log is not None:
+            self._log.close()
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
+
+
+def _adopt(path: Path) -> Orphan | None:
+    """Lock `path` unless a running dashboard holds it (or it is gone)."""
+    if path.name.endswith(SUFFIX):
+        try:
+            return Orphan(path, LocalLog(path, LABEL, lock=True, create=False))
+        except (FileNotFoundError, LocalLogLocked):  # stored and removed meanwhile, or in use
+            return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return Orphan(path, None, fd)
 
 
 @contextlib.contextmanager
@@ -215,24 +200,21 @@ def adopt_orphans(directory: Path, own: Path | None = None) -> Iterator[list[Orp
     found: list[tuple[float, Orphan]] = []
     try:
         try:
-            paths = [p for p in directory.iterdir() if p.name.startswith(PREFIX) and p.name.endswith(SUFFIX)]
+            paths = [p for p in directory.iterdir() if p.name.startswith(PREFIX)
+                     and p.name.endswith((SUFFIX, LEGACY_SUFFIX))]
         except FileNotFoundError:
             paths = []
         for path in paths:
             if path == own:
                 continue
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:  # another dashboard just stored and removed it
-                continue
-            if not _lock(fd):
-                os.close(fd)
+            orphan = _adopt(path)
+            if orphan is None:
                 continue
             try:
-                mtime = os.fstat(fd).st_mtime
+                mtime = path.stat().st_mtime
             except OSError:
                 mtime = 0.0
-            found.append((mtime, Orphan(path, fd)))
+            found.append((mtime, orphan))
         found.sort(key=lambda item: item[0])
         yield [orphan for _, orphan in found]
     finally:
@@ -240,4 +222,4 @@ def adopt_orphans(directory: Path, own: Path | None = None) -> Iterator[list[Orp
             orphan.release()
 
 
-__all__ = ["AuditJournal", "Batch", "Orphan", "adopt_orphans", "parse"]
+__all__ = ["AuditJournal", "Batch", "Orphan", "adopt_orphans"]

@@ -1,5 +1,11 @@
 """Liveness (`/healthz`), Prometheus metrics (`/metrics`, loopback only) and the request
-metrics middleware."""
+metrics middleware.
+
+`/healthz` says `degraded` when the database or the broker is down, or when a durable
+local log of this process cannot be written (storage/local_log.py: the spool, the alert
+journal, the audit journal — a full disk, an I/O error); `local_log` then names which and
+why, e.g. `"disk full: spool"` (docs/local-log.md). The staff console shows a banner
+while it says `degraded`."""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dashboard.deps import AppState, State, StateProbe
+from storage.local_log import degraded as local_logs_degraded
 
 router = APIRouter(tags=["health"])
 
@@ -36,6 +43,8 @@ class HealthOut(BaseModel):
     status: Literal["ok", "degraded"]
     database: Health
     broker: Health
+    #: present only while a local log cannot be written: "<reason>: <log>", "; "-separated
+    local_log: str | None = None
 
 
 def _probe(probe: StateProbe | None) -> Health:
@@ -65,14 +74,23 @@ async def _database(state: AppState) -> Health:
     return "up"
 
 
-@router.get("/healthz", response_model=HealthOut, summary="Liveness, and the state of the database and broker")
+def local_log_state() -> str | None:
+    """`"disk full: spool"` (one entry per log that cannot be written), or None."""
+    logs = local_logs_degraded()
+    return "; ".join(f"{reason}: {label}" for label, reason in logs.items()) or None
+
+
+@router.get("/healthz", response_model=HealthOut, response_model_exclude_none=True,
+            summary="Liveness, and the state of the database, the broker and the local logs")
 async def healthz(state: State) -> HealthOut:
     """Always 200 while the process serves requests; `status` is `degraded` when the
-    database or broker is down."""
+    database or broker is down or a local log cannot be written (`local_log` says which)."""
     database = await _database(state)
     broker = _probe(state.broker_state)
-    degraded = "down" in (database, broker)
-    return HealthOut(status="degraded" if degraded else "ok", database=database, broker=broker)
+    local_log = local_log_state()
+    degraded = "down" in (database, broker) or local_log is not None
+    return HealthOut(status="degraded" if degraded else "ok", database=database, broker=broker,
+                     local_log=local_log)
 
 
 def is_loopback(request: Request) -> bool:

@@ -1,18 +1,26 @@
 """The durability loop: batches received messages, makes them durable in PostgreSQL or
 the local spool, and only then acknowledges them to the broker (DESIGN.md §5).
 
-It runs in its own thread. The queue in front of it is bounded: `put` says when it is
-full, the gateway then stops reading the MQTT socket and the broker holds the rest
-(back-pressure, never a silent drop); `on_room` is called once there is room again.
+It runs in its own thread, which must not end: whatever goes wrong in a round is logged,
+counted (`trygg_gateway_writer_errors`) and tried again, the batch held unacknowledged
+meanwhile; the thread is watched (trygg/watchdog.py), so if it ends anyway the process
+exits and its supervisor restarts it. While neither PostgreSQL nor the spool takes a
+batch, the batch stays unacknowledged and is retried: the broker keeps it.
+`oldest_pending_age` tells how long the oldest message not yet acknowledged has waited.
+
+The queue in front of it is bounded: `put` says when it is full, the gateway then stops
+reading the MQTT socket and the broker holds the rest (back-pressure, never a silent
+drop); `on_room` is called once there is room again.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import psycopg
@@ -23,11 +31,14 @@ from gateway.spool import Record, Spool
 from storage import DatabaseUnavailable, DeadLetter, EventStore, StatusRow
 from trygg.contract import Event
 from trygg.logging import get_logger
+from trygg.watchdog import WatchedThread
 
 log = get_logger("trygg.gateway")
 
 #: How often the last-heard time of each device is written (for restarts).
 TOUCH_INTERVAL_S = 5.0
+#: While neither PostgreSQL nor the spool takes a batch: how often that is logged again.
+STUCK_LOG_S = 60.0
 
 
 @dataclass(slots=True)
@@ -37,6 +48,7 @@ class Pending:
     records: list[Record]
     mids: list[int]  # packet ids to acknowledge (QoS 1 messages only)
     generation: int  # MQTT connection they arrived on; a stale one is not acknowledged
+    put_at: float = field(default=0.0)  # time.monotonic() of `put`
 
 
 def _split(records: Sequence[Record]) -> tuple[list[Event], list[DeadLetter], list[StatusRow]]:
@@ -68,7 +80,12 @@ class DurableWriter:
         self._store = store
         self._spool = spool
         # spools of shards that no longer exist (the writer count changed): replayed first
-        self._orphans = [o for o in orphans if o.pending_bytes()]
+        self._orphans = []
+        for orphan in orphans:
+            if orphan.pending_bytes():
+                self._orphans.append(orphan)
+            else:
+                orphan.remove()
         self._ack = ack
         self._batch_max = batch_max
         self._batch_wait_s = batch_wait_s
@@ -80,7 +97,9 @@ class DurableWriter:
         self._queued = 0  # records in _chunks
         self._cond = threading.Condition()
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="trygg-durable", daemon=True)
+        self._thread = WatchedThread(self._run, "trygg-durable", self._stopping.is_set)
+        self._held: list[Pending] = []  # taken from the queue, not yet acknowledged
+        self._stuck_logged = -math.inf
         self._db_ok = False
         self._next_try = 0.0
         self._last_seen: dict[str, datetime] = {}
@@ -99,6 +118,7 @@ class DurableWriter:
     def put(self, item: Pending) -> bool:
         """Hand over received messages without blocking; True when the queue is now full
         (stop receiving until `on_room`)."""
+        item.put_at = time.monotonic()
         with self._cond:
             self.idle.clear()
             self._chunks.append(item)
@@ -112,6 +132,12 @@ class DurableWriter:
                 self._cond.notify()
             return self._full
 
+    def oldest_pending_age(self) -> float:
+        """Seconds since the oldest chunk not yet acknowledged was `put` (0.0 if none)."""
+        with self._cond:
+            oldest = self._held[0] if self._held else self._chunks[0] if self._chunks else None
+        return 0.0 if oldest is None else max(0.0, time.monotonic() - oldest.put_at)
+
     def start(self) -> None:
         self._thread.start()
 
@@ -120,6 +146,8 @@ class DurableWriter:
         self._stopping.set()
         self._thread.join(timeout)
         self._store.close()
+        if not self._thread.is_alive():
+            self._spool.close()
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -140,6 +168,7 @@ class DurableWriter:
                 batch.append(chunk)
                 taken += len(chunk.records)
             self._queued -= taken
+            self._held = batch
             room = self._full and self._queued < self._queue_max // 2
             if room:
                 self._full = False
@@ -149,25 +178,48 @@ class DurableWriter:
 
     def _run(self) -> None:
         while True:
-            batch = self._take()
-            metrics.QUEUE_DEPTH.set(self._queued)
             try:
-                self._check_database()
-            except Exception as exc:  # this thread must not end: treat it as the database down
-                log.exception("database check failed, spooling locally")
-                self._database_lost(exc)
-            if batch:
-                self._make_durable([r for p in batch for r in p.records])
-                for chunk in batch:
+                if self._round():
+                    return
+            except Exception:  # this thread must not end: the held batch is tried again
+                metrics.WRITER_ERRORS.inc()
+                log.exception("durable writer: unexpected error, retrying", held=len(self._held))
+                time.sleep(min(self._retry_s, 1.0))
+
+    def _round(self) -> bool:
+        """Take a batch (or go on with the one held), make it durable, acknowledge it;
+        True when stopped."""
+        batch = self._held or self._take()
+        metrics.QUEUE_DEPTH.set(self._queued)
+        self._check_database_safely()
+        if batch:
+            self._make_durable([r for p in batch for r in p.records])
+            for chunk in batch:
+                try:
                     self._ack(chunk.mids, chunk.generation)
-            elif self._stopping.is_set():
-                break
-            else:
-                self.idle.set()
-            try:
-                self._touch_devices()
-            except Exception:  # last-heard times are a hint for restarts, not data
-                log.exception("last-heard times not written")
+                except Exception:  # durable already: the broker sends it again, stored once
+                    metrics.WRITER_ERRORS.inc()
+                    log.exception("acknowledgement failed", messages=len(chunk.mids))
+            with self._cond:
+                self._held = []
+        elif self._stopping.is_set():
+            return True
+        else:
+            self.idle.set()
+        if self._spool.degraded is not None:
+            self._spool.recheck()
+        try:
+            self._touch_devices()
+        except Exception:  # last-heard times are a hint for restarts, not data
+            log.exception("last-heard times not written")
+        return False
+
+    def _check_database_safely(self) -> None:
+        try:
+            self._check_database()
+        except Exception as exc:  # an unexpected error: treat it as the database down
+            log.exception("database check failed, spooling locally")
+            self._database_lost(exc)
 
     def _check_database(self) -> None:
         """Bring the database back into use: ping, then replay the spool in order."""
@@ -200,13 +252,15 @@ class DurableWriter:
 
     def _replay(self) -> None:
         for spool in [*self._orphans, self._spool]:
-            for records, offset in spool.chunks(self._batch_max):
-                self._write(records)
-                spool.mark_replayed(offset)
-                metrics.REPLAYED.inc(len(records))
-            spool.clear()
+            spool.replay(self._write_replayed, self._batch_max)
+        for orphan in self._orphans:
+            orphan.remove()
         self._orphans = []
-        metrics.SPOOL_PENDING.set(0)
+        metrics.SPOOL_PENDING.set(self._spool.pending_bytes())
+
+    def _write_replayed(self, records: list[Record]) -> None:
+        self._write(records)
+        metrics.REPLAYED.inc(len(records))
 
     def _make_durable(self, records: list[Record]) -> None:
         """Return only when the records are committed or fsync'ed."""
@@ -227,10 +281,14 @@ class DurableWriter:
                 metrics.SPOOL_PENDING.set(self._spool.pending_bytes())
                 break
             except SpoolError as exc:
-                # Neither store works: hold the batch (unacknowledged) and keep trying.
-                log.error("cannot make events durable, retrying", error=str(exc))
-                time.sleep(1.0)
-                self._check_database()
+                # Neither store takes it: hold the batch (unacknowledged) and keep trying.
+                if time.monotonic() - self._stuck_logged >= STUCK_LOG_S:
+                    self._stuck_logged = time.monotonic()
+                    log.error("cannot make events durable: PostgreSQL is down and the spool refuses them; "
+                              "holding them unacknowledged and retrying", error=str(exc), events=len(records))
+                time.sleep(min(self._retry_s, 1.0))
+                self._check_database_safely()
+        self._stuck_logged = -math.inf
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
 
     def _write(self, records: Sequence[Record]) -> None:

@@ -158,8 +158,8 @@ def test_a_crash_while_postgres_is_down_loses_no_alert(
     at = datetime.now(UTC)
     crash_after_one_alert(
         mosquitto, prefix, url, journal, at,
-        lambda: bool(east.received()) and (journal / "alerts.journal").exists()
-        and (journal / "alerts.journal").stat().st_size > 0,
+        lambda: bool(east.received()) and (journal / "alerts.log").exists()
+        and (journal / "alerts.log").stat().st_size > 0,
     )
     [before] = alerts_of(east.received())
 

@@ -3,6 +3,9 @@ database that goes away: 503 with a message, never a 500."""
 
 from __future__ import annotations
 
+import errno
+import os
+
 import httpx
 import psycopg
 import pytest
@@ -22,6 +25,23 @@ def test_healthz_reports_probes(database: str) -> None:
         assert w.client.get("/healthz").json() == {"status": "ok", "database": "up", "broker": "up"}
         states["broker"] = False
         assert w.client.get("/healthz").json() == {"status": "degraded", "database": "up", "broker": "down"}
+
+
+def test_healthz_names_a_local_log_that_cannot_be_written(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit journal's disk is full: the read is refused, /healthz says degraded and
+    names the journal, the metric says so too; the next write that works clears it."""
+    def full_disk(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    assert world.client.get("/api/residents/r-1/status", headers=world.headers("staff-east")).status_code == 503
+    monkeypatch.undo()
+    assert world.client.get("/healthz").json() == {"status": "degraded", "database": "up", "broker": "unknown",
+                                                   "local_log": "disk full: audit"}
+    assert 'trygg_local_log_degraded{log="audit"} 1.0' in world.client.get("/metrics").text
+    assert world.client.get("/api/residents/r-1/status", headers=world.headers("staff-east")).status_code == 200
+    assert world.client.get("/healthz").json()["status"] == "ok"
+    assert 'trygg_local_log_degraded{log="audit"} 0.0' in world.client.get("/metrics").text
 
 
 def test_metrics_on_loopback_only(world: World) -> None:

@@ -173,11 +173,11 @@ def test_the_writer_thread_survives_a_lost_connection_or_an_unexpected_error(
         writer.stop()
 
 
-def test_a_payload_the_database_cannot_read_whole_is_still_stored(start_gateway: StartGateway,
-                                                                   publisher: Publisher, database: str,
-                                                                   prefix: str) -> None:
-    """A field outside the contract that JSON in PostgreSQL refuses (NaN) does not lose
-    the event: the batch is written again from the validated fields."""
+def test_a_payload_the_database_could_not_store_is_a_dead_letter_and_the_rest_is_stored(
+        start_gateway: StartGateway, publisher: Publisher, database: str, prefix: str) -> None:
+    """A field outside the contract that JSON in PostgreSQL refuses (NaN) is refused at
+    the gateway with its reason (docs/ingest.md "Bounds"), so it can neither fail a
+    batch nor raise an alert whose event is not stored; the events around it are stored."""
     ts = datetime.now(UTC).isoformat()
     start_gateway()
     publisher.publish_all([
@@ -185,11 +185,13 @@ def test_a_payload_the_database_cannot_read_whole_is_still_stored(start_gateway:
          f'{{"id": "e-nan", "ts": "{ts}", "type": "motion", "extra": NaN, "data": {{"room": "bad"}}}}'.encode()),
         (f"{prefix}/devices/d-1-motion/events", event("e-ok", "motion", {"room": "kitchen"})),
     ])
-    assert wait_for(lambda: count(database), lambda n: n == 2) == 2
+    assert wait_for(lambda: count(database) + count(database, "SELECT count(*) FROM trygg.dead_letters"),
+                    lambda n: n == 2) == 2
     with psycopg.connect(database) as conn:
         rows = conn.execute("SELECT event_id, data FROM trygg.events ORDER BY event_id").fetchall()
-    assert rows == [("e-nan", {"room": "bad"}), ("e-ok", {"room": "kitchen"})]
-    assert count(database, "SELECT count(*) FROM trygg.dead_letters") == 0
+        dead = conn.execute("SELECT reason FROM trygg.dead_letters").fetchall()
+    assert rows == [("e-ok", {"room": "kitchen"})]
+    assert dead == [("bad_number",)]
 
 
 BAD_MESSAGES: list[tuple[str, str, bytes, str]] = [
@@ -288,9 +290,8 @@ def test_postgres_down_for_30_s_spools_then_stores_everything_once_in_order(
     try:
         wait_for(lambda: count(url), lambda n: n > 100)
         private_postgres.stop("immediate")
-        spools = list((tmp_path / "spool").glob("shard-*/spool.jsonl"))
         stop.wait(30)
-        spools = list((tmp_path / "spool").glob("shard-*/spool.jsonl"))
+        spools = list((tmp_path / "spool").glob("shard-*/spool.log"))
         assert spools and all(p.stat().st_size > 0 for p in spools), "events were not spooled"
         private_postgres.start()
         stop.wait(3)
@@ -299,7 +300,8 @@ def test_postgres_down_for_30_s_spools_then_stores_everything_once_in_order(
         streamer.join()
     total = sum(sent.values())
     assert wait_for(lambda: count(url), lambda n: n >= total, timeout=60) == total
-    assert not any(p.exists() for p in spools), "the spool was not cleared after replay"
+    assert wait_for(lambda: [p.stat().st_size for p in spools], lambda sizes: not any(sizes)) == [0] * len(spools), \
+        "the spool was not emptied after replay"
     with psycopg.connect(url) as conn:
         for dev in devices:
             ids = [r[0] for r in conn.execute(
@@ -440,7 +442,36 @@ def test_a_spool_left_by_another_writer_count_is_replayed(
         assert wait_for(lambda: count(database), lambda n: n == 5) == 5
     finally:
         gw.stop()
-    assert not (tmp_path / "spool" / "shard-7" / "spool.jsonl").exists()
+    assert not (tmp_path / "spool" / "shard-7").exists(), "the spool of the gone writer was not removed"
+
+
+def test_a_spool_of_the_previous_version_is_replayed_once_and_removed(
+    mosquitto: MosquittoInstance, database: str, prefix: str, tmp_path: Path
+) -> None:
+    """An operator may upgrade while PostgreSQL is down: the JSON-lines spool left by the
+    previous version (a torn write glued to the next record included) is stored, once,
+    from its replay offset on, and then removed."""
+    from gateway.spool import encode
+
+    now = datetime.now(UTC)
+    shard = tmp_path / "spool" / "shard-0"
+    shard.mkdir(parents=True)
+    records = [encode(Event("d-1-alarm", f"old-{i}", EventType.HEARTBEAT, now, now, {}, "r-1")) for i in range(6)]
+    done = b"".join(r + b"\n" for r in records[:2])  # replayed before the upgrade
+    (shard / "spool.jsonl").write_bytes(done + records[2] + b"\n" + records[3][:30] + records[4] + b"\n"
+                                        + records[5] + b"\n")
+    (shard / "replayed.offset").write_text(str(len(done)))
+    gw = Gateway(mosquitto.address, database, tmp_path / "spool", small_registry(), prefix=prefix,
+                 client_id=f"l{prefix.split('/')[0]}", writers=1)
+    gw.start()
+    try:
+        assert wait_for(lambda: count(database), lambda n: n == 3) == 3
+    finally:
+        gw.stop()
+    with psycopg.connect(database) as conn:
+        ids = {r[0] for r in conn.execute("SELECT event_id FROM trygg.events")}
+    assert ids == {"old-2", "old-4", "old-5"}, "old-3 was cut off by the old version's short write"
+    assert sorted(p.name for p in shard.iterdir()) == ["spool.log"]
 
 
 def test_positions_without_legal_basis_are_not_stored_or_used_unless_an_emergency_is_open(

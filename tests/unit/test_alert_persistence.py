@@ -4,16 +4,19 @@ in for PostgreSQL; the real one is in tests/test_alerts_*.py."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from alerts import AlertService, AlertWriter, Journal, Timeouts, from_record, to_record
+from alerts import AlertService, AlertWriter, Journal, Timeouts, from_record, metrics, to_record
 from alerts.journal import decode, encode
 from alerts.persistence import item_of
 from storage.alerts_store import AlertRecord, AlertStore, TransitionRecord
 from storage.errors import DatabaseUnavailable
+from storage.local_log import frame
 from tests.unit.test_alert_service import open_intent, registry
 from trygg.contract import AlertKind
 
@@ -96,8 +99,8 @@ def test_after_a_crash_the_journal_holds_what_the_database_did_not_get(tmp_path:
     writer.wait_idle(0.2)
     assert writer.stop(timeout=1) == 3  # "crash": nothing reached the database
 
-    with (tmp_path / "alerts.journal").open("ab") as fh:
-        fh.write(b'{"a": {"alert_id": "torn')  # a write cut short
+    with Journal(tmp_path).path.open("ab") as fh:
+        fh.write(frame(b'{"a": {"alert_id": "torn", "more": "never written"}}')[:25])  # a write cut short
     again = Journal(tmp_path).read()
     assert again == items
     fresh = FakeStore()
@@ -106,3 +109,73 @@ def test_after_a_crash_the_journal_holds_what_the_database_did_not_get(tmp_path:
     assert writer.wait_idle(5)
     assert [a.alert_id for a in fresh.alerts] == [rec.alert_id for rec, _ in items]
     writer.stop()
+
+
+def test_the_writer_survives_a_change_it_cannot_journal_and_keeps_storing(tmp_path: Path) -> None:
+    """A staff note with a lone UTF-16 surrogate (JSON allows "\\ud800") once ended the
+    writer's thread: no alert change was stored again. Now such a change is journaled
+    (escaped) and stored; one JSON cannot hold at all is stored without the journal; and
+    every later change is stored too."""
+    store = FakeStore()
+    store.down.set()
+    journal = Journal(tmp_path)
+    writer = AlertWriter(store, journal, retry_s=0.02)
+    writer.start()
+    first, second, third = changes(3)
+    odd = (dataclasses.replace(first[0], note="tatt \ud800"), first[1])
+    unjournaled = (dataclasses.replace(second[0], detail={"x": object()}), second[1])
+    writer.put(odd)
+    writer.put(unjournaled)
+    assert not writer.wait_idle(0.2)
+    assert journal.read() == [odd], "the odd note is kept in the journal as it was"
+    store.down.clear()
+    assert writer.wait_idle(5)
+    writer.put(third)
+    assert writer.wait_idle(5)
+    assert [a.alert_id for a in store.alerts] == [odd[0].alert_id, second[0].alert_id, third[0].alert_id]
+    assert writer._thread.is_alive()
+    assert writer.stop() == 0
+
+
+class FailsOnce(FakeStore):
+    def write(self, alerts: Sequence[AlertRecord], transitions: Sequence[TransitionRecord]) -> None:
+        if not self.attempts:
+            self.attempts += 1
+            raise RuntimeError("something nobody expected")
+        super().write(alerts, transitions)
+
+
+def test_the_writer_thread_survives_an_unexpected_error_and_retries(tmp_path: Path) -> None:
+    store = FailsOnce()
+    errors = metrics.WRITER_ERRORS._value.get()
+    writer = AlertWriter(store, Journal(tmp_path), retry_s=0.02)
+    writer.start()
+    items = changes(2)
+    for item in items:
+        writer.put(item)
+    assert writer.wait_idle(5)
+    assert [a.alert_id for a in store.alerts] == [rec.alert_id for rec, _ in items]
+    assert metrics.WRITER_ERRORS._value.get() == errors + 1
+    assert writer._thread.is_alive()
+    writer.stop()
+
+
+def test_the_journal_of_the_previous_version_is_read_once_and_removed(tmp_path: Path) -> None:
+    """An upgrade while PostgreSQL is down: the JSON-lines journal left behind (with a
+    torn last line) is restored and written, then removed."""
+    items = changes(3)
+    legacy = tmp_path / "alerts.journal"
+    legacy.write_bytes(b"".join(json.dumps(json.loads(encode(i))).encode() + b"\n" for i in items[:2])
+                       + b'{"a": {"alert_id": "torn')
+    journal = Journal(tmp_path)
+    journal.append([items[2]])
+    again = journal.read()
+    assert again == items
+    store = FakeStore()
+    writer = AlertWriter(store, journal, retry_s=0.02, unwritten=again)
+    writer.start()
+    assert writer.wait_idle(5)
+    assert [a.alert_id for a in store.alerts] == [rec.alert_id for rec, _ in items]
+    writer.stop()
+    assert not legacy.exists()
+    assert Journal(tmp_path).read() == []

@@ -1,26 +1,39 @@
 """The audit journal on disk, without a database: durable appends in groups, a failed
-write leaves nothing half-written, torn lines are ignored, and a journal somebody still
-holds is never taken over."""
+write leaves nothing half-written, torn records are ignored, a journal somebody still
+holds is never taken over, and one of the previous version (JSON lines) is adopted."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from dashboard.audit import AuditLog
-from dashboard.audit_journal import AuditJournal, adopt_orphans, parse
+from dashboard.audit_journal import AuditJournal, adopt_orphans
 from dashboard.authz import Principal
 from dashboard.errors import AuditJournalError
+from storage.audit_store import AuditRow
+from storage.local_log import BEGIN, degraded, frame, scan
 from trygg.contract import Role
 
 OLA = Principal("ola", Role.STAFF, frozenset({"east"}))
 
 
-def journal_lines(directory: Path) -> list[bytes]:
-    return [line for path in sorted(directory.iterdir()) for line in path.read_bytes().splitlines()]
+def rows_in(path: Path) -> list[AuditRow]:
+    """The rows in a journal file, as the next dashboard would read them."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return [AuditRow.from_json(p) for p, _ in scan(fd, BEGIN, os.fstat(fd).st_size)]
+    finally:
+        os.close(fd)
+
+
+def row(resident_id: str) -> AuditRow:
+    return AuditRow(uuid.uuid4(), datetime.now(UTC), "ola", "staff", resident_id, f"GET /x/{resident_id}")
 
 
 def test_rows_are_in_the_file_when_record_returns_and_come_together_in_few_fsyncs(
@@ -39,35 +52,34 @@ def test_rows_are_in_the_file_when_record_returns_and_come_together_in_few_fsync
         counts = await asyncio.gather(*(log.record(OLA, [f"r-{n}"], f"GET /api/residents/r-{n}/status")
                                         for n in range(50)))
         assert counts == [1] * 50
-        lines = log.journal.path.read_bytes().splitlines()
-        assert len(lines) == 50
-        assert {parse(line + b"\n", 0).rows[0].resident_id for line in lines} == {f"r-{n}" for n in range(50)}
+        rows = rows_in(log.journal.path)
+        assert {r.resident_id for r in rows} == {f"r-{n}" for n in range(50)} and len(rows) == 50
         assert 1 <= len(fsyncs) < 10, "rows that come together share an fsync"
-        assert log.pending_bytes == log.journal.size > 0
+        assert log.pending_bytes == log.journal.size - log.journal.begin > 0
         log.journal.close(remove=True)
 
     asyncio.run(main())
 
 
 def test_text_postgresql_would_refuse_is_made_safe(tmp_path: Path) -> None:
-    async def main() -> bytes:
+    async def main() -> list[AuditRow]:
         log = AuditLog(tmp_path, "postgresql://nowhere")
         log.open()
         await log.record(OLA, ["r-1"], "GET /api/residents/r\x00-1/status\udcff")
-        data = log.journal.path.read_bytes()
+        rows = rows_in(log.journal.path)
         log.journal.close(remove=True)
-        return data
+        return rows
 
-    (row,) = parse(asyncio.run(main()), 0).rows
-    assert "\x00" not in row.action and "\udcff" not in row.action
-    assert row.action.startswith("GET /api/residents/r")
+    (only,) = asyncio.run(main())
+    assert "\x00" not in only.action and "\udcff" not in only.action
+    assert only.action.startswith("GET /api/residents/r")
 
 
 def test_a_failed_write_keeps_nothing_of_its_batch_and_the_next_one_works(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     journal = AuditJournal(tmp_path)
-    first = b'{"id":"x"}\n'
-    assert journal.append(first) == len(first)
+    first = row("x")
+    size = journal.append([first])
 
     real_write = os.write
 
@@ -78,41 +90,48 @@ def test_a_failed_write_keeps_nothing_of_its_batch_and_the_next_one_works(
 
     monkeypatch.setattr(os, "write", half_then_full_disk)
     with pytest.raises(AuditJournalError):
-        journal.append(b'{"id":"lost-1"}\n{"id":"lost-2"}\n')
+        journal.append([row("lost-1"), row("lost-2")])
+    assert degraded() == {"audit": "disk full"}
     monkeypatch.undo()
-    assert journal.path.read_bytes() == first
-    assert journal.append(b'{"id":"y"}\n') == len(first) + 11
-    assert journal.path.read_bytes() == first + b'{"id":"y"}\n'
+    assert os.path.getsize(journal.path) == size and rows_in(journal.path) == [first]
+    later = row("y")
+    assert journal.append([later]) > size
+    assert rows_in(journal.path) == [first, later]
+    assert degraded() == {}, "a write that works again clears the degraded state"
     journal.close(remove=True)
 
 
 def test_truncate_only_when_nothing_came_in_between(tmp_path: Path) -> None:
     journal = AuditJournal(tmp_path)
-    size = journal.append(b"a\n")
-    journal.append(b"b\n")
+    size = journal.append([row("a")])
+    journal.append([row("b")])
     assert not journal.truncate(size)
     assert journal.truncate(journal.size)
-    assert journal.size == 0 and journal.path.stat().st_size == 0
-    assert journal.append(b"c\n") == 2
+    assert journal.size == journal.begin and journal.path.stat().st_size == 0
+    c = row("c")
+    journal.append([c])
     journal.close(remove=False)
-    assert journal.path.read_bytes() == b"c\n"
+    assert rows_in(journal.path) == [c]
 
 
-def test_torn_and_foreign_lines_are_left_out() -> None:
-    good = (b'{"id":"0d1f4c9e-6a43-4c0e-9a39-1234567890ab","at":"2026-11-22T13:03:07+00:00",'
-            b'"actor":"ola","role":"staff","resident_id":"r-1","action":"GET /x"}\n')
-    batch = parse(good + b"not json\n" + good.replace(b"r-1", b"r-2")[:40], 100)
-    assert [r.resident_id for r in batch.rows] == ["r-1"]
-    assert batch.bad == 1
-    assert batch.end == 100 + len(good) + len(b"not json\n")
+def test_torn_and_foreign_records_are_left_out(tmp_path: Path) -> None:
+    journal = AuditJournal(tmp_path)
+    good = row("r-1")
+    journal.append([good])
+    with journal.path.open("ab") as fh:
+        fh.write(frame(b"not json") + frame(row("r-2").to_json())[:40])
+    journal.close(remove=False)
+    with adopt_orphans(tmp_path) as (orphan,):
+        batch = orphan.read()
+    assert batch.rows == [good] and batch.bad == 1
 
 
 def test_a_journal_in_use_is_never_adopted(tmp_path: Path) -> None:
     mine = AuditJournal(tmp_path)
     other = AuditJournal(tmp_path)
-    other.append(b"x\n")
-    left = tmp_path / "journal-left-by-a-crash.jsonl"
-    left.write_bytes(b"y\n")
+    other.append([row("x")])
+    left = tmp_path / "journal-left-by-a-crash.log"
+    left.write_bytes(b"")
     with adopt_orphans(tmp_path, mine.path) as orphans:
         assert [o.path for o in orphans] == [left]
         with adopt_orphans(tmp_path, other.path) as meanwhile:
@@ -121,8 +140,24 @@ def test_a_journal_in_use_is_never_adopted(tmp_path: Path) -> None:
     other.close(remove=False)
     with adopt_orphans(tmp_path, mine.path) as orphans:
         assert [o.path for o in orphans] == [other.path]
-        assert orphans[0].read().end == 2
+        assert [r.resident_id for r in orphans[0].read().rows] == ["x"]
     mine.close(remove=True)
+
+
+def test_a_journal_of_the_previous_version_is_adopted(tmp_path: Path) -> None:
+    """JSON lines, the last one torn by a crash: its whole rows are read, then it is
+    removed like any other orphan."""
+    rows = [row("r-1"), row("r-2")]
+    old = tmp_path / "journal-0123456789abcdef.jsonl"
+    old.write_bytes(b"".join(r.to_json() + b"\n" for r in rows) + rows[0].to_json()[:30])
+    mine = AuditJournal(tmp_path)
+    with adopt_orphans(tmp_path, mine.path) as (orphan,):
+        assert orphan.path == old
+        assert orphan.read().rows == rows
+        orphan.remove()
+    assert not old.exists()
+    mine.close(remove=True)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_record_before_open_refuses(tmp_path: Path) -> None:
@@ -139,9 +174,9 @@ def test_a_stream_row_is_in_the_file_at_once_and_a_failed_fsync_keeps_nothing_un
         log.open()
         count, synced = log.write(OLA, ["r-1"], "GET /api/alerts/stream", wait=False)
         assert (count, synced) == (1, None)
-        assert b'"r-1"' in log.journal.path.read_bytes()  # before any await: a crash keeps it
+        assert [r.resident_id for r in rows_in(log.journal.path)] == ["r-1"]  # before any await: a crash keeps it
         await log.record(OLA, ["r-2"], "GET /api/residents/r-2/status")  # the shared fsync
-        assert log.journal.size == log.journal.written == len(log.journal.path.read_bytes())
+        assert log.journal.size == log.journal.written == log.journal.path.stat().st_size
 
         def failing_fsync(fd: int) -> None:
             raise OSError(5, "Input/output error")
@@ -150,11 +185,10 @@ def test_a_stream_row_is_in_the_file_at_once_and_a_failed_fsync_keeps_nothing_un
         with pytest.raises(AuditJournalError):
             await log.record(OLA, ["r-3"], "GET /api/residents/r-3/status")
         monkeypatch.undo()
-        data = log.journal.path.read_bytes()
-        assert b'"r-3"' not in data and data.count(b"\n") == 2  # cut back to what was fsync'ed
+        assert [r.resident_id for r in rows_in(log.journal.path)] == ["r-1", "r-2"], "cut back to what was fsync'ed"
+        assert log.journal.path.stat().st_size == log.journal.size
         await log.record(OLA, ["r-4"], "GET /api/residents/r-4/status")
-        assert [parse(line + b"\n", 0).rows[0].resident_id for line in log.journal.path.read_bytes().splitlines()
-                ] == ["r-1", "r-2", "r-4"]
+        assert [r.resident_id for r in rows_in(log.journal.path)] == ["r-1", "r-2", "r-4"]
         log.journal.close(remove=True)
 
     asyncio.run(main())

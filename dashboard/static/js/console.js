@@ -105,6 +105,46 @@ function watchdog() {
   }, WATCHDOG_MS);
 }
 
+// --- server health -----------------------------------------------------------------------
+
+const HEALTH_MS = 10_000;
+
+/** A banner while /healthz says "degraded": the database, the broker or the server's disk
+ *  (a local log that cannot be written, e.g. "disk full: spool"). */
+function showHealth(doc) {
+  const el = $("health");
+  if (!doc || doc.status !== "degraded") {
+    el.hidden = true;
+    el.replaceChildren();
+    return;
+  }
+  const lines = [];
+  if (doc.local_log) {
+    lines.push(t(`Trygg får ikke skrevet til disken på serveren (${doc.local_log}). Varsle driften.`,
+      `Trygg cannot write to the server's disk (${doc.local_log}). Notify operations.`));
+  }
+  if (doc.broker === "down") {
+    lines.push(t("Meldingsmegleren er nede – nye varsler kan utebli!", "The message broker is down – new alerts may not arrive!"));
+  }
+  if (doc.database === "down") {
+    lines.push(t("Databasen svarer ikke – varsler vises fortsatt, historikk kan mangle.",
+      "The database is not answering – alerts are still shown, history may be missing."));
+  }
+  fill(el, h("strong", {}, t("Driftsproblem", "Service problem")), lines.map((line) => h("div", {}, line)));
+  el.hidden = false;
+}
+
+function watchHealth() {
+  const check = async () => {
+    try {
+      const response = await fetch("/healthz", { cache: "no-store" });
+      showHealth(await response.json());
+    } catch { /* unreachable: the connection bar says so */ }
+  };
+  check();
+  setInterval(check, HEALTH_MS);
+}
+
 function poll() {
   setConn("polling");
   const run = () => loadAlerts().then(() => setConn("polling"), () => setConn("lost"));
@@ -548,6 +588,7 @@ async function main() {
     return;
   }
   document.body.dataset.role = me.role;
+  watchHealth();
   loadResidents();
   if (me.role === "admin") {
     poll(); // the live stream is for staff and operators
