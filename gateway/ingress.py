@@ -16,7 +16,7 @@ subscriber stops reading (back-pressure); the broker holds the rest.
 from __future__ import annotations
 
 import asyncio
-import re
+import concurrent.futures
 import socket
 import threading
 import zlib
@@ -32,7 +32,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTProtocolVersion
 
 from gateway import metrics
+from gateway.alarm_watch import STALL_S, URGENT, AlarmWatch, Watchman
 from gateway.connection import Subscriber
+from gateway.dead_letters import DeadLetterLimits, DeadLetters, describe
 from gateway.durable import DurableWriter, Pending
 from gateway.spool import Record, Spool
 from gateway.validate import Validator
@@ -40,12 +42,16 @@ from gateway.wire import MQTT5, MQTT311, Message
 from storage import DeadLetter, EventStore, StatusRow
 from trygg.contract import (
     Event,
+    EventType,
     InvalidMessage,
+    Reason,
+    rekeyed_id,
     utcnow,
 )
 from trygg.logging import get_logger
 from trygg.pipeline import DeviceStatus, EventSink, discard
 from trygg.registry import Registry
+from trygg.watchdog import watch_task
 
 log = get_logger("trygg.gateway")
 
@@ -53,8 +59,6 @@ SESSION_EXPIRY_S = 7 * 24 * 3600
 RECENT_KEYS = 200_000
 #: while handling a read, the socket is read for alarms every this many messages
 POLL_EVERY = 8
-#: event types that go through the rules first when a buffer holds several messages
-_URGENT = re.compile(rb'"(?:alarm|fall|smoke)\.')
 
 
 @dataclass(frozen=True)
@@ -124,16 +128,23 @@ class Gateway:
         retry_s: float = 2.0,
         clock: Callable[[], datetime] = utcnow,
         loop: asyncio.AbstractEventLoop | None = None,
+        dead_letter_limits: DeadLetterLimits | None = None,
     ) -> None:
         self._broker = broker
         self._prefix = prefix
         self._sink = sink
         self._validator = Validator(registry, prefix, emergency_open)
         self._clock = clock
-        self._recent: OrderedDict[tuple[str, str], None] = OrderedDict()
+        # (device_id, id) of recent events → their (type, ts): a copy with the same is a
+        # re-send, one with another is a new event re-using the id (docs/ingest.md)
+        self._recent: OrderedDict[tuple[str, str], tuple[EventType, datetime]] = OrderedDict()
         self._backlog: deque[_Read] = deque()  # reads waiting for a turn of the loop
         self._drain_scheduled = False
         self._busy = False  # handling a read: a read that comes meanwhile waits behind it
+        # Dead letters within the limits are stored whole, the rest summarised per source
+        # (gateway/dead_letters.py); the timer writes the summaries that are due.
+        self._dead_letters = DeadLetters(prefix, dead_letter_limits)
+        self._summary_timer: asyncio.TimerHandle | None = None
         # One durability loop per shard of devices: each has its own connection and
         # spool, so a device's events stay in order while shards commit in parallel.
         shard_dirs = [spool_dir / f"shard-{i}" for i in range(writers)]
@@ -157,6 +168,18 @@ class Gateway:
             username=broker.username, password=broker.password,
             receive_maximum=receive_maximum, on_state=self._on_state, loop=loop,
         )
+
+        # While acknowledgements are stalled, alarms come through a second connection
+        # (gateway/alarm_watch.py); the task runs on the subscriber's loop from `start`.
+        self._client_id = client_id
+        self._paused = False
+        #: QoS 1 messages handed to the writers and not yet acknowledged (loop thread);
+        #: past a quarter of the in-flight window the watch opens, well before the
+        #: broker stops sending (gateway/alarm_watch.py)
+        self._unacked = 0
+        self._watch_at = max(receive_maximum // 4, 1)
+        self.watchman = Watchman(self._stalled, self._open_watch)
+        self._watchman_task: concurrent.futures.Future[None] | None = None
 
     @property
     def connected(self) -> threading.Event:
@@ -183,17 +206,24 @@ class Gateway:
             for writer in self.writers:
                 writer.stop()
             raise
+        loop = self._subscriber.loop
+        if loop is not None:
+            self._watchman_task = asyncio.run_coroutine_threadsafe(self._run_watchman(), loop)
         log.info("connected to broker", broker=str(self._broker))
 
     def stop(self) -> None:
         """Make what was received durable and acknowledge it, then disconnect."""
         loop = self._subscriber.loop
         if loop is not None and loop.is_running():  # reads still waiting for a turn of the loop
+            self._subscriber.call(lambda: self._write_summaries(every=True))
             drained = threading.Event()
             self._subscriber.call(lambda: self._when_drained(drained))
             drained.wait(5)
         for writer in self.writers:
             writer.idle.wait(10)
+        if self._watchman_task is not None:
+            self._watchman_task.cancel()
+            self._watchman_task = None
         self._subscriber.stop()
         for writer in self.writers:
             writer.stop()
@@ -202,11 +232,21 @@ class Gateway:
 
     def _on_state(self, up: bool, why: str) -> None:
         metrics.BROKER_UP.set(1 if up else 0)
-        if not up:
+        if up:
+            self._unacked = 0  # a new session: what is unacknowledged is sent again
+        else:
             log.warning("broker connection lost, reconnecting", broker=str(self._broker), error=why)
 
-    def _ack(self, mids: list[int], generation: int) -> None:
+    def _ack(self, mids: list[int], generation: int) -> None:  # a writer's thread
         self._subscriber.ack(mids, generation)
+        if mids:
+            acked = len(mids)
+            self._subscriber.call(lambda: self._acked(acked))
+
+    def _acked(self, count: int) -> None:
+        # Approximate across reconnections (the broker re-sends what an earlier connection
+        # left unacknowledged): never below zero, and reset with each new session.
+        self._unacked = max(0, self._unacked - count)
 
     def _on_messages(self, messages: list[Message], generation: int) -> None:
         received_at = self._clock()
@@ -215,7 +255,7 @@ class Gateway:
         # order within either lane; storage keeps the order received).
         waiting = self._backlog or self._busy
         early = {i: self._record(msg, received_at) for i, msg in enumerate(messages)
-                 if _URGENT.search(msg.payload)} if len(messages) > 1 or waiting else {}
+                 if URGENT.search(msg.payload)} if len(messages) > 1 or waiting else {}
         read = _Read(messages, generation, received_at, early)
         loop = _running_loop()
         if waiting and loop is not None:
@@ -266,7 +306,7 @@ class Gateway:
                 if i % POLL_EVERY == POLL_EVERY - 1:
                     self._subscriber.read_now()
                 record = early[i] if i in early else self._record(msg, received_at)
-                if record is None:  # a position without legal basis: not stored, not used
+                if record is None:  # a position without legal basis, or a dead letter held back
                     chunk = chunks[0]  # acknowledged once what came before it is durable
                 elif isinstance(record, DeadLetter):
                     chunk = chunks[0]
@@ -285,25 +325,95 @@ class Gateway:
         for writer, chunk in zip(self.writers, chunks, strict=True):
             if chunk.records or chunk.mids:
                 full |= writer.put(chunk)
+                self._unacked += len(chunk.mids)
+        if self._unacked >= self._watch_at:
+            self.watchman.poke()
         if full:
             metrics.BACKPRESSURE.inc()
+            self._paused = True
             self._subscriber.pause_reading()
+        self._arm_summaries()
+
+    def _arm_summaries(self) -> None:
+        """Have the summaries of held-back dead letters written when the first is due."""
+        if self._summary_timer is not None:
+            return
+        delay = self._dead_letters.next_due()
+        if delay is None:
+            return
+        loop = _running_loop()
+        if loop is not None:
+            self._summary_timer = loop.call_later(delay, self._write_summaries)
+        elif delay <= 0:  # no loop (a gateway driven by hand): at the read after they are due
+            self._write_summaries()
+
+    def _write_summaries(self, every: bool = False) -> None:
+        """Queue the due summaries (all of them when stopping) with the first writer."""
+        if self._summary_timer is not None:
+            self._summary_timer.cancel()
+            self._summary_timer = None
+        rows = self._dead_letters.summaries(self._clock(), every=every)
+        if rows and self.writers[0].put(Pending(list(rows), [], self._subscriber.generation)):
+            metrics.BACKPRESSURE.inc()
+            self._paused = True
+            self._subscriber.pause_reading()
+        if not every:
+            self._arm_summaries()
 
     def _room(self) -> None:  # a writer's thread
         self._subscriber.call(self._resume)
 
     def _resume(self) -> None:
         if not any(w.full for w in self.writers):
+            self._paused = False
             self._subscriber.resume_reading()
 
+    # -- the alarm watch (gateway/alarm_watch.py) ---------------------------------------
+
+    async def _run_watchman(self) -> None:
+        watch_task(asyncio.current_task(), lambda: False)  # type: ignore[arg-type]
+        await self.watchman.run()
+
+    def _stalled(self) -> bool:
+        """Reading paused for back-pressure, a quarter of the in-flight window waiting
+        for acknowledgement, or the oldest unacknowledged message older than `STALL_S`."""
+        return (self._paused or self._unacked >= self._watch_at
+                or any(w.oldest_pending_age() > STALL_S for w in self.writers))
+
+    def _open_watch(self) -> AlarmWatch:
+        return AlarmWatch(
+            self._broker.host, self._broker.port, f"{self._client_id}-watch", f"{self._prefix}/devices/+/events",
+            self._watched, version=self._subscriber.version, username=self._broker.username,
+            password=self._broker.password)
+
+    def _watched(self, msg: Message) -> None:
+        """An urgent message read by the watch: to the rules if valid and new; nothing
+        is stored from here (the session's copy is, once durability returns)."""
+        try:
+            item = self._accept(msg.topic, msg.payload, self._clock())
+        except InvalidMessage:
+            return  # the session's copy is dead-lettered
+        except Exception:
+            log.exception("alarm watch could not handle a message")
+            return
+        if item is not None:
+            metrics.ALARM_WATCH_HANDED_ON.inc()
+
     def _record(self, msg: Message, received_at: datetime) -> Record | None:
-        """What to store for one message (a dead letter when invalid); hands it on."""
+        """What to store for one message; hands it on. A dead letter when invalid, None
+        when that dead letter is held back by the limits (it is summarised). Whatever a
+        message holds, nothing escapes from here: an unexpected error is that message's
+        dead letter (`internal_error`), acknowledged with the rest (issue 13)."""
         try:
             return self._accept(msg.topic, msg.payload, received_at)
         except InvalidMessage as exc:
-            topic = msg.topic if isinstance(msg.topic, str) else repr(msg.topic)
-            metrics.DEAD_LETTERS.labels(exc.reason.value).inc()
-            return DeadLetter(received_at, topic, msg.payload, exc.reason.value, exc.detail)
+            return self._dead_letters.record(msg.topic, msg.payload, exc.reason.value, exc.detail, received_at)
+        except Exception as exc:
+            dead = self._dead_letters.record(msg.topic, msg.payload, Reason.INTERNAL_ERROR.value, describe(exc),
+                                             received_at)
+            if dead is not None:  # logged as often as stored: a flood must not flood the log
+                log.exception("message not handled, dead-lettered", topic=dead.topic)
+            return dead
 
     def _accept(self, topic: str | bytes, payload: bytes, received_at: datetime) -> Event | StatusRow | None:
         item = self._validator.accept(topic, payload, received_at)
@@ -313,9 +423,18 @@ class Gateway:
             self._hand_on(item)
             return StatusRow(item.device_id, item.online, received_at)
         key = (item.device_id, item.event_id)
-        if key in self._recent:
-            return item  # re-sent: stored once by the store's key, not handed on again
-        self._recent[key] = None
+        mark = (item.type, item.ts)
+        known = self._recent.get(key)
+        if known is not None:
+            if known == mark:
+                return item  # re-sent: stored once by the store's key, not handed on again
+            # The id is re-used (a device whose counter reset): another event, under the
+            # id the store and the alerts give it too; a re-send of it is a re-send.
+            item.event_id = rekeyed_id(item.event_id, item.type, item.ts)
+            key = (item.device_id, item.event_id)
+            if self._recent.get(key) == mark:
+                return item
+        self._recent[key] = mark
         if len(self._recent) > RECENT_KEYS:
             self._recent.popitem(last=False)
         self._hand_on(item)

@@ -25,3 +25,26 @@ LOCATIONS_DISCARDED = Counter(
     "trygg_gateway_locations_discarded",
     "Positions neither stored nor used: no valid location basis and no open alarm/fall alert",
 )
+ALARM_WATCH = Gauge(
+    "trygg_gateway_alarm_watch_open",
+    "1 while acknowledgements are stalled and the alarm watch hands alarms on from a second connection",
+)
+ALARM_WATCH_HANDED_ON = Counter(
+    "trygg_gateway_alarm_watch_handed_on", "Urgent events the alarm watch handed to the rules first")
+DEAD_LETTERS_HELD_BACK = Counter(
+    "trygg_gateway_dead_letters_held_back",
+    "Dead letters over the rate limits: counted, not stored whole, summarised per source",
+    ["reason"],
+)
+DEAD_LETTER_SUMMARIES = Counter(
+    "trygg_gateway_dead_letter_summaries",
+    "Rows that summarise the dead letters a source had held back in an interval",
+)
+RECEIVE_ERRORS = Counter(
+    "trygg_mqtt_receive_errors",
+    "Unexpected errors handling packets an MQTT connection received; the connection was kept",
+)
+WRITER_ERRORS = Counter(
+    "trygg_gateway_writer_errors",
+    "Unexpected errors a durable writer survived (logged; the batch it held was tried again)",
+)

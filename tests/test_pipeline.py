@@ -23,6 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gateway import set_nodelay
 from storage import save_registry
 from tests.fix_db import PostgresInstance, scalar
+from tests.fix_disk import SmallDisk, fill
 from tests.fix_mqtt import MosquittoInstance, Publisher
 from tests.helpers import event, small_registry, wait_for
 
@@ -92,17 +93,19 @@ class TryggProcess:
 def up(mosquitto: MosquittoInstance, prefix: str, tmp_path: Path) -> Iterator[Callable[[str], TryggProcess]]:
     running: list[TryggProcess] = []
 
-    def start(conninfo: str) -> TryggProcess:
+    def start(conninfo: str, data_dir: Path | None = None, registry: Any = None,
+              **settings: str) -> TryggProcess:
         with psycopg.connect(conninfo) as conn:
-            save_registry(conn, small_registry(), actor="test")
+            save_registry(conn, registry or small_registry(), actor="test")
         env = {k: v for k, v in os.environ.items() if not k.startswith("TRYGG_")}
         env.update({
             "TRYGG_MQTT_URL": mosquitto.url, "TRYGG_DATABASE_URL": conninfo,
             "TRYGG_MQTT_PREFIX": prefix, "TRYGG_MQTT_CLIENT_ID": f"up-{prefix.split('/')[0]}",
-            "TRYGG_DATA_DIR": str(tmp_path / "data"), "TRYGG_HTTP_PORT": "0",
+            "TRYGG_DATA_DIR": str(data_dir or tmp_path / "data"), "TRYGG_HTTP_PORT": "0",
             "TRYGG_PSEUDONYM_KEY": "k" * 32, "TRYGG_SESSION_SECRET": "s" * 32,
             "TRYGG_ESCALATE_CRITICAL_S": "1", "TRYGG_ESCALATE_HIGH_S": "1.5",
             "TRYGG_ESCALATE_MEDIUM_S": "3", "TRYGG_DB_RETRY_S": "0.5", "TRYGG_LOG_LEVEL": "info",
+            **settings,
         })
         proc = TryggProcess(env, tmp_path / f"trygg-{len(running)}.log")
         running.append(proc)
@@ -208,3 +211,61 @@ def test_with_postgres_down_alerts_are_still_delivered_and_stored_when_it_return
     events = wait_for(lambda: scalar(url, "SELECT count(*) FROM trygg.events WHERE event_id = 'press-db-down'"),
                       lambda n: n == 1, timeout=30)
     assert events == 1
+
+
+def test_with_the_database_down_and_the_disk_full_every_alarm_still_reaches_staff(
+    small_disk: SmallDisk, up: Callable[..., TryggProcess], private_postgres: PostgresInstance,
+    handheld: Handheld, mosquitto: MosquittoInstance, prefix: str, tmp_path: Path,
+) -> None:
+    """Nothing can be made durable: PostgreSQL is stopped and the data directory (local
+    log) is full. Trygg acknowledges nothing, so the broker soon stops sending on its
+    session; every alarm pressed meanwhile still reaches the team's topic at once (the
+    alarm watch, gateway/alarm_watch.py). Afterwards every event the broker acknowledged
+    to the devices is stored exactly once, and Trygg goes on storing."""
+    url = private_postgres.url("trygg")
+    disk = small_disk(tmp_path / "small", "4m")
+    # A window of 500 unacknowledged messages fills within a second of the stream below.
+    up(url, data_dir=disk / "data", registry=small_registry(extra_devices=200),
+       TRYGG_MQTT_RECEIVE_MAXIMUM="500", TRYGG_ESCALATE_HIGH_S="600")
+    ballast = fill(disk)
+    private_postgres.stop("immediate")
+
+    devices = Publisher(mosquitto.address)
+    presses: dict[str, float] = {}
+    published = []
+    try:
+        for n in range(6000):
+            device = f"load-{n % 200}"
+            published.append(devices.publish(f"{prefix}/devices/{device}/events", event(f"hb-{n}", "heartbeat")))
+            if n % 1000 == 999:  # a press every 1,000 events, the first after the window is full
+                press = f"press-{n}"
+                presses[press] = time.monotonic()
+                published.append(devices.publish(f"{prefix}/devices/d-1-alarm/events",
+                                                 event(press, "alarm.button")))
+            if n % 200 == 199:
+                time.sleep(0.05)
+        for info in published:
+            info.wait_for_publish(30)
+
+        def seen() -> set[str]:
+            return {a["last_event"]["event_id"] for a in handheld.alerts(on_team(prefix, "east"))}
+
+        arrived = wait_for(seen, lambda got: set(presses) <= got, timeout=10)
+        assert set(presses) <= arrived, f"alarms never reached staff: {sorted(set(presses) - arrived)}"
+
+        ballast.unlink()
+        private_postgres.start()
+        total = len(published)
+        stored = wait_for(lambda: scalar(url, "SELECT count(*) FROM trygg.events"), lambda n: n == total,
+                          timeout=90)
+        assert stored == total, f"{stored} of {total} acknowledged events stored"
+        assert scalar(url, "SELECT count(DISTINCT (device_id, event_id)) FROM trygg.events") == total
+        alerts = scalar(url, "SELECT count(*) FROM trygg.alerts WHERE kind = 'alarm'")
+        assert alerts == 1, "the presses attach to one alarm alert of the resident"
+
+        devices.publish_all([(f"{prefix}/devices/load-1/events", event("after", "heartbeat"))])
+        after = wait_for(lambda: scalar(url, "SELECT count(*) FROM trygg.events WHERE event_id = 'after'"),
+                         lambda n: n == 1, timeout=30)
+        assert after == 1, "Trygg stopped storing after the fault"
+    finally:
+        devices.close()

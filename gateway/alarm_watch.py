@@ -1,0 +1,148 @@
+"""The alarm watch: alarms reach the rules while events cannot be made durable.
+
+An event is acknowledged to the broker only once it is durable (DESIGN.md §5). When
+neither PostgreSQL nor the local log can take a batch (the database down and the disk
+full), or the database falls far behind, acknowledgements stop. The broker then stops
+sending once Trygg holds its receive maximum (MQTT 5) or in-flight limit (3.1.1) of
+unacknowledged messages, and every later event, alarms too, would wait in the session
+queue behind ordinary traffic until durability returns.
+
+While acknowledgements are stalled (`Watchman`: a quarter of the in-flight window
+unacknowledged, the oldest unacknowledged message older than `STALL_S`, or reading
+paused for back-pressure) a second connection, `AlarmWatch`,
+with a clean session and its own client id (`<client id>-watch`), subscribes to the
+device events at QoS 0. Of what it receives only alarms, falls, smoke and cancels (the
+gateway's urgent lane) are parsed, through the gateway's own validation and
+de-duplication, and handed to the rules; nothing is stored from it. The persistent
+session still holds every event, the watch's included, and delivers them once
+durability returns: they are stored then, and an event the watch already handed on is
+not handed on again. The watch closes once acknowledgements have flowed for `QUIET_S`.
+
+What this guarantees (docs/ingest.md "When nothing can be made durable"): an alarm
+published while the watch is subscribed reaches staff as fast as usual; it is stored
+and acknowledged once durability returns, the broker holding it meanwhile. The watch
+opens while three quarters of the in-flight window are still free: at the 30,000
+events/s burst of the budgets and the default window of 10,000, that is a quarter of a
+second for a connect and a SUBACK that take milliseconds on a local network. (For MQTT
+3.1.1 the window is the broker's `max_inflight_messages`, which Trygg cannot see: keep
+it equal to `TRYGG_MQTT_RECEIVE_MAXIMUM`, as the shipped configuration does.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import Callable
+from typing import Final
+
+from gateway import metrics
+from gateway.connection import Connection
+from gateway.wire import SUBACK, Message, subscribe_packet
+from trygg.logging import get_logger
+
+log = get_logger("trygg.gateway")
+
+#: Acknowledgements this late mean the durable path has stalled: open the watch.
+STALL_S: Final = 0.5
+#: Close the watch once acknowledgements have flowed this long again.
+QUIET_S: Final = 30.0
+#: How often the durable path is looked at.
+CHECK_S: Final = 0.05
+
+#: Event types that go to the rules first (the gateway's urgent lane, and the watch's).
+URGENT: Final = re.compile(rb'"(?:alarm|fall|smoke)\.')
+
+
+class AlarmWatch(Connection):
+    """A clean-session QoS 0 subscription to the device events; `on_urgent` gets each
+    message that may be an alarm, fall, smoke or cancel (on the loop's thread)."""
+
+    def __init__(self, host: str, port: int, client_id: str, events_filter: str,
+                 on_urgent: Callable[[Message], None], *, version: int, username: str | None,
+                 password: str | None) -> None:
+        super().__init__(host, port, client_id, version=version, username=username, password=password,
+                         clean=True)
+        self._filter = events_filter
+        self._on_urgent = on_urgent
+        self.subscribed = asyncio.Event()
+
+    def _connected(self) -> None:
+        self.write(subscribe_packet(1, [self._filter], self.version, qos=0))
+
+    def _disconnected(self, why: str) -> None:
+        self.subscribed.clear()
+
+    def _packets(self, messages: list[Message], others: list[tuple[int, bytes]], generation: int) -> None:
+        if any(first >> 4 == SUBACK for first, _ in others):
+            self.subscribed.set()
+        for msg in messages:
+            if URGENT.search(msg.payload):
+                self._on_urgent(msg)
+
+
+class Watchman:
+    """Opens the watch while `stalled()` and closes it after `QUIET_S` without a stall.
+    `run` is a task on the gateway's loop; `open_watch` makes a new `AlarmWatch`."""
+
+    def __init__(self, stalled: Callable[[], bool], open_watch: Callable[[], AlarmWatch], *,
+                 stall_check_s: float = CHECK_S, quiet_s: float = QUIET_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._stalled = stalled
+        self._open_watch = open_watch
+        self._check_s = stall_check_s
+        self._quiet_s = quiet_s
+        self._clock = clock
+        self.watch: AlarmWatch | None = None
+        self._last_stall = 0.0
+        self._poked: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await asyncio.sleep(self._check_s)
+                await self.check()
+        finally:
+            await self.close()
+
+    def poke(self) -> None:
+        """Look now rather than at the next check (the receive path saw the in-flight
+        window filling up); on the loop's thread."""
+        if self.watch is None and (self._poked is None or self._poked.done()):
+            self._poked = asyncio.get_running_loop().create_task(self.check(), name="alarm watch check")
+
+    async def check(self) -> None:
+        now = self._clock()
+        try:
+            stalled = self._stalled()
+        except Exception:  # a probe that fails is taken as a stall: better watched twice
+            log.exception("durable path probe failed")
+            stalled = True
+        if stalled:
+            self._last_stall = now
+            if self.watch is None:
+                await self._open()
+        elif self.watch is not None and now - self._last_stall >= self._quiet_s:
+            log.info("acknowledgements flow again, alarm watch closed")
+            await self.close()
+
+    async def _open(self) -> None:
+        watch = self._open_watch()
+        self.watch = watch
+        metrics.ALARM_WATCH.set(1)
+        log.warning("acknowledgements stalled, alarm watch opened: alarms are handed on, events wait in the broker",
+                    broker=watch.url)
+        # Connects in the background and keeps reconnecting with backoff: a broker that
+        # is away now is the usual reason for nothing else to work either.
+        await watch.open(wait=False)
+
+    async def close(self) -> None:
+        watch, self.watch = self.watch, None
+        metrics.ALARM_WATCH.set(0)
+        if watch is not None:
+            with contextlib.suppress(Exception):
+                await watch.close()
+
+
+__all__ = ["QUIET_S", "STALL_S", "URGENT", "AlarmWatch", "Watchman"]
