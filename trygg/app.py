@@ -33,6 +33,7 @@ from trygg.pipeline import AlertIntent
 from trygg.registry import Registry
 from trygg.runtime import Broker, Ingest, open_registry, resolve_broker, resolve_database, start_ingest
 from trygg.settings import Settings
+from trygg.watchdog import watch_task
 
 log = get_logger("trygg")
 
@@ -102,7 +103,7 @@ async def build(settings: Settings, *, demo_registry: Registry | None = None) ->
         await asyncio.to_thread(load_demo)
     registry = await asyncio.to_thread(open_registry, conninfo, settings)
     broker = await asyncio.to_thread(resolve_broker, settings)
-    processor = Processor(registry)
+    processor = Processor(registry, offline_debounce=timedelta(seconds=settings.offline_debounce_s))
     holder: dict[str, ProcessorStage] = {}
 
     def alert_closed(resident_id: str, kind: AlertKind | str, device_id: str | None) -> None:
@@ -201,8 +202,11 @@ async def serve(
 
     try:
         async with asyncio.TaskGroup() as group:
-            alerts_task = group.create_task(services.alerts.run(), name="alerts")
-            processors_task = group.create_task(services.processors.run(), name="processors")
+            # Every task here must run until `stopping`: if one returns or raises, the
+            # process exits for its supervisor to restart it (trygg/watchdog.py).
+            alerts_task = watch_task(group.create_task(services.alerts.run(), name="alerts"), stopping.is_set)
+            processors_task = watch_task(group.create_task(services.processors.run(), name="processors"),
+                                         stopping.is_set)
             await services.alerts.wait_ready()
             services.ingest = await asyncio.to_thread(
                 start_ingest, settings, services.processors.sink, services.conninfo, services.broker,
@@ -212,6 +216,8 @@ async def serve(
                        group.create_task(_snapshots(services), name="snapshots")]
             helpers += [group.create_task(coro, name=getattr(coro, "__name__", None))
                         for coro in (extra(services) if extra else [])]
+            for task in helpers:
+                watch_task(task, stopping.is_set)
             if started is not None:
                 started(services)
             _freeze_startup_objects()

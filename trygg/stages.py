@@ -21,6 +21,7 @@ import asyncio
 import json
 import signal
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -38,6 +39,7 @@ from trygg.pipeline import AlertIntent, intent_from_wire, intent_to_wire, intern
 from trygg.registry import Registry
 from trygg.runtime import Broker, open_registry, resolve_broker, resolve_database
 from trygg.settings import Settings
+from trygg.watchdog import watch_task
 
 log = get_logger("trygg")
 
@@ -57,6 +59,11 @@ def _publisher(settings: Settings, host: str, port: int, username: str | None, p
     client.connect(host, port)
     client.loop_start()
     return client
+
+
+def never() -> bool:
+    """A stage's task is stopped by cancelling it: it is never asked to end otherwise."""
+    return False
 
 
 async def _until_signalled() -> None:
@@ -87,7 +94,7 @@ async def run_processors(settings: Settings) -> None:
         for intent in intents:
             out.publish(topic, json.dumps(intent_to_wire(intent)), qos=1)
 
-    processor = Processor(registry)
+    processor = Processor(registry, offline_debounce=timedelta(seconds=settings.offline_debounce_s))
     stage = ProcessorStage(processor, publish)
     await asyncio.to_thread(restore_rules, processor, conninfo, publish)
     validator = Validator(registry, settings.mqtt_prefix)
@@ -119,7 +126,7 @@ async def run_processors(settings: Settings) -> None:
     log.info("processors running", broker=broker.url, intents_topic=topic)
     try:
         async with asyncio.TaskGroup() as group:
-            task = group.create_task(stage.run(), name="processors")
+            task = watch_task(group.create_task(stage.run(), name="processors"), never)
             await _until_signalled()
             task.cancel()
     finally:
@@ -160,7 +167,7 @@ async def run_alerts(settings: Settings) -> None:
         username=addr.username, password=addr.password, loop=loop)
     try:
         async with asyncio.TaskGroup() as group:
-            task = group.create_task(alerts.run(), name="alerts")
+            task = watch_task(group.create_task(alerts.run(), name="alerts"), never)
             await alerts.wait_ready()
             await asyncio.to_thread(subscriber.start)
             log.info("alerts running", broker=broker.url)
