@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -20,7 +21,9 @@ from typing import Any
 
 import psycopg
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
 
@@ -165,6 +168,13 @@ def create_app(
         log.error("audit row not recorded; no data sent", path=request.url.path, error=str(exc)[:200])
         return JSONResponse({"detail": "the access cannot be logged right now; try again shortly"},
                             status_code=503)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        # FastAPI's own answer, but written as ASCII JSON: the error echoes the input,
+        # and input that is not Unicode text (a lone surrogate) would make it a 500.
+        body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
+        return Response(body, status_code=422, media_type="application/json")
 
     @app.exception_handler(psycopg.DataError)
     async def _bad_value(request: Request, exc: Exception) -> JSONResponse:

@@ -10,7 +10,7 @@ from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dashboard import audit
 from dashboard.alert_stream import AlertOut, AlertStream
@@ -33,7 +33,7 @@ from dashboard.errors import (
     Unavailable,
     responses,
 )
-from trygg.contract import AlertState
+from trygg.contract import AlertState, storable_text
 
 router = APIRouter(prefix="/api/alerts", tags=["alerts"])
 
@@ -46,6 +46,13 @@ class ResolveIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     note: str | None = Field(default=None, max_length=2000, description="what was done")
+
+    @field_validator("note")
+    @classmethod
+    def _storable(cls, note: str | None) -> str | None:
+        if note is not None and not storable_text(note):
+            raise ValueError("the note holds characters that cannot be stored (NUL or a lone UTF-16 surrogate)")
+        return note
 
 
 ERRORS = responses(401, 403, 503)

@@ -58,6 +58,19 @@ def test_resolve_straight_from_open_without_a_body(world: World) -> None:
 def test_bad_input_is_422(world: World, path: str, body: dict[str, Any] | None) -> None:
     response = world.client.post(path, headers=world.headers("staff-east"), json=body)
     assert response.status_code == 422, response.text
+
+
+@pytest.mark.parametrize("note", [rb'"\ud800"', rb'"on the floor \u0000"'])
+def test_a_note_postgresql_could_not_store_is_422_and_the_alert_stays_open(world: World, note: bytes) -> None:
+    """A lone surrogate or NUL would be journaled and then refused by PostgreSQL: the
+    transition would never be stored. It is refused up front with a message instead."""
+    response = world.client.post("/api/alerts/a-east/resolve", content=b'{"note": ' + note + b"}",
+                                 headers={**world.headers("staff-east"), "Content-Type": "application/json"})
+    assert response.status_code == 422, response.text
+    assert "note" in response.json()["detail"][0]["loc"]
+    done = world.client.post("/api/alerts/a-east/resolve", headers=world.headers("staff-east"),
+                             json={"note": "Besøkt, alt vel"})
+    assert (done.status_code, done.json()["state"]) == (200, "resolved"), "the refused note changed the alert"
     assert response.json()["detail"][0]["msg"]
 
 

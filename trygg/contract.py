@@ -289,6 +289,12 @@ _RISKY_ESCAPE: Final = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
 _BAD_CHAR: Final = re.compile("[\x00\ud800-\udfff]")
 
 
+def storable_text(value: str) -> bool:
+    """True if PostgreSQL can store `value` as text: no NUL, no lone UTF-16 surrogate
+    (for text from people and documents, not only from devices)."""
+    return _BAD_CHAR.search(value) is None
+
+
 def _refuse_constant(name: str) -> Any:
     raise InvalidMessage(Reason.BAD_NUMBER, f"{name} is not a number JSON allows")
 
