@@ -8,6 +8,7 @@ listener are rewritten, and real paho-mqtt clients check who may publish and rea
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import os
 import pwd
@@ -384,17 +385,20 @@ def accounts() -> Accounts:
     return Accounts({name: secrets.token_urlsafe(18) for name in names})
 
 
+def write_passwd(path: Path, accounts: Accounts) -> Path:
+    """A Mosquitto password file with every account, made by the real mosquitto_passwd."""
+    passwd_tool = require_program("mosquitto_passwd")
+    create = ["-c"]
+    for user, password in accounts.passwords.items():
+        subprocess.run([passwd_tool, *create, "-b", str(path), user, password], check=True)
+        create = []
+    return path
+
+
 @pytest.fixture(scope="module")
 def broker(accounts: Accounts) -> Iterator[Broker]:
-    passwd_tool = require_program("mosquitto_passwd")
-    with tempfile.TemporaryDirectory() as tmp:
-        passwd = Path(tmp) / "passwd"
-        create = ["-c"]
-        for user, password in accounts.passwords.items():
-            subprocess.run([passwd_tool, *create, "-b", str(passwd), user, password], check=True)
-            create = []
-        with running_broker(passwd) as running:
-            yield running
+    with tempfile.TemporaryDirectory() as tmp, running_broker(write_passwd(Path(tmp) / "passwd", accounts)) as running:
+        yield running
 
 
 class Client:
@@ -691,52 +695,45 @@ def test_events_acknowledged_by_the_broker_survive_its_kill_9(accounts: Accounts
     broker acknowledged more than one autosave interval before the crash is still queued
     for Trygg's persistent session when it comes back (docs/operators.md "Broker
     persistence" says what window remains)."""
-    passwd_tool = require_program("mosquitto_passwd")
     count = 3000
-    with tempfile.TemporaryDirectory() as tmp:
-        passwd = Path(tmp) / "passwd"
-        create = ["-c"]
-        for user, password in accounts.passwords.items():
-            subprocess.run([passwd_tool, *create, "-b", str(passwd), user, password], check=True)
-            create = []
-        with running_broker(passwd) as broker:
-            session = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="trygg", clean_session=False,
-                                  protocol=MQTTProtocolVersion.MQTTv311)
-            session.username_pw_set("trygg", accounts.passwords["trygg"])
-            session.connect("127.0.0.1", broker.port)
-            session.loop_start()
-            session.subscribe("trygg/v1/devices/+/events", qos=1)
-            time.sleep(0.5)
-            session.disconnect()
-            session.loop_stop()  # Trygg is away: its session queues what devices send
+    with tempfile.TemporaryDirectory() as tmp, running_broker(write_passwd(Path(tmp) / "passwd", accounts)) as broker:
+        session = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="trygg", clean_session=False,
+                              protocol=MQTTProtocolVersion.MQTTv311)
+        session.username_pw_set("trygg", accounts.passwords["trygg"])
+        session.connect("127.0.0.1", broker.port)
+        session.loop_start()
+        session.subscribe("trygg/v1/devices/+/events", qos=1)
+        time.sleep(0.5)
+        session.disconnect()
+        session.loop_stop()  # Trygg is away: its session queues what devices send
 
-            device = Client(broker.port, "d-1", accounts.passwords["d-1"])
-            payloads = [f'{{"id":"e-{n}","type":"heartbeat"}}'.encode() for n in range(count)]
-            infos = [device._mqtt.publish("trygg/v1/devices/d-1/events", p, qos=1) for p in payloads]
-            for info in infos:
-                info.wait_for_publish(timeout=10)
-            assert all(info.is_published() for info in infos), "the broker did not acknowledge every event"
-            device.close()
-            time.sleep(WINDOW_S + 1.0)
-            broker.process.kill()
-            broker.process.wait()
-            restarted = start_mosquitto(broker.folder, broker.port)
-            broker.process = restarted.process  # stopped by running_broker
+        device = Client(broker.port, "d-1", accounts.passwords["d-1"])
+        payloads = [f'{{"id":"e-{n}","type":"heartbeat"}}'.encode() for n in range(count)]
+        infos = [device._mqtt.publish("trygg/v1/devices/d-1/events", p, qos=1) for p in payloads]
+        for info in infos:
+            info.wait_for_publish(timeout=10)
+        assert all(info.is_published() for info in infos), "the broker did not acknowledge every event"
+        device.close()
+        time.sleep(WINDOW_S + 1.0)
+        broker.process.kill()
+        broker.process.wait()
+        restarted = start_mosquitto(broker.folder, broker.port)
+        broker.process = restarted.process  # stopped by running_broker
 
-            got: queue.Queue[bytes] = queue.Queue()
-            back = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="trygg", clean_session=False,
-                               protocol=MQTTProtocolVersion.MQTTv311)
-            back.username_pw_set("trygg", accounts.passwords["trygg"])
-            back.on_message = lambda c, u, m: got.put(m.payload)
-            back.connect("127.0.0.1", broker.port)
-            back.loop_start()
-            received: set[bytes] = set()
-            deadline = time.monotonic() + 20
-            while len(received) < count and time.monotonic() < deadline:
-                with contextlib.suppress(queue.Empty):
-                    received.add(got.get(timeout=0.5))
-            back.disconnect()
-            back.loop_stop()
+        got: queue.Queue[bytes] = queue.Queue()
+        back = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="trygg", clean_session=False,
+                           protocol=MQTTProtocolVersion.MQTTv311)
+        back.username_pw_set("trygg", accounts.passwords["trygg"])
+        back.on_message = lambda c, u, m: got.put(m.payload)
+        back.connect("127.0.0.1", broker.port)
+        back.loop_start()
+        received: set[bytes] = set()
+        deadline = time.monotonic() + 20
+        while len(received) < count and time.monotonic() < deadline:
+            with contextlib.suppress(queue.Empty):
+                received.add(got.get(timeout=0.5))
+        back.disconnect()
+        back.loop_stop()
     assert len(received) == count, f"{count - len(received)} of {count} acknowledged events lost by the crash"
 
 
@@ -744,8 +741,6 @@ def test_the_systemd_unit_restarts_trygg_whenever_it_exits() -> None:
     """Trygg exits non-zero when a part that must not end has ended (trygg/watchdog.py):
     the unit must start it again, every time, and stop it with SIGTERM so that what was
     received is made durable first."""
-    import configparser
-
     unit = configparser.ConfigParser(strict=False, interpolation=None)
     unit.optionxform = str  # type: ignore[assignment,method-assign]
     unit.read(ROOT / "deploy" / "systemd" / "trygg.service")

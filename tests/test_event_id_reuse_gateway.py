@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -17,7 +16,7 @@ import pytest
 from alerts import AlertService, ChangeReason, Timeouts
 from gateway import Gateway
 from processors import Processor
-from tests.fix_mqtt import MosquittoInstance, Publisher
+from tests.fix_mqtt import Publisher
 from tests.helpers import event, small_registry, wait_for
 from trygg.contract import Event, rekeyed_id
 from trygg.pipeline import DeviceStatus
@@ -49,21 +48,6 @@ def rules() -> Rules:
     return Rules()
 
 
-@pytest.fixture
-def start_gateway(mosquitto: MosquittoInstance, database: str, prefix: str, tmp_path: Path,
-                  rules: Rules) -> Iterator[StartGateway]:
-    running: list[Gateway] = []
-
-    def start() -> Gateway:
-        gw = Gateway(mosquitto.address, database, tmp_path / "spool", small_registry(), prefix=prefix,
-                     client_id=f"gw-{prefix.split('/')[0]}", retry_s=0.5, sink=rules)
-        gw.start()
-        running.append(gw)
-        return gw
-
-    yield start
-    for gw in running:
-        gw.stop()
 
 
 def stored(url: str) -> list[tuple[str, datetime]]:
@@ -83,7 +67,7 @@ def test_a_reset_devices_press_reaches_the_rules_and_opens_a_second_alert(
     def run_rules(handed: list[Event], at: datetime) -> list[ChangeReason]:
         return [c.reason for ev in handed for c in alerts.apply(processor.handle(ev, at))]
 
-    gw = start_gateway()
+    gw = start_gateway(sink=rules)
     publisher.publish_all([(topic, event("e-1", "alarm.button", ts=first_ts))])
     assert wait_for(rules.ids, lambda ids: len(ids) == 1) == ["e-1"]
     [opened] = run_rules(rules.handed, first_ts)
@@ -108,7 +92,7 @@ def test_a_reset_devices_press_reaches_the_rules_and_opens_a_second_alert(
     # tell the next reset press apart on their own, and the old press re-delivered too.
     alerts.resolve(second_alert.alert_id, "ola", reset_ts + timedelta(minutes=5))
     gw.stop()
-    start_gateway()
+    start_gateway(sink=rules)
     again = event("e-1", "alarm.button", ts=later_ts)
     publisher.publish_all([(topic, again), (topic, again), (topic, press)])
     third_id = rekeyed_id("e-1", "alarm.button", later_ts)

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,37 +20,17 @@ import pytest
 from gateway import DurableWriter, Gateway, Pending, Spool
 from storage import EventStore, save_registry
 from tests.fix_db import PostgresInstance, scalar
+from tests.fix_gateway import StartGateway, count
 from tests.fix_mqtt import MosquittoInstance, Publisher
 from tests.helpers import event, small_registry, wait_for
 from trygg.contract import Event, EventType, parse_event
-from trygg.registry import Registry
 
 pytestmark = pytest.mark.integration
 
-StartGateway = Callable[..., Gateway]
 
 
-@pytest.fixture
-def start_gateway(mosquitto: MosquittoInstance, database: str, prefix: str,
-                  tmp_path: Path) -> Iterator[StartGateway]:
-    running: list[Gateway] = []
-
-    def start(registry: Registry | None = None, conninfo: str = database,
-              **options: object) -> Gateway:
-        gw = Gateway(mosquitto.address, conninfo, tmp_path / "spool",
-                     registry or small_registry(), prefix=prefix,
-                     client_id=f"gw-{prefix.split('/')[0]}", retry_s=0.5, **options)  # type: ignore[arg-type]
-        gw.start()
-        running.append(gw)
-        return gw
-
-    yield start
-    for gw in running:
-        gw.stop()
 
 
-def count(url: str, query: str = "SELECT count(*) FROM trygg.events", *args: object) -> int:
-    return int(scalar(url, query, *args) or 0)
 
 
 def test_a_valid_event_is_stored_with_its_resident(start_gateway: StartGateway, publisher: Publisher,

@@ -9,49 +9,27 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import cast
 
 import psycopg
 import pytest
 from prometheus_client import REGISTRY
 
-from gateway import Gateway, Message, Subscriber
+from gateway import Message, Subscriber
 from gateway.dead_letters import DeadLetterLimits
 from tests.fix_db import scalar
+from tests.fix_gateway import StartGateway, count
 from tests.fix_mqtt import MosquittoInstance, Publisher
-from tests.helpers import event, small_registry, wait_for
+from tests.helpers import event, wait_for
 from trygg.contract import Event
 from trygg.pipeline import DeviceStatus
 
 pytestmark = pytest.mark.integration
 
-StartGateway = Callable[..., Gateway]
 
 
-@pytest.fixture
-def start_gateway(mosquitto: MosquittoInstance, database: str, prefix: str,
-                  tmp_path: Path) -> Iterator[StartGateway]:
-    """Starts gateways on the test's prefix, all with the same client id (one persistent
-    session), stopping each at the end if the test did not."""
-    running: list[Gateway] = []
-
-    def start(**options: object) -> Gateway:
-        gw = Gateway(mosquitto.address, database, tmp_path / "spool", small_registry(), prefix=prefix,
-                     client_id=f"gw-{prefix.split('/')[0]}", retry_s=0.5, **options)  # type: ignore[arg-type]
-        gw.start()
-        running.append(gw)
-        return gw
-
-    yield start
-    for gw in running:
-        gw.stop()
 
 
-def count(url: str, query: str = "SELECT count(*) FROM trygg.events", *args: object) -> int:
-    return int(cast(int, scalar(url, query, *args)) or 0)
 
 
 def metric(name: str, **labels: str) -> float:
