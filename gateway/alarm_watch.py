@@ -7,7 +7,7 @@ sending once Trygg holds its receive maximum (MQTT 5) or in-flight limit (3.1.1)
 unacknowledged messages, and every later event, alarms too, would wait in the session
 queue behind ordinary traffic until durability returns.
 
-While acknowledgements are stalled (`Watchman`: a quarter of the in-flight window
+While acknowledgements are stalled (`Watchman`: half the in-flight window
 unacknowledged, the oldest unacknowledged message older than `STALL_S`, or reading
 paused for back-pressure) a second connection, `AlarmWatch`,
 with a clean session and its own client id (`<client id>-watch`), subscribes to the
@@ -21,9 +21,9 @@ not handed on again. The watch closes once acknowledgements have flowed for `QUI
 What this guarantees (docs/ingest.md "When nothing can be made durable"): an alarm
 published while the watch is subscribed reaches staff as fast as usual; it is stored
 and acknowledged once durability returns, the broker holding it meanwhile. The watch
-opens while three quarters of the in-flight window are still free: at the 30,000
-events/s burst of the budgets and the default window of 10,000, that is a quarter of a
-second for a connect and a SUBACK that take milliseconds on a local network. (For MQTT
+opens while half the in-flight window is still free: at the 30,000 events/s burst of
+the budgets and the default window of 10,000, that is a sixth of a second for a
+connect and a SUBACK that take milliseconds on a local network. (For MQTT
 3.1.1 the window is the broker's `max_inflight_messages`, which Trygg cannot see: keep
 it equal to `TRYGG_MQTT_RECEIVE_MAXIMUM`, as the shipped configuration does.)
 """

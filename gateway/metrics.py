@@ -48,3 +48,6 @@ WRITER_ERRORS = Counter(
     "trygg_gateway_writer_errors",
     "Unexpected errors a durable writer survived (logged; the batch it held was tried again)",
 )
+HANDOFF_ERRORS = Counter(
+    "trygg_gateway_handoff_errors",
+    "Valid events the rules or alert stage failed on (logged; the event is still stored)")

@@ -24,6 +24,7 @@ from trygg.logging import get_logger
 from trygg.pipeline import EventSink, discard
 from trygg.registry import Registry, validate_registry_json
 from trygg.settings import Settings
+from trygg.watchdog import WatchedThread
 
 log = get_logger("trygg")
 
@@ -101,7 +102,7 @@ class RegistryWatcher:
         self._on_change = on_change
         self._seen: datetime | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="trygg-registry", daemon=True)
+        self._thread = WatchedThread(self._run, "trygg-registry", self._stop.is_set)
 
     def start(self) -> None:
         self._seen = self._loaded_at()
@@ -126,6 +127,9 @@ class RegistryWatcher:
                 try:
                     reg = open_registry(self._conninfo, self._settings)
                 except psycopg.Error:
+                    continue
+                except Exception:  # a registry this version cannot read: keep the one running
+                    log.exception("reloaded registry not usable, keeping the previous one")
                     continue
                 log.info("registry reloaded", residents=len(reg.residents))
                 self._on_change(reg)
