@@ -350,10 +350,11 @@ def stop_mosquitto(broker: Broker) -> None:
 
 
 @contextlib.contextmanager
-def running_broker(passwd: Path) -> Iterator[Broker]:
+def running_broker(passwd: Path, edit: Callable[[str, Path], str] | None = None) -> Iterator[Broker]:
     """deploy/mosquitto/* in a fresh folder with `passwd`, run by the real binary. The
     broker yielded may be killed and replaced (`start_mosquitto` on its folder and port);
-    whichever runs at the end is stopped."""
+    whichever runs at the end is stopped. `edit(conf, folder)` may change the rewritten
+    mosquitto.conf (and put files into the folder) before the broker starts."""
     require_program("mosquitto")
     folder = Path(tempfile.mkdtemp(prefix="trygg-deploy-test-"))
     broker = None
@@ -367,7 +368,8 @@ def running_broker(passwd: Path) -> Iterator[Broker]:
         (folder / "data").mkdir(mode=0o700)
         port = free_port()
         conf = folder / "mosquitto.conf"
-        conf.write_text(rewrite_config(conf.read_text(encoding="utf-8"), folder, port))
+        text = rewrite_config(conf.read_text(encoding="utf-8"), folder, port)
+        conf.write_text(edit(text, folder) if edit is not None else text)
         hand_to_mosquitto_user(folder)
         broker = start_mosquitto(folder, port)
         yield broker
@@ -389,15 +391,19 @@ def accounts() -> Accounts:
     return Accounts({name: secrets.token_urlsafe(18) for name in names})
 
 
+def write_passwd(path: Path, accounts: Accounts) -> None:
+    passwd_tool = require_program("mosquitto_passwd")
+    create = ["-c"]
+    for user, password in accounts.passwords.items():
+        subprocess.run([passwd_tool, *create, "-b", str(path), user, password], check=True)
+        create = []
+
+
 @pytest.fixture(scope="module")
 def broker(accounts: Accounts) -> Iterator[Broker]:
-    passwd_tool = require_program("mosquitto_passwd")
     with tempfile.TemporaryDirectory() as tmp:
         passwd = Path(tmp) / "passwd"
-        create = ["-c"]
-        for user, password in accounts.passwords.items():
-            subprocess.run([passwd_tool, *create, "-b", str(passwd), user, password], check=True)
-            create = []
+        write_passwd(passwd, accounts)
         with running_broker(passwd) as running:
             yield running
 
