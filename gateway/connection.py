@@ -67,6 +67,7 @@ from trygg.logging import get_logger
 log = get_logger("trygg.mqtt")
 
 CONNECT_TIMEOUT_S = 10.0
+CLOSE_TIMEOUT_S = 1.0
 MAX_BACKOFF_S = 30.0
 RECEIVE_BUFFER = 1 << 20
 #: bytes `Connection.read_now` takes from the socket at most
@@ -84,6 +85,8 @@ class _Protocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.fd = -1  # the socket's descriptor, for `Connection.read_now`
         self.connack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        #: done once the socket is closed (a TLS close takes a round trip: see `close`)
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -100,6 +103,8 @@ class _Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.fd = -1
+        if not self.closed.done():
+            self.closed.set_result(None)
         if not self.connack.done():
             self.connack.set_exception(ProtocolError(f"connection closed before CONNACK ({exc or 'EOF'})"))
         self.owner._connection_lost(self, exc)
@@ -183,6 +188,10 @@ class Connection:
                 protocol.transport.close()
             else:
                 protocol.transport.abort()
+            # A TLS transport closes after the broker answers its close_notify: wait (a
+            # little) so that a loop stopped next does not leave the socket open.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(protocol.closed), CLOSE_TIMEOUT_S)
         self.connected.clear()
 
     def write(self, data: bytes) -> bool:
