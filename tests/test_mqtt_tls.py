@@ -250,7 +250,7 @@ def test_tls_settings_are_checked_before_anything_connects(pki: Pki, tmp_path: P
         resolve_broker(missing)
     not_pem = tmp_path / "ca.crt"
     not_pem.write_text("not a certificate\n")
-    with pytest.raises(SettingsError, match="TRYGG_MQTT_CA_FILE: .*not a usable PEM file"):
+    with pytest.raises(SettingsError, match=r"TRYGG_MQTT_CA_FILE: .*not a usable PEM file"):
         resolve_broker(load_settings(mqtt_url="mqtts://127.0.0.1", mqtt_ca_file=not_pem))
     # mqtts:// without a port is 8883; the password never shows in an error.
     assert resolve_broker(load_settings(mqtt_url="mqtts://u:pw@127.0.0.1")).address.port == 8883
