@@ -95,17 +95,18 @@ def take_over(port: int, username: str, password: str, client_id: str, stop: thr
         stop.wait(0.1)
 
 
-def publish_during_takeovers(broker: Broker, accounts: Accounts, impostor_ids: list[str],
-                             count: int = 600) -> tuple[Ingest, list[bytes], list[bool]]:
+def publish_during_takeovers(broker: Broker, accounts: Accounts, impostor_ids: list[str], count: int = 600,
+                             impostor: tuple[str, str] | None = None) -> tuple[Ingest, list[bytes], list[bool]]:
     """d-2 publishes `count` events (each acknowledged by the broker) while d-1 tries to
-    take over Trygg's session with each of `impostor_ids`; returns once Trygg has all of
-    them or has had 10 s more."""
+    take over Trygg's session with each of `impostor_ids` (or `impostor`: username and
+    password); returns once Trygg has all of them or has had 10 s more."""
+    username, password = impostor or ("d-1", accounts.passwords["d-1"])
     payloads = [f'{{"id": "e-{n}-{secrets.token_hex(4)}", "type": "heartbeat"}}'.encode() for n in range(count)]
     attempts: list[bool] = []
     with trygg_ingest(broker.port, accounts.passwords["trygg-gateway"]) as ingest:
         device = Client(broker.port, "d-2", accounts.passwords["d-2"])
         stop = threading.Event()
-        threads = [threading.Thread(target=take_over, args=(broker.port, "d-1", accounts.passwords["d-1"], cid,
+        threads = [threading.Thread(target=take_over, args=(broker.port, username, password, cid,
                                                              stop, attempts), daemon=True)
                    for cid in impostor_ids]
         for thread in threads:
@@ -147,6 +148,15 @@ def test_no_device_can_take_over_trygg_and_nothing_is_lost(broker: Broker, accou
     missing = set(payloads) - ingest.stored
     assert not missing, f"{len(missing)} of {len(payloads)} acknowledged events never reached Trygg"
     assert ingest.drops == [], f"Trygg's session was cut off: {ingest.drops}"
+
+
+def test_a_wrong_password_in_tryggs_name_disturbs_nothing(broker: Broker, accounts: Accounts) -> None:
+    """The broker refuses the password before it looks at sessions: Trygg's stays whole."""
+    ingest, payloads, attempts = publish_during_takeovers(broker, accounts, ["trygg-gateway"], count=300,
+                                                          impostor=("trygg-gateway", accounts.passwords["d-1"]))
+    assert attempts and not any(attempts), "the impostor got in"
+    assert not set(payloads) - ingest.stored
+    assert ingest.drops == []
 
 
 def test_a_device_may_not_log_in_as_trygg(broker: Broker, accounts: Accounts) -> None:
