@@ -95,6 +95,11 @@ class Settings(BaseSettings):
             raise ValueError("has a bad port") from None
         return value
 
+    @field_validator("mqtt_ca_file", "mqtt_cert_file", "mqtt_key_file", "demo_broker_passwords", mode="before")
+    @classmethod
+    def _no_file(cls, value: object) -> object:
+        return None if value == "" else value  # `TRYGG_MQTT_CA_FILE=` in a .env: none
+
     @model_validator(mode="after")
     def _tls_files(self) -> Settings:
         secure = self.mqtt_url is not None and urlsplit(self.mqtt_url).scheme == "mqtts"
