@@ -384,7 +384,7 @@ class TlsRefused(ConnectionError):
 def describe(exc: ssl.SSLError) -> str:
     """One line for a failed TLS handshake, naming what to check."""
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return (f"TLS: the broker's certificate was refused ({exc.verify_message}); "
+        return (f"TLS: the broker's certificate was refused ({str(exc.verify_message).rstrip('.')}); "
                 "check the CA file (TRYGG_MQTT_CA_FILE) and the host name in the URL")
     return f"TLS handshake failed ({exc.reason or exc})"
 

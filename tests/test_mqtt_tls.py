@@ -257,3 +257,19 @@ def test_tls_settings_are_checked_before_anything_connects(pki: Pki, tmp_path: P
     with pytest.raises(SettingsError) as bad:
         load_settings(mqtt_url="mqtts://u:s3cret-pw@127.0.0.1:99999")
     assert "s3cret-pw" not in str(bad.value)
+
+
+def test_the_broker_container_gets_the_tls_files_mosquitto_conf_names() -> None:
+    """The commented TLS block points where docker-compose.yml copies deploy/mosquitto/tls,
+    and nothing there but its README and .gitignore can be committed."""
+    from tests.test_deploy import MOSQUITTO_DIR, compose
+
+    conf = (MOSQUITTO_DIR / "mosquitto.conf").read_text(encoding="utf-8")
+    for name in ("certfile", "keyfile"):
+        (line,) = [line for line in conf.splitlines() if line.startswith(f"#{name} ")]
+        assert line.split()[1].startswith("/mosquitto/auth/tls/")
+    script = compose()["services"]["mosquitto"]["command"][2]
+    assert "cp -R /etc/trygg/mosquitto/tls /mosquitto/auth/" in script
+    assert "chmod -R go-rwx /mosquitto/auth" in script
+    ignored = (MOSQUITTO_DIR / "tls" / ".gitignore").read_text(encoding="utf-8").split()
+    assert ignored[ignored.index("*"):] == ["*", "!.gitignore", "!README.md"]
