@@ -212,3 +212,22 @@ def test_a_handheld_reads_only_its_teams_alerts(connect: Callable[..., Client]) 
 
 def token() -> bytes:
     return f'{{"id": "e-{secrets.token_hex(8)}", "type": "heartbeat"}}'.encode()
+
+
+def test_each_connection_has_its_own_login_from_the_one_url() -> None:
+    """The accounts Trygg's connections use, derived from TRYGG_MQTT_URL (docs/operators.md
+    "MQTT accounts"), and the single-login fallback for a broker without them."""
+    from trygg.runtime import resolve_broker
+    from trygg.settings import load_settings
+
+    url = "mqtt://trygg:pw@127.0.0.1:1883"
+    address = resolve_broker(load_settings(mqtt_url=url)).address
+    gateway = address.account("gateway")
+    logins = {role: address.account(role) for role in ("gateway", "alerts", "processors", "alerts-in")}
+    assert {r: (a.username, a.password, a.client_id("x")) for r, a in logins.items()} == {
+        role: (f"trygg-{role}", "pw", f"trygg-{role}") for role in logins}
+    assert gateway.account("watch").username == "trygg-gateway-watch"
+
+    single = resolve_broker(load_settings(mqtt_url=url, mqtt_accounts="single")).address
+    assert single.account("gateway").username == "trygg"
+    assert single.account("gateway").client_id("trygg-gateway") == "trygg-gateway"

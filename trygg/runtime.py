@@ -81,7 +81,9 @@ def resolve_broker(settings: Settings) -> Broker:
     if settings.mqtt_url:
         protocol = (MQTTProtocolVersion.MQTTv5 if settings.mqtt_protocol == "5"
                     else MQTTProtocolVersion.MQTTv311)
-        return Broker(BrokerAddress.from_url(settings.mqtt_url, broker_tls(settings)), protocol)
+        address = BrokerAddress.from_url(settings.mqtt_url, broker_tls(settings),
+                                         shared_login=settings.mqtt_accounts == "single")
+        return Broker(address, protocol)
     embedded = EmbeddedBroker(password_file=settings.demo_broker_passwords, prefix=settings.mqtt_prefix)
     embedded.start()
     address = BrokerAddress(embedded.host, embedded.port, embedded.username, embedded.password)

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
         "the embedded demo broker. Each connection logs in as <user>-<role> with this password "
         "(docs/operators.md \"MQTT accounts\")"
     )
+    mqtt_accounts: Literal["per-connection", "single"] = Field(
+        default="per-connection", description="per-connection: each connection logs in as <user>-<role>; single: "
+        "all as <user> (a broker that cannot bind client ids to usernames; unsafe, docs/operators.md)")
     # TLS (mqtts:// only; docs/operators.md "TLS").
     mqtt_ca_file: Path | None = Field(
         default=None, description="PEM file of the CA(s) the broker's certificate must chain to; none = the "
