@@ -10,6 +10,7 @@ operator sets (TRYGG_MQTT_URL=mqtts://..., TRYGG_MQTT_CA_FILE).
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import queue
 import secrets
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,7 +43,7 @@ from trygg.settings import load_settings
 pytestmark = pytest.mark.integration
 
 PASSWORD = secrets.token_urlsafe(18)
-TRYGG = ("trygg-gateway", "trygg-gateway-watch", "trygg-alerts")
+TRYGG = ("trygg-gateway", "trygg-gateway-watch", "trygg-alerts", "trygg-processors-out")
 
 
 @dataclass
@@ -226,6 +228,29 @@ def test_a_broker_certificate_from_another_ca_is_refused_in_one_line(tls_broker:
     assert "\n" not in message
     assert message.startswith(f"cannot connect to MQTT broker mqtts://127.0.0.1:{tls_broker.tls_port}: ")
     assert "certificate" in message and "TRYGG_MQTT_CA_FILE" in message
+
+
+def test_a_stage_run_alone_publishes_over_tls_and_refuses_a_wrong_ca(tls_broker: TlsBroker, pki: Pki) -> None:
+    """`trygg processors` publishes its intents with paho, logged in as trygg-processors-out."""
+    from trygg.stages import _publisher
+
+    settings = load_settings(mqtt_url=url(tls_broker), mqtt_ca_file=pki.ca)
+    out = _publisher(settings, resolve_broker(settings), "processors")
+    try:
+        info = out.publish("trygg/v1/internal/intents", b"{}", qos=1)
+        info.wait_for_publish(5)
+        assert info.is_published()
+    finally:
+        out.loop_stop()
+        out.disconnect()
+    wrong = load_settings(mqtt_url=url(tls_broker), mqtt_ca_file=pki.wrong_ca)
+    with warnings.catch_warnings():
+        # paho 2.2 leaves the socket of a failed handshake to the garbage collector (its
+        # _ssl_wrap_socket); the stage exits right after, so only the test must collect it.
+        warnings.simplefilter("ignore", ResourceWarning)
+        with pytest.raises(BrokerUnavailable, match="certificate was refused"):
+            _publisher(wrong, resolve_broker(wrong), "processors")
+        gc.collect()
 
 
 def test_trygg_gateway_will_not_start_with_a_wrong_ca(tls_broker: TlsBroker, pki: Pki, database: str,
