@@ -12,14 +12,17 @@ writes the packet to the socket before it returns (no other thread to wake, whic
 what paho's network thread cost every alarm). A QoS 1 message is kept until the broker
 acknowledges it; while the broker is away messages wait, in order, and go out when it
 is back (reconnect with a growing, jittered delay). TCP_NODELAY is set on the socket
-(Nagle costs ~40 ms stalls). After every (re)connect the messages not yet acknowledged
-are sent again, then `on_connect` is called (on the loop) so the stage can republish its
-unresolved alerts — the broker may have lost its retained messages while it was down.
+(Nagle costs ~40 ms stalls). With `tls` it connects over TLS (gateway/connection.py);
+it logs in as an account of its own (`trygg-alerts`: gateway.BrokerAddress). After
+every (re)connect the messages not yet acknowledged are sent again, then `on_connect` is
+called (on the loop) so the stage can republish its unresolved alerts — the broker may
+have lost its retained messages while it was down.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -53,10 +56,11 @@ class AlertPublisher(Connection):
         username: str | None = None,
         password: str | None = None,
         on_connect: Callable[[], None] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__(host, port, client_id, username=username, password=password, keepalive=KEEPALIVE_S,
                          version=MQTT5 if protocol == MQTTProtocolVersion.MQTTv5 else MQTT311, clean=True,
-                         on_state=self._state)
+                         on_state=self._state, tls=tls)
         self._prefix = prefix
         self._on_connect_cb = on_connect
         #: counts successful connections (1 after the first)

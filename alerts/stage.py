@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -104,6 +105,7 @@ class AlertStage:
         alert_closed: AlertClosed | None = None,
         webhooks: WebhookSender | None = None,
         subscriber_limit: int = SUBSCRIBER_LIMIT,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._clock = clock
         self._conninfo = conninfo
@@ -114,7 +116,7 @@ class AlertStage:
         )
         self._publisher = AlertPublisher(
             broker_host, broker_port, prefix=prefix, client_id=client_id, protocol=_protocol(protocol),
-            username=username, password=password, on_connect=self._broker_connected,
+            username=username, password=password, on_connect=self._broker_connected, tls=tls,
         )
         self._hub = AlertHub(subscriber_limit)
         self._webhooks = webhooks or WebhookSender()
@@ -144,12 +146,13 @@ class AlertStage:
         conninfo: str | None = None,
         alert_closed: AlertClosed | None = None,
     ) -> AlertStage:
+        account = broker.account("alerts")  # a login of its own (gateway.BrokerAddress)
         return cls(
             registry,
-            broker_host=broker.host, broker_port=broker.port,
-            username=broker.username, password=broker.password,
+            broker_host=account.host, broker_port=account.port,
+            username=account.username, password=account.password, tls=account.tls,
             protocol=protocol if protocol is not None else settings.mqtt_protocol,
-            prefix=settings.mqtt_prefix, client_id=f"{settings.mqtt_client_id}-alerts",
+            prefix=settings.mqtt_prefix, client_id=account.client_id(f"{settings.mqtt_client_id}-alerts"),
             conninfo=conninfo, journal_dir=settings.data_dir / "alerts",
             escalate_critical_s=settings.escalate_critical_s, escalate_high_s=settings.escalate_high_s,
             escalate_medium_s=settings.escalate_medium_s, retry_s=settings.db_retry_s,

@@ -10,7 +10,8 @@ queue behind ordinary traffic until durability returns.
 While acknowledgements are stalled (`Watchman`: half the in-flight window
 unacknowledged, the oldest unacknowledged message older than `STALL_S`, or reading
 paused for back-pressure) a second connection, `AlarmWatch`,
-with a clean session and its own client id (`<client id>-watch`), subscribes to the
+with a clean session and its own client id and account (`<client id>-watch`, user
+`<user>-watch`: gateway.BrokerAddress.account), subscribes to the
 device events at QoS 0. Of what it receives only alarms, falls, smoke and cancels (the
 gateway's urgent lane) are parsed, through the gateway's own validation and
 de-duplication, and handed to the rules; nothing is stored from it. The persistent
@@ -33,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import ssl
 import time
 from collections.abc import Callable
 from typing import Final
@@ -61,9 +63,9 @@ class AlarmWatch(Connection):
 
     def __init__(self, host: str, port: int, client_id: str, events_filter: str,
                  on_urgent: Callable[[Message], None], *, version: int, username: str | None,
-                 password: str | None) -> None:
+                 password: str | None, tls: ssl.SSLContext | None = None) -> None:
         super().__init__(host, port, client_id, version=version, username=username, password=password,
-                         clean=True)
+                         clean=True, tls=tls)
         self._filter = events_filter
         self._on_urgent = on_urgent
         self.subscribed = asyncio.Event()

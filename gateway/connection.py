@@ -14,7 +14,15 @@ messages durable (from any thread). Reading pauses while the durable writers are
 (back-pressure: the broker keeps the rest in the session). Without a loop of its own it
 runs one on a thread, for `trygg gateway` and the stages run alone.
 
-The alert publisher (alerts/publisher.py) is the other `Connection`.
+The alert publisher (alerts/publisher.py) and the alarm watch (gateway/alarm_watch.py)
+are the other `Connection`s.
+
+With `tls` (an `ssl.SSLContext`, from `tls_context`) the connection is MQTT over TLS,
+the broker's certificate checked against the CA and its name against `host`. A
+certificate that fails the check ends the connection attempt like a refused one, with
+one line that says why (`describe`), and Trygg does not start (`BrokerUnavailable`).
+Over TLS the socket is never read behind the transport's back (`read_now`): its bytes
+are ciphertext only the transport can decrypt.
 
 Nothing a packet holds may end a connection unless its bytes are not MQTT: asyncio drops
 a connection whose `data_received` raises, and the broker would then redeliver the same
@@ -31,9 +39,11 @@ import contextlib
 import os
 import random
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from gateway import metrics
 from gateway.errors import BrokerUnavailable
@@ -57,6 +67,7 @@ from trygg.logging import get_logger
 log = get_logger("trygg.mqtt")
 
 CONNECT_TIMEOUT_S = 10.0
+CLOSE_TIMEOUT_S = 1.0
 MAX_BACKOFF_S = 30.0
 RECEIVE_BUFFER = 1 << 20
 #: bytes `Connection.read_now` takes from the socket at most
@@ -74,6 +85,8 @@ class _Protocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.fd = -1  # the socket's descriptor, for `Connection.read_now`
         self.connack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        #: done once the socket is closed (a TLS close takes a round trip: see `close`)
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -82,13 +95,16 @@ class _Protocol(asyncio.Protocol):
         if sock is not None:  # Nagle's algorithm costs ~40 ms stalls (DESIGN.md §9)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
-            self.fd = sock.fileno()
+            if self.owner.tls is None:  # TLS: only the transport may read (module doc)
+                self.fd = sock.fileno()
 
     def data_received(self, data: bytes) -> None:
         self.owner._received(self, data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.fd = -1
+        if not self.closed.done():
+            self.closed.set_result(None)
         if not self.connack.done():
             self.connack.set_exception(ProtocolError(f"connection closed before CONNACK ({exc or 'EOF'})"))
         self.owner._connection_lost(self, exc)
@@ -116,9 +132,12 @@ class Connection:
         session_expiry: int = 0,
         receive_maximum: int = 0,
         on_state: Callable[[bool, str], None] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.version = version
+        self.tls = tls
+        self.username = username
         self._connect_packet = connect_packet(client_id, version, keepalive, username, password,
                                               session_expiry, receive_maximum, clean=clean)
         self._keepalive = keepalive
@@ -135,7 +154,7 @@ class Connection:
 
     @property
     def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        return f"{'mqtts' if self.tls is not None else 'mqtt'}://{self.host}:{self.port}"
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
@@ -169,6 +188,10 @@ class Connection:
                 protocol.transport.close()
             else:
                 protocol.transport.abort()
+            # A TLS transport closes after the broker answers its close_notify: wait (a
+            # little) so that a loop stopped next does not leave the socket open.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(protocol.closed), CLOSE_TIMEOUT_S)
         self.connected.clear()
 
     def write(self, data: bytes) -> bool:
@@ -241,7 +264,12 @@ class Connection:
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(CONNECT_TIMEOUT_S):
-            transport, protocol = await loop.create_connection(lambda: _Protocol(self), self.host, self.port)
+            try:
+                transport, protocol = await loop.create_connection(
+                    lambda: _Protocol(self), self.host, self.port, ssl=self.tls,
+                    server_hostname=self.host if self.tls is not None else None)
+            except ssl.SSLError as exc:  # an OSError: one line that says what to check
+                raise TlsRefused(describe(exc)) from exc
             transport.write(self._connect_packet)
             try:
                 await protocol.connack
@@ -299,8 +327,7 @@ class Connection:
             kind = first >> 4
             if kind == CONNACK and not protocol.connack.done():
                 if len(body) < 2 or body[1] != 0:
-                    self._fail(protocol, ProtocolError(
-                        f"broker refused the connection (code {body[1] if len(body) > 1 else '?'})"))
+                    self._fail(protocol, ProtocolError(self._refused(body[1] if len(body) > 1 else None)))
                     return
                 self.generation += 1
                 self._protocol = protocol
@@ -318,6 +345,12 @@ class Connection:
                 self._packets(messages, rest, self.generation)
             except ProtocolError as exc:
                 self._fail(protocol, exc)
+
+    def _refused(self, code: int | None) -> str:
+        """Why the broker's CONNACK refused us, as one line (usernames are no secret)."""
+        why = _REFUSALS.get(code, "") if code is not None else ""
+        who = f" as user {self.username}" if self.username else " without a username"
+        return f"broker refused the connection{who}: {why or 'refused'} (code {code if code is not None else '?'})"
 
     def _fail(self, protocol: _Protocol, exc: Exception) -> None:
         if not protocol.connack.done():
@@ -337,6 +370,36 @@ class Connection:
         self._disconnected(why)
         if self._wake is not None:
             self._wake.set()
+
+
+#: CONNACK codes that mean "who you are" (MQTT 3.1.1 and MQTT 5)
+_REFUSALS = {4: "bad username or password", 5: "not authorised", 0x86: "bad username or password",
+             0x87: "not authorised", 0x85: "client identifier not valid", 2: "client identifier not valid"}
+
+
+class TlsRefused(ConnectionError):
+    """The TLS handshake with the broker failed (its certificate, most often)."""
+
+
+def describe(exc: ssl.SSLError) -> str:
+    """One line for a failed TLS handshake, naming what to check."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"TLS: the broker's certificate was refused ({str(exc.verify_message).rstrip('.')}); "
+                "check the CA file (TRYGG_MQTT_CA_FILE) and the host name in the URL")
+    return f"TLS handshake failed ({exc.reason or exc})"
+
+
+def tls_context(ca_file: Path | None = None, cert_file: Path | None = None,
+                key_file: Path | None = None) -> ssl.SSLContext:
+    """A client context: TLS 1.2 or later, the broker's certificate checked against
+    `ca_file` (else the system's CAs) and its name against the host connected to; with
+    `cert_file` (and `key_file`, unless the key is in it) a client certificate as well.
+    Raises OSError (a file missing or unreadable) or ssl.SSLError (not PEM)."""
+    context = ssl.create_default_context(cafile=str(ca_file) if ca_file is not None else None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert_file is not None:
+        context.load_cert_chain(str(cert_file), str(key_file) if key_file is not None else None)
+    return context
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
@@ -367,10 +430,11 @@ class Subscriber(Connection):
         receive_maximum: int = 10_000,
         on_state: Callable[[bool, str], None] | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         super().__init__(host, port, client_id, version=version, username=username, password=password,
                          keepalive=keepalive, clean=False, session_expiry=session_expiry,
-                         receive_maximum=receive_maximum, on_state=on_state)
+                         receive_maximum=receive_maximum, on_state=on_state, tls=tls)
         self._filters = list(filters)
         self._on_messages = on_messages
         self._given_loop = loop
@@ -455,4 +519,4 @@ class Subscriber(Connection):
         self._stop_own_loop()
 
 
-__all__ = ["Connection", "Subscriber"]
+__all__ = ["Connection", "Subscriber", "TlsRefused", "describe", "tls_context"]

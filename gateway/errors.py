@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from trygg.errors import TryggError
 
-class GatewayError(Exception):
-    """Base of gateway errors."""
+
+class GatewayError(TryggError):
+    """Base of gateway errors (a TryggError: the CLI prints it as one line)."""
 
 
 class BrokerUnavailable(GatewayError):

@@ -18,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import socket
+import ssl
 import threading
 import zlib
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from paho.mqtt.enums import MQTTProtocolVersion
 
 from gateway import metrics
 from gateway.alarm_watch import STALL_S, URGENT, AlarmWatch, Watchman
-from gateway.connection import Subscriber
+from gateway.connection import Subscriber, tls_context
 from gateway.dead_letters import DeadLetterLimits, DeadLetters, describe
 from gateway.durable import DurableWriter, Pending
 from gateway.spool import Record, Spool
@@ -63,23 +64,57 @@ POLL_EVERY = 8
 
 @dataclass(frozen=True)
 class BrokerAddress:
+    """Where and how one of Trygg's connections reaches the broker.
+
+    Each connection logs in as an account of its own, `<username>-<role>` (`account`),
+    and uses that username as its client id (`client_id`): a broker with
+    `use_username_as_clientid` (deploy/mosquitto/mosquitto.conf) makes it so anyway, and
+    then no device can take over one of Trygg's sessions. Without a username (the
+    embedded demo broker, anonymous test brokers) the client id is the one given.
+    `tls`: an `ssl.SSLContext` (gateway.connection.tls_context) for mqtts://.
+    `shared_login` (TRYGG_MQTT_ACCOUNTS=single): every connection logs in as the one user
+    with the client ids of old, for a broker that cannot have more accounts; there a
+    device can take over Trygg's session (docs/operators.md "MQTT accounts").
+    """
+
     host: str
     port: int
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: ssl.SSLContext | None = field(default=None, compare=False)
+    shared_login: bool = False
 
     @classmethod
-    def from_url(cls, url: str) -> BrokerAddress:
+    def from_url(cls, url: str, tls: ssl.SSLContext | None = None, *, shared_login: bool = False) -> BrokerAddress:
+        """mqtt://[user:password@]host[:1883], or mqtts:// (TLS, port 8883 unless given;
+        `tls` or else the system's CAs)."""
         parts = urlsplit(url)
+        secure = parts.scheme == "mqtts"
+        if secure and tls is None:
+            tls = tls_context()
         return cls(
             parts.hostname or "127.0.0.1",
-            parts.port or 1883,
+            parts.port or (8883 if secure else 1883),
             unquote(parts.username) if parts.username else None,
             unquote(parts.password) if parts.password else None,
+            tls if secure else None,
+            shared_login,
         )
 
+    def account(self, role: str) -> BrokerAddress:
+        """The address of the connection playing `role`: user `<username>-<role>`, same
+        password (docs/operators.md "MQTT accounts"); unchanged without a username."""
+        if self.username is None or self.shared_login:
+            return self
+        return replace(self, username=f"{self.username}-{role}")
+
+    def client_id(self, anonymous: str) -> str:
+        """The client id to connect with: the username, or `anonymous` without one (or
+        with a shared login)."""
+        return anonymous if self.shared_login or self.username is None else self.username
+
     def __str__(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        return f"{'mqtts' if self.tls is not None else 'mqtt'}://{self.host}:{self.port}"
 
 
 def set_nodelay(client: mqtt.Client, userdata: Any, sock: Any) -> None:  # paho on_socket_open
@@ -166,7 +201,7 @@ class Gateway:
             self._on_messages,
             version=MQTT5 if protocol == MQTTProtocolVersion.MQTTv5 else MQTT311,
             username=broker.username, password=broker.password,
-            receive_maximum=receive_maximum, on_state=self._on_state, loop=loop,
+            receive_maximum=receive_maximum, on_state=self._on_state, loop=loop, tls=broker.tls,
         )
 
         # While acknowledgements are stalled, alarms come through a second connection
@@ -382,10 +417,11 @@ class Gateway:
                 or any(w.oldest_pending_age() > STALL_S for w in self.writers))
 
     def _open_watch(self) -> AlarmWatch:
+        watch = self._broker.account("watch")  # a session of its own: trygg-gateway-watch
         return AlarmWatch(
-            self._broker.host, self._broker.port, f"{self._client_id}-watch", f"{self._prefix}/devices/+/events",
-            self._watched, version=self._subscriber.version, username=self._broker.username,
-            password=self._broker.password)
+            watch.host, watch.port, watch.client_id(f"{self._client_id}-watch"), f"{self._prefix}/devices/+/events",
+            self._watched, version=self._subscriber.version, username=watch.username,
+            password=watch.password, tls=watch.tls)
 
     def _watched(self, msg: Message) -> None:
         """An urgent message read by the watch: to the rules if valid and new; nothing

@@ -51,6 +51,10 @@ SECRETS = (
     "TRYGG_SESSION_SECRET",
 )
 
+#: Trygg's MQTT accounts, one per connection (deploy/mosquitto/acl, make-passwords).
+TRYGG_ACCOUNTS = ("trygg-gateway", "trygg-gateway-watch", "trygg-alerts", "trygg-processors",
+                  "trygg-processors-out", "trygg-alerts-in", "trygg-alerts-out")
+
 #: Debian installs the broker in /usr/sbin, which is not on every user's PATH.
 SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
 INSTALL_HINT = "install Debian's broker: apt-get install mosquitto mosquitto-clients"
@@ -347,10 +351,11 @@ def stop_mosquitto(broker: Broker) -> None:
 
 
 @contextlib.contextmanager
-def running_broker(passwd: Path) -> Iterator[Broker]:
+def running_broker(passwd: Path, edit: Callable[[str, Path], str] | None = None) -> Iterator[Broker]:
     """deploy/mosquitto/* in a fresh folder with `passwd`, run by the real binary. The
     broker yielded may be killed and replaced (`start_mosquitto` on its folder and port);
-    whichever runs at the end is stopped."""
+    whichever runs at the end is stopped. `edit(conf, folder)` may change the rewritten
+    mosquitto.conf (and put files into the folder) before the broker starts."""
     require_program("mosquitto")
     folder = Path(tempfile.mkdtemp(prefix="trygg-deploy-test-"))
     broker = None
@@ -364,7 +369,8 @@ def running_broker(passwd: Path) -> Iterator[Broker]:
         (folder / "data").mkdir(mode=0o700)
         port = free_port()
         conf = folder / "mosquitto.conf"
-        conf.write_text(rewrite_config(conf.read_text(encoding="utf-8"), folder, port))
+        text = rewrite_config(conf.read_text(encoding="utf-8"), folder, port)
+        conf.write_text(edit(text, folder) if edit is not None else text)
         hand_to_mosquitto_user(folder)
         broker = start_mosquitto(folder, port)
         yield broker
@@ -381,7 +387,8 @@ class Accounts:
 
 @pytest.fixture(scope="module")
 def accounts() -> Accounts:
-    names = ["trygg", "d-1", "d-2", "staff-east", "staff-alarm-centre"]
+    names = ["trygg-gateway", "trygg-gateway-watch", "trygg-alerts", "d-1", "d-2", "staff-east",
+             "staff-alarm-centre"]
     return Accounts({name: secrets.token_urlsafe(18) for name in names})
 
 
@@ -519,7 +526,7 @@ def test_mosquitto_accepts_the_production_configuration(broker: Broker) -> None:
 
 @pytest.mark.integration
 def test_a_device_event_reaches_trygg(connect: Callable[..., Client]) -> None:
-    trygg = connect("trygg")
+    trygg = connect("trygg-gateway")
     assert trygg.subscribe("trygg/v1/devices/+/events").value == 1
     status = "trygg/v1/devices/d-1/status"
     # The device's Last Will on its own status topic is accepted at connect.
@@ -532,8 +539,8 @@ def test_a_device_event_reaches_trygg(connect: Callable[..., Client]) -> None:
     assert message.topic == "trygg/v1/devices/d-1/events"
     assert message.qos == 1
 
-    # Trygg's own subscription form: every topic under every device.
-    assert trygg.subscribe("trygg/v1/devices/+/#").value == 1
+    # And every device's status (Trygg subscribes to both).
+    assert trygg.subscribe("trygg/v1/devices/+/status").value == 1
     device.publish(status, b"online", retain=True)
     assert any(m.topic == status for m in trygg.received_until(b"online", linger=0))
     device.publish(status, b"", retain=True)
@@ -541,7 +548,7 @@ def test_a_device_event_reaches_trygg(connect: Callable[..., Client]) -> None:
 
 @pytest.mark.integration
 def test_a_device_cannot_publish_as_another_device(connect: Callable[..., Client]) -> None:
-    trygg = connect("trygg")
+    trygg = connect("trygg-gateway")
     trygg.subscribe("trygg/v1/devices/+/events")
     device = connect("d-1", protocol=MQTTProtocolVersion.MQTTv5)
 
@@ -565,7 +572,7 @@ def test_a_device_can_neither_raise_alerts_nor_read_other_devices(
     snoop = connect("d-2")
     snoop.subscribe("trygg/v1/devices/+/events")
     device = connect("d-1")
-    trygg = connect("trygg")
+    trygg = connect("trygg-alerts")
 
     fake_alert = token()
     device.publish("trygg/v1/teams/east/alerts/a-forged", fake_alert)
@@ -591,7 +598,7 @@ def test_anonymous_and_wrong_passwords_are_refused(connect: Callable[..., Client
 
 @pytest.mark.integration
 def test_staff_receive_their_teams_alerts_only(connect: Callable[..., Client]) -> None:
-    trygg = connect("trygg")
+    trygg = connect("trygg-alerts")
     east = b'{"alert_id": "a-east", "team_id": "east", "state": "open"}'
     centre = b'{"alert_id": "a-centre", "team_id": "alarm-centre", "state": "open"}'
     trygg.publish("trygg/v1/teams/east/alerts/a-east", east, retain=True)
@@ -616,7 +623,7 @@ def test_staff_receive_their_teams_alerts_only(connect: Callable[..., Client]) -
 def test_an_oversized_event_still_reaches_trygg_to_be_dead_lettered(
     connect: Callable[..., Client],
 ) -> None:
-    trygg = connect("trygg")
+    trygg = connect("trygg-gateway")
     trygg.subscribe("trygg/v1/devices/+/events")
     device = connect("d-1")
     too_big = b"x" * (20 * 1024)
@@ -664,7 +671,7 @@ def test_make_passwords_creates_credentials_that_log_in(tmp_path: Path) -> None:
     assert generated[0] == "d-9" and len(generated[1]) >= 20
     assert passwd.stat().st_mode & 0o777 == 0o600
     users = {line.split(":", 1)[0]: line for line in passwd.read_text().splitlines()}
-    assert set(users) == {"trygg", "d-9", "staff-east"}
+    assert set(users) == {*TRYGG_ACCOUNTS, "d-9", "staff-east"}
     assert all(":$7$" in line for line in users.values()), "passwords are not hashed"
 
     # Run again: the device keeps its password, nothing new is printed.
@@ -676,7 +683,7 @@ def test_make_passwords_creates_credentials_that_log_in(tmp_path: Path) -> None:
         for username, password in [
             ("d-9", generated[1]),
             ("staff-east", "chosen-password"),
-            ("trygg", "trygg-password"),
+            *((account, "trygg-password") for account in TRYGG_ACCOUNTS),
         ]:
             client = Client(broker.port, username, password)
             try:
@@ -697,9 +704,9 @@ def test_events_acknowledged_by_the_broker_survive_its_kill_9(accounts: Accounts
     persistence" says what window remains)."""
     count = 3000
     with tempfile.TemporaryDirectory() as tmp, running_broker(write_passwd(Path(tmp) / "passwd", accounts)) as broker:
-        session = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="trygg", clean_session=False,
+        session = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="trygg-gateway", clean_session=False,
                               protocol=MQTTProtocolVersion.MQTTv311)
-        session.username_pw_set("trygg", accounts.passwords["trygg"])
+        session.username_pw_set("trygg-gateway", accounts.passwords["trygg-gateway"])
         session.connect("127.0.0.1", broker.port)
         session.loop_start()
         session.subscribe("trygg/v1/devices/+/events", qos=1)
@@ -721,9 +728,9 @@ def test_events_acknowledged_by_the_broker_survive_its_kill_9(accounts: Accounts
         broker.process = restarted.process  # stopped by running_broker
 
         got: queue.Queue[bytes] = queue.Queue()
-        back = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="trygg", clean_session=False,
+        back = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="trygg-gateway", clean_session=False,
                            protocol=MQTTProtocolVersion.MQTTv311)
-        back.username_pw_set("trygg", accounts.passwords["trygg"])
+        back.username_pw_set("trygg-gateway", accounts.passwords["trygg-gateway"])
         back.on_message = lambda c, u, m: got.put(m.payload)
         back.connect("127.0.0.1", broker.port)
         back.loop_start()

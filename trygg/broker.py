@@ -1,19 +1,41 @@
-"""The embedded MQTT broker (amqtt) for `trygg up` when no `TRYGG_MQTT_URL` is given.
+"""The embedded demo broker (amqtt) for `trygg up` when no `TRYGG_MQTT_URL` is given.
+
+A demo, not a production broker (docs/security.md "Broker and devices"): it listens on
+127.0.0.1 only (any other address is refused), speaks MQTT 3.1.1 without TLS, and by
+default lets anyone on this machine connect without a password, publish on any topic
+(a retained alert included) and read every topic. Production runs Mosquitto with
+deploy/mosquitto/.
+
+With `password_file` (TRYGG_DEMO_BROKER_PASSWORDS: `username:argon2-hash` lines, amqtt's
+FileAuthPlugin format) only those users log in, as in deploy/mosquitto/acl: a device
+(any user not named `staff-*`) may publish only its own events and status, a handheld
+`staff-<team>` may only read its team's alerts, and only Trygg may publish alerts. Trygg
+logs in as `trygg-<role>` with a password made for this run. A client's id must equal
+its username, so no client can take over another's session (Mosquitto's
+`use_username_as_clientid` refuses nothing, it replaces the id; amqtt cannot).
 
 It runs in its own thread with its own event loop, so broker work never delays the
-rules and alerts. amqtt speaks MQTT 3.1.1 only; Trygg's own clients use 3.1.1 with it.
+rules and alerts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import os
+import secrets
 import socket
+import tempfile
 import threading
+from pathlib import Path
 from typing import Any
 
 #: Tried in order from here when the default port is taken.
 DEFAULT_PORT = 1883
 PORT_TRIES = 50
+#: The accounts Trygg's connections log in with (gateway.BrokerAddress.account).
+TRYGG_USER = "trygg"
+TRYGG_ROLES = ("gateway", "gateway-watch", "alerts", "processors", "processors-out", "alerts-in", "alerts-out")
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -33,11 +55,19 @@ def free_port(host: str = "127.0.0.1", start: int = DEFAULT_PORT) -> int:
 
 
 class EmbeddedBroker:
-    """amqtt on 127.0.0.1:1883, or the next free port."""
+    """amqtt on 127.0.0.1:1883, or the next free port (see the module doc)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None, *,
+                 password_file: Path | None = None, prefix: str = "trygg/v1") -> None:
+        if not ipaddress.ip_address(host).is_loopback:
+            raise ValueError(f"the embedded demo broker listens on loopback only, not {host}")
         self.host = host
         self.port = port if port is not None else free_port(host)
+        self._password_file = password_file
+        self._prefix = prefix
+        #: Trygg's login when a password file is used (user `trygg`, roles derived)
+        self.username: str | None = None
+        self.password: str | None = None
         self._loop = asyncio.new_event_loop()
         self._broker: Any = None
         self._ready = threading.Event()
@@ -66,17 +96,42 @@ class EmbeddedBroker:
         self._ready.set()
         self._loop.run_forever()
 
+    def _plugins(self, folder: Path) -> dict[str, Any]:
+        if self._password_file is None:
+            return {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}}
+        from pwdlib.hashers.argon2 import Argon2Hasher
+
+        lines = [line.strip() for line in self._password_file.read_text(encoding="utf-8").splitlines()]
+        lines = [line for line in lines if line and not line.startswith("#")]
+        users = [line.split(":", 1)[0] for line in lines]
+        reserved = [u for u in users if u == TRYGG_USER or u.startswith(f"{TRYGG_USER}-")]
+        if reserved:
+            raise ValueError(f"{self._password_file}: {reserved[0]} is one of Trygg's own accounts")
+        self.username, self.password = TRYGG_USER, secrets.token_urlsafe(24)
+        digest = Argon2Hasher().hash(self.password)  # one hash: every role has this password
+        merged = folder / "passwd"
+        fd = os.open(merged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.writelines(f"{line}\n" for line in lines)
+            out.writelines(f"{TRYGG_USER}-{role}:{digest}\n" for role in TRYGG_ROLES)
+        from trygg.broker_access import access_lists
+
+        publish, subscribe = access_lists(users, self._prefix, TRYGG_USER)
+        return {
+            "trygg.broker_access.SameIdAuthPlugin": {"password_file": str(merged)},
+            "trygg.broker_access.DemoAclPlugin": {"publish_acl": publish, "subscribe_acl": subscribe},
+        }
+
     async def _start(self) -> None:
         from amqtt.broker import Broker  # slow import: only when used
 
-        config = {
-            "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
-            "plugins": {
-                "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True},
-            },
-        }
-        self._broker = Broker(config)
-        await self._broker.start()
+        with tempfile.TemporaryDirectory(prefix="trygg-broker-") as folder:  # read at start, then gone
+            config = {
+                "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
+                "plugins": self._plugins(Path(folder)),
+            }
+            self._broker = Broker(config)
+            await self._broker.start()
 
     def stop(self) -> None:
         if self._broker is None or not self._loop.is_running():
@@ -87,3 +142,5 @@ class EmbeddedBroker:
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
+            if not self._thread.is_alive():
+                self._loop.close()

@@ -8,18 +8,22 @@ and keeps it fresh when `trygg registry load` changes it from another process.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 from paho.mqtt.enums import MQTTProtocolVersion
 
 from gateway import BrokerAddress, Gateway
+from gateway.connection import tls_context
 from storage import load_registry_text, migrate, start_embedded_postgres
 from trygg.broker import EmbeddedBroker
+from trygg.errors import SettingsError
 from trygg.logging import get_logger
 from trygg.pipeline import EventSink, discard
 from trygg.registry import Registry, validate_registry_json
@@ -51,15 +55,40 @@ class Broker:
         return str(self.address)
 
 
+def broker_tls(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context for an mqtts:// URL (None for mqtt://); a CA, certificate or key
+    file that cannot be used is a SettingsError naming its variable."""
+    if not settings.mqtt_url or urlsplit(settings.mqtt_url).scheme != "mqtts":
+        return None
+    try:
+        tls_context(settings.mqtt_ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise SettingsError("TRYGG_MQTT_CA_FILE", f"cannot use {settings.mqtt_ca_file}: {_reason(exc)}") from None
+    try:
+        return tls_context(settings.mqtt_ca_file, settings.mqtt_cert_file, settings.mqtt_key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise SettingsError("TRYGG_MQTT_CERT_FILE", f"cannot use {settings.mqtt_cert_file} and its key: "
+                            f"{_reason(exc)}") from None
+
+
+def _reason(exc: OSError) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return f"not a usable PEM file ({exc.reason or exc})"
+    return exc.strerror or str(exc)
+
+
 def resolve_broker(settings: Settings) -> Broker:
-    """The broker to use, starting the embedded amqtt broker when none is set."""
+    """The broker to use, starting the embedded demo broker (amqtt) when none is set."""
     if settings.mqtt_url:
         protocol = (MQTTProtocolVersion.MQTTv5 if settings.mqtt_protocol == "5"
                     else MQTTProtocolVersion.MQTTv311)
-        return Broker(BrokerAddress.from_url(settings.mqtt_url), protocol)
-    embedded = EmbeddedBroker()
+        address = BrokerAddress.from_url(settings.mqtt_url, broker_tls(settings),
+                                         shared_login=settings.mqtt_accounts == "single")
+        return Broker(address, protocol)
+    embedded = EmbeddedBroker(password_file=settings.demo_broker_passwords, prefix=settings.mqtt_prefix)
     embedded.start()
-    return Broker(BrokerAddress(embedded.host, embedded.port), MQTTProtocolVersion.MQTTv311, embedded)
+    address = BrokerAddress(embedded.host, embedded.port, embedded.username, embedded.password)
+    return Broker(address, MQTTProtocolVersion.MQTTv311, embedded)
 
 
 def _cache_path(settings: Settings) -> Path:
@@ -177,14 +206,15 @@ def start_ingest(
     if registry is None:
         registry = open_registry(conninfo, settings)
     broker = broker or resolve_broker(settings)
+    account = broker.address.account("gateway")  # trygg-gateway: the session is its own
     gateway = Gateway(
-        broker.address,
+        account,
         conninfo,
         settings.spool_dir,
         registry,
         writers=settings.ingest_writers,
         prefix=settings.mqtt_prefix,
-        client_id=f"{settings.mqtt_client_id}-gateway",
+        client_id=account.client_id(f"{settings.mqtt_client_id}-gateway"),
         protocol=broker.protocol,
         receive_maximum=settings.mqtt_receive_maximum,
         sink=sink,

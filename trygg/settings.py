@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from trygg.errors import SettingsError
@@ -25,13 +25,27 @@ class Settings(BaseSettings):
     )
 
     mqtt_url: str | None = Field(
-        default=None, description="mqtt://[user:pass@]host:port of the broker; none = embedded amqtt"
+        default=None, description="mqtt://[user:pass@]host:port or mqtts:// (TLS) of the broker; none = "
+        "the embedded demo broker. Each connection logs in as <user>-<role> with this password "
+        "(docs/operators.md \"MQTT accounts\")"
     )
+    mqtt_accounts: Literal["per-connection", "single"] = Field(
+        default="per-connection", description="per-connection: each connection logs in as <user>-<role>; single: "
+        "all as <user> (a broker that cannot bind client ids to usernames; unsafe, docs/operators.md)")
+    # TLS (mqtts:// only; docs/operators.md "TLS").
+    mqtt_ca_file: Path | None = Field(
+        default=None, description="PEM file of the CA(s) the broker's certificate must chain to; none = the "
+        "system's CAs")
+    mqtt_cert_file: Path | None = Field(default=None, description="PEM client certificate, if the broker asks")
+    mqtt_key_file: Path | None = Field(default=None, description="its private key, unless in mqtt_cert_file")
     mqtt_protocol: Literal["5", "3.1.1"] = Field(
         default="5", description="MQTT version Trygg's own clients speak (embedded broker: 3.1.1)"
     )
     mqtt_prefix: str = Field(default="trygg/v1", pattern=r"^[A-Za-z0-9_./-]+[A-Za-z0-9_-]$")
     mqtt_client_id: str = Field(default="trygg", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    demo_broker_passwords: Path | None = Field(
+        default=None, description="embedded demo broker only: a file of `username:argon2-hash` lines; with it "
+        "only those users log in, each device publishing under its own id (trygg/broker.py)")
     database_url: str | None = Field(
         default=None, description="postgresql:// URL; none = embedded PostgreSQL in data_dir"
     )
@@ -76,13 +90,28 @@ class Settings(BaseSettings):
         if value in (None, ""):
             return None
         parts = urlsplit(value)
-        if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-            raise ValueError("must look like mqtt://host:1883")
+        if parts.scheme not in ("mqtt", "tcp", "mqtts") or not parts.hostname:
+            raise ValueError("must look like mqtt://host:1883 or mqtts://host:8883")
         try:
             parts.port  # noqa: B018  (raises on a bad port)
         except ValueError:
             raise ValueError("has a bad port") from None
         return value
+
+    @field_validator("mqtt_ca_file", "mqtt_cert_file", "mqtt_key_file", "demo_broker_passwords", mode="before")
+    @classmethod
+    def _no_file(cls, value: object) -> object:
+        return None if value == "" else value  # `TRYGG_MQTT_CA_FILE=` in a .env: none
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> Settings:
+        secure = self.mqtt_url is not None and urlsplit(self.mqtt_url).scheme == "mqtts"
+        for name in ("mqtt_ca_file", "mqtt_cert_file", "mqtt_key_file"):
+            if getattr(self, name) is not None and not secure:
+                raise ValueError(f"TRYGG_{name.upper()} is set but TRYGG_MQTT_URL is not mqtts://")
+        if self.mqtt_key_file is not None and self.mqtt_cert_file is None:
+            raise ValueError("TRYGG_MQTT_KEY_FILE is set without TRYGG_MQTT_CERT_FILE")
+        return self
 
     @field_validator("database_url")
     @classmethod
@@ -119,6 +148,14 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         err = exc.errors()[0]
-        name = "TRYGG_" + str(err["loc"][0]).upper() if err["loc"] else "settings"
         msg = err["msg"].removeprefix("Value error, ")
-        raise SettingsError(name, f"{msg} (got {err.get('input')!r})") from None
+        if not err["loc"]:  # a check of several settings: its message names them
+            raise SettingsError("settings", msg) from None
+        field = str(err["loc"][0])
+        if field in _HOLD_SECRETS:  # never echo a password
+            raise SettingsError(f"TRYGG_{field.upper()}", msg) from None
+        raise SettingsError(f"TRYGG_{field.upper()}", f"{msg} (got {err.get('input')!r})") from None
+
+
+#: Settings whose value may hold a password (URLs with user:password@).
+_HOLD_SECRETS = frozenset({"mqtt_url", "database_url", "pseudonym_key", "session_secret"})

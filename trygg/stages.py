@@ -13,6 +13,10 @@ A message is acknowledged to the broker once the stage has taken it (rules) or o
 intents are handed to the alert stage; a crash of the processors loses no rule input,
 because on start it restores the newest snapshot and replays the events the gateway
 stored after it.
+
+Every connection logs in as an account of its own (`trygg-processors`,
+`trygg-processors-out`, `trygg-alerts-in`, `trygg-alerts-out`, `trygg-alerts`:
+gateway.BrokerAddress.account, deploy/mosquitto/acl) and uses TLS with an mqtts:// URL.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import ssl
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -28,7 +33,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from alerts import AlertStage
-from gateway import Message, Subscriber, Validator, set_nodelay
+from gateway import BrokerUnavailable, Message, Subscriber, Validator, set_nodelay
+from gateway.connection import describe
 from gateway.wire import MQTT5, MQTT311
 from processors import Processor, ProcessorStage
 from storage import migrate
@@ -48,15 +54,23 @@ def _version(protocol: MQTTProtocolVersion) -> int:
     return MQTT5 if protocol == MQTTProtocolVersion.MQTTv5 else MQTT311
 
 
-def _publisher(settings: Settings, host: str, port: int, username: str | None, password: str | None,
-               protocol: MQTTProtocolVersion, role: str) -> mqtt.Client:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{settings.mqtt_client_id}-{role}-out-"
-                         f"{uuid.uuid4().hex[:6]}", protocol=protocol)
-    if username:
-        client.username_pw_set(username, password)
+def _publisher(settings: Settings, broker: Broker, role: str) -> mqtt.Client:
+    """This stage's paho publisher, logged in as `<user>-<role>-out` (its own session)."""
+    addr = broker.address.account(f"{role}-out")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=broker.protocol,
+                         client_id=addr.client_id(f"{settings.mqtt_client_id}-{role}-out-{uuid.uuid4().hex[:6]}"))
+    if addr.username:
+        client.username_pw_set(addr.username, addr.password)
+    if addr.tls is not None:
+        client.tls_set_context(addr.tls)
     client.on_socket_open = set_nodelay
     client.max_queued_messages_set(0)
-    client.connect(host, port)
+    try:
+        client.connect(addr.host, addr.port)
+    except ssl.SSLError as exc:
+        raise BrokerUnavailable(str(addr), describe(exc)) from None
+    except OSError as exc:
+        raise BrokerUnavailable(str(addr), exc.strerror or str(exc)) from None
     client.loop_start()
     return client
 
@@ -80,14 +94,13 @@ async def _prepare(settings: Settings, role: str) -> tuple[str, Registry, Broker
     await asyncio.to_thread(migrate, conninfo)
     registry = await asyncio.to_thread(open_registry, conninfo, settings)
     broker = await asyncio.to_thread(resolve_broker, settings)
-    addr = broker.address
-    out = _publisher(settings, addr.host, addr.port, addr.username, addr.password, broker.protocol, role)
+    out = await asyncio.to_thread(_publisher, settings, broker, role)
     return conninfo, registry, broker, out
 
 
 async def run_processors(settings: Settings) -> None:
     conninfo, registry, broker, out = await _prepare(settings, "processors")
-    addr = broker.address
+    addr = broker.address.account("processors")
     topic = internal_topic(settings.mqtt_prefix, "intents")
 
     def publish(intents: list[AlertIntent]) -> None:
@@ -118,10 +131,10 @@ async def run_processors(settings: Settings) -> None:
         subscriber.ack([m.mid for m in messages if m.qos], generation)
 
     subscriber = Subscriber(
-        addr.host, addr.port, f"{settings.mqtt_client_id}-processors",
+        addr.host, addr.port, addr.client_id(f"{settings.mqtt_client_id}-processors"),
         [f"{settings.mqtt_prefix}/devices/+/events", f"{settings.mqtt_prefix}/devices/+/status", closed_topic],
         on_messages, version=_version(broker.protocol), username=addr.username, password=addr.password,
-        receive_maximum=settings.mqtt_receive_maximum, loop=loop)
+        receive_maximum=settings.mqtt_receive_maximum, loop=loop, tls=addr.tls)
     await asyncio.to_thread(subscriber.start)
     log.info("processors running", broker=broker.url, intents_topic=topic)
     try:
@@ -139,14 +152,13 @@ async def run_processors(settings: Settings) -> None:
 
 async def run_alerts(settings: Settings) -> None:
     conninfo, registry, broker, out = await _prepare(settings, "alerts")
-    addr = broker.address
     closed_topic = internal_topic(settings.mqtt_prefix, "alert-closed")
 
     def alert_closed(resident_id: str, kind: AlertKind | str, device_id: str | None) -> None:
         doc: dict[str, Any] = {"resident_id": resident_id, "kind": str(kind), "device_id": device_id}
         out.publish(closed_topic, json.dumps(doc), qos=1)
 
-    alerts = AlertStage.from_settings(settings, registry, addr, protocol=broker.protocol, conninfo=conninfo,
+    alerts = AlertStage.from_settings(settings, registry, broker.address, protocol=broker.protocol, conninfo=conninfo,
                                       alert_closed=alert_closed)
     loop = asyncio.get_running_loop()
 
@@ -161,10 +173,11 @@ async def run_alerts(settings: Settings) -> None:
             loop.call_soon_threadsafe(alerts.on_intents, intents)
         subscriber.ack([m.mid for m in messages if m.qos], generation)
 
+    addr = broker.address.account("alerts-in")
     subscriber = Subscriber(
-        addr.host, addr.port, f"{settings.mqtt_client_id}-alerts-in",
+        addr.host, addr.port, addr.client_id(f"{settings.mqtt_client_id}-alerts-in"),
         [internal_topic(settings.mqtt_prefix, "intents")], on_messages, version=_version(broker.protocol),
-        username=addr.username, password=addr.password, loop=loop)
+        username=addr.username, password=addr.password, loop=loop, tls=addr.tls)
     try:
         async with asyncio.TaskGroup() as group:
             task = watch_task(group.create_task(alerts.run(), name="alerts"), never)
