@@ -16,7 +16,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Protocol, runtime_checkable
+from typing import Annotated, Any, Final, Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
@@ -278,23 +279,57 @@ async def current_user(
     elif cookie:
         who = await principal_of(state, pool, cookie, "session")
         if who is not None and request.method not in ("GET", "HEAD", "OPTIONS"):
-            _same_origin(request)
+            require_same_origin(request)
     if who is None:
         raise NotAuthenticated("sign in: a valid bearer token or session cookie is needed")
     request.state.principal = who
     return who
 
 
-def _same_origin(request: Request) -> None:
-    """A state-changing request authenticated by the cookie must come from our own pages
-    (SameSite=Strict already keeps other sites' requests cookie-less; this is a second
-    lock for old browsers)."""
-    origin = request.headers.get("origin")
-    if origin is None or origin == "null":
+#: Why a cookie-authenticated change was refused (403); says what to do, echoes nothing.
+CROSS_SITE = ("refused: the session cookie only works for changes made from Trygg's own pages; this request "
+              "came from another site or port, through a redirect, or without an origin ({why}). "
+              "Open Trygg itself and try again; programs use a bearer token")
+
+_DEFAULT_PORTS: Final = {"http": "80", "https": "443"}
+_SITES: Final = frozenset({"cross-site", "same-site", "none"})
+
+
+def _netloc(scheme: str, host: str) -> str:
+    """`host[:port]` lower-cased, without the scheme's default port."""
+    host = host.strip().lower()
+    default = _DEFAULT_PORTS.get(scheme)
+    if default and host.endswith(f":{default}") and not host.endswith("]"):
+        host = host[: -len(default) - 1]
+    return host
+
+
+def require_same_origin(request: Request) -> None:
+    """Refuse (403) a request a browser did not send from one of Trygg's own pages.
+
+    Fetch Metadata first: a browser that sends `Sec-Fetch-Site` says where the request
+    began, also across redirects (a page elsewhere that answers 307 to our URL makes
+    `cross-site` or `same-site`, never `same-origin`). Without it (an old browser, or
+    no browser), `Origin` must be present and equal to our own origin: `null` — what
+    Chromium sends after a cross-origin redirect — and a missing `Origin` are refused.
+    SameSite=Strict on the cookie does not help here: another port of the same host is
+    the same site. For routes that change something with the session cookie (every
+    such route via `current_user`) and for `POST /login`."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        if site.strip().lower() != "same-origin":
+            said = site.strip().lower()
+            raise Forbidden(CROSS_SITE.format(why=f"Sec-Fetch-Site: {said if said in _SITES else 'unknown'}"))
         return
-    host = request.headers.get("host", "")
-    if origin.split("://", 1)[-1] != host:
-        raise Forbidden("the session cookie is only accepted from Trygg's own pages")
+    origin = request.headers.get("origin")
+    if origin is None:
+        raise Forbidden(CROSS_SITE.format(why="no Origin header"))
+    parts = urlsplit(origin.strip())
+    if (parts.scheme not in _DEFAULT_PORTS or not parts.netloc or parts.path or parts.query
+            or (request.url.scheme == "https" and parts.scheme != "https")):
+        raise Forbidden(CROSS_SITE.format(why="Origin: null" if origin.strip() == "null" else "Origin is not ours"))
+    if _netloc(parts.scheme, parts.netloc) != _netloc(parts.scheme, request.headers.get("host", "")):
+        raise Forbidden(CROSS_SITE.format(why="Origin is not ours"))
 
 
 CurrentUser = Annotated[Principal, Depends(current_user)]
@@ -362,5 +397,6 @@ __all__ = [
     "get_alerts",
     "get_audit",
     "get_state",
+    "require_same_origin",
     "time_range",
 ]
