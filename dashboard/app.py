@@ -134,6 +134,7 @@ def create_app(
                 log.warning("research pseudonyms not synced at start", error=str(exc).strip())
             yield
         finally:
+            await state.rights.close()
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher

@@ -26,10 +26,12 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import AfterValidator
 
 from dashboard.audit import AuditLog
-from dashboard.auth import TokenKind, TokenSigner, fingerprint, token_hash
+from dashboard.auth import TokenClaims, TokenKind, TokenSigner, fingerprint, token_hash
 from dashboard.authz import Principal
 from dashboard.errors import NOT_FOUND_ERRORS, Forbidden, NotAuthenticated, Unavailable
+from dashboard.stream_rights import RightsWatch
 from dashboard.user_cache import DatabaseDown, UserCache, lookup
+from storage.users_store import UserRow
 from trygg.contract import Role
 from trygg.settings import Settings
 
@@ -189,9 +191,12 @@ class AppState:
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     #: users as last read from PostgreSQL, for token checks while it is down
     users: UserCache = field(init=False)
+    #: re-checks the rights of every open live stream (dashboard/stream_rights.py)
+    rights: RightsWatch = field(init=False)
 
     def __post_init__(self) -> None:
         self.users = UserCache(self.settings.auth_offline_max_s)
+        self.rights = RightsWatch(self.users, self.conninfo, principal_from)
 
 
 def get_state(request: Request) -> AppState:
@@ -241,19 +246,19 @@ cookie_scheme = APIKeyCookie(name=SESSION_COOKIE, auto_error=False,
                              description="The web session cookie set by POST /login")
 
 
-async def principal_of(state: AppState, pool: AsyncConnectionPool, token: str, kind: TokenKind
-                       ) -> Principal | None:
-    """The user a token belongs to, if the token is valid and the user still exists with
-    the same password. While PostgreSQL is unreachable, the user as this dashboard last
-    read it (dashboard/user_cache.py); 503 for a user it has not read recently."""
-    claims = state.signer.verify(token, kind, time.time())
-    if claims is None:
-        return None
-    try:
-        user, revoked = await lookup(state.users, pool, state.conninfo, claims.username, token_hash(token),
-                                     claims.expires)
-    except DatabaseDown:
-        raise Unavailable("the database is unavailable; try again shortly") from None
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """What a request was signed in with: kept by a live stream, which re-checks it
+    while it stays open (dashboard/stream_rights.py)."""
+
+    kind: TokenKind
+    token_hash: str
+    claims: TokenClaims
+
+
+def principal_from(user: UserRow | None, revoked: bool, claims: TokenClaims) -> Principal | None:
+    """The caller a token stands for, given its user's row as it is now; None if the
+    token was signed out, the user is gone, or the password changed since it was issued."""
     if user is None or user.password_hash is None or revoked:
         return None
     if fingerprint(user.password_hash) != claims.fingerprint:
@@ -265,6 +270,30 @@ async def principal_of(state: AppState, pool: AsyncConnectionPool, token: str, k
     return Principal(user.username, role, frozenset(user.teams), frozenset(user.residents), claims.expires)
 
 
+async def credential_of(state: AppState, pool: AsyncConnectionPool, token: str, kind: TokenKind
+                        ) -> tuple[Principal, Credential] | None:
+    """The user a token belongs to, if the token is valid and the user still exists with
+    the same password. While PostgreSQL is unreachable, the user as this dashboard last
+    read it (dashboard/user_cache.py); 503 for a user it has not read recently."""
+    claims = state.signer.verify(token, kind, time.time())
+    if claims is None:
+        return None
+    digest = token_hash(token)
+    try:
+        user, revoked = await lookup(state.users, pool, state.conninfo, claims.username, digest, claims.expires)
+    except DatabaseDown:
+        raise Unavailable("the database is unavailable; try again shortly") from None
+    who = principal_from(user, revoked, claims)
+    return None if who is None else (who, Credential(kind, digest, claims))
+
+
+async def principal_of(state: AppState, pool: AsyncConnectionPool, token: str, kind: TokenKind
+                       ) -> Principal | None:
+    """`credential_of` without the credential."""
+    found = await credential_of(state, pool, token, kind)
+    return None if found is None else found[0]
+
+
 async def current_user(
     request: Request,
     state: State,
@@ -273,17 +302,18 @@ async def current_user(
 ) -> Principal:
     """The caller, from `Authorization: Bearer …` or the session cookie; else 401."""
     pool = get_pool(state)
-    who: Principal | None = None
+    found: tuple[Principal, Credential] | None = None
     if bearer:
-        who = await principal_of(state, pool, bearer, "api")
+        found = await credential_of(state, pool, bearer, "api")
     elif cookie:
-        who = await principal_of(state, pool, cookie, "session")
-        if who is not None and request.method not in ("GET", "HEAD", "OPTIONS"):
+        found = await credential_of(state, pool, cookie, "session")
+        if found is not None and request.method not in ("GET", "HEAD", "OPTIONS"):
             require_same_origin(request)
-    if who is None:
+    if found is None:
         raise NotAuthenticated("sign in: a valid bearer token or session cookie is needed")
-    request.state.principal = who
-    return who
+    request.state.principal, request.state.credential = found
+    return found[0]
+
 
 
 #: Why a cookie-authenticated change was refused (403); says what to do, echoes nothing.
@@ -336,6 +366,16 @@ CurrentUser = Annotated[Principal, Depends(current_user)]
 
 
 
+def get_credential(request: Request, who: CurrentUser) -> Credential:
+    """What the caller signed in with (after `current_user`)."""
+    credential: Credential = request.state.credential
+    return credential
+
+
+CurrentCredential = Annotated[Credential, Depends(get_credential)]
+
+
+
 
 # --- Request parameters shared by the routes --------------------------------------
 
@@ -385,6 +425,8 @@ __all__ = [
     "AlertsPort",
     "AppState",
     "Audit",
+    "Credential",
+    "CurrentCredential",
     "CurrentUser",
     "Now",
     "Pool",
@@ -393,10 +435,12 @@ __all__ = [
     "StateProbe",
     "UtcTime",
     "bad_parameter",
+    "credential_of",
     "current_user",
     "get_alerts",
     "get_audit",
     "get_state",
+    "principal_from",
     "require_same_origin",
     "time_range",
 ]
