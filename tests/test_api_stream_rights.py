@@ -27,6 +27,7 @@ import pytest
 from dashboard.auth import token_hash
 from dashboard.deps import SESSION_COOKIE
 from storage.registry_store import save_registry
+from tests.fix_db import PostgresInstance
 from tests.helpers import wait_for
 from tests.test_api_support import PASSWORD, REGISTRY_YAML, World, alert_doc, make_world, password_hash
 from trygg.registry import parse_registry
@@ -187,3 +188,26 @@ def test_a_bearer_stream_ends_when_the_password_changes(world: World) -> None:
     assert w.client.get("/api/auth/me", headers=bearer).status_code == 401
     fresh = w.client.post("/api/auth/token", data={"username": "staff-east", "password": NEW_PASSWORD})
     assert fresh.status_code == 200
+
+
+def test_while_postgresql_is_down_streams_go_on_and_a_sign_out_here_still_ends_its_stream(
+        private_postgres: PostgresInstance) -> None:
+    with make_world(private_postgres.url("trygg"), sse_ping_s=30) as w:
+        login = w.client.post("/login", data={"username": "staff-east", "password": PASSWORD})
+        w.client.cookies.clear()
+        cookie = {"Cookie": f"{SESSION_COOKIE}={login.cookies[SESSION_COOKIE]}"}
+        with stream(w, cookie) as session, stream(w, w.headers("staff-east")) as bearer:
+            watched(w, 2)
+            private_postgres.stop()
+            time.sleep(1.5)  # checks that cannot reach PostgreSQL end nothing
+            w.alerts.put(alert_doc("a-down", "r-1", "east"))
+            assert session.alert_ids(1) == bearer.alert_ids(1) == ["a-down"]
+
+            logout = w.client.post("/logout", headers=cookie)
+            signed_out = time.time()
+            assert logout.status_code == 303
+            at, name, _ = session.next()
+            assert name == "expired" and at - signed_out < 1.0
+            w.alerts.put(alert_doc("a-down-2", "r-1", "east"))
+            assert bearer.alert_ids(1) == ["a-down-2"]
+            private_postgres.start()
