@@ -12,8 +12,10 @@ slowly; then the rest of that send, and every change after it, waits for the cli
 (the subscription holds them, bounded, and drops a stream that falls too far behind).
 
 Events: `alert` (the alert after a change), a `: ping` comment every `ping_s`, and a
-final `reset` (the subscription ended or the server is closing: re-list and reconnect)
-or `expired` (sign in again).
+final `reset` (the subscription ended, the server is closing, or the user's role, teams
+or residents changed: re-list and reconnect) or `expired` (the token expired, was signed
+out, or its password changed: sign in again). While it is open the stream's rights are
+checked again and again (dashboard/stream_rights.py).
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ from starlette.types import Receive, Scope, Send
 
 from dashboard.audit import AuditLog
 from dashboard.authz import Principal, team_scope
-from dashboard.deps import AlertFeed, AlertsPort
+from dashboard.deps import AlertFeed, AlertsPort, Credential
 from dashboard.errors import AuditJournalError
+from dashboard.stream_rights import RightsWatch
 from trygg.logging import get_logger
 
 log = get_logger("dashboard")
@@ -114,7 +117,8 @@ class AlertStream(Response):
     media_type = "text/event-stream"
 
     def __init__(self, alerts: AlertsPort, who: Principal, audit_log: AuditLog, action: str,
-                 ping_s: float, closing: asyncio.Event | None = None) -> None:
+                 ping_s: float, closing: asyncio.Event | None = None, *,
+                 rights: RightsWatch | None = None, credential: Credential | None = None) -> None:
         self.status_code = 200
         self.background = None
         self.init_headers(HEADERS)
@@ -130,6 +134,25 @@ class AlertStream(Response):
         self._audited: set[str] = set()
         self._ended = asyncio.Event()
         self._last = ""  # the closing event: reset or expired
+        self._detail = ""  # why, when the stream's rights ended it
+        self._rights = rights
+        self._credential = credential
+
+    @property
+    def who(self) -> Principal:
+        return self._who
+
+    @property
+    def credential(self) -> Credential:
+        assert self._credential is not None
+        return self._credential
+
+    def end(self, last: str, detail: str) -> None:
+        """End the stream with `last` (`reset` or `expired`) and say why: its user's
+        rights changed (dashboard/stream_rights.py). Nothing more is sent before it."""
+        if not self._ended.is_set():
+            self._detail = detail
+        self._end(last)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._send = send
@@ -138,6 +161,8 @@ class AlertStream(Response):
         teams = team_scope(self._who)
         if teams is None or teams:  # no teams: pings only
             self._feed = self._alerts.subscribe(teams, self.pump)
+        if self._rights is not None and self._credential is not None:
+            self._rights.watch(self)
         ended = asyncio.create_task(self._ended.wait(), name="sse-ended")
         gone = asyncio.create_task(_disconnected(receive), name="sse-disconnect")
         waits = {ended, gone}
@@ -165,11 +190,14 @@ class AlertStream(Response):
                 if gone.done():
                     return
             if self._last == "expired":
-                await self._body(_sse("expired", json.dumps({"detail": "the session expired; sign in again"})))
+                detail = self._detail or "the session expired; sign in again"
+                await self._body(_sse("expired", json.dumps({"detail": detail})))
             else:
-                await self._body(_sse("reset", "{}"))
+                await self._body(_sse("reset", json.dumps({"detail": self._detail}) if self._detail else "{}"))
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
+            if self._rights is not None:
+                self._rights.unwatch(self)
             if self._feed is not None:
                 self._feed.close()
             for task in waits:

@@ -28,6 +28,7 @@ from fastapi.staticfiles import StaticFiles
 from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
 
 from dashboard import (
+    api_docs,
     routes_alerts,
     routes_audit,
     routes_auth,
@@ -134,6 +135,7 @@ def create_app(
                 log.warning("research pseudonyms not synced at start", error=str(exc).strip())
             yield
         finally:
+            await state.rights.close()
             flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
@@ -147,7 +149,9 @@ def create_app(
         version=_version(),
         summary="Alerts, residents, research and administration for municipal home care",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # our own /docs, /redoc, /openapi.json (dashboard/api_docs.py)
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.trygg = state
 
@@ -186,6 +190,7 @@ def create_app(
     for module in (routes_health, routes_auth, routes_alerts, routes_residents, routes_research,
                    routes_registry, routes_audit):
         app.include_router(module.router)
+    app.include_router(api_docs.router)
     pages = _pages_router()
     if pages is not None:
         app.include_router(pages)

@@ -16,7 +16,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Protocol, runtime_checkable
+from typing import Annotated, Any, Final, Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
 from fastapi.exceptions import RequestValidationError
@@ -25,10 +26,12 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import AfterValidator
 
 from dashboard.audit import AuditLog
-from dashboard.auth import TokenKind, TokenSigner, fingerprint, token_hash
+from dashboard.auth import TokenClaims, TokenKind, TokenSigner, fingerprint, token_hash
 from dashboard.authz import Principal
 from dashboard.errors import NOT_FOUND_ERRORS, Forbidden, NotAuthenticated, Unavailable
+from dashboard.stream_rights import RightsWatch
 from dashboard.user_cache import DatabaseDown, UserCache, lookup
+from storage.users_store import UserRow
 from trygg.contract import Role
 from trygg.settings import Settings
 
@@ -188,9 +191,12 @@ class AppState:
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     #: users as last read from PostgreSQL, for token checks while it is down
     users: UserCache = field(init=False)
+    #: re-checks the rights of every open live stream (dashboard/stream_rights.py)
+    rights: RightsWatch = field(init=False)
 
     def __post_init__(self) -> None:
         self.users = UserCache(self.settings.auth_offline_max_s)
+        self.rights = RightsWatch(self.users, self.conninfo, principal_from)
 
 
 def get_state(request: Request) -> AppState:
@@ -240,19 +246,19 @@ cookie_scheme = APIKeyCookie(name=SESSION_COOKIE, auto_error=False,
                              description="The web session cookie set by POST /login")
 
 
-async def principal_of(state: AppState, pool: AsyncConnectionPool, token: str, kind: TokenKind
-                       ) -> Principal | None:
-    """The user a token belongs to, if the token is valid and the user still exists with
-    the same password. While PostgreSQL is unreachable, the user as this dashboard last
-    read it (dashboard/user_cache.py); 503 for a user it has not read recently."""
-    claims = state.signer.verify(token, kind, time.time())
-    if claims is None:
-        return None
-    try:
-        user, revoked = await lookup(state.users, pool, state.conninfo, claims.username, token_hash(token),
-                                     claims.expires)
-    except DatabaseDown:
-        raise Unavailable("the database is unavailable; try again shortly") from None
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """What a request was signed in with: kept by a live stream, which re-checks it
+    while it stays open (dashboard/stream_rights.py)."""
+
+    kind: TokenKind
+    token_hash: str
+    claims: TokenClaims
+
+
+def principal_from(user: UserRow | None, revoked: bool, claims: TokenClaims) -> Principal | None:
+    """The caller a token stands for, given its user's row as it is now; None if the
+    token was signed out, the user is gone, or the password changed since it was issued."""
     if user is None or user.password_hash is None or revoked:
         return None
     if fingerprint(user.password_hash) != claims.fingerprint:
@@ -264,6 +270,30 @@ async def principal_of(state: AppState, pool: AsyncConnectionPool, token: str, k
     return Principal(user.username, role, frozenset(user.teams), frozenset(user.residents), claims.expires)
 
 
+async def credential_of(state: AppState, pool: AsyncConnectionPool, token: str, kind: TokenKind
+                        ) -> tuple[Principal, Credential] | None:
+    """The user a token belongs to, if the token is valid and the user still exists with
+    the same password. While PostgreSQL is unreachable, the user as this dashboard last
+    read it (dashboard/user_cache.py); 503 for a user it has not read recently."""
+    claims = state.signer.verify(token, kind, time.time())
+    if claims is None:
+        return None
+    digest = token_hash(token)
+    try:
+        user, revoked = await lookup(state.users, pool, state.conninfo, claims.username, digest, claims.expires)
+    except DatabaseDown:
+        raise Unavailable("the database is unavailable; try again shortly") from None
+    who = principal_from(user, revoked, claims)
+    return None if who is None else (who, Credential(kind, digest, claims))
+
+
+async def principal_of(state: AppState, pool: AsyncConnectionPool, token: str, kind: TokenKind
+                       ) -> Principal | None:
+    """`credential_of` without the credential."""
+    found = await credential_of(state, pool, token, kind)
+    return None if found is None else found[0]
+
+
 async def current_user(
     request: Request,
     state: State,
@@ -272,32 +302,77 @@ async def current_user(
 ) -> Principal:
     """The caller, from `Authorization: Bearer …` or the session cookie; else 401."""
     pool = get_pool(state)
-    who: Principal | None = None
+    found: tuple[Principal, Credential] | None = None
     if bearer:
-        who = await principal_of(state, pool, bearer, "api")
+        found = await credential_of(state, pool, bearer, "api")
     elif cookie:
-        who = await principal_of(state, pool, cookie, "session")
-        if who is not None and request.method not in ("GET", "HEAD", "OPTIONS"):
-            _same_origin(request)
-    if who is None:
+        found = await credential_of(state, pool, cookie, "session")
+        if found is not None and request.method not in ("GET", "HEAD", "OPTIONS"):
+            require_same_origin(request)
+    if found is None:
         raise NotAuthenticated("sign in: a valid bearer token or session cookie is needed")
-    request.state.principal = who
-    return who
+    request.state.principal, request.state.credential = found
+    return found[0]
 
 
-def _same_origin(request: Request) -> None:
-    """A state-changing request authenticated by the cookie must come from our own pages
-    (SameSite=Strict already keeps other sites' requests cookie-less; this is a second
-    lock for old browsers)."""
-    origin = request.headers.get("origin")
-    if origin is None or origin == "null":
+
+#: Why a cookie-authenticated change was refused (403); says what to do, echoes nothing.
+CROSS_SITE = ("refused: the session cookie only works for changes made from Trygg's own pages; this request "
+              "came from another site or port, through a redirect, or without an origin ({why}). "
+              "Open Trygg itself and try again; programs use a bearer token")
+
+_DEFAULT_PORTS: Final = {"http": "80", "https": "443"}
+_SITES: Final = frozenset({"cross-site", "same-site", "none"})
+
+
+def _netloc(scheme: str, host: str) -> str:
+    """`host[:port]` lower-cased, without the scheme's default port."""
+    host = host.strip().lower()
+    default = _DEFAULT_PORTS.get(scheme)
+    if default and host.endswith(f":{default}") and not host.endswith("]"):
+        host = host[: -len(default) - 1]
+    return host
+
+
+def require_same_origin(request: Request) -> None:
+    """Refuse (403) a request a browser did not send from one of Trygg's own pages.
+
+    Fetch Metadata first: a browser that sends `Sec-Fetch-Site` says where the request
+    began, also across redirects (a page elsewhere that answers 307 to our URL makes
+    `cross-site` or `same-site`, never `same-origin`). Without it (an old browser, or
+    no browser), `Origin` must be present and equal to our own origin: `null` — what
+    Chromium sends after a cross-origin redirect — and a missing `Origin` are refused.
+    SameSite=Strict on the cookie does not help here: another port of the same host is
+    the same site. For routes that change something with the session cookie (every
+    such route via `current_user`) and for `POST /login`."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        if site.strip().lower() != "same-origin":
+            said = site.strip().lower()
+            raise Forbidden(CROSS_SITE.format(why=f"Sec-Fetch-Site: {said if said in _SITES else 'unknown'}"))
         return
-    host = request.headers.get("host", "")
-    if origin.split("://", 1)[-1] != host:
-        raise Forbidden("the session cookie is only accepted from Trygg's own pages")
+    origin = request.headers.get("origin")
+    if origin is None:
+        raise Forbidden(CROSS_SITE.format(why="no Origin header"))
+    parts = urlsplit(origin.strip())
+    if (parts.scheme not in _DEFAULT_PORTS or not parts.netloc or parts.path or parts.query
+            or (request.url.scheme == "https" and parts.scheme != "https")):
+        raise Forbidden(CROSS_SITE.format(why="Origin: null" if origin.strip() == "null" else "Origin is not ours"))
+    if _netloc(parts.scheme, parts.netloc) != _netloc(parts.scheme, request.headers.get("host", "")):
+        raise Forbidden(CROSS_SITE.format(why="Origin is not ours"))
 
 
 CurrentUser = Annotated[Principal, Depends(current_user)]
+
+
+
+def get_credential(request: Request, who: CurrentUser) -> Credential:
+    """What the caller signed in with (after `current_user`)."""
+    credential: Credential = request.state.credential
+    return credential
+
+
+CurrentCredential = Annotated[Credential, Depends(get_credential)]
 
 
 
@@ -350,6 +425,8 @@ __all__ = [
     "AlertsPort",
     "AppState",
     "Audit",
+    "Credential",
+    "CurrentCredential",
     "CurrentUser",
     "Now",
     "Pool",
@@ -358,9 +435,12 @@ __all__ = [
     "StateProbe",
     "UtcTime",
     "bad_parameter",
+    "credential_of",
     "current_user",
     "get_alerts",
     "get_audit",
     "get_state",
+    "principal_from",
+    "require_same_origin",
     "time_range",
 ]

@@ -61,14 +61,8 @@ def tile_source(url: str) -> str | None:
     return f"{parts.scheme}://{host}"
 
 
-def _headers(tiles_url: str) -> dict[str, str]:
-    img = "'self' data:"
-    source = tile_source(tiles_url)
-    if source:
-        img += f" {source}"
-    csp = (f"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src {img}; "
-           "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
-           "form-action 'self'; frame-ancestors 'none'")
+def security_headers(csp: str) -> dict[str, str]:
+    """The headers of every HTML page Trygg serves (also /docs and /redoc)."""
     return {
         "Content-Security-Policy": csp,
         "Cache-Control": "no-store",
@@ -76,6 +70,17 @@ def _headers(tiles_url: str) -> dict[str, str]:
         "X-Content-Type-Options": "nosniff",
         "X-Frame-Options": "DENY",
     }
+
+
+def _headers(tiles_url: str) -> dict[str, str]:
+    img = "'self' data:"
+    source = tile_source(tiles_url)
+    if source:
+        img += f" {source}"
+    return security_headers(
+        f"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src {img}; "
+        "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'")
 
 
 def _page(name: str, state: AppState) -> HTMLResponse:
@@ -129,4 +134,4 @@ async def login_page(state: State) -> Response:
     return _page("login.html", state)
 
 
-__all__ = ["PAGE_ROLES", "router", "tile_source"]
+__all__ = ["PAGE_ROLES", "router", "security_headers", "tile_source"]

@@ -23,7 +23,16 @@ from dashboard.authz import (
     residents_shown,
     team_scope,
 )
-from dashboard.deps import ID_PATTERN, AlertDoc, Audit, CurrentUser, State, UtcTime, get_alerts
+from dashboard.deps import (
+    ID_PATTERN,
+    AlertDoc,
+    Audit,
+    CurrentCredential,
+    CurrentUser,
+    State,
+    UtcTime,
+    get_alerts,
+)
 from dashboard.errors import (
     ILLEGAL_ERRORS,
     NOT_FOUND_ERRORS,
@@ -130,12 +139,16 @@ async def resolve(alert_id: AlertId, request: Request, who: CurrentUser, audit_l
 @router.get("/stream", response_class=StreamingResponse, responses={  # for the schema; the answer is AlertStream
     **ERRORS, 200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
                     "description": "Server-sent events: `alert` (the alert after a change), a "
-                                   "`: ping` comment every 15 s, `reset`, `expired`"}},
+                                   "`: ping` comment every 15 s, `reset` (list again and reconnect: "
+                                   "also when the caller's role, teams or residents change), `expired` "
+                                   "(sign in again: also at sign-out or a new password)"}},
             summary="Live alert changes of the caller's teams (SSE)")
-async def stream(request: Request, who: CurrentUser, state: State, audit_log: Audit) -> AlertStream:
+async def stream(request: Request, who: CurrentUser, credential: CurrentCredential, state: State,
+                 audit_log: Audit) -> AlertStream:
     require(who, Action.ALERTS_STREAM)
     alerts = get_alerts(state)
-    return AlertStream(alerts, who, audit_log, audit.action_of(request), state.sse_ping_s, state.closing)
+    return AlertStream(alerts, who, audit_log, audit.action_of(request), state.sse_ping_s, state.closing,
+                       rights=state.rights, credential=credential)
 
 
 __all__ = ["AlertOut", "call_port", "router"]

@@ -79,6 +79,12 @@ class UserCache:
         self.down_since: float | None = None
         self.checked_at = float("-inf")
         self.probes = asyncio.Semaphore(PROBES)
+        self._revoke_listeners: list[Callable[[str], None]] = []
+
+    def on_revoke(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(token_hash)` whenever a token is known to be signed out (the
+        live streams of that token end at once: dashboard/stream_rights.py)."""
+        self._revoke_listeners.append(listener)
 
     # --- what the database said
     def remember(self, user: UserRow) -> None:
@@ -101,6 +107,8 @@ class UserCache:
         self._revoked[token_hash] = expires
         if unsaved:
             self._unsaved[token_hash] = expires
+        for listener in self._revoke_listeners:
+            listener(token_hash)
         if len(self._revoked) > self._max_revoked:
             now = self._wall()
             self._revoked = {h: e for h, e in self._revoked.items() if e > now}

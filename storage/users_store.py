@@ -53,6 +53,26 @@ async def fetch_user_for_token(conn: psycopg.AsyncConnection[Any], username: str
     return _row(row[:5]), bool(row[5])
 
 
+async def fetch_users_and_revoked(conn: psycopg.AsyncConnection[Any], usernames: Sequence[str],
+                                  token_hashes: Sequence[str]) -> tuple[dict[str, UserRow], set[str]]:
+    """Many users and which of these tokens were signed out, in one round trip: what
+    the open live streams are re-checked against (dashboard/stream_rights.py)."""
+    cur = await conn.execute(
+        "SELECT username, role, teams, residents, password_hash, false FROM trygg.users WHERE username = ANY(%s)"
+        " UNION ALL SELECT token_hash, '', NULL, NULL, NULL, true FROM trygg.revoked_tokens"
+        " WHERE token_hash = ANY(%s)", (list(usernames), list(token_hashes)))
+    users: dict[str, UserRow] = {}
+    revoked: set[str] = set()
+    for row in await cur.fetchall():
+        if row[5]:
+            revoked.add(row[0])
+        else:
+            user = _row(row[:5])
+            assert user is not None
+            users[user.username] = user
+    return users, revoked
+
+
 async def fetch_revoked(conn: psycopg.AsyncConnection[Any], limit: int) -> list[tuple[str, float]]:
     """Signed-out tokens that have not expired yet: (SHA-256, expiry as Unix time),
     those expiring last first (kept in memory for when the database is down)."""
@@ -98,5 +118,6 @@ def registry_ids(conn: psycopg.Connection[Any]) -> tuple[set[str], set[str]]:
     return teams, residents
 
 
-__all__ = ["UserRow", "fetch_revoked", "fetch_user", "fetch_user_for_token", "get_user", "registry_ids",
+__all__ = ["UserRow", "fetch_revoked", "fetch_user", "fetch_user_for_token",
+           "fetch_users_and_revoked", "get_user", "registry_ids",
            "revoke_token", "upsert_user"]

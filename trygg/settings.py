@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     escalate_medium_s: float = Field(default=300, gt=0)
 
     map_tiles_url: str = "https://tile.openstreetmap.org/{z}/{x}/{y}.png"
+    docs_require_login: bool = Field(default=False, description="/docs, /redoc and /openapi.json only for "
+                                                                 "signed-in users (docs/security.md)")
 
     @field_validator("mqtt_url")
     @classmethod
