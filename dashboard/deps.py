@@ -181,6 +181,9 @@ class AppState:
     db_state: StateProbe | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     pool: AsyncConnectionPool | None = None
+    #: research queries and exports only: a pool of their own, so that research never
+    #: starves staff (docs/security.md "Research and metrics")
+    research_pool: AsyncConnectionPool | None = None
     #: the audit journal and its flusher (dashboard/audit.py)
     audit: AuditLog | None = None
     pseudonym_key: bytes = b""
@@ -208,6 +211,15 @@ def get_pool(state: State) -> AsyncConnectionPool:
 
 
 Pool = Annotated[AsyncConnectionPool, Depends(get_pool)]
+
+
+def get_research_pool(state: State) -> AsyncConnectionPool:
+    if state.research_pool is None:
+        raise Unavailable("the research database pool is not open")
+    return state.research_pool
+
+
+ResearchPool = Annotated[AsyncConnectionPool, Depends(get_research_pool)]
 
 
 def get_audit(state: State) -> AuditLog:
@@ -353,6 +365,7 @@ __all__ = [
     "CurrentUser",
     "Now",
     "Pool",
+    "ResearchPool",
     "StageAlerts",
     "State",
     "StateProbe",
@@ -361,6 +374,7 @@ __all__ = [
     "current_user",
     "get_alerts",
     "get_audit",
+    "get_research_pool",
     "get_state",
     "time_range",
 ]
