@@ -191,6 +191,8 @@ class AppState:
     closing: asyncio.Event = field(default_factory=asyncio.Event)
     #: users as last read from PostgreSQL, for token checks while it is down
     users: UserCache = field(init=False)
+    #: token checks of stream opens under way (`StreamUser`)
+    stream_checks: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(STREAM_CHECKS))
 
     def __post_init__(self) -> None:
         self.users = UserCache(self.settings.auth_offline_max_s)
@@ -311,6 +313,28 @@ def _same_origin(request: Request) -> None:
 
 CurrentUser = Annotated[Principal, Depends(current_user)]
 
+#: Token checks of live-stream opens at a time. A flood of consoles (re)connecting at
+#: once checks its tokens this many at a time, so it never fills the staff pool or its
+#: queue: other staff requests still get a connection at once, instead of waiting behind
+#: the flood until the busy pool is taken for a database that is down (dashboard/
+#: user_cache.py) and users not read recently get 503. The stream itself holds no
+#: connection once open.
+STREAM_CHECKS = 3
+
+
+async def stream_user(
+    request: Request,
+    state: State,
+    bearer: Annotated[str | None, Depends(bearer_scheme)],
+    cookie: Annotated[str | None, Depends(cookie_scheme)],
+) -> Principal:
+    """`current_user` for opening a live stream: at most STREAM_CHECKS at a time."""
+    async with state.stream_checks:
+        return await current_user(request, state, bearer, cookie)
+
+
+StreamUser = Annotated[Principal, Depends(stream_user)]
+
 
 
 
@@ -369,6 +393,7 @@ __all__ = [
     "StageAlerts",
     "State",
     "StateProbe",
+    "StreamUser",
     "UtcTime",
     "bad_parameter",
     "current_user",

@@ -23,7 +23,7 @@ from dashboard.authz import (
     residents_shown,
     team_scope,
 )
-from dashboard.deps import ID_PATTERN, AlertDoc, Audit, CurrentUser, State, UtcTime, get_alerts
+from dashboard.deps import ID_PATTERN, AlertDoc, Audit, CurrentUser, State, StreamUser, UtcTime, get_alerts
 from dashboard.errors import (
     ILLEGAL_ERRORS,
     NOT_FOUND_ERRORS,
@@ -132,7 +132,7 @@ async def resolve(alert_id: AlertId, request: Request, who: CurrentUser, audit_l
                     "description": "Server-sent events: `alert` (the alert after a change), a "
                                    "`: ping` comment every 15 s, `reset`, `expired`"}},
             summary="Live alert changes of the caller's teams (SSE)")
-async def stream(request: Request, who: CurrentUser, state: State, audit_log: Audit) -> AlertStream:
+async def stream(request: Request, who: StreamUser, state: State, audit_log: Audit) -> AlertStream:
     require(who, Action.ALERTS_STREAM)
     alerts = get_alerts(state)
     return AlertStream(alerts, who, audit_log, audit.action_of(request), state.sse_ping_s, state.closing)
