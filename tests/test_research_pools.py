@@ -18,6 +18,8 @@ import httpx
 import psycopg
 import pytest
 
+from tests import test_api_support
+from tests.helpers import wait_for
 from tests.test_api_support import PASSWORD, World, make_world
 
 pytestmark = pytest.mark.integration
@@ -50,7 +52,7 @@ def busy_world(database: str) -> Iterator[World]:
 
 
 @contextlib.contextmanager
-def held_exports(w: World) -> Iterator[list[int]]:
+def held_exports(w: World, count: int = EXPORTS, settle_s: float = SETTLE_S) -> Iterator[list[int]]:
     """Ten researchers' CSV exports that read their first bytes and then stop reading
     (sockets with a small receive buffer, as a slow client over a slow link); yields
     their status codes. They are closed on leaving."""
@@ -59,14 +61,14 @@ def held_exports(w: World) -> Iterator[list[int]]:
                f"Host: {host}:{port}\r\nAuthorization: {w.headers('researcher')['Authorization']}\r\n\r\n").encode()
     sockets = []
     try:
-        for _ in range(EXPORTS):
+        for _ in range(count):
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             sock.connect((host, int(port)))
             sock.sendall(request)
             sockets.append(sock)
         statuses = [int(sock.recv(64).split(b" ")[1]) for sock in sockets]  # the first bytes, then nothing more
-        time.sleep(SETTLE_S)  # the exports fill the socket buffers and stall
+        time.sleep(settle_s)  # the exports fill the socket buffers and stall
         yield statuses
     finally:
         for sock in sockets:
@@ -119,6 +121,25 @@ async def staff_while_exports_are_held(busy_world: World, held_exports: list[int
         ok_or_busy = await staff.get("/api/research/events", params={"since": SINCE, "until": UNTIL},
                                      headers=busy_world.headers("researcher"))
         assert ok_or_busy.status_code in (200, 503)
+
+
+def test_a_stalled_export_gives_its_connection_back(database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two exports whose clients stop reading hold the research pool (2 connections);
+    after TRYGG_RESEARCH_IDLE_TIMEOUT_S they give their connections back and research
+    answers again."""
+    base = test_api_support.settings
+    monkeypatch.setattr(test_api_support, "settings", lambda data_dir=None: base(data_dir).model_copy(
+        update={"research_idle_timeout_s": 2.0}))
+    many_events(database)
+    with make_world(database) as w, held_exports(w, count=2, settle_s=0.5) as statuses:
+        assert statuses == [200, 200]
+        assert w.client.get("/healthz").json()["pools"]["research"] == "exhausted"
+        health = wait_for(lambda: w.client.get("/healthz").json(), lambda h: h["pools"]["research"] == "ok",
+                          timeout=10)
+        assert health["pools"] == {"staff": "ok", "research": "ok"} and health["status"] == "ok"
+        again = w.client.get("/api/research/events", params={"since": SINCE, "until": UNTIL},
+                             headers=w.headers("researcher"))
+        assert again.status_code == 200
 
 
 def test_four_hundred_stream_opens_leave_staff_routes_alone(database: str) -> None:
