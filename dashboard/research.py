@@ -103,8 +103,10 @@ def open_research_pool(settings: Settings, conninfo: str) -> AsyncConnectionPool
     """The pool research queries and exports use, apart from staff's (not yet opened):
     small, with a short queue and statement and idle-in-transaction timeouts, so a
     researcher can exhaust only this one (docs/security.md "Research and metrics")."""
+    # PostgreSQL's idle timeout is a backstop: `export_batches` ends a stalled export
+    # itself, with the connection still healthy, before PostgreSQL would end the session.
     timeouts = (f"{int(settings.research_statement_timeout_s * 1000)}ms",
-                f"{int(settings.research_idle_timeout_s * 1000)}ms")
+                f"{int((settings.research_idle_timeout_s + 30) * 1000)}ms")
 
     async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
         await conn.execute("SELECT set_config('statement_timeout', %s, false),"
@@ -123,14 +125,25 @@ async def export_batches(pool: AsyncConnectionPool, since: datetime, until: date
     """The export's rows, read by a task of its own into a short queue. A client that
     stops reading stops the queue; after `idle_s` the reader gives its connection back
     and the export ends unfinished — a stalled download holds a research connection at
-    most that long."""
+    most that long.
+
+    The rows are read one day (or one grain, if coarser) at a time: a group never spans
+    two grains, so each statement is bounded by one day's events, not the period's."""
     queue: asyncio.Queue[list[tuple[Any, ...]] | None] = asyncio.Queue(maxsize=2)
+    step = coarser(grain, "day")
 
     async def read() -> None:
         async with pool.connection() as conn:
-            async for rows in export_rows(conn, since, until, grain=grain, k=k):
-                async with asyncio.timeout(idle_s):
-                    await queue.put(rows)
+            start = since
+            while start < until:
+                end = min(next_bucket(step, floor_to(step, start)), until)
+                # closed before the connection goes back, also when the client stalls
+                rows_of = export_rows(conn, start, end, grain=grain, k=k)
+                async with contextlib.aclosing(rows_of) as batches:
+                    async for rows in batches:
+                        async with asyncio.timeout(idle_s):
+                            await queue.put(rows)
+                start = end
         await queue.put(None)
 
     reader = asyncio.create_task(read(), name="research.export-reader")

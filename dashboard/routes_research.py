@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
+import psycopg
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
@@ -102,6 +103,9 @@ def _busy_is_503() -> Iterator[None]:
         yield
     except (PoolTimeout, TooManyRequests):
         raise Unavailable("research queries are busy; try again in a minute") from None
+    except psycopg.errors.QueryCanceled:
+        raise Unavailable("the query ran longer than this server allows "
+                          "(TRYGG_RESEARCH_STATEMENT_TIMEOUT_S); ask for a shorter period") from None
 
 
 def _window(since: datetime | None, until: datetime | None, now: datetime, unit: str) -> tuple[datetime, datetime]:

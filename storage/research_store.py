@@ -15,7 +15,7 @@ hour-cut `research.events`.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -113,21 +113,34 @@ ORDER BY ts, resident_pseudonym, type
 
 
 async def export_rows(conn: psycopg.AsyncConnection[Any], since: datetime, until: datetime, *,
-                      grain: str, k: int, batch: int = 5000) -> AsyncIterator[list[tuple[Any, ...]]]:
+                      grain: str, k: int, batch: int = 5000) -> AsyncGenerator[list[tuple[Any, ...]], None]:
     """Event rows in [since, until) whose times are cut to `grain` (hour|day|week|month,
     in Europe/Oslo) and that lie in a cell of at least `k` distinct residents, in time
     order, `batch` at a time (a server-side cursor: never the whole range in memory on
     this side)."""
     if grain not in BUCKETS:
         raise ValueError(f"grain must be one of {', '.join(BUCKETS)}")
-    async with conn.transaction(), conn.cursor(name="trygg_research_export") as cur:
-        await cur.execute(_EXPORT_QUERY, {"grain": grain, "zone": BUCKET_ZONE, "since": since,
-                                          "until": until, "k": k})
-        while True:
-            rows = await cur.fetchmany(batch)
-            if not rows:
-                return
-            yield rows
+    async with conn.transaction():
+        cur = conn.cursor(name="trygg_research_export")
+        try:
+            await cur.execute(_EXPORT_QUERY, {"grain": grain, "zone": BUCKET_ZONE, "since": since,
+                                              "until": until, "k": k})
+            while rows := await cur.fetchmany(batch):
+                yield rows
+        finally:
+            await _close(conn, cur)
+
+
+async def _close(conn: psycopg.AsyncConnection[Any], cur: psycopg.AsyncServerCursor[Any]) -> None:
+    """Close a server-side cursor. If that fails — the server ended the session, or the
+    task was cancelled in the middle — close the connection too: then the cursor counts
+    as closed and the pool drops the connection instead of lending it out again."""
+    try:
+        await cur.close()
+    except BaseException:
+        await conn.close()
+        await cur.close()
+        raise
 
 
 __all__ = [

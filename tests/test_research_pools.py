@@ -142,6 +142,19 @@ def test_a_stalled_export_gives_its_connection_back(database: str, monkeypatch: 
         assert again.status_code == 200
 
 
+def test_a_research_query_past_its_time_is_503_with_advice(database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = test_api_support.settings
+    monkeypatch.setattr(test_api_support, "settings", lambda data_dir=None: base(data_dir).model_copy(
+        update={"research_statement_timeout_s": 0.001}))
+    many_events(database)
+    with make_world(database) as w:
+        response = w.client.get("/api/research/export", params={"since": SINCE, "until": UNTIL},
+                                headers=w.headers("researcher"))
+        assert response.status_code == 503
+        assert "shorter period" in response.json()["detail"]
+        assert w.client.get("/api/alerts", headers=w.headers("staff-east")).status_code == 200
+
+
 def test_four_hundred_stream_opens_leave_staff_routes_alone(database: str) -> None:
     """400 consoles open the stream at once while the operator, not seen before by this
     dashboard, lists alerts and a staff member signs in: no staff route answers 503,
