@@ -1,7 +1,8 @@
 """The FastAPI app: `create_app(settings, conninfo, alerts)`.
 
-The lifespan owns the connection pool; routes get it, the alerts port and the caller
-through `Annotated` dependencies (dashboard/deps.py). Pages (dashboard/pages.py) and
+The lifespan owns the connection pools — staff's, and research's apart from it so that
+research never starves staff (docs/security.md "Research and metrics"); routes get them,
+the alerts port and the caller through `Annotated` dependencies (dashboard/deps.py). Pages (dashboard/pages.py) and
 static files (dashboard/static/) are added when they exist.
 """
 

@@ -124,7 +124,7 @@ async def _prepare(request: Request, who: Principal, pool: AsyncConnectionPool, 
     await get_audit(state).record(who, [None], audit.action_of(request))
 
 
-@router.get("/events", response_model=CountsOut, responses=responses(401, 403),
+@router.get("/events", response_model=CountsOut, responses=responses(401, 403, 503),
             summary="Events per time bucket (Europe/Oslo) and type")
 async def events(
     request: Request, who: CurrentUser, pool: ResearchPool, state: State, now: Now,
@@ -153,7 +153,7 @@ def _percentiles(values: list[float] | None) -> Percentiles:
     return Percentiles(p50=p[0], p90=p[1], p99=p[2])
 
 
-@router.get("/response-times", response_model=ResponseTimesOut, responses=responses(401, 403),
+@router.get("/response-times", response_model=ResponseTimesOut, responses=responses(401, 403, 503),
             summary="Seconds from opening to acknowledgement and to resolution, per alert kind")
 async def response_times_route(request: Request, who: CurrentUser, pool: ResearchPool, state: State, now: Now,
                                since: Since = None, until: Until = None) -> ResponseTimesOut:
