@@ -147,6 +147,7 @@ async def export_batches(pool: AsyncConnectionPool, since: datetime, until: date
         await queue.put(None)
 
     reader = asyncio.create_task(read(), name="research.export-reader")
+    taken: asyncio.Future[list[tuple[Any, ...]] | None] | None = None
     try:
         while True:
             taken = asyncio.ensure_future(queue.get())
@@ -160,9 +161,12 @@ async def export_batches(pool: AsyncConnectionPool, since: datetime, until: date
                 return
             yield rows
     finally:
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await reader
+        for task in (taken, reader):
+            if task is not None:
+                task.cancel()
+        await asyncio.wait([reader])  # its connection back in the pool before we go on
+        if not reader.cancelled():
+            reader.exception()  # retrieved: raised above already, or of no interest now
 
 
 def pseudonym(key: bytes, resident_id: str) -> str:
