@@ -18,7 +18,8 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from tests.test_api_research import as_research_role, give_location_basis, hmac_hex
-from tests.test_api_support import World, world
+from tests import test_api_support
+from tests.test_api_support import World, make_world, world
 
 pytestmark = pytest.mark.integration
 
@@ -156,3 +157,30 @@ def test_research_views_show_no_time_finer_than_the_hour(world: World) -> None:
     for ts, received in times:
         for t in (ts, received):
             assert (t.minute, t.second, t.microsecond) == (0, 0, 0), t
+
+
+@pytest.mark.parametrize("path", ["/api/research/events", "/api/research/response-times", "/api/research/export"])
+@pytest.mark.parametrize("window", [{"since": "0001-01-01T00:00:00Z", "until": "0001-01-02T00:00:00Z"},
+                                    {"since": "9999-12-30T00:00:00Z", "until": "9999-12-31T23:59:59Z"}])
+def test_windows_at_the_ends_of_time_are_422(world: World, path: str, window: dict[str, str]) -> None:
+    """Widening to whole days in Oslo cannot go past year 1 or 9999: a clear 422."""
+    response = world.client.get(path, params=window, headers=world.headers("researcher"))
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["msg"]
+
+
+def test_a_coarser_grain_cuts_export_times_to_the_day_and_refuses_hourly_counts(
+        database: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TRYGG_RESEARCH_TIME_GRAIN=day: the export shows days, and hourly counts are 422."""
+    base = test_api_support.settings
+    monkeypatch.setattr(test_api_support, "settings", lambda data_dir=None: base(data_dir).model_copy(
+        update={"research_time_grain": "day"}))
+    with make_world(database) as w:
+        presses(w)
+        day = datetime(2026, 11, 18, tzinfo=UTC), datetime(2026, 11, 19, tzinfo=UTC)
+        hourly = w.client.get("/api/research/events", params={"since": iso(day[0]), "until": iso(day[1]),
+                                                               "bucket": "hour"}, headers=w.headers("researcher"))
+        assert hourly.status_code == 422 and "day or coarser" in hourly.text
+        rows = [r for r in export(w, *day) if r["type"] == "alarm.button"]
+        # Five residents pressed that day (r-1 twice): all six presses, at the Oslo day.
+        assert len(rows) == 6 and {at(r["ts"]) for r in rows} == {datetime(2026, 11, 17, 23, tzinfo=UTC)}
