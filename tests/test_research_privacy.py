@@ -17,8 +17,8 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.test_api_research import as_research_role, give_location_basis, hmac_hex
 from tests import test_api_support
+from tests.test_api_research import as_research_role, give_location_basis, hmac_hex
 from tests.test_api_support import World, make_world, world
 
 pytestmark = pytest.mark.integration
