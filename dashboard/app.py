@@ -1,7 +1,8 @@
 """The FastAPI app: `create_app(settings, conninfo, alerts)`.
 
-The lifespan owns the connection pool; routes get it, the alerts port and the caller
-through `Annotated` dependencies (dashboard/deps.py). Pages (dashboard/pages.py) and
+The lifespan owns the connection pools — staff's, and research's apart from it so that
+research never starves staff (docs/security.md "Research and metrics"); routes get them,
+the alerts port and the caller through `Annotated` dependencies (dashboard/deps.py). Pages (dashboard/pages.py) and
 static files (dashboard/static/) are added when they exist.
 """
 
@@ -41,7 +42,7 @@ from dashboard.audit import AuditLog
 from dashboard.auth import TokenSigner
 from dashboard.deps import AlertsPort, AppState, StateProbe
 from dashboard.errors import ApiError, AuditJournalError
-from dashboard.research import sync_pseudonyms
+from dashboard.research import open_research_pool, sync_pseudonyms
 from dashboard.routes_health import MetricsMiddleware
 from trygg.logging import get_logger
 from trygg.settings import Settings
@@ -124,6 +125,9 @@ def create_app(
         )
         await pool.open(wait=False)
         state.pool = pool
+        research_pool = open_research_pool(settings, conninfo)
+        await research_pool.open(wait=False)
+        state.research_pool = research_pool
         flusher = asyncio.create_task(audit_log.run(), name="dashboard.audit-flusher")
         try:
             try:
@@ -142,6 +146,8 @@ def create_app(
             await audit_log.close()
             state.audit = None
             state.pool = None
+            state.research_pool = None
+            await research_pool.close()
             await pool.close()
 
     app = FastAPI(

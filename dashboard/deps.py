@@ -184,6 +184,9 @@ class AppState:
     db_state: StateProbe | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     pool: AsyncConnectionPool | None = None
+    #: research queries and exports only: a pool of their own, so that research never
+    #: starves staff (docs/security.md "Research and metrics")
+    research_pool: AsyncConnectionPool | None = None
     #: the audit journal and its flusher (dashboard/audit.py)
     audit: AuditLog | None = None
     pseudonym_key: bytes = b""
@@ -193,6 +196,8 @@ class AppState:
     users: UserCache = field(init=False)
     #: re-checks the rights of every open live stream (dashboard/stream_rights.py)
     rights: RightsWatch = field(init=False)
+    #: token checks of stream opens under way (`StreamUser`)
+    stream_checks: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(STREAM_CHECKS))
 
     def __post_init__(self) -> None:
         self.users = UserCache(self.settings.auth_offline_max_s)
@@ -214,6 +219,15 @@ def get_pool(state: State) -> AsyncConnectionPool:
 
 
 Pool = Annotated[AsyncConnectionPool, Depends(get_pool)]
+
+
+def get_research_pool(state: State) -> AsyncConnectionPool:
+    if state.research_pool is None:
+        raise Unavailable("the research database pool is not open")
+    return state.research_pool
+
+
+ResearchPool = Annotated[AsyncConnectionPool, Depends(get_research_pool)]
 
 
 def get_audit(state: State) -> AuditLog:
@@ -364,6 +378,28 @@ def require_same_origin(request: Request) -> None:
 
 CurrentUser = Annotated[Principal, Depends(current_user)]
 
+#: Token checks of live-stream opens at a time. A flood of consoles (re)connecting at
+#: once checks its tokens this many at a time, so it never fills the staff pool or its
+#: queue: other staff requests still get a connection at once, instead of waiting behind
+#: the flood until the busy pool is taken for a database that is down (dashboard/
+#: user_cache.py) and users not read recently get 503. The stream itself holds no
+#: connection once open.
+STREAM_CHECKS = 3
+
+
+async def stream_user(
+    request: Request,
+    state: State,
+    bearer: Annotated[str | None, Depends(bearer_scheme)],
+    cookie: Annotated[str | None, Depends(cookie_scheme)],
+) -> Principal:
+    """`current_user` for opening a live stream: at most STREAM_CHECKS at a time."""
+    async with state.stream_checks:
+        return await current_user(request, state, bearer, cookie)
+
+
+StreamUser = Annotated[Principal, Depends(stream_user)]
+
 
 
 def get_credential(request: Request, who: CurrentUser) -> Credential:
@@ -373,6 +409,15 @@ def get_credential(request: Request, who: CurrentUser) -> Credential:
 
 
 CurrentCredential = Annotated[Credential, Depends(get_credential)]
+
+
+def get_stream_credential(request: Request, who: StreamUser) -> Credential:
+    """What the caller of a live stream signed in with (after `stream_user`)."""
+    credential: Credential = request.state.credential
+    return credential
+
+
+StreamCredential = Annotated[Credential, Depends(get_stream_credential)]
 
 
 
@@ -430,15 +475,19 @@ __all__ = [
     "CurrentUser",
     "Now",
     "Pool",
+    "ResearchPool",
     "StageAlerts",
     "State",
     "StateProbe",
+    "StreamCredential",
+    "StreamUser",
     "UtcTime",
     "bad_parameter",
     "credential_of",
     "current_user",
     "get_alerts",
     "get_audit",
+    "get_research_pool",
     "get_state",
     "principal_from",
     "require_same_origin",

@@ -1,32 +1,172 @@
-"""Research data (DESIGN.md §7, docs/research.md): pseudonyms, small-group suppression,
-CSV and Parquet encoding.
+"""Research data (DESIGN.md §7, docs/research.md): pseudonyms, windows cut at whole
+buckets, small-group suppression, the research pool, CSV and Parquet encoding.
 
 Which rows a researcher may see at all (consenting residents, pseudonymous ids, coarse
-positions, no free text) is defined once, in the `research` views
-(storage/migrations/0005_research.sql); the API reads those views like any SQL user.
+positions only under a location basis, no free text) is defined once, in the views
+(storage/migrations/0005_research.sql, 0010_research_privacy.sql).
+
+What an answer may reveal is decided here and in storage/research_store.py: every
+window is widened to whole buckets and whole days in Europe/Oslo (`research_window`),
+so two queries whose ends differ by a microsecond get the same answer and a 2-second
+window answers for its day; no time is finer than the hour; and nothing is shown of a
+group of fewer than k residents (docs/research.md "What is guaranteed").
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import csv
 import functools
 import hashlib
 import hmac
 import io
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
+from zoneinfo import ZoneInfo
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 import psycopg
+from psycopg_pool import AsyncConnectionPool
 
-from storage.research_store import EXPORT_COLUMNS, residents_needing_pseudonyms, save_pseudonyms
+from storage.research_store import (
+    BUCKET_ZONE,
+    BUCKETS,
+    EXPORT_COLUMNS,
+    export_rows,
+    residents_needing_pseudonyms,
+    save_pseudonyms,
+)
+from trygg.settings import Settings
 
-#: Aggregates over fewer distinct residents than this are held back.
+#: Aggregates over fewer distinct residents than this are held back (the least
+#: `TRYGG_RESEARCH_MIN_GROUP` may be).
 MIN_GROUP: Final = 5
+_ZONE: Final = ZoneInfo(BUCKET_ZONE)
+
+
+# --- windows cut at whole buckets -------------------------------------------------------
+
+
+def coarser(unit: str, other: str) -> str:
+    """The coarser of two of hour|day|week|month."""
+    return max(unit, other, key=BUCKETS.index)
+
+
+def floor_to(unit: str, t: datetime) -> datetime:
+    """The start of the bucket (hour, or day/week/month in Europe/Oslo) holding `t`, in UTC."""
+    if unit == "hour":  # Norway's offsets are whole hours
+        return t.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    day = t.astimezone(_ZONE).date()
+    if unit == "week":
+        day -= timedelta(days=day.weekday())
+    elif unit == "month":
+        day = day.replace(day=1)
+    return datetime.combine(day, time(0), _ZONE).astimezone(UTC)
+
+
+def next_bucket(unit: str, start: datetime) -> datetime:
+    """The start of the bucket after the one starting at `start`."""
+    if unit == "hour":
+        return start + timedelta(hours=1)
+    day = start.astimezone(_ZONE).date()
+    if unit == "day":
+        day += timedelta(days=1)
+    elif unit == "week":
+        day += timedelta(days=7)
+    else:
+        day = (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return datetime.combine(day, time(0), _ZONE).astimezone(UTC)
+
+
+def research_window(since: datetime, until: datetime, unit: str) -> tuple[datetime, datetime]:
+    """[since, until) widened to whole buckets of `unit`, and never less than whole days:
+    `since` down to its bucket's start, `until` up to the next bucket boundary. Raises
+    OverflowError at the ends of time."""
+    unit = coarser(unit, "day")
+    start = floor_to(unit, since)
+    end = floor_to(unit, until)
+    if end < until or end <= start:
+        end = next_bucket(unit, end)
+    return start, end
+
+
+# --- the research pool ------------------------------------------------------------------
+
+
+def open_research_pool(settings: Settings, conninfo: str) -> AsyncConnectionPool:
+    """The pool research queries and exports use, apart from staff's (not yet opened):
+    small, with a short queue and statement and idle-in-transaction timeouts, so a
+    researcher can exhaust only this one (docs/security.md "Research and metrics")."""
+    # PostgreSQL's idle timeout is a backstop: `export_batches` ends a stalled export
+    # itself, with the connection still healthy, before PostgreSQL would end the session.
+    timeouts = (f"{int(settings.research_statement_timeout_s * 1000)}ms",
+                f"{int((settings.research_idle_timeout_s + 30) * 1000)}ms")
+
+    async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
+        await conn.execute("SELECT set_config('statement_timeout', %s, false),"
+                           " set_config('idle_in_transaction_session_timeout', %s, false)", timeouts)
+        await conn.commit()
+
+    return AsyncConnectionPool(
+        conninfo, min_size=1, max_size=settings.research_pool_size,
+        max_waiting=settings.research_pool_max_waiting, timeout=settings.research_pool_wait_s,
+        open=False, name="research", configure=configure, check=AsyncConnectionPool.check_connection,
+    )
+
+
+async def export_batches(pool: AsyncConnectionPool, since: datetime, until: datetime, *, grain: str, k: int,
+                         idle_s: float) -> AsyncIterator[list[tuple[Any, ...]]]:
+    """The export's rows, read by a task of its own into a short queue. A client that
+    stops reading stops the queue; after `idle_s` the reader gives its connection back
+    and the export ends unfinished — a stalled download holds a research connection at
+    most that long.
+
+    The rows are read one day (or one grain, if coarser) at a time: a group never spans
+    two grains, so each statement is bounded by one day's events, not the period's."""
+    queue: asyncio.Queue[list[tuple[Any, ...]] | None] = asyncio.Queue(maxsize=2)
+    step = coarser(grain, "day")
+
+    async def read() -> None:
+        async with pool.connection() as conn:
+            start = since
+            while start < until:
+                end = min(next_bucket(step, floor_to(step, start)), until)
+                # closed before the connection goes back, also when the client stalls
+                rows_of = export_rows(conn, start, end, grain=grain, k=k)
+                async with contextlib.aclosing(rows_of) as batches:
+                    async for rows in batches:
+                        async with asyncio.timeout(idle_s):
+                            await queue.put(rows)
+                start = end
+        await queue.put(None)
+
+    reader = asyncio.create_task(read(), name="research.export-reader")
+    taken: asyncio.Future[list[tuple[Any, ...]] | None] | None = None
+    try:
+        while True:
+            taken = asyncio.ensure_future(queue.get())
+            await asyncio.wait({taken, reader}, return_when=asyncio.FIRST_COMPLETED)
+            if not taken.done():
+                taken.cancel()
+                reader.result()  # the reader failed: raise its error
+                continue  # it finished: what it put is still in the queue
+            rows = taken.result()
+            if rows is None:
+                return
+            yield rows
+    finally:
+        for task in (taken, reader):
+            if task is not None:
+                task.cancel()
+        await asyncio.wait([reader])  # its connection back in the pool before we go on
+        if not reader.cancelled():
+            reader.exception()  # retrieved: raised above already, or of no interest now
 
 
 def pseudonym(key: bytes, resident_id: str) -> str:
@@ -139,11 +279,17 @@ class ParquetBuilder:
 __all__ = [
     "MIN_GROUP",
     "ParquetBuilder",
+    "coarser",
     "csv_header",
     "csv_rows",
+    "export_batches",
+    "floor_to",
     "key_id",
+    "next_bucket",
+    "open_research_pool",
     "parquet_schema",
     "pseudonym",
+    "research_window",
     "suppress",
     "sync_pseudonyms",
 ]

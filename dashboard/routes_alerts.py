@@ -27,9 +27,10 @@ from dashboard.deps import (
     ID_PATTERN,
     AlertDoc,
     Audit,
-    CurrentCredential,
     CurrentUser,
     State,
+    StreamCredential,
+    StreamUser,
     UtcTime,
     get_alerts,
 )
@@ -143,7 +144,7 @@ async def resolve(alert_id: AlertId, request: Request, who: CurrentUser, audit_l
                                    "also when the caller's role, teams or residents change), `expired` "
                                    "(sign in again: also at sign-out or a new password)"}},
             summary="Live alert changes of the caller's teams (SSE)")
-async def stream(request: Request, who: CurrentUser, credential: CurrentCredential, state: State,
+async def stream(request: Request, who: StreamUser, credential: StreamCredential, state: State,
                  audit_log: Audit) -> AlertStream:
     require(who, Action.ALERTS_STREAM)
     alerts = get_alerts(state)

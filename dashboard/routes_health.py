@@ -1,11 +1,17 @@
-"""Liveness (`/healthz`), Prometheus metrics (`/metrics`, loopback only) and the request
-metrics middleware.
+"""Liveness (`/healthz`), Prometheus metrics (`/metrics`, for allowed scrapers only) and
+the request metrics middleware.
 
-`/healthz` says `degraded` when the database or the broker is down, or when a durable
+`/healthz` says `degraded` when the database or the broker is down, when a durable
 local log of this process cannot be written (storage/local_log.py: the spool, the alert
-journal, the audit journal — a full disk, an I/O error); `local_log` then names which and
-why, e.g. `"disk full: spool"` (docs/local-log.md). The staff console shows a banner
-while it says `degraded`."""
+journal, the audit journal — a full disk, an I/O error; `local_log` then names which and
+why, e.g. `"disk full: spool"`, docs/local-log.md), or when a connection pool is
+exhausted (`pools`: `{"staff": "ok", "research": "exhausted"}`). The staff console shows
+a banner while it says `degraded`.
+
+`/metrics` answers only a TCP peer in `TRYGG_METRICS_ALLOW` (default loopback); a
+request that a proxy forwarded (any forwarding header) only when that proxy is in
+`TRYGG_METRICS_PROXIES` (default none). Headers can refuse, never admit
+(docs/security.md "Research and metrics")."""
 
 from __future__ import annotations
 
@@ -17,11 +23,13 @@ from typing import Any, Final, Literal
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dashboard.deps import AppState, State, StateProbe
 from storage.local_log import degraded as local_logs_degraded
+from trygg.settings import networks
 
 router = APIRouter(tags=["health"])
 
@@ -37,6 +45,13 @@ DB_PROBE_TIMEOUT_S: Final = 2.0
 _METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 Health = Literal["up", "down", "unknown"]
+PoolHealth = Literal["ok", "exhausted", "closed"]
+
+#: Headers a proxy adds to say whom it forwards for. A request with any of them came
+#: through a proxy, whatever its TCP peer.
+FORWARDING_HEADERS: Final = ("forwarded", "x-forwarded-for", "x-real-ip", "x-forwarded-host", "x-client-ip",
+                             "true-client-ip", "cf-connecting-ip", "x-cluster-client-ip", "fastly-client-ip",
+                             "x-original-forwarded-for")
 
 
 class HealthOut(BaseModel):
@@ -45,6 +60,16 @@ class HealthOut(BaseModel):
     broker: Health
     #: present only while a local log cannot be written: "<reason>: <log>", "; "-separated
     local_log: str | None = None
+    #: each connection pool: "exhausted" while every connection is lent out and none may be added
+    pools: dict[str, PoolHealth]
+
+
+def pool_health(pool: AsyncConnectionPool | None) -> PoolHealth:
+    if pool is None:
+        return "closed"
+    stats = pool.get_stats()
+    lent = stats.get("pool_size", 0) - stats.get("pool_available", 0)
+    return "exhausted" if lent >= pool.max_size else "ok"
 
 
 def _probe(probe: StateProbe | None) -> Health:
@@ -85,28 +110,43 @@ def local_log_state() -> str | None:
 async def healthz(state: State) -> HealthOut:
     """Always 200 while the process serves requests; `status` is `degraded` when the
     database or broker is down or a local log cannot be written (`local_log` says which)."""
+    pools = {"staff": pool_health(state.pool), "research": pool_health(state.research_pool)}
     database = await _database(state)
     broker = _probe(state.broker_state)
     local_log = local_log_state()
-    degraded = "down" in (database, broker) or local_log is not None
+    degraded = "down" in (database, broker) or local_log is not None or "exhausted" in pools.values()
     return HealthOut(status="degraded" if degraded else "ok", database=database, broker=broker,
-                     local_log=local_log)
+                     local_log=local_log, pools=pools)
+
+
+def _peer_in(request: Request, allowed: str) -> bool:
+    host = request.client.host if request.client else ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(address in network for network in networks(allowed))
+
+
+def may_scrape(request: Request, allow: str, proxies: str) -> bool:
+    """The TCP peer may scrape: it is in `allow` and nobody forwarded the request, or it
+    is a proxy in `proxies`. Headers are never believed, only used to refuse. (uvicorn
+    may replace the peer with an X-Forwarded-For address from a trusted proxy; that
+    header stays, so such a request is judged as forwarded and needs its peer in
+    `proxies`: it can be refused wrongly, never admitted wrongly.)"""
+    if any(name in request.headers for name in FORWARDING_HEADERS):
+        return _peer_in(request, proxies)
+    return _peer_in(request, allow)
 
 
 def is_loopback(request: Request) -> bool:
     """The client is on this machine and no proxy forwarded the request."""
-    if "x-forwarded-for" in request.headers or "forwarded" in request.headers:
-        return False
-    host = request.client.host if request.client else ""
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return may_scrape(request, "127.0.0.0/8,::1", "")
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics(request: Request) -> Response:
-    if not is_loopback(request):
+async def metrics(request: Request, state: State) -> Response:
+    if not may_scrape(request, state.settings.metrics_allow, state.settings.metrics_proxies):
         return JSONResponse({"detail": "Not Found"}, status_code=404)
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
@@ -156,4 +196,4 @@ class MetricsMiddleware:
             REQUESTS.labels(method, path, str(status)).inc()
 
 
-__all__ = ["LATENCY", "REQUESTS", "MetricsMiddleware", "is_loopback", "router"]
+__all__ = ["LATENCY", "REQUESTS", "MetricsMiddleware", "is_loopback", "may_scrape", "pool_health", "router"]

@@ -1,23 +1,49 @@
 """Research API (researchers only): counts, response times, export — consenting
-residents only, pseudonymous, small groups suppressed (DESIGN.md §7, docs/research.md)."""
+residents only, pseudonymous, windows widened to whole buckets and days, no time finer
+than the hour, small groups suppressed (DESIGN.md §7, docs/research.md "What is
+guaranteed").
+
+Every query runs on the research pool (`ResearchPool`), never on staff's: a busy
+research pool answers researchers 503 and leaves staff alone (docs/security.md)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
+import psycopg
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
 from pydantic import BaseModel
 
 from dashboard import audit
 from dashboard.authz import Action, Principal, require
-from dashboard.deps import AppState, CurrentUser, Now, Pool, State, UtcTime, get_audit, time_range
-from dashboard.errors import responses
-from dashboard.research import MIN_GROUP, ParquetBuilder, csv_header, csv_rows, suppress, sync_pseudonyms
-from storage.research_store import event_counts, export_rows, response_times
+from dashboard.deps import (
+    AppState,
+    CurrentUser,
+    Now,
+    ResearchPool,
+    State,
+    UtcTime,
+    bad_parameter,
+    get_audit,
+    time_range,
+)
+from dashboard.errors import Unavailable, responses
+from dashboard.research import (
+    ParquetBuilder,
+    coarser,
+    csv_header,
+    csv_rows,
+    export_batches,
+    research_window,
+    suppress,
+    sync_pseudonyms,
+)
+from storage.research_store import BUCKETS, event_counts, response_times
 from trygg.contract import EventType
 
 router = APIRouter(prefix="/api/research", tags=["research"])
@@ -69,29 +95,56 @@ class ResponseTimesOut(BaseModel):
     kinds: list[KindTimesOut]
 
 
+@contextlib.contextmanager
+def _busy_is_503() -> Iterator[None]:
+    """No research connection within TRYGG_RESEARCH_POOL_WAIT_S, or too many waiting:
+    503 for this researcher (staff have a pool of their own)."""
+    try:
+        yield
+    except (PoolTimeout, TooManyRequests):
+        raise Unavailable("research queries are busy; try again in a minute") from None
+    except psycopg.errors.QueryCanceled:
+        raise Unavailable("the query ran longer than this server allows "
+                          "(TRYGG_RESEARCH_STATEMENT_TIMEOUT_S); ask for a shorter period") from None
+
+
+def _window(since: datetime | None, until: datetime | None, now: datetime, unit: str) -> tuple[datetime, datetime]:
+    start, end = time_range(since, until, now, DEFAULT_SPAN)
+    try:
+        return research_window(start, end, unit)
+    except (OverflowError, ValueError):
+        raise bad_parameter("until", "is out of range") from None
+
+
 async def _prepare(request: Request, who: Principal, pool: AsyncConnectionPool, state: AppState) -> None:
     """Pseudonyms up to date, and the access logged (one row: no single resident)."""
-    async with pool.connection() as conn:
-        await sync_pseudonyms(conn, state.pseudonym_key)
+    with _busy_is_503():
+        async with pool.connection() as conn:
+            await sync_pseudonyms(conn, state.pseudonym_key)
     await get_audit(state).record(who, [None], audit.action_of(request))
 
 
-@router.get("/events", response_model=CountsOut, responses=responses(401, 403),
+@router.get("/events", response_model=CountsOut, responses=responses(401, 403, 503),
             summary="Events per time bucket (Europe/Oslo) and type")
 async def events(
-    request: Request, who: CurrentUser, pool: Pool, state: State, now: Now,
+    request: Request, who: CurrentUser, pool: ResearchPool, state: State, now: Now,
     since: Since = None, until: Until = None,
-    bucket: Annotated[Literal["hour", "day", "week", "month"], Query()] = "day",
+    bucket: Annotated[Literal["hour", "day", "week", "month"], Query(
+        description="not finer than TRYGG_RESEARCH_TIME_GRAIN (hour)")] = "day",
     event_type: Annotated[EventType | None, Query(alias="type", description="only this event type")] = None,
 ) -> CountsOut:
     require(who, Action.RESEARCH)
-    start, end = time_range(since, until, now, DEFAULT_SPAN)
+    grain, k = state.settings.research_time_grain, state.settings.research_min_group
+    if BUCKETS.index(bucket) < BUCKETS.index(grain):
+        raise bad_parameter("bucket", f"must be {grain} or coarser")
+    start, end = _window(since, until, now, bucket)
     await _prepare(request, who, pool, state)
-    async with pool.connection() as conn:
-        groups = await event_counts(conn, start, end, bucket, event_type.value if event_type else None)
-    shown, held = suppress(groups)
+    with _busy_is_503():
+        async with pool.connection() as conn:
+            groups = await event_counts(conn, start, end, bucket, event_type.value if event_type else None)
+    shown, held = suppress(groups, k)
     return CountsOut(since=start, until=end, bucket=bucket, type=event_type.value if event_type else None,
-                     min_group=MIN_GROUP, suppressed_groups=held,
+                     min_group=k, suppressed_groups=held,
                      rows=[CountOut.model_validate(g) for g in shown])
 
 
@@ -100,16 +153,18 @@ def _percentiles(values: list[float] | None) -> Percentiles:
     return Percentiles(p50=p[0], p90=p[1], p99=p[2])
 
 
-@router.get("/response-times", response_model=ResponseTimesOut, responses=responses(401, 403),
+@router.get("/response-times", response_model=ResponseTimesOut, responses=responses(401, 403, 503),
             summary="Seconds from opening to acknowledgement and to resolution, per alert kind")
-async def response_times_route(request: Request, who: CurrentUser, pool: Pool, state: State, now: Now,
+async def response_times_route(request: Request, who: CurrentUser, pool: ResearchPool, state: State, now: Now,
                                since: Since = None, until: Until = None) -> ResponseTimesOut:
     require(who, Action.RESEARCH)
-    start, end = time_range(since, until, now, DEFAULT_SPAN)
+    k = state.settings.research_min_group
+    start, end = _window(since, until, now, coarser(state.settings.research_time_grain, "day"))
     await _prepare(request, who, pool, state)
-    async with pool.connection() as conn:
-        groups = await response_times(conn, start, end)
-    shown, held = suppress(groups)
+    with _busy_is_503():
+        async with pool.connection() as conn:
+            groups = await response_times(conn, start, end)
+    shown, held = suppress(groups, k)
     kinds = [
         KindTimesOut(kind=g["kind"], alerts=g["alerts"], residents=g["residents"],
                      acknowledged=g["acknowledged"], resolved=g["resolved"],
@@ -117,7 +172,7 @@ async def response_times_route(request: Request, who: CurrentUser, pool: Pool, s
                      time_to_resolve_s=_percentiles(g["resolve"] if g["resolved"] else None))
         for g in shown
     ]
-    return ResponseTimesOut(since=start, until=end, min_group=MIN_GROUP, suppressed_groups=held, kinds=kinds)
+    return ResponseTimesOut(since=start, until=end, min_group=k, suppressed_groups=held, kinds=kinds)
 
 
 _EXPORT_CONTENT = {
@@ -128,32 +183,47 @@ _EXPORT_CONTENT = {
 
 @router.get("/export", response_class=Response, responses={
     200: {"content": _EXPORT_CONTENT, "description": "Event rows: resident_pseudonym, type, device_kind, "
-          "ts, received_at, lat, lon (2 decimals, location events only), data"},
-    **responses(401, 403)},
+          "ts, received_at (cut to the hour), lat, lon (2 decimals, location events only), data; only rows "
+          "whose other columns at least 5 residents share"},
+    **responses(401, 403, 503)},
             summary="Event rows with pseudonymous resident ids, as CSV or Parquet")
 async def export(
-    request: Request, who: CurrentUser, pool: Pool, state: State, now: Now,
+    request: Request, who: CurrentUser, pool: ResearchPool, state: State, now: Now,
     since: Since = None, until: Until = None,
     fmt: Annotated[Literal["csv", "parquet"], Query(alias="format")] = "csv",
 ) -> Response:
     require(who, Action.RESEARCH)
-    start, end = time_range(since, until, now, DEFAULT_SPAN)
+    settings = state.settings
+    grain = settings.research_time_grain
+    start, end = _window(since, until, now, grain)
     await _prepare(request, who, pool, state)
     name = f"trygg-events-{start:%Y%m%dT%H%M%SZ}-{end:%Y%m%dT%H%M%SZ}"
+
+    def batches() -> AsyncIterator[list[tuple[object, ...]]]:
+        return export_batches(pool, start, end, grain=grain, k=settings.research_min_group,
+                              idle_s=settings.research_idle_timeout_s)
+
     if fmt == "parquet":
         builder = ParquetBuilder()
-        async with pool.connection() as conn:
-            async for rows in export_rows(conn, start, end):
+        with _busy_is_503():
+            async for rows in batches():
                 builder.add(rows)
         return Response(builder.finish(), media_type="application/vnd.apache.parquet",
                         headers={"Content-Disposition": f'attachment; filename="{name}.parquet"',
                                  "Cache-Control": "no-store"})
 
+    # The first rows before the answer starts: a busy pool is still a 503, not a cut-off file.
+    rows_of = batches().__aiter__()
+    with _busy_is_503():
+        first = await anext(rows_of, None)
+
     async def body() -> AsyncIterator[str]:
         yield csv_header()
-        async with pool.connection() as conn:
-            async for rows in export_rows(conn, start, end):
-                yield csv_rows(rows)
+        if first is None:
+            return
+        yield csv_rows(first)
+        async for rows in rows_of:
+            yield csv_rows(rows)
 
     return StreamingResponse(body(), media_type="text/csv; charset=utf-8",
                              headers={"Content-Disposition": f'attachment; filename="{name}.csv"',

@@ -1,14 +1,21 @@
-"""Queries over the research views (storage/migrations/0005_research.sql) and the
-pseudonym table behind them.
+"""Queries over the research views (storage/migrations/0005_research.sql,
+0010_research_privacy.sql) and the pseudonym table behind them.
 
-The views hold the privacy rules (consent filter, pseudonyms, coarse positions); these
-queries only aggregate and read them. Small-group suppression is applied by the caller
-(dashboard/research.py) so that it can say how many groups it held back.
+The views hold the row rules (consent filter, pseudonyms, coarse positions, positions
+only under a location basis); these queries aggregate them. Small-group suppression of
+aggregates is applied by the caller (dashboard/research.py) so that it can say how many
+groups it held back; the export's suppression is here, in SQL (`export_rows`), because
+it needs every row of a cell before it may show one.
+
+They read `trygg.research_event_rows` (exact times) and filter on the exact `ts`, so
+that partitions are pruned; the windows they are given are cut at whole buckets
+(dashboard/research.py `research_window`), so the answer is the same as over the
+hour-cut `research.events`.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -53,7 +60,7 @@ async def event_counts(conn: psycopg.AsyncConnection[Any], since: datetime, unti
         await cur.execute(
             "SELECT date_trunc(%(bucket)s, ts, %(zone)s) AS bucket_start, type,"
             " count(*) AS events, count(DISTINCT resident_pseudonym) AS residents"
-            " FROM research.events"
+            " FROM trygg.research_event_rows"
             " WHERE ts >= %(since)s AND ts < %(until)s"
             " AND (%(type)s::text IS NULL OR type = %(type)s::text)"
             " GROUP BY 1, 2 ORDER BY 1, 2",
@@ -82,21 +89,58 @@ async def response_times(conn: psycopg.AsyncConnection[Any], since: datetime, un
         return list(await cur.fetchall())
 
 
-async def export_rows(conn: psycopg.AsyncConnection[Any], since: datetime, until: datetime,
-                      batch: int = 5000) -> AsyncIterator[list[tuple[Any, ...]]]:
-    """Rows of research.events in [since, until), in time order, `batch` at a time
-    (a server-side cursor: the export never holds the whole range in memory)."""
-    async with conn.transaction(), conn.cursor(name="trygg_research_export") as cur:
-        await cur.execute(
-            f"SELECT {', '.join(EXPORT_COLUMNS)} FROM research.events"
-            " WHERE ts >= %s AND ts < %s ORDER BY ts, resident_pseudonym",
-            (since, until),
-        )
-        while True:
-            rows = await cur.fetchmany(batch)
-            if not rows:
-                return
-            yield rows
+#: The export: rows with times cut to the grain, of the cells (every column but the
+#: pseudonym) that at least `k` distinct residents share; one row per event.
+_EXPORT_QUERY: Final = """
+WITH cut AS (
+    SELECT resident_pseudonym, type, device_kind,
+           date_trunc(%(grain)s, ts, %(zone)s) AS ts,
+           date_trunc(%(grain)s, received_at, %(zone)s) AS received_at,
+           lat, lon, data
+    FROM trygg.research_event_rows
+    WHERE ts >= %(since)s AND ts < %(until)s
+), cells AS (
+    SELECT ts, received_at, type, device_kind, lat, lon, data,
+           array_agg(resident_pseudonym) AS pseudonyms
+    FROM cut
+    GROUP BY ts, received_at, type, device_kind, lat, lon, data
+    HAVING count(DISTINCT resident_pseudonym) >= %(k)s
+)
+SELECT resident_pseudonym, type, device_kind, ts, received_at, lat, lon, data
+FROM cells, unnest(pseudonyms) AS resident_pseudonym
+ORDER BY ts, resident_pseudonym, type
+"""
+
+
+async def export_rows(conn: psycopg.AsyncConnection[Any], since: datetime, until: datetime, *,
+                      grain: str, k: int, batch: int = 5000) -> AsyncGenerator[list[tuple[Any, ...]], None]:
+    """Event rows in [since, until) whose times are cut to `grain` (hour|day|week|month,
+    in Europe/Oslo) and that lie in a cell of at least `k` distinct residents, in time
+    order, `batch` at a time (a server-side cursor: never the whole range in memory on
+    this side)."""
+    if grain not in BUCKETS:
+        raise ValueError(f"grain must be one of {', '.join(BUCKETS)}")
+    async with conn.transaction():
+        cur = conn.cursor(name="trygg_research_export")
+        try:
+            await cur.execute(_EXPORT_QUERY, {"grain": grain, "zone": BUCKET_ZONE, "since": since,
+                                              "until": until, "k": k})
+            while rows := await cur.fetchmany(batch):
+                yield rows
+        finally:
+            await _close(conn, cur)
+
+
+async def _close(conn: psycopg.AsyncConnection[Any], cur: psycopg.AsyncServerCursor[Any]) -> None:
+    """Close a server-side cursor. If that fails — the server ended the session, or the
+    task was cancelled in the middle — close the connection too: then the cursor counts
+    as closed and the pool drops the connection instead of lending it out again."""
+    try:
+        await cur.close()
+    except BaseException:
+        await conn.close()
+        await cur.close()
+        raise
 
 
 __all__ = [

@@ -22,9 +22,11 @@ __all__ = ["world"]
 def test_healthz_reports_probes(database: str) -> None:
     states = {"broker": True}
     with make_world(database, broker_state=lambda: states["broker"]) as w:
-        assert w.client.get("/healthz").json() == {"status": "ok", "database": "up", "broker": "up"}
+        pools = {"staff": "ok", "research": "ok"}
+        assert w.client.get("/healthz").json() == {"status": "ok", "database": "up", "broker": "up", "pools": pools}
         states["broker"] = False
-        assert w.client.get("/healthz").json() == {"status": "degraded", "database": "up", "broker": "down"}
+        assert w.client.get("/healthz").json() == {"status": "degraded", "database": "up", "broker": "down",
+                                                   "pools": pools}
 
 
 def test_healthz_names_a_local_log_that_cannot_be_written(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -37,7 +39,8 @@ def test_healthz_names_a_local_log_that_cannot_be_written(world: World, monkeypa
     assert world.client.get("/api/residents/r-1/status", headers=world.headers("staff-east")).status_code == 503
     monkeypatch.undo()
     assert world.client.get("/healthz").json() == {"status": "degraded", "database": "up", "broker": "unknown",
-                                                   "local_log": "disk full: audit"}
+                                                   "local_log": "disk full: audit",
+                                                   "pools": {"staff": "ok", "research": "ok"}}
     assert 'trygg_local_log_degraded{log="audit"} 1.0' in world.client.get("/metrics").text
     assert world.client.get("/api/residents/r-1/status", headers=world.headers("staff-east")).status_code == 200
     assert world.client.get("/healthz").json()["status"] == "ok"

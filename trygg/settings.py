@@ -6,6 +6,8 @@ environment anywhere else.
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -86,6 +88,32 @@ class Settings(BaseSettings):
     docs_require_login: bool = Field(default=False, description="/docs, /redoc and /openapi.json only for "
                                                                  "signed-in users (docs/security.md)")
 
+    # Research (docs/research.md "What is guaranteed"): the finest time a researcher sees
+    # (never finer than the hour), the smallest group shown (never under 5), and the
+    # research pool, apart from the staff pool so research never starves staff
+    # (docs/security.md "Research and metrics").
+    research_time_grain: Literal["hour", "day", "week", "month"] = "hour"
+    research_min_group: int = Field(default=5, ge=5, le=10_000)
+    research_pool_size: int = Field(default=2, ge=1, le=50, description="connections for research queries")
+    research_pool_max_waiting: int = Field(default=8, ge=1, le=1000,
+                                           description="research requests queued for a connection; more: 503")
+    research_pool_wait_s: float = Field(default=2.0, gt=0, le=60,
+                                        description="how long a research request waits for a connection")
+    research_statement_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    research_idle_timeout_s: float = Field(default=60.0, gt=0, le=3600,
+                                           description="an export whose client stops reading this long is ended")
+
+    # /metrics (docs/security.md "Research and metrics"): judged by the TCP peer only.
+    metrics_allow: str = Field(default="127.0.0.1,::1",
+                               description="IPs/CIDRs (comma-separated) that may scrape /metrics directly")
+    metrics_proxies: str = Field(default="", description="IPs/CIDRs of proxies allowed to forward scrapes")
+
+    @field_validator("metrics_allow", "metrics_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        networks(value)
+        return value
+
     @field_validator("mqtt_url")
     @classmethod
     def _mqtt_url(cls, value: str | None) -> str | None:
@@ -142,6 +170,20 @@ class Settings(BaseSettings):
                 raise SettingsError(f"TRYGG_{name.upper()}", "is left at its default; set a secret")
             if len(secret.get_secret_value()) < 16:
                 raise SettingsError(f"TRYGG_{name.upper()}", "must be at least 16 characters")
+
+
+@functools.cache
+def networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """`"127.0.0.1, 10.0.0.0/8"` as networks; a bad entry raises ValueError naming it."""
+    out = []
+    for part in value.replace(" ", "").split(","):
+        if not part:
+            continue
+        try:
+            out.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ValueError(f"{part!r} is not an IP address or CIDR") from None
+    return tuple(out)
 
 
 def load_settings(**overrides: object) -> Settings:

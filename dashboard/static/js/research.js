@@ -104,8 +104,12 @@ function drawChart(counts) {
       `${counts.suppressed_groups} groups held back (fewer than ${counts.min_group} residents).`)
     : "";
   const total = counts.rows.reduce((n, r) => n + r.events, 0);
+  // The server widens the period to whole buckets and days (docs/research.md): say which.
+  const shown = (iso) => new Date(iso).toLocaleString("nb-NO", { dateStyle: "short", timeStyle: "short" });
+  const used = t(` Tidsrom (utvidet til hele perioder): ${shown(counts.since)} – ${shown(counts.until)}.`,
+    ` Period (widened to whole buckets): ${shown(counts.since)} – ${shown(counts.until)}.`);
   fill($("chart-info"), t(`${total.toLocaleString("nb-NO")} hendelser i ${buckets.length} perioder.`,
-    `${total.toLocaleString("en-GB")} events in ${buckets.length} buckets.`), held);
+    `${total.toLocaleString("en-GB")} events in ${buckets.length} buckets.`), held, used);
   if (!buckets.length) {
     chart.dataset.bars = "0";
     fill(chart, h("p", { class: "empty" }, t("Ingen data å vise for dette utvalget.", "No data to show for this selection.")));
