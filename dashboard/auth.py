@@ -35,12 +35,11 @@ from typing import Final, Literal
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from dashboard.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, password_problem
+
 TokenKind = Literal["api", "session"]
 
 _VERSION: Final = "v1"
-#: Shortest password `trygg users add` accepts.
-MIN_PASSWORD_LENGTH: Final = 10
-MAX_PASSWORD_LENGTH: Final = 1024
 
 _hasher = PasswordHasher()
 
@@ -63,17 +62,6 @@ def verify_password(password_hash: str | None, password: str) -> bool:
         return _hasher.verify(password_hash or _dummy_hash(), password) and password_hash is not None
     except (VerificationError, InvalidHashError):
         return False
-
-
-def password_problem(password: str) -> str | None:
-    """Why a new password is refused, or None."""
-    if not password:
-        return "the password is empty"
-    if len(password) < MIN_PASSWORD_LENGTH:
-        return f"the password is shorter than {MIN_PASSWORD_LENGTH} characters"
-    if len(password) > MAX_PASSWORD_LENGTH:
-        return f"the password is longer than {MAX_PASSWORD_LENGTH} characters"
-    return None
 
 
 def fingerprint(password_hash: str | None) -> str:

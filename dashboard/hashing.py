@@ -1,0 +1,96 @@
+"""argon2 off the event loop, in a bounded worker (docs/security.md "Sign-in").
+
+One argon2id check takes tens of milliseconds of CPU and 64 MiB of memory, in four
+threads of its own (the hash's parallelism). `trygg up` serves the dashboard on the
+same event loop that hands alarms to staff, so a flood of sign-ins used to put six
+such checks at a time (asyncio's default thread pool) on a two-core machine: the alarm
+path's latency went from 1.3 ms to 17 ms and the process from 103 to 488 MiB.
+
+Here the checks run in `threads` worker threads (1 by default) at the lowest CPU
+priority (`nice` 19 for the worker thread and the threads argon2 starts from it, which
+inherit it): the alarm path, at normal priority, takes the CPU from them whenever it
+has work. At most `max_waiting` checks wait for a thread; one more is refused at once
+(`HashingBusy`, answered 503 with `Retry-After`) instead of queueing without bound —
+a flood then costs one hash at a time and a few bytes per refused request.
+argon2-cffi releases the GIL while it hashes, so threads suffice (bench/login_flood
+measures it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from dashboard.auth import hash_password, verify_password
+
+T = TypeVar("T")
+
+#: CPU priority of the hashing threads (19: the lowest).
+HASH_NICE = 19
+
+
+class HashingBusy(Exception):
+    """Every worker is busy and the waiting line is full."""
+
+
+def _lower_priority() -> None:
+    """Run in each worker thread when it starts: on Linux the nice value belongs to the
+    thread, and threads it starts (argon2's lanes) inherit it."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_NICE)
+
+
+class PasswordWorker:
+    """A few low-priority threads for argon2 with a bounded waiting line."""
+
+    def __init__(self, threads: int = 1, max_waiting: int = 16) -> None:
+        self.threads = threads
+        self.max_waiting = max_waiting
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="trygg-argon2",
+                                        initializer=_lower_priority)
+        self._lock = threading.Lock()
+        self._pending = 0  # submitted and not finished (running or waiting)
+        self.refused = 0
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def _release(self, _: Future[Any]) -> None:
+        with self._lock:
+            self._pending -= 1
+
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
+        with self._lock:
+            if self._pending >= self.threads + self.max_waiting:
+                self.refused += 1
+                raise HashingBusy
+            self._pending += 1
+        try:
+            future = self._pool.submit(fn, *args)
+        except BaseException:
+            with self._lock:
+                self._pending -= 1
+            raise
+        # Released when the hash is done, even if the request was cancelled meanwhile:
+        # the thread is busy until then.
+        future.add_done_callback(self._release)
+        return await asyncio.wrap_future(future)
+
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        """`dashboard.auth.verify_password` in a worker; `HashingBusy` if the line is full."""
+        return await self._run(verify_password, password_hash, password)
+
+    async def hash(self, password: str) -> str:
+        return await self._run(hash_password, password)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+__all__ = ["HASH_NICE", "HashingBusy", "PasswordWorker"]

@@ -1,0 +1,109 @@
+"""What stands before a password is checked (docs/security.md "Sign-in"): the proof that
+a `POST /login` comes from Trygg's own sign-in page, the throttle per account and per
+address (dashboard/throttle.py) and the bounded argon2 worker (dashboard/hashing.py).
+
+Login CSRF: a page on another site could post a form to `/login` with the attacker's
+own username and password; the browser would take the cookie that comes back and the
+nurse's console would switch to the attacker's account and team without a word. So
+`POST /login` is only taken with a proof that a cross-site page cannot forge:
+
+- `Sec-Fetch-Site: same-origin` (every current browser sends it, and no page can set
+  it). Any other value is refused, `none` too: it marks a request the user started from
+  the browser itself (address bar, bookmark), which never posts a sign-in form, and
+  `same-site` would let a sibling host of the municipality sign a nurse in.
+- Without `Sec-Fetch-Site` (older browsers, scripts): an `Origin` whose host and port
+  are this request's `Host`. `Origin: null` (sandboxed frames, some redirects) and no
+  `Origin` at all are refused.
+
+Programs sign in with `POST /api/auth/token`, which sets no cookie and needs no proof.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from fastapi import Depends, Request
+
+from dashboard.hashing import PasswordWorker
+from dashboard.throttle import Backoff, LoginThrottle
+from trygg.settings import Settings
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _host_port(netloc: str, scheme: str) -> tuple[str, int | None] | None:
+    try:
+        parts = urlsplit(f"//{netloc}")
+        port = parts.port or _DEFAULT_PORTS.get(scheme)
+    except ValueError:
+        return None
+    if not parts.hostname:
+        return None
+    return parts.hostname.lower(), port
+
+
+def cross_site_reason(request: Request) -> str | None:
+    """Why this `POST /login` may have come from another site's page, or None if it came
+    from our own."""
+    fetch_site = request.headers.get("sec-fetch-site")
+    if fetch_site is not None:
+        return None if fetch_site.strip().lower() == "same-origin" else f"Sec-Fetch-Site is {fetch_site[:32]!r}"
+    origin = request.headers.get("origin")
+    if origin is None:
+        return "no Origin or Sec-Fetch-Site header"
+    parts = urlsplit(origin.strip())
+    if origin.strip() == "null" or parts.scheme not in _DEFAULT_PORTS:
+        return "Origin is not a web origin"
+    ours = _host_port(request.headers.get("host", ""), request.url.scheme)
+    theirs = _host_port(parts.netloc, parts.scheme)
+    if ours is None or theirs is None or ours != theirs:
+        return "Origin is another site"
+    return None
+
+
+@dataclass
+class LoginGuard:
+    """The throttle and the hashing worker of one dashboard app."""
+
+    throttle: LoginThrottle
+    worker: PasswordWorker
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LoginGuard:
+        return cls(
+            LoginThrottle(
+                Backoff(settings.login_account_free, settings.login_account_leak_s,
+                        max_s=settings.login_backoff_max_s),
+                Backoff(settings.login_address_free, settings.login_address_leak_s,
+                        max_s=settings.login_backoff_max_s),
+                max_keys=settings.login_throttle_keys),
+            PasswordWorker(settings.login_hash_threads, settings.login_hash_queue),
+        )
+
+
+def get_guard(request: Request) -> LoginGuard:
+    """The app's guard, made on first use (tests may put their own, with a fake clock, at
+    `app.state.login_guard` beforehand); its threads end when the app goes."""
+    app_state = request.app.state
+    guard: LoginGuard | None = getattr(app_state, "login_guard", None)
+    if guard is None:
+        guard = LoginGuard.from_settings(app_state.trygg.settings)
+        app_state.login_guard = guard
+        weakref.finalize(request.app, guard.worker.close)
+    return guard
+
+
+Guard = Annotated[LoginGuard, Depends(get_guard)]
+
+
+def client_host(request: Request) -> str | None:
+    """The client's address: the socket's peer, or, when the peer is one of
+    `TRYGG_TRUSTED_PROXIES`, the address that proxy put in `X-Forwarded-For` (uvicorn
+    resolves it; trygg/app.py passes the setting on)."""
+    return request.client.host if request.client else None
+
+
+__all__ = ["Guard", "LoginGuard", "client_host", "cross_site_reason", "get_guard"]
