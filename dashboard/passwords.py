@@ -8,7 +8,7 @@ first: a throttled attacker still gets a few guesses per account per hour
 - it repeats a short unit (`aaaaaaaaaa`, `abababababab`, `monkeymonkey`);
 - it is a run on the digits, the alphabet or a keyboard row (`1234567890`,
   `0987654321`, `qwertyuiop`, `abcdefghijk`);
-- it contains the username (or the username backwards);
+- it is the username (or the username backwards) with fewer than six letters added;
 - it is one of the common passwords shipped in `dashboard/data/common-passwords.txt.gz`
   (19,640 passwords, most common first, compiled by Royce Williams from breach data and
   shipped by Django under its BSD licence: `dashboard/data/common-passwords.LICENSE`),
@@ -91,8 +91,9 @@ def password_problem(password: str, username: str | None = None) -> str | None:
     if _is_run(folded):
         return "the password is a run of keys or digits (like 1234567890 or qwertyuiop)"
     name = (username or "").lower()
-    if len(name) >= 3 and (name in folded or name[::-1] in folded):
-        return "the password contains the username"
+    if name and any(n in folded and len(folded.replace(n, "").strip(_DECORATION)) < 6
+                    for n in (name, name[::-1])):
+        return "the password is the username with little added"
     common = common_passwords()
     if folded in common:
         return "the password is one of the most common passwords"

@@ -166,8 +166,8 @@ def _login_refused(request: Request, refusal: Refusal) -> Response:
     nb, en = (t.format(s=refusal.retry_after or 1) for t in _PAGE_TEXT[refusal.result])
     body = ("<!doctype html><html lang=\"nb\"><meta charset=utf-8><title>Trygg – logg inn</title>"
             "<link rel=\"stylesheet\" href=\"/static/css/trygg.css\"><body class=\"login\"><main class=\"login-main\">"
-            f"<h1>Trygg</h1><div class=\"notice error\" role=\"alert\"><p lang=\"nb\">{html.escape(nb)}</p>"
-            f"<p lang=\"en\">{html.escape(en)}</p></div>"
+            "<h1>Trygg</h1><div class=\"notice error\" role=\"alert\">"
+            f"<p lang=\"nb\">{html.escape(nb, quote=False)}</p><p lang=\"en\">{html.escape(en, quote=False)}</p></div>"
             "<p><a href=\"/login\">Til innlogging</a> · <a href=\"/login\" lang=\"en\">Back to sign-in</a></p>"
             "</main></body></html>")
     return HTMLResponse(body, status_code=refusal.status,
