@@ -40,7 +40,9 @@ class HashingBusy(Exception):
 
 def _lower_priority() -> None:
     """Run in each worker thread when it starts: on Linux the nice value belongs to the
-    thread, and threads it starts (argon2's lanes) inherit it."""
+    thread, and threads it starts (argon2's lanes) inherit it. Not SCHED_IDLE: on a host
+    kept busy by other work that would stop sign-ins altogether; nice 19 still leaves
+    them a small share."""
     with contextlib.suppress(OSError, AttributeError):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_NICE)
 
@@ -60,6 +62,11 @@ class PasswordWorker:
     @property
     def pending(self) -> int:
         return self._pending
+
+    @property
+    def full(self) -> bool:
+        """No room for one more check now (a cheap look before any other work is done)."""
+        return self._pending >= self.threads + self.max_waiting
 
     def _release(self, _: Future[Any]) -> None:
         with self._lock:

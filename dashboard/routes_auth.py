@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import html
 import time
-from typing import Annotated, Final, Literal
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.security import OAuth2PasswordRequestForm
 from prometheus_client import Counter
 from psycopg_pool import AsyncConnectionPool
@@ -23,7 +25,7 @@ from dashboard.auth import MAX_PASSWORD_LENGTH, token_hash
 from dashboard.deps import SESSION_COOKIE, CurrentUser, Pool, State
 from dashboard.errors import WRONG_LOGIN, ErrorOut
 from dashboard.hashing import HashingBusy
-from dashboard.login_guard import Guard, LoginGuard, client_host, cross_site_reason
+from dashboard.login_guard import Guard, LoginGuard, client_host, cross_site_reason, get_guard
 from dashboard.throttle import Throttled
 from dashboard.user_cache import revoke
 from storage.users_store import UserRow, fetch_user
@@ -40,7 +42,26 @@ THROTTLE_EVICTED = Counter("trygg_login_throttle_evicted", "Throttled accounts o
 #: Where `POST /login` sends each role.
 HOME: dict[str, str] = {Role.RELATIVE.value: "/relatives", Role.RESEARCHER.value: "/research"}
 
+class _GuardedRoute(APIRoute):
+    """A sign-in route that refuses what it can from the headers alone, before the form is
+    read: the dashboard shares its event loop with the alarm path (trygg/app.py), so a
+    flood must cost it as little as possible per request."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        path = self.path
+
+        async def guarded(request: Request) -> Response:
+            refusal = _early_refusal(request, get_guard(request), path == "/login")
+            if refusal is None:
+                return await handler(request)
+            return _login_refused(request, refusal) if path == "/login" else _json_refusal(refusal)
+
+        return guarded
+
+
 router = APIRouter(tags=["auth"])
+sign_in_router = APIRouter(tags=["auth"], route_class=_GuardedRoute)
 
 THROTTLED: Final = "too many sign-in attempts; try again later"
 BUSY: Final = "signing in is busy; try again shortly"
@@ -87,6 +108,27 @@ class Refusal(Exception):
         return headers
 
 
+def _early_refusal(request: Request, guard: LoginGuard, form: bool) -> Refusal | None:
+    """What can be refused before the form is read: a form from another site (403), an
+    address that must wait (429), a full hashing line (503)."""
+    if form and (reason := cross_site_reason(request)) is not None:
+        LOGINS.labels("cross_site").inc()
+        log.warning("sign-in form refused: not from our own page", reason=reason)
+        return Refusal(403, CROSS_SITE, "cross_site")
+    wait = guard.throttle.address_wait(client_host(request))
+    if wait > 0:
+        LOGINS.labels("throttled").inc()
+        return Refusal(429, THROTTLED, "throttled", Throttled(wait).retry_after_s)
+    if guard.worker.full:
+        LOGINS.labels("busy").inc()
+        return Refusal(503, BUSY, "busy", 1)
+    return None
+
+
+def _json_refusal(refusal: Refusal) -> Response:
+    return JSONResponse({"detail": refusal.detail}, status_code=refusal.status, headers=refusal.headers)
+
+
 async def authenticate(guard: LoginGuard, pool: AsyncConnectionPool, username: str, password: str,
                        host: str | None) -> UserRow:
     """The user if the password matches, else `Refusal`. An unknown user and a wrong
@@ -101,6 +143,8 @@ async def authenticate(guard: LoginGuard, pool: AsyncConnectionPool, username: s
     finally:
         THROTTLE_EVICTED.inc(guard.throttle.evicted - evicted)
     try:
+        if guard.worker.full:  # before the database is asked
+            raise HashingBusy
         user = None
         if 0 < len(username) <= 64:
             async with pool.connection() as conn:
@@ -126,14 +170,14 @@ async def authenticate(guard: LoginGuard, pool: AsyncConnectionPool, username: s
     return user
 
 
-@router.post("/api/auth/token", response_model=TokenOut, responses=ERRORS,
+@sign_in_router.post("/api/auth/token", response_model=TokenOut, responses=ERRORS,
              summary="Exchange username and password for a bearer token (OAuth2 password form)")
 async def token(request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()], state: State,
                 pool: Pool, guard: Guard) -> TokenOut | Response:
     try:
         user = await authenticate(guard, pool, form.username, form.password, client_host(request))
     except Refusal as refusal:
-        return JSONResponse({"detail": refusal.detail}, status_code=refusal.status, headers=refusal.headers)
+        return _json_refusal(refusal)
     state.users.remember(user)
     expires = int(time.time()) + state.token_ttl_s
     return TokenOut(access_token=state.signer.issue(user.username, user.password_hash, "api", expires),
@@ -179,7 +223,7 @@ _LOGIN_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Er
                 "text/html": {"schema": {"type": "string"}}}
 
 
-@router.post("/login", status_code=303, response_class=RedirectResponse, responses={
+@sign_in_router.post("/login", status_code=303, response_class=RedirectResponse, responses={
     303: {"description": "Signed in: to /, /relatives (relatives) or /research (researchers)"},
     401: {"description": "Wrong username or password", "content": _LOGIN_ERROR},
     403: {"description": "Not posted from Trygg's own sign-in page (no `Sec-Fetch-Site: same-origin`, "
@@ -191,12 +235,7 @@ _LOGIN_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Er
 async def login(request: Request, username: Annotated[str, Form(max_length=200)],
                 password: Annotated[str, Form(max_length=MAX_PASSWORD_LENGTH)],
                 state: State, pool: Pool, guard: Guard) -> Response:
-    reason = cross_site_reason(request)
-    if reason is not None:
-        LOGINS.labels("cross_site").inc()
-        log.warning("sign-in form refused: not from our own page", reason=reason)
-        return _login_refused(request, Refusal(403, CROSS_SITE, "cross_site"))
-    try:
+    try:  # a form from another site was refused before it was read (_GuardedRoute)
         user = await authenticate(guard, pool, username, password, client_host(request))
     except Refusal as refusal:
         return _login_refused(request, refusal)
@@ -230,5 +269,7 @@ async def logout(request: Request, state: State, pool: Pool) -> Response:
                            secure=request.url.scheme == "https")
     return response
 
+
+router.include_router(sign_in_router)  # keeps _GuardedRoute
 
 __all__ = ["HOME", "Refusal", "authenticate", "router"]

@@ -183,6 +183,10 @@ class LoginThrottle:
         self.addresses.fail(attempt.address, now)
         return attempt
 
+    def address_wait(self, host: str | None) -> float:
+        """Seconds the address must still wait (checked before the request's form is read)."""
+        return self.addresses.wait(address_key(host), self._clock())
+
     def succeeded(self, attempt: Attempt) -> None:
         """The password was right: the account starts afresh, the address loses this failure."""
         self.accounts.clear(attempt.account)
