@@ -194,8 +194,8 @@ async def me(who: CurrentUser) -> MeOut:
 #: What the sign-in page says for each refusal, in Norwegian and English.
 _PAGE_TEXT: Final = {
     "refused": ("Feil brukernavn eller passord.", "Wrong username or password."),
-    "throttled": ("For mange mislykkede forsøk. Vent {s} sekunder og prøv igjen.",
-                  "Too many failed attempts. Wait {s} seconds and try again."),
+    "throttled": ("For mange mislykkede forsøk. Vent {s} {sekunder} og prøv igjen.",
+                  "Too many failed attempts. Wait {s} {seconds} and try again."),
     "busy": ("Innlogging er travel akkurat nå. Prøv igjen om litt.", "Signing in is busy. Try again shortly."),
     "cross_site": ("Innlogging godtas bare fra Tryggs egen innloggingsside. Åpne Trygg selv og logg inn der.",
                    "Sign-in is only accepted from Trygg's own sign-in page. Open Trygg yourself and sign in there."),
@@ -207,7 +207,9 @@ def _login_refused(request: Request, refusal: Refusal) -> Response:
     the script (the browser shows it in place of the sign-in page)."""
     if "text/html" not in request.headers.get("accept", ""):
         return JSONResponse({"detail": refusal.detail}, status_code=refusal.status, headers=refusal.headers)
-    nb, en = (t.format(s=refusal.retry_after or 1) for t in _PAGE_TEXT[refusal.result])
+    wait = refusal.retry_after or 1
+    nb, en = (t.format(s=wait, sekunder="sekund" if wait == 1 else "sekunder",
+                       seconds="second" if wait == 1 else "seconds") for t in _PAGE_TEXT[refusal.result])
     body = ("<!doctype html><html lang=\"nb\"><meta charset=utf-8><title>Trygg – logg inn</title>"
             "<link rel=\"stylesheet\" href=\"/static/css/trygg.css\"><body class=\"login\"><main class=\"login-main\">"
             "<h1>Trygg</h1><div class=\"notice error\" role=\"alert\">"

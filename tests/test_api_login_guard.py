@@ -80,7 +80,7 @@ def test_an_account_waits_after_five_failures_even_with_the_right_password(
     assert held.json() == {"detail": "too many sign-in attempts; try again later"}
     page = w.client.post("/login", data={"username": "staff-east", "password": PASSWORD},
                          headers={"Sec-Fetch-Site": "same-origin", "Accept": "text/html"})
-    assert page.status_code == 429 and "Vent 1 sekunder" in page.text and "Wait 1 seconds" in page.text
+    assert page.status_code == 429 and "Vent 1 sekund og" in page.text and "Wait 1 second and" in page.text
     clock.now += 1
     assert token(w, "staff-east", "wrong again!!").status_code == 401  # the 7th: now 2 s
     clock.now += 1

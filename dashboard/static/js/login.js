@@ -39,8 +39,8 @@ form.addEventListener("submit", async (e) => {
     if (response.status === 401 || response.status === 422) {
       showError("Feil brukernavn eller passord.", "Wrong username or password.");
     } else if (response.status === 429) {
-      showError(`For mange mislykkede forsøk. Vent ${wait} sekunder og prøv igjen.`,
-        `Too many failed attempts. Wait ${wait} seconds and try again.`);
+      showError(`For mange mislykkede forsøk. Vent ${wait} ${wait === 1 ? "sekund" : "sekunder"} og prøv igjen.`,
+        `Too many failed attempts. Wait ${wait} ${wait === 1 ? "second" : "seconds"} and try again.`);
     } else if (response.status === 403) {
       showError("Innlogging godtas bare fra Tryggs egen innloggingsside. Last siden på nytt og prøv igjen.",
         "Sign-in is only accepted from Trygg's own sign-in page. Reload the page and try again.");
