@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -50,13 +51,15 @@ def _lower_priority() -> None:
 class PasswordWorker:
     """A few low-priority threads for argon2 with a bounded waiting line."""
 
-    def __init__(self, threads: int = 1, max_waiting: int = 16) -> None:
+    def __init__(self, threads: int = 1, max_waiting: int = 16, rest: float = 1.0) -> None:
         self.threads = threads
         self.max_waiting = max_waiting
+        self.rest = rest
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="trygg-argon2",
                                         initializer=_lower_priority)
         self._lock = threading.Lock()
         self._pending = 0  # submitted and not finished (running or waiting)
+        self._rest_until = 0.0
         self.refused = 0
 
     @property
@@ -89,12 +92,28 @@ class PasswordWorker:
         future.add_done_callback(self._release)
         return await asyncio.wrap_future(future)
 
+    def _rested(self, fn: Callable[..., T], *args: object) -> T:
+        """`fn` in the worker thread, then a rest of `rest` times as long as it took,
+        which the caller does not wait for (the next check in the line does): under a
+        flood argon2 gets at most 1 / (1 + rest) of the thread's time."""
+        started = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self._rest_until = time.perf_counter() + self.rest * (time.perf_counter() - started)
+
+    def _after_rest(self, fn: Callable[..., T], *args: object) -> T:
+        pause = self._rest_until - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+        return self._rested(fn, *args)
+
     async def verify(self, password_hash: str | None, password: str) -> bool:
         """`dashboard.auth.verify_password` in a worker; `HashingBusy` if the line is full."""
-        return await self._run(verify_password, password_hash, password)
+        return await self._run(self._after_rest, verify_password, password_hash, password)
 
     async def hash(self, password: str) -> str:
-        return await self._run(hash_password, password)
+        return await self._run(self._after_rest, hash_password, password)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
