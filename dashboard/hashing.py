@@ -11,7 +11,12 @@ priority (`nice` 19 for the worker thread and the threads argon2 starts from it,
 inherit it): the alarm path, at normal priority, takes the CPU from them whenever it
 has work. At most `max_waiting` checks wait for a thread; one more is refused at once
 (`HashingBusy`, answered 503 with `Retry-After`) instead of queueing without bound —
-a flood then costs one hash at a time and a few bytes per refused request.
+a flood then costs one hash at a time and a few bytes per refused request. After each
+check its thread rests `rest` times as long as the check took (2 by default) before it
+takes the next: one check keeps both cores of a small host busy for its duration, and
+CPU priority alone did not keep the alarm path's p99 within 10 ms under a flood
+(bench/login_flood); with the rest argon2 gets at most a third of the time. A lone
+sign-in never waits for a rest; a line of them is served at 1–2 a second.
 argon2-cffi releases the GIL while it hashes, so threads suffice (bench/login_flood
 measures it).
 """
@@ -51,7 +56,7 @@ def _lower_priority() -> None:
 class PasswordWorker:
     """A few low-priority threads for argon2 with a bounded waiting line."""
 
-    def __init__(self, threads: int = 1, max_waiting: int = 16, rest: float = 1.0) -> None:
+    def __init__(self, threads: int = 1, max_waiting: int = 16, rest: float = 2.0) -> None:
         self.threads = threads
         self.max_waiting = max_waiting
         self.rest = rest

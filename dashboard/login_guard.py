@@ -80,7 +80,7 @@ class LoginGuard:
                 Backoff(settings.login_address_free, settings.login_address_leak_s,
                         max_s=settings.login_backoff_max_s),
                 max_keys=settings.login_throttle_keys),
-            PasswordWorker(settings.login_hash_threads, settings.login_hash_queue),
+            PasswordWorker(settings.login_hash_threads, settings.login_hash_queue, settings.login_hash_rest),
         )
 
 

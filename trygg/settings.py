@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     login_hash_threads: int = Field(default=1, ge=1, le=8, description="threads checking passwords (argon2)")
     login_hash_queue: int = Field(default=16, ge=0, le=10_000,
                                   description="sign-ins waiting for a thread; more are refused with 503")
+    login_hash_rest: float = Field(default=2.0, ge=0, le=20,
+                                   description="after each password check its thread rests this many times "
+                                               "as long as the check took (argon2's share of CPU under a flood)")
     trusted_proxies: str = Field(default="", description="comma-separated addresses or networks of reverse "
                                  "proxies whose X-Forwarded-For/-Proto are believed; empty: none")
 
