@@ -1,24 +1,27 @@
 """argon2 off the event loop, in a bounded worker (docs/security.md "Sign-in").
 
-One argon2id check takes tens of milliseconds of CPU and 64 MiB of memory, in four
-threads of its own (the hash's parallelism). `trygg up` serves the dashboard on the
-same event loop that hands alarms to staff, so a flood of sign-ins used to put six
-such checks at a time (asyncio's default thread pool) on a two-core machine: the alarm
-path's latency went from 1.3 ms to 17 ms and the process from 103 to 488 MiB.
+One argon2id check takes about 0.15 s of CPU and 64 MiB of memory. `trygg up` serves
+the dashboard on the same event loop that hands alarms to staff, and a flood of
+sign-ins used to put six checks at a time (asyncio's default thread pool), each in four
+threads of its own (the hash's lanes), on a two-core machine: the alarm path's latency
+went from 1.3 ms to 17 ms and the process from 103 to 488 MiB.
 
-Here the checks run in `threads` worker threads (1 by default) at the lowest CPU
-priority (`nice` 19 for the worker thread and the threads argon2 starts from it, which
-inherit it): the alarm path, at normal priority, takes the CPU from them whenever it
-has work. At most `max_waiting` checks wait for a thread; one more is refused at once
-(`HashingBusy`, answered 503 with `Retry-After`) instead of queueing without bound —
-a flood then costs one hash at a time and a few bytes per refused request. After each
-check its thread rests `rest` times as long as the check took (2 by default) before it
-takes the next: one check keeps both cores of a small host busy for its duration, and
-CPU priority alone did not keep the alarm path's p99 within 10 ms under a flood
-(bench/login_flood); with the rest argon2 gets at most a third of the time. A lone
-sign-in never waits for a rest; a line of them is served at 1–2 a second.
-argon2-cffi releases the GIL while it hashes, so threads suffice (bench/login_flood
-measures it).
+Here the checks run in `threads` worker threads (1 by default):
+
+- each check computes all its lanes in the worker thread itself
+  (`dashboard.auth.verify_password`), so it takes one core, never all of them;
+- the worker runs at the lowest CPU priority (nice 19), so the alarm path, at normal
+  priority, takes the CPU whenever it has work;
+- after each check the thread rests `rest` times as long as the check took (2 by
+  default) before it takes the next: under a flood argon2 gets at most a third of one
+  core (its memory traffic slows the rest of the host too). A lone sign-in never waits
+  for a rest; a line of them is served at about 2 a second;
+- at most `max_waiting` checks wait for a thread; one more is refused at once
+  (`HashingBusy`, answered 503 with `Retry-After`) instead of queueing without bound,
+  so a flood costs one hash at a time and a few bytes per refused request.
+
+argon2-cffi releases the GIL while it hashes, so a thread suffices. bench/login_flood
+measures all this.
 """
 
 from __future__ import annotations
