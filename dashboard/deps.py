@@ -348,32 +348,39 @@ def _netloc(scheme: str, host: str) -> str:
     return host
 
 
-def require_same_origin(request: Request) -> None:
-    """Refuse (403) a request a browser did not send from one of Trygg's own pages.
+def cross_site_reason(request: Request) -> str | None:
+    """Why `request` may not have come from one of Trygg's own pages, or None if it did.
 
     Fetch Metadata first: a browser that sends `Sec-Fetch-Site` says where the request
     began, also across redirects (a page elsewhere that answers 307 to our URL makes
-    `cross-site` or `same-site`, never `same-origin`). Without it (an old browser, or
-    no browser), `Origin` must be present and equal to our own origin: `null` — what
-    Chromium sends after a cross-origin redirect — and a missing `Origin` are refused.
-    SameSite=Strict on the cookie does not help here: another port of the same host is
-    the same site. For routes that change something with the session cookie (every
-    such route via `current_user`) and for `POST /login`."""
+    `cross-site` or `same-site`, never `same-origin`); `none` (typed in the address bar)
+    never posts a form or a change either. Without it (an old browser, or no browser),
+    `Origin` must be present and equal to our own origin: `null` — what Chromium sends
+    after a cross-origin redirect — and a missing `Origin` are refused. SameSite=Strict on
+    the cookie does not help here: another port of the same host is the same site."""
     site = request.headers.get("sec-fetch-site")
     if site is not None:
-        if site.strip().lower() != "same-origin":
-            said = site.strip().lower()
-            raise Forbidden(CROSS_SITE.format(why=f"Sec-Fetch-Site: {said if said in _SITES else 'unknown'}"))
-        return
+        said = site.strip().lower()
+        return None if said == "same-origin" else f"Sec-Fetch-Site: {said if said in _SITES else 'unknown'}"
     origin = request.headers.get("origin")
     if origin is None:
-        raise Forbidden(CROSS_SITE.format(why="no Origin header"))
+        return "no Origin header"
     parts = urlsplit(origin.strip())
     if (parts.scheme not in _DEFAULT_PORTS or not parts.netloc or parts.path or parts.query
             or (request.url.scheme == "https" and parts.scheme != "https")):
-        raise Forbidden(CROSS_SITE.format(why="Origin: null" if origin.strip() == "null" else "Origin is not ours"))
+        return "Origin: null" if origin.strip() == "null" else "Origin is not ours"
     if _netloc(parts.scheme, parts.netloc) != _netloc(parts.scheme, request.headers.get("host", "")):
-        raise Forbidden(CROSS_SITE.format(why="Origin is not ours"))
+        return "Origin is not ours"
+    return None
+
+
+def require_same_origin(request: Request) -> None:
+    """Refuse (403) a request a browser did not send from one of Trygg's own pages
+    (`cross_site_reason`): every route that changes something with the session cookie
+    (via `current_user`); `POST /login` uses the same rule (dashboard/routes_auth.py)."""
+    reason = cross_site_reason(request)
+    if reason is not None:
+        raise Forbidden(CROSS_SITE.format(why=reason))
 
 
 CurrentUser = Annotated[Principal, Depends(current_user)]
@@ -484,6 +491,7 @@ __all__ = [
     "UtcTime",
     "bad_parameter",
     "credential_of",
+    "cross_site_reason",
     "current_user",
     "get_alerts",
     "get_audit",

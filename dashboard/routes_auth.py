@@ -1,22 +1,32 @@
-"""Signing in: bearer tokens for the API, the session cookie for the pages."""
+"""Signing in: bearer tokens for the API, the session cookie for the pages.
+
+Before a password is checked (dashboard/login_guard.py): `POST /login` must come from
+Trygg's own sign-in page (403 otherwise), the account and the client address must not
+be waiting out a backoff (429 with `Retry-After`), and the argon2 worker must have room
+(503 with `Retry-After`). Every outcome is counted in `trygg_logins_total{result}`.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import html
 import time
-from typing import Annotated, Literal
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.security import OAuth2PasswordRequestForm
 from prometheus_client import Counter
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
 
-from dashboard.auth import MAX_PASSWORD_LENGTH, token_hash, verify_password
-from dashboard.deps import SESSION_COOKIE, CurrentUser, Pool, State
-from dashboard.errors import WRONG_LOGIN, NotAuthenticated, responses
+from dashboard.auth import MAX_PASSWORD_LENGTH, token_hash
+from dashboard.deps import SESSION_COOKIE, CurrentUser, Pool, State, cross_site_reason
+from dashboard.errors import WRONG_LOGIN, ErrorOut
+from dashboard.hashing import HashingBusy
+from dashboard.login_guard import Guard, LoginGuard, client_host, get_guard
+from dashboard.throttle import Throttled
 from dashboard.user_cache import revoke
 from storage.users_store import UserRow, fetch_user
 from trygg.contract import Role
@@ -24,14 +34,49 @@ from trygg.logging import get_logger
 
 log = get_logger("dashboard")
 
-LOGINS = Counter("trygg_logins", "Sign-in attempts", ["result"])
+LOGINS = Counter("trygg_logins", "Sign-in attempts by result: ok, refused (wrong username or password), "
+                 "throttled (429), busy (503), cross_site (403)", ["result"])
+THROTTLE_EVICTED = Counter("trygg_login_throttle_evicted", "Throttled accounts or addresses forgotten early "
+                           "because the table was full (TRYGG_LOGIN_THROTTLE_KEYS)")
 
 #: Where `POST /login` sends each role.
 HOME: dict[str, str] = {Role.RELATIVE.value: "/relatives", Role.RESEARCHER.value: "/research"}
 
-router = APIRouter(tags=["auth"])
+class _GuardedRoute(APIRoute):
+    """A sign-in route that refuses what it can from the headers alone, before the form is
+    read: the dashboard shares its event loop with the alarm path (trygg/app.py), so a
+    flood must cost it as little as possible per request."""
 
-ERRORS = responses(401)
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        path = self.path
+
+        async def guarded(request: Request) -> Response:
+            refusal = _early_refusal(request, get_guard(request), path == "/login")
+            if refusal is None:
+                return await handler(request)
+            return _login_refused(request, refusal) if path == "/login" else _json_refusal(refusal)
+
+        return guarded
+
+
+router = APIRouter(tags=["auth"])
+sign_in_router = APIRouter(tags=["auth"], route_class=_GuardedRoute)
+
+THROTTLED: Final = "too many sign-in attempts; try again later"
+BUSY: Final = "signing in is busy; try again shortly"
+CROSS_SITE: Final = ("sign-in is only accepted from Trygg's own sign-in page; programs use "
+                     "POST /api/auth/token")
+
+_RETRY = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
+ERRORS: dict[int | str, dict[str, object]] = {
+    401: {"model": ErrorOut, "description": "Wrong username or password (the same for an unknown user)"},
+    429: {"model": ErrorOut, "headers": _RETRY,
+          "description": "Too many failed attempts for this account or from this address: wait Retry-After "
+                         "seconds (the right password is refused too until then)"},
+    503: {"model": ErrorOut, "headers": _RETRY,
+          "description": "Passwords cannot be checked right now (the worker is full, or the database is down)"},
+}
 
 
 class TokenOut(BaseModel):
@@ -48,31 +93,91 @@ class MeOut(BaseModel):
     expires_at: int
 
 
-async def authenticate(pool: AsyncConnectionPool, username: str, password: str) -> UserRow | None:
-    """The user if the password matches; the same None for an unknown user and a wrong
-    password, after the same work (argon2 runs either way, in a worker thread)."""
-    user = None
-    if 0 < len(username) <= 64:
-        async with pool.connection() as conn:
-            user = await fetch_user(conn, username)
-    ok = await asyncio.to_thread(verify_password, user.password_hash if user else None, password)
-    LOGINS.labels("ok" if ok else "refused").inc()
+class Refusal(Exception):
+    """A sign-in that was not checked or not accepted, with what to answer."""
+
+    def __init__(self, status: int, detail: str, result: str, retry_after: int | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.detail, self.result, self.retry_after = status, detail, result, retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        headers = {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
+        if self.status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        return headers
+
+
+def _early_refusal(request: Request, guard: LoginGuard, form: bool) -> Refusal | None:
+    """What can be refused before the form is read: a form from another site (403), an
+    address that must wait (429), a full hashing line (503)."""
+    if form and (reason := cross_site_reason(request)) is not None:
+        LOGINS.labels("cross_site").inc()
+        log.warning("sign-in form refused: not from our own page", reason=reason)
+        return Refusal(403, CROSS_SITE, "cross_site")
+    wait = guard.throttle.address_wait(client_host(request))
+    if wait > 0:
+        LOGINS.labels("throttled").inc()
+        return Refusal(429, THROTTLED, "throttled", Throttled(wait).retry_after_s)
+    if guard.worker.full:
+        LOGINS.labels("busy").inc()
+        return Refusal(503, BUSY, "busy", 1)
+    return None
+
+
+def _json_refusal(refusal: Refusal) -> Response:
+    return JSONResponse({"detail": refusal.detail}, status_code=refusal.status, headers=refusal.headers)
+
+
+async def authenticate(guard: LoginGuard, pool: AsyncConnectionPool, username: str, password: str,
+                       host: str | None) -> UserRow:
+    """The user if the password matches, else `Refusal`. An unknown user and a wrong
+    password get the same 401 after the same work (argon2 runs either way), and the
+    same throttling."""
+    evicted = guard.throttle.evicted
+    try:
+        attempt = guard.throttle.begin(username, host)
+    except Throttled as exc:
+        LOGINS.labels("throttled").inc()
+        raise Refusal(429, THROTTLED, "throttled", exc.retry_after_s) from None
+    finally:
+        THROTTLE_EVICTED.inc(guard.throttle.evicted - evicted)
+    try:
+        if guard.worker.full:  # before the database is asked
+            raise HashingBusy
+        user = None
+        if 0 < len(username) <= 64:
+            async with pool.connection() as conn:
+                user = await fetch_user(conn, username)
+        ok = await guard.worker.verify(user.password_hash if user else None, password)
+    except HashingBusy:
+        guard.throttle.not_checked(attempt)
+        LOGINS.labels("busy").inc()
+        raise Refusal(503, BUSY, "busy", 1) from None
+    except BaseException:
+        guard.throttle.not_checked(attempt)
+        raise
     if not ok or user is None:
+        LOGINS.labels("refused").inc()
         log.info("sign-in refused")
-        return None
+        raise Refusal(401, WRONG_LOGIN, "refused")
+    guard.throttle.succeeded(attempt)
+    LOGINS.labels("ok").inc()
     try:
         Role(user.role)
     except ValueError:
-        return None
+        raise Refusal(401, WRONG_LOGIN, "refused") from None
     return user
 
 
-@router.post("/api/auth/token", response_model=TokenOut, responses=ERRORS,
+@sign_in_router.post("/api/auth/token", response_model=TokenOut, responses=ERRORS,
              summary="Exchange username and password for a bearer token (OAuth2 password form)")
-async def token(form: Annotated[OAuth2PasswordRequestForm, Depends()], state: State, pool: Pool) -> TokenOut:
-    user = await authenticate(pool, form.username, form.password)
-    if user is None:
-        raise NotAuthenticated(WRONG_LOGIN)
+async def token(request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()], state: State,
+                pool: Pool, guard: Guard) -> TokenOut | Response:
+    try:
+        user = await authenticate(guard, pool, form.username, form.password, client_host(request))
+    except Refusal as refusal:
+        return _json_refusal(refusal)
     state.users.remember(user)
     expires = int(time.time()) + state.token_ttl_s
     return TokenOut(access_token=state.signer.issue(user.username, user.password_hash, "api", expires),
@@ -86,26 +191,56 @@ async def me(who: CurrentUser) -> MeOut:
                  residents=sorted(who.residents), expires_at=who.expires)
 
 
-def _login_refused(request: Request) -> Response:
-    if "text/html" in request.headers.get("accept", ""):
-        body = (f"<!doctype html><meta charset=utf-8><title>Trygg</title>"
-                f"<p>{html.escape(WRONG_LOGIN.capitalize())}.</p><p><a href=\"/login\">Try again</a></p>")
-        return HTMLResponse(body, status_code=401)
-    return JSONResponse({"detail": WRONG_LOGIN}, status_code=401)
+#: What the sign-in page says for each refusal, in Norwegian and English.
+_PAGE_TEXT: Final = {
+    "refused": ("Feil brukernavn eller passord.", "Wrong username or password."),
+    "throttled": ("For mange mislykkede forsøk. Vent {s} {sekunder} og prøv igjen.",
+                  "Too many failed attempts. Wait {s} {seconds} and try again."),
+    "busy": ("Innlogging er travel akkurat nå. Prøv igjen om litt.", "Signing in is busy. Try again shortly."),
+    "cross_site": ("Innlogging godtas bare fra Tryggs egen innloggingsside. Åpne Trygg selv og logg inn der.",
+                   "Sign-in is only accepted from Trygg's own sign-in page. Open Trygg yourself and sign in there."),
+}
 
 
-@router.post("/login", status_code=303, response_class=RedirectResponse, responses={
+def _login_refused(request: Request, refusal: Refusal) -> Response:
+    """JSON for the page's script and programs; a small page for a form posted without
+    the script (the browser shows it in place of the sign-in page)."""
+    if "text/html" not in request.headers.get("accept", ""):
+        return JSONResponse({"detail": refusal.detail}, status_code=refusal.status, headers=refusal.headers)
+    wait = refusal.retry_after or 1
+    nb, en = (t.format(s=wait, sekunder="sekund" if wait == 1 else "sekunder",
+                       seconds="second" if wait == 1 else "seconds") for t in _PAGE_TEXT[refusal.result])
+    body = ("<!doctype html><html lang=\"nb\"><meta charset=utf-8><title>Trygg – logg inn</title>"
+            "<link rel=\"stylesheet\" href=\"/static/css/trygg.css\"><body class=\"login\"><main class=\"login-main\">"
+            "<h1>Trygg</h1><div class=\"notice error\" role=\"alert\">"
+            f"<p lang=\"nb\">{html.escape(nb, quote=False)}</p><p lang=\"en\">{html.escape(en, quote=False)}</p></div>"
+            "<p><a href=\"/login\">Til innlogging</a> · <a href=\"/login\" lang=\"en\">Back to sign-in</a></p>"
+            "</main></body></html>")
+    return HTMLResponse(body, status_code=refusal.status,
+                        headers={**refusal.headers, "Cache-Control": "no-store", "X-Frame-Options": "DENY",
+                                 "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'"})
+
+
+_LOGIN_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}},
+                "text/html": {"schema": {"type": "string"}}}
+
+
+@sign_in_router.post("/login", status_code=303, response_class=RedirectResponse, responses={
     303: {"description": "Signed in: to /, /relatives (relatives) or /research (researchers)"},
-    401: {"description": "Wrong username or password",
-          "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}},
-                      "text/html": {"schema": {"type": "string"}}}}},
+    401: {"description": "Wrong username or password", "content": _LOGIN_ERROR},
+    403: {"description": "Not posted from Trygg's own sign-in page (no `Sec-Fetch-Site: same-origin`, "
+                         "nor an `Origin` of this host): a possible login CSRF", "content": _LOGIN_ERROR},
+    429: {"description": "Too many failed attempts for this account or from this address",
+          "headers": _RETRY, "content": _LOGIN_ERROR},
+    503: {"description": "Passwords cannot be checked right now", "headers": _RETRY, "content": _LOGIN_ERROR}},
              summary="Sign in to the web pages: sets the trygg_session cookie")
 async def login(request: Request, username: Annotated[str, Form(max_length=200)],
                 password: Annotated[str, Form(max_length=MAX_PASSWORD_LENGTH)],
-                state: State, pool: Pool) -> Response:
-    user = await authenticate(pool, username, password)
-    if user is None:
-        return _login_refused(request)
+                state: State, pool: Pool, guard: Guard) -> Response:
+    try:  # a form from another site was refused before it was read (_GuardedRoute)
+        user = await authenticate(guard, pool, username, password, client_host(request))
+    except Refusal as refusal:
+        return _login_refused(request, refusal)
     state.users.remember(user)
     expires = int(time.time()) + state.token_ttl_s
     response = RedirectResponse(HOME.get(user.role, "/"), status_code=303)
@@ -137,4 +272,6 @@ async def logout(request: Request, state: State, pool: Pool) -> Response:
     return response
 
 
-__all__ = ["HOME", "authenticate", "router"]
+router.include_router(sign_in_router)  # keeps _GuardedRoute
+
+__all__ = ["HOME", "Refusal", "authenticate", "router"]

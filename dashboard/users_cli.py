@@ -3,7 +3,9 @@
 Creates or updates a dashboard user. The password is read from standard input (one
 line; typed without echo on a terminal), never from an argument, so it does not end up
 in the shell history or the process list. Without `--password-stdin` an existing user
-keeps its password (role and links are updated); a new user needs one.
+keeps its password (role and links are updated); a new user needs one. A short,
+trivial or common password, or one containing the username, is refused
+(dashboard/passwords.py).
 
 Teams and residents that are not in the registry are accepted with a warning: the
 registry may be loaded after the users.
@@ -54,7 +56,8 @@ def add(
                                                  help="read the password from standard input")] = False,
 ) -> None:
     """Create or update a user; the password comes from standard input."""
-    from dashboard.auth import hash_password, password_problem
+    from dashboard.auth import hash_password
+    from dashboard.passwords import password_problem
     from storage import migrate
     from storage.users_store import get_user, registry_ids, upsert_user
     from trygg.errors import SettingsError
@@ -74,7 +77,7 @@ def add(
     password_hash = None
     if password_stdin:
         password = _read_password()
-        problem = password_problem(password)
+        problem = password_problem(password, name)
         if problem:
             _fail(f"{problem}; nothing was changed")
         password_hash = hash_password(password)

@@ -17,6 +17,9 @@ from tests.test_api_support import PASSWORD, World, make_world, world
 
 pytestmark = pytest.mark.integration
 
+#: What a browser sends with a form posted from Trygg's own sign-in page (dashboard/login_guard.py).
+FROM_OUR_PAGE = {"Sec-Fetch-Site": "same-origin"}
+
 __all__ = ["world"]
 
 
@@ -50,8 +53,10 @@ def test_unknown_user_and_wrong_password_look_the_same(world: World) -> None:
     wrong = token_for(world, "staff-east", "not the password")
     assert (unknown.status_code, unknown.text) == (wrong.status_code, wrong.text) == (
         401, '{"detail":"wrong username or password"}')
-    login_unknown = world.client.post("/login", data={"username": "nobody", "password": PASSWORD})
-    login_wrong = world.client.post("/login", data={"username": "staff-east", "password": "x" * 12})
+    login_unknown = world.client.post("/login", data={"username": "nobody", "password": PASSWORD},
+                                      headers=FROM_OUR_PAGE)
+    login_wrong = world.client.post("/login", data={"username": "staff-east", "password": "x" * 12},
+                                    headers=FROM_OUR_PAGE)
     assert (login_unknown.status_code, login_unknown.text) == (login_wrong.status_code, login_wrong.text)
     assert login_unknown.status_code == 401 and "set-cookie" not in login_unknown.headers
 
@@ -60,7 +65,7 @@ def test_unknown_user_and_wrong_password_look_the_same(world: World) -> None:
     ("staff-east", "/"), ("operator", "/"), ("admin", "/"), ("relative-1", "/relatives"), ("researcher", "/research"),
 ])
 def test_login_sets_a_strict_httponly_cookie_and_redirects_by_role(world: World, user: str, home: str) -> None:
-    response = world.client.post("/login", data={"username": user, "password": PASSWORD})
+    response = world.client.post("/login", data={"username": user, "password": PASSWORD}, headers=FROM_OUR_PAGE)
     assert response.status_code == 303
     assert response.headers["location"] == home
     cookie = response.headers["set-cookie"]
@@ -70,7 +75,7 @@ def test_login_sets_a_strict_httponly_cookie_and_redirects_by_role(world: World,
 
 
 def test_the_cookie_opens_the_api_and_logout_clears_it(world: World) -> None:
-    login = world.client.post("/login", data={"username": "relative-1", "password": PASSWORD})
+    login = world.client.post("/login", data={"username": "relative-1", "password": PASSWORD}, headers=FROM_OUR_PAGE)
     cookie = login.cookies[SESSION_COOKIE]
     with httpx.Client(base_url=str(world.client.base_url), cookies={SESSION_COOKIE: cookie}) as browser:
         status = browser.get("/api/residents/r-1/status")
@@ -84,7 +89,7 @@ def test_the_cookie_opens_the_api_and_logout_clears_it(world: World) -> None:
 
 
 def test_cookie_from_another_site_cannot_change_anything(world: World) -> None:
-    login = world.client.post("/login", data={"username": "staff-east", "password": PASSWORD})
+    login = world.client.post("/login", data={"username": "staff-east", "password": PASSWORD}, headers=FROM_OUR_PAGE)
     cookie = {"Cookie": f"{SESSION_COOKIE}={login.cookies[SESSION_COOKIE]}"}
     world.client.cookies.clear()
     evil = world.client.post("/api/alerts/a-east/ack", headers={**cookie, "Origin": "https://evil.example"})
@@ -151,7 +156,7 @@ def test_while_postgresql_is_down_signed_in_staff_go_on_and_a_sign_out_still_hol
         private_postgres: PostgresInstance) -> None:
     url = private_postgres.url("trygg")
     with make_world(url) as w:
-        login = w.client.post("/login", data={"username": "staff-east", "password": PASSWORD})
+        login = w.client.post("/login", data={"username": "staff-east", "password": PASSWORD}, headers=FROM_OUR_PAGE)
         base = str(w.client.base_url)
         with httpx.Client(base_url=base, cookies={SESSION_COOKIE: login.cookies[SESSION_COOKIE]},
                           headers={"Origin": base}) as browser:  # as a browser on our own page sends

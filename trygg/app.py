@@ -267,7 +267,9 @@ async def serve_dashboard(services: Services, announce: Callable[[str], None]) -
     app = create_app(settings, services.conninfo, StageAlerts(services.alerts), broker_state=broker_state,
                      db_state=db_state)
     config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_level="warning",
-                            access_log=False, lifespan="on", timeout_graceful_shutdown=3)
+                            access_log=False, lifespan="on", timeout_graceful_shutdown=3,
+                            proxy_headers=bool(settings.trusted_proxy_list),
+                            forwarded_allow_ips=settings.trusted_proxy_list)
     server = _EmbeddedServer(config)
     task = asyncio.create_task(server.serve(), name="dashboard.http")
     while not server.started and not task.done():  # noqa: ASYNC110 (uvicorn offers no event)

@@ -171,7 +171,8 @@ def dashboard() -> None:
     except psycopg.OperationalError as exc:
         fail(str(exc).strip(), 1)
     uvicorn.run(create_app(settings, conninfo), host=settings.http_host, port=settings.http_port,
-                log_level="warning")
+                log_level="warning", proxy_headers=bool(settings.trusted_proxy_list),
+                forwarded_allow_ips=settings.trusted_proxy_list)
 
 
 @app.command()

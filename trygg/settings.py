@@ -75,6 +75,29 @@ class Settings(BaseSettings):
                                     description="while PostgreSQL is down, sign-ins checked at most this long "
                                                 "ago stay valid; 0: none")
 
+    # Sign-in (docs/security.md "Sign-in"): backoff per account and per client address,
+    # argon2 in a bounded low-priority worker, the proxies whose X-Forwarded-* are believed.
+    login_account_free: int = Field(default=5, ge=1, le=1000,
+                                    description="failed sign-ins per account before it must wait")
+    login_account_leak_s: float = Field(default=300, gt=0, le=86_400,
+                                        description="an account's failure is forgotten after this long")
+    login_address_free: int = Field(default=20, ge=1, le=100_000,
+                                    description="failed sign-ins per client address before it must wait")
+    login_address_leak_s: float = Field(default=30, gt=0, le=86_400,
+                                        description="an address's failure is forgotten after this long")
+    login_backoff_max_s: float = Field(default=900, ge=1, le=86_400,
+                                       description="longest wait (1 s, doubling per failure, up to this)")
+    login_throttle_keys: int = Field(default=20_000, ge=100, le=10_000_000,
+                                     description="accounts and addresses remembered (each; bounds memory)")
+    login_hash_threads: int = Field(default=1, ge=1, le=8, description="threads checking passwords (argon2)")
+    login_hash_queue: int = Field(default=16, ge=0, le=10_000,
+                                  description="sign-ins waiting for a thread; more are refused with 503")
+    login_hash_rest: float = Field(default=2.0, ge=0, le=20,
+                                   description="after each password check its thread rests this many times "
+                                               "as long as the check took (argon2's share of CPU under a flood)")
+    trusted_proxies: str = Field(default="", description="comma-separated addresses or networks of reverse "
+                                 "proxies whose X-Forwarded-For/-Proto are believed; empty: none")
+
     # Rules (docs/rules.md): an `offline` status (Last Will) raises device_offline only
     # if the device is still offline this long after it; 0 raises at once.
     offline_debounce_s: float = Field(default=60, ge=0, le=3600)
@@ -142,6 +165,25 @@ class Settings(BaseSettings):
         if self.mqtt_key_file is not None and self.mqtt_cert_file is None:
             raise ValueError("TRYGG_MQTT_KEY_FILE is set without TRYGG_MQTT_CERT_FILE")
         return self
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: str) -> str:
+        import ipaddress
+
+        for item in (v.strip() for v in value.split(",")):
+            if not item:
+                continue
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an address or a network (like 10.0.0.5 or 172.16.0.0/12)") from None
+        return ",".join(v.strip() for v in value.split(",") if v.strip())
+
+    @property
+    def trusted_proxy_list(self) -> list[str]:
+        """`trusted_proxies` as a list (for uvicorn's `forwarded_allow_ips`)."""
+        return [v for v in self.trusted_proxies.split(",") if v]
 
     @field_validator("database_url")
     @classmethod
