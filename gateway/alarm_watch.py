@@ -50,8 +50,9 @@ log = get_logger("trygg.gateway")
 STALL_S: Final = 0.5
 #: Close the watch once acknowledgements have flowed this long again.
 QUIET_S: Final = 30.0
-#: How often the durable path is looked at.
-CHECK_S: Final = 0.05
+#: How often the age of the oldest unacknowledged message is looked at (the in-flight
+#: count is looked at on every read, `Watchman.poke`): cheap enough for an idle Trygg.
+CHECK_S: Final = 0.25
 
 #: Event types that go to the rules first (the gateway's urgent lane, and the watch's).
 URGENT: Final = re.compile(rb'"(?:alarm|fall|smoke)\.')
