@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from dashboard.deps import SESSION_COOKIE
-from tests.test_api_support import PASSWORD, World, world
+from tests.test_api_support import OUR_PAGE, PASSWORD, World, world
 
 pytestmark = pytest.mark.integration
 
@@ -19,7 +19,7 @@ __all__ = ["world"]
 
 
 def cookie_of(w: World, user: str) -> dict[str, str]:
-    login = w.client.post("/login", data={"username": user, "password": PASSWORD})
+    login = w.client.post("/login", data={"username": user, "password": PASSWORD}, headers=OUR_PAGE)
     assert login.status_code == 303
     w.client.cookies.clear()
     return {"Cookie": f"{SESSION_COOKIE}={login.cookies[SESSION_COOKIE]}"}

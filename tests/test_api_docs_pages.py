@@ -11,7 +11,7 @@ import re
 import pytest
 
 from dashboard.deps import SESSION_COOKIE
-from tests.test_api_support import PASSWORD, World, world
+from tests.test_api_support import OUR_PAGE, PASSWORD, World, world
 from trygg.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -55,7 +55,7 @@ def test_with_docs_require_login_only_signed_in_users_see_them(world: World) -> 
     assert world.client.get("/openapi.json", headers={"Authorization": "Bearer v1.x.y"}).status_code == 401
 
     assert world.client.get("/openapi.json", headers=world.headers("relative-1")).status_code == 200
-    login = world.client.post("/login", data={"username": "researcher", "password": PASSWORD})
+    login = world.client.post("/login", data={"username": "researcher", "password": PASSWORD}, headers=OUR_PAGE)
     cookie = {"Cookie": f"{SESSION_COOKIE}={login.cookies[SESSION_COOKIE]}"}
     world.client.cookies.clear()
     assert world.client.get("/docs", headers=cookie).status_code == 200

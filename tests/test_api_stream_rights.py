@@ -29,7 +29,7 @@ from dashboard.deps import SESSION_COOKIE
 from storage.registry_store import save_registry
 from tests.fix_db import PostgresInstance
 from tests.helpers import wait_for
-from tests.test_api_support import PASSWORD, REGISTRY_YAML, World, alert_doc, make_world, password_hash
+from tests.test_api_support import OUR_PAGE, PASSWORD, REGISTRY_YAML, World, alert_doc, make_world, password_hash
 from trygg.registry import parse_registry
 
 pytestmark = pytest.mark.integration
@@ -143,7 +143,7 @@ def test_a_staff_member_moved_from_east_to_west_stops_getting_east_and_gets_west
 
 def test_a_cookie_stream_ends_at_sign_out_here_or_on_another_dashboard(world: World) -> None:
     w = world
-    login = w.client.post("/login", data={"username": "staff-east", "password": PASSWORD})
+    login = w.client.post("/login", data={"username": "staff-east", "password": PASSWORD}, headers=OUR_PAGE)
     w.client.cookies.clear()
     # a second session of hers, signed in a second later (on another dashboard)
     sessions = [login.cookies[SESSION_COOKIE], w.app.state.trygg.signer.issue(
@@ -193,7 +193,7 @@ def test_a_bearer_stream_ends_when_the_password_changes(world: World) -> None:
 def test_while_postgresql_is_down_streams_go_on_and_a_sign_out_here_still_ends_its_stream(
         private_postgres: PostgresInstance) -> None:
     with make_world(private_postgres.url("trygg"), sse_ping_s=30) as w:
-        login = w.client.post("/login", data={"username": "staff-east", "password": PASSWORD})
+        login = w.client.post("/login", data={"username": "staff-east", "password": PASSWORD}, headers=OUR_PAGE)
         w.client.cookies.clear()
         cookie = {"Cookie": f"{SESSION_COOKIE}={login.cookies[SESSION_COOKIE]}"}
         with stream(w, cookie) as session, stream(w, w.headers("staff-east")) as bearer:

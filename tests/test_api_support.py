@@ -39,6 +39,8 @@ from trygg.registry import parse_registry
 from trygg.settings import Settings
 
 PASSWORD = "correct horse battery"
+#: what a browser sends with a form posted from Trygg's own page (POST /login needs it)
+OUR_PAGE = {"Sec-Fetch-Site": "same-origin"}
 SESSION_SECRET = "test-session-secret-0123456789"
 PSEUDONYM_KEY = "test-pseudonym-key-0123456789"
 
