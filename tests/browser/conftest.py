@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, BrowserContext, sync_playwright
 
-from tests.browser.support import CHROMIUM, CHROMIUM_ARGS, USERS, System, make_system
+from tests.browser.support import CHROMIUM, CHROMIUM_ARGS, USERS, System, make_system, running_system
 from tests.fix_db import create_database, drop_database
 from tests.fix_mqtt import MosquittoInstance
 from trygg.broker import free_port
@@ -20,14 +20,8 @@ from trygg.broker import free_port
 def system(mosquitto: MosquittoInstance, pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[System]:
     """One `trygg up` shared by the tests that leave it running (dashboard on port 0)."""
-    database = create_database(pg_admin_url)
-    running = make_system(mosquitto, database, tmp_path_factory.mktemp("trygg-browser"))
-    try:
-        running.start_with_users(USERS)
+    with running_system(mosquitto, pg_admin_url, tmp_path_factory.mktemp("trygg-browser")) as running:
         yield running
-    finally:
-        running.stop()
-        drop_database(pg_admin_url, database)
 
 
 @pytest.fixture

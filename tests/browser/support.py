@@ -11,7 +11,8 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +24,7 @@ from playwright.sync_api import ConsoleMessage, Error, Page
 from psycopg.types.json import Jsonb
 
 from storage import save_registry
+from tests.fix_db import create_database, drop_database
 from tests.fix_mqtt import MosquittoInstance
 from tests.helpers import event, wait_for
 from trygg.registry import parse_registry
@@ -278,3 +280,19 @@ def shot(page: Page, name: str) -> Path:
     page.screenshot(path=str(path), full_page=True)
     return path
 
+
+
+@contextmanager
+def running_system(mosquitto: MosquittoInstance, pg_admin_url: str, workdir: Path,
+                   env: dict[str, str] | None = None) -> Iterator[System]:
+    """A `trygg up` with the browser tests' users on a database of its own, stopped and
+    dropped afterwards; `env` adds settings."""
+    database = create_database(pg_admin_url)
+    running = make_system(mosquitto, database, workdir)
+    running.env.update(env or {})
+    try:
+        running.start_with_users(USERS)
+        yield running
+    finally:
+        running.stop()
+        drop_database(pg_admin_url, database)

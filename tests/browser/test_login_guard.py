@@ -16,8 +16,7 @@ import httpx
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
-from tests.browser.support import PASSWORD, System, login, make_system, shot, watch
-from tests.fix_db import create_database, drop_database
+from tests.browser.support import PASSWORD, System, login, running_system, shot, watch
 from tests.fix_mqtt import MosquittoInstance
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.slow]
@@ -29,15 +28,9 @@ USERS = [("ola", "staff", ["--team", "east"]), ("mallory", "staff", ["--team", "
 def signin_system(mosquitto: MosquittoInstance, pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory
                   ) -> Iterator[System]:
     """A `trygg up` of this module: its throttle state is its own."""
-    database = create_database(pg_admin_url)
-    running = make_system(mosquitto, database, tmp_path_factory.mktemp("trygg-signin"))
-    running.env["TRYGG_LOGIN_ACCOUNT_FREE"] = "2"
-    try:
-        running.start_with_users(USERS)
+    with running_system(mosquitto, pg_admin_url, tmp_path_factory.mktemp("trygg-signin"),
+                        {"TRYGG_LOGIN_ACCOUNT_FREE": "2"}) as running:
         yield running
-    finally:
-        running.stop()
-        drop_database(pg_admin_url, database)
 
 
 @pytest.fixture
