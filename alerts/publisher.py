@@ -12,7 +12,7 @@ writes the packet to the socket before it returns (no other thread to wake, whic
 what paho's network thread cost every alarm). A QoS 1 message is kept until the broker
 acknowledges it; while the broker is away messages wait, in order, and go out when it
 is back (reconnect with a growing, jittered delay). TCP_NODELAY is set on the socket
-(Nagle costs ~40 ms stalls). With `tls` it connects over TLS (gateway/connection.py);
+(Nagle costs ~40 ms stalls). With `tls` it connects over TLS (mqtt/connection.py);
 it logs in as an account of its own (`trygg-alerts`: gateway.BrokerAddress). After
 every (re)connect the messages not yet acknowledged are sent again, then `on_connect` is
 called (on the loop) so the stage can republish its unresolved alerts — the broker may
@@ -32,8 +32,8 @@ from paho.mqtt.enums import MQTTProtocolVersion
 
 from alerts import metrics
 from alerts.model import Change
-from gateway import Connection
-from gateway.wire import MQTT5, MQTT311, PUBACK, Message, publish_packet
+from mqtt import Connection
+from mqtt.wire import MQTT5, MQTT311, PUBACK, Message, publish_packet
 from trygg.contract import alert_topic, dumps
 from trygg.logging import get_logger
 

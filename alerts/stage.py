@@ -59,7 +59,7 @@ from trygg.pipeline import AlertIntent
 from trygg.registry import Registry
 
 if TYPE_CHECKING:
-    from gateway import BrokerAddress
+    from mqtt import BrokerAddress
     from trygg.settings import Settings
 
 log = get_logger("trygg.alerts")

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.wire import MQTT311, connect_packet, parse_packets, puback_packets, subscribe_packet
+from mqtt.wire import MQTT311, connect_packet, parse_packets, puback_packets, subscribe_packet
 
 
 def _report(payload: bytes | str, at: float) -> None:

@@ -71,7 +71,7 @@ Guard = Annotated[LoginGuard, Depends(get_guard)]
 def client_host(request: Request) -> str | None:
     """The client's address: the socket's peer, or, when the peer is one of
     `TRYGG_TRUSTED_PROXIES`, the address that proxy put in `X-Forwarded-For` (uvicorn
-    resolves it; trygg/app.py passes the setting on)."""
+    resolves it; composition/app.py passes the setting on)."""
     return request.client.host if request.client else None
 
 

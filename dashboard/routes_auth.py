@@ -44,7 +44,7 @@ HOME: dict[str, str] = {Role.RELATIVE.value: "/relatives", Role.RESEARCHER.value
 
 class _GuardedRoute(APIRoute):
     """A sign-in route that refuses what it can from the headers alone, before the form is
-    read: the dashboard shares its event loop with the alarm path (trygg/app.py), so a
+    read: the dashboard shares its event loop with the alarm path (composition/app.py), so a
     flood must cost it as little as possible per request."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:

@@ -3,7 +3,7 @@ validation and limits as `trygg registry load`.
 
 A PUT reads the body up to `TRYGG_REGISTRY_MAX_MB`, then hands it to a child process
 that checks its nesting and aliases, parses, validates and saves it
-(trygg/registry_upload.py): nothing of that runs on the event loop or holds this
+(dashboard/registry_upload.py): nothing of that runs on the event loop or holds this
 process's GIL, which the alarm path shares in `trygg up`. A document beyond a limit is
 413 or 422 with the limit named; one upload at a time (409 meanwhile)."""
 
@@ -21,11 +21,11 @@ from dashboard import audit
 from dashboard.authz import Action, require
 from dashboard.deps import Audit, CurrentUser, Pool, State
 from dashboard.errors import ApiError, Unavailable, responses
+from dashboard.registry_upload import DatabaseUnreachable, UploadBusy, replace_registry
 from dashboard.research import sync_pseudonyms
 from trygg.isolated import JobFailed, JobTimeout
 from trygg.registry import Registry, RegistryError, RegistryLimitError, dump_registry
 from trygg.registry_limits import MIB, DocumentLimits, LimitExceeded, check_size
-from trygg.registry_upload import DatabaseUnreachable, UploadBusy, replace_registry
 
 router = APIRouter(prefix="/api/registry", tags=["registry"])
 

@@ -40,8 +40,8 @@ from collections.abc import Callable
 from typing import Final
 
 from gateway import metrics
-from gateway.connection import Connection
-from gateway.wire import SUBACK, Message, subscribe_packet
+from mqtt.connection import Connection
+from mqtt.wire import SUBACK, Message, subscribe_packet
 from trygg.logging import get_logger
 
 log = get_logger("trygg.gateway")

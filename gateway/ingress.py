@@ -1,6 +1,6 @@
 """MQTT ingress: subscribe, parse, validate against the contract, hand on, make durable.
 
-The subscriber (gateway/connection.py) receives on an asyncio loop: `trygg up`'s own,
+The subscriber (mqtt/connection.py) receives on an asyncio loop: `trygg up`'s own,
 so a valid event is handed to the processors in the same callback that read it, before
 the commit; alone (`trygg gateway`, tests) a loop on a thread of its own. A message is
 acknowledged (PUBACK) by the durability loop only after it is committed to PostgreSQL or
@@ -18,28 +18,27 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import socket
-import ssl
 import threading
 import zlib
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTProtocolVersion
 
 from gateway import metrics
 from gateway.alarm_watch import STALL_S, URGENT, AlarmWatch, Watchman
-from gateway.connection import Subscriber, tls_context
 from gateway.dead_letters import DeadLetterLimits, DeadLetters, describe
 from gateway.durable import DurableWriter, Pending
 from gateway.spool import Record, Spool
 from gateway.validate import Validator
-from gateway.wire import MQTT5, MQTT311, Message
+from mqtt.address import BrokerAddress
+from mqtt.connection import Subscriber
+from mqtt.wire import MQTT5, MQTT311, Message
 from storage import DeadLetter, EventStore, StatusRow
 from trygg.contract import (
     Event,
@@ -60,61 +59,6 @@ SESSION_EXPIRY_S = 7 * 24 * 3600
 RECENT_KEYS = 200_000
 #: while handling a read, the socket is read for alarms every this many messages
 POLL_EVERY = 8
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    """Where and how one of Trygg's connections reaches the broker.
-
-    Each connection logs in as an account of its own, `<username>-<role>` (`account`),
-    and uses that username as its client id (`client_id`): a broker with
-    `use_username_as_clientid` (deploy/mosquitto/mosquitto.conf) makes it so anyway, and
-    then no device can take over one of Trygg's sessions. Without a username (the
-    embedded demo broker, anonymous test brokers) the client id is the one given.
-    `tls`: an `ssl.SSLContext` (gateway.connection.tls_context) for mqtts://.
-    `shared_login` (TRYGG_MQTT_ACCOUNTS=single): every connection logs in as the one user
-    with the client ids of old, for a broker that cannot have more accounts; there a
-    device can take over Trygg's session (docs/operators.md "MQTT accounts").
-    """
-
-    host: str
-    port: int
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    tls: ssl.SSLContext | None = field(default=None, compare=False)
-    shared_login: bool = False
-
-    @classmethod
-    def from_url(cls, url: str, tls: ssl.SSLContext | None = None, *, shared_login: bool = False) -> BrokerAddress:
-        """mqtt://[user:password@]host[:1883], or mqtts:// (TLS, port 8883 unless given;
-        `tls` or else the system's CAs)."""
-        parts = urlsplit(url)
-        secure = parts.scheme == "mqtts"
-        if secure and tls is None:
-            tls = tls_context()
-        return cls(
-            parts.hostname or "127.0.0.1",
-            parts.port or (8883 if secure else 1883),
-            unquote(parts.username) if parts.username else None,
-            unquote(parts.password) if parts.password else None,
-            tls if secure else None,
-            shared_login,
-        )
-
-    def account(self, role: str) -> BrokerAddress:
-        """The address of the connection playing `role`: user `<username>-<role>`, same
-        password (docs/operators.md "MQTT accounts"); unchanged without a username."""
-        if self.username is None or self.shared_login:
-            return self
-        return replace(self, username=f"{self.username}-{role}")
-
-    def client_id(self, anonymous: str) -> str:
-        """The client id to connect with: the username, or `anonymous` without one (or
-        with a shared login)."""
-        return anonymous if self.shared_login or self.username is None else self.username
-
-    def __str__(self) -> str:
-        return f"{'mqtts' if self.tls is not None else 'mqtt'}://{self.host}:{self.port}"
 
 
 def set_nodelay(client: mqtt.Client, userdata: Any, sock: Any) -> None:  # paho on_socket_open

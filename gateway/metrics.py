@@ -40,10 +40,6 @@ DEAD_LETTER_SUMMARIES = Counter(
     "trygg_gateway_dead_letter_summaries",
     "Rows that summarise the dead letters a source had held back in an interval",
 )
-RECEIVE_ERRORS = Counter(
-    "trygg_mqtt_receive_errors",
-    "Unexpected errors handling packets an MQTT connection received; the connection was kept",
-)
 WRITER_ERRORS = Counter(
     "trygg_gateway_writer_errors",
     "Unexpected errors a durable writer survived (logged; the batch it held was tried again)",

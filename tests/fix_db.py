@@ -17,8 +17,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from composition.broker import free_port
 from storage import migrate
-from trygg.broker import free_port
 
 ADMIN_URL = os.environ.get("TRYGG_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 

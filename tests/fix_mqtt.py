@@ -16,8 +16,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway import BrokerAddress, set_nodelay
-from trygg.broker import free_port
+from composition.broker import free_port
+from gateway import set_nodelay
+from mqtt import BrokerAddress
 
 MOSQUITTO_CONF = """\
 listener {port} 127.0.0.1

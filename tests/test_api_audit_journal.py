@@ -15,12 +15,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from composition.broker import free_port
 from dashboard.audit import AuditLog
 from dashboard.authz import Principal
 from tests.fix_db import PostgresInstance, scalar
 from tests.test_api_alerts import EventStream, stream
 from tests.test_api_support import World, alert_doc, as_app_role, make_world, world
-from trygg.broker import free_port
 from trygg.contract import Role
 
 pytestmark = pytest.mark.integration

@@ -8,8 +8,8 @@ import structlog
 import typer
 from typer.testing import CliRunner
 
+from composition.users_cli import register
 from dashboard.auth import verify_password
-from dashboard.users_cli import register
 from storage.registry_store import save_registry
 from tests.test_api_support import REGISTRY_YAML
 from trygg.registry import parse_registry

@@ -21,8 +21,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from gateway import Message, Subscriber
-from gateway.wire import MQTT5
+from mqtt import Message, Subscriber
+from mqtt.wire import MQTT5
 from tests import test_deploy
 from tests.test_deploy import Accounts, Broker, Client, running_broker, write_passwd
 
@@ -217,7 +217,7 @@ def token() -> bytes:
 def test_each_connection_has_its_own_login_from_the_one_url() -> None:
     """The accounts Trygg's connections use, derived from TRYGG_MQTT_URL (docs/operators.md
     "MQTT accounts"), and the single-login fallback for a broker without them."""
-    from trygg.runtime import resolve_broker
+    from composition.runtime import resolve_broker
     from trygg.settings import load_settings
 
     url = "mqtt://trygg:pw@127.0.0.1:1883"

@@ -1,4 +1,4 @@
-"""The embedded demo broker (trygg/broker.py): loopback only, and with a password file
+"""The embedded demo broker (composition/broker.py): loopback only, and with a password file
 nobody plants alerts or takes over Trygg's session (issue 14).
 
 Real amqtt in this process, Trygg's real ingest `Subscriber` and alert publisher, and
@@ -22,11 +22,11 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from pwdlib.hashers.argon2 import Argon2Hasher
 
 from alerts.publisher import AlertPublisher
-from gateway import BrokerAddress, Message, Subscriber
-from gateway.wire import MQTT311
+from composition.broker import EmbeddedBroker
+from composition.runtime import resolve_broker
+from mqtt import BrokerAddress, Message, Subscriber
+from mqtt.wire import MQTT311
 from tests.test_mqtt_tls import an_alert
-from trygg.broker import EmbeddedBroker
-from trygg.runtime import resolve_broker
 from trygg.settings import load_settings
 
 pytestmark = pytest.mark.integration

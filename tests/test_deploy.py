@@ -241,7 +241,7 @@ def test_dockerfile_runs_trygg_up_unprivileged_with_a_healthcheck() -> None:
     healthcheck = re.search(r"^HEALTHCHECK .*\n(?:.*\n)*?.*CMD (\[.*\])$", text, re.MULTILINE)
     assert healthcheck and "/healthz" in healthcheck.group(1) and "python" in healthcheck.group(1)
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    assert pyproject["project"]["scripts"]["trygg"] == "trygg.cli:app"
+    assert pyproject["project"]["scripts"]["trygg"] == "composition.cli:app"
     # The build context is an allow-list: no .env, no password file, no local data.
     patterns = [
         line.strip()

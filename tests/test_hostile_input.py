@@ -15,8 +15,8 @@ import psycopg
 import pytest
 from prometheus_client import REGISTRY
 
-from gateway import Message, Subscriber
 from gateway.dead_letters import DeadLetterLimits
+from mqtt import Message, Subscriber
 from tests.fix_db import scalar
 from tests.fix_gateway import StartGateway, count
 from tests.fix_mqtt import MosquittoInstance, Publisher

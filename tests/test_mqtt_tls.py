@@ -31,13 +31,13 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from alerts.model import Alert, Change, ChangeReason
 from alerts.publisher import AlertPublisher
-from gateway import BrokerUnavailable, Message, Subscriber
+from composition.runtime import resolve_broker
 from gateway.alarm_watch import AlarmWatch
-from gateway.wire import MQTT5
+from mqtt import BrokerUnavailable, Message, Subscriber
+from mqtt.wire import MQTT5
 from tests.test_deploy import Accounts, Broker, free_port, running_broker, write_passwd
 from trygg.contract import AlertKind, AlertState, Priority
 from trygg.errors import SettingsError
-from trygg.runtime import resolve_broker
 from trygg.settings import load_settings
 
 pytestmark = pytest.mark.integration
@@ -232,7 +232,7 @@ def test_a_broker_certificate_from_another_ca_is_refused_in_one_line(tls_broker:
 
 def test_a_stage_run_alone_publishes_over_tls_and_refuses_a_wrong_ca(tls_broker: TlsBroker, pki: Pki) -> None:
     """`trygg processors` publishes its intents with paho, logged in as trygg-processors-out."""
-    from trygg.stages import _publisher
+    from composition.stages import _publisher
 
     settings = load_settings(mqtt_url=url(tls_broker), mqtt_ca_file=pki.ca)
     out = _publisher(settings, resolve_broker(settings), "processors")

@@ -76,7 +76,7 @@ def test_a_task_that_returns_ends_the_process_but_a_cancelled_one_does_not(exits
 LAUNCH = """
 import sys, time
 {patch}
-from trygg.cli import main
+from composition.cli import main
 sys.argv = ["trygg", "up"]
 main()
 """

@@ -1,3 +1,3 @@
-from trygg.cli import main
+from composition.cli import main
 
 main()

@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     mqtt_client_id: str = Field(default="trygg", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     demo_broker_passwords: Path | None = Field(
         default=None, description="embedded demo broker only: a file of `username:argon2-hash` lines; with it "
-        "only those users log in, each device publishing under its own id (trygg/broker.py)")
+        "only those users log in, each device publishing under its own id (composition/broker.py)")
     database_url: str | None = Field(
         default=None, description="postgresql:// URL; none = embedded PostgreSQL in data_dir"
     )

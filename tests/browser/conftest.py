@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, BrowserContext, sync_playwright
 
+from composition.broker import free_port
 from tests.browser.support import CHROMIUM, CHROMIUM_ARGS, USERS, System, make_system, running_system
 from tests.fix_db import create_database, drop_database
 from tests.fix_mqtt import MosquittoInstance
-from trygg.broker import free_port
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from gateway import BrokerAddress, Gateway
-from gateway.wire import Message
+from gateway import Gateway
+from mqtt import BrokerAddress
+from mqtt.wire import Message
 from tests.helpers import event, small_registry
 from trygg.contract import Event, rekeyed_id
 from trygg.pipeline import DeviceStatus

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from gateway.wire import MQTT5, MQTT311, ProtocolError, _packet, _string, _varint, parse_packets, puback_packets
+from mqtt.wire import MQTT5, MQTT311, ProtocolError, _packet, _string, _varint, parse_packets, puback_packets
 
 
 def publish(topic: str, payload: bytes, mid: int, qos: int = 1, version: int = MQTT311,

@@ -21,7 +21,7 @@ from trygg.registry_limits import MIB, DocumentLimits, LimitExceeded, check_size
 from trygg.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from trygg.app import Services
+    from composition.app import Services
 
 app = typer.Typer(
     name="trygg",
@@ -35,7 +35,7 @@ app.add_typer(registry_app, name="registry")
 
 
 def _register_commands() -> None:
-    from dashboard.users_cli import register as register_users
+    from composition.users_cli import register as register_users
     from simulators import register as register_simulate
 
     register_simulate(app)
@@ -83,8 +83,8 @@ def version() -> None:
 @app.command(name="migrate")
 def migrate_command() -> None:
     """Apply the database migrations (embedded PostgreSQL when no TRYGG_DATABASE_URL)."""
+    from composition.runtime import resolve_database
     from storage import MigrationError, migrate
-    from trygg.runtime import resolve_database
 
     settings = settings_or_exit()
     try:
@@ -99,8 +99,8 @@ def registry_load(
     file: Annotated[Path, typer.Argument(help="registry document, YAML or JSON")],
 ) -> None:
     """Validate FILE as a whole and replace the registry with it in one transaction."""
+    from composition.runtime import resolve_database
     from storage import migrate, save_registry
-    from trygg.runtime import resolve_database
 
     settings = settings_or_exit()
     limits = DocumentLimits(max_bytes=settings.registry_max_mb * MIB)
@@ -131,7 +131,7 @@ def registry_load(
 @app.command()
 def processors() -> None:
     """Run the rules alone: intents go to the alerts process over the broker."""
-    from trygg.stages import run_processors
+    from composition.stages import run_processors
 
     settings = settings_or_exit()
     try:
@@ -143,7 +143,7 @@ def processors() -> None:
 @app.command()
 def alerts() -> None:
     """Run the alert stage alone: lifecycle, escalation, delivery."""
-    from trygg.stages import run_alerts
+    from composition.stages import run_alerts
 
     settings = settings_or_exit()
     try:
@@ -157,9 +157,9 @@ def dashboard() -> None:
     """Serve the dashboard alone (alerts read from the database; acting on them needs `trygg up`)."""
     import uvicorn
 
+    from composition.runtime import resolve_database
     from dashboard import create_app
     from storage import migrate
-    from trygg.runtime import resolve_database
 
     settings = settings_or_exit()
     try:
@@ -178,7 +178,7 @@ def dashboard() -> None:
 @app.command()
 def gateway() -> None:
     """Run the MQTT gateway alone: validate, store, dead-letter (no rules)."""
-    from trygg.runtime import start_ingest
+    from composition.runtime import start_ingest
 
     settings = settings_or_exit()
     try:
@@ -230,7 +230,7 @@ def up(
                                        "the simulated fleet")] = False,
 ) -> None:
     """Run everything in one process (embedded broker and database when no URLs are set)."""
-    from trygg.app import serve
+    from composition.app import serve
 
     settings = settings_or_exit()
     if not demo:
@@ -240,19 +240,19 @@ def up(
             fail(f"invalid setting {exc}")
     demo_registry = None
     if demo:
+        from composition.demo import demo_settings
         from simulators import demo_registry as make_demo_registry
-        from trygg.demo import demo_settings
 
         demo_registry = make_demo_registry()
         settings = demo_settings(settings)
 
     def extra(services: Services) -> list[Coroutine[Any, Any, None]]:
-        from trygg.app import serve_dashboard
+        from composition.app import serve_dashboard
 
         dashboard = serve_dashboard(services, lambda url: typer.echo(f"dashboard {url}", err=False))
         tasks = [print_alerts(services), dashboard]
         if demo:
-            from trygg.demo import demo_tasks
+            from composition.demo import demo_tasks
 
             tasks += [run_demo_fleet(services), *demo_tasks(services)]
         return tasks
@@ -262,7 +262,7 @@ def up(
                    f"events on {settings.mqtt_prefix}/devices/+/events, "
                    f"alerts on {settings.mqtt_prefix}/teams/+/alerts/+")
         if demo and demo_registry is not None:
-            from trygg.demo import DEMO_PASSWORD, set_demo_passwords
+            from composition.demo import DEMO_PASSWORD, set_demo_passwords
 
             users = set_demo_passwords(services.conninfo, demo_registry)
             typer.echo(f"Demo users (password {DEMO_PASSWORD}): " + "; ".join(users))

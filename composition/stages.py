@@ -33,17 +33,18 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from alerts import AlertStage
-from gateway import BrokerUnavailable, Message, Subscriber, Validator, set_nodelay
-from gateway.connection import describe
-from gateway.wire import MQTT5, MQTT311
+from composition.app import restore_rules
+from composition.runtime import Broker, open_registry, resolve_broker, resolve_database
+from gateway import Validator, set_nodelay
+from mqtt import BrokerUnavailable, Message, Subscriber
+from mqtt.connection import describe
+from mqtt.wire import MQTT5, MQTT311
 from processors import Processor, ProcessorStage
 from storage import migrate
-from trygg.app import restore_rules
 from trygg.contract import AlertKind, InvalidMessage, utcnow
 from trygg.logging import get_logger
 from trygg.pipeline import AlertIntent, intent_from_wire, intent_to_wire, internal_topic
 from trygg.registry import Registry
-from trygg.runtime import Broker, open_registry, resolve_broker, resolve_database
 from trygg.settings import Settings
 from trygg.watchdog import watch_task
 

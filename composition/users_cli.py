@@ -56,13 +56,13 @@ def add(
                                                  help="read the password from standard input")] = False,
 ) -> None:
     """Create or update a user; the password comes from standard input."""
+    from composition.runtime import resolve_database
     from dashboard.auth import hash_password
     from dashboard.passwords import password_problem
     from storage import migrate
     from storage.users_store import get_user, registry_ids, upsert_user
     from trygg.errors import SettingsError
     from trygg.logging import configure_logging
-    from trygg.runtime import resolve_database
     from trygg.settings import load_settings
 
     if not _NAME.match(name):

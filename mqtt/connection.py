@@ -45,9 +45,9 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from gateway import metrics
-from gateway.errors import BrokerUnavailable
-from gateway.wire import (
+from mqtt import metrics
+from mqtt.errors import BrokerUnavailable
+from mqtt.wire import (
     CONNACK,
     DISCONNECT,
     DISCONNECT_PACKET,

@@ -19,10 +19,11 @@ from urllib.parse import urlsplit
 import psycopg
 from paho.mqtt.enums import MQTTProtocolVersion
 
-from gateway import BrokerAddress, Gateway
-from gateway.connection import tls_context
+from composition.broker import EmbeddedBroker
+from gateway import Gateway
+from mqtt import BrokerAddress
+from mqtt.connection import tls_context
 from storage import load_registry_text, migrate, start_embedded_postgres
-from trygg.broker import EmbeddedBroker
 from trygg.errors import SettingsError
 from trygg.logging import get_logger
 from trygg.pipeline import EventSink, discard

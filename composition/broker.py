@@ -114,12 +114,12 @@ class EmbeddedBroker:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.writelines(f"{line}\n" for line in lines)
             out.writelines(f"{TRYGG_USER}-{role}:{digest}\n" for role in TRYGG_ROLES)
-        from trygg.broker_access import access_lists
+        from composition.broker_access import access_lists
 
         publish, subscribe = access_lists(users, self._prefix, TRYGG_USER)
         return {
-            "trygg.broker_access.SameIdAuthPlugin": {"password_file": str(merged)},
-            "trygg.broker_access.DemoAclPlugin": {"publish_acl": publish, "subscribe_acl": subscribe},
+            "composition.broker_access.SameIdAuthPlugin": {"password_file": str(merged)},
+            "composition.broker_access.DemoAclPlugin": {"publish_acl": publish, "subscribe_acl": subscribe},
         }
 
     async def _start(self) -> None:

@@ -36,9 +36,9 @@ from trygg.registry import Registry, Resident
 from trygg.settings import Settings
 
 if TYPE_CHECKING:
-    from trygg.app import Services
+    from composition.app import Services
 
-log = get_logger("trygg.demo")
+log = get_logger("composition.demo")
 
 #: Every demo user's password (demo mode only; `trygg users add` sets real ones).
 DEMO_PASSWORD = "trygg-demo"

@@ -24,6 +24,7 @@ import psycopg
 import uvicorn
 
 from alerts import AlertStage
+from composition.runtime import Broker, Ingest, open_registry, resolve_broker, resolve_database, start_ingest
 from processors import Processor, ProcessorStage, StateError, export_states
 from storage import migrate
 from storage.rule_state import events_since, last_seen, load_rule_state, save_rule_state
@@ -31,7 +32,6 @@ from trygg.contract import AlertKind, AlertState, utcnow
 from trygg.logging import get_logger
 from trygg.pipeline import AlertIntent
 from trygg.registry import Registry
-from trygg.runtime import Broker, Ingest, open_registry, resolve_broker, resolve_database, start_ingest
 from trygg.settings import Settings
 from trygg.watchdog import watch_task
 

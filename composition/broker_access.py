@@ -1,6 +1,6 @@
-"""Who may do what on the embedded demo broker when it has a password file (trygg/broker.py).
+"""Who may do what on the embedded demo broker when it has a password file (composition/broker.py).
 
-amqtt loads these plugins by their dotted path; they live apart from trygg/broker.py so
+amqtt loads these plugins by their dotted path; they live apart from composition/broker.py so
 that importing the broker module does not import amqtt (slow) until a broker starts.
 """
 

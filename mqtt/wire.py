@@ -1,7 +1,7 @@
 """MQTT packets for Trygg's own lean clients (MQTT 3.1.1 and 5): building CONNECT,
 SUBSCRIBE, PUBLISH and PUBACK, and parsing whole packets out of a receive buffer.
 
-The clients that use them (gateway/connection.py) sit on the hot paths: the ingest
+The clients that use them (mqtt/connection.py) sit on the hot paths: the ingest
 subscriber and the alert publisher. Why not paho-mqtt there: paho reads one packet per
 `select()` with three or more `recv()` calls, builds MQTT 5 property objects for every
 message, cannot batch manual acknowledgements, and runs a network thread of its own that
