@@ -373,8 +373,8 @@ def test_events_are_handed_to_the_rules_before_the_commit_and_once(
 def test_an_alarm_that_arrives_during_a_long_read_overtakes_the_rest_of_it(
     start_gateway: StartGateway, publisher: Publisher, database: str, prefix: str
 ) -> None:
-    """While the gateway works through a large read (slow rules here, 2 ms an event), it
-    reads the socket every few messages: an alarm published meanwhile reaches the rules
+    """The gateway works through a large read (slow rules here, 2 ms an event) a slice at
+    a time, the socket read in between: an alarm published meanwhile reaches the rules
     long before that read is done, and every event is still stored once."""
     handed: list[str] = []
     first, go, working = threading.Event(), threading.Event(), threading.Event()
