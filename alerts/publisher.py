@@ -1,4 +1,4 @@
-"""Alert delivery over MQTT (DESIGN.md §3, §9).
+"""Alert delivery over MQTT (docs/design-notes.md "Where the alarm latency goes").
 
 Each alert is published, QoS 1 and retained, on
 ``{prefix}/teams/{team_id}/alerts/{alert_id}`` for every team it reached (the

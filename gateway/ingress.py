@@ -391,7 +391,7 @@ class Gateway:
         """What to store for one message; hands it on. A dead letter when invalid, None
         when that dead letter is held back by the limits (it is summarised). Whatever a
         message holds, nothing escapes from here: an unexpected error is that message's
-        dead letter (`internal_error`), acknowledged with the rest (issue 13)."""
+        dead letter (`internal_error`), acknowledged with the rest."""
         try:
             return self._accept(msg.topic, msg.payload, received_at)
         except InvalidMessage as exc:
