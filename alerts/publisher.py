@@ -1,4 +1,4 @@
-"""Alert delivery over MQTT (DESIGN.md §3, §9).
+"""Alert delivery over MQTT (docs/design-notes.md "Where the alarm latency goes").
 
 Each alert is published, QoS 1 and retained, on
 ``{prefix}/teams/{team_id}/alerts/{alert_id}`` for every team it reached (the
@@ -7,44 +7,40 @@ once more with its final state, *not* retained, and then an empty retained messa
 clears the topic: a handheld that is connected sees the final state (followed by an
 empty message, which means "gone"), one that connects later sees nothing for it.
 
-The publisher is a `gateway.Connection` on the alert stage's event loop: `publish`
-writes the packet to the socket before it returns (no other thread to wake, which is
-what paho's network thread cost every alarm). A QoS 1 message is kept until the broker
-acknowledges it; while the broker is away messages wait, in order, and go out when it
-is back (reconnect with a growing, jittered delay). TCP_NODELAY is set on the socket
-(Nagle costs ~40 ms stalls). With `tls` it connects over TLS (mqtt/connection.py);
-it logs in as an account of its own (`trygg-alerts`: gateway.BrokerAddress). After
-every (re)connect the messages not yet acknowledged are sent again, then `on_connect` is
-called (on the loop) so the stage can republish its unresolved alerts — the broker may
-have lost its retained messages while it was down.
+The publisher is an `mqtt.Client` on the alert stage's event loop: `publish` writes the
+packet to the socket before it returns (no other thread to wake). A QoS 1 message is
+kept until the broker acknowledges it (a future per message, done at its PUBACK); while
+the broker is away messages wait, in order, and go out when it is back (the client
+reconnects with a growing, jittered delay, and never has more in flight than the
+broker's receive maximum). TCP_NODELAY is set on the socket (Nagle costs ~40 ms
+stalls). With `tls` it connects over TLS (mqtt/connection.py); it logs in as an account
+of its own (`trygg-alerts`: mqtt.BrokerAddress.account). After every (re)connect the
+messages not yet acknowledged are sent again, then `on_connect` is called (on the loop)
+so the stage can republish its unresolved alerts once those are acknowledged (`flush`)
+— the broker may have lost its retained messages while it was down.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
-import time
-from collections import OrderedDict, deque
+import threading
 from collections.abc import Callable
 from typing import Final
 
-from paho.mqtt.enums import MQTTProtocolVersion
-
 from alerts import metrics
 from alerts.model import Change
-from mqtt import Connection
-from mqtt.wire import MQTT5, MQTT311, PUBACK, Message, publish_packet
+from mqtt import BrokerAddress, Client, Protocol, PublishRefused
 from trygg.contract import alert_topic, dumps
 from trygg.logging import get_logger
 
 log = get_logger("trygg.alerts")
 
-#: packet ids in flight at most (the MQTT limit); more wait in order
-MAX_INFLIGHT: Final = 65_535
 KEEPALIVE_S: Final = 30
 
 
-class AlertPublisher(Connection):
+class AlertPublisher:
     def __init__(
         self,
         host: str,
@@ -52,35 +48,47 @@ class AlertPublisher(Connection):
         *,
         prefix: str = "trygg/v1",
         client_id: str = "trygg-alerts",
-        protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5,
+        protocol: Protocol = Protocol.V5,
         username: str | None = None,
         password: str | None = None,
         on_connect: Callable[[], None] | None = None,
         tls: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__(host, port, client_id, username=username, password=password, keepalive=KEEPALIVE_S,
-                         version=MQTT5 if protocol == MQTTProtocolVersion.MQTTv5 else MQTT311, clean=True,
-                         on_state=self._state, tls=tls)
+        self._client = Client(BrokerAddress(host, port, username, password, tls), client_id, protocol=protocol,
+                              keepalive=KEEPALIVE_S, wait=False, on_connect=self._connected, on_state=self._state)
         self._prefix = prefix
         self._on_connect_cb = on_connect
-        #: counts successful connections (1 after the first)
-        self.connections = 0
-        self._inflight: OrderedDict[int, tuple[str, bytes, bool]] = OrderedDict()
-        self._waiting: deque[tuple[str, bytes, bool]] = deque()  # when every packet id is in use
-        self._next_mid = 0
-        self._started = False
+        self._task: asyncio.Task[None] | None = None
+        self._leave: asyncio.Future[None] | None = None
 
     @property
     def address(self) -> str:
-        return self.url
+        return self._client.url
+
+    @property
+    def connections(self) -> int:
+        """Successful connections so far (1 after the first)."""
+        return self._client.generation
+
+    @property
+    def connected(self) -> threading.Event:
+        return self._client.connected
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        return self._client.loop
 
     def start(self) -> None:
         """Start connecting (on the running loop); publishing may begin at once (kept)."""
-        if self._started:
+        if self._task is not None:
             return
-        self._started = True
-        task = asyncio.get_running_loop().create_task(self.open(wait=False))
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # keeps it from being logged as lost
+        loop = asyncio.get_running_loop()
+        self._leave = loop.create_future()
+        self._task = loop.create_task(self._run(self._leave), name="alerts.mqtt")
+
+    async def _run(self, leave: asyncio.Future[None]) -> None:
+        async with self._client:
+            await leave
 
     def topic(self, team_id: str, alert_id: str) -> str:
         return alert_topic(self._prefix, team_id, alert_id)
@@ -102,73 +110,62 @@ class AlertPublisher(Connection):
         return sent
 
     def _send(self, topic: str, payload: bytes, *, retain: bool) -> None:
-        if len(self._inflight) >= MAX_INFLIGHT:
-            self._waiting.append((topic, payload, retain))
-            return
-        mid = self._new_mid()
-        self._inflight[mid] = (topic, payload, retain)
-        self.write(publish_packet(topic, payload, mid, self.version, retain=retain))  # else: on connect
-
-    def _new_mid(self) -> int:
-        while True:
-            self._next_mid = self._next_mid % 65_535 + 1
-            if self._next_mid not in self._inflight:
-                return self._next_mid
+        self._client.publish(topic, payload, qos=1, retain=retain).add_done_callback(_refused)
 
     def pending(self) -> int:
         """QoS 1 messages not yet acknowledged by the broker."""
-        return len(self._inflight) + len(self._waiting)
+        return self._client.pending()
 
-    def flush(self, timeout: float) -> bool:
-        """Wait until the broker acknowledged everything sent (or `timeout`); not on
-        the loop's thread."""
-        deadline = time.monotonic() + timeout
-        while self.pending() and time.monotonic() < deadline:
-            if not self.connected.is_set():
-                return False
-            time.sleep(0.01)
-        return not self.pending()
+    async def flush(self, timeout_s: float) -> bool:
+        """Wait until the broker acknowledged everything sent so far (or `timeout_s`)."""
+        return await self._client.flush(timeout_s)
 
     def stop(self, timeout: float = 2.0) -> None:
         """Deliver what is waiting if the broker is there, then disconnect; not on the
         loop's thread."""
-        if not self._started:
+        loop, task = self._client.loop, self._task
+        if task is None or loop is None or loop.is_closed():
             return
-        self.flush(timeout)
-        self._started = False
-        loop = self.loop
-        if loop is not None and not loop.is_closed():
-            asyncio.run_coroutine_threadsafe(self.close(), loop).result(timeout)
+        self._task = None
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(self._stop(task, timeout), loop).result(timeout + 2 * CLOSE_S)
         metrics.BROKER_UP.set(0)
+
+    async def _stop(self, task: asyncio.Task[None], timeout_s: float) -> None:
+        if self._client.connected.is_set():
+            await self._client.flush(timeout_s)
+        if self._leave is not None and not self._leave.done():
+            self._leave.set_result(None)
+        await task
 
     # ---------------------------------------------------------------- loop thread
 
-    def _connected(self) -> None:
-        self.connections += 1
+    def _connected(self, session_present: bool) -> None:
         metrics.BROKER_UP.set(1)
         log.info("alert publisher connected", broker=self.address, connections=self.connections)
-        for mid, (topic, payload, retain) in self._inflight.items():  # in order, as first sent
-            self.write(publish_packet(topic, payload, mid, self.version, retain=retain))
         if self._on_connect_cb is not None:
             try:
                 self._on_connect_cb()
             except Exception:
                 log.exception("alert publisher on_connect callback failed")
 
-    def _packets(self, messages: list[Message], others: list[tuple[int, bytes]], generation: int) -> None:
-        for first, body in others:
-            if first >> 4 == PUBACK and len(body) >= 2:
-                self._inflight.pop((body[0] << 8) | body[1], None)
-        while self._waiting and len(self._inflight) < MAX_INFLIGHT:
-            topic, payload, retain = self._waiting.popleft()
-            self._send(topic, payload, retain=retain)
-
-    def _disconnected(self, why: str) -> None:
-        log.warning("alert publisher lost the broker, reconnecting", broker=self.address, reason=why)
-
     def _state(self, up: bool, why: str) -> None:
         if not up:
             metrics.BROKER_UP.set(0)
+            log.warning("alert publisher lost the broker, reconnecting", broker=self.address, reason=why)
+
+
+#: how long leaving takes at most beyond the flush (DISCONNECT, a TLS close)
+CLOSE_S: Final = 1.0
+
+
+def _refused(future: asyncio.Future[None]) -> None:
+    if future.cancelled():
+        return
+    exc = future.exception()
+    if isinstance(exc, PublishRefused):
+        metrics.DELIVERIES_FAILED.labels("mqtt").inc()
+        log.error("broker refused an alert message", topic=exc.topic, reason=exc.code)
 
 
 __all__ = ["AlertPublisher"]

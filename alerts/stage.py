@@ -39,8 +39,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from paho.mqtt.enums import MQTTProtocolVersion
-
 from alerts import metrics
 from alerts.errors import StageNotReady
 from alerts.escalation import Timeouts
@@ -51,6 +49,7 @@ from alerts.persistence import AlertWriter, from_record, item_of
 from alerts.publisher import AlertPublisher
 from alerts.service import AlertService
 from alerts.webhooks import WebhookSender
+from mqtt import Protocol
 from storage.alerts_store import AlertRecord, AlertStore, newest
 from storage.errors import DatabaseUnavailable
 from trygg.contract import AlertKind, utcnow
@@ -68,19 +67,12 @@ log = get_logger("trygg.alerts")
 MAX_SLEEP: Final = 1.0
 #: closed alerts loaded at start-up, to recognise re-processed events and late actions
 CLOSED_MEMORY: Final = timedelta(days=1)
-#: how long a republish after a reconnect waits for paho's queue to drain (seconds)
+#: how long a republish after a reconnect waits for the messages resent to be acknowledged (seconds)
 REPUBLISH_DRAIN_S: Final = 2.0
-DRAIN_POLL_S: Final = 0.005
 #: connect timeout of the start-up load: the alert path must not wait long for PostgreSQL
 RESTORE_CONNECT_TIMEOUT_S: Final = 2
 
 AlertClosed = Callable[[str, AlertKind, str | None], None]
-
-
-def _protocol(value: MQTTProtocolVersion | str) -> MQTTProtocolVersion:
-    if isinstance(value, MQTTProtocolVersion):
-        return value
-    return MQTTProtocolVersion.MQTTv311 if value in ("3.1.1", "311", "4") else MQTTProtocolVersion.MQTTv5
 
 
 class AlertStage:
@@ -92,7 +84,7 @@ class AlertStage:
         broker_port: int = 1883,
         username: str | None = None,
         password: str | None = None,
-        protocol: MQTTProtocolVersion | str = MQTTProtocolVersion.MQTTv5,
+        protocol: Protocol = Protocol.V5,
         prefix: str = "trygg/v1",
         client_id: str = "trygg-alerts",
         conninfo: str | None = None,
@@ -115,7 +107,7 @@ class AlertStage:
             registry, Timeouts(escalate_critical_s, escalate_high_s, escalate_medium_s, None)
         )
         self._publisher = AlertPublisher(
-            broker_host, broker_port, prefix=prefix, client_id=client_id, protocol=_protocol(protocol),
+            broker_host, broker_port, prefix=prefix, client_id=client_id, protocol=protocol,
             username=username, password=password, on_connect=self._broker_connected, tls=tls,
         )
         self._hub = AlertHub(subscriber_limit)
@@ -142,7 +134,7 @@ class AlertStage:
         registry: Registry,
         broker: BrokerAddress,
         *,
-        protocol: MQTTProtocolVersion | str | None = None,
+        protocol: Protocol | None = None,
         conninfo: str | None = None,
         alert_closed: AlertClosed | None = None,
     ) -> AlertStage:
@@ -151,7 +143,7 @@ class AlertStage:
             registry,
             broker_host=account.host, broker_port=account.port,
             username=account.username, password=account.password, tls=account.tls,
-            protocol=protocol if protocol is not None else settings.mqtt_protocol,
+            protocol=protocol if protocol is not None else Protocol.parse(settings.mqtt_protocol),
             prefix=settings.mqtt_prefix, client_id=account.client_id(f"{settings.mqtt_client_id}-alerts"),
             conninfo=conninfo, journal_dir=settings.data_dir / "alerts",
             escalate_critical_s=settings.escalate_critical_s, escalate_high_s=settings.escalate_high_s,
@@ -325,7 +317,7 @@ class AlertStage:
 
     # ------------------------------------------------------------------ broker
 
-    def _broker_connected(self) -> None:  # paho's thread
+    def _broker_connected(self) -> None:  # on the loop, at the publisher's CONNACK
         loop = self._loop
         if loop is not None:
             loop.call_soon_threadsafe(self._republish)
@@ -333,7 +325,7 @@ class AlertStage:
     def _republish(self) -> None:
         """Publish every unresolved alert again, once per broker connection.
 
-        It waits (briefly) until what paho queued while the broker was away has been
+        It waits (briefly) until what was queued while the broker was away has been
         acknowledged: those are older states, and must not land after the current one.
         """
         connections = self._publisher.connections
@@ -345,10 +337,7 @@ class AlertStage:
         task.add_done_callback(self._background.discard)
 
     async def _republish_after_drain(self) -> None:
-        for _ in range(int(REPUBLISH_DRAIN_S / DRAIN_POLL_S)):  # paho offers no event for this
-            if not self._publisher.pending():
-                break
-            await asyncio.sleep(DRAIN_POLL_S)
+        await self._publisher.flush(REPUBLISH_DRAIN_S)
         if not self._ready:
             return
         # what already went out on this connection in its current version needs no repeat

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mqtt.wire import MQTT311, connect_packet, parse_packets, puback_packets, subscribe_packet
+from mqtt.wire import Protocol, connect_packet, parse_packets, puback_packets, subscribe_packet
 
 
 def _report(payload: bytes | str, at: float) -> None:
@@ -49,13 +49,13 @@ def _arrivals(sock: socket.socket) -> Iterator[tuple[bytes, float]]:
 
 
 def handheld(port: int, topic_filter: str) -> None:
-    sock = _connect("127.0.0.1", port, connect_packet("lat-staff", MQTT311, 60, None, None, 0, 0, clean=True)
-                    + subscribe_packet(1, [topic_filter], MQTT311))
+    sock = _connect("127.0.0.1", port, connect_packet("lat-staff", Protocol.V311, 60, None, None, 0, 0, clean=True)
+                    + subscribe_packet(1, [topic_filter], Protocol.V311))
     buffer = bytearray()
     ready = False
     for data, at in _arrivals(sock):
         buffer += data
-        messages, others, used = parse_packets(buffer, MQTT311)
+        messages, others, used = parse_packets(buffer, Protocol.V311)
         del buffer[:used]
         if not ready and any(first >> 4 == 9 for first, _ in others):  # SUBACK
             ready = True

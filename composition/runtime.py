@@ -17,12 +17,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg
-from paho.mqtt.enums import MQTTProtocolVersion
 
 from composition.broker import EmbeddedBroker
-from gateway import Gateway
-from mqtt import BrokerAddress
-from mqtt.connection import tls_context
+from gateway import Gateway, GatewayConfig
+from mqtt import BrokerAddress, Protocol, tls_context
 from storage import load_registry_text, migrate, start_embedded_postgres
 from trygg.errors import SettingsError
 from trygg.logging import get_logger
@@ -48,7 +46,7 @@ def resolve_database(settings: Settings) -> str:
 @dataclass
 class Broker:
     address: BrokerAddress
-    protocol: MQTTProtocolVersion
+    protocol: Protocol
     embedded: EmbeddedBroker | None = None
 
     @property
@@ -81,15 +79,14 @@ def _reason(exc: OSError) -> str:
 def resolve_broker(settings: Settings) -> Broker:
     """The broker to use, starting the embedded demo broker (amqtt) when none is set."""
     if settings.mqtt_url:
-        protocol = (MQTTProtocolVersion.MQTTv5 if settings.mqtt_protocol == "5"
-                    else MQTTProtocolVersion.MQTTv311)
+        protocol = Protocol.parse(settings.mqtt_protocol)
         address = BrokerAddress.from_url(settings.mqtt_url, broker_tls(settings),
                                          shared_login=settings.mqtt_accounts == "single")
         return Broker(address, protocol)
     embedded = EmbeddedBroker(password_file=settings.demo_broker_passwords, prefix=settings.mqtt_prefix)
     embedded.start()
     address = BrokerAddress(embedded.host, embedded.port, embedded.username, embedded.password)
-    return Broker(address, MQTTProtocolVersion.MQTTv311, embedded)
+    return Broker(address, Protocol.V311, embedded)
 
 
 def _cache_path(settings: Settings) -> Path:
@@ -208,24 +205,9 @@ def start_ingest(
         registry = open_registry(conninfo, settings)
     broker = broker or resolve_broker(settings)
     account = broker.address.account("gateway")  # trygg-gateway: the session is its own
-    gateway = Gateway(
-        account,
-        conninfo,
-        settings.spool_dir,
-        registry,
-        writers=settings.ingest_writers,
-        prefix=settings.mqtt_prefix,
-        client_id=account.client_id(f"{settings.mqtt_client_id}-gateway"),
-        protocol=broker.protocol,
-        receive_maximum=settings.mqtt_receive_maximum,
-        sink=sink,
-        emergency_open=emergency_open,
-        batch_max=settings.ingest_batch_max,
-        batch_wait_s=settings.ingest_batch_wait_ms / 1000,
-        queue_max=settings.ingest_queue_max,
-        retry_s=settings.db_retry_s,
-        loop=loop,
-    )
+    config = GatewayConfig.from_settings(settings, client_id=account.client_id(f"{settings.mqtt_client_id}-gateway"),
+                                         protocol=broker.protocol)
+    gateway = Gateway(account, conninfo, registry, config, sink=sink, emergency_open=emergency_open, loop=loop)
     listeners: list[Callable[[Registry], None]] = []
 
     def on_change(reg: Registry) -> None:

@@ -36,9 +36,7 @@ from alerts import AlertStage
 from composition.app import restore_rules
 from composition.runtime import Broker, open_registry, resolve_broker, resolve_database
 from gateway import Validator, set_nodelay
-from mqtt import BrokerUnavailable, Message, Subscriber
-from mqtt.connection import describe
-from mqtt.wire import MQTT5, MQTT311
+from mqtt import BrokerUnavailable, Message, Subscriber, describe
 from processors import Processor, ProcessorStage
 from storage import migrate
 from trygg.contract import AlertKind, InvalidMessage, utcnow
@@ -51,14 +49,10 @@ from trygg.watchdog import watch_task
 log = get_logger("trygg")
 
 
-def _version(protocol: MQTTProtocolVersion) -> int:
-    return MQTT5 if protocol == MQTTProtocolVersion.MQTTv5 else MQTT311
-
-
 def _publisher(settings: Settings, broker: Broker, role: str) -> mqtt.Client:
     """This stage's paho publisher, logged in as `<user>-<role>-out` (its own session)."""
     addr = broker.address.account(f"{role}-out")
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=broker.protocol,
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion(broker.protocol),
                          client_id=addr.client_id(f"{settings.mqtt_client_id}-{role}-out-{uuid.uuid4().hex[:6]}"))
     if addr.username:
         client.username_pw_set(addr.username, addr.password)
@@ -132,19 +126,17 @@ async def run_processors(settings: Settings) -> None:
         subscriber.ack([m.mid for m in messages if m.qos], generation)
 
     subscriber = Subscriber(
-        addr.host, addr.port, addr.client_id(f"{settings.mqtt_client_id}-processors"),
+        addr, addr.client_id(f"{settings.mqtt_client_id}-processors"),
         [f"{settings.mqtt_prefix}/devices/+/events", f"{settings.mqtt_prefix}/devices/+/status", closed_topic],
-        on_messages, version=_version(broker.protocol), username=addr.username, password=addr.password,
-        receive_maximum=settings.mqtt_receive_maximum, loop=loop, tls=addr.tls)
-    await asyncio.to_thread(subscriber.start)
-    log.info("processors running", broker=broker.url, intents_topic=topic)
+        on_messages, protocol=broker.protocol, receive_maximum=settings.mqtt_receive_maximum)
     try:
-        async with asyncio.TaskGroup() as group:
-            task = watch_task(group.create_task(stage.run(), name="processors"), never)
-            await _until_signalled()
-            task.cancel()
+        async with subscriber:
+            log.info("processors running", broker=broker.url, intents_topic=topic)
+            async with asyncio.TaskGroup() as group:
+                task = watch_task(group.create_task(stage.run(), name="processors"), never)
+                await _until_signalled()
+                task.cancel()
     finally:
-        await asyncio.to_thread(subscriber.stop)
         out.loop_stop()
         out.disconnect()
         if broker.embedded is not None:
@@ -175,20 +167,17 @@ async def run_alerts(settings: Settings) -> None:
         subscriber.ack([m.mid for m in messages if m.qos], generation)
 
     addr = broker.address.account("alerts-in")
-    subscriber = Subscriber(
-        addr.host, addr.port, addr.client_id(f"{settings.mqtt_client_id}-alerts-in"),
-        [internal_topic(settings.mqtt_prefix, "intents")], on_messages, version=_version(broker.protocol),
-        username=addr.username, password=addr.password, loop=loop, tls=addr.tls)
+    subscriber = Subscriber(addr, addr.client_id(f"{settings.mqtt_client_id}-alerts-in"),
+                            [internal_topic(settings.mqtt_prefix, "intents")], on_messages, protocol=broker.protocol)
     try:
         async with asyncio.TaskGroup() as group:
             task = watch_task(group.create_task(alerts.run(), name="alerts"), never)
             await alerts.wait_ready()
-            await asyncio.to_thread(subscriber.start)
-            log.info("alerts running", broker=broker.url)
-            await _until_signalled()
+            async with subscriber:
+                log.info("alerts running", broker=broker.url)
+                await _until_signalled()
             task.cancel()
     finally:
-        await asyncio.to_thread(subscriber.stop)
         out.loop_stop()
         out.disconnect()
         if broker.embedded is not None:

@@ -1,5 +1,6 @@
 """MQTT ingress: subscribe, validate, de-duplicate, dead-letter, make durable, hand on."""
 
+from gateway.config import GatewayConfig
 from gateway.durable import DurableWriter, Pending
 from gateway.errors import GatewayError, SpoolError
 from gateway.ingress import Gateway, set_nodelay
@@ -10,6 +11,7 @@ __all__ = [
     "DeviceEntry",
     "DurableWriter",
     "Gateway",
+    "GatewayConfig",
     "GatewayError",
     "Pending",
     "Spool",

@@ -1,6 +1,6 @@
 """The alarm watch: alarms reach the rules while events cannot be made durable.
 
-An event is acknowledged to the broker only once it is durable (DESIGN.md §5). When
+An event is acknowledged to the broker only once it is durable (docs/ingest.md). When
 neither PostgreSQL nor the local log can take a batch (the database down and the disk
 full), or the database falls far behind, acknowledgements stop. The broker then stops
 sending once Trygg holds its receive maximum (MQTT 5) or in-flight limit (3.1.1) of
@@ -11,7 +11,7 @@ While acknowledgements are stalled (`Watchman`: half the in-flight window
 unacknowledged, the oldest unacknowledged message older than `STALL_S`, or reading
 paused for back-pressure) a second connection, `AlarmWatch`,
 with a clean session and its own client id and account (`<client id>-watch`, user
-`<user>-watch`: gateway.BrokerAddress.account), subscribes to the
+`<user>-watch`: mqtt.BrokerAddress.account), subscribes to the
 device events at QoS 0. Of what it receives only alarms, falls, smoke and cancels (the
 gateway's urgent lane) are parsed, through the gateway's own validation and
 de-duplication, and handed to the rules; nothing is stored from it. The persistent
@@ -34,14 +34,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import ssl
 import time
 from collections.abc import Callable
 from typing import Final
 
 from gateway import metrics
-from mqtt.connection import Connection
-from mqtt.wire import SUBACK, Message, subscribe_packet
+from mqtt import BrokerAddress, Message, Protocol, Subscriber
 from trygg.logging import get_logger
 
 log = get_logger("trygg.gateway")
@@ -58,28 +56,20 @@ CHECK_S: Final = 0.25
 URGENT: Final = re.compile(rb'"(?:alarm|fall|smoke)\.')
 
 
-class AlarmWatch(Connection):
+class AlarmWatch(Subscriber):
     """A clean-session QoS 0 subscription to the device events; `on_urgent` gets each
-    message that may be an alarm, fall, smoke or cancel (on the loop's thread)."""
+    message that may be an alarm, fall, smoke or cancel (on the loop's thread).
+    Entering does not wait for the broker: it connects and keeps reconnecting in the
+    background (a broker that is away now is the usual reason for nothing else to work
+    either)."""
 
-    def __init__(self, host: str, port: int, client_id: str, events_filter: str,
-                 on_urgent: Callable[[Message], None], *, version: int, username: str | None,
-                 password: str | None, tls: ssl.SSLContext | None = None) -> None:
-        super().__init__(host, port, client_id, version=version, username=username, password=password,
-                         clean=True, tls=tls)
-        self._filter = events_filter
+    def __init__(self, address: BrokerAddress, client_id: str, events_filter: str,
+                 on_urgent: Callable[[Message], None], *, protocol: Protocol) -> None:
+        super().__init__(address, client_id, [events_filter], self._read, qos=0, protocol=protocol, clean=True,
+                         receive_maximum=0, wait=False)
         self._on_urgent = on_urgent
-        self.subscribed = asyncio.Event()
 
-    def _connected(self) -> None:
-        self.write(subscribe_packet(1, [self._filter], self.version, qos=0))
-
-    def _disconnected(self, why: str) -> None:
-        self.subscribed.clear()
-
-    def _packets(self, messages: list[Message], others: list[tuple[int, bytes]], generation: int) -> None:
-        if any(first >> 4 == SUBACK for first, _ in others):
-            self.subscribed.set()
+    def _read(self, messages: list[Message], generation: int) -> None:
         for msg in messages:
             if URGENT.search(msg.payload):
                 self._on_urgent(msg)
@@ -98,6 +88,7 @@ class Watchman:
         self._quiet_s = quiet_s
         self._clock = clock
         self.watch: AlarmWatch | None = None
+        self._open_stack: contextlib.AsyncExitStack | None = None
         self._last_stall = 0.0
         self._poked: asyncio.Task[None] | None = None
 
@@ -136,16 +127,16 @@ class Watchman:
         metrics.ALARM_WATCH.set(1)
         log.warning("acknowledgements stalled, alarm watch opened: alarms are handed on, events wait in the broker",
                     broker=watch.url)
-        # Connects in the background and keeps reconnecting with backoff: a broker that
-        # is away now is the usual reason for nothing else to work either.
-        await watch.open(wait=False)
+        self._open_stack = contextlib.AsyncExitStack()
+        await self._open_stack.enter_async_context(watch)
 
     async def close(self) -> None:
-        watch, self.watch = self.watch, None
+        stack, self._open_stack = self._open_stack, None
+        self.watch = None
         metrics.ALARM_WATCH.set(0)
-        if watch is not None:
+        if stack is not None:
             with contextlib.suppress(Exception):
-                await watch.close()
+                await stack.aclose()
 
 
 __all__ = ["QUIET_S", "STALL_S", "URGENT", "AlarmWatch", "Watchman"]

@@ -1,44 +1,43 @@
 """MQTT ingress: subscribe, parse, validate against the contract, hand on, make durable.
 
-The subscriber (mqtt/connection.py) receives on an asyncio loop: `trygg up`'s own,
-so a valid event is handed to the processors in the same callback that read it, before
-the commit; alone (`trygg gateway`, tests) a loop on a thread of its own. A message is
-acknowledged (PUBACK) by the durability loop only after it is committed to PostgreSQL or
-fsync'ed to the spool. Alarms, falls and smoke go to the rules before the background
-traffic around them: first within a read, and while a large read is handled the socket
-is read every `POLL_EVERY` messages for an alarm that arrived meanwhile (whatever else
-it holds waits behind that read, in order). The session is persistent (MQTT 5 session
-expiry, or clean session false on 3.1.1) under a stable client id, so events published
-while Trygg is down wait in the broker. While a durable writer's queue is full the
-subscriber stops reading (back-pressure); the broker holds the rest.
+The subscriber (mqtt/connection.py) receives on an asyncio loop: `trygg up`'s own, so a
+valid event is handed to the processors in the same callback that read it, before the
+commit; alone (`trygg gateway`, tests) on a `mqtt.LoopThread`. A message is acknowledged
+(PUBACK) by the durability loop only after it is committed to PostgreSQL or fsync'ed to
+the spool. Alarms, falls and smoke go to the rules before the background traffic around
+them: first within a read, and a large read is handled in slices of at most `SLICE_S`,
+the loop reading the socket between them, so an alarm that arrived meanwhile is handed
+on by the callback that read it (whatever else that read holds waits behind the earlier
+read, in order). The session is persistent (MQTT 5 session expiry, or clean session
+false on 3.1.1) under a stable client id, so events published while Trygg is down wait
+in the broker. While a durable writer's queue is full the subscriber stops reading
+(back-pressure); the broker holds the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
 import socket
 import threading
+import time
 import zlib
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import MQTTProtocolVersion
 
 from gateway import metrics
 from gateway.alarm_watch import STALL_S, URGENT, AlarmWatch, Watchman
-from gateway.dead_letters import DeadLetterLimits, DeadLetters, describe
+from gateway.config import GatewayConfig
+from gateway.dead_letters import DeadLetters, describe
 from gateway.durable import DurableWriter, Pending
 from gateway.spool import Record, Spool
 from gateway.validate import Validator
-from mqtt.address import BrokerAddress
-from mqtt.connection import Subscriber
-from mqtt.wire import MQTT5, MQTT311, Message
+from mqtt import BrokerAddress, LoopThread, Message, Subscriber
 from storage import DeadLetter, EventStore, StatusRow
 from trygg.contract import (
     Event,
@@ -55,26 +54,30 @@ from trygg.watchdog import watch_task
 
 log = get_logger("trygg.gateway")
 
-SESSION_EXPIRY_S = 7 * 24 * 3600
 RECENT_KEYS = 200_000
-#: while handling a read, the socket is read for alarms every this many messages
-POLL_EVERY = 8
+#: a read is handled in slices of at most this long; the loop reads the socket between them
+SLICE_S = 0.001
+#: messages handled between two looks at the clock
+SLICE_CHECK = 8
+#: how long `start` and `stop` wait for the loop (beyond the connect timeout)
+LOOP_TIMEOUT_S = 30.0
 
 
 def set_nodelay(client: mqtt.Client, userdata: Any, sock: Any) -> None:  # paho on_socket_open
-    """Nagle's algorithm costs ~40 ms stalls on small messages (DESIGN.md §9)."""
+    """Nagle's algorithm costs ~40 ms stalls on small messages (docs/design-notes.md)."""
     if isinstance(sock, socket.socket):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 @dataclass(slots=True)
 class _Read:
-    """Messages of one read of the socket."""
+    """Messages of one read of the socket; `done` of them handled so far."""
 
     messages: list[Message]
     generation: int
     received_at: datetime
     early: dict[int, Record | None]  # by position: the alarm lane's, handled already
+    done: int = 0
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -85,54 +88,51 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 
 
 class Gateway:
-    """One MQTT ingress. `start()` connects and runs; `stop()` drains and disconnects."""
+    """One MQTT ingress. `start()` connects and runs; `stop()` drains and disconnects
+    (both from a thread other than the loop's). Receives on `loop` when given (`trygg
+    up`), else on a loop thread of its own."""
 
     def __init__(
         self,
         broker: BrokerAddress,
         conninfo: str,
-        spool_dir: Path,
         registry: Registry,
+        config: GatewayConfig,
         *,
-        writers: int = 2,
-        prefix: str = "trygg/v1",
-        client_id: str = "trygg",
-        protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5,
-        receive_maximum: int = 10_000,
         sink: EventSink = discard,
         emergency_open: Callable[[str], bool] = lambda resident_id: False,
-        batch_max: int = 2000,
-        batch_wait_s: float = 0.005,
-        queue_max: int = 20_000,
-        retry_s: float = 2.0,
         clock: Callable[[], datetime] = utcnow,
         loop: asyncio.AbstractEventLoop | None = None,
-        dead_letter_limits: DeadLetterLimits | None = None,
     ) -> None:
         self._broker = broker
-        self._prefix = prefix
+        self._config = config
+        self._prefix = prefix = config.prefix
         self._sink = sink
         self._validator = Validator(registry, prefix, emergency_open)
         self._clock = clock
+        self._loop = loop
+        self._loop_thread: LoopThread | None = None
         # (device_id, id) of recent events → their (type, ts): a copy with the same is a
         # re-send, one with another is a new event re-using the id (docs/ingest.md)
         self._recent: OrderedDict[tuple[str, str], tuple[EventType, datetime]] = OrderedDict()
-        self._backlog: deque[_Read] = deque()  # reads waiting for a turn of the loop
-        self._drain_scheduled = False
-        self._busy = False  # handling a read: a read that comes meanwhile waits behind it
+        #: reads not yet wholly handled, oldest first (the first may be part-way)
+        self._backlog: deque[_Read] = deque()
+        self._busy = False  # the rest of a read waits for a later turn of the loop
+        self._idle: asyncio.Event | None = None  # set when the backlog is empty (on the loop)
         # Dead letters within the limits are stored whole, the rest summarised per source
         # (gateway/dead_letters.py); the timer writes the summaries that are due.
-        self._dead_letters = DeadLetters(prefix, dead_letter_limits)
+        self._dead_letters = DeadLetters(prefix, config.dead_letter_limits)
         self._summary_timer: asyncio.TimerHandle | None = None
         # One durability loop per shard of devices: each has its own connection and
         # spool, so a device's events stay in order while shards commit in parallel.
+        writers, spool_dir = config.writers, config.spool_dir
         shard_dirs = [spool_dir / f"shard-{i}" for i in range(writers)]
         orphans = [Spool(d) for d in sorted(spool_dir.glob("shard-*")) if d not in shard_dirs]
         self.writers = [
             DurableWriter(
                 EventStore(conninfo), Spool(shard_dir), self._ack,
-                batch_max=batch_max, batch_wait_s=batch_wait_s,
-                queue_max=max(queue_max // writers, 100), retry_s=retry_s,
+                batch_max=config.batch_max, batch_wait_s=config.batch_wait_s,
+                queue_max=max(config.queue_max // writers, 100), retry_s=config.retry_s,
                 orphans=orphans if i == 0 else (), on_room=self._room,
             )
             for i, shard_dir in enumerate(shard_dirs)
@@ -140,26 +140,22 @@ class Gateway:
         self._received_events = metrics.RECEIVED.labels("events")
         self._received_status = metrics.RECEIVED.labels("status")
         self._subscriber = Subscriber(
-            broker.host, broker.port, client_id,
-            [f"{prefix}/devices/+/events", f"{prefix}/devices/+/status"],
-            self._on_messages,
-            version=MQTT5 if protocol == MQTTProtocolVersion.MQTTv5 else MQTT311,
-            username=broker.username, password=broker.password,
-            receive_maximum=receive_maximum, on_state=self._on_state, loop=loop, tls=broker.tls,
+            broker, config.client_id, [f"{prefix}/devices/+/events", f"{prefix}/devices/+/status"],
+            self._on_messages, protocol=config.protocol, receive_maximum=config.receive_maximum,
+            on_state=self._on_state,
         )
 
         # While acknowledgements are stalled, alarms come through a second connection
         # (gateway/alarm_watch.py); the task runs on the subscriber's loop from `start`.
-        self._client_id = client_id
         self._paused = False
         #: QoS 1 messages handed to the writers and not yet acknowledged (loop thread);
         #: past half the in-flight window the watch opens, well before the broker stops
         #: sending (gateway/alarm_watch.py). Half, not less: at 10,000 events/s two
         #: writers' batches in flight alone come to a few thousand.
         self._unacked = 0
-        self._watch_at = max(receive_maximum // 2, 1)
+        self._watch_at = max(config.receive_maximum // 2, 1)
         self.watchman = Watchman(self._stalled, self._open_watch)
-        self._watchman_task: concurrent.futures.Future[None] | None = None
+        self._watchman_task: asyncio.Task[None] | None = None
 
     @property
     def connected(self) -> threading.Event:
@@ -177,36 +173,57 @@ class Gateway:
     def database_ok(self) -> bool:
         return all(w.database_ok for w in self.writers)
 
-    def start(self, timeout: float = 10.0) -> None:
+    def start(self) -> None:
+        """Connect and subscribe (raises mqtt.BrokerUnavailable), then receive until `stop`."""
         for writer in self.writers:
             writer.start()
+        loop = self._loop
+        if loop is None:
+            self._loop_thread = LoopThread("trygg-gateway").start()
+            loop = self._loop_thread.loop
         try:
-            self._subscriber.start(timeout)
+            asyncio.run_coroutine_threadsafe(self._open(), loop).result(LOOP_TIMEOUT_S)
         except BaseException:
             for writer in self.writers:
                 writer.stop()
+            if self._loop_thread is not None:
+                self._loop_thread.stop()
+                self._loop_thread = None
             raise
-        loop = self._subscriber.loop
-        if loop is not None:
-            self._watchman_task = asyncio.run_coroutine_threadsafe(self._run_watchman(), loop)
         log.info("connected to broker", broker=str(self._broker))
 
     def stop(self) -> None:
         """Make what was received durable and acknowledge it, then disconnect."""
         loop = self._subscriber.loop
-        if loop is not None and loop.is_running():  # reads still waiting for a turn of the loop
-            self._subscriber.call(lambda: self._write_summaries(every=True))
-            drained = threading.Event()
-            self._subscriber.call(lambda: self._when_drained(drained))
-            drained.wait(5)
-        for writer in self.writers:
-            writer.idle.wait(10)
-        if self._watchman_task is not None:
-            self._watchman_task.cancel()
-            self._watchman_task = None
-        self._subscriber.stop()
+        if loop is not None and loop.is_running():
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(self._close(), loop).result(LOOP_TIMEOUT_S)
         for writer in self.writers:
             writer.stop()
+        if self._loop_thread is not None:
+            self._loop_thread.stop()
+            self._loop_thread = None
+
+    async def _open(self) -> None:
+        self._idle = asyncio.Event()
+        self._idle.set()
+        await self._subscriber.__aenter__()
+        self._watchman_task = asyncio.get_running_loop().create_task(self._run_watchman(), name="alarm watchman")
+
+    async def _close(self) -> None:
+        """On the loop: the reads still waiting, the due summaries, the writers idle
+        (acknowledgements go out meanwhile), then the watch and the subscriber."""
+        if self._idle is not None:
+            await self._idle.wait()
+        self._write_summaries(every=True)
+        for writer in self.writers:
+            await asyncio.to_thread(writer.idle.wait, 10)
+        task, self._watchman_task = self._watchman_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._subscriber.__aexit__(None, None, None)
 
     # -- receiving loop ---------------------------------------------------------------
 
@@ -231,76 +248,67 @@ class Gateway:
     def _on_messages(self, messages: list[Message], generation: int) -> None:
         received_at = self._clock()
         # The alarm lane: alarms, falls and smoke in this read reach the rules before the
-        # rest of it and before the reads still waiting (each device's events keep their
-        # order within either lane; storage keeps the order received).
-        waiting = self._backlog or self._busy
+        # rest of it and before the rest of an earlier read still being handled (each
+        # device's events keep their order within either lane; storage keeps the order
+        # received).
+        behind = self._busy
         early = {i: self._record(msg, received_at) for i, msg in enumerate(messages)
-                 if URGENT.search(msg.payload)} if len(messages) > 1 or waiting else {}
-        read = _Read(messages, generation, received_at, early)
+                 if URGENT.search(msg.payload)} if len(messages) > 1 or behind else {}
+        self._backlog.append(_Read(messages, generation, received_at, early))
+        if not behind:
+            self._work()
+
+    def _work(self) -> None:
+        """Handle the reads waiting, oldest first. On a loop a read is handled a slice
+        (`SLICE_S`) at a time and the rest in a later turn of the loop: between slices
+        the loop reads the socket (its `data_received` hands the urgent lane of what it
+        read on at once) and runs acknowledgements, timers and the dashboard."""
         loop = _running_loop()
-        if waiting and loop is not None:
-            # Read while another read is handled (`read_now`), or while reads wait: it
-            # waits behind them, so a device's events keep their order.
-            self._backlog.append(read)
-            if not self._busy:  # else the drain is scheduled once the read being handled ends
-                self._drain_soon(loop)
-            return
-        self._queue_read(read)
-        if self._backlog and loop is not None:  # read meanwhile
-            self._drain_soon(loop)
+        backlog = self._backlog
+        deadline = time.perf_counter() + SLICE_S if loop is not None else float("inf")
+        while backlog:
+            read = backlog[0]
+            if not self._queue_read(read, deadline):
+                assert loop is not None
+                self._busy = True
+                if self._idle is not None:
+                    self._idle.clear()
+                loop.call_soon(self._work)
+                return
+            backlog.popleft()
+        self._busy = False
+        if self._idle is not None:
+            self._idle.set()
 
-    def _drain_soon(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Handle the backlog in a later turn of the loop, so that reading the socket
-        for alarms never keeps the loop from its other work (acknowledgements, timers,
-        the dashboard)."""
-        if not self._drain_scheduled:
-            self._drain_scheduled = True
-            loop.call_soon(self._drain_backlog)
-
-    def _drain_backlog(self) -> None:
-        """The reads that waited, oldest first; those that came meanwhile in a later turn."""
-        self._drain_scheduled = False
-        for _ in range(len(self._backlog)):
-            self._queue_read(self._backlog.popleft())
-        if self._backlog:
-            self._drain_soon(asyncio.get_running_loop())
-
-    def _when_drained(self, drained: threading.Event) -> None:
-        if self._backlog:
-            asyncio.get_running_loop().call_soon(self._when_drained, drained)
-        else:
-            drained.set()
-
-    def _queue_read(self, read: _Read) -> None:
+    def _queue_read(self, read: _Read, deadline: float) -> bool:
         """Validate and hand on what `read.early` did not, then queue it to be made
-        durable. Every `POLL_EVERY` messages the socket is read for alarms that arrived
-        meanwhile (`Connection.read_now`): they are handed on at once, the rest of what
-        it read waits behind this read."""
+        durable, until `deadline`; True once the whole read is done."""
         messages, early, received_at = read.messages, read.early, read.received_at
         shards = len(self.writers)
         chunks = [Pending([], [], read.generation) for _ in range(shards)]
         status = 0
-        self._busy = True
-        try:
-            for i, msg in enumerate(messages):
-                if i % POLL_EVERY == POLL_EVERY - 1:
-                    self._subscriber.read_now()
-                record = early[i] if i in early else self._record(msg, received_at)
-                if record is None:  # a position without legal basis, or a dead letter held back
-                    chunk = chunks[0]  # acknowledged once what came before it is durable
-                elif isinstance(record, DeadLetter):
-                    chunk = chunks[0]
-                    chunk.records.append(record)
-                else:
-                    chunk = chunks[zlib.crc32(record.device_id.encode()) % shards]
-                    chunk.records.append(record)
-                    status += isinstance(record, StatusRow)
-                if msg.qos:
-                    chunk.mids.append(msg.mid)
-        finally:
-            self._busy = False
+        start = i = read.done
+        end = len(messages)
+        while i < end:
+            msg = messages[i]
+            record = early[i] if i in early else self._record(msg, received_at)
+            if record is None:  # a position without legal basis, or a dead letter held back
+                chunk = chunks[0]  # acknowledged once what came before it is durable
+            elif isinstance(record, DeadLetter):
+                chunk = chunks[0]
+                chunk.records.append(record)
+            else:
+                chunk = chunks[zlib.crc32(record.device_id.encode()) % shards]
+                chunk.records.append(record)
+                status += isinstance(record, StatusRow)
+            if msg.qos:
+                chunk.mids.append(msg.mid)
+            i += 1
+            if (i - start) % SLICE_CHECK == 0 and time.perf_counter() >= deadline:
+                break
+        read.done = i
         self._received_status.inc(status)
-        self._received_events.inc(len(messages) - status)
+        self._received_events.inc(i - start - status)
         full = False
         for writer, chunk in zip(self.writers, chunks, strict=True):
             if chunk.records or chunk.mids:
@@ -313,6 +321,7 @@ class Gateway:
             self._paused = True
             self._subscriber.pause_reading()
         self._arm_summaries()
+        return i == end
 
     def _arm_summaries(self) -> None:
         """Have the summaries of held-back dead letters written when the first is due."""
@@ -362,10 +371,8 @@ class Gateway:
 
     def _open_watch(self) -> AlarmWatch:
         watch = self._broker.account("watch")  # a session of its own: trygg-gateway-watch
-        return AlarmWatch(
-            watch.host, watch.port, watch.client_id(f"{self._client_id}-watch"), f"{self._prefix}/devices/+/events",
-            self._watched, version=self._subscriber.version, username=watch.username,
-            password=watch.password, tls=watch.tls)
+        return AlarmWatch(watch, watch.client_id(f"{self._config.client_id}-watch"),
+                          f"{self._prefix}/devices/+/events", self._watched, protocol=self._config.protocol)
 
     def _watched(self, msg: Message) -> None:
         """An urgent message read by the watch: to the rules if valid and new; nothing
@@ -384,7 +391,7 @@ class Gateway:
         """What to store for one message; hands it on. A dead letter when invalid, None
         when that dead letter is held back by the limits (it is summarised). Whatever a
         message holds, nothing escapes from here: an unexpected error is that message's
-        dead letter (`internal_error`), acknowledged with the rest (issue 13)."""
+        dead letter (`internal_error`), acknowledged with the rest."""
         try:
             return self._accept(msg.topic, msg.payload, received_at)
         except InvalidMessage as exc:

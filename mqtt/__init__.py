@@ -1,9 +1,13 @@
-"""Trygg's MQTT client: the wire format (`mqtt.wire`, no I/O) and the asyncio connection
-(`mqtt.connection`) the gateway, alerts, simulators and benchmarks use."""
+"""Trygg's MQTT client: the wire format (`mqtt.wire`, no I/O), the asyncio client
+(`mqtt.connection`: `Client`, `Subscriber`) the gateway, alerts, simulators and
+benchmarks use, and a loop on a thread (`LoopThread`) for code that is not async."""
 
 from mqtt.address import BrokerAddress
-from mqtt.connection import Connection, Subscriber, tls_context
-from mqtt.errors import BrokerUnavailable
-from mqtt.wire import Message
+from mqtt.connection import Client, Subscriber
+from mqtt.errors import BrokerUnavailable, PublishRefused
+from mqtt.loop_thread import LoopThread
+from mqtt.tls import describe, tls_context
+from mqtt.wire import Message, Protocol
 
-__all__ = ["BrokerAddress", "BrokerUnavailable", "Connection", "Message", "Subscriber", "tls_context"]
+__all__ = ["BrokerAddress", "BrokerUnavailable", "Client", "LoopThread", "Message", "Protocol", "PublishRefused",
+           "Subscriber", "describe", "tls_context"]

@@ -6,7 +6,7 @@ import ssl
 from dataclasses import dataclass, field, replace
 from urllib.parse import unquote, urlsplit
 
-from mqtt.connection import tls_context
+from mqtt.tls import tls_context
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,7 @@ class BrokerAddress:
     `use_username_as_clientid` (deploy/mosquitto/mosquitto.conf) makes it so anyway, and
     then no device can take over one of Trygg's sessions. Without a username (the
     embedded demo broker, anonymous test brokers) the client id is the one given.
-    `tls`: an `ssl.SSLContext` (gateway.connection.tls_context) for mqtts://.
+    `tls`: an `ssl.SSLContext` (mqtt.tls_context) for mqtts://.
     `shared_login` (TRYGG_MQTT_ACCOUNTS=single): every connection logs in as the one user
     with the client ids of old, for a broker that cannot have more accounts; there a
     device can take over Trygg's session (docs/operators.md "MQTT accounts").

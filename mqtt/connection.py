@@ -1,108 +1,124 @@
-"""Trygg's own MQTT clients, driven by an asyncio event loop.
+"""Trygg's MQTT client, on the asyncio loop of whoever uses it.
 
-`Connection` is one client connection: CONNECT, keepalive, and reconnection with
-jittered exponential backoff, on an asyncio `Protocol`, so a packet that arrives is
-handled in the loop's callback and a packet written goes to the socket at once
-(`transport.write` sends before it returns when nothing is buffered). On the loop of
-`trygg up`, an alarm therefore travels ingest → rules → alert publish as one call chain
-on one thread, with no hand-over between threads (docs/design-notes.md).
+`Client` is one connection to the broker with one lifecycle:
 
-`Subscriber` is the ingest side: a persistent session (clean session 0 / clean start 0
-with a session expiry), QoS 1 subscriptions, incoming PUBLISH at QoS 0 and 1 handed
-over a receive buffer at a time, and PUBACKs written in batches by whoever made the
-messages durable (from any thread). Reading pauses while the durable writers are full
-(back-pressure: the broker keeps the rest in the session). Without a loop of its own it
-runs one on a thread, for `trygg gateway` and the stages run alone.
+    async with Client(address, "trygg-alerts") as client:   # connects (BrokerUnavailable)
+        done = client.publish(topic, payload, qos=1)         # a Future, done at PUBACK
+        await done
+    # left: DISCONNECT sent, the socket closed
 
-The alert publisher (alerts/publisher.py) and the alarm watch (gateway/alarm_watch.py)
-are the other `Connection`s.
+Inside the `async with` it reconnects by itself (jittered exponential backoff,
+trygg.backoff), pings while idle, and drops a connection the broker stopped answering.
+There is no thread inside the client: everything happens in the loop's callbacks, on an
+asyncio `Protocol`, so a packet that arrives is handled in the callback that read it and
+a packet written goes to the socket at once (`transport.write` sends before it returns
+when nothing is buffered). On the loop of `trygg up` an alarm therefore travels
+`data_received` → gateway → rules → alert publish → `transport.write` as one call chain on
+one thread (docs/design-notes.md). Code that is not async gets a loop from
+`mqtt.LoopThread`.
 
-With `tls` (an `ssl.SSLContext`, from `tls_context`) the connection is MQTT over TLS,
-the broker's certificate checked against the CA and its name against `host`. A
+QoS 1 publishes are acknowledged through futures keyed by packet id; at most the
+broker's receive maximum (CONNACK, MQTT 5) are in flight, the rest wait in order. After
+a reconnection the unacknowledged ones are sent again: with DUP when the broker kept the
+session (CONNACK session present), else as new messages. `on_connect(session_present)`
+is called after each CONNACK, once that is done.
+
+`Subscriber` adds subscriptions and incoming messages: by default a persistent session
+(clean session 0 / clean start 0 with a session expiry) with QoS 1 subscriptions,
+subscribed again whenever the broker lost the session; messages are handed over a
+receive buffer at a time, and PUBACKs are written in batches by whoever made them durable
+(`ack`, from any thread). Reading pauses while the durable writers are full
+(back-pressure: the broker keeps the rest in the session).
+
+With a TLS context (`BrokerAddress.tls`, from `tls_context`) the connection is MQTT over
+TLS, the broker's certificate checked against the CA and its name against the host. A
 certificate that fails the check ends the connection attempt like a refused one, with
 one line that says why (`describe`), and Trygg does not start (`BrokerUnavailable`).
-Over TLS the socket is never read behind the transport's back (`read_now`): its bytes
-are ciphertext only the transport can decrypt.
 
 Nothing a packet holds may end a connection unless its bytes are not MQTT: asyncio drops
 a connection whose `data_received` raises, and the broker would then redeliver the same
-message into the same fault on every reconnect (issue 13: 83 reconnects a minute, nothing
-stored, and no restart got as far as its SUBACK). `Connection._received` therefore logs
-and counts (`trygg_mqtt_receive_errors_total`) any other error and keeps the connection.
+message into the same fault on every reconnect (83 reconnects a minute, nothing stored,
+and no restart got as far as its SUBACK). `Client._received` therefore logs and counts
+(`trygg_mqtt_receive_errors_total`) any other error and keeps the connection.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
-import os
-import random
 import socket
 import ssl
 import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
 
 from mqtt import metrics
-from mqtt.errors import BrokerUnavailable
+from mqtt.address import BrokerAddress
+from mqtt.errors import BrokerUnavailable, PublishRefused
+from mqtt.tls import TlsRefused, describe, tls_context
 from mqtt.wire import (
     CONNACK,
     DISCONNECT,
     DISCONNECT_PACKET,
-    MQTT5,
-    MQTT311,
     PINGREQ_PACKET,
+    PUBACK,
     SUBACK,
+    Connack,
     Message,
+    Protocol,
     ProtocolError,
     connect_packet,
+    parse_connack,
     parse_packets,
     puback_packets,
+    publish_packet,
     subscribe_packet,
 )
+from trygg.backoff import Backoff
 from trygg.logging import get_logger
 
 log = get_logger("trygg.mqtt")
 
 CONNECT_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 1.0
+FIRST_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
 RECEIVE_BUFFER = 1 << 20
-#: bytes `Connection.read_now` takes from the socket at most
-READ_NOW_MAX = 1 << 16
+#: QoS 1 publishes in flight at most (the packet id space; less when the broker says so)
+MAX_INFLIGHT = 65_535
+#: how long a persistent session outlives its connection on the broker (MQTT 5)
+SESSION_EXPIRY_S = 7 * 24 * 3600
 
 Packets = list[tuple[int, bytes]]
 
 
 class _Protocol(asyncio.Protocol):
-    """One TCP connection of a `Connection`; it reports everything to its owner."""
+    """One TCP connection of a `Client`; it reports everything to its owner."""
 
-    def __init__(self, owner: Connection) -> None:
+    def __init__(self, owner: Client) -> None:
         self.owner = owner
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
-        self.fd = -1  # the socket's descriptor, for `Connection.read_now`
-        self.connack: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        #: done once the socket is closed (a TLS close takes a round trip: see `close`)
+        self.connack: asyncio.Future[Connack] = asyncio.get_running_loop().create_future()
+        #: done once the socket is closed (a TLS close takes a round trip: see `_close`)
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         sock = transport.get_extra_info("socket")
-        if sock is not None:  # Nagle's algorithm costs ~40 ms stalls (DESIGN.md §9)
+        if sock is not None:  # Nagle's algorithm costs ~40 ms stalls (docs/design-notes.md)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
-            if self.owner.tls is None:  # TLS: only the transport may read (module doc)
-                self.fd = sock.fileno()
 
     def data_received(self, data: bytes) -> None:
         self.owner._received(self, data)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.fd = -1
         if not self.closed.done():
             self.closed.set_result(None)
         if not self.connack.done():
@@ -110,89 +126,135 @@ class _Protocol(asyncio.Protocol):
         self.owner._connection_lost(self, exc)
 
 
-class Connection:
-    """An MQTT client connection kept up by an asyncio loop (see the module doc).
+@dataclass(slots=True)
+class _Outgoing:
+    """A QoS 1 publish until its PUBACK."""
 
-    Subclasses implement `_connected` (after each CONNACK), `_packets` (whatever
-    arrived), and may override `_disconnected`. Everything but `write_threadsafe` runs
-    on the loop's thread.
+    topic: str
+    payload: bytes
+    retain: bool
+    future: asyncio.Future[None]
+    mid: int = 0
+
+
+class Client:
+    """An MQTT client connection (see the module doc). `publish`, `write` and the
+    reading controls are for the loop's thread; `call` and `Subscriber.ack` for any.
+
+    `wait=False`: entering does not wait for the broker; the client connects in the
+    background (with backoff) and what is published meanwhile waits, in order.
+    `on_state(up, why)` hears of every connection and loss.
     """
 
     def __init__(
         self,
-        host: str,
-        port: int,
+        address: BrokerAddress,
         client_id: str,
         *,
-        version: int = MQTT5,
-        username: str | None = None,
-        password: str | None = None,
+        protocol: Protocol = Protocol.V5,
         keepalive: int = 30,
         clean: bool = True,
         session_expiry: int = 0,
         receive_maximum: int = 0,
+        max_inflight: int = MAX_INFLIGHT,
+        wait: bool = True,
+        on_connect: Callable[[bool], None] | None = None,
         on_state: Callable[[bool, str], None] | None = None,
-        tls: ssl.SSLContext | None = None,
     ) -> None:
-        self.host, self.port = host, port
-        self.version = version
-        self.tls = tls
-        self.username = username
-        self._connect_packet = connect_packet(client_id, version, keepalive, username, password,
+        self.address = address
+        self.client_id = client_id
+        self.protocol = protocol
+        self._connect_packet = connect_packet(client_id, protocol, keepalive, address.username, address.password,
                                               session_expiry, receive_maximum, clean=clean)
         self._keepalive = keepalive
+        self._max_inflight = max_inflight
+        self._wait = wait
+        self._on_connect = on_connect
         self._on_state = on_state or (lambda up, why: None)
         #: counts connections (CONNACKs); acknowledgements of an earlier one are not sent
         self.generation = 0
+        #: set while connected (for other threads: `trygg up`'s health check, tests)
         self.connected = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._protocol: _Protocol | None = None
         self._task: asyncio.Task[None] | None = None
-        self._wake: asyncio.Event | None = None
-        self._stopping = False
+        self._lost = asyncio.Event()
         self._last_send = self._last_heard = 0.0
+        self._inflight: OrderedDict[int, _Outgoing] = OrderedDict()
+        self._waiting: deque[_Outgoing] = deque()  # beyond the receive maximum, or while away
+        self._quota = max_inflight
+        self._next_mid = 0
 
     @property
     def url(self) -> str:
-        return f"{'mqtts' if self.tls is not None else 'mqtt'}://{self.host}:{self.port}"
+        return str(self.address)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
         return self._loop
 
+    @property
+    def in_flight(self) -> int:
+        """QoS 1 publishes sent and not yet acknowledged."""
+        return len(self._inflight)
+
+    def pending(self) -> int:
+        """QoS 1 publishes not yet acknowledged (in flight or waiting to be sent)."""
+        return len(self._inflight) + len(self._waiting)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def __aenter__(self) -> Self:
+        if self._task is not None:
+            raise RuntimeError(f"MQTT client {self.client_id} is already running")
+        self._loop = asyncio.get_running_loop()
+        self._lost = asyncio.Event()
+        if self._wait:
+            try:
+                await self._connect()
+                await self._ready()
+            except (OSError, ProtocolError, TimeoutError) as exc:
+                await self._drop(disconnect=False)
+                raise BrokerUnavailable(self.url, str(exc) or type(exc).__name__) from exc
+        self._task = self._loop.create_task(self._supervise(), name=f"mqtt {self.client_id}")
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self._close(disconnect=True)
+
+    async def abort(self) -> None:
+        """Leave without DISCONNECT, as a crash would (for tests); `async with` still
+        ends normally afterwards."""
+        await self._close(disconnect=False)
+
+    async def flush(self, timeout_s: float) -> bool:
+        """Wait until every QoS 1 publish made so far is acknowledged, or `timeout_s`;
+        True when all were."""
+        futures = [o.future for o in (*self._inflight.values(), *self._waiting)]
+        if not futures:
+            return True
+        _, waiting = await asyncio.wait(futures, timeout=timeout_s)
+        return not waiting
+
     # ------------------------------------------------------------------ loop thread
 
-    async def open(self, *, wait: bool = True) -> None:
-        """Connect now (raises OSError, ProtocolError, TimeoutError when `wait`), then
-        keep the connection up in a task of its own until `close`."""
-        self._loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
-        self._stopping = False
-        if wait:
-            await self._connect()
-        self._task = self._loop.create_task(self._supervise(), name=f"mqtt {self.url}")
-
-    async def close(self, *, disconnect: bool = True) -> None:
-        """Stop reconnecting; with `disconnect` say DISCONNECT, else drop the connection
-        (as a crash would)."""
-        self._stopping = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        protocol, self._protocol = self._protocol, None
-        if protocol is not None and protocol.transport is not None:
-            if disconnect:
-                protocol.transport.write(DISCONNECT_PACKET)
-                protocol.transport.close()
-            else:
-                protocol.transport.abort()
-            # A TLS transport closes after the broker answers its close_notify: wait (a
-            # little) so that a loop stopped next does not leave the socket open.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(protocol.closed), CLOSE_TIMEOUT_S)
-        self.connected.clear()
+    def publish(self, topic: str, payload: bytes, *, qos: int = 0, retain: bool = False) -> asyncio.Future[None]:
+        """Send a message; the future is done once the broker has it: at its PUBACK for
+        QoS 1 (failed with PublishRefused if the broker refused it), at once for QoS 0
+        (dropped while the broker is away). A QoS 1 message is kept until acknowledged,
+        also across reconnections; leaving the client cancels what is still waiting."""
+        future = (self._loop or asyncio.get_running_loop()).create_future()
+        if qos == 0:
+            self.write(publish_packet(topic, payload, 0, self.protocol, retain=retain, qos=0))
+            future.set_result(None)
+            return future
+        out = _Outgoing(topic, payload, retain, future)
+        if self._waiting or self._protocol is None or len(self._inflight) >= self._quota:
+            self._waiting.append(out)
+        else:
+            self._send(out)
+        return future
 
     def write(self, data: bytes) -> bool:
         """Write to the current connection at once; False when there is none."""
@@ -213,28 +275,6 @@ class Connection:
         if protocol is not None and protocol.transport is not None and not protocol.transport.is_closing():
             protocol.transport.resume_reading()
 
-    def read_now(self) -> None:
-        """Handle at once what the socket already holds, without waiting for the loop.
-
-        For work on the loop's thread that runs long (the gateway between the messages of
-        a large read), so that an alarm which arrived meanwhile does not wait until that
-        work is done. The bytes are read behind the transport's back: its next read finds
-        nothing (or EOF again) and carries on. Nothing is read while reading is paused
-        (back-pressure) or the connection is closing.
-        """
-        protocol = self._protocol
-        if protocol is None or protocol.fd < 0:
-            return
-        transport = protocol.transport
-        if transport is None or transport.is_closing() or not transport.is_reading():
-            return
-        try:
-            data = os.read(protocol.fd, READ_NOW_MAX)
-        except OSError:  # nothing there yet (BlockingIOError), or an error the transport will see
-            return
-        if data:
-            self._received(protocol, data)
-
     # ------------------------------------------------------------------ any thread
 
     def call(self, callback: Callable[[], None]) -> None:
@@ -250,24 +290,74 @@ class Connection:
 
     # ------------------------------------------------------------------ subclasses
 
-    def _connected(self) -> None:
+    async def _ready(self) -> None:
+        """After the first CONNACK, before entering returns (a Subscriber's SUBACK)."""
+
+    def _connected(self, session_present: bool) -> None:
         """After each CONNACK, before any packet that followed it is handled."""
 
     def _packets(self, messages: list[Message], others: Packets, generation: int) -> None:
-        """Packets that arrived (other than CONNACK and DISCONNECT)."""
+        """Packets that arrived (other than CONNACK, PUBACK and DISCONNECT)."""
 
     def _disconnected(self, why: str) -> None:
-        """The connection was lost (not after `close`)."""
+        """The connection was lost (not when leaving)."""
 
     # ------------------------------------------------------------------ internals
+
+    def _new_mid(self) -> int:
+        while True:
+            self._next_mid = self._next_mid % 65_535 + 1
+            if self._next_mid not in self._inflight:
+                return self._next_mid
+
+    def _send(self, out: _Outgoing, *, dup: bool = False) -> None:
+        if not out.mid:
+            out.mid = self._new_mid()
+        self._inflight[out.mid] = out
+        self.write(publish_packet(out.topic, out.payload, out.mid, self.protocol, retain=out.retain, dup=dup))
+
+    def _pump(self) -> None:
+        """Send what waits, in order, while the broker's receive maximum allows."""
+        waiting = self._waiting
+        while waiting and len(self._inflight) < self._quota and self._protocol is not None:
+            out = waiting.popleft()
+            if not out.future.cancelled():
+                self._send(out)
+
+    def _acked(self, body: bytes) -> None:
+        if len(body) < 2:
+            return
+        out = self._inflight.pop((body[0] << 8) | body[1], None)
+        if out is None or out.future.done():
+            return
+        code = body[2] if len(body) > 2 and self.protocol == Protocol.V5 else 0
+        if code >= 0x80:
+            out.future.set_exception(PublishRefused(out.topic, code))
+        else:
+            out.future.set_result(None)
+
+    def _resend(self, session_present: bool) -> None:
+        """After a CONNACK: what was in flight goes again, with DUP if the broker kept
+        the session, else as new messages ahead of those waiting."""
+        if session_present:
+            for out in self._inflight.values():  # in the order first sent
+                self.write(publish_packet(out.topic, out.payload, out.mid, self.protocol, retain=out.retain,
+                                          dup=True))
+        else:
+            again = list(self._inflight.values())
+            self._inflight.clear()
+            for out in reversed(again):
+                out.mid = 0
+                self._waiting.appendleft(out)
+        self._pump()
 
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(CONNECT_TIMEOUT_S):
             try:
                 transport, protocol = await loop.create_connection(
-                    lambda: _Protocol(self), self.host, self.port, ssl=self.tls,
-                    server_hostname=self.host if self.tls is not None else None)
+                    lambda: _Protocol(self), self.address.host, self.address.port, ssl=self.address.tls,
+                    server_hostname=self.address.host if self.address.tls is not None else None)
             except ssl.SSLError as exc:  # an OSError: one line that says what to check
                 raise TlsRefused(describe(exc)) from exc
             transport.write(self._connect_packet)
@@ -279,29 +369,55 @@ class Connection:
 
     async def _supervise(self) -> None:
         """Reconnect after a loss (jittered exponential backoff); keepalive meanwhile."""
-        assert self._wake is not None
-        delay = 0.5
-        while not self._stopping:
+        backoff = Backoff(FIRST_BACKOFF_S, MAX_BACKOFF_S)
+        while True:
             if self._protocol is None:
                 try:
                     await self._connect()
-                    delay = 0.5
+                    backoff.reset()
                 except (OSError, ProtocolError, TimeoutError) as exc:
                     self._on_state(False, str(exc) or type(exc).__name__)
-                    await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                    delay = min(delay * 2, MAX_BACKOFF_S)
+                    await asyncio.sleep(backoff.next())
                 continue
-            self._wake.clear()
+            self._lost.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._keepalive / 4)
+                async with asyncio.timeout(self._keepalive / 4):
+                    await self._lost.wait()
             now = time.monotonic()
             protocol = self._protocol
             if protocol is None:
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # lost: a pause first
+                await asyncio.sleep(backoff.next())  # lost: a pause before reconnecting
             elif now - self._last_heard > 1.5 * self._keepalive and protocol.transport is not None:
                 protocol.transport.abort()  # the broker stopped answering pings
             elif now - self._last_send >= self._keepalive / 2:
                 self.write(PINGREQ_PACKET)
+
+    async def _close(self, *, disconnect: bool) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._drop(disconnect=disconnect)
+        for out in (*self._inflight.values(), *self._waiting):
+            out.future.cancel()
+        self._inflight.clear()
+        self._waiting.clear()
+
+    async def _drop(self, *, disconnect: bool) -> None:
+        protocol, self._protocol = self._protocol, None
+        self.connected.clear()
+        if protocol is None or protocol.transport is None:
+            return
+        if disconnect:
+            protocol.transport.write(DISCONNECT_PACKET)
+            protocol.transport.close()
+        else:
+            protocol.transport.abort()
+        # A TLS transport closes after the broker answers its close_notify: wait (a
+        # little) so that a loop stopped next does not leave the socket open.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(protocol.closed), CLOSE_TIMEOUT_S)
 
     def _received(self, protocol: _Protocol, data: bytes) -> None:
         """Whatever arrived on `protocol`; raises nothing (see the module doc). Messages
@@ -316,41 +432,68 @@ class Connection:
         buffer = protocol.buffer
         buffer += data
         try:
-            messages, others, used = parse_packets(buffer, self.version)
+            messages, others, used = parse_packets(buffer, self.protocol)
         except Exception as exc:  # bytes that are not MQTT: nothing after them can be read
             self._fail(protocol, exc if isinstance(exc, ProtocolError) else ProtocolError(f"unreadable: {exc!r}"))
             return
         del buffer[:used]
         self._last_heard = time.monotonic()
         rest: Packets = []
+        acked = False
         for first, body in others:
             kind = first >> 4
-            if kind == CONNACK and not protocol.connack.done():
-                if len(body) < 2 or body[1] != 0:
-                    self._fail(protocol, ProtocolError(self._refused(body[1] if len(body) > 1 else None)))
+            if kind == PUBACK:
+                self._acked(body)
+                acked = True
+            elif kind == CONNACK and not protocol.connack.done():
+                if not self._connack(protocol, body):
                     return
-                self.generation += 1
-                self._protocol = protocol
-                self._last_send = self._last_heard
-                self.connected.set()
-                protocol.connack.set_result(None)
-                self._connected()
             elif kind == DISCONNECT:
                 self._fail(protocol, ProtocolError(f"broker disconnected us (reason {body[:1].hex() or '00'})"))
                 return
             else:
                 rest.append((first, body))
+        if acked:
+            self._pump()
         if protocol is self._protocol and (messages or rest):
             try:
                 self._packets(messages, rest, self.generation)
             except ProtocolError as exc:
                 self._fail(protocol, exc)
 
-    def _refused(self, code: int | None) -> str:
+    def _connack(self, protocol: _Protocol, body: bytes) -> bool:
+        try:
+            connack = parse_connack(body, self.protocol)
+        except ProtocolError as exc:
+            self._fail(protocol, exc)
+            return False
+        if connack.code != 0:
+            self._fail(protocol, ProtocolError(self._refused(connack.code)))
+            return False
+        self.generation += 1
+        self._protocol = protocol
+        self._last_send = self._last_heard
+        self._quota = min(connack.receive_maximum, self._max_inflight)
+        if connack.assigned_client_id:
+            self.client_id = connack.assigned_client_id
+        if connack.server_keepalive:
+            self._keepalive = connack.server_keepalive
+        self.connected.set()
+        protocol.connack.set_result(connack)
+        self._resend(connack.session_present)
+        self._connected(connack.session_present)
+        if self._on_connect is not None:
+            try:
+                self._on_connect(connack.session_present)
+            except Exception:
+                log.exception("MQTT on_connect callback failed", broker=self.url)
+        return True
+
+    def _refused(self, code: int) -> str:
         """Why the broker's CONNACK refused us, as one line (usernames are no secret)."""
-        why = _REFUSALS.get(code, "") if code is not None else ""
-        who = f" as user {self.username}" if self.username else " without a username"
-        return f"broker refused the connection{who}: {why or 'refused'} (code {code if code is not None else '?'})"
+        why = _REFUSALS.get(code, "")
+        who = f" as user {self.address.username}" if self.address.username else " without a username"
+        return f"broker refused the connection{who}: {why or 'refused'} (code {code})"
 
     def _fail(self, protocol: _Protocol, exc: Exception) -> None:
         if not protocol.connack.done():
@@ -363,43 +506,15 @@ class Connection:
             return  # a connection that never got its CONNACK, or one already closed
         self._protocol = None
         self.connected.clear()
-        if self._stopping:
-            return
         why = str(exc) if exc else "broker closed the connection"
         self._on_state(False, why)
         self._disconnected(why)
-        if self._wake is not None:
-            self._wake.set()
+        self._lost.set()
 
 
 #: CONNACK codes that mean "who you are" (MQTT 3.1.1 and MQTT 5)
 _REFUSALS = {4: "bad username or password", 5: "not authorised", 0x86: "bad username or password",
              0x87: "not authorised", 0x85: "client identifier not valid", 2: "client identifier not valid"}
-
-
-class TlsRefused(ConnectionError):
-    """The TLS handshake with the broker failed (its certificate, most often)."""
-
-
-def describe(exc: ssl.SSLError) -> str:
-    """One line for a failed TLS handshake, naming what to check."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return (f"TLS: the broker's certificate was refused ({str(exc.verify_message).rstrip('.')}); "
-                "check the CA file (TRYGG_MQTT_CA_FILE) and the host name in the URL")
-    return f"TLS handshake failed ({exc.reason or exc})"
-
-
-def tls_context(ca_file: Path | None = None, cert_file: Path | None = None,
-                key_file: Path | None = None) -> ssl.SSLContext:
-    """A client context: TLS 1.2 or later, the broker's certificate checked against
-    `ca_file` (else the system's CAs) and its name against the host connected to; with
-    `cert_file` (and `key_file`, unless the key is in it) a client certificate as well.
-    Raises OSError (a file missing or unreadable) or ssl.SSLError (not PEM)."""
-    context = ssl.create_default_context(cafile=str(ca_file) if ca_file is not None else None)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    if cert_file is not None:
-        context.load_cert_chain(str(cert_file), str(key_file) if key_file is not None else None)
-    return context
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
@@ -409,114 +524,96 @@ def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
         return False
 
 
-class Subscriber(Connection):
-    """The ingest subscriber (see the module doc). `on_messages(batch, generation)` is
-    called on the loop's thread; `ack`, `start`, `stop`, `abort` from any other thread
-    (`ack` also from the loop's)."""
+class Subscriber(Client):
+    """A client with subscriptions (see the module doc). `on_messages(batch, generation)`
+    is called on the loop's thread with what one read of the socket held; QoS 1 messages
+    stay unacknowledged until `ack(mids, generation)` (from any thread). Entering waits
+    for the SUBACK too."""
 
     def __init__(
         self,
-        host: str,
-        port: int,
+        address: BrokerAddress,
         client_id: str,
         filters: Sequence[str],
         on_messages: Callable[[list[Message], int], None],
         *,
-        version: int = MQTT5,
-        username: str | None = None,
-        password: str | None = None,
+        qos: int = 1,
+        protocol: Protocol = Protocol.V5,
         keepalive: int = 30,
-        session_expiry: int = 7 * 24 * 3600,
+        clean: bool = False,
+        session_expiry: int = SESSION_EXPIRY_S,
         receive_maximum: int = 10_000,
+        wait: bool = True,
+        on_connect: Callable[[bool], None] | None = None,
         on_state: Callable[[bool, str], None] | None = None,
-        loop: asyncio.AbstractEventLoop | None = None,
-        tls: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__(host, port, client_id, version=version, username=username, password=password,
-                         keepalive=keepalive, clean=False, session_expiry=session_expiry,
-                         receive_maximum=receive_maximum, on_state=on_state, tls=tls)
+        super().__init__(address, client_id, protocol=protocol, keepalive=keepalive, clean=clean,
+                         session_expiry=0 if clean else session_expiry, receive_maximum=receive_maximum,
+                         wait=wait, on_connect=on_connect, on_state=on_state)
         self._filters = list(filters)
+        self._qos = qos
         self._on_messages = on_messages
-        self._given_loop = loop
-        self._thread: threading.Thread | None = None
+        #: set while subscribed (for other threads)
         self.subscribed = threading.Event()
-
-    # ------------------------------------------------------------------ other threads
-
-    def start(self, timeout: float = 10.0) -> None:
-        """Connect and subscribe once (raises BrokerUnavailable), then keep it up."""
-        loop = self._given_loop or self._own_loop()
-        try:
-            asyncio.run_coroutine_threadsafe(self.open(), loop).result(timeout)
-        except (OSError, ProtocolError, TimeoutError, concurrent.futures.TimeoutError) as exc:
-            self._stop_own_loop()
-            raise BrokerUnavailable(self.url, str(exc) or type(exc).__name__) from exc
-        if not self.subscribed.wait(timeout):
-            raise BrokerUnavailable(self.url, "no SUBACK")
+        self._suback: asyncio.Future[None] | None = None
+        self._suback_mid = 0
+        self._subscribed_once = False
 
     def ack(self, mids: Sequence[int], generation: int) -> None:
+        """Acknowledge these QoS 1 messages of connection `generation` (those of an
+        earlier connection are not: the broker sends them again)."""
         if not mids or generation != self.generation:
             return
         data = puback_packets(mids)
         self.call(lambda: self._ack(data, generation))
 
-    def stop(self) -> None:
-        """Disconnect cleanly (the session and its queued messages stay on the broker)."""
-        self._close_from_outside(disconnect=True)
-
-    def abort(self) -> None:
-        """Drop the connection without DISCONNECT (like a crash, for tests)."""
-        self._close_from_outside(disconnect=False)
-
-    # ------------------------------------------------------------------ loop thread
-
     def _ack(self, data: bytes, generation: int) -> None:
-        if generation == self.generation:  # else the broker redelivers on the new connection
+        if generation == self.generation:
             self.write(data)
 
-    def _connected(self) -> None:
-        self.write(subscribe_packet(1, self._filters, self.version))
+    async def _ready(self) -> None:
+        assert self._suback is not None
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                await asyncio.shield(self._suback)
+        except TimeoutError:
+            raise TimeoutError("no SUBACK") from None
+
+    def _connected(self, session_present: bool) -> None:
+        self._suback = asyncio.get_running_loop().create_future()
+        if session_present and self._subscribed_once:  # the broker kept the subscriptions
+            self._subscribe_done()
+            return
+        self._suback_mid = self._new_mid()
+        self.write(subscribe_packet(self._suback_mid, self._filters, self.protocol, self._qos))
+
+    def _subscribe_done(self) -> None:
+        self._subscribed_once = True
+        self.subscribed.set()
+        if self._suback is not None and not self._suback.done():
+            self._suback.set_result(None)
+        self._on_state(True, "subscribed")
 
     def _disconnected(self, why: str) -> None:
         self.subscribed.clear()
 
+    async def _drop(self, *, disconnect: bool) -> None:
+        self.subscribed.clear()
+        await super()._drop(disconnect=disconnect)
+
     def _packets(self, messages: list[Message], others: Packets, generation: int) -> None:
         for first, body in others:
             if first >> 4 == SUBACK:
-                codes = body[2:] if self.version == MQTT311 else body[3 + body[2]:]
+                codes = body[2:] if self.protocol == Protocol.V311 else body[3 + body[2]:]
                 if any(c >= 0x80 for c in codes):
-                    raise ProtocolError(f"broker refused the subscription {list(codes)}")
-                self.subscribed.set()
-                self._on_state(True, "subscribed")
+                    error = ProtocolError(f"broker refused the subscription {list(codes)}")
+                    if self._suback is not None and not self._suback.done():
+                        self._suback.set_exception(error)
+                        self._suback.exception()  # retrieved: entering raises it, or nobody waits
+                    raise error
+                self._subscribe_done()
         if messages:
             self._on_messages(messages, generation)
 
-    # ------------------------------------------------------------------ own loop
 
-    def _own_loop(self) -> asyncio.AbstractEventLoop:
-        loop = asyncio.new_event_loop()
-        self._given_loop = loop
-        self._thread = threading.Thread(target=loop.run_forever, name="trygg-mqtt-in", daemon=True)
-        self._thread.start()
-        return loop
-
-    def _stop_own_loop(self) -> None:
-        thread, self._thread = self._thread, None
-        if thread is None or self._given_loop is None:
-            return
-        loop, self._given_loop = self._given_loop, None
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
-
-    def _close_from_outside(self, *, disconnect: bool) -> None:
-        loop = self._loop
-        self.subscribed.clear()
-        if loop is not None and not loop.is_closed():
-            future = asyncio.run_coroutine_threadsafe(self.close(disconnect=disconnect), loop)
-            with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
-                future.result(5)
-        self._stop_own_loop()
-
-
-__all__ = ["Connection", "Subscriber", "TlsRefused", "describe", "tls_context"]
+__all__ = ["Client", "Subscriber", "TlsRefused", "describe", "tls_context"]

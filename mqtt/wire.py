@@ -1,11 +1,12 @@
-"""MQTT packets for Trygg's own lean clients (MQTT 3.1.1 and 5): building CONNECT,
-SUBSCRIBE, PUBLISH and PUBACK, and parsing whole packets out of a receive buffer.
+"""MQTT packets for Trygg's own client (MQTT 3.1.1 and 5): building CONNECT,
+SUBSCRIBE, PUBLISH and PUBACK, reading CONNACK, and parsing whole packets out of a
+receive buffer. No I/O: mqtt/connection.py does that.
 
-The clients that use them (mqtt/connection.py) sit on the hot paths: the ingest
-subscriber and the alert publisher. Why not paho-mqtt there: paho reads one packet per
-`select()` with three or more `recv()` calls, builds MQTT 5 property objects for every
-message, cannot batch manual acknowledgements, and runs a network thread of its own that
-every alert must cross (docs/design-notes.md). Simulators and tests use paho.
+The client sits on the hot paths: the ingest subscriber and the alert publisher. Why
+not paho-mqtt there: paho reads one packet per `select()` with three or more `recv()`
+calls, builds MQTT 5 property objects for every message, cannot batch manual
+acknowledgements, and runs a network thread of its own that every alert must cross
+(docs/design-notes.md).
 """
 
 from __future__ import annotations
@@ -13,11 +14,27 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import IntEnum
 
-MQTT311 = 4
-MQTT5 = 5
 
-CONNACK, PUBLISH, PUBACK, SUBACK, PINGRESP, DISCONNECT = 2, 3, 4, 9, 13, 14
+class Protocol(IntEnum):
+    """The MQTT protocol version, as CONNECT writes it (paho accepts it as its own)."""
+
+    V311 = 4
+    V5 = 5
+
+    @classmethod
+    def parse(cls, text: str) -> Protocol:
+        """The setting's spelling (TRYGG_MQTT_PROTOCOL): "5", or "3.1.1" (also "311", "4")."""
+        value = text.strip().lower().removeprefix("mqtt").removeprefix("v")
+        if value in ("5", "5.0"):
+            return cls.V5
+        if value in ("3.1.1", "311", "4"):
+            return cls.V311
+        raise ValueError(f"unknown MQTT protocol version {text!r} (5 or 3.1.1)")
+
+
+CONNACK, PUBLISH, PUBACK, SUBACK, DISCONNECT = 2, 3, 4, 9, 14
 PINGREQ_PACKET = b"\xc0\x00"
 DISCONNECT_PACKET = b"\xe0\x00"
 
@@ -52,7 +69,7 @@ def _packet(first: int, body: bytes) -> bytes:
     return bytes([first]) + _varint(len(body)) + body
 
 
-def connect_packet(client_id: str, version: int, keepalive: int, username: str | None,
+def connect_packet(client_id: str, version: Protocol, keepalive: int, username: str | None,
                    password: str | None, session_expiry: int, receive_maximum: int,
                    clean: bool = False) -> bytes:
     """`clean=False`: a persistent session (clean session / clean start 0)."""
@@ -62,7 +79,7 @@ def connect_packet(client_id: str, version: int, keepalive: int, username: str |
         if password is not None:
             flags |= 0x40
     body = _string("MQTT") + bytes([version, flags]) + struct.pack("!H", keepalive)
-    if version == MQTT5:
+    if version == Protocol.V5:
         props = b""
         if session_expiry:
             props += b"\x11" + struct.pack("!I", session_expiry)
@@ -77,23 +94,85 @@ def connect_packet(client_id: str, version: int, keepalive: int, username: str |
     return _packet(0x10, body)
 
 
-def subscribe_packet(mid: int, filters: Sequence[str], version: int, qos: int = 1) -> bytes:
+def subscribe_packet(mid: int, filters: Sequence[str], version: Protocol, qos: int = 1) -> bytes:
     body = struct.pack("!H", mid)
-    if version == MQTT5:
+    if version == Protocol.V5:
         body += b"\x00"
     for f in filters:
         body += _string(f) + bytes([qos])
     return _packet(0x82, body)
 
 
-def publish_packet(topic: str, payload: bytes, mid: int, version: int, *, retain: bool = False,
-                   dup: bool = False) -> bytes:
-    """A QoS 1 PUBLISH."""
-    first = 0x32 | (0x08 if dup else 0) | (0x01 if retain else 0)
-    body = _string(topic) + struct.pack("!H", mid)
-    if version == MQTT5:
+def publish_packet(topic: str, payload: bytes, mid: int, version: Protocol, *, retain: bool = False,
+                   dup: bool = False, qos: int = 1) -> bytes:
+    """A PUBLISH at QoS 1 (`mid` its packet id) or QoS 0 (`mid` unused)."""
+    first = 0x30 | (qos << 1) | (0x08 if dup else 0) | (0x01 if retain else 0)
+    body = _string(topic) + (struct.pack("!H", mid) if qos else b"")
+    if version == Protocol.V5:
         body += b"\x00"  # no properties
     return _packet(first, body + payload)
+
+
+@dataclass(frozen=True, slots=True)
+class Connack:
+    """What a CONNACK says: `code` 0 is accepted; the rest only from an MQTT 5 broker."""
+
+    code: int
+    session_present: bool
+    #: QoS 1 publishes the broker takes unacknowledged at once (65,535: no limit said)
+    receive_maximum: int = 65_535
+    assigned_client_id: str | None = None
+    server_keepalive: int | None = None
+
+
+def parse_connack(body: bytes, version: Protocol) -> Connack:
+    """The body of a CONNACK (raises ProtocolError when it is too short)."""
+    if len(body) < 2:
+        raise ProtocolError("CONNACK too short")
+    connack = Connack(body[1], bool(body[0] & 1))
+    if version != Protocol.V5 or connack.code != 0 or len(body) < 3:
+        return connack
+    length, mult, p = 0, 1, 2
+    while True:
+        if p >= len(body) or mult > 128**3:
+            raise ProtocolError("malformed CONNACK properties")
+        byte = body[p]
+        p += 1
+        length += (byte & 0x7F) * mult
+        if not byte & 0x80:
+            break
+        mult *= 128
+    end = p + length
+    if end > len(body):
+        raise ProtocolError("CONNACK shorter than its properties")
+    receive_maximum, client_id, keepalive = 65_535, None, None
+    while p < end:  # the properties this client uses; the rest are skipped by their size
+        ident = body[p]
+        p += 1
+        if ident in _PROPERTY_SIZE:
+            value = body[p:p + _PROPERTY_SIZE[ident]]
+            if ident == 0x21:
+                receive_maximum = int.from_bytes(value) or 65_535
+            elif ident == 0x13:
+                keepalive = int.from_bytes(value)
+            p += _PROPERTY_SIZE[ident]
+        elif ident in (0x12, 0x1A, 0x1C, 0x1F, 0x15, 0x16):  # strings and binary data
+            n = int.from_bytes(body[p:p + 2])
+            if ident == 0x12:
+                client_id = body[p + 2:p + 2 + n].decode(errors="replace")
+            p += 2 + n
+        elif ident == 0x26:  # user property: two strings
+            for _ in range(2):
+                p += 2 + int.from_bytes(body[p:p + 2])
+        else:
+            raise ProtocolError(f"unknown CONNACK property {ident:#x}")
+    return Connack(connack.code, connack.session_present, receive_maximum, client_id, keepalive)
+
+
+#: fixed-size CONNACK properties: session expiry, receive maximum, maximum QoS, retain
+#: available, maximum packet size, topic alias maximum, the three "available" flags,
+#: server keepalive
+_PROPERTY_SIZE = {0x11: 4, 0x21: 2, 0x24: 1, 0x25: 1, 0x27: 4, 0x22: 2, 0x28: 1, 0x29: 1, 0x2A: 1, 0x13: 2}
 
 
 def puback_packets(mids: Sequence[int]) -> bytes:
@@ -101,7 +180,7 @@ def puback_packets(mids: Sequence[int]) -> bytes:
 
 
 def parse_packets(
-    buf: bytearray, version: int, limit: int = 1 << 30
+    buf: bytearray, version: Protocol, limit: int = 1 << 30
 ) -> tuple[list[Message], list[tuple[int, bytes]], int]:
     """Parse up to `limit` whole packets from `buf`; returns (publishes, other packets,
     bytes used). An incomplete packet at the end stays in the buffer."""
@@ -145,7 +224,7 @@ def parse_packets(
                 if qos:
                     mid = (buf[p] << 8) | buf[p + 1]
                     p += 2
-                if version == MQTT5:  # skip the properties
+                if version == Protocol.V5:  # skip the properties
                     plen, mult2 = 0, 1
                     while True:
                         if p >= stop or mult2 > 128**3:

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from gateway import Gateway
+from gateway import Gateway, GatewayConfig
 from tests.fix_db import scalar
 from tests.fix_mqtt import MosquittoInstance
 from tests.helpers import small_registry
+from trygg.pipeline import EventSink, discard
 from trygg.registry import Registry
 
 StartGateway = Callable[..., Gateway]
@@ -20,16 +22,18 @@ StartGateway = Callable[..., Gateway]
 @pytest.fixture
 def start_gateway(mosquitto: MosquittoInstance, database: str, prefix: str,
                   tmp_path: Path) -> Iterator[StartGateway]:
-    """`start_gateway(registry=None, conninfo=database, **options)`: a started Gateway.
+    """`start_gateway(registry=None, conninfo=database, sink=..., emergency_open=..., **config)`: a
+    started Gateway (`config`: GatewayConfig fields).
     All share one client id (one persistent session) and one spool directory, as
     restarts of one Trygg do; each is stopped at the end if the test did not."""
     running: list[Gateway] = []
 
-    def start(registry: Registry | None = None, conninfo: str = database,
-              **options: object) -> Gateway:
-        gw = Gateway(mosquitto.address, conninfo, tmp_path / "spool",
-                     registry or small_registry(), prefix=prefix,
-                     client_id=f"gw-{prefix.split('/')[0]}", retry_s=0.5, **options)  # type: ignore[arg-type]
+    def start(registry: Registry | None = None, conninfo: str = database, sink: EventSink = discard,
+              emergency_open: Callable[[str], bool] = lambda resident_id: False, **config: Any) -> Gateway:
+        options = {"prefix": prefix, "client_id": f"gw-{prefix.split('/')[0]}", "retry_s": 0.5, **config}
+        gw = Gateway(mosquitto.address, conninfo, registry or small_registry(),
+                     GatewayConfig(tmp_path / "spool", **options), sink=sink,
+                     emergency_open=emergency_open)
         gw.start()
         running.append(gw)
         return gw

@@ -3,6 +3,7 @@ topic prefix per test, and a publisher."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -18,18 +19,19 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from composition.broker import free_port
 from gateway import set_nodelay
-from mqtt import BrokerAddress
+from mqtt import BrokerAddress, Client, LoopThread
 
 MOSQUITTO_CONF = """\
 listener {port} 127.0.0.1
 allow_anonymous true
 set_tcp_nodelay true
-persistence false
+persistence {persistence}
+persistence_location {dir}/
 # Trygg's persistent session must not lose queued QoS 1 messages while it is down.
 max_queued_messages 0
 max_queued_bytes 0
 # MQTT 3.1.1 clients (no receive maximum of their own) get this many in flight.
-max_inflight_messages 1000
+max_inflight_messages {max_inflight}
 log_dest file {dir}/mosquitto.log
 """
 
@@ -46,7 +48,11 @@ def _wait_port(port: int, timeout: float = 10.0) -> None:
 
 
 class MosquittoInstance:
-    def __init__(self) -> None:
+    """`max_inflight`: the broker's in-flight limit towards 3.1.1 clients, and the
+    receive maximum it gives MQTT 5 clients; `persistence`: sessions and queued messages
+    survive a `restart`."""
+
+    def __init__(self, *, max_inflight: int = 1000, persistence: bool = False) -> None:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(binary).exists():
             pytest.fail("mosquitto is not installed: run scripts/test, which installs it")
@@ -55,7 +61,8 @@ class MosquittoInstance:
         self.dir = Path(tempfile.mkdtemp(prefix="trygg-mosquitto-"))
         self.dir.chmod(0o777)
         self.conf = self.dir / "mosquitto.conf"
-        self.conf.write_text(MOSQUITTO_CONF.format(port=self.port, dir=self.dir))
+        self.conf.write_text(MOSQUITTO_CONF.format(port=self.port, dir=self.dir, max_inflight=max_inflight,
+                                                  persistence=str(persistence).lower()))
         self.conf.chmod(0o644)
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -72,11 +79,19 @@ class MosquittoInstance:
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_port(self.port)
 
-    def stop(self) -> None:
+    def halt(self) -> None:
+        """Stop the broker (it saves its sessions when it has persistence)."""
         if self.proc is not None:
             self.proc.terminate()
             self.proc.wait(10)
             self.proc = None
+
+    def restart(self) -> None:
+        self.halt()
+        self.start()
+
+    def stop(self) -> None:
+        self.halt()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -131,3 +146,19 @@ def publisher(mosquitto: MosquittoInstance) -> Iterator[Publisher]:
         yield pub
     finally:
         pub.close()
+
+
+@contextlib.contextmanager
+def running(client: Client, loop_thread: LoopThread | None = None) -> Iterator[LoopThread]:
+    """`with running(subscriber) as loop_thread:` the client entered (connected) on a
+    loop thread, its own unless given, and left at the end: for tests that are not async."""
+    thread = loop_thread or LoopThread("test-mqtt").start()
+    entered = contextlib.AsyncExitStack()
+    try:
+        thread.run(entered.enter_async_context(client), 30)
+        yield thread
+    finally:
+        with contextlib.suppress(Exception):
+            thread.run(entered.aclose(), 10)
+        if loop_thread is None:
+            thread.stop()

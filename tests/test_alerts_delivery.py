@@ -26,6 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from alerts import AlertStage
 from gateway import set_nodelay
+from mqtt import Protocol
 from tests.fix_mqtt import MosquittoInstance
 from tests.helpers import small_registry, wait_for
 from trygg.contract import AlertKind, Event, EventType, Priority
@@ -181,7 +182,7 @@ def alerts_of(messages: list[Received]) -> list[dict[str, Any]]:
 def test_an_alert_reaches_the_team_at_once_and_a_later_handheld_gets_it_retained(
     start_stage: StartStage, handhelds: Callable[[str], Handheld], prefix: str, database: str, protocol: str
 ) -> None:
-    run = start_stage(database, protocol=protocol)
+    run = start_stage(database, protocol=Protocol.parse(protocol))
     east = handhelds(f"{prefix}/teams/east/alerts/+")
     fall = intent(AlertKind.FALL, "d-1-fall", "e-000123", "fall.detected")
     sent = time.perf_counter()

@@ -21,9 +21,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from mqtt import Message, Subscriber
-from mqtt.wire import MQTT5
+from mqtt import BrokerAddress, Message, Protocol, Subscriber
 from tests import test_deploy
+from tests.fix_mqtt import running
 from tests.test_deploy import Accounts, Broker, Client, running_broker, write_passwd
 
 pytestmark = pytest.mark.integration
@@ -63,14 +63,11 @@ def trygg_ingest(port: int, password: str) -> Iterator[Ingest]:
         if not up:
             ingest.drops.append(why)
 
-    subscriber = Subscriber("127.0.0.1", port, "trygg-gateway", [EVENTS], on_messages, version=MQTT5,
-                            username="trygg-gateway", password=password, on_state=on_state)
+    subscriber = Subscriber(BrokerAddress("127.0.0.1", port, "trygg-gateway", password), "trygg-gateway", [EVENTS],
+                            on_messages, protocol=Protocol.V5, on_state=on_state)
     ingest = Ingest(subscriber)
-    subscriber.start()
-    try:
+    with running(subscriber):
         yield ingest
-    finally:
-        subscriber.stop()
 
 
 def take_over(port: int, username: str, password: str, client_id: str, stop: threading.Event,

@@ -7,7 +7,6 @@ paho clients for the devices, the handheld and the intruder.
 
 from __future__ import annotations
 
-import asyncio
 import queue
 import secrets
 import threading
@@ -24,8 +23,8 @@ from pwdlib.hashers.argon2 import Argon2Hasher
 from alerts.publisher import AlertPublisher
 from composition.broker import EmbeddedBroker
 from composition.runtime import resolve_broker
-from mqtt import BrokerAddress, Message, Subscriber
-from mqtt.wire import MQTT311
+from mqtt import BrokerAddress, LoopThread, Message, Protocol, Subscriber
+from tests.fix_mqtt import running
 from tests.test_mqtt_tls import an_alert
 from trygg.settings import load_settings
 
@@ -91,8 +90,8 @@ class Paho:
 
 def subscriber(demo: Demo, on_messages) -> Subscriber:  # type: ignore[no-untyped-def]
     account = demo.address.account("gateway")
-    return Subscriber(account.host, account.port, account.client_id("unused"), [f"{PREFIX}/devices/+/events"],
-                      on_messages, version=MQTT311, username=account.username, password=account.password)
+    return Subscriber(account, account.client_id("unused"), [f"{PREFIX}/devices/+/events"], on_messages,
+                      protocol=Protocol.V311)
 
 
 def test_with_passwords_nobody_plants_an_alert_or_takes_over_trygg(demo: Demo) -> None:
@@ -105,56 +104,52 @@ def test_with_passwords_nobody_plants_an_alert_or_takes_over_trygg(demo: Demo) -
         ingest.ack([m.mid for m in messages if m.qos], generation)
 
     ingest = subscriber(demo, on_messages)
-    ingest.start()
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
-        # No password, a wrong one, or a device using another client id: refused.
-        for who in (Paho(demo, None), Paho(demo, "d-1", password="guess"), Paho(demo, "d-1", client_id="d-2")):
-            opened.append(who)
-            assert who.refused is not False, "got in"
+    with running(ingest) as loop_thread:
+        try:
+            see_who_gets_in(demo, opened, received, loop_thread)
+        finally:
+            for client in opened:
+                client.close()
 
-        # A device publishes its own events; not another device's, not an alert.
-        device = Paho(demo, "d-1")
-        opened.append(device)
-        assert device.refused is False
-        forged_alert = b'{"alert_id": "a-forged", "priority": "critical"}'
-        device.client.publish(f"{PREFIX}/teams/east/alerts/a-forged", forged_alert, qos=1, retain=True)
-        device.client.publish(f"{PREFIX}/devices/d-2/events", b'{"id": "forged"}', qos=1)
-        own = f'{{"id": "e-{secrets.token_hex(4)}", "type": "heartbeat"}}'.encode()
-        device.client.publish(f"{PREFIX}/devices/d-1/events", own, qos=1).wait_for_publish(5)
-        assert received.get(timeout=5) == own
-        time.sleep(0.5)
-        assert received.empty(), "another device's topic reached Trygg"
 
-        # Trygg's alert publisher (trygg-alerts) reaches the handheld; the forged,
-        # retained alert does not, not even to a handheld that connects afterwards.
-        alerts = demo.address.account("alerts")
-        publisher = AlertPublisher(alerts.host, alerts.port, prefix=PREFIX, client_id=alerts.client_id("unused"),
-                                   protocol=MQTTProtocolVersion.MQTTv311, username=alerts.username,
-                                   password=alerts.password)
-        loop.call_soon_threadsafe(publisher.start)
-        assert publisher.connected.wait(5) or publisher.connected.wait(5)
-        handheld = Paho(demo, "staff-east")
-        opened.append(handheld)
-        handheld.client.subscribe(f"{PREFIX}/teams/east/alerts/+", qos=1)
-        time.sleep(0.3)
-        change = an_alert()
-        loop.call_soon_threadsafe(publisher.publish, change)
-        first = handheld.messages.get(timeout=5)
-        assert change.alert.alert_id.encode() in first.payload
-        time.sleep(0.3)
-        assert handheld.messages.empty()
-        assert publisher.flush(5)
-        publisher.stop()
-    finally:
-        ingest.stop()
-        for client in opened:
-            client.close()
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
+def see_who_gets_in(demo: Demo, opened: list[Paho], received: queue.Queue[bytes], loop_thread: LoopThread) -> None:
+    # No password, a wrong one, or a device using another client id: refused.
+    for who in (Paho(demo, None), Paho(demo, "d-1", password="guess"), Paho(demo, "d-1", client_id="d-2")):
+        opened.append(who)
+        assert who.refused is not False, "got in"
+
+    # A device publishes its own events; not another device's, not an alert.
+    device = Paho(demo, "d-1")
+    opened.append(device)
+    assert device.refused is False
+    forged_alert = b'{"alert_id": "a-forged", "priority": "critical"}'
+    device.client.publish(f"{PREFIX}/teams/east/alerts/a-forged", forged_alert, qos=1, retain=True)
+    device.client.publish(f"{PREFIX}/devices/d-2/events", b'{"id": "forged"}', qos=1)
+    own = f'{{"id": "e-{secrets.token_hex(4)}", "type": "heartbeat"}}'.encode()
+    device.client.publish(f"{PREFIX}/devices/d-1/events", own, qos=1).wait_for_publish(5)
+    assert received.get(timeout=5) == own
+    time.sleep(0.5)
+    assert received.empty(), "another device's topic reached Trygg"
+
+    # Trygg's alert publisher (trygg-alerts) reaches the handheld; the forged,
+    # retained alert does not, not even to a handheld that connects afterwards.
+    alerts = demo.address.account("alerts")
+    publisher = AlertPublisher(alerts.host, alerts.port, prefix=PREFIX, client_id=alerts.client_id("unused"),
+                               protocol=Protocol.V311, username=alerts.username, password=alerts.password)
+    loop_thread.call(publisher.start)
+    assert publisher.connected.wait(5) or publisher.connected.wait(5)
+    handheld = Paho(demo, "staff-east")
+    opened.append(handheld)
+    handheld.client.subscribe(f"{PREFIX}/teams/east/alerts/+", qos=1)
+    time.sleep(0.3)
+    change = an_alert()
+    loop_thread.call(lambda: publisher.publish(change))
+    first = handheld.messages.get(timeout=5)
+    assert change.alert.alert_id.encode() in first.payload
+    time.sleep(0.3)
+    assert handheld.messages.empty()
+    assert loop_thread.run(publisher.flush(5))
+    publisher.stop()
 
 
 @pytest.mark.xfail(strict=True, reason="amqtt 0.12 ends the session of a client id before it checks the "
@@ -168,15 +163,14 @@ def test_a_refused_client_with_trygg_client_id_leaves_trygg_receiving(demo: Demo
         ingest.ack([m.mid for m in messages if m.qos], generation)
 
     ingest = subscriber(demo, on_messages)
-    ingest.start()
-    intruder = Paho(demo, "d-1", client_id="trygg-gateway")
-    device = Paho(demo, "d-1")
-    try:
-        assert intruder.refused is not False
-        own = b'{"id": "e-after", "type": "heartbeat"}'
-        device.client.publish(f"{PREFIX}/devices/d-1/events", own, qos=1).wait_for_publish(5)
-        assert received.get(timeout=3) == own
-    finally:
-        ingest.stop()
-        intruder.close()
-        device.close()
+    with running(ingest):
+        intruder = Paho(demo, "d-1", client_id="trygg-gateway")
+        device = Paho(demo, "d-1")
+        try:
+            assert intruder.refused is not False
+            own = b'{"id": "e-after", "type": "heartbeat"}'
+            device.client.publish(f"{PREFIX}/devices/d-1/events", own, qos=1).wait_for_publish(5)
+            assert received.get(timeout=3) == own
+        finally:
+            intruder.close()
+            device.close()

@@ -8,7 +8,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from gateway import Gateway
+from gateway import Gateway, GatewayConfig
 from simulators import Fleet, MqttTarget, default_start, run_fleet
 from tests.fix_db import scalar
 from tests.fix_mqtt import MosquittoInstance
@@ -22,8 +22,8 @@ def test_a_clean_fleet_run_leaves_no_dead_letters(mosquitto: MosquittoInstance, 
                                                   tmp_path: Path) -> None:
     # 900× for 6 s: the simulated day starts 1.5 h ago and catches up with now.
     fleet = Fleet(2026, 20, default_start(utcnow(), 900, 6))
-    gateway = Gateway(mosquitto.address, database, tmp_path / "spool", fleet.registry(), prefix=prefix,
-                      client_id=f"fleet-{prefix.split('/')[0]}")
+    gateway = Gateway(mosquitto.address, database, fleet.registry(),
+                      GatewayConfig(tmp_path / "spool", prefix=prefix, client_id=f"fleet-{prefix.split('/')[0]}"))
     gateway.start()
     try:
         stats = run_fleet(fleet, MqttTarget.parse(mosquitto.url), prefix, speed=900, duration_s=6,

@@ -17,7 +17,7 @@ import paho.mqtt.client as mqtt
 import psycopg
 import pytest
 
-from gateway import DurableWriter, Gateway, Pending, Spool
+from gateway import DurableWriter, Gateway, GatewayConfig, Pending, Spool
 from storage import EventStore, save_registry
 from tests.fix_db import PostgresInstance, scalar
 from tests.fix_gateway import StartGateway, count
@@ -373,8 +373,8 @@ def test_events_are_handed_to_the_rules_before_the_commit_and_once(
 def test_an_alarm_that_arrives_during_a_long_read_overtakes_the_rest_of_it(
     start_gateway: StartGateway, publisher: Publisher, database: str, prefix: str
 ) -> None:
-    """While the gateway works through a large read (slow rules here, 2 ms an event), it
-    reads the socket every few messages: an alarm published meanwhile reaches the rules
+    """The gateway works through a large read (slow rules here, 2 ms an event) a slice at
+    a time, the socket read in between: an alarm published meanwhile reaches the rules
     long before that read is done, and every event is still stored once."""
     handed: list[str] = []
     first, go, working = threading.Event(), threading.Event(), threading.Event()
@@ -414,8 +414,8 @@ def test_a_spool_left_by_another_writer_count_is_replayed(
     now = datetime.now(UTC)
     Spool(tmp_path / "spool" / "shard-7").append(
         [Event("d-1-alarm", f"old-{i}", EventType.HEARTBEAT, now, now, {}, "r-1") for i in range(5)])
-    gw = Gateway(mosquitto.address, database, tmp_path / "spool", small_registry(), prefix=prefix,
-                 client_id=f"o{prefix.split('/')[0]}", writers=2)
+    gw = Gateway(mosquitto.address, database, small_registry(),
+                 GatewayConfig(tmp_path / "spool", prefix=prefix, client_id=f"o{prefix.split('/')[0]}", writers=2))
     gw.start()
     try:
         assert wait_for(lambda: count(database), lambda n: n == 5) == 5
@@ -440,8 +440,8 @@ def test_a_spool_of_the_previous_version_is_replayed_once_and_removed(
     (shard / "spool.jsonl").write_bytes(done + records[2] + b"\n" + records[3][:30] + records[4] + b"\n"
                                         + records[5] + b"\n")
     (shard / "replayed.offset").write_text(str(len(done)))
-    gw = Gateway(mosquitto.address, database, tmp_path / "spool", small_registry(), prefix=prefix,
-                 client_id=f"l{prefix.split('/')[0]}", writers=1)
+    gw = Gateway(mosquitto.address, database, small_registry(),
+                 GatewayConfig(tmp_path / "spool", prefix=prefix, client_id=f"l{prefix.split('/')[0]}", writers=1))
     gw.start()
     try:
         assert wait_for(lambda: count(database), lambda n: n == 3) == 3

@@ -19,7 +19,7 @@ from gateway.dead_letters import DeadLetterLimits
 from mqtt import Message, Subscriber
 from tests.fix_db import scalar
 from tests.fix_gateway import StartGateway, count
-from tests.fix_mqtt import MosquittoInstance, Publisher
+from tests.fix_mqtt import MosquittoInstance, Publisher, running
 from tests.helpers import event, wait_for
 from trygg.contract import Event
 from trygg.pipeline import DeviceStatus
@@ -178,18 +178,15 @@ def test_an_exception_in_the_handler_of_received_messages_keeps_the_connection(
             got.append(msg.payload)
 
     errors = metric("trygg_mqtt_receive_errors_total")
-    sub = Subscriber(mosquitto.address.host, mosquitto.address.port, f"s-{uuid.uuid4().hex[:8]}",
-                     [f"{prefix}/#"], on_messages, session_expiry=0)
-    sub.start()
-    try:
+    sub = Subscriber(mosquitto.address, f"s-{uuid.uuid4().hex[:8]}", [f"{prefix}/#"], on_messages,
+                     session_expiry=0)
+    with running(sub):
         generation = sub.generation
         publisher.publish_all([(f"{prefix}/x", b"boom")])
         publisher.publish_all([(f"{prefix}/x", b"after")])
         assert wait_for(lambda: list(got), lambda g: g == [b"after"], timeout=5) == [b"after"]
         assert sub.generation == generation and sub.connected.is_set(), "the connection was dropped"
         assert metric("trygg_mqtt_receive_errors_total") == errors + 1
-    finally:
-        sub.stop()
 
 
 FLOOD = 20_000

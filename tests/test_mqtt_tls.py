@@ -10,6 +10,7 @@ operator sets (TRYGG_MQTT_URL=mqtts://..., TRYGG_MQTT_CA_FILE).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import queue
@@ -18,7 +19,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,8 +33,7 @@ from alerts.model import Alert, Change, ChangeReason
 from alerts.publisher import AlertPublisher
 from composition.runtime import resolve_broker
 from gateway.alarm_watch import AlarmWatch
-from mqtt import BrokerUnavailable, Message, Subscriber
-from mqtt.wire import MQTT5
+from mqtt import BrokerUnavailable, LoopThread, Message, Protocol, Subscriber
 from tests.test_deploy import Accounts, Broker, free_port, running_broker, write_passwd
 from trygg.contract import AlertKind, AlertState, Priority
 from trygg.errors import SettingsError
@@ -132,14 +131,9 @@ def paho_client(tls: TlsBroker, username: str, ca: Path) -> mqtt.Client:
 
 
 @pytest.fixture
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield loop
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
-    loop.close()
+def loop_thread() -> Iterator[LoopThread]:
+    with LoopThread() as running:
+        yield running
 
 
 def an_alert() -> Change:
@@ -150,7 +144,7 @@ def an_alert() -> Change:
 
 
 def test_trygg_receives_events_and_publishes_alerts_over_tls(tls_broker: TlsBroker, pki: Pki,
-                                                             loop: asyncio.AbstractEventLoop) -> None:
+                                                             loop_thread: LoopThread) -> None:
     settings = load_settings(mqtt_url=url(tls_broker), mqtt_ca_file=pki.ca)
     broker = resolve_broker(settings)
     assert str(broker.address).startswith("mqtts://") and broker.address.tls is not None
@@ -164,10 +158,10 @@ def test_trygg_receives_events_and_publishes_alerts_over_tls(tls_broker: TlsBrok
             received.put(m.payload)
         subscriber.ack([m.mid for m in messages if m.qos], generation)
 
-    subscriber = Subscriber(gateway.host, gateway.port, gateway.client_id("unused"), ["trygg/v1/devices/+/events"],
-                            on_messages, version=MQTT5, username=gateway.username, password=gateway.password,
-                            tls=gateway.tls)
-    subscriber.start()
+    subscriber = Subscriber(gateway, gateway.client_id("unused"), ["trygg/v1/devices/+/events"], on_messages,
+                            protocol=Protocol.V5)
+    entered = contextlib.AsyncExitStack()
+    loop_thread.run(entered.enter_async_context(subscriber))
     device = paho_client(tls_broker, "d-1", pki.ca)
     device.connect("127.0.0.1", tls_broker.tls_port)
     device.loop_start()
@@ -187,30 +181,27 @@ def test_trygg_receives_events_and_publishes_alerts_over_tls(tls_broker: TlsBrok
         alerts = broker.address.account("alerts")
         publisher = AlertPublisher(alerts.host, alerts.port, client_id=alerts.client_id("unused"),
                                    username=alerts.username, password=alerts.password, tls=alerts.tls)
-        loop.call_soon_threadsafe(publisher.start)
+        loop_thread.call(publisher.start)
         change = an_alert()
-        asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop).result(5)
-        loop.call_soon_threadsafe(publisher.publish, change)
+        loop_thread.call(lambda: publisher.publish(change))
         assert publisher.connected.wait(5)
         payload = staff.get(timeout=5)
         assert change.alert.alert_id.encode() in payload
-        assert publisher.flush(5)
+        assert loop_thread.run(publisher.flush(5))
         publisher.stop()
 
         # The alarm watch, logged in as trygg-gateway-watch, subscribes over TLS too.
         watch_account = gateway.account("watch")
-        watch = AlarmWatch(watch_account.host, watch_account.port, watch_account.client_id("unused"),
-                           "trygg/v1/devices/+/events", lambda m: None, version=MQTT5,
-                           username=watch_account.username, password=watch_account.password, tls=watch_account.tls)
+        watch = AlarmWatch(watch_account, watch_account.client_id("unused"), "trygg/v1/devices/+/events",
+                           lambda m: None, protocol=Protocol.V5)
 
         async def watch_subscribes() -> None:
-            await watch.open()
-            await asyncio.wait_for(watch.subscribed.wait(), 5)
-            await watch.close()
+            async with watch:
+                assert await asyncio.to_thread(watch.subscribed.wait, 5)
 
-        asyncio.run_coroutine_threadsafe(watch_subscribes(), loop).result(10)
+        loop_thread.run(watch_subscribes(), 10)
     finally:
-        subscriber.stop()
+        loop_thread.run(entered.aclose())
         for client in (device, handheld):
             client.disconnect()
             client.loop_stop()
@@ -219,11 +210,15 @@ def test_trygg_receives_events_and_publishes_alerts_over_tls(tls_broker: TlsBrok
 def test_a_broker_certificate_from_another_ca_is_refused_in_one_line(tls_broker: TlsBroker, pki: Pki) -> None:
     broker = resolve_broker(load_settings(mqtt_url=url(tls_broker), mqtt_ca_file=pki.wrong_ca))
     gateway = broker.address.account("gateway")
-    subscriber = Subscriber(gateway.host, gateway.port, "trygg-gateway", ["trygg/v1/devices/+/events"],
-                            lambda messages, generation: None, version=MQTT5, username=gateway.username,
-                            password=gateway.password, tls=gateway.tls)
+    subscriber = Subscriber(gateway, "trygg-gateway", ["trygg/v1/devices/+/events"],
+                            lambda messages, generation: None, protocol=Protocol.V5)
+
+    async def enter() -> None:
+        async with subscriber:
+            pass
+
     with pytest.raises(BrokerUnavailable) as refused:
-        subscriber.start(timeout=5)
+        asyncio.run(enter())
     message = str(refused.value)
     assert "\n" not in message
     assert message.startswith(f"cannot connect to MQTT broker mqtts://127.0.0.1:{tls_broker.tls_port}: ")

@@ -15,7 +15,7 @@ import paho.mqtt.client as mqtt
 import psycopg
 import pytest
 
-from gateway import Gateway
+from gateway import Gateway, GatewayConfig
 from storage.local_log import degraded
 from tests.fix_db import PostgresInstance, scalar
 from tests.fix_disk import SmallDisk, fill, free_bytes, small_disk
@@ -73,8 +73,9 @@ def outage(mosquitto: MosquittoInstance, private_postgres: PostgresInstance, pre
            tmp_path: Path, small_disk: SmallDisk) -> Iterator[tuple[Gateway, Stream, Path]]:
     """A gateway whose spool is on a 1 MiB tmpfs, connected, then PostgreSQL stopped."""
     spool_dir = small_disk(tmp_path / "spool", "1m")
-    gw = Gateway(mosquitto.address, private_postgres.url("trygg"), spool_dir, small_registry(), prefix=prefix,
-                 client_id=f"fd{prefix.split('/')[0]}", retry_s=0.2, batch_max=200)
+    gw = Gateway(mosquitto.address, private_postgres.url("trygg"), small_registry(),
+                 GatewayConfig(spool_dir, prefix=prefix, client_id=f"fd{prefix.split('/')[0]}", retry_s=0.2,
+                               batch_max=200))
     gw.start()
     stream = Stream(mosquitto, prefix)
     try:

@@ -14,10 +14,11 @@ class FakeWatch:
         self.opened = False
         self.closed = False
 
-    async def open(self, *, wait: bool = True) -> None:
+    async def __aenter__(self) -> FakeWatch:
         self.opened = True
+        return self
 
-    async def close(self) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         self.closed = True
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from gateway import Gateway
+from gateway import Gateway, GatewayConfig
 from mqtt import BrokerAddress
 from mqtt.wire import Message
 from tests.helpers import event, small_registry
@@ -25,8 +25,8 @@ def test_a_reused_id_is_handed_on_rekeyed_and_resends_are_not(tmp_path: Path) ->
         if isinstance(item, Event):
             handed.append(f"{item.device_id}/{item.event_id}")
 
-    gateway = Gateway(BrokerAddress("127.0.0.1", 9), "postgresql://127.0.0.1:9/none", tmp_path / "spool",
-                      small_registry(), prefix=PREFIX, sink=sink, writers=1)  # never started
+    gateway = Gateway(BrokerAddress("127.0.0.1", 9), "postgresql://127.0.0.1:9/none", small_registry(),
+                      GatewayConfig(tmp_path / "spool", prefix=PREFIX, writers=1), sink=sink)  # never started
     old, new = NOW - timedelta(hours=1), NOW
     sent = [("d-1-alarm", event("e-1", "alarm.button", ts=old)),
             ("d-1-alarm", event("e-1", "alarm.button", ts=old)),   # re-send

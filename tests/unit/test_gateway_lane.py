@@ -1,13 +1,15 @@
 """The alarm lane: in a receive buffer holding several messages, alarms, falls and smoke
-reach the rules before the rest, also when they arrive during a long read; what is
-stored keeps the order received."""
+reach the rules before the rest, also when they arrive while a long read is handled a
+slice at a time; what is stored keeps the order received."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
-from gateway import Gateway
+import pytest
+
+from gateway import Gateway, GatewayConfig, ingress
 from mqtt import BrokerAddress
 from mqtt.wire import Message
 from tests.helpers import event, small_registry
@@ -22,8 +24,8 @@ def _gateway(tmp_path: Path, handed: list[str]) -> Gateway:
         handed.append(item.event_id if isinstance(item, Event) else f"status {item.device_id}")
 
     # never started: no broker, no database; only the receive path is exercised
-    return Gateway(BrokerAddress("127.0.0.1", 9), "postgresql://127.0.0.1:9/none", tmp_path / "spool",
-                   small_registry(), prefix=PREFIX, sink=sink, writers=1)
+    return Gateway(BrokerAddress("127.0.0.1", 9), "postgresql://127.0.0.1:9/none", small_registry(),
+                   GatewayConfig(tmp_path / "spool", prefix=PREFIX, writers=1), sink=sink)
 
 
 def _message(mid: int, device: str, payload: bytes) -> Message:
@@ -60,28 +62,30 @@ def test_a_bad_message_in_the_lane_is_dead_lettered_in_its_place(tmp_path: Path)
     assert "id" in queued[1].detail  # type: ignore[union-attr]
 
 
-def test_on_the_loop_a_read_that_comes_during_another_waits_behind_it_in_order(tmp_path: Path) -> None:
-    """While a read is handled the socket is read every few messages (`read_now`, here
-    handing over what a socket would hold). An alarm read that way is handed on at once;
-    the background traffic read with it waits behind the read being handled and follows
-    in a later turn of the loop; storage keeps the order received."""
+def test_on_the_loop_a_read_that_comes_during_another_waits_behind_it_in_order(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a loop a long read is handled a slice at a time (here every `SLICE_CHECK`
+    messages), the loop reading the socket in between. An alarm read meanwhile is handed
+    on at once; the background traffic read with it waits behind the rest of the read
+    being handled; storage keeps the order received."""
+    monkeypatch.setattr(ingress, "SLICE_S", 0.0)
     handed: list[str] = []
 
     async def receive() -> Gateway:
         gateway = _gateway(tmp_path, handed)
-        socket_holds = [[_message(21, "d-1-alarm", event("hb-20"))],
-                        [_message(22, "d-1-alarm", event("press-1", "alarm.button")),
-                         _message(23, "d-1-alarm", event("hb-21"))]]
-        gateway._subscriber.read_now = (  # type: ignore[method-assign]
-            lambda: gateway._on_messages(socket_holds.pop(0), 1) if socket_holds else None)
         gateway._on_messages([_message(i + 1, "d-1-alarm", event(f"hb-{i}")) for i in range(20)], generation=1)
-        assert handed == [*(f"hb-{i}" for i in range(15)), "press-1", *(f"hb-{i}" for i in range(15, 20))]
-        await asyncio.sleep(0)
+        assert handed == [f"hb-{i}" for i in range(8)], "not handled a slice at a time"
+        # the socket held this meanwhile: the loop's next read
+        gateway._on_messages([_message(21, "d-1-alarm", event("press-1", "alarm.button")),
+                              _message(22, "d-1-alarm", event("hb-20"))], 1)
+        assert handed[-1] == "press-1"
+        for _ in range(5):
+            await asyncio.sleep(0)
         return gateway
 
     gateway = asyncio.run(receive())
-    background = [f"hb-{i}" for i in range(22)]
-    assert handed == [*background[:15], "press-1", *background[15:]]
+    background = [f"hb-{i}" for i in range(21)]
+    assert handed == [*background[:8], "press-1", *background[8:]]
     queued = [r.event_id for pending in gateway.writers[0]._chunks for r in pending.records]  # type: ignore[union-attr]
-    assert queued == [*background[:21], "press-1", "hb-21"]
-    assert [m for pending in gateway.writers[0]._chunks for m in pending.mids] == list(range(1, 24))
+    assert queued == [*background[:20], "press-1", "hb-20"]
+    assert [m for pending in gateway.writers[0]._chunks for m in pending.mids] == list(range(1, 23))
