@@ -360,7 +360,7 @@ def _find_malloc_trim() -> Callable[[int], object]:
     try:
         return cast(Callable[[int], object], ctypes.CDLL(None).malloc_trim)
     except (OSError, AttributeError):  # not glibc
-        return lambda pad: 0
+        return lambda _pad: 0
 
 
 _malloc_trim: Callable[[int], object] | None = None
