@@ -312,8 +312,8 @@ class AlertStage:
             metrics.ESCALATIONS.labels("team" if reason is ChangeReason.ESCALATED else "reminder").inc()
             log.info("alert escalated", **fields, level=alert.escalation_level, teams=list(alert.teams))
         else:
-            log.info(f"alert {alert.state.value}", **fields, actor=change.transitions[-1].actor
-                     if change.transitions else None)
+            log.info("alert_state_changed", **fields, state=alert.state.value,
+                     actor=change.transitions[-1].actor if change.transitions else None)
 
     # ------------------------------------------------------------------ broker
 

@@ -46,41 +46,44 @@ def _read_password() -> str:
     return stream.readline().rstrip("\r\n")
 
 
-def add(
-    name: Annotated[str, typer.Argument(help="username (letters, digits, _ . @ -)")],
-    role: Annotated[str, typer.Option("--role", help="admin, operator, staff, relative or researcher")],
-    team: Annotated[list[str] | None, typer.Option("--team", help="a team of a staff member (repeat)")] = None,
-    resident: Annotated[list[str] | None, typer.Option("--resident",
-                                                       help="a resident of a relative (repeat)")] = None,
-    password_stdin: Annotated[bool, typer.Option("--password-stdin",
-                                                 help="read the password from standard input")] = False,
-) -> None:
-    """Create or update a user; the password comes from standard input."""
-    from composition.runtime import resolve_database
+def _role(value: str) -> Role:
+    """The --role value as a Role, or the one-line error that lists the roles."""
+    try:
+        return Role(value)
+    except ValueError:
+        _fail(f"unknown role {value!r}; one of {', '.join(Role)}")
+
+
+def _ids(values: list[str] | None) -> list[str]:
+    """Team or resident ids as given, repeats dropped; a malformed one is refused."""
+    ids = list(dict.fromkeys(values or []))
+    for value in ids:
+        if not _ID.match(value):
+            _fail(f"{value!r} is not an id (1-64 of letters, digits, _ . -)")
+    return ids
+
+
+def _password_hash(name: str) -> str:
+    """The hash of the password read from standard input, if the policy takes it."""
     from dashboard.auth import hash_password
     from dashboard.passwords import password_problem
+
+    password = _read_password()
+    problem = password_problem(password, name)
+    if problem:
+        _fail(f"{problem}; nothing was changed")
+    return hash_password(password)
+
+
+def _save(name: str, role: Role, teams: list[str], residents: list[str],
+          password_hash: str | None) -> tuple[bool, set[str], set[str]]:
+    """Write the user: (created, the registry's team ids, its resident ids)."""
+    from composition.runtime import resolve_database
     from storage import migrate
     from storage.users_store import get_user, registry_ids, upsert_user
     from trygg.errors import SettingsError
     from trygg.logging import configure_logging
     from trygg.settings import load_settings
-
-    if not _NAME.match(name):
-        _fail(f"username {name!r} must be 1-64 of letters, digits, _ . @ -")
-    roles = [r.value for r in Role]
-    if role not in roles:
-        _fail(f"unknown role {role!r}; one of {', '.join(roles)}")
-    teams, residents = list(dict.fromkeys(team or [])), list(dict.fromkeys(resident or []))
-    for value in (*teams, *residents):
-        if not _ID.match(value):
-            _fail(f"{value!r} is not an id (1-64 of letters, digits, _ . -)")
-    password_hash = None
-    if password_stdin:
-        password = _read_password()
-        problem = password_problem(password, name)
-        if problem:
-            _fail(f"{problem}; nothing was changed")
-        password_hash = hash_password(password)
 
     try:
         settings = load_settings()
@@ -97,21 +100,43 @@ def add(
             created = upsert_user(conn, name, role, teams, residents, password_hash)
     except psycopg.Error as exc:
         _fail(f"cannot save the user: {str(exc).strip()}", 1)
+    return created, known_teams, known_residents
 
-    for value in teams:
-        if value not in known_teams:
-            _warn(f"team {value!r} is not in the registry (yet)")
-    for value in residents:
-        if value not in known_residents:
-            _warn(f"resident {value!r} is not in the registry (yet)")
-    if role == Role.STAFF and not teams:
-        _warn("a staff member without --team sees no alerts and no residents")
-    if role == Role.RELATIVE and not residents:
-        _warn("a relative without --resident sees no one")
-    if role not in (Role.STAFF,) and teams:
-        _warn(f"--team has no effect for the role {role}")
-    if role != Role.RELATIVE and residents:
-        _warn(f"--resident has no effect for the role {role}")
+
+def _warnings(role: Role, teams: list[str], residents: list[str],
+              known_teams: set[str], known_residents: set[str]) -> list[str]:
+    """What the user was saved with that probably is not what was meant."""
+    warnings = [f"team {t!r} is not in the registry (yet)" for t in teams if t not in known_teams]
+    warnings += [f"resident {r!r} is not in the registry (yet)" for r in residents if r not in known_residents]
+    if role is Role.STAFF and not teams:
+        warnings.append("a staff member without --team sees no alerts and no residents")
+    if role is Role.RELATIVE and not residents:
+        warnings.append("a relative without --resident sees no one")
+    if role is not Role.STAFF and teams:
+        warnings.append(f"--team has no effect for the role {role}")
+    if role is not Role.RELATIVE and residents:
+        warnings.append(f"--resident has no effect for the role {role}")
+    return warnings
+
+
+def add(
+    name: Annotated[str, typer.Argument(help="username (letters, digits, _ . @ -)")],
+    role: Annotated[Role, typer.Option("--role", parser=_role, metavar="[" + "|".join(Role) + "]",
+                                       help="what the user may do")],
+    team: Annotated[list[str] | None, typer.Option("--team", help="a team of a staff member (repeat)")] = None,
+    resident: Annotated[list[str] | None, typer.Option("--resident",
+                                                       help="a resident of a relative (repeat)")] = None,
+    password_stdin: Annotated[bool, typer.Option("--password-stdin",
+                                                 help="read the password from standard input")] = False,
+) -> None:
+    """Create or update a user; the password comes from standard input."""
+    if not _NAME.match(name):
+        _fail(f"username {name!r} must be 1-64 of letters, digits, _ . @ -")
+    teams, residents = _ids(team), _ids(resident)
+    password_hash = _password_hash(name) if password_stdin else None
+    created, known_teams, known_residents = _save(name, role, teams, residents, password_hash)
+    for warning in _warnings(role, teams, residents, known_teams, known_residents):
+        _warn(warning)
     links = ", ".join(f"{k}: {', '.join(v)}" for k, v in (("teams", teams), ("residents", residents)) if v)
     typer.echo(f"user {name} {'created' if created else 'updated'} ({role}{'; ' + links if links else ''})"
                + ("" if password_hash else "; password unchanged"))

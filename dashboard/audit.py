@@ -51,7 +51,7 @@ from storage.audit_store import AuditRow, insert_rows
 from trygg.logging import get_logger
 from trygg.watchdog import WatchedThread
 
-log = get_logger("dashboard.audit")
+log = get_logger(__name__)
 
 MAX_ACTION: Final = 500
 #: Most rows read from the journal per database transaction.
@@ -213,7 +213,7 @@ class AuditLog:
             # off, and everyone waiting for them gets the error (no data without its row).
             batch, self._waiting = batch + self._waiting, []
             dropped = self.journal.cut_back()
-            log.error("audit journal not written; unsynced rows dropped", error=str(exc), bytes=dropped)
+            log.error("audit_journal_not_written_rows_dropped", error=str(exc), bytes=dropped)
             exc = exc if isinstance(exc, AuditJournalError) else AuditJournalError(str(exc))
         for done in batch:
             if done.done():
@@ -264,7 +264,7 @@ class AuditLog:
                 for start in range(0, len(batch.rows), 5000):
                     stored += await self._store(conn, batch.rows[start:start + 5000])
                 orphan.remove()
-                log.info("audit journal of an earlier run stored", rows=len(batch.rows), skipped=batch.bad,
+                log.info("audit_journal_of_earlier_run_stored", rows=len(batch.rows), skipped=batch.bad,
                          journal=orphan.path.name)
         self._orphans_at = time.monotonic()
         return stored
@@ -291,7 +291,7 @@ class AuditLog:
                 while self._flushed < end:
                     batch = await loop.run_in_executor(None, journal.read, self._flushed, end, CHUNK_ROWS)
                     if batch.bad:
-                        log.error("audit journal records skipped: not audit rows", records=batch.bad)
+                        log.error("audit_journal_records_skipped", records=batch.bad)
                     stored += await self._store(conn, batch.rows)
                     self._flushed = batch.end
                 # on the loop, where rows are written, and never under an fsync in flight
@@ -320,17 +320,17 @@ class AuditLog:
                 await self.flush()
             except (psycopg.Error, AuditJournalError, OSError) as exc:
                 if not failures:
-                    log.warning("audit rows kept in the journal: PostgreSQL refused or is unreachable",
+                    log.warning("audit_rows_kept_in_journal",
                                 error=str(exc).strip()[:200], pending_bytes=self.pending_bytes)
                 failures += 1
                 continue
             except Exception:  # the flusher must not end: the rows wait in the journal
-                log.exception("audit journal not stored: unexpected error, retrying",
+                log.exception("audit_journal_not_stored",
                               pending_bytes=self.pending_bytes)
                 failures += 1
                 continue
             if failures:
-                log.info("audit journal stored in PostgreSQL again", failed_attempts=failures)
+                log.info("audit_journal_stored_in_postgresql_again", failed_attempts=failures)
             failures = 0
 
     async def close(self, flush_timeout_s: float = 3.0) -> None:
@@ -344,7 +344,7 @@ class AuditLog:
             try:
                 await asyncio.wait_for(self.flush(), flush_timeout_s)
             except (psycopg.Error, AuditJournalError, OSError, TimeoutError) as exc:
-                log.warning("audit rows left in the journal for the next start", error=str(exc).strip()[:200],
+                log.warning("audit_rows_left_in_journal_for_next_start", error=str(exc).strip()[:200],
                             pending_bytes=self.pending_bytes, journal=str(journal.path))
             journal.close(remove=journal.size == self._flushed)
             self._journal = None

@@ -32,7 +32,7 @@ from storage.users_store import UserRow, fetch_user
 from trygg.contract import Role
 from trygg.logging import get_logger
 
-log = get_logger("dashboard")
+log = get_logger(__name__)
 
 LOGINS = Counter("trygg_logins", "Sign-in attempts by result: ok, refused (wrong username or password), "
                  "throttled (429), busy (503), cross_site (403)", ["result"])
@@ -113,7 +113,7 @@ def _early_refusal(request: Request, guard: LoginGuard, form: bool) -> Refusal |
     address that must wait (429), a full hashing line (503)."""
     if form and (reason := cross_site_reason(request)) is not None:
         LOGINS.labels("cross_site").inc()
-        log.warning("sign-in form refused: not from our own page", reason=reason)
+        log.warning("sign_in_form_refused_cross_site", reason=reason)
         return Refusal(403, CROSS_SITE, "cross_site")
     wait = guard.throttle.address_wait(client_host(request))
     if wait > 0:
@@ -159,7 +159,7 @@ async def authenticate(guard: LoginGuard, pool: AsyncConnectionPool, username: s
         raise
     if not ok or user is None:
         LOGINS.labels("refused").inc()
-        log.info("sign-in refused")
+        log.info("sign_in_refused")
         raise Refusal(401, WRONG_LOGIN, "refused")
     guard.throttle.succeeded(attempt)
     LOGINS.labels("ok").inc()

@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from dashboard.auth import TokenClaims
     from dashboard.deps import Credential
 
-log = get_logger("dashboard")
+log = get_logger(__name__)
 
 #: How often open streams are checked against PostgreSQL.
 INTERVAL_S: Final = 0.5
@@ -122,7 +122,7 @@ class RightsWatch:
     def _end(self, stream: Watched, last: str, detail: str, why: str) -> None:
         self._streams.discard(stream)
         ENDED.labels(why).inc()
-        log.info("live stream ended: its rights changed", why=why, kind=stream.credential.kind)
+        log.info("live_stream_ended", why=why, kind=stream.credential.kind)
         stream.end(last, detail)
 
     async def _run(self) -> None:
@@ -135,7 +135,7 @@ class RightsWatch:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("live stream rights check failed; trying again")
+                log.exception("live_stream_rights_check_failed")
                 await self._close_connection()
             await asyncio.sleep(max(0.0, self.interval_s - (time.monotonic() - started)))
 
@@ -154,8 +154,7 @@ class RightsWatch:
                 rows, revoked = await fetch_users_and_revoked(conn, usernames, hashes)
         except (psycopg.OperationalError, OSError, TimeoutError) as exc:
             if not self._failing:
-                log.warning("live streams cannot be re-checked while the database is unreachable; "
-                            "sign-outs on this dashboard still apply", error=str(exc).strip()[:200])
+                log.warning("live_streams_unchecked_database_unreachable", error=str(exc).strip()[:200])
             self._failing = True
             await self._close_connection()
             return

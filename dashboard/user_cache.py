@@ -38,7 +38,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
 from storage.users_store import UserRow, fetch_revoked, fetch_user_for_token, revoke_token
 from trygg.logging import get_logger
 
-log = get_logger("dashboard")
+log = get_logger(__name__)
 
 #: How long a request waits for a pool connection before it asks PostgreSQL directly.
 POOL_WAIT_S: Final = 0.25
@@ -146,12 +146,11 @@ class UserCache:
         self.checked_at = self._clock()
         if self.down_since is None:
             self.down_since = self.checked_at
-            log.warning("database unreachable: signed-in users are checked against what this dashboard "
-                        "last read", max_age_s=self.max_age_s)
+            log.warning("database_unreachable_users_checked_from_cache", max_age_s=self.max_age_s)
 
     def database_answered(self) -> None:
         if self.down_since is not None:
-            log.info("database reachable again: signed-in users are checked against it",
+            log.info("database_reachable_again",
                      down_s=round(self._clock() - self.down_since, 1))
         self.down_since = None
         self.checked_at = self._clock()
@@ -224,7 +223,7 @@ async def revoke(cache: UserCache, pool: AsyncConnectionPool, token_hash: str, e
         async with pool.connection(timeout=POOL_WAIT_S) as conn:
             await revoke_token(conn, token_hash, datetime.fromtimestamp(expires, UTC))
     except _UNREACHABLE:
-        log.warning("sign-out kept in memory until the database answers")
+        log.warning("sign_out_kept_in_memory_until_database_answers")
         return
     cache.saved([token_hash])
 

@@ -7,12 +7,13 @@ Readers raise `StateError` naming the path of the bad value.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from processors.errors import StateError
 from processors.localtime import isoformat_utc, parse_iso
 
 Source = tuple[str, str]
+T = TypeVar("T")
 
 
 def dump_time(value: datetime | None) -> str | None:
@@ -44,10 +45,7 @@ def opt_time(doc: dict[str, Any], key: str, path: str) -> datetime | None:
 
 
 def req_time(doc: dict[str, Any], key: str, path: str) -> datetime:
-    value = opt_time(doc, key, path)
-    if value is None:
-        raise StateError(f"{path}.{key}", "is required")
-    return value
+    return _required(opt_time(doc, key, path), key, path)
 
 
 def opt_source(doc: dict[str, Any], key: str, path: str) -> Source | None:
@@ -60,7 +58,10 @@ def opt_source(doc: dict[str, Any], key: str, path: str) -> Source | None:
 
 
 def req_source(doc: dict[str, Any], key: str, path: str) -> Source:
-    value = opt_source(doc, key, path)
+    return _required(opt_source(doc, key, path), key, path)
+
+
+def _required(value: T | None, key: str, path: str) -> T:
     if value is None:
         raise StateError(f"{path}.{key}", "is required")
     return value

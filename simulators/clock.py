@@ -108,9 +108,5 @@ class SimClock:
         capped = (sim_ms - self._wall0_ms - self._lead_ms) / 1000
         return max(fast, capped, 0.0)
 
-    def wait_s(self, sim_ms: int) -> float:
-        """Real seconds from now until the simulated clock reaches `sim_ms` (0 if past)."""
-        return max(self.real_at(sim_ms) - self.elapsed(), 0.0)
-
 
 __all__ = ["EARLIEST", "MAX_LEAD_LIMIT", "SimClock", "check_start", "default_start"]

@@ -50,10 +50,6 @@ class Network:
     late_p: float = 0.003
     silence_scale: float = 1.0  # multiplies the per-kind chance of a silent spell
 
-    @classmethod
-    def perfect(cls) -> Network:
-        return cls(0.0, 0.0, 0.0)
-
 
 @dataclass(slots=True)
 class DeviceState:

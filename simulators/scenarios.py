@@ -48,7 +48,7 @@ from trygg.contract import (
     check_data,
     parse_event,
 )
-from trygg.registry import Registry, RegistryError, Resident, validate_registry
+from trygg.registry import Registry, RegistryError, validate_registry
 
 SCENARIO_DIR: Final = Path(__file__).with_name("scenarios")
 _HEARTBEAT_DATA: Final = {"battery_pct": 80}
@@ -144,9 +144,6 @@ class Scenario:
     steps: tuple[Step, ...]  # ordered by `at`; heartbeats included unless switched off
     expect: tuple[Expectation, ...]
     path: Path | None = None
-
-    def resident_of(self, device_id: str) -> Resident:
-        return self.registry.device_index()[device_id][0]
 
     @property
     def zone(self) -> ZoneInfo:

@@ -1,4 +1,4 @@
-"""Small helpers shared by integration tests."""
+"""Small helpers shared by the tests."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from trygg.registry import Registry, parse_registry
+from trygg.registry import Registry, parse_registry, validate_registry
 
 T = TypeVar("T")
 
@@ -44,6 +44,16 @@ def small_registry(extra_devices: int = 0) -> Registry:
         text += "  - id: r-load\n    name: Load\n    team: east\n    devices:\n"
         text += "".join(f"      - {{id: load-{i}, kind: alarm_unit}}\n" for i in range(extra_devices))
     return parse_registry(text)
+
+
+def one_resident(*devices: dict[str, Any], **resident: Any) -> Registry:
+    """A registry of one team, `east`, and one resident, `r-17` of east, with `devices`
+    ({"id": ..., "kind": ...}) and any other resident fields given."""
+    return validate_registry({
+        "teams": [{"id": "east", "name": "Øst"}],
+        "residents": [{"id": "r-17", "name": "Kari Nordmann", "team": "east", "devices": list(devices),
+                       **resident}],
+    })
 
 
 def event(event_id: str, kind: str = "heartbeat", data: dict[str, object] | None = None,

@@ -119,4 +119,4 @@ def test_trygg_up_exits_non_zero_when_a_part_ends(up_env: dict[str, str], patch:
     proc = subprocess.run([sys.executable, "-c", LAUNCH.format(patch=patch)], env=up_env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == watchdog.EXIT_CODE, proc.stdout[-2000:] + proc.stderr[-4000:]
-    assert "a part that must not end has ended" in proc.stderr
+    assert "part_that_must_not_end_has_ended" in proc.stderr

@@ -14,6 +14,7 @@ import re
 import sys
 from collections.abc import Callable, Hashable
 from datetime import date, time
+from enum import StrEnum
 from typing import Annotated, Any, Final, Literal, Self, TypeVar, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -79,6 +80,13 @@ class _Model(BaseModel):
             elif type(value) is float and name in _REPEATED_NUMBERS:
                 values[name] = _shared(value, (float, value))
         return self
+
+
+def _member_of(kinds: type[StrEnum], what: str, value: str) -> str:
+    """`value` if it is one of `kinds`' values (kept a str: the models store text)."""
+    if value not in kinds.__members__.values():
+        raise ValueError(f"unknown {what} {value!r}")
+    return value
 
 
 class _Value(_Model):
@@ -165,9 +173,7 @@ class Device(_Model):
     @field_validator("kind")
     @classmethod
     def _kind(cls, value: str) -> str:
-        if value not in DeviceKind.__members__.values():
-            raise ValueError(f"unknown kind {value!r}")
-        return value
+        return _member_of(DeviceKind, "kind", value)
 
     @property
     def device_kind(self) -> DeviceKind:
@@ -209,9 +215,7 @@ class User(_Model):
     @field_validator("role")
     @classmethod
     def _role(cls, value: str) -> str:
-        if value not in Role.__members__.values():
-            raise ValueError(f"unknown role {value!r}")
-        return value
+        return _member_of(Role, "role", value)
 
 
 class Registry(_Model):
@@ -360,7 +364,7 @@ def _find_malloc_trim() -> Callable[[int], object]:
     try:
         return cast(Callable[[int], object], ctypes.CDLL(None).malloc_trim)
     except (OSError, AttributeError):  # not glibc
-        return lambda pad: 0
+        return lambda _pad: 0
 
 
 _malloc_trim: Callable[[int], object] | None = None

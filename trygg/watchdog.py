@@ -25,7 +25,7 @@ from typing import Any, Final
 
 from trygg.logging import get_logger
 
-log = get_logger("trygg.watchdog")
+log = get_logger(__name__)
 
 #: The exit status when a part ended (EX_SOFTWARE): not 0, so every supervisor restarts.
 EXIT_CODE: Final = 70
@@ -36,7 +36,7 @@ exit_process: Callable[[int], None] = os._exit
 
 def part_ended(name: str, error: BaseException | None = None) -> None:
     """Log which part ended (and why, when it raised) and end the process."""
-    log.critical("a part that must not end has ended, exiting so the supervisor restarts trygg",
+    log.critical("part_that_must_not_end_has_ended",
                  part=name, error=None if error is None else f"{type(error).__name__}: {error}",
                  exit_code=EXIT_CODE)
     sys.stderr.flush()
@@ -65,7 +65,7 @@ class WatchedThread:
         if not self._stopping():
             part_ended(self.name, error)
         elif error is not None:
-            log.error("thread ended by an error while stopping", thread=self.name,
+            log.error("thread_ended_by_error_while_stopping", thread=self.name,
                       error=f"{type(error).__name__}: {error}")
 
     def start(self) -> None:

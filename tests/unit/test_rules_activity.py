@@ -8,9 +8,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from processors import Processor
+from tests.helpers import one_resident
 from trygg.contract import AlertKind, Event, EventType, Priority
 from trygg.pipeline import AlertIntent, IntentAction
-from trygg.registry import Registry, validate_registry
+from trygg.registry import Registry
 
 OSLO = ZoneInfo("Europe/Oslo")
 _ids = itertools.count(1)
@@ -28,12 +29,7 @@ def registry(devices: list[dict[str, Any]] | None = None, **resident: Any) -> Re
             {"id": "d-alarm", "kind": "alarm_unit", "heartbeat_s": DAY},
             {"id": "d-gps", "kind": "gps_tracker", "heartbeat_s": DAY},
         ]
-    return validate_registry(
-        {
-            "teams": [{"id": "east", "name": "Øst"}],
-            "residents": [{"id": "r-17", "name": "Kari", "team": "east", "devices": devices, **resident}],
-        }
-    )
+    return one_resident(*devices, **resident)
 
 
 def ev(device: str, kind: str, at: datetime, **data: Any) -> Event:

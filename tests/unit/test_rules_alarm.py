@@ -7,33 +7,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from processors import Processor
+from tests.helpers import one_resident
 from trygg.contract import AlertKind, Event, EventType, Priority
 from trygg.pipeline import AlertIntent, IntentAction
-from trygg.registry import Registry, validate_registry
+from trygg.registry import Registry
 
 T0 = datetime(2026, 11, 22, 14, 0, tzinfo=UTC)
 _ids = itertools.count(1)
 
 
 def registry() -> Registry:
-    return validate_registry(
-        {
-            "teams": [{"id": "east", "name": "Hjemmetjenesten Øst"}],
-            "residents": [
-                {
-                    "id": "r-17",
-                    "name": "Kari Nordmann",
-                    "team": "east",
-                    "devices": [
-                        {"id": "d-alarm", "kind": "alarm_unit"},
-                        {"id": "d-auto", "kind": "auto_alarm"},
-                        {"id": "d-fall", "kind": "fall_sensor"},
-                        {"id": "d-smoke", "kind": "smoke_detector"},
-                    ],
-                }
-            ],
-        }
-    )
+    return one_resident({"id": "d-alarm", "kind": "alarm_unit"}, {"id": "d-auto", "kind": "auto_alarm"},
+                        {"id": "d-fall", "kind": "fall_sensor"}, {"id": "d-smoke", "kind": "smoke_detector"})
 
 
 def ev(device: str, kind: str, at: datetime, event_id: str | None = None, **data: Any) -> Event:

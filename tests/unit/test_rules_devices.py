@@ -7,31 +7,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from processors import Processor
+from tests.helpers import one_resident
 from trygg.contract import AlertKind, Event, EventType, Priority
 from trygg.pipeline import AlertIntent, DeviceStatus, IntentAction
-from trygg.registry import Registry, validate_registry
+from trygg.registry import Registry
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 _ids = itertools.count(1)
 
 
 def registry() -> Registry:
-    return validate_registry(
-        {
-            "teams": [{"id": "east", "name": "Øst"}],
-            "residents": [
-                {
-                    "id": "r-17",
-                    "name": "Kari",
-                    "team": "east",
-                    "devices": [
-                        {"id": "d-alarm", "kind": "alarm_unit", "heartbeat_s": 60},
-                        {"id": "d-smoke", "kind": "smoke_detector", "heartbeat_s": 600},
-                    ],
-                }
-            ],
-        }
-    )
+    return one_resident({"id": "d-alarm", "kind": "alarm_unit", "heartbeat_s": 60},
+                        {"id": "d-smoke", "kind": "smoke_detector", "heartbeat_s": 600})
 
 
 def sec(n: float) -> datetime:

@@ -8,9 +8,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from processors import Processor
+from tests.helpers import one_resident
 from trygg.contract import AlertKind, Event, EventType, Priority
 from trygg.pipeline import AlertIntent, IntentAction
-from trygg.registry import Registry, validate_registry
+from trygg.registry import Registry
 
 OSLO = ZoneInfo("Europe/Oslo")
 _ids = itertools.count(1)
@@ -21,23 +22,8 @@ def oslo(y: int, mo: int, d: int, h: int, mi: int = 0, s: int = 0) -> datetime:
 
 
 def registry(**resident: Any) -> Registry:
-    return validate_registry(
-        {
-            "teams": [{"id": "east", "name": "Øst"}],
-            "residents": [
-                {
-                    "id": "r-17",
-                    "name": "Kari Nordmann",
-                    "team": "east",
-                    "devices": [
-                        {"id": "d-door", "kind": "door_sensor", "heartbeat_s": 86400},
-                        {"id": "d-motion", "kind": "motion_sensor", "heartbeat_s": 86400},
-                    ],
-                    **resident,
-                }
-            ],
-        }
-    )
+    return one_resident({"id": "d-door", "kind": "door_sensor", "heartbeat_s": 86400},
+                        {"id": "d-motion", "kind": "motion_sensor", "heartbeat_s": 86400}, **resident)
 
 
 def ev(device: str, kind: str, at: datetime, **data: Any) -> Event:

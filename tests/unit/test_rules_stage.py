@@ -11,9 +11,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from processors import Processor, ProcessorStage, StageNotRunningError
+from tests.helpers import one_resident
 from trygg.contract import AlertKind, Event, EventType
 from trygg.pipeline import AlertIntent, DeviceStatus, IntentAction
-from trygg.registry import Registry, validate_registry
+from trygg.registry import Registry
 
 T0 = datetime(2026, 11, 22, 13, 0, tzinfo=UTC)
 
@@ -30,22 +31,8 @@ class FakeClock:
 
 
 def registry() -> Registry:
-    return validate_registry(
-        {
-            "teams": [{"id": "east", "name": "Øst"}],
-            "residents": [
-                {
-                    "id": "r-17",
-                    "name": "Kari",
-                    "team": "east",
-                    "devices": [
-                        {"id": "d-alarm", "kind": "alarm_unit", "heartbeat_s": 60},
-                        {"id": "d-door", "kind": "door_sensor", "heartbeat_s": 3600},
-                    ],
-                }
-            ],
-        }
-    )
+    return one_resident({"id": "d-alarm", "kind": "alarm_unit", "heartbeat_s": 60},
+                        {"id": "d-door", "kind": "door_sensor", "heartbeat_s": 3600})
 
 
 def ev(device: str, kind: str, at: datetime, event_id: str) -> Event:
