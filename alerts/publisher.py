@@ -34,7 +34,7 @@ from alerts import metrics
 from alerts.model import Change
 from mqtt import Connection
 from mqtt.wire import MQTT5, MQTT311, PUBACK, Message, publish_packet
-from trygg.contract import alert_topic, dumps
+from trygg.contract import alert_topic
 from trygg.logging import get_logger
 
 log = get_logger("trygg.alerts")
@@ -87,7 +87,7 @@ class AlertPublisher(Connection):
 
     def publish(self, change: Change) -> int:
         """Send the change to every team the alert reached; returns messages sent."""
-        payload = dumps(change.wire)
+        payload = change.alert.wire_payload()
         alert_id = change.alert.alert_id
         sent = 0
         for team in change.teams:

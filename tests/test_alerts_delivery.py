@@ -24,13 +24,13 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from alerts import AlertStage
+from alerts import AlertClosed, AlertConfig, AlertStage
 from gateway import set_nodelay
 from tests.fix_mqtt import MosquittoInstance
 from tests.helpers import small_registry, wait_for
 from trygg.contract import AlertKind, Event, EventType, Priority
 from trygg.pipeline import AlertIntent, IntentAction
-from trygg.registry import Team
+from trygg.registry import Registry, Team
 
 pytestmark = pytest.mark.integration
 
@@ -140,12 +140,12 @@ StartStage = Callable[..., Running]
 def start_stage(mosquitto: MosquittoInstance, prefix: str, tmp_path: Path) -> Iterator[StartStage]:
     running: list[Running] = []
 
-    def start(conninfo: str | None = None, **options: Any) -> Running:
-        options.setdefault("registry", small_registry())
-        registry = options.pop("registry")
-        stage = AlertStage(registry, broker_host=mosquitto.address.host, broker_port=mosquitto.address.port,
-                           prefix=prefix, client_id=f"alerts-{uuid.uuid4().hex[:8]}", conninfo=conninfo,
-                           journal_dir=tmp_path / "alerts", retry_s=0.2, **options)
+    def start(conninfo: str | None = None, *, registry: Registry | None = None,
+              alert_closed: AlertClosed | None = None, **settings: Any) -> Running:
+        config = AlertConfig(broker_host=mosquitto.address.host, broker_port=mosquitto.address.port, prefix=prefix,
+                             client_id=f"alerts-{uuid.uuid4().hex[:8]}", conninfo=conninfo,
+                             journal_dir=tmp_path / "alerts", retry_s=0.2, **settings)
+        stage = AlertStage(registry or small_registry(), config, alert_closed=alert_closed)
         run = Running(stage)
         running.append(run)
         return run
@@ -414,8 +414,9 @@ def test_open_alerts_survive_a_broker_restart_that_loses_retained_messages(prefi
     made: list[Handheld] = []
     run: Running | None = None
     try:
-        stage = AlertStage(small_registry(), broker_host=broker.address.host, broker_port=broker.address.port,
-                           prefix=prefix, client_id="alerts-restart")
+        stage = AlertStage(small_registry(), AlertConfig(broker_host=broker.address.host,
+                                                         broker_port=broker.address.port, prefix=prefix,
+                                                         client_id="alerts-restart"))
         run = Running(stage)
         run.call(lambda: run.stage.on_intents([intent(event_id="e-before")]))
         assert wait_for(stage.publisher.pending, lambda n: n == 0, timeout=10) == 0

@@ -36,7 +36,7 @@ CHILD = """
 import asyncio, sys
 from datetime import datetime
 from pathlib import Path
-from alerts import AlertStage
+from alerts import AlertConfig, AlertStage
 from tests.helpers import small_registry
 from trygg.contract import AlertKind, Event, EventType, Priority
 from trygg.pipeline import AlertIntent, IntentAction
@@ -44,8 +44,9 @@ from trygg.pipeline import AlertIntent, IntentAction
 host, port, prefix, conninfo, journal, at = sys.argv[1:7]
 
 async def main() -> None:
-    stage = AlertStage(small_registry(), broker_host=host, broker_port=int(port), prefix=prefix,
-                       client_id="alerts-child", conninfo=conninfo, journal_dir=Path(journal), retry_s=0.2)
+    stage = AlertStage(small_registry(), AlertConfig(broker_host=host, broker_port=int(port), prefix=prefix,
+                                                     client_id="alerts-child", conninfo=conninfo,
+                                                     journal_dir=Path(journal), retry_s=0.2))
     runner = asyncio.create_task(stage.run())
     await stage.wait_ready()
     when = datetime.fromisoformat(at)
