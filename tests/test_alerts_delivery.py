@@ -227,9 +227,9 @@ def test_resolve_shows_the_final_state_to_connected_handhelds_and_nothing_to_lat
     alert_id = opened.doc["alert_id"]
 
     acked = run.call(lambda: run.stage.acknowledge(alert_id, "ola"))
-    assert acked["state"] == "acknowledged"
+    assert acked.state == "acknowledged"
     done = run.call(lambda: run.stage.resolve(alert_id, "ola", "Trykket ved et uhell"))
-    assert (done["state"], done["resolved_by"], done["note"]) == ("resolved", "ola", "Trykket ved et uhell")
+    assert (done.state, done.resolved_by, done.note) == ("resolved", "ola", "Trykket ved et uhell")
     assert closed == [("r-1", AlertKind.ALARM, None)]
 
     messages = east.wait(lambda m: len(m) >= 4)
@@ -305,16 +305,16 @@ def test_dashboard_subscribers_see_every_change_of_their_teams(
     sub = run.call(lambda: run.stage.subscribe({"east"}))
     run.call(lambda: run.stage.on_intents([intent()]))
     first = run.call(sub.get_nowait)
-    assert (first["state"], first["team_id"]) == ("open", "east")
-    run.call(lambda: run.stage.resolve(first["alert_id"], "ola"))
+    assert (first.state, first.team_id, first.teams) == ("open", "east", ("east",))
+    run.call(lambda: run.stage.resolve(first.alert_id, "ola"))
     final = run.call(sub.get_nowait)
-    assert final["state"] == "resolved"
+    assert final.state == "resolved"
     assert run.call(lambda: run.stage.active({"east"})) == []
     # intents from another thread (a rule replay at start-up) are handed to the loop
     run.stage.on_intents([intent(resident="r-2", device="d-2-alarm")])
     other = wait_for(lambda: run.call(lambda: run.stage.active({"east"})), bool, timeout=5, interval=0.01)
-    assert [a["resident_id"] for a in other] == ["r-2"]
-    assert run.call(sub.get_nowait)["resident_id"] == "r-2"
+    assert [a.resident_id for a in other] == ["r-2"]
+    assert run.call(sub.get_nowait).resident_id == "r-2"
 
 
 def test_a_team_with_a_webhook_gets_every_change_posted(start_stage: StartStage, prefix: str) -> None:

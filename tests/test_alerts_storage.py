@@ -133,7 +133,7 @@ def test_after_a_hard_crash_the_open_alert_is_restored_and_nothing_is_raised_twi
 
     centre = handhelds(f"{prefix}/teams/alarm-centre/alerts/+")
     run = start_stage(database, escalate_high_s=0.5)  # its escalation is overdue now
-    assert [a["alert_id"] for a in run.call(run.stage.active)] == [alert_id]
+    assert [a.alert_id for a in run.call(run.stage.active)] == [alert_id]
     # the broker redelivers the event: the same alert, nothing new
     run.call(lambda: run.stage.on_intents([intent(event_id="e-crash", at=at)]))
     [escalated] = centre.wait(lambda m: len(m) >= 1)
@@ -165,7 +165,7 @@ def test_a_crash_while_postgres_is_down_loses_no_alert(
     [before] = alerts_of(east.received())
 
     run = start_stage(url)  # PostgreSQL still down: restored from the journal
-    assert [a["alert_id"] for a in run.call(run.stage.active)] == [before["alert_id"]]
+    assert [a.alert_id for a in run.call(run.stage.active)] == [before["alert_id"]]
     run.call(lambda: run.stage.on_intents([intent(event_id="e-crash", at=at)]))
     private_postgres.start()
     stored = wait_for(lambda: rows(url, "SELECT alert_id, state, event_count FROM trygg.alerts"),
