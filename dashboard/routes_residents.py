@@ -181,7 +181,7 @@ def overall_state(open_alerts: list[Alert]) -> Literal["ok", "alert", "attention
 
 
 def for_relatives(alert: Alert) -> RelativeAlertOut:
-    return RelativeAlertOut(kind=alert.kind, summary=KIND_WORDING.get(alert.kind, "Something needs attention"),
+    return RelativeAlertOut(kind=alert.kind.value, summary=KIND_WORDING.get(alert.kind, "Something needs attention"),
                             being_handled=alert.state == "acknowledged", opened_at=alert.opened_at)
 
 

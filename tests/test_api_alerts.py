@@ -31,6 +31,21 @@ pytestmark = pytest.mark.integration
 __all__ = ["world"]
 
 
+#: An alert in the API and the live stream: the contract's alert JSON and `teams` (docs/api.md).
+ALERT_FIELDS = {"alert_id", "resident_id", "team_id", "kind", "priority", "state", "opened_at", "updated_at",
+                "event_count", "trigger", "last_event", "location", "escalation_level", "acknowledged_by",
+                "resolved_by", "note", "teams"}
+
+
+def test_an_alert_shows_the_contract_fields_and_its_teams(world: World) -> None:
+    listed = world.client.get("/api/alerts?team=east", headers=world.headers("operator")).json()
+    assert [set(a) for a in listed] == [ALERT_FIELDS, ALERT_FIELDS]
+    assert {(a["alert_id"], tuple(a["teams"])) for a in listed} == {("a-east", ("east",)), ("a-east-low", ("east",))}
+    assert listed[0]["opened_at"].endswith("Z")
+    ack = world.client.post("/api/alerts/a-east/ack", headers=world.headers("staff-east")).json()
+    assert set(ack) == ALERT_FIELDS
+
+
 def test_acknowledge_then_resolve(world: World) -> None:
     client, staff = world.client, world.headers("staff-east")
     ack = client.post("/api/alerts/a-east/ack", headers=staff)
@@ -154,6 +169,7 @@ def test_stream_pushes_changes_of_the_callers_teams_and_pings(fast_world: World)
         (change,) = east.alerts(1)
         assert (change["alert_id"], change["state"], change["acknowledged_by"]) == (
             "a-east", "acknowledged", "operator")
+        assert set(change) == ALERT_FIELDS
         assert {a["alert_id"] for a in everyone.alerts(2)} == {"a-west", "a-east"}
         w.alerts.put(alert_doc("a-new", "r-1", "east", kind="smoke", priority="critical"))
         (new,) = east.alerts(1)
