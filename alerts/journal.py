@@ -74,18 +74,6 @@ class Journal:
     def path(self) -> Path:
         return self._log.path
 
-    @property
-    def degraded(self) -> str | None:
-        """Why the journal cannot be written now (None while it can)."""
-        return self._log.degraded
-
-    def size(self) -> int:
-        try:
-            legacy = self._legacy.stat().st_size
-        except FileNotFoundError:
-            legacy = 0
-        return self._log.pending_bytes + legacy
-
     def append(self, items: Sequence[Item]) -> None:
         """Append and fsync (raises LocalLogError when the disk refuses; nothing of the
         batch is kept then). A change that cannot be encoded is left out, with an error."""

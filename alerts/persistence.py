@@ -62,8 +62,6 @@ class AlertWriter:
         self._thread = WatchedThread(self._run, "trygg-alerts-writer", lambda: self._stopping)
         self._next_try = 0.0
         self.database_ok = True
-        self.committed = 0
-        self.given_up = 0
         self.idle = threading.Event()
 
     @property
@@ -161,7 +159,6 @@ class AlertWriter:
                 metrics.DATABASE_UP.set(0)
                 return False
             del self._unwritten[: len(batch)]
-            self.committed += len(batch)
         if not self.database_ok:
             log.info("database back, alert rows written")
         self.database_ok = True
@@ -187,7 +184,6 @@ class AlertWriter:
                 self._write([item])
 
     def _give_up(self, item: Item) -> None:
-        self.given_up += 1
         metrics.DELIVERIES_FAILED.labels("database").inc()
         log.exception("alert row refused by PostgreSQL, given up", alert_id=item[0].alert_id)
 
