@@ -4,6 +4,7 @@ webhooks), with alert rows stored in the background (DESIGN.md §3–§5).
 `AlertStage` is the stage; `AlertService` its pure, synchronous core.
 """
 
+from alerts.config import AlertConfig
 from alerts.errors import AlertError, AlertNotFound, IllegalTransition, StageNotReady, SubscriptionDropped
 from alerts.escalation import EscalationTimers, Timeouts, next_team
 from alerts.fanout import DROPPED, AlertHub, Subscription
@@ -20,7 +21,7 @@ from alerts.model import (
     alert_id_for,
     flood_key,
 )
-from alerts.persistence import AlertWriter, from_record, to_record
+from alerts.persistence import AlertWriter
 from alerts.publisher import AlertPublisher
 from alerts.service import AlertService
 from alerts.stage import AlertClosed, AlertStage
@@ -34,6 +35,7 @@ __all__ = [
     "UNASSIGNED_TEAM",
     "Alert",
     "AlertClosed",
+    "AlertConfig",
     "AlertError",
     "AlertHub",
     "AlertNotFound",
@@ -54,7 +56,5 @@ __all__ = [
     "WebhookSender",
     "alert_id_for",
     "flood_key",
-    "from_record",
     "next_team",
-    "to_record",
 ]

@@ -9,8 +9,10 @@ the journal is read back, its alerts take part in the restore, and its rows are 
 keeps the newest `version` and each transition once).
 
 Format: a durable local log (storage/local_log.py, `alerts.log`) with one alert change
-per record, as ASCII JSON ``{"a": {alert row}, "t": [transitions]}`` (escaped, so any
-Python string is journaled, a lone surrogate included). A change that cannot be encoded
+per record, as ASCII JSON ``{"a": {alert record}, "t": [transitions]}`` (escaped, so any
+Python string is journaled, a lone surrogate included). The alert record is the kernel's
+`Alert.record()` with times as ISO 8601 text: the same fields, under the same names, as
+the row the journals of earlier versions held, so those still replay. A change that cannot be encoded
 at all is left out of the journal with an error (it still goes to the database). The
 journal of the previous version (`alerts.journal`, JSON lines) is read once at start and
 removed with the first `clear`.
@@ -25,53 +27,41 @@ from pathlib import Path
 from typing import Any, Final
 
 from alerts import metrics
-from storage.alerts_store import AlertRecord, TransitionRecord
 from storage.local_log import LocalLog, legacy_lines
+from trygg.alert import TIME_FIELDS, Alert, Transition
+from trygg.contract import AlertState
 from trygg.logging import get_logger
 
 log = get_logger("trygg.alerts")
 
-Item = tuple[AlertRecord, tuple[TransitionRecord, ...]]
+#: one change: the alert after it, and the transitions that led there
+Item = tuple[Alert, tuple[Transition, ...]]
 
 FILE: Final = "alerts.log"
 LEGACY_FILE: Final = "alerts.journal"
 
-_TIMES = ("opened_at", "updated_at", "acknowledged_at", "resolved_at", "closed_at", "escalated_at")
-
-
-def _time(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
-def _parse_time(value: Any) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value)
-
 
 def encode(item: Item) -> bytes:
     """One journal record; TypeError or ValueError for a change JSON cannot hold."""
-    rec, steps = item
-    alert: dict[str, Any] = {name: getattr(rec, name) for name in rec.__dataclass_fields__}
-    for name in _TIMES:
-        alert[name] = _time(alert[name])
-    alert["teams"] = list(rec.teams)
-    alert["sources"] = list(rec.sources)
-    trans = [[t.seq, t.at.isoformat(), t.from_state, t.to_state, t.actor, t.note] for t in steps]
-    return json.dumps({"a": alert, "t": trans}, separators=(",", ":")).encode()
+    alert, steps = item
+    rec: dict[str, Any] = alert.record()
+    for name in TIME_FIELDS:
+        if rec[name] is not None:
+            rec[name] = rec[name].isoformat()
+    trans = [[t.seq, t.at.isoformat(), None if t.from_state is None else t.from_state.value, t.to_state.value,
+              t.actor, t.note] for t in steps]
+    return json.dumps({"a": rec, "t": trans}, separators=(",", ":")).encode()
 
 
 def decode(payload: bytes) -> Item:
     doc = json.loads(payload)
-    alert = dict(doc["a"])
-    for name in _TIMES:
-        alert[name] = _parse_time(alert[name])
-    alert["teams"] = tuple(alert["teams"])
-    alert["sources"] = tuple(alert["sources"])
-    rec = AlertRecord(**alert)
+    alert = Alert.from_record(doc["a"])
     steps = tuple(
-        TransitionRecord(rec.alert_id, seq, datetime.fromisoformat(at), frm, to, actor, note)
+        Transition(alert.alert_id, seq, datetime.fromisoformat(at), None if frm is None else AlertState(frm),
+                   AlertState(to), actor, note)
         for seq, at, frm, to, actor, note in doc["t"]
     )
-    return rec, steps
+    return alert, steps
 
 
 class Journal:
@@ -83,18 +73,6 @@ class Journal:
     @property
     def path(self) -> Path:
         return self._log.path
-
-    @property
-    def degraded(self) -> str | None:
-        """Why the journal cannot be written now (None while it can)."""
-        return self._log.degraded
-
-    def size(self) -> int:
-        try:
-            legacy = self._legacy.stat().st_size
-        except FileNotFoundError:
-            legacy = 0
-        return self._log.pending_bytes + legacy
 
     def append(self, items: Sequence[Item]) -> None:
         """Append and fsync (raises LocalLogError when the disk refuses; nothing of the

@@ -21,17 +21,18 @@ Decisions where DESIGN.md is silent:
 - An escalation step is not a state change, but it is recorded as a transition from the
   state to itself with the team in the note, so the trail shows who was alerted when.
 
-Each function changes the alert in place, bumps `version` and `updated_at`, and returns
-the transitions it recorded. Callers snapshot the alert afterwards (`Change.of`).
+Each function takes the alert as it is and returns it as it is after the step (with
+`version` and `updated_at` bumped) and the transitions it recorded.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
 from alerts.errors import IllegalTransition
-from alerts.model import Alert, Transition
+from alerts.model import SYSTEM, Alert, Transition
 from trygg.contract import AlertState
 
 ALLOWED: Final[dict[AlertState, frozenset[AlertState]]] = {
@@ -43,6 +44,8 @@ ALLOWED: Final[dict[AlertState, frozenset[AlertState]]] = {
 
 IMPLICIT_ACK_NOTE: Final = "acknowledged by resolving"
 
+Step = tuple[Alert, tuple[Transition, ...]]
+
 
 def allowed(from_state: AlertState, to_state: AlertState) -> bool:
     return to_state in ALLOWED[from_state]
@@ -53,80 +56,61 @@ def check(alert: Alert, to_state: AlertState) -> None:
         raise IllegalTransition(alert.alert_id, alert.state, to_state)
 
 
-def record(alert: Alert, at: datetime, to_state: AlertState, actor: str, note: str | None,
-           from_state: AlertState | None = None, *, opening: bool = False) -> Transition:
-    """Append one transition to the alert's trail (numbered per alert)."""
-    step = Transition(alert.alert_id, alert.transitions_seq, at,
-                      None if opening else (from_state or alert.state), to_state, actor, note)
-    alert.transitions_seq += 1
-    return step
+def _after(alert: Alert, now: datetime, steps: list[Transition], **changes: Any) -> Step:
+    """The alert after `steps` (numbered from its `transition_count`), one version on."""
+    return replace(alert, **changes, version=alert.version + 1, updated_at=max(alert.updated_at, now),
+                   transition_count=alert.transition_count + len(steps)), tuple(steps)
 
 
-def _touch(alert: Alert, now: datetime) -> None:
-    alert.version += 1
-    if now > alert.updated_at:
-        alert.updated_at = now
+def opened(alert: Alert, actor: str, note: str | None = None) -> Step:
+    """A new alert with the transition that opened it (from nothing to open)."""
+    step = Transition(alert.alert_id, alert.transition_count, alert.opened_at, None, AlertState.OPEN, actor, note)
+    return replace(alert, transition_count=alert.transition_count + 1), (step,)
 
 
-def opened(alert: Alert, actor: str, note: str | None = None) -> tuple[Transition, ...]:
-    """The transition of a new alert (from nothing to open)."""
-    return (record(alert, alert.opened_at, AlertState.OPEN, actor, note, opening=True),)
-
-
-def acknowledge(alert: Alert, actor: str, now: datetime, note: str | None = None) -> tuple[Transition, ...]:
+def acknowledge(alert: Alert, actor: str, now: datetime, note: str | None = None) -> Step:
     check(alert, AlertState.ACKNOWLEDGED)
-    step = record(alert, now, AlertState.ACKNOWLEDGED, actor, note)
-    alert.state = AlertState.ACKNOWLEDGED
-    alert.acknowledged_at = now
-    alert.acknowledged_by = actor
-    _touch(alert, now)
-    return (step,)
+    step = Transition(alert.alert_id, alert.transition_count, now, alert.state, AlertState.ACKNOWLEDGED, actor, note)
+    return _after(alert, now, [step], state=AlertState.ACKNOWLEDGED, acknowledged_at=now, acknowledged_by=actor)
 
 
-def resolve(alert: Alert, actor: str, now: datetime, note: str | None = None) -> tuple[Transition, ...]:
+def resolve(alert: Alert, actor: str, now: datetime, note: str | None = None) -> Step:
     check(alert, AlertState.RESOLVED)
     steps: list[Transition] = []
-    if alert.state is AlertState.OPEN:
-        steps.append(record(alert, now, AlertState.ACKNOWLEDGED, actor, IMPLICIT_ACK_NOTE))
-        alert.state = AlertState.ACKNOWLEDGED
-        alert.acknowledged_at = now
-        alert.acknowledged_by = actor
-    steps.append(record(alert, now, AlertState.RESOLVED, actor, note))
-    alert.state = AlertState.RESOLVED
-    alert.resolved_at = now
-    alert.resolved_by = actor
-    alert.closed_at = now
+    changes: dict[str, Any] = {}
+    seq, from_state = alert.transition_count, alert.state
+    if from_state is AlertState.OPEN:
+        steps.append(Transition(alert.alert_id, seq, now, from_state, AlertState.ACKNOWLEDGED, actor,
+                                IMPLICIT_ACK_NOTE))
+        seq, from_state = seq + 1, AlertState.ACKNOWLEDGED
+        changes.update(acknowledged_at=now, acknowledged_by=actor)
+    steps.append(Transition(alert.alert_id, seq, now, from_state, AlertState.RESOLVED, actor, note))
     if note is not None:
-        alert.note = note
-    _touch(alert, now)
-    return tuple(steps)
+        changes["note"] = note
+    return _after(alert, now, steps, state=AlertState.RESOLVED, resolved_at=now, resolved_by=actor,
+                  closed_at=now, **changes)
 
 
-def cancel(alert: Alert, actor: str, now: datetime, note: str | None = None) -> tuple[Transition, ...]:
+def cancel(alert: Alert, actor: str, now: datetime, note: str | None = None) -> Step:
     check(alert, AlertState.CANCELLED)
-    step = record(alert, now, AlertState.CANCELLED, actor, note)
-    alert.state = AlertState.CANCELLED
-    alert.closed_at = now
-    if note is not None and alert.note is None:
-        alert.note = note
-    _touch(alert, now)
-    return (step,)
+    step = Transition(alert.alert_id, alert.transition_count, now, alert.state, AlertState.CANCELLED, actor, note)
+    kept_note = note if note is not None and alert.note is None else alert.note
+    return _after(alert, now, [step], state=AlertState.CANCELLED, closed_at=now, note=kept_note)
 
 
-def escalate(alert: Alert, now: datetime, team: str | None) -> tuple[Transition, ...]:
+def escalate(alert: Alert, now: datetime, team: str | None) -> Step:
     """One escalation step: to `team` (added to the alert's teams), or a reminder at the
     end of the chain (`team` None). Either way `escalation_level` goes up by one."""
-    alert.escalation_level += 1
-    alert.escalated_at = now
-    if team is not None and team not in alert.teams:
-        alert.teams = (*alert.teams, team)
-        note = f"escalated to {team} (level {alert.escalation_level})"
+    level = alert.escalation_level + 1
+    teams = alert.teams
+    if team is not None and team not in teams:
+        teams = (*teams, team)
+        note = f"escalated to {team} (level {level})"
     else:
-        note = f"reminder to {', '.join(alert.teams)} (level {alert.escalation_level})"
-    step = record(alert, now, alert.state, "system", note)
-    _touch(alert, now)
-    return (step,)
+        note = f"reminder to {', '.join(teams)} (level {level})"
+    step = Transition(alert.alert_id, alert.transition_count, now, alert.state, alert.state, SYSTEM, note)
+    return _after(alert, now, [step], escalation_level=level, escalated_at=now, teams=teams)
 
 
-__all__ = ["ALLOWED", "IMPLICIT_ACK_NOTE", "acknowledge", "allowed", "cancel", "check", "escalate",
-           "opened", "record", "resolve"]
+__all__ = ["ALLOWED", "IMPLICIT_ACK_NOTE", "Step", "acknowledge", "allowed", "cancel", "check", "escalate",
+           "opened", "resolve"]

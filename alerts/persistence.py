@@ -13,8 +13,6 @@ The thread must not end: an unexpected error in a round is logged, counted
 (`trygg_alerts_writer_errors`) and the round tried again after `retry_s`, the changes kept
 in memory meanwhile; the thread is watched (trygg/watchdog.py), so if it ends anyway the
 process exits and its supervisor restarts it.
-
-`to_record` / `from_record` convert between the service's `Alert` and the storage row.
 """
 
 from __future__ import annotations
@@ -28,53 +26,18 @@ import psycopg
 
 from alerts import metrics
 from alerts.journal import Item, Journal
-from alerts.model import Alert, Change, Transition
-from storage.alerts_store import AlertRecord, AlertStore, TransitionRecord
+from alerts.model import Change
+from storage.alerts_store import AlertStore
 from storage.errors import DatabaseUnavailable
-from trygg.contract import AlertKind, AlertState, Priority
 from trygg.logging import get_logger
 from trygg.watchdog import WatchedThread
 
 log = get_logger("trygg.alerts")
 
 
-def to_record(alert: Alert) -> AlertRecord:
-    return AlertRecord(
-        alert_id=alert.alert_id, resident_id=alert.resident_id, team_id=alert.team_id,
-        kind=alert.kind.value, priority=alert.priority.value, state=alert.state.value,
-        opened_at=alert.opened_at, updated_at=alert.updated_at,
-        acknowledged_at=alert.acknowledged_at, acknowledged_by=alert.acknowledged_by,
-        resolved_at=alert.resolved_at, resolved_by=alert.resolved_by, closed_at=alert.closed_at,
-        note=alert.note, event_count=alert.event_count, escalation_level=alert.escalation_level,
-        escalated_at=alert.escalated_at or alert.opened_at, trigger=alert.trigger,
-        last_event=alert.last_event, location=alert.location, teams=alert.teams,
-        device_id=alert.device_id, detail=alert.detail, sources=alert.sources,
-        version=alert.version, transition_count=alert.transitions_seq,
-    )
-
-
-def from_record(rec: AlertRecord) -> Alert:
-    return Alert(
-        alert_id=rec.alert_id, resident_id=rec.resident_id, team_id=rec.team_id,
-        kind=AlertKind(rec.kind), priority=Priority(rec.priority), state=AlertState(rec.state),
-        opened_at=rec.opened_at, updated_at=rec.updated_at, event_count=rec.event_count,
-        trigger=rec.trigger, last_event=rec.last_event, location=rec.location,
-        escalation_level=rec.escalation_level, acknowledged_by=rec.acknowledged_by,
-        resolved_by=rec.resolved_by, note=rec.note, acknowledged_at=rec.acknowledged_at,
-        resolved_at=rec.resolved_at, closed_at=rec.closed_at, teams=tuple(rec.teams),
-        device_id=rec.device_id, escalated_at=rec.escalated_at, detail=dict(rec.detail),
-        sources=tuple(rec.sources), version=rec.version, transitions_seq=rec.transition_count,
-    )
-
-
-def to_transition_record(step: Transition) -> TransitionRecord:
-    return TransitionRecord(step.alert_id, step.seq, step.at,
-                            None if step.from_state is None else step.from_state.value,
-                            step.to_state.value, step.actor, step.note)
-
-
 def item_of(change: Change) -> Item:
-    return to_record(change.alert), tuple(to_transition_record(t) for t in change.transitions)
+    """What the journal and the database keep of a change."""
+    return change.alert, change.transitions
 
 
 class AlertWriter:
@@ -99,8 +62,6 @@ class AlertWriter:
         self._thread = WatchedThread(self._run, "trygg-alerts-writer", lambda: self._stopping)
         self._next_try = 0.0
         self.database_ok = True
-        self.committed = 0
-        self.given_up = 0
         self.idle = threading.Event()
 
     @property
@@ -198,7 +159,6 @@ class AlertWriter:
                 metrics.DATABASE_UP.set(0)
                 return False
             del self._unwritten[: len(batch)]
-            self.committed += len(batch)
         if not self.database_ok:
             log.info("database back, alert rows written")
         self.database_ok = True
@@ -224,9 +184,8 @@ class AlertWriter:
                 self._write([item])
 
     def _give_up(self, item: Item) -> None:
-        self.given_up += 1
         metrics.DELIVERIES_FAILED.labels("database").inc()
         log.exception("alert row refused by PostgreSQL, given up", alert_id=item[0].alert_id)
 
 
-__all__ = ["AlertWriter", "from_record", "item_of", "to_record", "to_transition_record"]
+__all__ = ["AlertWriter", "item_of"]

@@ -32,7 +32,7 @@ from typing import Final
 from alerts import metrics
 from alerts.model import Change
 from mqtt import BrokerAddress, Client, Protocol, PublishRefused
-from trygg.contract import alert_topic, dumps
+from trygg.contract import alert_topic
 from trygg.logging import get_logger
 
 log = get_logger("trygg.alerts")
@@ -95,7 +95,7 @@ class AlertPublisher:
 
     def publish(self, change: Change) -> int:
         """Send the change to every team the alert reached; returns messages sent."""
-        payload = dumps(change.wire)
+        payload = change.alert.wire_payload()
         alert_id = change.alert.alert_id
         sent = 0
         for team in change.teams:

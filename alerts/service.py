@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -55,6 +56,7 @@ from alerts.model import (
     ChangeReason,
     FloodKey,
     Source,
+    alert_flood_key,
     alert_id_for,
     event_ref,
     flood_key,
@@ -62,8 +64,8 @@ from alerts.model import (
     ref_time,
     same_event,
     source_key,
-    utc,
 )
+from trygg.alert import utc
 from trygg.contract import AlertState, Event, EventType, rekeyed_id
 from trygg.pipeline import AlertIntent, IntentAction
 from trygg.registry import Registry, Team
@@ -108,17 +110,14 @@ class AlertService:
         return alert_id in self._active or alert_id in self._closed
 
     def get(self, alert_id: str) -> Alert:
-        """A copy of the alert (unresolved or recently closed); raises AlertNotFound."""
-        alert = self._active.get(alert_id) or self._closed.get(alert_id)
-        if alert is None:
-            raise AlertNotFound(alert_id)
-        return alert.snapshot()
+        """The alert (unresolved or recently closed); raises AlertNotFound."""
+        return self._find(alert_id)
 
     def active(self, teams: set[str] | frozenset[str] | None = None) -> list[Alert]:
-        """Copies of the unresolved alerts, oldest first; only those that reached one of
-        `teams` when given."""
+        """The unresolved alerts, oldest first; only those that reached one of `teams`
+        when given."""
         alerts = sorted(self._active.values(), key=lambda a: a.opened_at)
-        return [a.snapshot() for a in alerts if teams is None or not teams.isdisjoint(a.teams)]
+        return [a for a in alerts if teams is None or not teams.isdisjoint(a.teams)]
 
     def next_deadline(self) -> datetime | None:
         return self._timers.next_deadline()
@@ -153,11 +152,11 @@ class AlertService:
             teams=(team,), device_id=intent.device_id, escalated_at=now,
             detail=dict(intent.detail), sources=(_source_entry(intent, source),),
         )
-        steps = lifecycle.opened(alert, SYSTEM)
+        alert, steps = lifecycle.opened(alert, SYSTEM)
         self._active[alert_id] = alert
         self._flood[key] = alert_id
         self._arm(alert, now)
-        return [Change.of(ChangeReason.OPENED, alert, steps)]
+        return [Change(ChangeReason.OPENED, alert, steps)]
 
     def _distinct_source(self, intent: AlertIntent) -> Source:
         """The intent's source, or — when its event re-uses the id of an event the
@@ -183,21 +182,18 @@ class AlertService:
         src = _source_entry(intent, source)
         if src in alert.sources or source_key(source) in alert.sources:
             return []  # this trigger was attached before (remembered without its time: the same)
-        alert.event_count += 1
-        alert.last_event = _ref(intent, source)
-        alert.sources = (*alert.sources, src)[-SOURCES_KEPT:]
-        if intent.location is not None:
-            alert.location = intent.location
-        raised = higher(alert.priority, intent.priority)
-        if raised is not alert.priority:
-            alert.priority = raised
-            if alert.state is AlertState.OPEN:
-                self._arm(alert, utc(intent.at))
-        alert.version += 1
         at = utc(intent.at)
-        if at > alert.updated_at:
-            alert.updated_at = at
-        return [Change.of(ChangeReason.ATTACHED, alert)]
+        raised = higher(alert.priority, intent.priority)
+        attached = replace(
+            alert, event_count=alert.event_count + 1, last_event=_ref(intent, source),
+            sources=(*alert.sources, src)[-SOURCES_KEPT:],
+            location=alert.location if intent.location is None else intent.location,
+            priority=raised, version=alert.version + 1, updated_at=max(alert.updated_at, at),
+        )
+        self._active[alert.alert_id] = attached
+        if raised is not alert.priority and attached.state is AlertState.OPEN:
+            self._arm(attached, at)
+        return [Change(ChangeReason.ATTACHED, attached)]
 
     def cancel(self, intent: AlertIntent) -> list[Change]:
         targets: list[Alert] = []
@@ -216,9 +212,9 @@ class AlertService:
                 continue  # acknowledged: someone is on the way, the resident's cancel does not end it
             if resident_cancel is not None and not covers(resident_cancel, alert, self._cancel_window):
                 continue  # a late cancel, or one not meant for this alert: it stays open
-            steps = lifecycle.cancel(alert, actor, utc(intent.at), _cancel_note(intent))
-            self._close(alert)
-            changes.append(Change.of(ChangeReason.CANCELLED, alert, steps))
+            cancelled, steps = lifecycle.cancel(alert, actor, utc(intent.at), _cancel_note(intent))
+            self._close(cancelled)
+            changes.append(Change(ChangeReason.CANCELLED, cancelled, steps))
         return changes
 
     def _by_key(self, intent: AlertIntent) -> list[Alert]:
@@ -231,16 +227,15 @@ class AlertService:
     # ------------------------------------------------------------------ staff
 
     def acknowledge(self, alert_id: str, actor: str, now: datetime, note: str | None = None) -> Change:
-        alert = self._find(alert_id)
-        steps = lifecycle.acknowledge(alert, actor, utc(now), note)
+        alert, steps = lifecycle.acknowledge(self._find(alert_id), actor, utc(now), note)
+        self._active[alert_id] = alert
         self._timers.disarm(alert_id)
-        return Change.of(ChangeReason.ACKNOWLEDGED, alert, steps)
+        return Change(ChangeReason.ACKNOWLEDGED, alert, steps)
 
     def resolve(self, alert_id: str, actor: str, now: datetime, note: str | None = None) -> Change:
-        alert = self._find(alert_id)
-        steps = lifecycle.resolve(alert, actor, utc(now), note)
+        alert, steps = lifecycle.resolve(self._find(alert_id), actor, utc(now), note)
         self._close(alert)
-        return Change.of(ChangeReason.RESOLVED, alert, steps)
+        return Change(ChangeReason.RESOLVED, alert, steps)
 
     def _find(self, alert_id: str) -> Alert:
         alert = self._active.get(alert_id) or self._closed.get(alert_id)
@@ -268,10 +263,11 @@ class AlertService:
             if alert is None or alert.state is not AlertState.OPEN:
                 continue
             team = next_team(self._teams, alert.teams)
-            steps = lifecycle.escalate(alert, now, team)
+            alert, steps = lifecycle.escalate(alert, now, team)
+            self._active[alert_id] = alert
             self._arm(alert, now)
             reason = ChangeReason.ESCALATED if team is not None else ChangeReason.REMINDED
-            changes.append(Change.of(reason, alert, steps))
+            changes.append(Change(reason, alert, steps))
         return changes
 
     # ------------------------------------------------------------------ closing, restore
@@ -279,8 +275,9 @@ class AlertService:
     def _close(self, alert: Alert) -> None:
         self._active.pop(alert.alert_id, None)
         self._timers.disarm(alert.alert_id)
-        if self._flood.get(alert.flood_key) == alert.alert_id:
-            del self._flood[alert.flood_key]
+        key = alert_flood_key(alert)
+        if self._flood.get(key) == alert.alert_id:
+            del self._flood[key]
         self._remember_closed(alert)
 
     def _remember_closed(self, alert: Alert) -> None:
@@ -298,25 +295,24 @@ class AlertService:
         """
         now = utc(now)
         taken: list[Alert] = []
-        for stored in sorted(alerts, key=lambda a: a.opened_at):
-            if stored.alert_id in self:
+        for alert in sorted(alerts, key=lambda a: a.opened_at):
+            if alert.alert_id in self:
                 continue
-            alert = stored.snapshot()
             taken.append(alert)
             if alert.closed:
                 self._remember_closed(alert)
                 continue
             self._active[alert.alert_id] = alert
-            key = alert.flood_key
+            key = alert_flood_key(alert)
             if key not in self._flood:
                 self._flood[key] = alert.alert_id
             self._arm(alert, now)
-        return [a.snapshot() for a in taken]
+        return taken
 
     def republish(self) -> list[Change]:
         """Every unresolved alert as it is (after the broker connection was re-established)."""
-        return [Change.of(ChangeReason.REPUBLISHED, a) for a in sorted(self._active.values(),
-                                                                         key=lambda a: a.opened_at)]
+        return [Change(ChangeReason.REPUBLISHED, a) for a in sorted(self._active.values(),
+                                                                      key=lambda a: a.opened_at)]
 
 
 def _reuses(sources: tuple[str, ...], source: Source, event: Event) -> bool:

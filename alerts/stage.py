@@ -9,8 +9,8 @@ the event loop's thread:
   first, then offered to subscribers, webhooks and the writer; nothing on this path
   waits for the database or a consumer. (Called from another thread, it hands the
   intents to the loop; before `run` is ready it keeps them in order.)
-- `acknowledge` / `resolve` — staff actions from the dashboard; they return the new
-  wire state or raise `AlertNotFound` / `IllegalTransition`. A resolve calls the
+- `acknowledge` / `resolve` — staff actions from the dashboard; they return the alert
+  after the change or raise `AlertNotFound` / `IllegalTransition`. A resolve calls the
   `alert_closed(resident_id, kind, device_id)` hook so the rules can re-arm.
 - `subscribe` / `unsubscribe`, `get`, `active` — for the dashboard.
 
@@ -31,27 +31,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from alerts import metrics
+from alerts.config import AlertConfig
 from alerts.errors import StageNotReady
-from alerts.escalation import Timeouts
-from alerts.fanout import SUBSCRIBER_LIMIT, AlertHub, Subscription
+from alerts.fanout import AlertHub, Subscription
 from alerts.journal import Item, Journal
-from alerts.model import Alert, Change, ChangeReason
-from alerts.persistence import AlertWriter, from_record, item_of
+from alerts.model import Change, ChangeReason
+from alerts.persistence import AlertWriter, item_of
 from alerts.publisher import AlertPublisher
 from alerts.service import AlertService
 from alerts.webhooks import WebhookSender
 from mqtt import Protocol
-from storage.alerts_store import AlertRecord, AlertStore, newest
+from storage.alerts_store import AlertStore, newest
 from storage.errors import DatabaseUnavailable
+from trygg.alert import Alert
 from trygg.contract import AlertKind, utcnow
 from trygg.logging import get_logger
 from trygg.pipeline import AlertIntent
@@ -79,40 +78,27 @@ class AlertStage:
     def __init__(
         self,
         registry: Registry,
+        config: AlertConfig | None = None,
         *,
-        broker_host: str = "127.0.0.1",
-        broker_port: int = 1883,
-        username: str | None = None,
-        password: str | None = None,
-        protocol: Protocol = Protocol.V5,
-        prefix: str = "trygg/v1",
-        client_id: str = "trygg-alerts",
-        conninfo: str | None = None,
-        journal_dir: Path | None = None,
-        escalate_critical_s: float = 30.0,
-        escalate_high_s: float = 60.0,
-        escalate_medium_s: float = 300.0,
-        retry_s: float = 2.0,
         clock: Callable[[], datetime] = utcnow,
         alert_closed: AlertClosed | None = None,
         webhooks: WebhookSender | None = None,
-        subscriber_limit: int = SUBSCRIBER_LIMIT,
-        tls: ssl.SSLContext | None = None,
     ) -> None:
+        config = config or AlertConfig()
         self._clock = clock
-        self._conninfo = conninfo
-        self._retry_s = retry_s
+        self._conninfo = config.conninfo
+        self._retry_s = config.retry_s
         self._alert_closed = alert_closed
-        self._service = AlertService(
-            registry, Timeouts(escalate_critical_s, escalate_high_s, escalate_medium_s, None)
-        )
+        self._service = AlertService(registry, config.timeouts)
         self._publisher = AlertPublisher(
-            broker_host, broker_port, prefix=prefix, client_id=client_id, protocol=protocol,
-            username=username, password=password, on_connect=self._broker_connected, tls=tls,
+            config.broker_host, config.broker_port, prefix=config.prefix, client_id=config.client_id,
+            protocol=config.protocol, username=config.username, password=config.password,
+            on_connect=self._broker_connected, tls=config.tls,
         )
-        self._hub = AlertHub(subscriber_limit)
+        self._hub = AlertHub(config.subscriber_limit)
         self._webhooks = webhooks or WebhookSender()
-        self._journal = Journal(journal_dir) if journal_dir is not None and conninfo is not None else None
+        journal_dir = config.journal_dir
+        self._journal = Journal(journal_dir) if journal_dir is not None and config.conninfo is not None else None
         self._writer: AlertWriter | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
@@ -138,24 +124,10 @@ class AlertStage:
         conninfo: str | None = None,
         alert_closed: AlertClosed | None = None,
     ) -> AlertStage:
-        account = broker.account("alerts")  # a login of its own (gateway.BrokerAddress)
-        return cls(
-            registry,
-            broker_host=account.host, broker_port=account.port,
-            username=account.username, password=account.password, tls=account.tls,
-            protocol=protocol if protocol is not None else Protocol.parse(settings.mqtt_protocol),
-            prefix=settings.mqtt_prefix, client_id=account.client_id(f"{settings.mqtt_client_id}-alerts"),
-            conninfo=conninfo, journal_dir=settings.data_dir / "alerts",
-            escalate_critical_s=settings.escalate_critical_s, escalate_high_s=settings.escalate_high_s,
-            escalate_medium_s=settings.escalate_medium_s, retry_s=settings.db_retry_s,
-            alert_closed=alert_closed,
-        )
+        config = AlertConfig.from_settings(settings, broker, protocol=protocol, conninfo=conninfo)
+        return cls(registry, config, alert_closed=alert_closed)
 
     # ------------------------------------------------------------------ properties
-
-    @property
-    def service(self) -> AlertService:
-        return self._service
 
     @property
     def publisher(self) -> AlertPublisher:
@@ -165,17 +137,9 @@ class AlertStage:
     def writer(self) -> AlertWriter | None:
         return self._writer
 
-    @property
-    def ready(self) -> bool:
-        """True once restored and handling intents."""
-        return self._ready
-
     async def wait_ready(self) -> None:
+        """Until restored and handling intents."""
         await self._ready_event.wait()
-
-    @property
-    def database_ok(self) -> bool:
-        return self._writer is None or self._writer.database_ok
 
     # ------------------------------------------------------------------ loop thread API
 
@@ -199,16 +163,16 @@ class AlertStage:
         else:
             loop.call_soon_threadsafe(self._handle, list(intents), received)
 
-    def acknowledge(self, alert_id: str, actor: str, note: str | None = None) -> dict[str, Any]:
-        """Staff takes the alert; returns its new state. Raises AlertNotFound, IllegalTransition."""
+    def acknowledge(self, alert_id: str, actor: str, note: str | None = None) -> Alert:
+        """Staff takes the alert; returns it after. Raises AlertNotFound, IllegalTransition."""
         received = time.perf_counter()
         self._require_ready()
         change = self._service.acknowledge(alert_id, actor, self._clock(), note)
         self._deliver([change], received)
-        return change.wire
+        return change.alert
 
-    def resolve(self, alert_id: str, actor: str, note: str | None = None) -> dict[str, Any]:
-        """Staff closes the alert (also straight from open); returns its final state."""
+    def resolve(self, alert_id: str, actor: str, note: str | None = None) -> Alert:
+        """Staff closes the alert (also straight from open); returns it in its final state."""
         received = time.perf_counter()
         self._require_ready()
         change = self._service.resolve(alert_id, actor, self._clock(), note)
@@ -219,14 +183,15 @@ class AlertStage:
                 self._alert_closed(alert.resident_id, alert.kind, alert.device_id)
             except Exception:
                 log.exception("alert_closed hook failed", alert_id=alert.alert_id)
-        return change.wire
+        return change.alert
 
-    def get(self, alert_id: str) -> dict[str, Any]:
-        return self._service.get(alert_id).to_wire()
+    def get(self, alert_id: str) -> Alert:
+        """The alert (unresolved or recently closed); raises AlertNotFound."""
+        return self._service.get(alert_id)
 
-    def active(self, teams: set[str] | frozenset[str] | None = None) -> list[dict[str, Any]]:
+    def active(self, teams: set[str] | frozenset[str] | None = None) -> list[Alert]:
         """The unresolved alerts that reached one of `teams` (None: all), oldest first."""
-        return [a.to_wire() for a in self._service.active(teams)]
+        return self._service.active(teams)
 
     def subscribe(self, teams: set[str] | frozenset[str] | None = None, *,
                   wake: Callable[[], None] | None = None) -> Subscription:
@@ -282,7 +247,7 @@ class AlertStage:
         for change in changes:
             if change.reason is ChangeReason.REPUBLISHED:
                 continue
-            self._hub.publish(change.wire, change.teams)
+            self._hub.publish(change.alert)
             self._send_webhooks(change)
             if self._writer is not None:
                 self._writer.put(item_of(change))
@@ -293,7 +258,7 @@ class AlertStage:
         for team_id in change.teams:
             team = self._service.team_of(team_id)
             if team is not None and team.webhook_url:
-                self._webhooks.send(team.webhook_url, change.wire, team=team_id)
+                self._webhooks.send(team.webhook_url, change.alert, team=team_id)
 
     def _count(self, change: Change) -> None:
         alert = change.alert
@@ -413,7 +378,7 @@ class AlertStage:
 
     # ------------------------------------------------------------------ restore
 
-    def _load(self) -> list[AlertRecord]:
+    def _load(self) -> list[Alert]:
         assert self._conninfo is not None
         store = AlertStore(self._conninfo, connect_timeout=RESTORE_CONNECT_TIMEOUT_S)
         try:
@@ -424,15 +389,15 @@ class AlertStage:
     async def _restore_at_start(self) -> list[Item]:
         """Restore from the journal and PostgreSQL; returns the journal's unwritten changes."""
         unwritten = self._journal.read() if self._journal is not None else []
-        records = [rec for rec, _ in unwritten]
+        alerts = [alert for alert, _ in unwritten]
         if self._conninfo is not None:
             try:
-                records = await asyncio.to_thread(self._load) + records
+                alerts = await asyncio.to_thread(self._load) + alerts
             except DatabaseUnavailable as exc:
                 self._restore_pending = True
                 log.warning("database unavailable at start; alerts restored from the journal only, "
                             "the rest when it answers", error=str(exc), journal=len(unwritten))
-        taken = self._service.restore([from_record(r) for r in newest(records)], self._clock())
+        taken = self._service.restore(newest(alerts), self._clock())
         active = sum(1 for a in taken if a.active)
         if taken:
             log.info("alerts restored", active=active, closed=len(taken) - active)
@@ -444,14 +409,14 @@ class AlertStage:
         while True:
             await asyncio.sleep(self._retry_s)
             try:
-                records = await asyncio.to_thread(self._load)
+                stored = await asyncio.to_thread(self._load)
             except DatabaseUnavailable:
                 continue
-            taken = self._service.restore([from_record(r) for r in records], self._clock())
+            taken = self._service.restore(stored, self._clock())
             self._restore_pending = False
             fresh: list[Alert] = [a for a in taken if a.active]
             log.info("alerts restored from the database after it returned", active=len(fresh))
-            self._deliver([Change.of(ChangeReason.REPUBLISHED, a) for a in fresh], time.perf_counter())
+            self._deliver([Change(ChangeReason.REPUBLISHED, a) for a in fresh], time.perf_counter())
             if self._wakeup is not None:
                 self._wakeup.set()
             return

@@ -24,16 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 from urllib.parse import urlsplit
 
 import httpx
 from prometheus_client import Counter, Gauge
 
 from alerts import metrics
-from trygg.contract import dumps
+from trygg.alert import Alert
+from trygg.backoff import Backoff
 from trygg.logging import get_logger
 
 log = get_logger("trygg.alerts")
@@ -52,6 +52,8 @@ class _Delivery:
     body: bytes
     alert_id: str
     attempt: int = 0
+    #: the delays between its attempts (from its first retry on)
+    backoff: Backoff | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -118,11 +120,12 @@ class WebhookSender:
         """Destinations with a lane now (work queued, retrying, or idle for < idle_s)."""
         return len(self._lanes)
 
-    def send(self, url: str, wire: dict[str, Any], team: str | None = None) -> bool:
-        """Queue one POST to `team`'s receiver; False (and counted as failed) when that
-        destination's queue is full or too many destinations are busy."""
+    def send(self, url: str, alert: Alert, team: str | None = None) -> bool:
+        """Queue one POST of the alert's contract JSON to `team`'s receiver; False (and
+        counted as failed) when that destination's queue is full or too many
+        destinations are busy."""
         label = team if team is not None else _team_label(url)
-        delivery = _Delivery((label, url), dumps(wire), str(wire.get("alert_id", "")))
+        delivery = _Delivery((label, url), alert.wire_payload(), alert.alert_id)
         return self._enqueue(delivery)
 
     def _enqueue(self, delivery: _Delivery) -> bool:
@@ -236,8 +239,9 @@ class WebhookSender:
         return f"HTTP {response.status_code}"
 
     def _retry_later(self, lane: _Lane, delivery: _Delivery) -> None:
-        delay = min(self._backoff_max_s, self._backoff_s * 2 ** (delivery.attempt - 1))
-        delay *= random.uniform(0.8, 1.2)
+        if delivery.backoff is None:
+            delivery.backoff = Backoff(self._backoff_s, self._backoff_max_s, jitter=(0.8, 1.2))
+        delay = delivery.backoff.next()
         loop = asyncio.get_running_loop()
         handle: asyncio.TimerHandle
 

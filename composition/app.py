@@ -28,7 +28,8 @@ from composition.runtime import Broker, Ingest, open_registry, resolve_broker, r
 from processors import Processor, ProcessorStage, StateError, export_states
 from storage import migrate
 from storage.rule_state import events_since, last_seen, load_rule_state, save_rule_state
-from trygg.contract import AlertKind, AlertState, utcnow
+from trygg.alert import Alert
+from trygg.contract import AlertKind, utcnow
 from trygg.logging import get_logger
 from trygg.pipeline import AlertIntent
 from trygg.registry import Registry
@@ -138,13 +139,13 @@ async def _watch_emergencies(services: Services) -> None:
         services.alerts.unsubscribe(subscription)
 
 
-def _note_emergency(services: Services, alert: dict[str, Any]) -> None:
-    if alert.get("kind") not in EMERGENCY_KINDS:
+def _note_emergency(services: Services, alert: Alert) -> None:
+    if alert.kind not in EMERGENCY_KINDS:
         return
-    resident = str(alert["resident_id"])
-    if alert.get("state") in (AlertState.OPEN.value, AlertState.ACKNOWLEDGED.value):
+    resident = alert.resident_id
+    if alert.active:
         services.emergencies.add(resident)
-    elif not any(a["resident_id"] == resident and a["kind"] in EMERGENCY_KINDS
+    elif not any(a.resident_id == resident and a.kind in EMERGENCY_KINDS
                  for a in services.alerts.active()):
         services.emergencies.discard(resident)
 

@@ -199,9 +199,9 @@ def print_alerts(services: Services) -> Coroutine[Any, Any, None]:
                 alert = await subscription.get()
                 if alert is None:
                     continue
-                level = alert.get("escalation_level", 0)
-                typer.echo(f"{alert['updated_at'][11:19]}  {alert['state']:<12} {alert['priority']:<8} "
-                           f"{alert['kind']:<15} resident {alert['resident_id']:<8} team {alert['team_id']}"
+                level = alert.escalation_level
+                typer.echo(f"{alert.updated_at:%H:%M:%S}  {alert.state:<12} {alert.priority:<8} "
+                           f"{alert.kind:<15} resident {alert.resident_id:<8} team {alert.team_id}"
                            + (f"  escalated x{level}" if level else ""))
         finally:
             services.alerts.unsubscribe(subscription)

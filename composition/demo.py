@@ -140,12 +140,12 @@ async def staff(services: Services) -> None:
     try:
         while True:
             alert = await subscription.get()
-            if alert is None or alert["alert_id"] in seen or alert["state"] != "open":
+            if alert is None or alert.alert_id in seen or alert.state != "open":
                 continue
-            if alert["kind"] in ("device_offline", "battery_low"):
+            if alert.kind in ("device_offline", "battery_low"):
                 continue  # left for the console: a technician's job, not a visit
-            seen.add(alert["alert_id"])
-            task = asyncio.create_task(handle(alert["alert_id"], alert["kind"]))
+            seen.add(alert.alert_id)
+            task = asyncio.create_task(handle(alert.alert_id, alert.kind))
             pending.add(task)
             task.add_done_callback(pending.discard)
     finally:

@@ -3,8 +3,8 @@ research API, administration, sign-in and the audit log (DESIGN.md §6)."""
 
 from dashboard.app import create_app
 from dashboard.authz import Principal
-from dashboard.deps import AlertDoc, AlertFeed, AlertsPort, StageAlerts
+from dashboard.deps import AlertFeed, AlertSource, AlertsPort, StageAlerts
 from dashboard.errors import AlertNotFound, IllegalTransition
 
-__all__ = ["AlertDoc", "AlertFeed", "AlertNotFound", "AlertsPort", "IllegalTransition", "Principal", "StageAlerts",
+__all__ = ["AlertFeed", "AlertNotFound", "AlertSource", "AlertsPort", "IllegalTransition", "Principal", "StageAlerts",
            "create_app"]

@@ -25,10 +25,9 @@ import contextlib
 import json
 import time
 from collections.abc import Awaitable, Generator
-from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import TypeAdapter
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -37,6 +36,7 @@ from dashboard.authz import Principal, team_scope
 from dashboard.deps import AlertFeed, AlertsPort, Credential
 from dashboard.errors import AuditJournalError
 from dashboard.stream_rights import RightsWatch
+from trygg.alert import Alert
 from trygg.logging import get_logger
 
 log = get_logger("dashboard")
@@ -44,27 +44,8 @@ log = get_logger("dashboard")
 HEADERS = {"cache-control": "no-store", "x-accel-buffering": "no"}
 
 
-class AlertOut(BaseModel):
-    """An alert (DESIGN.md §3). `teams`, when present, lists every team it reached."""
-
-    model_config = ConfigDict(extra="allow")
-
-    alert_id: str
-    resident_id: str
-    team_id: str
-    kind: str
-    priority: str
-    state: str
-    opened_at: datetime
-    updated_at: datetime
-    event_count: int = 1
-    trigger: dict[str, Any] | None = None
-    last_event: dict[str, Any] | None = None
-    location: dict[str, Any] | None = None
-    escalation_level: int = 0
-    acknowledged_by: str | None = None
-    resolved_by: str | None = None
-    note: str | None = None
+#: An alert as the API shows it: the contract's alert JSON and `teams`.
+ALERT_JSON: Final = TypeAdapter(Alert)
 
 
 def _sse(event: str, data: str, event_id: str | None = None) -> str:
@@ -218,23 +199,22 @@ class AlertStream(Response):
     def _pump(self) -> None:
         while self._sending is None and not self._ended.is_set() and self._feed is not None:
             try:
-                doc = self._feed.get_nowait()
+                alert = self._feed.get_nowait()
             except Exception as exc:  # dropped for falling behind, or the stage stopped
                 log.warning("alert subscription ended", error=str(exc))
                 self._end("reset")
                 return
-            if doc is None:
+            if alert is None:
                 return
-            out = AlertOut.model_validate(doc)
-            if out.resident_id not in self._audited:
+            if alert.resident_id not in self._audited:
                 try:  # in the journal before the alert is sent; fsync'ed a moment later
-                    self._audit.write(self._who, [out.resident_id], self._action, wait=False)
+                    self._audit.write(self._who, [alert.resident_id], self._action, wait=False)
                 except AuditJournalError as exc:  # no alert without its audit row
                     log.error("alert stream ended: audit row not recorded", error=str(exc)[:200])
                     self._end("reset")
                     return
-                self._audited.add(out.resident_id)
-            self._write(_sse("alert", out.model_dump_json(), out.alert_id))
+                self._audited.add(alert.resident_id)
+            self._write(_sse("alert", ALERT_JSON.dump_json(alert).decode(), alert.alert_id))
 
     def _write(self, text: str) -> None:
         try:
@@ -268,4 +248,4 @@ async def _disconnected(receive: Receive) -> None:
         pass
 
 
-__all__ = ["AlertOut", "AlertStream", "start_eagerly"]
+__all__ = ["ALERT_JSON", "AlertStream", "start_eagerly"]

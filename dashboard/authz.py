@@ -14,14 +14,15 @@ Everything here is pure: the routes fetch the objects and call these functions.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Final
+from typing import Final
 
 from dashboard.errors import Forbidden, NotFound
 from storage.residents_store import ResidentRow
+from trygg.alert import Alert
 from trygg.contract import Role
 
 
@@ -84,21 +85,17 @@ def team_scope(who: Principal, team: str | None = None) -> frozenset[str] | None
     return mine if team is None else mine & {team}
 
 
-def alert_teams(alert: Mapping[str, Any]) -> set[str]:
+def alert_teams(alert: Alert) -> set[str]:
     """Every team an alert was published to (its own team, and escalation teams)."""
-    teams = {str(alert.get("team_id"))}
-    extra = alert.get("teams")
-    if isinstance(extra, list | tuple | set | frozenset):
-        teams.update(str(t) for t in extra)
-    return teams
+    return {alert.team_id, *alert.teams}
 
 
-def may_see_alert(who: Principal, alert: Mapping[str, Any]) -> bool:
+def may_see_alert(who: Principal, alert: Alert) -> bool:
     scope = team_scope(who)
     return scope is None or bool(alert_teams(alert) & scope)
 
 
-def check_alert(who: Principal, alert: Mapping[str, Any] | None) -> Mapping[str, Any]:
+def check_alert(who: Principal, alert: Alert | None) -> Alert:
     """The alert if `who` may see it, else 404 as if it did not exist."""
     if alert is None or not may_see_alert(who, alert):
         raise NotFound()
@@ -135,14 +132,9 @@ def may_see_location(view: View, resident: ResidentRow, now: datetime) -> bool:
     return view is View.CARE or resident.consent("relatives_location")
 
 
-def residents_shown(items: Collection[Mapping[str, Any]], key: str = "resident_id") -> list[str]:
-    """The distinct residents in a list, in order of first appearance (one audit row each)."""
-    seen: dict[str, None] = {}
-    for item in items:
-        value = item.get(key)
-        if isinstance(value, str):
-            seen.setdefault(value, None)
-    return list(seen)
+def residents_shown(alerts: Iterable[Alert]) -> list[str]:
+    """The distinct residents of some alerts, in order of first appearance (one audit row each)."""
+    return list(dict.fromkeys(alert.resident_id for alert in alerts))
 
 
 __all__ = [

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Final, Protocol, runtime_checkable
+from typing import Annotated, Final, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
@@ -32,15 +32,52 @@ from dashboard.errors import NOT_FOUND_ERRORS, Forbidden, NotAuthenticated, Unav
 from dashboard.stream_rights import RightsWatch
 from dashboard.user_cache import DatabaseDown, UserCache, lookup
 from storage.users_store import UserRow
+from trygg.alert import Alert
 from trygg.contract import Role
 from trygg.settings import Settings
 
 SESSION_COOKIE = "trygg_session"
 
-#: An alert as a JSON object: the §3 wire form, optionally with `teams` (every team it
-#: was published to, the resident's team first).
-AlertDoc = dict[str, Any]
-AlertDocs = list[AlertDoc]
+#: Alerts as the port hands them out (a name of its own: `list` is a method of the port).
+AlertList = list[Alert]
+
+
+class AlertSubscription(Protocol):
+    """The alerts stage's stream of one subscriber's changes (alerts/fanout.py)."""
+
+    def get_nowait(self) -> Alert:
+        """The next waiting change: the alert after it. Raises asyncio.QueueEmpty when
+        none is waiting, another error when the subscriber fell behind and was dropped."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+class AlertSource(Protocol):
+    """What the dashboard uses of the alerts stage (`alerts.AlertStage`). Its methods
+    are synchronous and run on the event loop's thread. Unknown alerts raise the
+    stage's `AlertNotFound`, a step the lifecycle does not allow `IllegalTransition`,
+    a stage still restoring `StageNotReady` (dashboard/errors.py knows them all)."""
+
+    def active(self, teams: frozenset[str] | None = None) -> list[Alert]:
+        """The unresolved alerts that reached one of `teams` (None: all), oldest first."""
+        ...
+
+    def get(self, alert_id: str) -> Alert:
+        ...
+
+    def acknowledge(self, alert_id: str, actor: str, note: str | None = None) -> Alert:
+        ...
+
+    def resolve(self, alert_id: str, actor: str, note: str | None = None) -> Alert:
+        ...
+
+    def subscribe(self, teams: frozenset[str] | None = None, *,
+                  wake: Callable[[], None] | None = None) -> AlertSubscription:
+        """Every later change of an alert of `teams` (None: all); `wake` is called as
+        soon as one is waiting, in the call that made it."""
+        ...
 
 
 class AlertFeed(Protocol):
@@ -48,7 +85,7 @@ class AlertFeed(Protocol):
     subscribed with, on the event loop's thread, as soon as a change is waiting — in
     the call that made the change where it can, so the change is written at once."""
 
-    def get_nowait(self) -> AlertDoc | None:
+    def get_nowait(self) -> Alert | None:
         """The next waiting change, or None. Raises when the subscriber fell behind and
         was dropped, or the stage stopped."""
         ...
@@ -59,30 +96,31 @@ class AlertFeed(Protocol):
 
 @runtime_checkable
 class AlertsPort(Protocol):
-    """What the dashboard needs from the alerts stage.
+    """What the routes need of the alerts.
 
-    Every alert is the §3 wire form (`AlertDoc`). `teams` arguments are the set of teams
-    whose alerts the caller sees, or None for all teams; an alert belongs to a team if
-    it was published to it (its own team or an escalation team). Unknown alerts raise
-    `dashboard.errors.AlertNotFound` (or the alerts stage's own `AlertNotFound`), a step
-    the lifecycle does not allow raises `IllegalTransition` (either package's).
+    Every alert is the kernel's `trygg.alert.Alert`, with `teams` (every team it was
+    published to): the caller sees an alert if it reached one of the caller's teams.
+    `teams` arguments are the set of teams whose alerts the caller sees, or None for
+    all teams. Unknown alerts raise `dashboard.errors.AlertNotFound` (or the alerts
+    stage's own `AlertNotFound`), a step the lifecycle does not allow raises
+    `IllegalTransition` (either package's).
     """
 
     async def list(self, teams: frozenset[str] | None, state: str | None,
-                   since: datetime | None) -> AlertDocs:
+                   since: datetime | None) -> AlertList:
         """Alerts of `teams`; `state` one of open|acknowledged|resolved|cancelled or None
         (the port's default: unresolved and recently closed); `since`: changed at or
         after (updated_at)."""
         ...
 
-    async def get(self, alert_id: str) -> AlertDoc | None:
+    async def get(self, alert_id: str) -> Alert | None:
         ...
 
-    async def acknowledge(self, alert_id: str, actor: str) -> AlertDoc:
+    async def acknowledge(self, alert_id: str, actor: str) -> Alert:
         """open → acknowledged by `actor`; returns the alert after the change."""
         ...
 
-    async def resolve(self, alert_id: str, actor: str, note: str | None) -> AlertDoc:
+    async def resolve(self, alert_id: str, actor: str, note: str | None) -> Alert:
         """open|acknowledged → resolved with `note`; returns the alert after the change."""
         ...
 
@@ -91,80 +129,61 @@ class AlertsPort(Protocol):
         `wake` is called (on the loop's thread) whenever one is waiting."""
         ...
 
-    async def open_alerts_of(self, resident_id: str) -> AlertDocs:
+    async def open_alerts_of(self, resident_id: str) -> AlertList:
         """The unresolved (open or acknowledged) alerts of one resident."""
         ...
 
 
 class StageAlerts:
-    """`AlertsPort` over the alerts stage (`alerts.stage.AlertStage`), whose methods are
-    synchronous and run on the event loop's thread — so the dashboard must be served on
-    that same loop (`trygg up`).
-
-    Every alert handed out carries `teams` (all teams it reached), so that staff of an
-    escalation team may act on it. The stage keeps only unresolved alerts at hand:
-    `list(state="resolved"|"cancelled")` is empty here.
+    """`AlertsPort` over the alerts stage, whose methods are synchronous and run on the
+    event loop's thread — so the dashboard must be served on that same loop (`trygg
+    up`). The stage keeps only unresolved alerts at hand (and recently closed ones by
+    id): `list(state="resolved"|"cancelled")` is empty here.
     """
 
-    def __init__(self, stage: Any) -> None:
+    def __init__(self, stage: AlertSource) -> None:
         self._stage = stage
 
-    def _with_teams(self, doc: AlertDoc) -> AlertDoc:
-        service = getattr(self._stage, "service", None)
-        try:
-            teams = list(service.get(doc["alert_id"]).teams) if service is not None else []
-        except Exception:
-            teams = []
-        return {**doc, "teams": teams or [doc.get("team_id")]}
-
     async def list(self, teams: frozenset[str] | None, state: str | None,
-                   since: datetime | None) -> AlertDocs:
+                   since: datetime | None) -> AlertList:
         if state in ("resolved", "cancelled"):
             return []
-        out = []
-        for doc in self._stage.active(teams):
-            if state is not None and doc.get("state") != state:
-                continue
-            if since is not None and datetime.fromisoformat(str(doc["updated_at"])) < since:
-                continue
-            out.append(self._with_teams(doc))
-        return out
+        return [a for a in self._stage.active(teams)
+                if (state is None or a.state == state) and (since is None or a.updated_at >= since)]
 
-    async def get(self, alert_id: str) -> AlertDoc | None:
+    async def get(self, alert_id: str) -> Alert | None:
         try:
-            doc: AlertDoc = self._stage.get(alert_id)
+            return self._stage.get(alert_id)
         except NOT_FOUND_ERRORS:
             return None
-        return self._with_teams(doc)
 
-    async def acknowledge(self, alert_id: str, actor: str) -> AlertDoc:
-        return self._with_teams(self._stage.acknowledge(alert_id, actor))
+    async def acknowledge(self, alert_id: str, actor: str) -> Alert:
+        return self._stage.acknowledge(alert_id, actor)
 
-    async def resolve(self, alert_id: str, actor: str, note: str | None) -> AlertDoc:
-        return self._with_teams(self._stage.resolve(alert_id, actor, note))
+    async def resolve(self, alert_id: str, actor: str, note: str | None) -> Alert:
+        return self._stage.resolve(alert_id, actor, note)
 
     def subscribe(self, teams: frozenset[str] | None, wake: Callable[[], None]) -> AlertFeed:
-        return _StageFeed(self, self._stage.subscribe(teams, wake=wake))
+        return _StageFeed(self._stage.subscribe(teams, wake=wake))
 
-    async def open_alerts_of(self, resident_id: str) -> AlertDocs:
-        return [d for d in self._stage.active(None) if d.get("resident_id") == resident_id]
+    async def open_alerts_of(self, resident_id: str) -> AlertList:
+        return [a for a in self._stage.active(None) if a.resident_id == resident_id]
 
 
 class _StageFeed:
-    """An `AlertFeed` over the alert hub's subscription (alerts/fanout.py)."""
+    """An `AlertFeed` over the stage's subscription."""
 
-    def __init__(self, port: StageAlerts, subscription: Any) -> None:
-        self._port = port
+    def __init__(self, subscription: AlertSubscription) -> None:
         self._subscription = subscription
 
-    def get_nowait(self) -> AlertDoc | None:
+    def get_nowait(self) -> Alert | None:
         try:
-            return self._port._with_teams(self._subscription.get_nowait())
+            return self._subscription.get_nowait()
         except asyncio.QueueEmpty:
             return None
 
     def close(self) -> None:
-        self._port._stage.unsubscribe(self._subscription)
+        self._subscription.close()
 
 
 StateProbe = Callable[[], "bool | str | None"]
@@ -470,9 +489,10 @@ def time_range(since: datetime | None, until: datetime | None, now: datetime,
 __all__ = [
     "ID_PATTERN",
     "SESSION_COOKIE",
-    "AlertDoc",
-    "AlertDocs",
     "AlertFeed",
+    "AlertList",
+    "AlertSource",
+    "AlertSubscription",
     "Alerts",
     "AlertsPort",
     "AppState",

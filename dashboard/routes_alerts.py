@@ -13,7 +13,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dashboard import audit
-from dashboard.alert_stream import AlertOut, AlertStream
+from dashboard.alert_stream import AlertStream
 from dashboard.audit import AuditLog
 from dashboard.authz import (
     Action,
@@ -25,7 +25,6 @@ from dashboard.authz import (
 )
 from dashboard.deps import (
     ID_PATTERN,
-    AlertDoc,
     Audit,
     CurrentUser,
     State,
@@ -43,6 +42,7 @@ from dashboard.errors import (
     Unavailable,
     responses,
 )
+from trygg.alert import Alert
 from trygg.contract import AlertState, storable_text
 
 router = APIRouter(prefix="/api/alerts", tags=["alerts"])
@@ -91,50 +91,50 @@ async def call_port(step: Callable[[], Awaitable[T]]) -> T:
         raise Unavailable("the alert stage is starting; try again in a moment") from None
 
 
-@router.get("", response_model=list[AlertOut], responses=ERRORS,
+@router.get("", response_model=list[Alert], responses=ERRORS,
             summary="Alerts of the caller's teams (operator and admin: all teams)")
 async def list_alerts(
     request: Request, who: CurrentUser, audit_log: Audit, app_state: State,
     state: Annotated[AlertState | None, Query(description="only alerts in this state")] = None,
     team: Annotated[str | None, Query(pattern=ID_PATTERN, description="only this team's alerts")] = None,
     since: Annotated[UtcTime | None, Query(description="changed at or after (RFC 3339)")] = None,
-) -> list[AlertDoc]:
+) -> list[Alert]:
     require(who, Action.ALERTS_LIST)
     alerts = get_alerts(app_state)
     scope = team_scope(who, team)
-    items: list[AlertDoc] = []
+    items: list[Alert] = []
     if scope is None or scope:
         items = await call_port(lambda: alerts.list(scope, state.value if state else None, since))
     await audit_log.record(who, residents_shown(items), audit.action_of(request))
     return items
 
 
-async def _changed(request: Request, who: Principal, audit_log: AuditLog, doc: AlertDoc) -> AlertDoc:
-    await audit_log.record(who, residents_shown([doc]), audit.action_of(request))
-    return doc
+async def _changed(request: Request, who: Principal, audit_log: AuditLog, alert: Alert) -> Alert:
+    await audit_log.record(who, residents_shown([alert]), audit.action_of(request))
+    return alert
 
 
-@router.post("/{alert_id}/ack", response_model=AlertOut, responses=ONE_ALERT_ERRORS,
+@router.post("/{alert_id}/ack", response_model=Alert, responses=ONE_ALERT_ERRORS,
              summary="Acknowledge: I take it")
 async def acknowledge(alert_id: AlertId, request: Request, who: CurrentUser, audit_log: Audit,
-                      state: State) -> AlertDoc:
+                      state: State) -> Alert:
     require(who, Action.ALERTS_CHANGE)
     alerts = get_alerts(state)
     check_alert(who, await call_port(lambda: alerts.get(alert_id)))
-    doc = await call_port(lambda: alerts.acknowledge(alert_id, who.username))
-    return await _changed(request, who, audit_log, doc)
+    alert = await call_port(lambda: alerts.acknowledge(alert_id, who.username))
+    return await _changed(request, who, audit_log, alert)
 
 
-@router.post("/{alert_id}/resolve", response_model=AlertOut, responses=ONE_ALERT_ERRORS,
+@router.post("/{alert_id}/resolve", response_model=Alert, responses=ONE_ALERT_ERRORS,
              summary="Resolve with a note")
 async def resolve(alert_id: AlertId, request: Request, who: CurrentUser, audit_log: Audit, state: State,
-                  body: ResolveIn | None = None) -> AlertDoc:
+                  body: ResolveIn | None = None) -> Alert:
     require(who, Action.ALERTS_CHANGE)
     alerts = get_alerts(state)
     check_alert(who, await call_port(lambda: alerts.get(alert_id)))
     note = body.note if body is not None else None
-    doc = await call_port(lambda: alerts.resolve(alert_id, who.username, note))
-    return await _changed(request, who, audit_log, doc)
+    alert = await call_port(lambda: alerts.resolve(alert_id, who.username, note))
+    return await _changed(request, who, audit_log, alert)
 
 
 @router.get("/stream", response_class=StreamingResponse, responses={  # for the schema; the answer is AlertStream
@@ -152,4 +152,4 @@ async def stream(request: Request, who: StreamUser, credential: StreamCredential
                        rights=state.rights, credential=credential)
 
 
-__all__ = ["AlertOut", "call_port", "router"]
+__all__ = ["call_port", "router"]

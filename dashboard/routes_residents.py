@@ -18,7 +18,7 @@ from dashboard import audit
 from dashboard.authz import Action, View, may_see_location, require, resident_view, team_scope
 from dashboard.deps import ID_PATTERN, Audit, CurrentUser, Now, Pool, State, UtcTime, time_range
 from dashboard.errors import responses
-from dashboard.routes_alerts import AlertOut, call_port
+from dashboard.routes_alerts import call_port
 from storage.alert_history_store import recent_alerts
 from storage.residents_store import (
     get_resident,
@@ -28,6 +28,7 @@ from storage.residents_store import (
     resident_events,
     stored_open_alerts,
 )
+from trygg.alert import Alert
 from trygg.contract import AlertKind
 
 router = APIRouter(prefix="/api/residents", tags=["residents"])
@@ -36,7 +37,6 @@ ResidentId = Annotated[str, Path(pattern=ID_PATTERN, description="resident id")]
 
 #: Alerts that make a resident's state `alert`; any other unresolved alert is `attention`.
 URGENT: Final = frozenset({"critical", "high"})
-ACTIVE: Final = frozenset({"open", "acknowledged"})
 
 #: What relatives read about an alert: the kind in plain words, no sensor detail.
 KIND_WORDING: Final[dict[str, str]] = {
@@ -131,7 +131,7 @@ class LocationOut(BaseModel):
 class StatusOut(BaseModel):
     resident_id: str
     state: Literal["ok", "alert", "attention"]
-    open_alerts: list[AlertOut | RelativeAlertOut]
+    open_alerts: list[Alert | RelativeAlertOut]
     last_contact_at: datetime | None
     location: LocationOut | None = None
 
@@ -174,17 +174,15 @@ async def events(
                        truncated=truncated, events=[EventOut.model_validate(r) for r in rows])
 
 
-def overall_state(open_alerts: list[dict[str, Any]]) -> Literal["ok", "alert", "attention"]:
-    if any(a.get("priority") in URGENT for a in open_alerts):
+def overall_state(open_alerts: list[Alert]) -> Literal["ok", "alert", "attention"]:
+    if any(a.priority in URGENT for a in open_alerts):
         return "alert"
     return "attention" if open_alerts else "ok"
 
 
-def for_relatives(alert: dict[str, Any]) -> RelativeAlertOut:
-    kind = str(alert.get("kind"))
-    return RelativeAlertOut(kind=kind, summary=KIND_WORDING.get(kind, "Something needs attention"),
-                            being_handled=alert.get("state") == "acknowledged",
-                            opened_at=alert["opened_at"])
+def for_relatives(alert: Alert) -> RelativeAlertOut:
+    return RelativeAlertOut(kind=alert.kind.value, summary=KIND_WORDING.get(alert.kind, "Something needs attention"),
+                            being_handled=alert.state == "acknowledged", opened_at=alert.opened_at)
 
 
 @router.get("/{resident_id}/status", response_model=StatusOut, responses=responses(401, 404, 503),
@@ -199,25 +197,20 @@ async def status(resident_id: ResidentId, request: Request, who: CurrentUser, po
             port = state.alerts
             found = await call_port(lambda: port.open_alerts_of(resident_id))
         else:
-            found = await stored_open_alerts(conn, resident_id)
-        open_alerts = [a for a in found if a.get("state") in ACTIVE and a.get("resident_id") == resident_id]
+            found = [Alert.from_record(row) for row in await stored_open_alerts(conn, resident_id)]
+        open_alerts = [a for a in found if a.active and a.resident_id == resident_id]
         show_location = may_see_location(view, resident, now)
         location = await last_location(conn, resident_id, now) if show_location else None
         contact = await last_contact(conn, resident_id, now)
     await audit_log.record(who, [resident_id], audit.action_of(request))
-    shown: list[AlertOut | RelativeAlertOut] = (
-        [AlertOut.model_validate(a) for a in open_alerts] if view is View.CARE
-        else [for_relatives(a) for a in open_alerts]
+    shown: list[Alert | RelativeAlertOut] = (
+        list(open_alerts) if view is View.CARE else [for_relatives(a) for a in open_alerts]
     )
     out = StatusOut(resident_id=resident_id, state=overall_state(open_alerts), open_alerts=shown,
                     last_contact_at=contact,
                     location=LocationOut.model_validate(location) if location else None)
     return JSONResponse(out.model_dump(mode="json", exclude=None if show_location else {"location"}),
                         headers={"Cache-Control": "no-store"})
-
-
-def _time(value: Any) -> datetime:
-    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
 
 
 @router.get("/{resident_id}/alert-history", response_model=AlertHistoryOut, responses=responses(401, 404, 503),
@@ -234,14 +227,14 @@ async def alert_history(
         found = {row["alert_id"]: row for row in await recent_alerts(conn, resident_id, since, limit)}
     if state.alerts is not None:  # fresher than what the alert stage has stored so far
         port = state.alerts
-        for doc in await call_port(lambda: port.open_alerts_of(resident_id)):
-            if doc.get("resident_id") == resident_id and doc.get("state") in ACTIVE:
-                found[str(doc["alert_id"])] = {**doc, "closed_at": None}
-    newest = sorted(found.values(), key=lambda a: _time(a["opened_at"]), reverse=True)[:limit]
+        for alert in await call_port(lambda: port.open_alerts_of(resident_id)):
+            if alert.resident_id == resident_id and alert.active:
+                found[alert.alert_id] = {"alert_id": alert.alert_id, "kind": alert.kind.value,
+                                         "state": alert.state.value, "opened_at": alert.opened_at, "closed_at": None}
+    newest = sorted(found.values(), key=lambda a: a["opened_at"], reverse=True)[:limit]
     alerts = [HistoryAlertOut(kind=str(a["kind"]), state=a["state"],
                               summary=KIND_WORDING.get(str(a["kind"]), "Something needed attention"),
-                              opened_at=_time(a["opened_at"]),
-                              closed_at=None if a.get("closed_at") is None else _time(a["closed_at"]))
+                              opened_at=a["opened_at"], closed_at=a["closed_at"])
               for a in newest]
     await audit_log.record(who, [resident_id], audit.action_of(request))
     return AlertHistoryOut(resident_id=resident_id, since=since, alerts=alerts)

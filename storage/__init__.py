@@ -1,7 +1,7 @@
 """PostgreSQL storage: schema and migrations, batch writers (COPY), queries; and the durable
 local log (storage/local_log.py) where records wait on this machine's disk for PostgreSQL."""
 
-from storage.alerts_store import AlertRecord, AlertStore, TransitionRecord
+from storage.alerts_store import AlertStore
 from storage.embedded import start_embedded_postgres
 from storage.errors import DatabaseUnavailable, MigrationError, StorageError
 from storage.events import DeadLetter, EventStore, StatusRow, unique_events
@@ -10,7 +10,6 @@ from storage.migrate import migrate
 from storage.registry_store import load_registry, load_registry_text, save_registry
 
 __all__ = [
-    "AlertRecord",
     "AlertStore",
     "DatabaseUnavailable",
     "DeadLetter",
@@ -20,7 +19,6 @@ __all__ = [
     "MigrationError",
     "StatusRow",
     "StorageError",
-    "TransitionRecord",
     "load_registry",
     "load_registry_text",
     "migrate",

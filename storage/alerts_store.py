@@ -7,15 +7,13 @@ batch written twice (a journal replayed after a crash) changes nothing the secon
 - an alert row is upserted only when its `version` is newer than the stored one;
 - a transition is keyed by `(alert_id, seq)` and inserted once.
 
-The alerts stage converts between these records and its own model; storage does not
-import the stages.
+Rows are `trygg.alert.Alert` (the kernel's alert, by its `record`) and `Transition`.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -24,21 +22,15 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from storage.errors import DatabaseUnavailable
+from trygg.alert import RECORD_FIELDS, Alert, Transition
+from trygg.contract import AlertState
 
-ACTIVE_STATES = ("open", "acknowledged")
-
-_COLUMNS = (
-    "alert_id", "resident_id", "team_id", "kind", "priority", "state", "opened_at",
-    "updated_at", "acknowledged_at", "acknowledged_by", "resolved_at", "resolved_by",
-    "closed_at", "note", "event_count", "escalation_level", "escalated_at", "trigger",
-    "last_event", "location", "teams", "device_id", "detail", "sources", "version",
-    "transition_count",
-)
+_JSON = frozenset({"trigger", "last_event", "location", "detail", "sources"})
 
 _UPSERT = (
-    f"INSERT INTO trygg.alerts ({', '.join(_COLUMNS)}) VALUES ({', '.join(['%s'] * len(_COLUMNS))})"
+    f"INSERT INTO trygg.alerts ({', '.join(RECORD_FIELDS)}) VALUES ({', '.join(['%s'] * len(RECORD_FIELDS))})"
     " ON CONFLICT (alert_id) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c != "alert_id")
+    + ", ".join(f"{c} = excluded.{c}" for c in RECORD_FIELDS if c != "alert_id")
     + " WHERE trygg.alerts.version < excluded.version"
 )
 
@@ -49,90 +41,35 @@ ON CONFLICT (alert_id, seq) DO NOTHING
 """
 
 _LOAD = f"""
-SELECT {', '.join(_COLUMNS)} FROM trygg.alerts
+SELECT {', '.join(RECORD_FIELDS)} FROM trygg.alerts
 WHERE state IN ('open', 'acknowledged') OR closed_at >= %s
 ORDER BY opened_at
 """
 
 
-@dataclass(frozen=True, slots=True)
-class AlertRecord:
-    """One row of `trygg.alerts` (DESIGN.md §6b, and what a restart needs)."""
-
-    alert_id: str
-    resident_id: str
-    team_id: str
-    kind: str
-    priority: str
-    state: str
-    opened_at: datetime
-    updated_at: datetime
-    acknowledged_at: datetime | None
-    acknowledged_by: str | None
-    resolved_at: datetime | None
-    resolved_by: str | None
-    closed_at: datetime | None
-    note: str | None
-    event_count: int
-    escalation_level: int
-    escalated_at: datetime
-    trigger: dict[str, Any]
-    last_event: dict[str, Any]
-    location: dict[str, Any] | None
-    teams: tuple[str, ...]
-    device_id: str | None
-    detail: dict[str, Any] = field(default_factory=dict)
-    sources: tuple[str, ...] = ()
-    version: int = 1
-    transition_count: int = 0
-
-    @property
-    def active(self) -> bool:
-        return self.state in ACTIVE_STATES
-
-    def params(self) -> tuple[object, ...]:
-        return (
-            self.alert_id, self.resident_id, self.team_id, self.kind, self.priority, self.state,
-            self.opened_at, self.updated_at, self.acknowledged_at, self.acknowledged_by,
-            self.resolved_at, self.resolved_by, self.closed_at, self.note, self.event_count,
-            self.escalation_level, self.escalated_at, Jsonb(self.trigger), Jsonb(self.last_event),
-            None if self.location is None else Jsonb(self.location), list(self.teams),
-            self.device_id, Jsonb(self.detail), Jsonb(list(self.sources)), self.version,
-            self.transition_count,
-        )
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> AlertRecord:
-        values = dict(row)
-        values["teams"] = tuple(values["teams"] or ())
-        values["sources"] = tuple(values["sources"] or ())
-        values["detail"] = values["detail"] or {}
-        return cls(**values)
+def _params(alert: Alert) -> tuple[object, ...]:
+    rec = alert.record()
+    return tuple(Jsonb(rec[c]) if c in _JSON and rec[c] is not None else rec[c] for c in RECORD_FIELDS)
 
 
-@dataclass(frozen=True, slots=True)
-class TransitionRecord:
-    """One row of `trygg.alert_transitions`; `from_state` is None for the opening."""
-
-    alert_id: str
-    seq: int
-    at: datetime
-    from_state: str | None
-    to_state: str
-    actor: str
-    note: str | None = None
-
-    def params(self) -> tuple[object, ...]:
-        return (self.alert_id, self.seq, self.at, self.from_state, self.to_state, self.actor, self.note)
+def _transition_params(step: Transition) -> tuple[object, ...]:
+    return (step.alert_id, step.seq, step.at, None if step.from_state is None else step.from_state.value,
+            step.to_state.value, step.actor, step.note)
 
 
-def newest(records: Sequence[AlertRecord]) -> list[AlertRecord]:
+def _transition(row: tuple[Any, ...]) -> Transition:
+    alert_id, seq, at, from_state, to_state, actor, note = row
+    return Transition(alert_id, seq, at, None if from_state is None else AlertState(from_state),
+                      AlertState(to_state), actor, note)
+
+
+def newest(alerts: Sequence[Alert]) -> list[Alert]:
     """The newest version of each alert, in order of first appearance."""
-    latest: dict[str, AlertRecord] = {}
-    for rec in records:
-        have = latest.get(rec.alert_id)
-        if have is None or have.version < rec.version:
-            latest[rec.alert_id] = rec
+    latest: dict[str, Alert] = {}
+    for alert in alerts:
+        have = latest.get(alert.alert_id)
+        if have is None or have.version < alert.version:
+            latest[alert.alert_id] = alert
     return list(latest.values())
 
 
@@ -150,7 +87,7 @@ class AlertStore:
                 raise DatabaseUnavailable(str(exc).strip()) from exc
         return self._conn
 
-    def write(self, alerts: Sequence[AlertRecord], transitions: Sequence[TransitionRecord]) -> None:
+    def write(self, alerts: Sequence[Alert], transitions: Sequence[Transition]) -> None:
         """Commit one batch: the newest version of each alert, then the transitions.
 
         Raises DatabaseUnavailable when the server cannot be reached (the caller keeps
@@ -161,9 +98,9 @@ class AlertStore:
             with conn.cursor() as cur:
                 rows = newest(alerts)
                 if rows:
-                    cur.executemany(_UPSERT, [r.params() for r in rows])
+                    cur.executemany(_UPSERT, [_params(a) for a in rows])
                 if transitions:
-                    cur.executemany(_INSERT_TRANSITION, [t.params() for t in transitions])
+                    cur.executemany(_INSERT_TRANSITION, [_transition_params(t) for t in transitions])
             conn.commit()
         except psycopg.OperationalError as exc:
             self.close()
@@ -174,7 +111,7 @@ class AlertStore:
                     conn.rollback()
             raise
 
-    def load(self, closed_since: datetime | None = None) -> list[AlertRecord]:
+    def load(self, closed_since: datetime | None = None) -> list[Alert]:
         """Every unresolved alert (open or acknowledged), oldest first, and those closed
         since `closed_since` when given."""
         conn = self._connection()
@@ -186,9 +123,9 @@ class AlertStore:
         except psycopg.OperationalError as exc:
             self.close()
             raise DatabaseUnavailable(str(exc).strip()) from exc
-        return [AlertRecord.from_row(row) for row in rows]
+        return [Alert.from_record(row) for row in rows]
 
-    def transitions(self, alert_id: str) -> list[TransitionRecord]:
+    def transitions(self, alert_id: str) -> list[Transition]:
         """The recorded transitions of one alert, in order."""
         conn = self._connection()
         try:
@@ -201,7 +138,7 @@ class AlertStore:
         except psycopg.OperationalError as exc:
             self.close()
             raise DatabaseUnavailable(str(exc).strip()) from exc
-        return [TransitionRecord(*row) for row in rows]
+        return [_transition(row) for row in rows]
 
     def close(self) -> None:
         if self._conn is not None:
@@ -210,4 +147,4 @@ class AlertStore:
             self._conn = None
 
 
-__all__ = ["ACTIVE_STATES", "AlertRecord", "AlertStore", "TransitionRecord", "newest"]
+__all__ = ["AlertStore", "newest"]

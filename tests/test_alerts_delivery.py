@@ -24,14 +24,14 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from alerts import AlertStage
+from alerts import AlertClosed, AlertConfig, AlertStage
 from gateway import set_nodelay
 from mqtt import Protocol
 from tests.fix_mqtt import MosquittoInstance
 from tests.helpers import small_registry, wait_for
 from trygg.contract import AlertKind, Event, EventType, Priority
 from trygg.pipeline import AlertIntent, IntentAction
-from trygg.registry import Team
+from trygg.registry import Registry, Team
 
 pytestmark = pytest.mark.integration
 
@@ -141,12 +141,12 @@ StartStage = Callable[..., Running]
 def start_stage(mosquitto: MosquittoInstance, prefix: str, tmp_path: Path) -> Iterator[StartStage]:
     running: list[Running] = []
 
-    def start(conninfo: str | None = None, **options: Any) -> Running:
-        options.setdefault("registry", small_registry())
-        registry = options.pop("registry")
-        stage = AlertStage(registry, broker_host=mosquitto.address.host, broker_port=mosquitto.address.port,
-                           prefix=prefix, client_id=f"alerts-{uuid.uuid4().hex[:8]}", conninfo=conninfo,
-                           journal_dir=tmp_path / "alerts", retry_s=0.2, **options)
+    def start(conninfo: str | None = None, *, registry: Registry | None = None,
+              alert_closed: AlertClosed | None = None, **settings: Any) -> Running:
+        config = AlertConfig(broker_host=mosquitto.address.host, broker_port=mosquitto.address.port, prefix=prefix,
+                             client_id=f"alerts-{uuid.uuid4().hex[:8]}", conninfo=conninfo,
+                             journal_dir=tmp_path / "alerts", retry_s=0.2, **settings)
+        stage = AlertStage(registry or small_registry(), config, alert_closed=alert_closed)
         run = Running(stage)
         running.append(run)
         return run
@@ -228,9 +228,9 @@ def test_resolve_shows_the_final_state_to_connected_handhelds_and_nothing_to_lat
     alert_id = opened.doc["alert_id"]
 
     acked = run.call(lambda: run.stage.acknowledge(alert_id, "ola"))
-    assert acked["state"] == "acknowledged"
+    assert acked.state == "acknowledged"
     done = run.call(lambda: run.stage.resolve(alert_id, "ola", "Trykket ved et uhell"))
-    assert (done["state"], done["resolved_by"], done["note"]) == ("resolved", "ola", "Trykket ved et uhell")
+    assert (done.state, done.resolved_by, done.note) == ("resolved", "ola", "Trykket ved et uhell")
     assert closed == [("r-1", AlertKind.ALARM, None)]
 
     messages = east.wait(lambda m: len(m) >= 4)
@@ -306,16 +306,16 @@ def test_dashboard_subscribers_see_every_change_of_their_teams(
     sub = run.call(lambda: run.stage.subscribe({"east"}))
     run.call(lambda: run.stage.on_intents([intent()]))
     first = run.call(sub.get_nowait)
-    assert (first["state"], first["team_id"]) == ("open", "east")
-    run.call(lambda: run.stage.resolve(first["alert_id"], "ola"))
+    assert (first.state, first.team_id, first.teams) == ("open", "east", ("east",))
+    run.call(lambda: run.stage.resolve(first.alert_id, "ola"))
     final = run.call(sub.get_nowait)
-    assert final["state"] == "resolved"
+    assert final.state == "resolved"
     assert run.call(lambda: run.stage.active({"east"})) == []
     # intents from another thread (a rule replay at start-up) are handed to the loop
     run.stage.on_intents([intent(resident="r-2", device="d-2-alarm")])
     other = wait_for(lambda: run.call(lambda: run.stage.active({"east"})), bool, timeout=5, interval=0.01)
-    assert [a["resident_id"] for a in other] == ["r-2"]
-    assert run.call(sub.get_nowait)["resident_id"] == "r-2"
+    assert [a.resident_id for a in other] == ["r-2"]
+    assert run.call(sub.get_nowait).resident_id == "r-2"
 
 
 def test_a_team_with_a_webhook_gets_every_change_posted(start_stage: StartStage, prefix: str) -> None:
@@ -415,8 +415,9 @@ def test_open_alerts_survive_a_broker_restart_that_loses_retained_messages(prefi
     made: list[Handheld] = []
     run: Running | None = None
     try:
-        stage = AlertStage(small_registry(), broker_host=broker.address.host, broker_port=broker.address.port,
-                           prefix=prefix, client_id="alerts-restart")
+        stage = AlertStage(small_registry(), AlertConfig(broker_host=broker.address.host,
+                                                         broker_port=broker.address.port, prefix=prefix,
+                                                         client_id="alerts-restart"))
         run = Running(stage)
         run.call(lambda: run.stage.on_intents([intent(event_id="e-before")]))
         assert wait_for(stage.publisher.pending, lambda n: n == 0, timeout=10) == 0

@@ -36,7 +36,7 @@ CHILD = """
 import asyncio, sys
 from datetime import datetime
 from pathlib import Path
-from alerts import AlertStage
+from alerts import AlertConfig, AlertStage
 from tests.helpers import small_registry
 from trygg.contract import AlertKind, Event, EventType, Priority
 from trygg.pipeline import AlertIntent, IntentAction
@@ -44,8 +44,9 @@ from trygg.pipeline import AlertIntent, IntentAction
 host, port, prefix, conninfo, journal, at = sys.argv[1:7]
 
 async def main() -> None:
-    stage = AlertStage(small_registry(), broker_host=host, broker_port=int(port), prefix=prefix,
-                       client_id="alerts-child", conninfo=conninfo, journal_dir=Path(journal), retry_s=0.2)
+    stage = AlertStage(small_registry(), AlertConfig(broker_host=host, broker_port=int(port), prefix=prefix,
+                                                     client_id="alerts-child", conninfo=conninfo,
+                                                     journal_dir=Path(journal), retry_s=0.2))
     runner = asyncio.create_task(stage.run())
     await stage.wait_ready()
     when = datetime.fromisoformat(at)
@@ -132,7 +133,7 @@ def test_after_a_hard_crash_the_open_alert_is_restored_and_nothing_is_raised_twi
 
     centre = handhelds(f"{prefix}/teams/alarm-centre/alerts/+")
     run = start_stage(database, escalate_high_s=0.5)  # its escalation is overdue now
-    assert [a["alert_id"] for a in run.call(run.stage.active)] == [alert_id]
+    assert [a.alert_id for a in run.call(run.stage.active)] == [alert_id]
     # the broker redelivers the event: the same alert, nothing new
     run.call(lambda: run.stage.on_intents([intent(event_id="e-crash", at=at)]))
     [escalated] = centre.wait(lambda m: len(m) >= 1)
@@ -164,7 +165,7 @@ def test_a_crash_while_postgres_is_down_loses_no_alert(
     [before] = alerts_of(east.received())
 
     run = start_stage(url)  # PostgreSQL still down: restored from the journal
-    assert [a["alert_id"] for a in run.call(run.stage.active)] == [before["alert_id"]]
+    assert [a.alert_id for a in run.call(run.stage.active)] == [before["alert_id"]]
     run.call(lambda: run.stage.on_intents([intent(event_id="e-crash", at=at)]))
     private_postgres.start()
     stored = wait_for(lambda: rows(url, "SELECT alert_id, state, event_count FROM trygg.alerts"),

@@ -4,6 +4,7 @@ stream with pings and per-team delivery, and the app without an alert stage."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import queue
 import re
@@ -20,11 +21,29 @@ import pytest
 
 from dashboard.deps import StageAlerts
 from tests.helpers import wait_for
-from tests.test_api_support import MemoryAlerts, World, alert_doc, make_world, password_hash, world
+from tests.service_alerts import ServiceAlerts
+from tests.test_api_support import REGISTRY_YAML, World, alert_doc, make_world, password_hash, world
+from trygg.alert import Alert
+from trygg.registry import parse_registry
 
 pytestmark = pytest.mark.integration
 
 __all__ = ["world"]
+
+
+#: An alert in the API and the live stream: the contract's alert JSON and `teams` (docs/api.md).
+ALERT_FIELDS = {"alert_id", "resident_id", "team_id", "kind", "priority", "state", "opened_at", "updated_at",
+                "event_count", "trigger", "last_event", "location", "escalation_level", "acknowledged_by",
+                "resolved_by", "note", "teams"}
+
+
+def test_an_alert_shows_the_contract_fields_and_its_teams(world: World) -> None:
+    listed = world.client.get("/api/alerts?team=east", headers=world.headers("operator")).json()
+    assert [set(a) for a in listed] == [ALERT_FIELDS, ALERT_FIELDS]
+    assert {(a["alert_id"], tuple(a["teams"])) for a in listed} == {("a-east", ("east",)), ("a-east-low", ("east",))}
+    assert listed[0]["opened_at"].endswith("Z")
+    ack = world.client.post("/api/alerts/a-east/ack", headers=world.headers("staff-east")).json()
+    assert set(ack) == ALERT_FIELDS
 
 
 def test_acknowledge_then_resolve(world: World) -> None:
@@ -150,6 +169,7 @@ def test_stream_pushes_changes_of_the_callers_teams_and_pings(fast_world: World)
         (change,) = east.alerts(1)
         assert (change["alert_id"], change["state"], change["acknowledged_by"]) == (
             "a-east", "acknowledged", "operator")
+        assert set(change) == ALERT_FIELDS
         assert {a["alert_id"] for a in everyone.alerts(2)} == {"a-west", "a-east"}
         w.alerts.put(alert_doc("a-new", "r-1", "east", kind="smoke", priority="critical"))
         (new,) = east.alerts(1)
@@ -164,7 +184,8 @@ def test_stream_ends_with_reset_at_once_when_the_server_closes(database: str) ->
     with make_world(database, sse_ping_s=30) as w, stream(w, "staff-east") as east:
         assert east.next_event() == (":", "connected")
         assert wait_for(lambda: len(w.alerts.subscribers), lambda n: n == 1) == 1
-        loop = w.alerts.subscribers[0].loop
+        loop = w.alerts.loop
+        assert loop is not None
         started = time.monotonic()
         loop.call_soon_threadsafe(w.app.state.trygg.closing.set)
         assert east.next_event() == ("reset", "{}")
@@ -172,12 +193,12 @@ def test_stream_ends_with_reset_at_once_when_the_server_closes(database: str) ->
 
 
 def test_stream_ends_with_reset_when_the_subscription_ends(fast_world: World) -> None:
-    class EndingFeed:
+    class EndingSubscription:
         def __init__(self, wake: Callable[[], None]) -> None:
             self.changes = [alert_doc("a-last", "r-1", "east")]
             asyncio.get_running_loop().call_later(0.1, wake)
 
-        def get_nowait(self) -> dict[str, Any] | None:
+        def get_nowait(self) -> Alert:
             if not self.changes:
                 raise RuntimeError("subscriber dropped")
             return self.changes.pop()
@@ -185,13 +206,13 @@ def test_stream_ends_with_reset_when_the_subscription_ends(fast_world: World) ->
         def close(self) -> None:
             pass
 
-    class Ending(MemoryAlerts):
-        def subscribe(self, teams: frozenset[str] | None, wake: Callable[[], None]) -> Any:  # type: ignore[override]
-            return EndingFeed(wake)
+    class Ending(ServiceAlerts):
+        def subscribe(self, teams: frozenset[str] | None = None, *,  # type: ignore[override]
+                      wake: Callable[[], None] | None = None) -> Any:
+            assert wake is not None
+            return EndingSubscription(wake)
 
-    port = Ending()
-    port.reset()
-    fast_world.app.state.trygg.alerts = port
+    fast_world.app.state.trygg.alerts = StageAlerts(Ending(parse_registry(REGISTRY_YAML)))
     with stream(fast_world, "staff-east") as east:
         assert east.alerts(1)[0]["alert_id"] == "a-last"
         assert east.next_event() == ("reset", "{}")
@@ -221,9 +242,6 @@ def test_without_an_alert_stage(database: str) -> None:
 def test_the_alert_stage_adapter(database: str) -> None:
     """StageAlerts over the real AlertStage before it runs: reads work, changes are 503."""
     stage_module = pytest.importorskip("alerts.stage")
-    from tests.test_api_support import REGISTRY_YAML
-    from trygg.registry import parse_registry
-
     stage = stage_module.AlertStage(parse_registry(REGISTRY_YAML))
     with make_world(database, alerts=StageAlerts(stage)) as w:
         assert w.client.get("/api/alerts", headers=w.headers("operator")).json() == []
@@ -240,14 +258,16 @@ def test_a_change_reaches_the_console_while_the_loop_is_still_busy_after_it(fast
     w = fast_world
     with stream(w, "staff-east") as east:
         assert east.next_event() == (":", "connected")
-        (sub,) = wait_for(lambda: list(w.alerts.subscribers), lambda subs: len(subs) == 1)
+        wait_for(lambda: len(w.alerts.subscribers), lambda n: n == 1)
 
         def change_then_busy() -> None:
-            sub.deliver(alert_doc("a-now", "r-1", "east", kind="smoke", priority="critical"))
+            w.alerts.put(alert_doc("a-now", "r-1", "east", kind="smoke", priority="critical"))
             time.sleep(1.5)  # the rest of the loop's turn: heartbeats, motion, a database batch …
 
+        loop = w.alerts.loop
+        assert loop is not None
         started = time.monotonic()
-        sub.loop.call_soon_threadsafe(change_then_busy)
+        loop.call_soon_threadsafe(change_then_busy)
         name, data = east.next_event(timeout=1.0)
         arrived = time.monotonic() - started
         assert (name, json.loads(data)["alert_id"]) == ("alert", "a-now")
@@ -269,8 +289,7 @@ def test_a_console_that_reads_slowly_gets_every_change_in_order(fast_world: Worl
     (sub,) = wait_for(lambda: list(w.alerts.subscribers), lambda subs: len(subs) == 1)
     notes = 250
     for n in range(notes):  # 7.5 MB of alerts: more than the kernel's buffers (4 MiB at most) hold
-        doc = {**alert_doc(f"a-{n}", "r-1", "east"), "note": f"{n:04d} " + "x" * 30_000}
-        sub.loop.call_soon_threadsafe(sub.deliver, doc)
+        w.alerts.put(dataclasses.replace(alert_doc(f"a-{n}", "r-1", "east"), note=f"{n:04d} " + "x" * 30_000))
     console = sub.wake.__self__  # type: ignore[attr-defined]  # the stream the feed wakes
     # The console reads nothing yet: once the kernel's buffers are full (about 4 MiB here,
     # how much exactly depends on the kernel's tuning) a write waits for it, and every

@@ -1,6 +1,7 @@
 """Shared set-up of the API tests: a registry with teams, residents and one user per
-role, stored events, an in-memory AlertsPort, and the app served by uvicorn on a free
-loopback port (real HTTP, so streaming and client addresses behave as in production).
+role, stored events, the real alert service behind the dashboard's alerts port
+(tests/service_alerts.py), and the app served by uvicorn on a free loopback port (real
+HTTP, so streaming and client addresses behave as in production).
 
 The other tests/test_api_*.py modules import the fixtures from here. The app connects
 as the least-privileged role `trygg_app` (storage/migrations/0006_roles.sql), so these
@@ -9,15 +10,14 @@ tests also prove that role is enough to serve the API.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,12 +29,15 @@ import uvicorn
 from fastapi import FastAPI
 from psycopg.types.json import Jsonb
 
-from dashboard import AlertNotFound, AlertsPort, IllegalTransition, create_app
+from dashboard import AlertsPort, StageAlerts, create_app
 from dashboard.auth import hash_password
 from storage.registry_store import save_registry
 from storage.users_store import upsert_user
 from tests.fix_db import create_database, drop_database
 from tests.helpers import wait_for
+from tests.service_alerts import ServiceAlerts
+from trygg.alert import Alert
+from trygg.contract import AlertKind, AlertState, Priority
 from trygg.registry import parse_registry
 from trygg.settings import Settings
 
@@ -118,114 +121,26 @@ def as_app_role(url: str) -> str:
     return psycopg.conninfo.make_conninfo(url, options="-c role=trygg_app")
 
 
-# --- an in-memory AlertsPort (route-level tests only) -------------------------------------
+# --- the alerts: the real lifecycle, no broker, no database -----------------------------
 
 
 def alert_doc(alert_id: str, resident_id: str, team_id: str, kind: str = "fall", priority: str = "high",
-              state: str = "open", teams: list[str] | None = None) -> dict[str, Any]:
-    now = datetime.now(UTC).isoformat()
+              state: str = "open", teams: list[str] | None = None) -> Alert:
+    """An alert as the rules raise it (with `teams`: as it is after escalating)."""
+    now = datetime.now(UTC)
     ref = {"device_id": f"d-{resident_id[2:]}-alarm", "event_id": "e-1", "type": "fall.detected",
-           "ts": now, "received_at": now}
-    return {"alert_id": alert_id, "resident_id": resident_id, "team_id": team_id, "kind": kind,
-            "priority": priority, "state": state, "opened_at": now, "updated_at": now, "event_count": 1,
-            "trigger": ref, "last_event": ref, "location": None, "escalation_level": 0,
-            "acknowledged_by": None, "resolved_by": None, "note": None, "teams": teams or [team_id]}
+           "ts": now.isoformat(), "received_at": now.isoformat()}
+    return Alert(alert_id=alert_id, resident_id=resident_id, team_id=team_id, kind=AlertKind(kind),
+                 priority=Priority(priority), state=AlertState(state), opened_at=now, updated_at=now,
+                 trigger=ref, last_event=ref, teams=tuple(teams or [team_id]), escalated_at=now,
+                 escalation_level=len(teams or [team_id]) - 1)
 
 
-@dataclass
-class Subscriber:
-    loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue[dict[str, Any]]
-    teams: frozenset[str] | None
-    wake: Callable[[], None]
-
-    def deliver(self, doc: dict[str, Any]) -> None:  # on the subscriber's loop
-        self.queue.put_nowait(doc)
-        self.wake()
-
-
-@dataclass
-class MemoryFeed:
-    alerts: MemoryAlerts
-    entry: Subscriber
-
-    def get_nowait(self) -> dict[str, Any] | None:
-        try:
-            return self.entry.queue.get_nowait()
-        except asyncio.QueueEmpty:
-            return None
-
-    def close(self) -> None:
-        with self.alerts.lock:
-            self.alerts.subscribers.remove(self.entry)
-
-
-@dataclass
-class MemoryAlerts:
-    """Alerts in a dict with the lifecycle of DESIGN.md §4; changes go to subscribers,
-    which may live on another thread's event loop."""
-
-    alerts: dict[str, dict[str, Any]] = field(default_factory=dict)
-    subscribers: list[Subscriber] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def reset(self) -> None:
-        with self.lock:
-            self.alerts = {
-                "a-east": alert_doc("a-east", "r-1", "east"),
-                "a-west": alert_doc("a-west", "r-2", "west"),
-                "a-east-low": alert_doc("a-east-low", "r-3", "east", kind="battery_low", priority="low"),
-            }
-
-    def put(self, doc: dict[str, Any]) -> None:
-        """Add or change an alert (from any thread) and tell the subscribers."""
-        with self.lock:
-            self.alerts[doc["alert_id"]] = doc
-            subscribers = list(self.subscribers)
-        for sub in subscribers:
-            if sub.teams is None or set(doc["teams"]) & sub.teams:
-                sub.loop.call_soon_threadsafe(sub.deliver, dict(doc))
-
-    async def list(self, teams: frozenset[str] | None, state: str | None,
-                   since: datetime | None) -> list[dict[str, Any]]:
-        with self.lock:
-            docs = [dict(d) for d in self.alerts.values()]
-        return [d for d in docs if (teams is None or set(d["teams"]) & teams)
-                and (state is None or d["state"] == state)
-                and (since is None or datetime.fromisoformat(d["updated_at"]) >= since)]
-
-    async def get(self, alert_id: str) -> dict[str, Any] | None:
-        with self.lock:
-            doc = self.alerts.get(alert_id)
-        return dict(doc) if doc else None
-
-    def _step(self, alert_id: str, allowed: tuple[str, ...], to_state: str, **changes: Any) -> dict[str, Any]:
-        with self.lock:
-            doc = self.alerts.get(alert_id)
-            if doc is None:
-                raise AlertNotFound(alert_id)
-            if doc["state"] not in allowed:
-                raise IllegalTransition(alert_id, doc["state"], to_state)
-            doc = {**doc, "state": to_state, "updated_at": datetime.now(UTC).isoformat(), **changes}
-        self.put(doc)
-        return dict(doc)
-
-    async def acknowledge(self, alert_id: str, actor: str) -> dict[str, Any]:
-        return self._step(alert_id, ("open",), "acknowledged", acknowledged_by=actor)
-
-    async def resolve(self, alert_id: str, actor: str, note: str | None) -> dict[str, Any]:
-        return self._step(alert_id, ("open", "acknowledged"), "resolved", resolved_by=actor, note=note)
-
-    def subscribe(self, teams: frozenset[str] | None, wake: Callable[[], None]) -> MemoryFeed:
-        entry = Subscriber(asyncio.get_running_loop(), asyncio.Queue(), teams, wake)
-        with self.lock:
-            self.subscribers.append(entry)
-        return MemoryFeed(self, entry)
-
-    async def open_alerts_of(self, resident_id: str) -> list[dict[str, Any]]:
-        with self.lock:
-            return [dict(d) for d in self.alerts.values()
-                    if d["resident_id"] == resident_id and d["state"] in ("open", "acknowledged")]
+def alerts_at_start() -> ServiceAlerts:
+    """The alert service with three unresolved alerts: two of team east, one of west."""
+    return ServiceAlerts(parse_registry(REGISTRY_YAML), at_start=[
+        alert_doc("a-east", "r-1", "east"), alert_doc("a-west", "r-2", "west"),
+        alert_doc("a-east-low", "r-3", "east", kind="battery_low", priority="low")])
 
 
 # --- the world -------------------------------------------------------------------------
@@ -260,7 +175,7 @@ class World:
     url: str
     app: FastAPI
     client: httpx.Client
-    alerts: MemoryAlerts
+    alerts: ServiceAlerts
     tokens: dict[str, str]
 
     def headers(self, user: str | None) -> dict[str, str]:
@@ -304,18 +219,18 @@ def serve(app: FastAPI) -> Iterator[str]:
 
 @contextlib.contextmanager
 def make_world(url: str, alerts: AlertsPort | None = None, **app_options: Any) -> Iterator[World]:
-    """A seeded database, an app connected as trygg_app, a running TestClient, tokens."""
+    """A seeded database, an app connected as trygg_app (its alerts port: `alerts`, or
+    the real alert service with `alerts_at_start`), a running client, tokens."""
     seed(url, datetime.now(UTC))
-    port = alerts if alerts is not None else MemoryAlerts()
-    if isinstance(port, MemoryAlerts):
-        port.reset()
+    service = alerts_at_start()
+    port = alerts if alerts is not None else StageAlerts(service)
     with tempfile.TemporaryDirectory(prefix="trygg-api-") as data_dir:
         app = create_app(settings(Path(data_dir)), as_app_role(url), port, **app_options)
         expires = int(time.time()) + 3600
         signer = app.state.trygg.signer
         tokens = {u: signer.issue(u, password_hash(), "api", expires) for u in (*USERS, CENTRE)}
         with serve(app) as base_url, httpx.Client(base_url=base_url, timeout=30) as client:
-            yield World(url, app, client, port if isinstance(port, MemoryAlerts) else MemoryAlerts(), tokens)
+            yield World(url, app, client, service, tokens)
 
 
 @pytest.fixture
@@ -339,6 +254,3 @@ def shared_world(pg_admin_url: str) -> Iterator[World]:
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
-
-def test_memory_alerts_is_an_alerts_port() -> None:
-    assert isinstance(MemoryAlerts(), AlertsPort)

@@ -5,17 +5,22 @@ failing webhook receiver is retried. No broker, no network (httpx MockTransport)
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 from prometheus_client import REGISTRY
 
 from alerts import AlertHub, SubscriptionDropped, WebhookSender
+from trygg.alert import Alert
+from trygg.contract import AlertKind, AlertState, Priority
+
+T0 = datetime(2026, 11, 22, 14, 0, tzinfo=UTC)
 
 
-def wire(alert_id: str, state: str = "open") -> dict[str, Any]:
-    return {"alert_id": alert_id, "state": state}
+def alert(alert_id: str, state: str = "open", teams: tuple[str, ...] = ("east",)) -> Alert:
+    return Alert(alert_id=alert_id, resident_id="r-1", team_id=teams[0], kind=AlertKind.FALL,
+                 priority=Priority.HIGH, state=AlertState(state), opened_at=T0, updated_at=T0, teams=teams)
 
 
 def test_subscribers_get_changes_of_their_teams_only() -> None:
@@ -24,15 +29,15 @@ def test_subscribers_get_changes_of_their_teams_only() -> None:
         east = hub.subscribe({"east"})
         centre = hub.subscribe({"alarm-centre"})
         everyone = hub.subscribe(None)
-        hub.publish(wire("a-1"), ("east",))
-        hub.publish(wire("a-1", "open"), ("east", "alarm-centre"))  # escalated
-        hub.publish(wire("a-2"), ("west",))
-        assert [(await east.get())["alert_id"] for _ in range(2)] == ["a-1", "a-1"]
-        assert (await centre.get())["alert_id"] == "a-1"
-        assert [(await everyone.get())["alert_id"] for _ in range(3)] == ["a-1", "a-1", "a-2"]
+        hub.publish(alert("a-1", teams=("east",)))
+        hub.publish(alert("a-1", "open", teams=("east", "alarm-centre")))  # escalated
+        hub.publish(alert("a-2", teams=("west",)))
+        assert [(await east.get()).alert_id for _ in range(2)] == ["a-1", "a-1"]
+        assert (await centre.get()).alert_id == "a-1"
+        assert [(await everyone.get()).alert_id for _ in range(3)] == ["a-1", "a-1", "a-2"]
         assert east.queue.empty() and centre.queue.empty()
         hub.unsubscribe(east)
-        hub.publish(wire("a-3"), ("east",))
+        hub.publish(alert("a-3", teams=("east",)))
         assert east.queue.empty()
         assert len(hub) == 2
 
@@ -45,11 +50,11 @@ def test_a_slow_subscriber_is_dropped_with_a_marker_and_others_keep_receiving() 
         slow = hub.subscribe({"east"})
         fast = hub.subscribe({"east"})
         for i in range(5):
-            hub.publish(wire(f"a-{i}"), ("east",))
+            hub.publish(alert(f"a-{i}", teams=("east",)))
             await fast.get()
         assert slow.dropped and len(hub) == 1
         assert slow.queue.qsize() == 4  # bounded: three changes and the marker
-        received = [(await slow.get())["alert_id"] for _ in range(3)]
+        received = [(await slow.get()).alert_id for _ in range(3)]
         assert received == ["a-0", "a-1", "a-2"]
         with pytest.raises(SubscriptionDropped):
             await slow.get()
@@ -63,10 +68,10 @@ def test_a_subscriber_is_woken_in_the_call_that_offers_the_change() -> None:
     async def scenario() -> None:
         hub = AlertHub(limit=2)
         seen: list[str] = []
-        sub = hub.subscribe({"east"}, wake=lambda: seen.append(sub.get_nowait()["alert_id"]))
-        hub.publish(wire("a-1"), ("east",))
+        sub = hub.subscribe({"east"}, wake=lambda: seen.append(sub.get_nowait().alert_id))
+        hub.publish(alert("a-1", teams=("east",)))
         assert seen == ["a-1"]
-        hub.publish(wire("a-2"), ("west",))
+        hub.publish(alert("a-2", teams=("west",)))
         assert seen == ["a-1"]
 
     asyncio.run(scenario())
@@ -81,11 +86,11 @@ def test_a_subscriber_whose_wake_fails_is_dropped_and_the_others_still_get_the_c
 
         failing = hub.subscribe({"east"}, wake=broken)
         other = hub.subscribe({"east"})
-        hub.publish(wire("a-1"), ("east",))
-        assert (await other.get())["alert_id"] == "a-1"
+        hub.publish(alert("a-1", teams=("east",)))
+        assert (await other.get()).alert_id == "a-1"
         assert failing.dropped and len(hub) == 1
-        hub.publish(wire("a-2"), ("east",))
-        assert (await failing.get())["alert_id"] == "a-1"
+        hub.publish(alert("a-2", teams=("east",)))
+        assert (await failing.get()).alert_id == "a-1"
         with pytest.raises(SubscriptionDropped):  # told, not left silent
             await failing.get()
 
@@ -104,7 +109,7 @@ def test_webhook_posts_the_alert_json_and_retries_failures_with_backoff() -> Non
         client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
         sender = WebhookSender(client=client, backoff_s=0.01, attempts=5)
         runner = asyncio.create_task(sender.run())
-        assert sender.send("https://kommune.example/hook", wire("a-1"))
+        assert sender.send("https://kommune.example/hook", alert("a-1"))
         for _ in range(200):
             if sender.delivered:
                 break
@@ -118,7 +123,7 @@ def test_webhook_posts_the_alert_json_and_retries_failures_with_backoff() -> Non
     sender = asyncio.run(scenario())
     assert sender.delivered == 1 and sender.failed == 0
     assert [url for url, _ in calls] == ["https://kommune.example/hook"] * 3
-    assert calls[-1][1] == b'{"alert_id":"a-1","state":"open"}'
+    assert calls[-1][1] == alert("a-1").wire_payload()  # the alert's contract JSON
 
 
 def test_webhook_gives_up_on_a_client_error_and_after_its_attempts() -> None:
@@ -131,8 +136,8 @@ def test_webhook_gives_up_on_a_client_error_and_after_its_attempts() -> None:
         client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
         sender = WebhookSender(client=client, backoff_s=0.001, attempts=3)
         runner = asyncio.create_task(sender.run())
-        sender.send("https://h.example/gone", wire("a-1"))
-        sender.send("https://h.example/down", wire("a-2"))
+        sender.send("https://h.example/gone", alert("a-1"))
+        sender.send("https://h.example/down", alert("a-2"))
         for _ in range(300):
             if sender.failed == 2:
                 break
@@ -150,7 +155,7 @@ def test_webhook_gives_up_on_a_client_error_and_after_its_attempts() -> None:
 def test_a_full_webhook_queue_refuses_without_blocking() -> None:
     async def scenario() -> list[bool]:
         sender = WebhookSender(queue_max=2)
-        return [sender.send("https://h.example/x", wire(f"a-{i}")) for i in range(3)]
+        return [sender.send("https://h.example/x", alert(f"a-{i}")) for i in range(3)]
 
     assert asyncio.run(scenario()) == [True, True, False]
 
@@ -160,9 +165,9 @@ def test_each_team_has_its_own_webhook_queue_and_the_number_of_lanes_is_bounded(
     deliveries are still taken. Destinations beyond `lanes_max` are refused, counted."""
     async def scenario() -> tuple[list[bool], bool, bool, int]:
         sender = WebhookSender(queue_max=2, lanes_max=2)
-        east = [sender.send("https://east.example/hook", wire(f"a-{i}"), team="east") for i in range(3)]
-        west = sender.send("https://west.example/hook", wire("b-1"), team="west")
-        third = sender.send("https://north.example/hook", wire("c-1"), team="north")
+        east = [sender.send("https://east.example/hook", alert(f"a-{i}"), team="east") for i in range(3)]
+        west = sender.send("https://west.example/hook", alert("b-1"), team="west")
+        third = sender.send("https://north.example/hook", alert("c-1"), team="north")
         return east, west, third, sender.lanes
 
     east, west, third, lanes = asyncio.run(scenario())
@@ -185,8 +190,8 @@ def test_webhook_metrics_are_by_team_and_an_idle_lane_retires() -> None:
         client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
         sender = WebhookSender(client=client, idle_s=0.05)
         runner = asyncio.create_task(sender.run())
-        sender.send("https://east.example/hook", wire("a-1"), team="east-m")
-        sender.send("https://west.example/hook", wire("b-1"), team="west-m")
+        sender.send("https://east.example/hook", alert("a-1"), team="east-m")
+        sender.send("https://west.example/hook", alert("b-1"), team="west-m")
         lanes = sender.lanes
         for _ in range(200):
             if sender.lanes == 0:

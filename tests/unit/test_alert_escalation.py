@@ -14,11 +14,10 @@ from alerts import (
     EscalationTimers,
     IllegalTransition,
     Timeouts,
-    from_record,
     next_team,
-    to_record,
 )
 from tests.unit.test_alert_service import cancel_intent, open_intent
+from trygg.alert import Alert
 from trygg.contract import AlertKind, AlertState
 from trygg.registry import Registry, validate_registry
 
@@ -126,10 +125,10 @@ def test_restore_rearms_overdue_timers_now_and_others_from_the_last_step() -> No
     [escalated] = before.due(at(60))  # the alarm reached "night" at 60 s
     assert escalated.alert.alert_id == overdue.alert.alert_id
     before.acknowledge(taken.alert.alert_id, "ola", at(110))
-    stored = [to_record(a) for a in before.active()]  # what the database holds
+    stored = [a.record() for a in before.active()]  # what the database holds
 
     after = service()
-    restored = after.restore([from_record(r) for r in stored], now=at(125))
+    restored = after.restore([Alert.from_record(r) for r in stored], now=at(125))
     assert {a.alert_id for a in restored} == {overdue.alert.alert_id, smoke.alert.alert_id, taken.alert.alert_id}
     # the alarm's next step was due at 120 s (last step at 60 s + 60 s): overdue, so now
     assert after.next_deadline() == at(125)
@@ -148,11 +147,11 @@ def test_restore_does_not_duplicate_alerts_and_recognises_re_processed_events() 
     [opened] = before.apply([first])
     second = open_intent(AlertKind.ALARM, at(5))
     before.apply([second])
-    stored = [to_record(a) for a in before.active()]
+    stored = [a.record() for a in before.active()]
 
     after = service()
-    after.restore([from_record(r) for r in stored], now=at(10))
-    after.restore([from_record(r) for r in stored], now=at(11))  # twice: harmless
+    after.restore([Alert.from_record(r) for r in stored], now=at(10))
+    after.restore([Alert.from_record(r) for r in stored], now=at(11))  # twice: harmless
     assert len(after) == 1
     assert after.apply([first]) == []  # the triggering event again
     assert after.apply([second]) == []  # the attached one again

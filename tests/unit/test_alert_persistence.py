@@ -1,9 +1,11 @@
 """Alert rows on their way to PostgreSQL: kept in order while the database is away,
-journaled so a crash loses nothing, and never holding up the caller. A fake store stands
-in for PostgreSQL; the real one is in tests/test_alerts_*.py."""
+journaled so a crash loses nothing, and never holding up the caller; journals and MQTT
+payloads of the previous version's alert shape read and look the same. A fake store
+stands in for PostgreSQL; the real one is in tests/test_alerts_*.py."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import threading
@@ -11,13 +13,14 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from alerts import AlertService, AlertWriter, Journal, Timeouts, from_record, metrics, to_record
-from alerts.journal import decode, encode
+from alerts import AlertPublisher, AlertService, AlertWriter, Change, Journal, Timeouts, metrics
+from alerts.journal import Item, decode, encode
 from alerts.persistence import item_of
-from storage.alerts_store import AlertRecord, AlertStore, TransitionRecord
+from storage.alerts_store import AlertStore
 from storage.errors import DatabaseUnavailable
-from storage.local_log import frame
+from storage.local_log import LocalLog, frame
 from tests.unit.test_alert_service import open_intent, registry
+from trygg.alert import Alert, Transition
 from trygg.contract import AlertKind
 
 T0 = datetime(2026, 11, 22, 14, 0, tzinfo=UTC)
@@ -29,11 +32,11 @@ class FakeStore(AlertStore):
     def __init__(self) -> None:
         super().__init__("postgresql://unused")
         self.down = threading.Event()
-        self.alerts: list[AlertRecord] = []
-        self.steps: list[TransitionRecord] = []
+        self.alerts: list[Alert] = []
+        self.steps: list[Transition] = []
         self.attempts = 0
 
-    def write(self, alerts: Sequence[AlertRecord], transitions: Sequence[TransitionRecord]) -> None:
+    def write(self, alerts: Sequence[Alert], transitions: Sequence[Transition]) -> None:
         self.attempts += 1
         if self.down.is_set():
             raise DatabaseUnavailable("connection refused")
@@ -44,7 +47,7 @@ class FakeStore(AlertStore):
         pass
 
 
-def changes(n: int) -> list[tuple[AlertRecord, tuple[TransitionRecord, ...]]]:
+def changes(n: int) -> list[Item]:
     svc = AlertService(registry(), Timeouts())
     out = []
     for i in range(n):
@@ -54,16 +57,74 @@ def changes(n: int) -> list[tuple[AlertRecord, tuple[TransitionRecord, ...]]]:
     return out
 
 
-def test_alert_records_survive_the_round_trip_through_the_model_and_the_journal() -> None:
+#: A journal record and the MQTT payload of the same change, as the previous version of
+#: the alert shape wrote them: an escalated fall, acknowledged with a note JSON escapes.
+PREVIOUS_RECORD = (
+    b'{"a":{"alert_id":"a-1cff430e1aa8691f1d75","resident_id":"r-1","team_id":"east","kind":"fall",'
+    b'"priority":"high","state":"acknowledged","opened_at":"2026-11-22T14:00:00+00:00",'
+    b'"updated_at":"2026-11-22T14:01:10+00:00","acknowledged_at":"2026-11-22T14:01:10+00:00",'
+    b'"acknowledged_by":"kari.s","resolved_at":null,"resolved_by":null,"closed_at":null,"note":null,'
+    b'"event_count":1,"escalation_level":1,"escalated_at":"2026-11-22T14:01:00+00:00",'
+    b'"trigger":{"device_id":"d-1-fall","event_id":"e-1","type":"fall.detected","ts":"2026-11-22T14:00:00+00:00",'
+    b'"received_at":"2026-11-22T14:00:00+00:00"},"last_event":{"device_id":"d-1-fall","event_id":"e-1",'
+    b'"type":"fall.detected","ts":"2026-11-22T14:00:00+00:00","received_at":"2026-11-22T14:00:00+00:00"},'
+    b'"location":{"lat":59.9,"lon":10.7},"teams":["east","alarm-centre"],"device_id":null,"detail":{},'
+    b'"sources":["d-1-fall|e-1|fall.detected|1795356000000000"],"version":3,"transition_count":3},'
+    rb'"t":[[2,"2026-11-22T14:01:10+00:00","open","acknowledged","kari.s","p\u00e5 vei \ud800"]]}'
+)
+PREVIOUS_PAYLOAD = (
+    b'{"alert_id":"a-1cff430e1aa8691f1d75","resident_id":"r-1","team_id":"east","kind":"fall",'
+    b'"priority":"high","state":"acknowledged","opened_at":"2026-11-22T14:00:00+00:00",'
+    b'"updated_at":"2026-11-22T14:01:10+00:00","event_count":1,"trigger":{"device_id":"d-1-fall",'
+    b'"event_id":"e-1","type":"fall.detected","ts":"2026-11-22T14:00:00+00:00",'
+    b'"received_at":"2026-11-22T14:00:00+00:00"},"last_event":{"device_id":"d-1-fall","event_id":"e-1",'
+    b'"type":"fall.detected","ts":"2026-11-22T14:00:00+00:00","received_at":"2026-11-22T14:00:00+00:00"},'
+    b'"location":{"lat":59.9,"lon":10.7},"escalation_level":1,"acknowledged_by":"kari.s","resolved_by":null,'
+    b'"note":null}'
+)
+
+
+def escalated_then_acknowledged() -> Change:
     svc = AlertService(registry(), Timeouts())
-    svc.apply([open_intent(AlertKind.FALL, T0, device="d-1-fall", location={"lat": 59.9, "lon": 10.7})])
+    svc.apply([open_intent(AlertKind.FALL, T0, device="d-1-fall", event_id="e-1",
+                           location={"lat": 59.9, "lon": 10.7})])
     [step] = svc.due(T0 + timedelta(seconds=60))
-    item = item_of(step)
+    return svc.acknowledge(step.alert.alert_id, "kari.s", T0 + timedelta(seconds=70), "på vei \ud800")
+
+
+def test_alerts_survive_the_round_trip_through_the_record_and_the_journal() -> None:
+    change = escalated_then_acknowledged()
+    item = item_of(change)
     assert decode(encode(item)) == item
-    alert = from_record(item[0])
-    assert alert == step.alert
-    assert to_record(alert) == item[0]
-    assert alert.to_wire() == step.wire
+    assert Alert.from_record(change.alert.record()) == change.alert
+
+
+def test_a_journal_written_by_the_previous_version_still_replays(tmp_path: Path) -> None:
+    """An upgrade with changes still in the journal: they are read as they were made."""
+    assert decode(PREVIOUS_RECORD) == item_of(escalated_then_acknowledged())
+    log = LocalLog(tmp_path / "alerts.log", "alerts")  # the journal's file, as the previous version left it
+    log.append([PREVIOUS_RECORD])
+    log.close()
+    [(alert, steps)] = Journal(tmp_path).read()
+    assert (alert.state, alert.teams, alert.transition_count) == ("acknowledged", ("east", "alarm-centre"), 3)
+    assert [(s.actor, s.note) for s in steps] == [("kari.s", "på vei \ud800")]
+
+
+def test_handhelds_get_the_same_topics_and_payload_bytes_as_before() -> None:
+    change = escalated_then_acknowledged()
+    assert change.alert.wire_payload() == PREVIOUS_PAYLOAD
+
+    async def publish_unconnected() -> tuple[int, int]:
+        publisher = AlertPublisher("127.0.0.1", 1, prefix="trygg/v1")  # never connects: messages are kept
+        publisher.start()
+        return publisher.publish(change), publisher.pending()
+
+    assert asyncio.run(publish_unconnected()) == (2, 2)
+    publisher = AlertPublisher("127.0.0.1", 1, prefix="trygg/v1")
+    assert [publisher.topic(team, change.alert.alert_id) for team in change.teams] == [
+        "trygg/v1/teams/east/alerts/a-1cff430e1aa8691f1d75",
+        "trygg/v1/teams/alarm-centre/alerts/a-1cff430e1aa8691f1d75",
+    ]
 
 
 def test_rows_wait_in_order_while_the_database_is_down_and_are_written_when_it_returns(tmp_path: Path) -> None:
@@ -138,7 +199,7 @@ def test_the_writer_survives_a_change_it_cannot_journal_and_keeps_storing(tmp_pa
 
 
 class FailsOnce(FakeStore):
-    def write(self, alerts: Sequence[AlertRecord], transitions: Sequence[TransitionRecord]) -> None:
+    def write(self, alerts: Sequence[Alert], transitions: Sequence[Transition]) -> None:
         if not self.attempts:
             self.attempts += 1
             raise RuntimeError("something nobody expected")

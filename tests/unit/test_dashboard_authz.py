@@ -10,7 +10,8 @@ import pytest
 from dashboard.authz import Action, Principal, View, check_alert, may_see_location, require, resident_view, team_scope
 from dashboard.errors import Forbidden, NotFound
 from storage.residents_store import ResidentRow
-from trygg.contract import Role
+from trygg.alert import Alert
+from trygg.contract import AlertKind, AlertState, Priority, Role
 
 NOW = datetime(2026, 11, 22, 12, tzinfo=UTC)
 KARI = ResidentRow("r-17", "east", "Europe/Oslo", {"relatives_status": True, "relatives_location": False},
@@ -71,7 +72,8 @@ def test_locations_need_a_valid_basis_and_for_relatives_consent() -> None:
 
 
 def test_alerts_by_team_including_escalation_teams() -> None:
-    alert = {"alert_id": "a-1", "team_id": "east", "teams": ["east", "alarm-centre"]}
+    alert = Alert(alert_id="a-1", resident_id="r-1", team_id="east", kind=AlertKind.FALL, priority=Priority.HIGH,
+                  state=AlertState.OPEN, opened_at=NOW, updated_at=NOW, teams=("east", "alarm-centre"))
     centre = Principal("c", Role.STAFF, teams=frozenset({"alarm-centre"}))
     assert check_alert(EAST, alert) is alert
     assert check_alert(centre, alert) is alert
