@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -104,28 +105,29 @@ def test_status_is_retained_with_the_last_will_for_a_connections_first_device(
     mosquitto: MosquittoInstance, prefix: str,
 ) -> None:
     target = MqttTarget.parse(mosquitto.url)
-    pool = ConnectionPool(target, [["d-a1", "d-a2"], ["d-b1"]], prefix, connections=2)
-    pool.connect()
-    pool.flush()
-    sock = pool._conns[0].client.socket()
-    assert isinstance(sock, socket.socket)
-    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
-    late = Subscriber(mosquitto.url, prefix)
-    try:
-        retained = late.wait_for(3)
-        assert sorted((t.rsplit("/", 2)[1], p, r) for t, p, r in retained) == [
-            ("d-a1", b"online", True), ("d-a2", b"online", True), ("d-b1", b"online", True)]
-        # The simulator dies: the broker publishes each connection's Will.
-        for conn in pool._conns:
-            s = conn.client.socket()
-            assert s is not None
-            s.close()
-        wills = late.wait_for(5, timeout=KEEPALIVE_WAIT)
-        assert {(t.rsplit("/", 2)[1], p) for t, p, _ in wills[3:]} == {
-            ("d-a1", b"offline"), ("d-b1", b"offline")}
-    finally:
-        late.close()
-        pool.close(offline=False)
+
+    async def run() -> None:
+        async with ConnectionPool(target, [["d-a1", "d-a2"], ["d-b1"]], prefix, connections=2) as pool:
+            assert await pool.flush()
+            protocol = pool._conns[0].client._protocol
+            assert protocol is not None and protocol.transport is not None
+            sock = protocol.transport.get_extra_info("socket")
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+            late = Subscriber(mosquitto.url, prefix)
+            try:
+                retained = await asyncio.to_thread(late.wait_for, 3)
+                assert sorted((t.rsplit("/", 2)[1], p, r) for t, p, r in retained) == [
+                    ("d-a1", b"online", True), ("d-a2", b"online", True), ("d-b1", b"online", True)]
+                # The simulator dies: the broker publishes each connection's Will.
+                for conn in pool._conns:
+                    await conn.client.abort()
+                wills = await asyncio.to_thread(late.wait_for, 5, KEEPALIVE_WAIT)
+                assert {(t.rsplit("/", 2)[1], p) for t, p, _ in wills[3:]} == {
+                    ("d-a1", b"offline"), ("d-b1", b"offline")}
+            finally:
+                late.close()
+
+    asyncio.run(run())
 
 
 KEEPALIVE_WAIT = 10.0
