@@ -3,10 +3,10 @@ SUBSCRIBE, PUBLISH and PUBACK, reading CONNACK, and parsing whole packets out of
 receive buffer. No I/O: mqtt/connection.py does that.
 
 The client sits on the hot paths: the ingest subscriber and the alert publisher. Why
-not paho-mqtt there: paho reads one packet per `select()` with three or more `recv()`
-calls, builds MQTT 5 property objects for every message, cannot batch manual
-acknowledgements, and runs a network thread of its own that every alert must cross
-(docs/design-notes.md).
+not the general-purpose client Trygg used before: it read one packet per `select()`
+with three or more `recv()` calls, built MQTT 5 property objects for every message,
+could not batch manual acknowledgements, and ran a network thread of its own that every
+alert had to cross (docs/design-notes.md).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from enum import IntEnum
 
 
 class Protocol(IntEnum):
-    """The MQTT protocol version, as CONNECT writes it (paho accepts it as its own)."""
+    """The MQTT protocol version, as CONNECT writes it (other clients' enums take its value)."""
 
     V311 = 4
     V5 = 5
