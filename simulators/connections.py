@@ -136,7 +136,14 @@ class ConnectionPool:
 
     # -- connecting ------------------------------------------------------------------------
     async def __aenter__(self) -> Self:
-        """Open every connection; raises BrokerError unless they all come up."""
+        await self.connect()
+        return self
+
+    async def connect(self) -> None:
+        """Open every connection; raises BrokerError unless they all come up. `close`
+        closes them (leaving `async with` does)."""
+        if self._stack is not None:
+            raise RuntimeError("the connection pool is already connected")
         stack = AsyncExitStack()
         results = await asyncio.gather(*(stack.enter_async_context(c.client) for c in self._conns),
                                        return_exceptions=True)
@@ -149,7 +156,6 @@ class ConnectionPool:
                 raise BrokerError(self.target.url(), f"cannot connect: {str(cause) or type(cause).__name__}") from None
             raise why
         self._stack = stack
-        return self
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
