@@ -133,6 +133,35 @@ def test_status_is_retained_with_the_last_will_for_a_connections_first_device(
 KEEPALIVE_WAIT = 10.0
 
 
+def test_after_a_broker_restart_the_pool_reconnects_announces_again_and_loses_nothing(prefix: str) -> None:
+    broker = MosquittoInstance()  # a broker of its own: it restarts without its retained messages
+    broker.start()
+    target = MqttTarget.parse(broker.url)
+
+    async def run() -> None:
+        async with ConnectionPool(target, [["d-a1"], ["d-b1"]], prefix, connections=2) as pool:
+            assert await pool.flush()
+            await asyncio.to_thread(broker.halt)
+            # Published while the broker is away: it waits, then goes once the pool is back.
+            event = asyncio.create_task(pool.publish("d-a1", f"{prefix}/devices/d-a1/events", b"{}", retain=True))
+            await asyncio.to_thread(broker.start)
+            await asyncio.wait_for(event, 30)
+            late = Subscriber(broker.url, prefix)
+            try:  # each connection comes back after a backoff of its own
+                got = await asyncio.to_thread(late.wait_for, 3, 30)
+                assert sorted((t.rsplit("/", 2)[1:], p) for t, p, _ in got) == [
+                    (["d-a1", "events"], b"{}"), (["d-a1", "status"], b"online"), (["d-b1", "status"], b"online")]
+            finally:
+                late.close()
+            assert await pool.flush()
+            assert pool.acked == pool.published == 2 + 2 + 1
+
+    try:
+        asyncio.run(run())
+    finally:
+        broker.stop()
+
+
 def test_load_mode_publishes_every_event_acknowledged(
     mosquitto: MosquittoInstance, prefix: str, subscriber: Subscriber,
 ) -> None:
