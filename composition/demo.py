@@ -22,14 +22,11 @@ import json
 import os
 import uuid
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
-from gateway import set_nodelay
+from mqtt import Client, Protocol
 from trygg.contract import DeviceKind, events_topic
 from trygg.logging import get_logger
 from trygg.registry import Registry, Resident
@@ -94,13 +91,9 @@ def cast(registry: Registry, round_no: int) -> list[tuple[Resident, list[Step]]]
 async def incidents(services: Services) -> None:
     """Publish the script as the residents' own devices would, round after round."""
     settings = services.settings
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"trygg-demo-{uuid.uuid4().hex[:6]}",
-                         protocol=mqtt.MQTTv311)
-    client.on_socket_open = set_nodelay
-    address = services.broker.address
-    client.connect(address.host, address.port)
-    client.loop_start()
-    try:
+    # Anonymous, as the demo fleet's simulated devices connect.
+    address = replace(services.broker.address, username=None, password=None)
+    async with Client(address, f"trygg-demo-{uuid.uuid4().hex[:6]}", protocol=Protocol.V311) as client:
         round_no = 0
         while True:
             started = asyncio.get_running_loop().time()
@@ -114,12 +107,9 @@ async def incidents(services: Services) -> None:
                                        "ts": datetime.now(UTC).isoformat(), "type": step.type}
                 if step.data:
                     doc["data"] = step.data
-                client.publish(events_topic(settings.mqtt_prefix, device), json.dumps(doc), qos=1)
+                client.publish(events_topic(settings.mqtt_prefix, device), json.dumps(doc).encode(), qos=1)
             round_no += 1
             await asyncio.sleep(max(0.0, started + ROUND_S - asyncio.get_running_loop().time()))
-    finally:
-        client.loop_stop()
-        client.disconnect()
 
 
 async def staff(services: Services) -> None:

@@ -24,19 +24,16 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import ssl
 import uuid
+from contextlib import AsyncExitStack
 from datetime import timedelta
 from typing import Any
-
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from alerts import AlertStage
 from composition.app import restore_rules
 from composition.runtime import Broker, open_registry, resolve_broker, resolve_database
-from gateway import Validator, set_nodelay
-from mqtt import BrokerUnavailable, Message, Subscriber, describe
+from gateway import Validator
+from mqtt import Client, Message, Subscriber
 from processors import Processor, ProcessorStage
 from storage import migrate
 from trygg.contract import AlertKind, InvalidMessage, utcnow
@@ -49,25 +46,22 @@ from trygg.watchdog import watch_task
 log = get_logger("trygg")
 
 
-def _publisher(settings: Settings, broker: Broker, role: str) -> mqtt.Client:
-    """This stage's paho publisher, logged in as `<user>-<role>-out` (its own session)."""
+def _publisher(settings: Settings, broker: Broker, role: str) -> Client:
+    """This stage's publisher, logged in as `<user>-<role>-out` (its own session)."""
     addr = broker.address.account(f"{role}-out")
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=MQTTProtocolVersion(broker.protocol),
-                         client_id=addr.client_id(f"{settings.mqtt_client_id}-{role}-out-{uuid.uuid4().hex[:6]}"))
-    if addr.username:
-        client.username_pw_set(addr.username, addr.password)
-    if addr.tls is not None:
-        client.tls_set_context(addr.tls)
-    client.on_socket_open = set_nodelay
-    client.max_queued_messages_set(0)
-    try:
-        client.connect(addr.host, addr.port)
-    except ssl.SSLError as exc:
-        raise BrokerUnavailable(str(addr), describe(exc)) from None
-    except OSError as exc:
-        raise BrokerUnavailable(str(addr), exc.strerror or str(exc)) from None
-    client.loop_start()
-    return client
+    return Client(addr, addr.client_id(f"{settings.mqtt_client_id}-{role}-out-{uuid.uuid4().hex[:6]}"),
+                  protocol=broker.protocol)
+
+
+def _publish(out: Client, topic: str, payload: bytes) -> None:
+    """Publish at QoS 1 from any thread (restore_rules runs on a worker thread): on the
+    client's loop, now or soon. The client keeps the message until the broker's PUBACK,
+    across reconnections."""
+
+    def publish() -> None:
+        out.publish(topic, payload, qos=1)
+
+    out.call(publish)
 
 
 def never() -> bool:
@@ -83,24 +77,26 @@ async def _until_signalled() -> None:
     await stop.wait()
 
 
-async def _prepare(settings: Settings, role: str) -> tuple[str, Registry, Broker, mqtt.Client]:
-    """Database (migrated), registry, broker, and a publisher of this stage's own."""
+async def _prepare(settings: Settings, role: str, stack: AsyncExitStack) -> tuple[str, Registry, Broker, Client]:
+    """Database (migrated), registry, broker, and a publisher of this stage's own,
+    connected (BrokerUnavailable) until `stack` closes."""
     conninfo = await asyncio.to_thread(resolve_database, settings)
     await asyncio.to_thread(migrate, conninfo)
     registry = await asyncio.to_thread(open_registry, conninfo, settings)
     broker = await asyncio.to_thread(resolve_broker, settings)
-    out = await asyncio.to_thread(_publisher, settings, broker, role)
+    out = await stack.enter_async_context(_publisher(settings, broker, role))
     return conninfo, registry, broker, out
 
 
 async def run_processors(settings: Settings) -> None:
-    conninfo, registry, broker, out = await _prepare(settings, "processors")
+    stack = AsyncExitStack()
+    conninfo, registry, broker, out = await _prepare(settings, "processors", stack)
     addr = broker.address.account("processors")
     topic = internal_topic(settings.mqtt_prefix, "intents")
 
     def publish(intents: list[AlertIntent]) -> None:
         for intent in intents:
-            out.publish(topic, json.dumps(intent_to_wire(intent)), qos=1)
+            _publish(out, topic, json.dumps(intent_to_wire(intent)).encode())
 
     processor = Processor(registry, offline_debounce=timedelta(seconds=settings.offline_debounce_s))
     stage = ProcessorStage(processor, publish)
@@ -137,19 +133,19 @@ async def run_processors(settings: Settings) -> None:
                 await _until_signalled()
                 task.cancel()
     finally:
-        out.loop_stop()
-        out.disconnect()
+        await stack.aclose()
         if broker.embedded is not None:
             broker.embedded.stop()
 
 
 async def run_alerts(settings: Settings) -> None:
-    conninfo, registry, broker, out = await _prepare(settings, "alerts")
+    stack = AsyncExitStack()
+    conninfo, registry, broker, out = await _prepare(settings, "alerts", stack)
     closed_topic = internal_topic(settings.mqtt_prefix, "alert-closed")
 
     def alert_closed(resident_id: str, kind: AlertKind | str, device_id: str | None) -> None:
         doc: dict[str, Any] = {"resident_id": resident_id, "kind": str(kind), "device_id": device_id}
-        out.publish(closed_topic, json.dumps(doc), qos=1)
+        _publish(out, closed_topic, json.dumps(doc).encode())
 
     alerts = AlertStage.from_settings(settings, registry, broker.address, protocol=broker.protocol, conninfo=conninfo,
                                       alert_closed=alert_closed)
@@ -178,7 +174,6 @@ async def run_alerts(settings: Settings) -> None:
                 await _until_signalled()
             task.cancel()
     finally:
-        out.loop_stop()
-        out.disconnect()
+        await stack.aclose()
         if broker.embedded is not None:
             broker.embedded.stop()

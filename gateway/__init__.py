@@ -3,7 +3,7 @@
 from gateway.config import GatewayConfig
 from gateway.durable import DurableWriter, Pending
 from gateway.errors import GatewayError, SpoolError
-from gateway.ingress import Gateway, set_nodelay
+from gateway.ingress import Gateway
 from gateway.spool import Spool
 from gateway.validate import DeviceEntry, Validator, device_index, location_basis_valid
 
@@ -19,5 +19,4 @@ __all__ = [
     "Validator",
     "device_index",
     "location_basis_valid",
-    "set_nodelay",
 ]

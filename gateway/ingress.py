@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import threading
 import time
 import zlib
@@ -26,9 +25,6 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
-
-import paho.mqtt.client as mqtt
 
 from gateway import metrics
 from gateway.alarm_watch import STALL_S, URGENT, AlarmWatch, Watchman
@@ -61,12 +57,6 @@ SLICE_S = 0.001
 SLICE_CHECK = 8
 #: how long `start` and `stop` wait for the loop (beyond the connect timeout)
 LOOP_TIMEOUT_S = 30.0
-
-
-def set_nodelay(client: mqtt.Client, userdata: Any, sock: Any) -> None:  # paho on_socket_open
-    """Nagle's algorithm costs ~40 ms stalls on small messages (docs/design-notes.md)."""
-    if isinstance(sock, socket.socket):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 @dataclass(slots=True)

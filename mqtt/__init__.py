@@ -7,7 +7,7 @@ from mqtt.connection import Client, Subscriber
 from mqtt.errors import BrokerUnavailable, PublishRefused
 from mqtt.loop_thread import LoopThread
 from mqtt.tls import describe, tls_context
-from mqtt.wire import Message, Protocol
+from mqtt.wire import Message, Protocol, Will
 
 __all__ = ["BrokerAddress", "BrokerUnavailable", "Client", "LoopThread", "Message", "Protocol", "PublishRefused",
-           "Subscriber", "describe", "tls_context"]
+           "Subscriber", "Will", "describe", "tls_context"]

@@ -71,6 +71,7 @@ from mqtt.wire import (
     Message,
     Protocol,
     ProtocolError,
+    Will,
     connect_packet,
     parse_connack,
     parse_packets,
@@ -158,6 +159,7 @@ class Client:
         receive_maximum: int = 0,
         max_inflight: int = MAX_INFLIGHT,
         wait: bool = True,
+        will: Will | None = None,
         on_connect: Callable[[bool], None] | None = None,
         on_state: Callable[[bool, str], None] | None = None,
     ) -> None:
@@ -165,7 +167,7 @@ class Client:
         self.client_id = client_id
         self.protocol = protocol
         self._connect_packet = connect_packet(client_id, protocol, keepalive, address.username, address.password,
-                                              session_expiry, receive_maximum, clean=clean)
+                                              session_expiry, receive_maximum, clean=clean, will=will)
         self._keepalive = keepalive
         self._max_inflight = max_inflight
         self._wait = wait

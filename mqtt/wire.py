@@ -3,10 +3,10 @@ SUBSCRIBE, PUBLISH and PUBACK, reading CONNACK, and parsing whole packets out of
 receive buffer. No I/O: mqtt/connection.py does that.
 
 The client sits on the hot paths: the ingest subscriber and the alert publisher. Why
-not paho-mqtt there: paho reads one packet per `select()` with three or more `recv()`
-calls, builds MQTT 5 property objects for every message, cannot batch manual
-acknowledgements, and runs a network thread of its own that every alert must cross
-(docs/design-notes.md).
+not the general-purpose client Trygg used before: it read one packet per `select()`
+with three or more `recv()` calls, built MQTT 5 property objects for every message,
+could not batch manual acknowledgements, and ran a network thread of its own that every
+alert had to cross (docs/design-notes.md).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from enum import IntEnum
 
 
 class Protocol(IntEnum):
-    """The MQTT protocol version, as CONNECT writes it (paho accepts it as its own)."""
+    """The MQTT protocol version, as CONNECT writes it (other clients' enums take its value)."""
 
     V311 = 4
     V5 = 5
@@ -69,11 +69,24 @@ def _packet(first: int, body: bytes) -> bytes:
     return bytes([first]) + _varint(len(body)) + body
 
 
+@dataclass(frozen=True, slots=True)
+class Will:
+    """The message the broker publishes for a client whose connection ends without
+    DISCONNECT (its Last Will)."""
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = False
+
+
 def connect_packet(client_id: str, version: Protocol, keepalive: int, username: str | None,
                    password: str | None, session_expiry: int, receive_maximum: int,
-                   clean: bool = False) -> bytes:
+                   clean: bool = False, will: Will | None = None) -> bytes:
     """`clean=False`: a persistent session (clean session / clean start 0)."""
     flags = 0x02 if clean else 0
+    if will is not None:
+        flags |= 0x04 | (will.qos << 3) | (0x20 if will.retain else 0)
     if username is not None:
         flags |= 0x80
         if password is not None:
@@ -87,6 +100,10 @@ def connect_packet(client_id: str, version: Protocol, keepalive: int, username: 
             props += b"\x21" + struct.pack("!H", receive_maximum)
         body += _varint(len(props)) + props
     body += _string(client_id)
+    if will is not None:
+        if version == Protocol.V5:
+            body += b"\x00"  # no will properties
+        body += _string(will.topic) + _string(will.payload)
     if username is not None:
         body += _string(username)
         if password is not None:

@@ -13,7 +13,7 @@ from simulators.connections import ConnectionPool, MqttTarget
 from simulators.devices import Network
 from simulators.errors import BrokerError, ClockError, ScenarioError, SimulatorError
 from simulators.fleet import Fleet, demo_fleet
-from simulators.load import run_load
+from simulators.load import play_load, run_load
 from simulators.profiles import (
     PROFILES,
     TEAMS,
@@ -23,7 +23,7 @@ from simulators.profiles import (
     build_residents,
     make_resident,
 )
-from simulators.publisher import play, run_fleet, run_scenario
+from simulators.publisher import play, play_fleet, play_scenario, run_fleet, run_scenario
 from simulators.registry_gen import (
     DEMO_REGISTRY_PATH,
     DEMO_RESIDENTS,
@@ -84,6 +84,9 @@ __all__ = [
     "make_resident",
     "parse_scenario",
     "play",
+    "play_fleet",
+    "play_load",
+    "play_scenario",
     "register",
     "registry_yaml",
     "run_fleet",

@@ -1,10 +1,11 @@
-"""MQTT connections for many simulated devices, speaking DESIGN.md §3 exactly.
+"""MQTT connections for many simulated devices, speaking docs/contract.md#3-mqtt-contract exactly.
 
 One MQTT connection per device is what real devices have, and far too many for a fleet
-of thousands in one process. `ConnectionPool` opens a configurable number of paho-mqtt
-2.x connections and spreads the devices over them, all devices of one resident on the same
-connection (QoS 1 keeps order per connection, so a resident's `door.closed` never overtakes
-the `door.opened` before it). What that changes, and how it is made up for:
+of thousands in one process. `ConnectionPool` opens a configurable number of Trygg's own
+MQTT clients (`mqtt.Client`) on the running asyncio loop and spreads the devices over
+them, all devices of one resident on the same connection (QoS 1 keeps order per
+connection, so a resident's `door.closed` never overtakes the `door.opened` before it).
+What that changes, and how it is made up for:
 
 - **status `online`**: published explicitly, retained, QoS 1, for every device of a
   connection each time that connection is (re)established, before any of its events.
@@ -14,40 +15,35 @@ the `door.opened` before it). What that changes, and how it is made up for:
   pool publishes `offline` for every device itself (`close(offline=True)`).
   With `connections` >= the number of devices every device has its own Will, as in life.
 
-Everything runs in the caller's thread: paho's `loop_read` / `loop_write` / `loop_misc`
-driven by one `select`, no background threads (about twice the publish rate of paho's
-`loop_start` thread on a 2-core machine). Each socket gets TCP_NODELAY on open. In-flight
-QoS 1 messages are bounded per connection (`window`): `publish` pumps the network until a
-PUBACK frees a slot, so a slow broker slows the simulator down and nothing queues without
-bound (paho's own `max_inflight_messages_set` is 0 on purpose, see `_configure`). A lost
-connection is retried with jittered exponential backoff; paho re-sends what was not acked.
+Everything runs on the caller's loop: no threads (the synchronous `run_*` functions of
+simulators.publisher and simulators.load run a loop of their own). QoS 1 messages not yet
+acknowledged are bounded per connection (`window`): `publish` waits for the PUBACK of the
+oldest when the window is full, and while its connection is down, so a slow broker slows
+the simulator down and nothing queues without bound. A lost connection is reconnected by
+the client, with its jittered exponential backoff, and what was not acknowledged is sent
+again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
-import select
-import socket
-import time
 from collections import deque
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any, Final
+from functools import partial
+from types import TracebackType
+from typing import Final, Self
 from urllib.parse import unquote, urlsplit
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
-
+from mqtt import BrokerAddress, BrokerUnavailable, Client, Protocol, Will
 from simulators.errors import BrokerError
 from simulators.wire import OFFLINE, ONLINE, SimMessage
 from trygg.contract import status_topic
 
 KEEPALIVE_S: Final = 30
-BACKOFF_MIN_S: Final = 0.5
-BACKOFF_MAX_S: Final = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,28 +71,29 @@ class MqttTarget:
     def url(self) -> str:
         return f"mqtt://{self.host}:{self.port}"  # never the password
 
-
-def _nodelay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
-    """Nagle's algorithm costs ~40 ms stalls on small QoS 1 messages (DESIGN.md §9)."""
-    if isinstance(sock, socket.socket) and sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def address(self) -> BrokerAddress:
+        return BrokerAddress(self.host, self.port, self.username, self.password)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Conn:
-    index: int
-    client: mqtt.Client
+    """One client and the devices it carries."""
+
     devices: list[str]
-    inflight: int = 0
-    connected: bool = False
-    refused: str | None = None
-    backoff: float = BACKOFF_MIN_S
-    retry_at: float = 0.0
-    announce: deque[str] = field(default_factory=deque)
+    client: Client = field(init=False)
+    #: the futures of the publishes not yet seen acknowledged, oldest first
+    unacked: deque[asyncio.Future[None]] = field(default_factory=deque)
+    #: set from each CONNACK (after the announcements) until the connection is lost
+    up: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class ConnectionPool:
-    """`connections` MQTT clients carrying the devices of `groups` (one group per resident)."""
+    """`connections` MQTT clients carrying the devices of `groups` (one group per resident).
+
+        async with ConnectionPool(target, groups, prefix) as pool:   # connects (BrokerError)
+            await pool.send(msg)
+            await pool.close(offline=True)    # or leave: no `offline` statuses
+    """
 
     def __init__(
         self,
@@ -113,185 +110,147 @@ class ConnectionPool:
             raise ValueError("connections and window must be >= 1")
         self.target, self.prefix, self.window, self.announce = target, prefix, window, announce
         self.published = 0
-        self.acked = 0
-        count = max(1, min(connections, len(groups)))
-        token = f"{os.getpid()}-{random.randrange(16**4):04x}"
-        self._conns: list[_Conn] = []
-        self._by_device: dict[str, _Conn] = {}
+        self._acked = 0
         self.online: dict[str, bool] = {}
-        for k in range(count):
-            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{client_id_prefix}-{token}-{k}",
-                                 clean_session=True, protocol=mqtt.MQTTv311)
-            self._conns.append(_Conn(k, client, []))
+        self._by_device: dict[str, _Conn] = {}
+        self._stack: AsyncExitStack | None = None
+        count = max(1, min(connections, len(groups)))
+        devices: list[list[str]] = [[] for _ in range(count)]
         for i, group in enumerate(groups):
-            conn = self._conns[i % count]
-            for device_id in group:
-                conn.devices.append(device_id)
+            devices[i % count].extend(group)
+        token = f"{os.getpid()}-{random.randrange(16**4):04x}"
+        address = target.address()
+        self._conns: list[_Conn] = []
+        for k, carried in enumerate(devices):
+            will = None
+            if announce and carried:
+                will = Will(status_topic(prefix, carried[0]), OFFLINE, qos=1, retain=True)
+            conn = _Conn(carried)
+            conn.client = Client(address, f"{client_id_prefix}-{token}-{k}", protocol=Protocol.V311,
+                                 keepalive=KEEPALIVE_S, max_inflight=window, will=will,
+                                 on_connect=partial(self._connected, conn), on_state=partial(self._state, conn))
+            self._conns.append(conn)
+            for device_id in carried:
                 self._by_device[device_id] = conn
                 self.online[device_id] = True
-        for conn in self._conns:
-            self._configure(conn)
-
-    def _configure(self, conn: _Conn) -> None:
-        client = conn.client
-        client.on_socket_open = _nodelay
-        # The window is enforced here (`_Conn.inflight`), not by paho: paho's own limit scans
-        # every in-flight message on each PUBACK (O(window) per ack, ~12 % of the publish
-        # rate at window 100), and past it paho queues without bound instead of blocking.
-        client.max_inflight_messages_set(0)
-        client.max_queued_messages_set(0)
-        if self.target.username is not None:
-            client.username_pw_set(self.target.username, self.target.password)
-        if self.announce and conn.devices:
-            client.will_set(status_topic(self.prefix, conn.devices[0]), OFFLINE, qos=1, retain=True)
-
-        def on_connect(c: mqtt.Client, u: Any, flags: Any, rc: ReasonCode,
-                       props: Properties | None) -> None:
-            if rc.is_failure:
-                conn.refused = str(rc)
-                return
-            conn.connected, conn.refused, conn.backoff = True, None, BACKOFF_MIN_S
-            if self.announce:
-                conn.announce = deque(conn.devices)
-
-        def on_disconnect(c: mqtt.Client, u: Any, flags: Any, rc: ReasonCode,
-                          props: Properties | None) -> None:
-            conn.connected = False
-            conn.retry_at = time.monotonic() + conn.backoff * random.uniform(0.5, 1.0)
-            conn.backoff = min(conn.backoff * 2, BACKOFF_MAX_S)
-
-        def on_publish(c: mqtt.Client, u: Any, mid: int, rc: ReasonCode, props: Properties) -> None:
-            conn.inflight -= 1
-            self.acked += 1
-
-        client.on_connect = on_connect
-        client.on_disconnect = on_disconnect
-        client.on_publish = on_publish
 
     # -- connecting ------------------------------------------------------------------------
-    def connect(self, timeout: float = 10.0) -> None:
-        """Open every connection; raises BrokerError if they are not all up in `timeout`."""
-        for conn in self._conns:
-            try:
-                conn.client.connect(self.target.host, self.target.port, KEEPALIVE_S)
-            except OSError as exc:
-                self.close(offline=False)
-                raise BrokerError(self.target.url(), f"cannot connect: {exc}") from None
-        deadline = time.monotonic() + timeout
-        while not all(c.connected for c in self._conns):
-            refused = [c.refused for c in self._conns if c.refused]
-            if refused or time.monotonic() > deadline:
-                self.close(offline=False)
-                why = f"refused: {refused[0]}" if refused else f"no CONNACK within {timeout} s"
-                raise BrokerError(self.target.url(), why)
-            self.pump(0.05)
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
 
-    def _retry(self, conn: _Conn) -> None:
-        try:
-            conn.client.reconnect()
-        except OSError:
-            conn.retry_at = time.monotonic() + conn.backoff * random.uniform(0.5, 1.0)
-            conn.backoff = min(conn.backoff * 2, BACKOFF_MAX_S)
+    async def connect(self) -> None:
+        """Open every connection; raises BrokerError unless they all come up. `close`
+        closes them (leaving `async with` does)."""
+        if self._stack is not None:
+            raise RuntimeError("the connection pool is already connected")
+        stack = AsyncExitStack()
+        results = await asyncio.gather(*(stack.enter_async_context(c.client) for c in self._conns),
+                                       return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            await stack.aclose()
+            why = failed[0]
+            if isinstance(why, BrokerUnavailable):
+                cause = why.__cause__ or why
+                raise BrokerError(self.target.url(), f"cannot connect: {str(cause) or type(cause).__name__}") from None
+            raise why
+        self._stack = stack
 
-    # -- the network loop ------------------------------------------------------------------
-    def pump(self, timeout: float = 0.0) -> None:
-        """Read acknowledgements, write pending data, keep alive and reconnect; waits up to
-        `timeout` seconds for the network."""
-        readers: dict[Any, _Conn] = {}
-        writers: list[Any] = []
-        for conn in self._conns:
-            sock = conn.client.socket()
-            if sock is None:
-                if not conn.connected and time.monotonic() >= conn.retry_at:
-                    self._retry(conn)
-                continue
-            readers[sock] = conn
-            if conn.client.want_write():
-                writers.append(sock)
-        if not readers:
-            time.sleep(min(timeout, 0.05))
-            return
-        try:
-            readable, writable, _ = select.select(list(readers), writers, [], timeout)
-        except (OSError, ValueError):  # a socket closed under us; the next pump retries
-            return
-        for sock in readable:
-            readers[sock].client.loop_read(100)
-        for sock in writable:
-            writer = readers[sock]
-            if writer.client.socket() is sock:
-                writer.client.loop_write()
-        for conn in self._conns:
-            if conn.client.socket() is not None:
-                conn.client.loop_misc()
-            self._drain_announcements(conn)
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close(offline=False, timeout_s=0.0 if exc is not None else 10.0)
 
-    def _drain_announcements(self, conn: _Conn) -> None:
-        while conn.announce and conn.connected and conn.inflight < self.window:
-            device_id = conn.announce.popleft()
-            payload = ONLINE if self.online.get(device_id, True) else OFFLINE
-            self._raw_publish(conn, status_topic(self.prefix, device_id), payload, True)
+    def _connected(self, conn: _Conn, session_present: bool) -> None:
+        """After each CONNACK: `online` (or what the device is now) for every device of
+        the connection, ahead of anything published from now on."""
+        if self.announce:
+            for device_id in conn.devices:
+                payload = ONLINE if self.online.get(device_id, True) else OFFLINE
+                self._publish(conn, status_topic(self.prefix, device_id), payload, True)
+        conn.up.set()
 
-    def _raw_publish(self, conn: _Conn, topic: str, payload: bytes, retain: bool) -> None:
-        conn.inflight += 1
-        self.published += 1
-        info = conn.client.publish(topic, payload, qos=1, retain=retain)
-        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
-            conn.inflight -= 1
-            self.published -= 1
-            raise BrokerError(self.target.url(), f"publish failed: {mqtt.error_string(info.rc)}")
+    def _state(self, conn: _Conn, up: bool, why: str) -> None:
+        if not up:
+            conn.up.clear()
 
     # -- publishing ------------------------------------------------------------------------
-    def publish(self, device_id: str, topic: str, payload: bytes, retain: bool = False) -> None:
+    async def publish(self, device_id: str, topic: str, payload: bytes, retain: bool = False) -> None:
         """Publish at QoS 1 on the device's connection; waits while its window is full or
         it is reconnecting (back-pressure, nothing is dropped)."""
         conn = self._by_device[device_id]
-        while not conn.connected or conn.announce or conn.inflight >= self.window:
-            self.pump(0.01 if conn.connected else 0.05)
-        self._raw_publish(conn, topic, payload, retain)
+        if len(conn.unacked) >= self.window or not conn.up.is_set():
+            await self._room(conn)
+        self._publish(conn, topic, payload, retain)
 
-    def send(self, msg: SimMessage) -> None:
+    async def send(self, msg: SimMessage) -> None:
         """Publish a simulated message; status messages also set the device's state, so
         that a reconnect announces what the device really is."""
         if msg.channel == "status":
             self.online[msg.device_id] = msg.payload == ONLINE
-        self.publish(msg.device_id, msg.topic(self.prefix), msg.payload, msg.retain)
+        await self.publish(msg.device_id, msg.topic(self.prefix), msg.payload, msg.retain)
+
+    def _publish(self, conn: _Conn, topic: str, payload: bytes, retain: bool) -> None:
+        self.published += 1
+        conn.unacked.append(conn.client.publish(topic, payload, qos=1, retain=retain))
+
+    async def _room(self, conn: _Conn) -> None:
+        """Wait until the connection is up and its window has room."""
+        while True:
+            self._count(conn)
+            if not conn.up.is_set():
+                await conn.up.wait()
+            elif len(conn.unacked) >= self.window:
+                await asyncio.wait((conn.unacked[0],))
+            else:
+                return
+
+    def _count(self, conn: _Conn) -> None:
+        """Move the acknowledged publishes at the front of the window to `acked`."""
+        unacked = conn.unacked
+        while unacked and unacked[0].done():
+            done = unacked.popleft()
+            if not done.cancelled() and done.exception() is None:
+                self._acked += 1
+
+    @property
+    def acked(self) -> int:
+        """Publishes the broker has acknowledged so far."""
+        for conn in self._conns:
+            self._count(conn)
+        return self._acked
 
     def inflight(self) -> int:
-        return sum(c.inflight for c in self._conns)
-
-    def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until every message is acknowledged; False if that took longer than `timeout`."""
-        deadline = time.monotonic() + timeout
-        while self.inflight() > 0 or any(c.announce for c in self._conns if c.connected):
-            if time.monotonic() > deadline:
-                return False
-            self.pump(0.02)
-        return True
-
-    def close(self, *, offline: bool, timeout: float = 10.0) -> None:
-        """Disconnect every connection, after publishing `offline` for every device when
-        asked to and waiting for what is in flight."""
-        if offline and self.announce:
-            for conn in self._conns:
-                conn.announce.clear()
-                for device_id in conn.devices:
-                    self.online[device_id] = False
-                    if conn.connected:
-                        self._raw_publish_bounded(conn, device_id)
-        if any(c.connected for c in self._conns):
-            self.flush(timeout)
         for conn in self._conns:
-            if conn.client.socket() is not None:
-                conn.client.disconnect()
-                conn.client.loop_write()
-            conn.connected = False
+            self._count(conn)
+        return sum(len(c.unacked) for c in self._conns)
 
-    def _raw_publish_bounded(self, conn: _Conn, device_id: str) -> None:
-        deadline = time.monotonic() + 5.0
-        while conn.inflight >= self.window and conn.connected and time.monotonic() < deadline:
-            self.pump(0.01)
-        self._raw_publish(conn, status_topic(self.prefix, device_id), OFFLINE, True)
+    async def flush(self, timeout_s: float = 10.0) -> bool:
+        """Wait until every message is acknowledged; False if that took longer than `timeout_s`."""
+        waiting = [f for c in self._conns for f in c.unacked]
+        late: set[asyncio.Future[None]] = set()
+        if waiting and timeout_s > 0:
+            _, late = await asyncio.wait(waiting, timeout=timeout_s)
+        return not self.inflight() and not late
+
+    async def close(self, *, offline: bool, timeout_s: float = 10.0) -> None:
+        """Disconnect every connection, after publishing `offline` for every device when
+        asked to and waiting (up to `timeout_s`) for what is in flight."""
+        stack, self._stack = self._stack, None
+        if stack is None:
+            return
+        try:
+            if offline and self.announce:
+                for conn in self._conns:
+                    for device_id in conn.devices:
+                        self.online[device_id] = False
+                        if conn.up.is_set():
+                            self._publish(conn, status_topic(self.prefix, device_id), OFFLINE, True)
+            await self.flush(timeout_s)
+        finally:
+            await stack.aclose()
+            for conn in self._conns:
+                conn.up.clear()
 
     @property
     def connection_count(self) -> int:

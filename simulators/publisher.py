@@ -5,8 +5,11 @@ publishing falls behind (a slow broker, a very high speed) messages go out as fa
 window of in-flight messages allows, and the lag is reported. `run_fleet` and
 `run_scenario` wire a stream, a clock and a `ConnectionPool` together.
 
-The simulator is synchronous (one thread, one `select` loop). To run it inside an asyncio
-program, e.g. `trygg up --demo`, call it in a worker thread and stop it with the event::
+The simulator runs on one asyncio loop, its connections included: `play_fleet` and
+`play_scenario` are coroutines for a loop one already has, `run_fleet` and `run_scenario`
+run them on a loop of their own in the calling thread. To run a fleet beside an asyncio program without
+taking its loop's time, e.g. `trygg up --demo`, call `run_fleet` in a worker thread and
+stop it with the event::
 
     stop = threading.Event()
     task = asyncio.create_task(asyncio.to_thread(run_fleet, fleet, target, prefix, stop=stop))
@@ -16,6 +19,7 @@ program, e.g. `trygg up --demo`, call it in a worker thread and stop it with the
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import threading
 import time
@@ -32,7 +36,7 @@ from simulators.wire import SimMessage
 PROGRESS_EVERY_S = 0.25
 
 
-def play(
+async def play(
     messages: Iterable[SimMessage],
     pool: ConnectionPool,
     clock: SimClock,
@@ -66,22 +70,22 @@ def play(
             wait = due - clock.elapsed()
             if wait <= 0:
                 break
-            pool.pump(min(wait, 0.1))
+            await asyncio.sleep(min(wait, 0.1))
             report()
         if stopped():
             break
-        pool.send(msg)
+        await pool.send(msg)
         stats.add(msg, max(clock.elapsed() - due, 0.0))
         report()
     while duration_s is not None and not stopped() and clock.elapsed() < duration_s:
-        pool.pump(min(duration_s - clock.elapsed(), 0.1))
+        await asyncio.sleep(min(duration_s - clock.elapsed(), 0.1))
         report()
-    pool.flush(timeout=10.0)
+    await pool.flush(timeout_s=10.0)
     stats.acked = pool.acked
     return stats.finish()
 
 
-def run_fleet(
+async def play_fleet(
     fleet: Fleet,
     target: MqttTarget,
     prefix: str = "trygg/v1",
@@ -99,21 +103,41 @@ def run_fleet(
     `ts` stays within what the gateway accepts."""
     messages = fleet.messages()
     first = next(messages)  # the first simulated day is generated before the clock starts
-    pool = ConnectionPool(target, fleet.device_groups(), prefix, connections=connections,
-                          window=window)
-    pool.connect()
     stats = RunStats(mode="fleet")
-    clock = SimClock(fleet.start, speed, max_lead=max_lead)
-    try:
-        play(itertools.chain([first], messages), pool, clock, duration_s=duration_s,
-             stop=stop, on_progress=on_progress, stats=stats)
-    finally:
-        pool.close(offline=offline_on_exit)
-        stats.published, stats.acked = pool.published, pool.acked
+    async with ConnectionPool(target, fleet.device_groups(), prefix, connections=connections,
+                              window=window) as pool:
+        clock = SimClock(fleet.start, speed, max_lead=max_lead)
+        try:
+            await play(itertools.chain([first], messages), pool, clock, duration_s=duration_s,
+                       stop=stop, on_progress=on_progress, stats=stats)
+        finally:
+            await pool.close(offline=offline_on_exit)
+            stats.published, stats.acked = pool.published, pool.acked
     return stats
 
 
-def run_scenario(
+def run_fleet(
+    fleet: Fleet,
+    target: MqttTarget,
+    prefix: str = "trygg/v1",
+    *,
+    speed: float = 1.0,
+    duration_s: float | None = None,
+    max_lead: timedelta = timedelta(0),
+    connections: int = 4,
+    window: int = 100,
+    offline_on_exit: bool = True,
+    stop: threading.Event | None = None,
+    on_progress: ProgressFn | None = None,
+) -> RunStats:
+    """`play_fleet(...)` on a loop of its own, in this thread."""
+    return asyncio.run(play_fleet(fleet, target, prefix, speed=speed, duration_s=duration_s,
+                                  max_lead=max_lead, connections=connections, window=window,
+                                  offline_on_exit=offline_on_exit, stop=stop,
+                                  on_progress=on_progress))
+
+
+async def play_scenario(
     scenario: Scenario,
     target: MqttTarget,
     prefix: str = "trygg/v1",
@@ -133,17 +157,32 @@ def run_scenario(
     if run is None:
         run = f"sc{int(time.time() * 1000):x}"
     groups = [[d.id for d in r.devices] for r in scenario.registry.residents]
-    pool = ConnectionPool(target, groups, prefix, connections=len(groups))
-    pool.connect()
-    clock = SimClock(t0, speed)
     stats = RunStats(mode=f"scenario {scenario.name}")
-    try:
-        play(scenario.messages(t0, run), pool, clock, stop=stop, on_progress=on_progress,
-             stats=stats)
-    finally:
-        pool.close(offline=False)
-        stats.published, stats.acked = pool.published, pool.acked
+    async with ConnectionPool(target, groups, prefix, connections=len(groups)) as pool:
+        clock = SimClock(t0, speed)
+        try:
+            await play(scenario.messages(t0, run), pool, clock, stop=stop,
+                       on_progress=on_progress, stats=stats)
+        finally:
+            await pool.close(offline=False)
+            stats.published, stats.acked = pool.published, pool.acked
     return stats
 
 
-__all__ = ["play", "run_fleet", "run_scenario"]
+def run_scenario(
+    scenario: Scenario,
+    target: MqttTarget,
+    prefix: str = "trygg/v1",
+    *,
+    speed: float = 1.0,
+    t0: datetime | None = None,
+    run: str | None = None,
+    stop: threading.Event | None = None,
+    on_progress: ProgressFn | None = None,
+) -> RunStats:
+    """`play_scenario(...)` on a loop of its own, in this thread."""
+    return asyncio.run(play_scenario(scenario, target, prefix, speed=speed, t0=t0, run=run,
+                                     stop=stop, on_progress=on_progress))
+
+
+__all__ = ["play", "play_fleet", "play_scenario", "run_fleet", "run_scenario"]

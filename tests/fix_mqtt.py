@@ -18,8 +18,13 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from composition.broker import free_port
-from gateway import set_nodelay
 from mqtt import BrokerAddress, Client, LoopThread
+
+
+def set_nodelay(client: mqtt.Client, userdata: object, sock: object) -> None:  # paho on_socket_open
+    """Nagle's algorithm costs ~40 ms stalls on small messages (docs/design-notes.md)."""
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 MOSQUITTO_CONF = """\
 listener {port} 127.0.0.1

@@ -25,9 +25,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from alerts import AlertClosed, AlertConfig, AlertStage
-from gateway import set_nodelay
 from mqtt import Protocol
-from tests.fix_mqtt import MosquittoInstance
+from tests.fix_mqtt import MosquittoInstance, set_nodelay
 from tests.helpers import small_registry, wait_for
 from trygg.contract import AlertKind, Event, EventType, Priority
 from trygg.pipeline import AlertIntent, IntentAction

@@ -20,11 +20,10 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway import set_nodelay
 from storage import save_registry
 from tests.fix_db import PostgresInstance, scalar
 from tests.fix_disk import SmallDisk, fill
-from tests.fix_mqtt import MosquittoInstance, Publisher
+from tests.fix_mqtt import MosquittoInstance, Publisher, set_nodelay
 from tests.helpers import event, small_registry, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

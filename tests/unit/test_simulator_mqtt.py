@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -104,31 +105,61 @@ def test_status_is_retained_with_the_last_will_for_a_connections_first_device(
     mosquitto: MosquittoInstance, prefix: str,
 ) -> None:
     target = MqttTarget.parse(mosquitto.url)
-    pool = ConnectionPool(target, [["d-a1", "d-a2"], ["d-b1"]], prefix, connections=2)
-    pool.connect()
-    pool.flush()
-    sock = pool._conns[0].client.socket()
-    assert isinstance(sock, socket.socket)
-    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
-    late = Subscriber(mosquitto.url, prefix)
-    try:
-        retained = late.wait_for(3)
-        assert sorted((t.rsplit("/", 2)[1], p, r) for t, p, r in retained) == [
-            ("d-a1", b"online", True), ("d-a2", b"online", True), ("d-b1", b"online", True)]
-        # The simulator dies: the broker publishes each connection's Will.
-        for conn in pool._conns:
-            s = conn.client.socket()
-            assert s is not None
-            s.close()
-        wills = late.wait_for(5, timeout=KEEPALIVE_WAIT)
-        assert {(t.rsplit("/", 2)[1], p) for t, p, _ in wills[3:]} == {
-            ("d-a1", b"offline"), ("d-b1", b"offline")}
-    finally:
-        late.close()
-        pool.close(offline=False)
+
+    async def run() -> None:
+        async with ConnectionPool(target, [["d-a1", "d-a2"], ["d-b1"]], prefix, connections=2) as pool:
+            assert await pool.flush()
+            protocol = pool._conns[0].client._protocol
+            assert protocol is not None and protocol.transport is not None
+            sock = protocol.transport.get_extra_info("socket")
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+            late = Subscriber(mosquitto.url, prefix)
+            try:
+                retained = await asyncio.to_thread(late.wait_for, 3)
+                assert sorted((t.rsplit("/", 2)[1], p, r) for t, p, r in retained) == [
+                    ("d-a1", b"online", True), ("d-a2", b"online", True), ("d-b1", b"online", True)]
+                # The simulator dies: the broker publishes each connection's Will.
+                for conn in pool._conns:
+                    await conn.client.abort()
+                wills = await asyncio.to_thread(late.wait_for, 5, KEEPALIVE_WAIT)
+                assert {(t.rsplit("/", 2)[1], p) for t, p, _ in wills[3:]} == {
+                    ("d-a1", b"offline"), ("d-b1", b"offline")}
+            finally:
+                late.close()
+
+    asyncio.run(run())
 
 
 KEEPALIVE_WAIT = 10.0
+
+
+def test_after_a_broker_restart_the_pool_reconnects_announces_again_and_loses_nothing(prefix: str) -> None:
+    broker = MosquittoInstance()  # a broker of its own: it restarts without its retained messages
+    broker.start()
+    target = MqttTarget.parse(broker.url)
+
+    async def run() -> None:
+        async with ConnectionPool(target, [["d-a1"], ["d-b1"]], prefix, connections=2) as pool:
+            assert await pool.flush()
+            await asyncio.to_thread(broker.halt)
+            # Published while the broker is away: it waits, then goes once the pool is back.
+            event = asyncio.create_task(pool.publish("d-a1", f"{prefix}/devices/d-a1/events", b"{}", retain=True))
+            await asyncio.to_thread(broker.start)
+            await asyncio.wait_for(event, 30)
+            late = Subscriber(broker.url, prefix)
+            try:  # each connection comes back after a backoff of its own
+                got = await asyncio.to_thread(late.wait_for, 3, 30)
+                assert sorted((t.rsplit("/", 2)[1:], p) for t, p, _ in got) == [
+                    (["d-a1", "events"], b"{}"), (["d-a1", "status"], b"online"), (["d-b1", "status"], b"online")]
+            finally:
+                late.close()
+            assert await pool.flush()
+            assert pool.acked == pool.published == 2 + 2 + 1
+
+    try:
+        asyncio.run(run())
+    finally:
+        broker.stop()
 
 
 def test_load_mode_publishes_every_event_acknowledged(

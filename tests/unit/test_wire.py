@@ -6,7 +6,18 @@ import struct
 
 import pytest
 
-from mqtt.wire import Protocol, ProtocolError, _packet, _string, _varint, parse_connack, parse_packets, puback_packets
+from mqtt.wire import (
+    Protocol,
+    ProtocolError,
+    Will,
+    _packet,
+    _string,
+    _varint,
+    connect_packet,
+    parse_connack,
+    parse_packets,
+    puback_packets,
+)
 
 
 def publish(topic: str, payload: bytes, mid: int, qos: int = 1, version: Protocol = Protocol.V311,
@@ -101,3 +112,14 @@ def test_connack_says_whether_the_session_was_kept_and_how_many_messages_may_be_
     plain = parse_connack(b"\x00\x00", Protocol.V311)
     assert (plain.code, plain.session_present, plain.receive_maximum) == (0, False, 65_535)
     assert parse_connack(b"\x00\x86\x00", Protocol.V5).code == 0x86
+
+
+@pytest.mark.parametrize("version", [Protocol.V311, Protocol.V5])
+def test_a_last_will_goes_after_the_client_id_and_before_the_login(version: Protocol) -> None:
+    will = Will("t/d-1/status", b"offline", qos=1, retain=True)
+    packet = connect_packet("sim-1", version, 30, "u", "pw", 0, 0, clean=True, will=will)
+    flags = 0x80 | 0x40 | 0x20 | 0x08 | 0x04 | 0x02  # login, will retain, will QoS 1, will, clean
+    props = b"\x00" if version == Protocol.V5 else b""
+    body = (b"\x00\x04MQTT" + bytes([version, flags]) + b"\x00\x1e" + props + b"\x00\x05sim-1" + props
+            + b"\x00\x0ct/d-1/status" + b"\x00\x07offline" + b"\x00\x01u" + b"\x00\x02pw")
+    assert packet == bytes([0x10, len(body)]) + body
