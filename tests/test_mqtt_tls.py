@@ -35,7 +35,7 @@ from composition.runtime import resolve_broker
 from gateway.alarm_watch import AlarmWatch
 from mqtt import BrokerUnavailable, Message, Subscriber
 from mqtt.wire import MQTT5
-from tests.test_deploy import Accounts, Broker, free_port, running_broker, write_passwd
+from tests.fix_deploy import MOSQUITTO_DIR, Accounts, Broker, compose, free_port, running_broker, write_passwd
 from trygg.contract import AlertKind, AlertState, Priority
 from trygg.errors import SettingsError
 from trygg.settings import load_settings
@@ -287,7 +287,6 @@ def test_tls_settings_are_checked_before_anything_connects(pki: Pki, tmp_path: P
 def test_the_broker_container_gets_the_tls_files_mosquitto_conf_names() -> None:
     """The commented TLS block points where docker-compose.yml copies deploy/mosquitto/tls,
     and nothing there but its README and .gitignore can be committed."""
-    from tests.test_deploy import MOSQUITTO_DIR, compose
 
     conf = (MOSQUITTO_DIR / "mosquitto.conf").read_text(encoding="utf-8")
     for name in ("certfile", "keyfile"):
