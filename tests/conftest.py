@@ -5,6 +5,8 @@ imports no other: tests/unit/test_suite_layout.py checks it):
 - tests/fix_mqtt.py: Mosquitto (a broker per session, a topic prefix per test, publishers)
 - tests/fix_disk.py: a small disk of its own
 - tests/fix_gateway.py: gateways on the test's prefix
+- tests/fix_alerts.py: staff handhelds and the alert stage on a thread of its own
+- tests/fix_up.py: `trygg up` in a process of its own
 - tests/fix_deploy.py: docker-compose.yml and the shipped Mosquitto configuration
 
 Plain helpers without fixtures: tests/helpers.py, tests/registry_documents.py."""
@@ -14,5 +16,7 @@ pytest_plugins = [
     "tests.fix_mqtt",
     "tests.fix_disk",
     "tests.fix_gateway",
+    "tests.fix_alerts",
+    "tests.fix_up",
     "tests.fix_deploy",
 ]

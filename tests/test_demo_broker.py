@@ -26,7 +26,7 @@ from composition.broker import EmbeddedBroker
 from composition.runtime import resolve_broker
 from mqtt import BrokerAddress, Message, Subscriber
 from mqtt.wire import MQTT311
-from tests.test_mqtt_tls import an_alert
+from tests.fix_alerts import an_alert
 from trygg.settings import load_settings
 
 pytestmark = pytest.mark.integration

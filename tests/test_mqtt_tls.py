@@ -22,21 +22,19 @@ import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from alerts.model import Alert, Change, ChangeReason
 from alerts.publisher import AlertPublisher
 from composition.runtime import resolve_broker
 from gateway.alarm_watch import AlarmWatch
 from mqtt import BrokerUnavailable, Message, Subscriber
 from mqtt.wire import MQTT5
+from tests.fix_alerts import an_alert
 from tests.fix_deploy import MOSQUITTO_DIR, Accounts, Broker, compose, free_port, running_broker, write_passwd
-from trygg.contract import AlertKind, AlertState, Priority
 from trygg.errors import SettingsError
 from trygg.settings import load_settings
 
@@ -140,13 +138,6 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop.call_soon_threadsafe(loop.stop)
     thread.join(5)
     loop.close()
-
-
-def an_alert() -> Change:
-    now = datetime.now(UTC)
-    alert = Alert(f"a-{secrets.token_hex(4)}", "r-1", "east", AlertKind.ALARM, Priority.CRITICAL, AlertState.OPEN,
-                  now, now, 1, {}, {}, teams=("east",))
-    return Change.of(ChangeReason.OPENED, alert)
 
 
 def test_trygg_receives_events_and_publishes_alerts_over_tls(tls_broker: TlsBroker, pki: Pki,
