@@ -7,6 +7,8 @@ imports no other: tests/unit/test_suite_layout.py checks it):
 - tests/fix_gateway.py: gateways on the test's prefix
 - tests/fix_alerts.py: staff handhelds and the alert stage on a thread of its own
 - tests/fix_up.py: `trygg up` in a process of its own
+- tests/fix_api.py: the API served on a seeded database (`world`, `shared_world`)
+- tests/fix_users_cli.py: the `trygg users` command in-process
 - tests/fix_deploy.py: docker-compose.yml and the shipped Mosquitto configuration
 
 Plain helpers without fixtures: tests/helpers.py, tests/registry_documents.py."""
@@ -18,5 +20,7 @@ pytest_plugins = [
     "tests.fix_gateway",
     "tests.fix_alerts",
     "tests.fix_up",
+    "tests.fix_api",
+    "tests.fix_users_cli",
     "tests.fix_deploy",
 ]

@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from trygg.registry import Registry, parse_registry
 
@@ -64,3 +64,14 @@ def wait_for(probe: Callable[[], T], done: Callable[[T], bool], timeout: float =
         time.sleep(interval)
         value = probe()
     return value
+
+
+def alert_doc(alert_id: str, resident_id: str, team_id: str, kind: str = "fall", priority: str = "high",
+              state: str = "open", teams: list[str] | None = None) -> dict[str, Any]:
+    now = datetime.now(UTC).isoformat()
+    ref = {"device_id": f"d-{resident_id[2:]}-alarm", "event_id": "e-1", "type": "fall.detected",
+           "ts": now, "received_at": now}
+    return {"alert_id": alert_id, "resident_id": resident_id, "team_id": team_id, "kind": kind,
+            "priority": priority, "state": state, "opened_at": now, "updated_at": now, "event_count": 1,
+            "trigger": ref, "last_event": ref, "location": None, "escalation_level": 0,
+            "acknowledged_by": None, "resolved_by": None, "note": None, "teams": teams or [team_id]}

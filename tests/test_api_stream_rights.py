@@ -27,9 +27,9 @@ import pytest
 from dashboard.auth import token_hash
 from dashboard.deps import SESSION_COOKIE
 from storage.registry_store import save_registry
+from tests.fix_api import OUR_PAGE, PASSWORD, REGISTRY_YAML, World, make_world, password_hash
 from tests.fix_db import PostgresInstance
-from tests.helpers import wait_for
-from tests.test_api_support import OUR_PAGE, PASSWORD, REGISTRY_YAML, World, alert_doc, make_world, password_hash
+from tests.helpers import alert_doc, wait_for
 from trygg.registry import parse_registry
 
 pytestmark = pytest.mark.integration
