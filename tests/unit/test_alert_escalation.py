@@ -18,7 +18,7 @@ from alerts import (
     next_team,
     to_record,
 )
-from tests.unit.test_alert_service import cancel_intent, open_intent
+from tests.alert_intents import cancel_intent, open_intent
 from trygg.contract import AlertKind, AlertState
 from trygg.registry import Registry, validate_registry
 

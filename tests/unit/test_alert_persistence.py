@@ -17,7 +17,7 @@ from alerts.persistence import item_of
 from storage.alerts_store import AlertRecord, AlertStore, TransitionRecord
 from storage.errors import DatabaseUnavailable
 from storage.local_log import frame
-from tests.unit.test_alert_service import open_intent, registry
+from tests.alert_intents import open_intent, registry
 from trygg.contract import AlertKind
 
 T0 = datetime(2026, 11, 22, 14, 0, tzinfo=UTC)
