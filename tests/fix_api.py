@@ -37,6 +37,7 @@ from storage.registry_store import save_registry
 from storage.users_store import upsert_user
 from tests.fix_db import create_database, drop_database
 from tests.helpers import wait_for
+from tests.registry_documents import api_registry_yaml
 from tests.test_api_support import MemoryAlerts
 from trygg.registry import parse_registry
 from trygg.settings import Settings
@@ -47,52 +48,8 @@ OUR_PAGE = {"Sec-Fetch-Site": "same-origin"}
 SESSION_SECRET = "test-session-secret-0123456789"
 PSEUDONYM_KEY = "test-pseudonym-key-0123456789"
 
-REGISTRY_YAML = """
-teams:
-  - {id: east, name: "Hjemmetjenesten Øst", escalate_to: alarm-centre}
-  - {id: west, name: "Hjemmetjenesten Vest", escalate_to: alarm-centre}
-  - {id: alarm-centre, name: "Trygghetsalarmsentralen"}
-residents:
-  - id: r-1
-    name: "Kari Nordmann"
-    team: east
-    consents: {research: true, relatives_status: true, relatives_location: true}
-    location_basis: {kind: vedtak, valid_until: "2099-12-31"}
-    safe_zones:
-      - {name: home, lat: 59.9139, lon: 10.7522, radius_m: 300}
-    devices:
-      - {id: d-1-alarm, kind: alarm_unit}
-      - {id: d-1-gps, kind: gps_tracker}
-      - {id: d-1-motion, kind: motion_sensor}
-      - {id: d-1-lock, kind: door_lock}
-  - id: r-2
-    name: "Ola Vestmann"
-    team: west
-    consents: {research: false, relatives_status: false}
-    devices:
-      - {id: d-2-alarm, kind: alarm_unit}
-      - {id: d-2-gps, kind: gps_tracker}
-  - id: r-3
-    name: "Per Utenposisjon"
-    team: east
-    consents: {research: true, relatives_status: true, relatives_location: true}
-    devices:
-      - {id: d-3-alarm, kind: alarm_unit}
-      - {id: d-3-gps, kind: gps_tracker}
-  - {id: r-4, name: "Anna Fire", team: east, consents: {research: true}, devices: [{id: d-4-alarm, kind: alarm_unit}]}
-  - {id: r-5, name: "Berit Fem", team: east, consents: {research: true}, devices: [{id: d-5-alarm, kind: alarm_unit}]}
-  - {id: r-6, name: "Cato Seks", team: east, consents: {research: true}, devices: [{id: d-6-alarm, kind: alarm_unit}]}
-  - {id: r-7, name: "Dina Sju", team: east, consents: {research: false}, devices: [{id: d-7-alarm, kind: alarm_unit}]}
-users:
-  - {username: admin, role: admin}
-  - {username: operator, role: operator}
-  - {username: staff-east, role: staff, teams: [east]}
-  - {username: staff-west, role: staff, teams: [west]}
-  - {username: relative-1, role: relative, residents: [r-1]}
-  - {username: relative-2, role: relative, residents: [r-2]}
-  - {username: researcher, role: researcher}
-  - {username: staff-centre, role: staff, teams: [alarm-centre]}
-"""
+#: Three teams, residents r-1..r-7 with consents, one user per role (tests/data/registry.yaml).
+REGISTRY_YAML = api_registry_yaml()
 
 #: One user of each kind the authorization matrix asks with.
 USERS = ("admin", "operator", "staff-east", "staff-west", "relative-1", "relative-2", "researcher")

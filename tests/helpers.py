@@ -8,42 +8,18 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from tests.registry_documents import small_registry_yaml
 from trygg.registry import Registry, parse_registry
 
 T = TypeVar("T")
 
-REGISTRY_YAML = """
-teams:
-  - {id: east, name: "Hjemmetjenesten Øst", escalate_to: alarm-centre}
-  - {id: alarm-centre, name: "Trygghetsalarmsentralen"}
-residents:
-  - id: r-1
-    name: "Kari Nordmann"
-    team: east
-    devices:
-      - {id: d-1-alarm, kind: alarm_unit}
-      - {id: d-1-fall, kind: fall_sensor}
-      - {id: d-1-smoke, kind: smoke_detector}
-      - {id: d-1-door, kind: door_sensor}
-      - {id: d-1-motion, kind: motion_sensor}
-      - {id: d-1-gps, kind: gps_tracker}
-    location_basis: {kind: vedtak, valid_until: "2099-12-31"}
-  - id: r-2
-    name: "Ola Nordmann"
-    team: east
-    devices:
-      - {id: d-2-alarm, kind: alarm_unit}
-      - {id: d-2-phone, kind: phone}
-"""
+#: The small registry (tests/registry_documents.py): team east with r-1 and r-2.
+REGISTRY_YAML = small_registry_yaml()
 
 
 def small_registry(extra_devices: int = 0) -> Registry:
     """The small registry of the tests, optionally with `extra_devices` alarm units."""
-    text = REGISTRY_YAML
-    if extra_devices:
-        text += "  - id: r-load\n    name: Load\n    team: east\n    devices:\n"
-        text += "".join(f"      - {{id: load-{i}, kind: alarm_unit}}\n" for i in range(extra_devices))
-    return parse_registry(text)
+    return parse_registry(small_registry_yaml(extra_devices))
 
 
 def event(event_id: str, kind: str = "heartbeat", data: dict[str, object] | None = None,
