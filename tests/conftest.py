@@ -1,11 +1,26 @@
-"""Fixtures, split by service: tests/fix_db.py (PostgreSQL), tests/fix_mqtt.py (Mosquitto),
-tests/fix_disk.py (a small disk of its own),
-tests/fix_gateway.py (gateways on the test's prefix)."""
+"""Fixtures live in fixture modules, registered here, never in test modules (a test module
+imports no other: tests/unit/test_suite_layout.py checks it):
 
-from tests.fix_db import database, pg_admin_url, private_postgres
-from tests.fix_disk import small_disk
-from tests.fix_gateway import start_gateway
-from tests.fix_mqtt import mosquitto, prefix, publisher
+- tests/fix_db.py: PostgreSQL (a private server, a database per test)
+- tests/fix_mqtt.py: Mosquitto (a broker per session, a topic prefix per test, publishers)
+- tests/fix_disk.py: a small disk of its own
+- tests/fix_gateway.py: gateways on the test's prefix
+- tests/fix_alerts.py: staff handhelds and the alert stage on a thread of its own
+- tests/fix_up.py: `trygg up` in a process of its own
+- tests/fix_api.py: the API served on a seeded database (`world`, `shared_world`)
+- tests/fix_users_cli.py: the `trygg users` command in-process
+- tests/fix_deploy.py: docker-compose.yml and the shipped Mosquitto configuration
 
-__all__ = ["database", "mosquitto", "pg_admin_url", "prefix", "private_postgres", "publisher", "small_disk",
-           "start_gateway"]
+Plain helpers without fixtures: tests/helpers.py, tests/registry_documents.py."""
+
+pytest_plugins = [
+    "tests.fix_db",
+    "tests.fix_mqtt",
+    "tests.fix_disk",
+    "tests.fix_gateway",
+    "tests.fix_alerts",
+    "tests.fix_up",
+    "tests.fix_api",
+    "tests.fix_users_cli",
+    "tests.fix_deploy",
+]

@@ -8,42 +8,20 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from tests.registry_documents import small_registry_yaml
+from trygg.alert import Alert
+from trygg.contract import AlertKind, AlertState, Priority
 from trygg.registry import Registry, parse_registry, validate_registry
 
 T = TypeVar("T")
 
-REGISTRY_YAML = """
-teams:
-  - {id: east, name: "Hjemmetjenesten Øst", escalate_to: alarm-centre}
-  - {id: alarm-centre, name: "Trygghetsalarmsentralen"}
-residents:
-  - id: r-1
-    name: "Kari Nordmann"
-    team: east
-    devices:
-      - {id: d-1-alarm, kind: alarm_unit}
-      - {id: d-1-fall, kind: fall_sensor}
-      - {id: d-1-smoke, kind: smoke_detector}
-      - {id: d-1-door, kind: door_sensor}
-      - {id: d-1-motion, kind: motion_sensor}
-      - {id: d-1-gps, kind: gps_tracker}
-    location_basis: {kind: vedtak, valid_until: "2099-12-31"}
-  - id: r-2
-    name: "Ola Nordmann"
-    team: east
-    devices:
-      - {id: d-2-alarm, kind: alarm_unit}
-      - {id: d-2-phone, kind: phone}
-"""
+#: The small registry (tests/registry_documents.py): team east with r-1 and r-2.
+REGISTRY_YAML = small_registry_yaml()
 
 
 def small_registry(extra_devices: int = 0) -> Registry:
     """The small registry of the tests, optionally with `extra_devices` alarm units."""
-    text = REGISTRY_YAML
-    if extra_devices:
-        text += "  - id: r-load\n    name: Load\n    team: east\n    devices:\n"
-        text += "".join(f"      - {{id: load-{i}, kind: alarm_unit}}\n" for i in range(extra_devices))
-    return parse_registry(text)
+    return parse_registry(small_registry_yaml(extra_devices))
 
 
 def one_resident(*devices: dict[str, Any], **resident: Any) -> Registry:
@@ -74,3 +52,15 @@ def wait_for(probe: Callable[[], T], done: Callable[[T], bool], timeout: float =
         time.sleep(interval)
         value = probe()
     return value
+
+
+def alert_doc(alert_id: str, resident_id: str, team_id: str, kind: str = "fall", priority: str = "high",
+              state: str = "open", teams: list[str] | None = None) -> Alert:
+    """An alert as the rules raise it (with `teams`: as it is after escalating)."""
+    now = datetime.now(UTC)
+    ref = {"device_id": f"d-{resident_id[2:]}-alarm", "event_id": "e-1", "type": "fall.detected",
+           "ts": now.isoformat(), "received_at": now.isoformat()}
+    return Alert(alert_id=alert_id, resident_id=resident_id, team_id=team_id, kind=AlertKind(kind),
+                 priority=Priority(priority), state=AlertState(state), opened_at=now, updated_at=now,
+                 trigger=ref, last_event=ref, teams=tuple(teams or [team_id]), escalated_at=now,
+                 escalation_level=len(teams or [team_id]) - 1)

@@ -20,12 +20,10 @@ import pytest
 from alerts import AlertService, Timeouts
 from alerts.persistence import item_of
 from storage.alerts_store import AlertStore
+from tests.fix_alerts import Handheld, StartStage, alerts_of, intent
 from tests.fix_db import PostgresInstance
 from tests.fix_mqtt import MosquittoInstance
 from tests.helpers import small_registry, wait_for
-from tests.test_alerts_delivery import Handheld, StartStage, alerts_of, handhelds, intent, start_stage
-
-__all__ = ["handhelds", "start_stage"]  # fixtures shared with test_alerts_delivery
 
 pytestmark = pytest.mark.integration
 

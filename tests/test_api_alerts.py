@@ -6,13 +6,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import queue
 import re
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -20,15 +17,13 @@ import psycopg
 import pytest
 
 from dashboard.deps import StageAlerts
-from tests.helpers import wait_for
+from tests.fix_api import REGISTRY_YAML, EventStream, World, make_world, password_hash, stream
+from tests.helpers import alert_doc, wait_for
 from tests.service_alerts import ServiceAlerts
-from tests.test_api_support import REGISTRY_YAML, World, alert_doc, make_world, password_hash, world
 from trygg.alert import Alert
 from trygg.registry import parse_registry
 
 pytestmark = pytest.mark.integration
-
-__all__ = ["world"]
 
 
 #: An alert in the API and the live stream: the contract's alert JSON and `teams` (docs/api.md).
@@ -106,53 +101,6 @@ def test_list_filters(world: World) -> None:
         assert response.status_code == 422, bad
 
 
-class EventStream:
-    """Reads an SSE response on a thread; lines arrive on a queue."""
-
-    def __init__(self, response: httpx.Response) -> None:
-        self.lines: queue.Queue[str] = queue.Queue()
-        self._thread = threading.Thread(target=self._read, args=(response,), daemon=True)
-        self._thread.start()
-
-    def _read(self, response: httpx.Response) -> None:
-        try:
-            for line in response.iter_lines():
-                self.lines.put(line)
-        except httpx.HTTPError:
-            pass
-
-    def next_event(self, timeout: float = 5.0) -> tuple[str, str]:
-        """The next comment (`(':', text)`) or event (`(name, data)`)."""
-        name, data = "", []
-        while True:
-            line = self.lines.get(timeout=timeout)
-            if line.startswith(":"):
-                return ":", line[1:].strip()
-            if line.startswith("event:"):
-                name = line[6:].strip()
-            elif line.startswith("data:"):
-                data.append(line[5:].strip())
-            elif line == "" and name:
-                return name, "\n".join(data)
-
-    def alerts(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
-        found = []
-        while len(found) < count:
-            name, data = self.next_event(timeout)
-            if name == "alert":
-                found.append(json.loads(data))
-        return found
-
-
-@contextmanager
-def stream(w: World, user: str) -> Iterator[EventStream]:
-    with httpx.Client(base_url=str(w.client.base_url), timeout=10) as client, client.stream(
-            "GET", "/api/alerts/stream", headers=w.headers(user)) as response:
-        assert response.status_code == 200
-        assert response.headers["content-type"].startswith("text/event-stream")
-        yield EventStream(response)
-
-
 @pytest.fixture
 def fast_world(database: str) -> Iterator[World]:
     with make_world(database, sse_ping_s=0.2) as w:
@@ -227,7 +175,7 @@ def test_without_an_alert_stage(database: str) -> None:
         assert w.client.get("/api/alerts", headers=w.headers("relative-1")).status_code == 403
         status = w.client.get("/api/residents/r-1/status", headers=w.headers("relative-1")).json()
         assert (status["state"], status["open_alerts"]) == ("ok", [])
-        from tests.test_api_research import insert_alert
+        from tests.fix_api import insert_alert
 
         with psycopg.connect(w.url) as conn:
             insert_alert(conn, {"alert_id": "a-stored", "resident_id": "r-1", "team_id": "east", "kind": "fall",

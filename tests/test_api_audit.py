@@ -10,12 +10,10 @@ import time
 import psycopg
 import pytest
 
+from tests.fix_api import World, as_app_role
 from tests.fix_db import scalar
-from tests.test_api_support import World, as_app_role, world
 
 pytestmark = pytest.mark.integration
-
-__all__ = ["world"]
 
 
 def rows_after(w: World, before: int) -> list[tuple[object, ...]]:

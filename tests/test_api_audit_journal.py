@@ -18,14 +18,12 @@ import pytest
 from composition.broker import free_port
 from dashboard.audit import AuditLog
 from dashboard.authz import Principal
+from tests.fix_api import EventStream, World, as_app_role, make_world, stream
 from tests.fix_db import PostgresInstance, scalar
-from tests.test_api_alerts import EventStream, stream
-from tests.test_api_support import World, alert_doc, as_app_role, make_world, world
+from tests.helpers import alert_doc
 from trygg.contract import Role
 
 pytestmark = pytest.mark.integration
-
-__all__ = ["world"]
 
 
 def stored(url: str, action_like: str = "%") -> list[tuple[object, ...]]:

@@ -11,16 +11,14 @@ import pytest
 from dashboard.auth import hash_password
 from dashboard.deps import SESSION_COOKIE
 from storage.users_store import upsert_user
+from tests.fix_api import PASSWORD, World, make_world
 from tests.fix_db import PostgresInstance, scalar
 from tests.helpers import wait_for
-from tests.test_api_support import PASSWORD, World, make_world, world
 
 pytestmark = pytest.mark.integration
 
 #: What a browser sends with a form posted from Trygg's own sign-in page (dashboard/login_guard.py).
 FROM_OUR_PAGE = {"Sec-Fetch-Site": "same-origin"}
-
-__all__ = ["world"]
 
 
 def token_for(w: World, username: str, password: str) -> httpx.Response:
@@ -101,7 +99,7 @@ def test_cookie_from_another_site_cannot_change_anything(world: World) -> None:
 
 def test_tokens_are_refused_when_expired_tampered_or_of_the_other_kind(world: World) -> None:
     signer = world.app.state.trygg.signer
-    from tests.test_api_support import password_hash
+    from tests.fix_api import password_hash
 
     expired = signer.issue("admin", password_hash(), "api", int(time.time()) - 1)
     session = signer.issue("admin", password_hash(), "session", int(time.time()) + 60)

@@ -13,11 +13,10 @@ from typing import Any
 
 import pytest
 
-from tests.test_api_support import CENTRE, REGISTRY_YAML, SECRETS, USERS, World, alert_doc, shared_world
+from tests.fix_api import CENTRE, REGISTRY_YAML, SECRETS, USERS, World
+from tests.helpers import alert_doc
 
 pytestmark = pytest.mark.integration
-
-__all__ = ["shared_world"]  # the fixture, imported for pytest
 
 CALLERS = (*USERS, None)
 

@@ -11,11 +11,9 @@ from __future__ import annotations
 import pytest
 
 from dashboard.deps import SESSION_COOKIE
-from tests.test_api_support import OUR_PAGE, PASSWORD, World, world
+from tests.fix_api import OUR_PAGE, PASSWORD, World
 
 pytestmark = pytest.mark.integration
-
-__all__ = ["world"]
 
 
 def cookie_of(w: World, user: str) -> dict[str, str]:

@@ -11,12 +11,10 @@ import re
 import pytest
 
 from dashboard.deps import SESSION_COOKIE
-from tests.test_api_support import OUR_PAGE, PASSWORD, World, world
+from tests.fix_api import OUR_PAGE, PASSWORD, World
 from trygg.settings import Settings
 
 pytestmark = pytest.mark.integration
-
-__all__ = ["world"]
 
 
 @pytest.mark.parametrize("path", ["/docs", "/redoc"])

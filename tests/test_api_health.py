@@ -11,12 +11,10 @@ import psycopg
 import pytest
 
 from dashboard import create_app
+from tests.fix_api import World, make_world, seed, serve, settings
 from tests.fix_db import PostgresInstance
-from tests.test_api_support import World, make_world, seed, serve, settings, world
 
 pytestmark = pytest.mark.integration
-
-__all__ = ["world"]
 
 
 def test_healthz_reports_probes(database: str) -> None:

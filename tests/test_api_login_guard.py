@@ -15,9 +15,7 @@ import pytest
 from dashboard.hashing import PasswordWorker
 from dashboard.login_guard import LoginGuard
 from dashboard.throttle import Backoff, LoginThrottle
-from tests.test_api_support import PASSWORD, World, make_world, world
-
-__all__ = ["world"]
+from tests.fix_api import PASSWORD, World, make_world
 
 pytestmark = pytest.mark.integration
 

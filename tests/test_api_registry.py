@@ -18,13 +18,11 @@ import yaml
 
 from simulators.profiles import build_residents
 from simulators.registry_gen import fleet_registry, registry_yaml
+from tests.fix_api import REGISTRY_YAML, World
 from tests.registry_documents import alias_bomb, many_aliases, too_deep
-from tests.test_api_support import REGISTRY_YAML, World, world
 from trygg.registry import dump_registry, parse_registry
 
 pytestmark = pytest.mark.integration
-
-__all__ = ["world"]
 
 
 def table_counts(w: World) -> tuple[object, ...]:

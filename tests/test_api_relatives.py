@@ -10,12 +10,9 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.test_api_research import insert_alert
-from tests.test_api_support import World, world
+from tests.fix_api import World, insert_alert
 
 pytestmark = pytest.mark.integration
-
-__all__ = ["world"]
 
 NOTE = "Kari var i stua, alarmen gikk av ved et uhell"
 

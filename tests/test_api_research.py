@@ -16,20 +16,14 @@ import pyarrow.parquet as pq
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.test_api_support import PSEUDONYM_KEY, World, world
+from tests.fix_api import PSEUDONYM_KEY, World, as_research_role, give_location_basis, hmac_hex, insert_alert
 
 pytestmark = pytest.mark.integration
-
-__all__ = ["world"]
 
 CONSENTING = ("r-1", "r-3", "r-4", "r-5", "r-6")
 NOT_CONSENTING = ("r-2", "r-7")
 DAY = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)  # a Wednesday, inside the stored partitions
 SINCE, UNTIL = "2026-11-18T00:00:00Z", "2026-11-19T00:00:00Z"
-
-
-def hmac_hex(resident_id: str) -> str:
-    return hmac.new(PSEUDONYM_KEY.encode(), resident_id.encode(), hashlib.sha256).hexdigest()
 
 
 def add_events(w: World) -> None:
@@ -71,24 +65,6 @@ def add_alerts(w: World) -> None:
                                 "updated_at": opened, "acknowledged_at": acked, "resolved_at": resolved})
 
 
-#: Values for NOT NULL columns of trygg.alerts this test does not care about (the alerts
-#: stage owns that table and may add columns).
-_FILLERS = {"jsonb": Jsonb({}), "ARRAY": [], "integer": 0, "bigint": 0, "text": "", "boolean": False,
-            "double precision": 0.0, "timestamp with time zone": DAY}
-
-
-def insert_alert(conn: psycopg.Connection[tuple[object, ...]], values: dict[str, object]) -> None:
-    required = conn.execute(
-        "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = 'trygg'"
-        " AND table_name = 'alerts' AND is_nullable = 'NO' AND column_default IS NULL").fetchall()
-    row = dict(values)
-    for name, data_type in required:
-        row.setdefault(name, _FILLERS[data_type])
-    names = list(row)
-    conn.execute(f"INSERT INTO trygg.alerts ({', '.join(names)}) VALUES ({', '.join(['%s'] * len(names))})"
-                 .encode(), [row[n] for n in names])
-
-
 def export_csv(w: World) -> list[dict[str, str]]:
     response = w.client.get(f"/api/research/export?since={SINCE}&until={UNTIL}&format=csv",
                             headers=w.headers("researcher"))
@@ -107,16 +83,6 @@ def test_export_has_consenting_residents_under_stable_pseudonyms(world: World) -
     assert not {hmac_hex(rid) for rid in NOT_CONSENTING} & pseudonyms
     assert export_csv(world) == rows  # stable
     assert not any("Kari" in v or "d-1-" in v for r in rows for v in r.values())
-
-
-def give_location_basis(w: World, residents: tuple[str, ...]) -> None:
-    """Every resident of the test registry consents to research; `residents` have a
-    valid location basis, the others none."""
-    with psycopg.connect(w.url) as conn:
-        conn.execute("UPDATE trygg.residents SET consents = consents || '{\"research\": true}'::jsonb,"
-                     " location_basis = NULL")
-        conn.execute("UPDATE trygg.residents SET location_basis = %s WHERE id = ANY(%s)",
-                     (Jsonb({"kind": "vedtak", "valid_until": "2099-12-31"}), list(residents)))
 
 
 def test_export_coarsens_positions_and_drops_people(world: World) -> None:
@@ -206,10 +172,6 @@ def test_bad_parameters_are_422_with_a_message(world: World, query: str) -> None
 def test_bad_export_format_is_422(world: World) -> None:
     response = world.client.get("/api/research/export?format=xlsx", headers=world.headers("researcher"))
     assert response.status_code == 422
-
-
-def as_research_role(url: str) -> str:
-    return psycopg.conninfo.make_conninfo(url, options="-c role=trygg_research")
 
 
 def test_sql_role_reads_research_views_only(world: World) -> None:

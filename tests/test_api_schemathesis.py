@@ -20,11 +20,9 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from tests.test_api_support import World, shared_world
+from tests.fix_api import World
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-__all__ = ["shared_world"]
 
 #: Examples per operation, per generation mode and per caller (about 600 requests in all).
 EXAMPLES = 10

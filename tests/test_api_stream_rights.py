@@ -23,13 +23,15 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+import yaml
 
 from dashboard.auth import token_hash
 from dashboard.deps import SESSION_COOKIE
 from storage.registry_store import save_registry
+from tests.fix_api import OUR_PAGE, PASSWORD, REGISTRY_YAML, World, make_world, password_hash
 from tests.fix_db import PostgresInstance
-from tests.helpers import wait_for
-from tests.test_api_support import OUR_PAGE, PASSWORD, REGISTRY_YAML, World, alert_doc, make_world, password_hash
+from tests.helpers import alert_doc, wait_for
+from tests.registry_documents import as_yaml
 from trygg.registry import parse_registry
 
 pytestmark = pytest.mark.integration
@@ -133,10 +135,10 @@ def test_a_staff_member_moved_from_east_to_west_stops_getting_east_and_gets_west
         assert moved.alert_ids(1) == ["a-west-2"]
 
         # A registry load moves her back: the stream ends again, as quickly.
-        doc = REGISTRY_YAML.replace("{username: staff-east, role: staff, teams: [east]}",
-                                    "{username: staff-east, role: staff, teams: [east, alarm-centre]}")
+        doc = yaml.safe_load(REGISTRY_YAML)
+        next(u for u in doc["users"] if u["username"] == "staff-east")["teams"] = ["east", "alarm-centre"]
         with psycopg.connect(w.url) as conn:
-            save_registry(conn, parse_registry(doc), actor="test")
+            save_registry(conn, parse_registry(as_yaml(doc)), actor="test")
         at, name, _ = moved.next()
         assert name == "reset" and at - updated_at(w.url, "staff-east") < 1.0
 

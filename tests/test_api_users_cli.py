@@ -2,53 +2,12 @@
 
 from __future__ import annotations
 
-import psycopg
 import pytest
-import structlog
-import typer
-from typer.testing import CliRunner
 
-from composition.users_cli import register
 from dashboard.auth import verify_password
-from storage.registry_store import save_registry
-from tests.test_api_support import REGISTRY_YAML
-from trygg.registry import parse_registry
+from tests.fix_users_cli import run, user_row
 
 pytestmark = pytest.mark.integration
-
-
-def cli() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def main() -> None:
-        """trygg"""
-
-    register(app)
-    return app
-
-
-def run(database: str, *args: str, password: str | None = None) -> tuple[int, str, str]:
-    runner = CliRunner()
-    try:
-        result = runner.invoke(cli(), ["users", "add", *args], input=password,
-                               env={"TRYGG_DATABASE_URL": database, "TRYGG_LOG_FORMAT": "console"})
-    finally:
-        structlog.reset_defaults()  # the command logged to the runner's streams, closed now
-    return result.exit_code, result.stdout, result.stderr
-
-
-def user_row(database: str, name: str) -> tuple[object, ...] | None:
-    with psycopg.connect(database) as conn:
-        return conn.execute("SELECT role, teams, residents, password_hash FROM trygg.users WHERE username = %s",
-                            (name,)).fetchone()
-
-
-@pytest.fixture
-def registered(database: str) -> str:
-    with psycopg.connect(database) as conn:
-        save_registry(conn, parse_registry(REGISTRY_YAML), actor="test")
-    return database
 
 
 def test_creates_then_updates_a_user(registered: str) -> None:
@@ -68,7 +27,7 @@ def test_creates_then_updates_a_user(registered: str) -> None:
 
 
 def test_the_new_password_works_for_the_api(registered: str) -> None:
-    from tests.test_api_support import serve, settings
+    from tests.fix_api import serve, settings
 
     run(registered, "anne", "--role", "relative", "--resident", "r-1", "--password-stdin",
         password="anne's own passphrase\n")

@@ -1,6 +1,6 @@
 """Who may be whom on the shipped broker (issue 14, docs/security.md "Broker and devices").
 
-Debian's real Mosquitto runs deploy/mosquitto/ (the harness of tests/test_deploy.py);
+Debian's real Mosquitto runs deploy/mosquitto/ (the harness of tests/fix_deploy.py);
 Trygg's side is its real ingest `Subscriber` logged in as `trygg-gateway`, and devices
 and handhelds are paho clients.
 """
@@ -22,18 +22,12 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from mqtt import BrokerAddress, Message, Protocol, Subscriber
-from tests import test_deploy
+from tests.fix_deploy import Accounts, Broker, Client, running_broker, write_passwd
 from tests.fix_mqtt import running
-from tests.test_deploy import Accounts, Broker, Client, running_broker, write_passwd
 
 pytestmark = pytest.mark.integration
 
 EVENTS = "trygg/v1/devices/+/events"
-
-# The shipped configuration with its accounts, run by the real broker (one per module).
-accounts = test_deploy.accounts
-broker = test_deploy.broker
-connect = test_deploy.connect
 
 
 def old_config(conf: str, folder: Path) -> str:

@@ -24,8 +24,8 @@ from alerts.publisher import AlertPublisher
 from composition.broker import EmbeddedBroker
 from composition.runtime import resolve_broker
 from mqtt import BrokerAddress, LoopThread, Message, Protocol, Subscriber
+from tests.fix_alerts import an_alert
 from tests.fix_mqtt import running
-from tests.test_mqtt_tls import an_alert
 from trygg.settings import load_settings
 
 pytestmark = pytest.mark.integration

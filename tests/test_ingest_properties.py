@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from gateway.dead_letters import DeadLetterLimits, DeadLetters
 from gateway.validate import Validator
 from storage import EventStore
+from tests.registry_documents import ingest_registry_yaml
 from trygg.contract import Event, EventType, InvalidMessage
 from trygg.registry import parse_registry
 
@@ -33,29 +34,12 @@ RECEIVED = datetime.now(UTC).replace(microsecond=0)
 
 #: one device of each kind, so that an event of any type can come from a device that may send it
 DEVICE_OF = {
-    "alarm.button": "d-alarm", "alarm.cancel": "d-alarm", "alarm.auto": "d-auto",
-    "fall.detected": "d-fall", "smoke.detected": "d-smoke", "smoke.cleared": "d-smoke",
-    "door.opened": "d-door", "door.closed": "d-door", "door.unlocked": "d-lock", "door.locked": "d-lock",
-    "motion": "d-motion", "location": "d-gps", "heartbeat": "d-phone", "battery.low": "d-fall",
+    "alarm.button": "d-1-alarm", "alarm.cancel": "d-1-alarm", "alarm.auto": "d-1-auto",
+    "fall.detected": "d-1-fall", "smoke.detected": "d-1-smoke", "smoke.cleared": "d-1-smoke",
+    "door.opened": "d-1-door", "door.closed": "d-1-door", "door.unlocked": "d-1-lock", "door.locked": "d-1-lock",
+    "motion": "d-1-motion", "location": "d-1-gps", "heartbeat": "d-1-phone", "battery.low": "d-1-fall",
 }
-REGISTRY = parse_registry("""
-teams: [{id: east, name: East}]
-residents:
-  - id: r-1
-    name: Kari
-    team: east
-    location_basis: {kind: vedtak, valid_until: "2099-12-31"}
-    devices:
-      - {id: d-alarm, kind: alarm_unit}
-      - {id: d-auto, kind: auto_alarm}
-      - {id: d-fall, kind: fall_sensor}
-      - {id: d-smoke, kind: smoke_detector}
-      - {id: d-door, kind: door_sensor}
-      - {id: d-lock, kind: door_lock}
-      - {id: d-motion, kind: motion_sensor}
-      - {id: d-gps, kind: gps_tracker}
-      - {id: d-phone, kind: phone}
-""")
+REGISTRY = parse_registry(ingest_registry_yaml())
 
 SETTINGS = settings(max_examples=300, deadline=None, database=None, derandomize=False,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -179,8 +163,8 @@ def event_documents(draw: st.DrawFn) -> tuple[str, bytes]:
     pairs += draw(st.lists(st.tuples(mostly(plain_string, json_string), mostly(plain_value, json_value)),
                            max_size=2))
     pairs = draw(st.permutations(pairs))
-    device = DEVICE_OF.get(kind, "d-alarm") if not draw(one_in(10)) else draw(
-        st.sampled_from(["d-404", "d-alarm", "d-gps"]))
+    device = DEVICE_OF.get(kind, "d-1-alarm") if not draw(one_in(10)) else draw(
+        st.sampled_from(["d-404", "d-1-alarm", "d-1-gps"]))
     topic = f"{PREFIX}/devices/{device}/events"
     if draw(one_in(20)):
         topic = draw(st.one_of(st.text(max_size=30), st.just(f"{PREFIX}/devices/{device}/status")))
@@ -242,7 +226,7 @@ def test_any_json_document_is_a_stored_event_or_a_dead_letter(ingest: Ingest, do
 
 
 @settings(SETTINGS, max_examples=200)
-@given(topic=st.one_of(st.sampled_from([f"{PREFIX}/devices/{d}/events" for d in ("d-alarm", "d-gps", "d-404")]),
+@given(topic=st.one_of(st.sampled_from([f"{PREFIX}/devices/{d}/events" for d in ("d-1-alarm", "d-1-gps", "d-404")]),
                        st.binary(max_size=20), st.text(max_size=30)),
        payload=st.one_of(st.binary(max_size=200), st.one_of(json_value, json_deep).map(
            lambda t: t.encode("utf-8", "surrogatepass"))))

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import test_api_support
-from tests.test_api_support import make_world
+from tests import fix_api
+from tests.fix_api import make_world
 from trygg.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -22,8 +22,8 @@ FORWARDING = [{"X-Real-IP": "127.0.0.1"}, {"X-Forwarded-For": "127.0.0.1"}, {"Fo
 
 def with_settings(monkeypatch: pytest.MonkeyPatch, **changes: str) -> None:
     """make_world builds its app with these settings changed."""
-    base: Callable[[Path | None], Settings] = test_api_support.settings
-    monkeypatch.setattr(test_api_support, "settings",
+    base: Callable[[Path | None], Settings] = fix_api.settings
+    monkeypatch.setattr(fix_api, "settings",
                         lambda data_dir=None: base(data_dir).model_copy(update=changes))
 
 

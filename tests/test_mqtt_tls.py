@@ -22,20 +22,18 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from alerts.model import Alert, Change, ChangeReason
 from alerts.publisher import AlertPublisher
 from composition.runtime import resolve_broker
 from gateway.alarm_watch import AlarmWatch
 from mqtt import BrokerUnavailable, LoopThread, Message, Protocol, Subscriber
-from tests.test_deploy import Accounts, Broker, free_port, running_broker, write_passwd
-from trygg.contract import AlertKind, AlertState, Priority
+from tests.fix_alerts import an_alert
+from tests.fix_deploy import MOSQUITTO_DIR, Accounts, Broker, compose, free_port, running_broker, write_passwd
 from trygg.errors import SettingsError
 from trygg.settings import load_settings
 
@@ -134,13 +132,6 @@ def paho_client(tls: TlsBroker, username: str, ca: Path) -> mqtt.Client:
 def loop_thread() -> Iterator[LoopThread]:
     with LoopThread() as running:
         yield running
-
-
-def an_alert() -> Change:
-    now = datetime.now(UTC)
-    alert = Alert(f"a-{secrets.token_hex(4)}", "r-1", "east", AlertKind.ALARM, Priority.CRITICAL, AlertState.OPEN,
-                  now, now, 1, {}, {}, teams=("east",))
-    return Change.of(ChangeReason.OPENED, alert)
 
 
 def test_trygg_receives_events_and_publishes_alerts_over_tls(tls_broker: TlsBroker, pki: Pki,
@@ -282,7 +273,6 @@ def test_tls_settings_are_checked_before_anything_connects(pki: Pki, tmp_path: P
 def test_the_broker_container_gets_the_tls_files_mosquitto_conf_names() -> None:
     """The commented TLS block points where docker-compose.yml copies deploy/mosquitto/tls,
     and nothing there but its README and .gitignore can be committed."""
-    from tests.test_deploy import MOSQUITTO_DIR, compose
 
     conf = (MOSQUITTO_DIR / "mosquitto.conf").read_text(encoding="utf-8")
     for name in ("certfile", "keyfile"):

@@ -3,127 +3,21 @@ raises the alert, a staff handheld subscribed to its team's topic receives it.""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import paho.mqtt.client as mqtt
 import psycopg
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
-from storage import save_registry
+from tests.fix_alerts import Handheld, on_team
 from tests.fix_db import PostgresInstance, scalar
 from tests.fix_disk import SmallDisk, fill
-from tests.fix_mqtt import MosquittoInstance, Publisher, set_nodelay
+from tests.fix_mqtt import MosquittoInstance, Publisher
+from tests.fix_up import TryggProcess
 from tests.helpers import event, small_registry, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-@dataclass
-class Handheld:
-    """A staff handheld: subscribes to team topics and keeps every message."""
-
-    mosquitto: MosquittoInstance
-    topic: str
-    messages: list[tuple[str, dict[str, Any] | None, bool]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self._lock = threading.Lock()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self.client.on_socket_open = set_nodelay
-        self.client.on_message = self._on_message
-        subscribed = threading.Event()
-        self.client.on_subscribe = lambda *a: subscribed.set()
-        self.client.connect("127.0.0.1", self.mosquitto.port)
-        self.client.subscribe(self.topic, qos=1)
-        self.client.loop_start()
-        assert subscribed.wait(5)
-
-    def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        body = json.loads(msg.payload) if msg.payload else None
-        with self._lock:
-            self.messages.append((msg.topic, body, bool(msg.retain)))
-
-    def alerts(self, where: Callable[[str, dict[str, Any]], bool] = lambda t, a: True) -> list[dict[str, Any]]:
-        with self._lock:
-            return [a for t, a, _ in self.messages if a is not None and where(t, a)]
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
-
-
-class TryggProcess:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.log = log
-        self._out = log.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "trygg", "up"], env=env,
-                                     stdout=self._out, stderr=subprocess.STDOUT)
-        running = wait_for(lambda: "Trygg is running" in log.read_text() or self.proc.poll() is not None,
-                           bool, timeout=60)
-        assert running and self.proc.poll() is None, log.read_text()[-3000:]
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        self._out.close()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self._out.close()
-
-
-@pytest.fixture
-def up(mosquitto: MosquittoInstance, prefix: str, tmp_path: Path) -> Iterator[Callable[[str], TryggProcess]]:
-    running: list[TryggProcess] = []
-
-    def start(conninfo: str, data_dir: Path | None = None, registry: Any = None,
-              **settings: str) -> TryggProcess:
-        with psycopg.connect(conninfo) as conn:
-            save_registry(conn, registry or small_registry(), actor="test")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TRYGG_")}
-        env.update({
-            "TRYGG_MQTT_URL": mosquitto.url, "TRYGG_DATABASE_URL": conninfo,
-            "TRYGG_MQTT_PREFIX": prefix, "TRYGG_MQTT_CLIENT_ID": f"up-{prefix.split('/')[0]}",
-            "TRYGG_DATA_DIR": str(data_dir or tmp_path / "data"), "TRYGG_HTTP_PORT": "0",
-            "TRYGG_PSEUDONYM_KEY": "k" * 32, "TRYGG_SESSION_SECRET": "s" * 32,
-            "TRYGG_ESCALATE_CRITICAL_S": "1", "TRYGG_ESCALATE_HIGH_S": "1.5",
-            "TRYGG_ESCALATE_MEDIUM_S": "3", "TRYGG_DB_RETRY_S": "0.5", "TRYGG_LOG_LEVEL": "info",
-            **settings,
-        })
-        proc = TryggProcess(env, tmp_path / f"trygg-{len(running)}.log")
-        running.append(proc)
-        return proc
-
-    yield start
-    for proc in running:
-        proc.stop()
-
-
-@pytest.fixture
-def handheld(mosquitto: MosquittoInstance, prefix: str) -> Iterator[Handheld]:
-    device = Handheld(mosquitto, f"{prefix}/teams/+/alerts/+")
-    yield device
-    device.close()
-
-
-def on_team(prefix: str, team: str) -> Callable[[str, dict[str, Any]], bool]:
-    return lambda topic, alert: topic.startswith(f"{prefix}/teams/{team}/alerts/")
 
 
 def test_a_button_press_reaches_the_team_then_escalates_to_the_alarm_centre(

@@ -18,9 +18,9 @@ import httpx
 import psycopg
 import pytest
 
-from tests import test_api_support
+from tests import fix_api
+from tests.fix_api import PASSWORD, World, make_world
 from tests.helpers import wait_for
-from tests.test_api_support import PASSWORD, World, make_world
 
 pytestmark = pytest.mark.integration
 
@@ -134,8 +134,8 @@ def test_a_stalled_export_gives_its_connection_back(database: str, monkeypatch: 
     """Two exports whose clients stop reading hold the research pool (2 connections);
     after TRYGG_RESEARCH_IDLE_TIMEOUT_S they give their connections back and research
     answers again."""
-    base = test_api_support.settings
-    monkeypatch.setattr(test_api_support, "settings", lambda data_dir=None: base(data_dir).model_copy(
+    base = fix_api.settings
+    monkeypatch.setattr(fix_api, "settings", lambda data_dir=None: base(data_dir).model_copy(
         update={"research_idle_timeout_s": 2.0}))
     many_events(database)
     with make_world(database) as w, held_exports(w, count=2, settle_s=0.5) as statuses:
@@ -150,8 +150,8 @@ def test_a_stalled_export_gives_its_connection_back(database: str, monkeypatch: 
 
 
 def test_a_research_query_past_its_time_is_503_with_advice(database: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    base = test_api_support.settings
-    monkeypatch.setattr(test_api_support, "settings", lambda data_dir=None: base(data_dir).model_copy(
+    base = fix_api.settings
+    monkeypatch.setattr(fix_api, "settings", lambda data_dir=None: base(data_dir).model_copy(
         update={"research_statement_timeout_s": 0.001}))
     many_events(database)
     with make_world(database) as w:

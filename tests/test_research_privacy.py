@@ -17,13 +17,10 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests import test_api_support
-from tests.test_api_research import as_research_role, give_location_basis, hmac_hex
-from tests.test_api_support import World, make_world, world
+from tests import fix_api
+from tests.fix_api import World, as_research_role, give_location_basis, hmac_hex, make_world
 
 pytestmark = pytest.mark.integration
-
-__all__ = ["world"]
 
 CONSENTING = ("r-1", "r-3", "r-4", "r-5", "r-6")
 MORNING = datetime(2026, 11, 18, 9, 0, tzinfo=UTC)
@@ -172,8 +169,8 @@ def test_windows_at_the_ends_of_time_are_422(world: World, path: str, window: di
 def test_a_coarser_grain_cuts_export_times_to_the_day_and_refuses_hourly_counts(
         database: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """TRYGG_RESEARCH_TIME_GRAIN=day: the export shows days, and hourly counts are 422."""
-    base = test_api_support.settings
-    monkeypatch.setattr(test_api_support, "settings", lambda data_dir=None: base(data_dir).model_copy(
+    base = fix_api.settings
+    monkeypatch.setattr(fix_api, "settings", lambda data_dir=None: base(data_dir).model_copy(
         update={"research_time_grain": "day"}))
     with make_world(database) as w:
         presses(w)

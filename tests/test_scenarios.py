@@ -21,9 +21,10 @@ from alerts.escalation import Timeouts
 from processors import Processor
 from simulators import Scenario, list_scenarios, load_scenario
 from storage import save_registry
+from tests.fix_alerts import Handheld
 from tests.fix_mqtt import MosquittoInstance
+from tests.fix_up import TryggProcess
 from tests.helpers import wait_for
-from tests.test_pipeline import Handheld, TryggProcess
 
 Outcome = tuple[str, str, int | None]
 

@@ -18,13 +18,11 @@ import pytest
 from gateway import Gateway, GatewayConfig
 from storage.local_log import degraded
 from tests.fix_db import PostgresInstance, scalar
-from tests.fix_disk import SmallDisk, fill, free_bytes, small_disk
+from tests.fix_disk import SmallDisk, fill, free_bytes
 from tests.fix_mqtt import MosquittoInstance, Publisher
 from tests.helpers import event, small_registry, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-__all__ = ["small_disk"]
 
 DEVICES = ("d-1-alarm", "d-2-alarm", "d-1-motion")
 

@@ -17,14 +17,13 @@ import pytest
 
 from dashboard.auth import TokenSigner, hash_password
 from storage.users_store import upsert_user
+from tests.fix_alerts import Handheld, on_team
 from tests.fix_db import PostgresInstance
 from tests.fix_mqtt import Publisher
+from tests.fix_up import TryggProcess
 from tests.helpers import event, wait_for
-from tests.test_pipeline import Handheld, TryggProcess, handheld, on_team, up
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-__all__ = ["handheld", "up"]
 
 PASSWORD = "correct horse battery"
 

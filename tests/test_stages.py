@@ -13,10 +13,10 @@ import psycopg
 import pytest
 
 from storage import save_registry
+from tests.fix_alerts import Handheld
 from tests.fix_db import scalar
 from tests.fix_mqtt import MosquittoInstance, Publisher
 from tests.helpers import event, small_registry, wait_for
-from tests.test_pipeline import Handheld
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_api_users_cli import registered, run, user_row
+from tests.fix_users_cli import run, user_row
 
 pytestmark = pytest.mark.integration
-
-__all__ = ["registered"]
 
 
 @pytest.mark.parametrize(("password", "why"), [

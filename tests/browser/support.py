@@ -27,6 +27,7 @@ from storage import save_registry
 from tests.fix_db import create_database, drop_database
 from tests.fix_mqtt import MosquittoInstance
 from tests.helpers import event, wait_for
+from tests.registry_documents import browser_registry_yaml
 from trygg.registry import parse_registry
 
 CHROMIUM = "/usr/bin/chromium"
@@ -37,47 +38,9 @@ PASSWORD = "browser-test-password-1"
 UP_COMMAND = [sys.executable, "-m", "trygg", "up"]
 USERS_ADD_COMMAND = [sys.executable, "-m", "trygg", "users", "add"]
 
-#: Devices beat rarely, so that no `device_offline` alert appears while the tests run.
-REGISTRY_YAML = """
-teams:
-  - {id: east, name: "Hjemmetjenesten Øst", escalate_to: alarm-centre}
-  - {id: west, name: "Hjemmetjenesten Vest", escalate_to: alarm-centre}
-  - {id: alarm-centre, name: "Trygghetsalarmsentralen"}
-residents:
-  - id: r-1
-    name: "Kari Nordmann"
-    team: east
-    consents: {research: true, relatives_status: true, relatives_location: true}
-    location_basis: {kind: vedtak, valid_until: "2099-12-31"}
-    safe_zones: [{name: home, lat: 59.9139, lon: 10.7522, radius_m: 300}]
-    devices:
-      - {id: d-1-alarm, kind: alarm_unit, heartbeat_s: 3600}
-      - {id: d-1-fall, kind: fall_sensor, heartbeat_s: 3600}
-      - {id: d-1-gps, kind: gps_tracker, heartbeat_s: 3600}
-  - id: r-2
-    name: "Per Vestmann"
-    team: west
-    consents: {research: true, relatives_status: true}
-    devices:
-      - {id: d-2-alarm, kind: alarm_unit, heartbeat_s: 3600}
-      - {id: d-2-fall, kind: fall_sensor, heartbeat_s: 3600}
-  - id: r-3
-    name: "Astrid Østby"
-    team: east
-    consents: {research: true}
-    location_basis: {kind: consent, valid_until: "2099-12-31"}
-    devices:
-      - {id: d-3-alarm, kind: alarm_unit, heartbeat_s: 3600}
-      - {id: d-3-fall, kind: fall_sensor, heartbeat_s: 3600}
-      - {id: d-3-smoke, kind: smoke_detector, heartbeat_s: 3600}
-      - {id: d-3-phone, kind: phone, heartbeat_s: 3600}
-"""
-#: Residents 4..9 (east), all consenting to research: enough for unsuppressed aggregates.
-REGISTRY_YAML += "".join(
-    f"  - {{id: r-{n}, name: \"Beboer {n}\", team: east, consents: {{research: true}}, devices: "
-    f"[{{id: d-{n}-alarm, kind: alarm_unit, heartbeat_s: 3600}}, "
-    f"{{id: d-{n}-motion, kind: motion_sensor, heartbeat_s: 3600}}]}}\n"
-    for n in range(4, 10))
+#: r-1..r-3 and r-4..r-9 consenting to research; devices beat rarely, so that no
+#: `device_offline` alert appears while the tests run (tests/registry_documents.py).
+REGISTRY_YAML = browser_registry_yaml()
 
 #: (username, role, CLI options)
 USERS: list[tuple[str, str, list[str]]] = [

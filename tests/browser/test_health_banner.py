@@ -14,12 +14,10 @@ from playwright.sync_api import BrowserContext, expect
 
 from tests.browser.support import USERS, System, login, make_system, shot, watch
 from tests.fix_db import create_database, drop_database
-from tests.fix_disk import SmallDisk, fill, small_disk
+from tests.fix_disk import SmallDisk, fill
 from tests.fix_mqtt import MosquittoInstance
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.slow]
-
-__all__ = ["small_disk"]
 
 
 @pytest.fixture

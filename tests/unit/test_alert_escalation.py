@@ -16,7 +16,7 @@ from alerts import (
     Timeouts,
     next_team,
 )
-from tests.unit.test_alert_service import cancel_intent, open_intent
+from tests.alert_intents import cancel_intent, open_intent
 from trygg.alert import Alert
 from trygg.contract import AlertKind, AlertState
 from trygg.registry import Registry, validate_registry

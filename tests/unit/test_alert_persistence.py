@@ -19,7 +19,7 @@ from alerts.persistence import item_of
 from storage.alerts_store import AlertStore
 from storage.errors import DatabaseUnavailable
 from storage.local_log import LocalLog, frame
-from tests.unit.test_alert_service import open_intent, registry
+from tests.alert_intents import open_intent, registry
 from trygg.alert import Alert, Transition
 from trygg.contract import AlertKind
 

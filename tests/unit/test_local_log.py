@@ -15,9 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from storage.local_log import BEGIN, SKIPPED, LocalLog, LocalLogError, degraded, frame, scan
-from tests.fix_disk import SmallDisk, fill, small_disk
-
-__all__ = ["small_disk"]
+from tests.fix_disk import SmallDisk, fill
 
 
 def payloads(log: LocalLog, start: int | None = None) -> list[bytes]:

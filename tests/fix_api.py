@@ -1,17 +1,20 @@
-"""Shared set-up of the API tests: a registry with teams, residents and one user per
-role, stored events, the real alert service behind the dashboard's alerts port
-(tests/service_alerts.py), and the app served by uvicorn on a free loopback port (real
-HTTP, so streaming and client addresses behave as in production).
+"""The API as staff, relatives and researchers reach it: a registry with teams, residents
+and one user per role, stored events, the real alert service behind the dashboard's alerts
+port (tests/service_alerts.py), and the app served by uvicorn on a free loopback
+port (real HTTP, so streaming and client addresses behave as in production).
 
-The other tests/test_api_*.py modules import the fixtures from here. The app connects
-as the least-privileged role `trygg_app` (storage/migrations/0006_roles.sql), so these
-tests also prove that role is enough to serve the API.
-"""
+The app connects as the least-privileged role `trygg_app` (storage/migrations/0006_roles.sql),
+so the tests that use it also prove that role is enough to serve the API. Fixtures `world`
+(a world of its own for one test) and `shared_world` (one per test module)."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
+import hmac
+import json
+import queue
 import tempfile
 import threading
 import time
@@ -34,10 +37,9 @@ from dashboard.auth import hash_password
 from storage.registry_store import save_registry
 from storage.users_store import upsert_user
 from tests.fix_db import create_database, drop_database
-from tests.helpers import wait_for
+from tests.helpers import alert_doc, wait_for
+from tests.registry_documents import api_registry_yaml
 from tests.service_alerts import ServiceAlerts
-from trygg.alert import Alert
-from trygg.contract import AlertKind, AlertState, Priority
 from trygg.registry import parse_registry
 from trygg.settings import Settings
 
@@ -47,52 +49,8 @@ OUR_PAGE = {"Sec-Fetch-Site": "same-origin"}
 SESSION_SECRET = "test-session-secret-0123456789"
 PSEUDONYM_KEY = "test-pseudonym-key-0123456789"
 
-REGISTRY_YAML = """
-teams:
-  - {id: east, name: "Hjemmetjenesten Øst", escalate_to: alarm-centre}
-  - {id: west, name: "Hjemmetjenesten Vest", escalate_to: alarm-centre}
-  - {id: alarm-centre, name: "Trygghetsalarmsentralen"}
-residents:
-  - id: r-1
-    name: "Kari Nordmann"
-    team: east
-    consents: {research: true, relatives_status: true, relatives_location: true}
-    location_basis: {kind: vedtak, valid_until: "2099-12-31"}
-    safe_zones:
-      - {name: home, lat: 59.9139, lon: 10.7522, radius_m: 300}
-    devices:
-      - {id: d-1-alarm, kind: alarm_unit}
-      - {id: d-1-gps, kind: gps_tracker}
-      - {id: d-1-motion, kind: motion_sensor}
-      - {id: d-1-lock, kind: door_lock}
-  - id: r-2
-    name: "Ola Vestmann"
-    team: west
-    consents: {research: false, relatives_status: false}
-    devices:
-      - {id: d-2-alarm, kind: alarm_unit}
-      - {id: d-2-gps, kind: gps_tracker}
-  - id: r-3
-    name: "Per Utenposisjon"
-    team: east
-    consents: {research: true, relatives_status: true, relatives_location: true}
-    devices:
-      - {id: d-3-alarm, kind: alarm_unit}
-      - {id: d-3-gps, kind: gps_tracker}
-  - {id: r-4, name: "Anna Fire", team: east, consents: {research: true}, devices: [{id: d-4-alarm, kind: alarm_unit}]}
-  - {id: r-5, name: "Berit Fem", team: east, consents: {research: true}, devices: [{id: d-5-alarm, kind: alarm_unit}]}
-  - {id: r-6, name: "Cato Seks", team: east, consents: {research: true}, devices: [{id: d-6-alarm, kind: alarm_unit}]}
-  - {id: r-7, name: "Dina Sju", team: east, consents: {research: false}, devices: [{id: d-7-alarm, kind: alarm_unit}]}
-users:
-  - {username: admin, role: admin}
-  - {username: operator, role: operator}
-  - {username: staff-east, role: staff, teams: [east]}
-  - {username: staff-west, role: staff, teams: [west]}
-  - {username: relative-1, role: relative, residents: [r-1]}
-  - {username: relative-2, role: relative, residents: [r-2]}
-  - {username: researcher, role: researcher}
-  - {username: staff-centre, role: staff, teams: [alarm-centre]}
-"""
+#: Three teams, residents r-1..r-7 with consents, one user per role (tests/data/registry.yaml).
+REGISTRY_YAML = api_registry_yaml()
 
 #: One user of each kind the authorization matrix asks with.
 USERS = ("admin", "operator", "staff-east", "staff-west", "relative-1", "relative-2", "researcher")
@@ -121,29 +79,11 @@ def as_app_role(url: str) -> str:
     return psycopg.conninfo.make_conninfo(url, options="-c role=trygg_app")
 
 
-# --- the alerts: the real lifecycle, no broker, no database -----------------------------
-
-
-def alert_doc(alert_id: str, resident_id: str, team_id: str, kind: str = "fall", priority: str = "high",
-              state: str = "open", teams: list[str] | None = None) -> Alert:
-    """An alert as the rules raise it (with `teams`: as it is after escalating)."""
-    now = datetime.now(UTC)
-    ref = {"device_id": f"d-{resident_id[2:]}-alarm", "event_id": "e-1", "type": "fall.detected",
-           "ts": now.isoformat(), "received_at": now.isoformat()}
-    return Alert(alert_id=alert_id, resident_id=resident_id, team_id=team_id, kind=AlertKind(kind),
-                 priority=Priority(priority), state=AlertState(state), opened_at=now, updated_at=now,
-                 trigger=ref, last_event=ref, teams=tuple(teams or [team_id]), escalated_at=now,
-                 escalation_level=len(teams or [team_id]) - 1)
-
-
 def alerts_at_start() -> ServiceAlerts:
     """The alert service with three unresolved alerts: two of team east, one of west."""
     return ServiceAlerts(parse_registry(REGISTRY_YAML), at_start=[
         alert_doc("a-east", "r-1", "east"), alert_doc("a-west", "r-2", "west"),
         alert_doc("a-east-low", "r-3", "east", kind="battery_low", priority="low")])
-
-
-# --- the world -------------------------------------------------------------------------
 
 
 def seed(url: str, now: datetime) -> None:
@@ -254,3 +194,88 @@ def shared_world(pg_admin_url: str) -> Iterator[World]:
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
+
+# --- research and alert streams ----------------------------------------------------
+
+
+def hmac_hex(resident_id: str) -> str:
+    return hmac.new(PSEUDONYM_KEY.encode(), resident_id.encode(), hashlib.sha256).hexdigest()
+
+
+#: Values for NOT NULL columns of trygg.alerts the tests do not care about (the alerts
+#: stage owns that table and may add columns).
+_FILLERS = {"jsonb": Jsonb({}), "ARRAY": [], "integer": 0, "bigint": 0, "text": "", "boolean": False,
+            "double precision": 0.0, "timestamp with time zone": datetime(2026, 11, 18, 12, 0, tzinfo=UTC)}
+
+
+def insert_alert(conn: psycopg.Connection[tuple[object, ...]], values: dict[str, object]) -> None:
+    required = conn.execute(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = 'trygg'"
+        " AND table_name = 'alerts' AND is_nullable = 'NO' AND column_default IS NULL").fetchall()
+    row = dict(values)
+    for name, data_type in required:
+        row.setdefault(name, _FILLERS[data_type])
+    names = list(row)
+    conn.execute(f"INSERT INTO trygg.alerts ({', '.join(names)}) VALUES ({', '.join(['%s'] * len(names))})"
+                 .encode(), [row[n] for n in names])
+
+
+def give_location_basis(w: World, residents: tuple[str, ...]) -> None:
+    """Every resident of the test registry consents to research; `residents` have a
+    valid location basis, the others none."""
+    with psycopg.connect(w.url) as conn:
+        conn.execute("UPDATE trygg.residents SET consents = consents || '{\"research\": true}'::jsonb,"
+                     " location_basis = NULL")
+        conn.execute("UPDATE trygg.residents SET location_basis = %s WHERE id = ANY(%s)",
+                     (Jsonb({"kind": "vedtak", "valid_until": "2099-12-31"}), list(residents)))
+
+
+def as_research_role(url: str) -> str:
+    return psycopg.conninfo.make_conninfo(url, options="-c role=trygg_research")
+
+
+class EventStream:
+    """Reads an SSE response on a thread; lines arrive on a queue."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.lines: queue.Queue[str] = queue.Queue()
+        self._thread = threading.Thread(target=self._read, args=(response,), daemon=True)
+        self._thread.start()
+
+    def _read(self, response: httpx.Response) -> None:
+        try:
+            for line in response.iter_lines():
+                self.lines.put(line)
+        except httpx.HTTPError:
+            pass
+
+    def next_event(self, timeout: float = 5.0) -> tuple[str, str]:
+        """The next comment (`(':', text)`) or event (`(name, data)`)."""
+        name, data = "", []
+        while True:
+            line = self.lines.get(timeout=timeout)
+            if line.startswith(":"):
+                return ":", line[1:].strip()
+            if line.startswith("event:"):
+                name = line[6:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].strip())
+            elif line == "" and name:
+                return name, "\n".join(data)
+
+    def alerts(self, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+        found = []
+        while len(found) < count:
+            name, data = self.next_event(timeout)
+            if name == "alert":
+                found.append(json.loads(data))
+        return found
+
+
+@contextlib.contextmanager
+def stream(w: World, user: str) -> Iterator[EventStream]:
+    with httpx.Client(base_url=str(w.client.base_url), timeout=10) as client, client.stream(
+            "GET", "/api/alerts/stream", headers=w.headers(user)) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        yield EventStream(response)
