@@ -11,7 +11,7 @@ the event loop's thread:
   intents to the loop; before `run` is ready it keeps them in order.)
 - `acknowledge` / `resolve` — staff actions from the dashboard; they return the new
   wire state or raise `AlertNotFound` / `IllegalTransition`. A resolve calls the
-  `alert_closed(resident_id, kind, device_id)` hook so the rules can re-arm.
+  `alert_closed` port (trygg.pipeline.AlertClosed) so the rules can re-arm.
 - `subscribe` / `unsubscribe`, `get`, `active` — for the dashboard.
 
 `run()` restores the unresolved alerts (the journal, then PostgreSQL, with a short
@@ -53,9 +53,10 @@ from alerts.service import AlertService
 from alerts.webhooks import WebhookSender
 from storage.alerts_store import AlertRecord, AlertStore, newest
 from storage.errors import DatabaseUnavailable
-from trygg.contract import AlertKind, utcnow
+from storage.pool import Pool
+from trygg.contract import utcnow
 from trygg.logging import get_logger
-from trygg.pipeline import AlertIntent
+from trygg.pipeline import AlertClosed, AlertIntent
 from trygg.registry import Registry
 
 if TYPE_CHECKING:
@@ -73,8 +74,6 @@ REPUBLISH_DRAIN_S: Final = 2.0
 DRAIN_POLL_S: Final = 0.005
 #: connect timeout of the start-up load: the alert path must not wait long for PostgreSQL
 RESTORE_CONNECT_TIMEOUT_S: Final = 2
-
-AlertClosed = Callable[[str, AlertKind, str | None], None]
 
 
 def _protocol(value: MQTTProtocolVersion | str) -> MQTTProtocolVersion:
@@ -95,7 +94,7 @@ class AlertStage:
         protocol: MQTTProtocolVersion | str = MQTTProtocolVersion.MQTTv5,
         prefix: str = "trygg/v1",
         client_id: str = "trygg-alerts",
-        conninfo: str | None = None,
+        pool: Pool | None = None,
         journal_dir: Path | None = None,
         escalate_critical_s: float = 30.0,
         escalate_high_s: float = 60.0,
@@ -108,7 +107,7 @@ class AlertStage:
         tls: ssl.SSLContext | None = None,
     ) -> None:
         self._clock = clock
-        self._conninfo = conninfo
+        self._pool = pool
         self._retry_s = retry_s
         self._alert_closed = alert_closed
         self._service = AlertService(
@@ -120,7 +119,7 @@ class AlertStage:
         )
         self._hub = AlertHub(subscriber_limit)
         self._webhooks = webhooks or WebhookSender()
-        self._journal = Journal(journal_dir) if journal_dir is not None and conninfo is not None else None
+        self._journal = Journal(journal_dir) if journal_dir is not None and pool is not None else None
         self._writer: AlertWriter | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
@@ -143,7 +142,7 @@ class AlertStage:
         broker: BrokerAddress,
         *,
         protocol: MQTTProtocolVersion | str | None = None,
-        conninfo: str | None = None,
+        pool: Pool | None = None,
         alert_closed: AlertClosed | None = None,
     ) -> AlertStage:
         account = broker.account("alerts")  # a login of its own (gateway.BrokerAddress)
@@ -153,7 +152,7 @@ class AlertStage:
             username=account.username, password=account.password, tls=account.tls,
             protocol=protocol if protocol is not None else settings.mqtt_protocol,
             prefix=settings.mqtt_prefix, client_id=account.client_id(f"{settings.mqtt_client_id}-alerts"),
-            conninfo=conninfo, journal_dir=settings.data_dir / "alerts",
+            pool=pool, journal_dir=settings.data_dir / "alerts",
             escalate_critical_s=settings.escalate_critical_s, escalate_high_s=settings.escalate_high_s,
             escalate_medium_s=settings.escalate_medium_s, retry_s=settings.db_retry_s,
             alert_closed=alert_closed,
@@ -224,7 +223,7 @@ class AlertStage:
         if self._alert_closed is not None:
             alert = change.alert
             try:
-                self._alert_closed(alert.resident_id, alert.kind, alert.device_id)
+                self._alert_closed.alert_closed(alert.resident_id, alert.kind, alert.device_id)
             except Exception:
                 log.exception("alert_closed hook failed", alert_id=alert.alert_id)
         return change.wire
@@ -369,8 +368,8 @@ class AlertStage:
         self._publisher.start()
         try:
             unwritten = await self._restore_at_start()
-            if self._conninfo is not None:
-                self._writer = AlertWriter(AlertStore(self._conninfo), self._journal,
+            if self._pool is not None:
+                self._writer = AlertWriter(AlertStore(self._pool), self._journal,
                                            retry_s=self._retry_s, unwritten=unwritten)
                 self._writer.start()
             with self._early_lock:
@@ -425,8 +424,8 @@ class AlertStage:
     # ------------------------------------------------------------------ restore
 
     def _load(self) -> list[AlertRecord]:
-        assert self._conninfo is not None
-        store = AlertStore(self._conninfo, connect_timeout=RESTORE_CONNECT_TIMEOUT_S)
+        assert self._pool is not None
+        store = AlertStore(self._pool, wait_s=RESTORE_CONNECT_TIMEOUT_S)
         try:
             return store.load(self._clock() - CLOSED_MEMORY)
         finally:
@@ -436,7 +435,7 @@ class AlertStage:
         """Restore from the journal and PostgreSQL; returns the journal's unwritten changes."""
         unwritten = self._journal.read() if self._journal is not None else []
         records = [rec for rec, _ in unwritten]
-        if self._conninfo is not None:
+        if self._pool is not None:
             try:
                 records = await asyncio.to_thread(self._load) + records
             except DatabaseUnavailable as exc:

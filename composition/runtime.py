@@ -1,8 +1,9 @@
 """Composition of the stages for `trygg up` and the single-stage commands.
 
-Resolves the broker and the database (embedded when no URL is given), applies
-migrations, loads the registry (with a local copy for starts while PostgreSQL is down)
-and keeps it fresh when `trygg registry load` changes it from another process.
+Resolves the broker and the database (embedded when no URL is given), opens the pool
+every storage call takes (storage/__init__.py), applies migrations, loads the registry
+(with a local copy for starts while PostgreSQL is down) and keeps it fresh when `trygg
+registry load` changes it from another process.
 """
 
 from __future__ import annotations
@@ -18,15 +19,16 @@ from urllib.parse import urlsplit
 
 import psycopg
 from paho.mqtt.enums import MQTTProtocolVersion
+from psycopg_pool import ConnectionPool
 
 from composition.broker import EmbeddedBroker
 from gateway import Gateway
 from mqtt import BrokerAddress
 from mqtt.connection import tls_context
-from storage import load_registry_text, migrate, start_embedded_postgres
+from storage import Pool, load_registry_text, migrate, start_embedded_postgres
 from trygg.errors import SettingsError
 from trygg.logging import get_logger
-from trygg.pipeline import EventSink, discard
+from trygg.pipeline import NO_EMERGENCIES, EmergencyState, EventSink, discard
 from trygg.registry import Registry, validate_registry_json
 from trygg.settings import Settings
 from trygg.watchdog import WatchedThread
@@ -34,6 +36,41 @@ from trygg.watchdog import WatchedThread
 log = get_logger("trygg")
 
 REGISTRY_POLL_S = 2.0
+#: how long a caller waits for a connection of the pool before PostgreSQL counts as down
+POOL_TIMEOUT_S = 3.0
+#: a connection attempt the pool repeats (with its own growing delay) is given up after
+#: this long and begun anew by the next caller: after an outage the pool reconnects within
+#: seconds, however long the outage was
+POOL_RECONNECT_S = 10.0
+#: connections of a stage's pool besides those its gateway writers hold: the alert
+#: writer's, and one each for start-up loads, the registry watcher and snapshots
+POOL_SPARE = 4
+
+
+def open_pool(conninfo: str, size: int = POOL_SPARE, *, name: str = "trygg") -> Pool:
+    """The pool of a process's stages, opened: its `size` connections are made in the
+    background (so the writers find theirs ready), and PostgreSQL being down at start is
+    not an error here but at the first call that needs it."""
+    pool: Pool = ConnectionPool(
+        conninfo, min_size=size, max_size=size, open=False, name=name, timeout=POOL_TIMEOUT_S,
+        reconnect_timeout=POOL_RECONNECT_S, check=ConnectionPool.check_connection,
+        kwargs={"connect_timeout": int(POOL_TIMEOUT_S)},
+    )
+    pool.open(wait=False)
+    return pool
+
+
+def open_database(settings: Settings, size: int = POOL_SPARE) -> Pool:
+    """`resolve_database`, `open_pool` and the migrations not yet applied."""
+    pool = open_pool(resolve_database(settings), size)
+    try:
+        applied = migrate(pool)
+    except BaseException:
+        pool.close()
+        raise
+    if applied:
+        log.info("migrations applied", migrations=applied)
+    return pool
 
 
 def resolve_database(settings: Settings) -> str:
@@ -96,7 +133,7 @@ def _cache_path(settings: Settings) -> Path:
     return settings.data_dir / "registry.json"
 
 
-def open_registry(conninfo: str, settings: Settings) -> Registry:
+def open_registry(pool: Pool, settings: Settings) -> Registry:
     """The registry from PostgreSQL, else the local copy of the last one seen.
 
     The document is kept as the database's text in the local copy, not re-serialised:
@@ -104,7 +141,7 @@ def open_registry(conninfo: str, settings: Settings) -> Registry:
     """
     cache = _cache_path(settings)
     try:
-        with psycopg.connect(conninfo, connect_timeout=3) as conn:
+        with pool.connection() as conn:
             text = load_registry_text(conn)
     except psycopg.OperationalError as exc:
         if cache.exists():
@@ -125,9 +162,9 @@ def open_registry(conninfo: str, settings: Settings) -> Registry:
 class RegistryWatcher:
     """Polls `trygg.registry.loaded_at` and calls back with each new registry."""
 
-    def __init__(self, conninfo: str, settings: Settings,
+    def __init__(self, pool: Pool, settings: Settings,
                  on_change: Callable[[Registry], None]) -> None:
-        self._conninfo = conninfo
+        self._pool = pool
         self._settings = settings
         self._on_change = on_change
         self._seen: datetime | None = None
@@ -143,7 +180,7 @@ class RegistryWatcher:
 
     def _loaded_at(self) -> datetime | None:
         try:
-            with psycopg.connect(self._conninfo, connect_timeout=3) as conn:
+            with self._pool.connection() as conn:
                 row = conn.execute("SELECT loaded_at FROM trygg.registry WHERE id = 1").fetchone()
         except psycopg.Error:
             return self._seen
@@ -155,7 +192,7 @@ class RegistryWatcher:
             if loaded is not None and loaded != self._seen:
                 self._seen = loaded
                 try:
-                    reg = open_registry(self._conninfo, self._settings)
+                    reg = open_registry(self._pool, self._settings)
                 except psycopg.Error:
                     continue
                 except Exception:  # a registry this version cannot read: keep the one running
@@ -172,7 +209,7 @@ class Ingest:
     gateway: Gateway
     watcher: RegistryWatcher
     broker: Broker
-    conninfo: str
+    pool: Pool
     listeners: list[Callable[[Registry], None]] = field(default_factory=list)
 
     def stop_gateway(self) -> None:
@@ -188,29 +225,24 @@ class Ingest:
 
 def start_ingest(
     settings: Settings,
+    pool: Pool,
     sink: EventSink = discard,
-    conninfo: str | None = None,
     broker: Broker | None = None,
-    emergency_open: Callable[[str], bool] = lambda resident_id: False,
+    emergencies: EmergencyState = NO_EMERGENCIES,
     registry: Registry | None = None,
     loop: asyncio.AbstractEventLoop | None = None,
 ) -> Ingest:
-    """Database, migrations, registry, broker and gateway, started in that order.
+    """Registry, broker and gateway, started in that order, on a migrated database.
 
     With `loop` (not this thread's) the gateway receives on it, else on a loop of its own.
     """
-    if conninfo is None:
-        conninfo = resolve_database(settings)
-        applied = migrate(conninfo)
-        if applied:
-            log.info("migrations applied", migrations=applied)
     if registry is None:
-        registry = open_registry(conninfo, settings)
+        registry = open_registry(pool, settings)
     broker = broker or resolve_broker(settings)
     account = broker.address.account("gateway")  # trygg-gateway: the session is its own
     gateway = Gateway(
         account,
-        conninfo,
+        pool,
         settings.spool_dir,
         registry,
         writers=settings.ingest_writers,
@@ -219,7 +251,7 @@ def start_ingest(
         protocol=broker.protocol,
         receive_maximum=settings.mqtt_receive_maximum,
         sink=sink,
-        emergency_open=emergency_open,
+        emergencies=emergencies,
         batch_max=settings.ingest_batch_max,
         batch_wait_s=settings.ingest_batch_wait_ms / 1000,
         queue_max=settings.ingest_queue_max,
@@ -233,7 +265,7 @@ def start_ingest(
         for listener in listeners:
             listener(reg)
 
-    ingest = Ingest(gateway, RegistryWatcher(conninfo, settings, on_change), broker, conninfo, listeners)
+    ingest = Ingest(gateway, RegistryWatcher(pool, settings, on_change), broker, pool, listeners)
     gateway.start()
     ingest.watcher.start()
     log.info("gateway running", broker=broker.url, residents=len(registry.residents),

@@ -56,10 +56,9 @@ def add(
                                                  help="read the password from standard input")] = False,
 ) -> None:
     """Create or update a user; the password comes from standard input."""
-    from composition.runtime import resolve_database
+    from composition.runtime import open_database
     from dashboard.auth import hash_password
     from dashboard.passwords import password_problem
-    from storage import migrate
     from storage.users_store import get_user, registry_ids, upsert_user
     from trygg.errors import SettingsError
     from trygg.logging import configure_logging
@@ -88,9 +87,7 @@ def add(
         _fail(f"invalid setting {exc}")
     configure_logging(settings.log_level, settings.log_format)
     try:
-        conninfo = resolve_database(settings)
-        migrate(conninfo)
-        with psycopg.connect(conninfo) as conn:
+        with open_database(settings, 1) as pool, pool.connection() as conn:
             if password_hash is None and get_user(conn, name) is None:
                 _fail(f"user {name!r} is new: give a password with --password-stdin")
             known_teams, known_residents = registry_ids(conn)

@@ -39,7 +39,7 @@ from gateway.validate import Validator
 from mqtt.address import BrokerAddress
 from mqtt.connection import Subscriber
 from mqtt.wire import MQTT5, MQTT311, Message
-from storage import DeadLetter, EventStore, StatusRow
+from storage import DeadLetter, EventStore, Pool, StatusRow
 from trygg.contract import (
     Event,
     EventType,
@@ -49,7 +49,7 @@ from trygg.contract import (
     utcnow,
 )
 from trygg.logging import get_logger
-from trygg.pipeline import DeviceStatus, EventSink, discard
+from trygg.pipeline import NO_EMERGENCIES, DeviceStatus, EmergencyState, EventSink, discard
 from trygg.registry import Registry
 from trygg.watchdog import watch_task
 
@@ -90,7 +90,7 @@ class Gateway:
     def __init__(
         self,
         broker: BrokerAddress,
-        conninfo: str,
+        pool: Pool,
         spool_dir: Path,
         registry: Registry,
         *,
@@ -100,7 +100,7 @@ class Gateway:
         protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv5,
         receive_maximum: int = 10_000,
         sink: EventSink = discard,
-        emergency_open: Callable[[str], bool] = lambda resident_id: False,
+        emergencies: EmergencyState = NO_EMERGENCIES,
         batch_max: int = 2000,
         batch_wait_s: float = 0.005,
         queue_max: int = 20_000,
@@ -112,7 +112,7 @@ class Gateway:
         self._broker = broker
         self._prefix = prefix
         self._sink = sink
-        self._validator = Validator(registry, prefix, emergency_open)
+        self._validator = Validator(registry, prefix, emergencies)
         self._clock = clock
         # (device_id, id) of recent events → their (type, ts): a copy with the same is a
         # re-send, one with another is a new event re-using the id (docs/ingest.md)
@@ -130,7 +130,7 @@ class Gateway:
         orphans = [Spool(d) for d in sorted(spool_dir.glob("shard-*")) if d not in shard_dirs]
         self.writers = [
             DurableWriter(
-                EventStore(conninfo), Spool(shard_dir), self._ack,
+                EventStore(pool), Spool(shard_dir), self._ack,
                 batch_max=batch_max, batch_wait_s=batch_wait_s,
                 queue_max=max(queue_max // writers, 100), retry_s=retry_s,
                 orphans=orphans if i == 0 else (), on_room=self._room,

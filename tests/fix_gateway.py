@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gateway import Gateway
-from tests.fix_db import scalar
+from tests.fix_db import PoolOf, scalar
 from tests.fix_mqtt import MosquittoInstance
 from tests.helpers import small_registry
 from trygg.registry import Registry
@@ -18,7 +18,7 @@ StartGateway = Callable[..., Gateway]
 
 
 @pytest.fixture
-def start_gateway(mosquitto: MosquittoInstance, database: str, prefix: str,
+def start_gateway(mosquitto: MosquittoInstance, database: str, prefix: str, pool_of: PoolOf,
                   tmp_path: Path) -> Iterator[StartGateway]:
     """`start_gateway(registry=None, conninfo=database, **options)`: a started Gateway.
     All share one client id (one persistent session) and one spool directory, as
@@ -27,7 +27,7 @@ def start_gateway(mosquitto: MosquittoInstance, database: str, prefix: str,
 
     def start(registry: Registry | None = None, conninfo: str = database,
               **options: object) -> Gateway:
-        gw = Gateway(mosquitto.address, conninfo, tmp_path / "spool",
+        gw = Gateway(mosquitto.address, pool_of(conninfo), tmp_path / "spool",
                      registry or small_registry(), prefix=prefix,
                      client_id=f"gw-{prefix.split('/')[0]}", retry_s=0.5, **options)  # type: ignore[arg-type]
         gw.start()

@@ -8,6 +8,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TypeVar
 
+from psycopg_pool import ConnectionPool
+
+from storage import Pool
 from trygg.registry import Registry, parse_registry
 
 T = TypeVar("T")
@@ -35,6 +38,13 @@ residents:
       - {id: d-2-alarm, kind: alarm_unit}
       - {id: d-2-phone, kind: phone}
 """
+
+
+def no_database() -> Pool:
+    """A pool that is never opened: every connection asked of it fails at once, as with
+    PostgreSQL down (for units that must not reach a database)."""
+    pool: Pool = ConnectionPool("postgresql://127.0.0.1:9/none", open=False)
+    return pool
 
 
 def small_registry(extra_devices: int = 0) -> Registry:

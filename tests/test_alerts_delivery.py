@@ -26,6 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from alerts import AlertStage
 from gateway import set_nodelay
+from tests.fix_db import PoolOf
 from tests.fix_mqtt import MosquittoInstance
 from tests.helpers import small_registry, wait_for
 from trygg.contract import AlertKind, Event, EventType, Priority
@@ -137,14 +138,16 @@ StartStage = Callable[..., Running]
 
 
 @pytest.fixture
-def start_stage(mosquitto: MosquittoInstance, prefix: str, tmp_path: Path) -> Iterator[StartStage]:
+def start_stage(mosquitto: MosquittoInstance, prefix: str, pool_of: PoolOf, tmp_path: Path) -> Iterator[StartStage]:
     running: list[Running] = []
 
     def start(conninfo: str | None = None, **options: Any) -> Running:
+        """A running alert stage; with `conninfo`, on a pool of that database."""
         options.setdefault("registry", small_registry())
         registry = options.pop("registry")
         stage = AlertStage(registry, broker_host=mosquitto.address.host, broker_port=mosquitto.address.port,
-                           prefix=prefix, client_id=f"alerts-{uuid.uuid4().hex[:8]}", conninfo=conninfo,
+                           prefix=prefix, client_id=f"alerts-{uuid.uuid4().hex[:8]}",
+                           pool=None if conninfo is None else pool_of(conninfo),
                            journal_dir=tmp_path / "alerts", retry_s=0.2, **options)
         run = Running(stage)
         running.append(run)
@@ -220,7 +223,12 @@ def test_resolve_shows_the_final_state_to_connected_handhelds_and_nothing_to_lat
     start_stage: StartStage, handhelds: Callable[[str], Handheld], prefix: str, database: str
 ) -> None:
     closed: list[tuple[str, AlertKind, str | None]] = []
-    run = start_stage(database, alert_closed=lambda r, k, d: closed.append((r, k, d)))
+
+    class Rules:
+        def alert_closed(self, resident_id: str, kind: AlertKind, device_id: str | None) -> None:
+            closed.append((resident_id, kind, device_id))
+
+    run = start_stage(database, alert_closed=Rules())
     east = handhelds(f"{prefix}/teams/east/alerts/+")
     run.call(lambda: run.stage.on_intents([intent()]))
     [opened] = east.wait(lambda m: len(m) >= 1)
