@@ -83,13 +83,14 @@ def version() -> None:
 @app.command(name="migrate")
 def migrate_command() -> None:
     """Apply the database migrations (embedded PostgreSQL when no TRYGG_DATABASE_URL)."""
-    from composition.runtime import open_pool, resolve_database
-    from storage import MigrationError, migrate
+    from composition.runtime import apply_migrations, open_pool, resolve_database
+    from storage import MigrationError
 
     settings = settings_or_exit()
     try:
-        with open_pool(resolve_database(settings), 1) as pool:
-            applied = migrate(pool)
+        conninfo = resolve_database(settings)
+        with open_pool(conninfo, 1) as pool:
+            applied = apply_migrations(pool, conninfo)
     except (MigrationError, psycopg.OperationalError) as exc:
         fail(str(exc).strip(), 1)
     typer.echo("applied: " + ", ".join(applied) if applied else "database is up to date")

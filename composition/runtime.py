@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import psycopg
 from paho.mqtt.enums import MQTTProtocolVersion
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from composition.broker import EmbeddedBroker
 from gateway import Gateway
@@ -61,16 +61,30 @@ def open_pool(conninfo: str, size: int = POOL_SPARE, *, name: str = "trygg") -> 
 
 
 def open_database(settings: Settings, size: int = POOL_SPARE) -> Pool:
-    """`resolve_database`, `open_pool` and the migrations not yet applied."""
-    pool = open_pool(resolve_database(settings), size)
+    """`resolve_database`, `open_pool` and the migrations not yet applied. A database
+    that cannot be reached is a `psycopg.OperationalError` saying why (the pool only
+    says that it got no connection in time)."""
+    conninfo = resolve_database(settings)
+    pool = open_pool(conninfo, size)
     try:
-        applied = migrate(pool)
+        applied = apply_migrations(pool, conninfo)
     except BaseException:
         pool.close()
         raise
     if applied:
         log.info("migrations applied", migrations=applied)
     return pool
+
+
+def apply_migrations(pool: Pool, conninfo: str) -> list[str]:
+    """`storage.migrate`; when the pool gets no connection in time, one connection of
+    its own raises the reason (refused, unknown host, bad password) for the operator."""
+    try:
+        return migrate(pool)
+    except PoolTimeout:
+        with psycopg.connect(conninfo, connect_timeout=int(POOL_TIMEOUT_S)):
+            pass
+        raise
 
 
 def resolve_database(settings: Settings) -> str:
