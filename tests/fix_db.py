@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg_pool import PoolTimeout
 
 from composition.broker import free_port
 from composition.runtime import open_pool
@@ -147,8 +148,11 @@ def pool_of() -> Iterator[PoolOf]:
     opened: list[Pool] = []
 
     def open_(url: str) -> Pool:
-        opened.append(open_pool(url, 8))
-        return opened[-1]
+        pool = open_pool(url, 8)
+        opened.append(pool)
+        with contextlib.suppress(PoolTimeout):  # a database the test stops later may be down
+            pool.wait(timeout=10)  # all its connections made: nothing more in the background
+        return pool
 
     yield open_
     for pool in opened:
