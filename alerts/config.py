@@ -1,5 +1,6 @@
 """`AlertConfig`: what the alerts stage is told by the settings (the broker account it
-publishes with, the database and journal it stores in, its escalation timeouts)."""
+publishes with, the journal it stores in, its escalation timeouts). The database pool is
+not a setting: the composition root opens it and passes it to `AlertStage`."""
 
 from __future__ import annotations
 
@@ -27,9 +28,7 @@ class AlertConfig:
     protocol: Protocol = Protocol.V5
     prefix: str = "trygg/v1"
     client_id: str = "trygg-alerts"
-    #: PostgreSQL; None keeps alerts in memory only (no writer, no journal)
-    conninfo: str | None = None
-    #: where the alert journal lives (with `conninfo`)
+    #: where the alert journal lives (when the stage is given a database pool)
     journal_dir: Path | None = None
     escalate_critical_s: float = 30.0
     escalate_high_s: float = 60.0
@@ -41,14 +40,14 @@ class AlertConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings, broker: BrokerAddress, *,
-                      protocol: Protocol | None = None, conninfo: str | None = None) -> AlertConfig:
+                      protocol: Protocol | None = None) -> AlertConfig:
         account = broker.account("alerts")  # a login of its own (docs/operators.md "MQTT accounts")
         return cls(
             broker_host=account.host, broker_port=account.port,
             username=account.username, password=account.password, tls=account.tls,
             protocol=protocol if protocol is not None else Protocol.parse(settings.mqtt_protocol),
             prefix=settings.mqtt_prefix, client_id=account.client_id(f"{settings.mqtt_client_id}-alerts"),
-            conninfo=conninfo, journal_dir=settings.data_dir / "alerts",
+            journal_dir=settings.data_dir / "alerts",
             escalate_critical_s=settings.escalate_critical_s, escalate_high_s=settings.escalate_high_s,
             escalate_medium_s=settings.escalate_medium_s, retry_s=settings.db_retry_s,
         )

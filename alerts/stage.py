@@ -11,7 +11,7 @@ the event loop's thread:
   intents to the loop; before `run` is ready it keeps them in order.)
 - `acknowledge` / `resolve` — staff actions from the dashboard; they return the alert
   after the change or raise `AlertNotFound` / `IllegalTransition`. A resolve calls the
-  `alert_closed(resident_id, kind, device_id)` hook so the rules can re-arm.
+  `alert_closed` port (trygg.pipeline.AlertClosed) so the rules can re-arm.
 - `subscribe` / `unsubscribe`, `get`, `active` — for the dashboard.
 
 `run()` restores the unresolved alerts (the journal, then PostgreSQL, with a short
@@ -50,10 +50,11 @@ from alerts.webhooks import WebhookSender
 from mqtt import Protocol
 from storage.alerts_store import AlertStore, newest
 from storage.errors import DatabaseUnavailable
+from storage.pool import Pool
 from trygg.alert import Alert
-from trygg.contract import AlertKind, utcnow
+from trygg.contract import utcnow
 from trygg.logging import get_logger
-from trygg.pipeline import AlertIntent
+from trygg.pipeline import AlertClosed, AlertIntent
 from trygg.registry import Registry
 
 if TYPE_CHECKING:
@@ -71,8 +72,6 @@ REPUBLISH_DRAIN_S: Final = 2.0
 #: connect timeout of the start-up load: the alert path must not wait long for PostgreSQL
 RESTORE_CONNECT_TIMEOUT_S: Final = 2
 
-AlertClosed = Callable[[str, AlertKind, str | None], None]
-
 
 class AlertStage:
     def __init__(
@@ -80,13 +79,14 @@ class AlertStage:
         registry: Registry,
         config: AlertConfig | None = None,
         *,
+        pool: Pool | None = None,
         clock: Callable[[], datetime] = utcnow,
         alert_closed: AlertClosed | None = None,
         webhooks: WebhookSender | None = None,
     ) -> None:
         config = config or AlertConfig()
         self._clock = clock
-        self._conninfo = config.conninfo
+        self._pool = pool
         self._retry_s = config.retry_s
         self._alert_closed = alert_closed
         self._service = AlertService(registry, config.timeouts)
@@ -98,7 +98,7 @@ class AlertStage:
         self._hub = AlertHub(config.subscriber_limit)
         self._webhooks = webhooks or WebhookSender()
         journal_dir = config.journal_dir
-        self._journal = Journal(journal_dir) if journal_dir is not None and config.conninfo is not None else None
+        self._journal = Journal(journal_dir) if journal_dir is not None and pool is not None else None
         self._writer: AlertWriter | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wakeup: asyncio.Event | None = None
@@ -121,11 +121,11 @@ class AlertStage:
         broker: BrokerAddress,
         *,
         protocol: Protocol | None = None,
-        conninfo: str | None = None,
+        pool: Pool | None = None,
         alert_closed: AlertClosed | None = None,
     ) -> AlertStage:
-        config = AlertConfig.from_settings(settings, broker, protocol=protocol, conninfo=conninfo)
-        return cls(registry, config, alert_closed=alert_closed)
+        config = AlertConfig.from_settings(settings, broker, protocol=protocol)
+        return cls(registry, config, pool=pool, alert_closed=alert_closed)
 
     # ------------------------------------------------------------------ properties
 
@@ -180,7 +180,7 @@ class AlertStage:
         if self._alert_closed is not None:
             alert = change.alert
             try:
-                self._alert_closed(alert.resident_id, alert.kind, alert.device_id)
+                self._alert_closed.alert_closed(alert.resident_id, alert.kind, alert.device_id)
             except Exception:
                 log.exception("alert_closed hook failed", alert_id=alert.alert_id)
         return change.alert
@@ -323,8 +323,8 @@ class AlertStage:
         self._publisher.start()
         try:
             unwritten = await self._restore_at_start()
-            if self._conninfo is not None:
-                self._writer = AlertWriter(AlertStore(self._conninfo), self._journal,
+            if self._pool is not None:
+                self._writer = AlertWriter(AlertStore(self._pool), self._journal,
                                            retry_s=self._retry_s, unwritten=unwritten)
                 self._writer.start()
             with self._early_lock:
@@ -379,8 +379,8 @@ class AlertStage:
     # ------------------------------------------------------------------ restore
 
     def _load(self) -> list[Alert]:
-        assert self._conninfo is not None
-        store = AlertStore(self._conninfo, connect_timeout=RESTORE_CONNECT_TIMEOUT_S)
+        assert self._pool is not None
+        store = AlertStore(self._pool, wait_s=RESTORE_CONNECT_TIMEOUT_S)
         try:
             return store.load(self._clock() - CLOSED_MEMORY)
         finally:
@@ -390,7 +390,7 @@ class AlertStage:
         """Restore from the journal and PostgreSQL; returns the journal's unwritten changes."""
         unwritten = self._journal.read() if self._journal is not None else []
         alerts = [alert for alert, _ in unwritten]
-        if self._conninfo is not None:
+        if self._pool is not None:
             try:
                 alerts = await asyncio.to_thread(self._load) + alerts
             except DatabaseUnavailable as exc:

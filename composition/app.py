@@ -3,10 +3,16 @@
 The gateway receives on the same asyncio loop as processors and alerts (and the
 dashboard, when it is served): a valid event goes through the rules and out as an alert
 in the callback that read it. Only making events durable runs on threads of its own.
-Start-up order: database and migrations, registry, broker, alerts (restores unresolved
-alerts), processors (restores rule state from the newest snapshot, replays the events
-stored after it, arms heartbeat supervision from when each device was last heard), then
-the gateway. Shutdown runs the other way.
+Start-up order: database (the stages' pool) and migrations, registry, broker, alerts
+(restores unresolved alerts), processors (restores rule state from the newest snapshot,
+replays the events stored after it, arms heartbeat supervision from when each device was
+last heard), then the gateway. Shutdown runs the other way (`_stop`), every task by the
+name it was started under.
+
+The two ports that run against the flow (trygg/pipeline.py) are wired here: the alert
+stage tells the processors stage of a resolved alert through `LateAlertClosed` (bound
+once both exist), and the gateway asks `OpenEmergencies`, kept from the alert stage's
+changes, whether a resident's alarm or fall is open.
 """
 
 from __future__ import annotations
@@ -24,14 +30,14 @@ import psycopg
 import uvicorn
 
 from alerts import AlertStage
-from composition.runtime import Broker, Ingest, open_registry, resolve_broker, resolve_database, start_ingest
+from composition.runtime import POOL_SPARE, Broker, Ingest, open_database, open_registry, resolve_broker, start_ingest
 from processors import Processor, ProcessorStage, StateError, export_states
-from storage import migrate
+from storage import Pool, conninfo_of, save_registry
 from storage.rule_state import events_since, last_seen, load_rule_state, save_rule_state
 from trygg.alert import Alert
 from trygg.contract import AlertKind, utcnow
 from trygg.logging import get_logger
-from trygg.pipeline import AlertIntent
+from trygg.pipeline import AlertClosed, AlertIntent
 from trygg.registry import Registry
 from trygg.settings import Settings
 from trygg.watchdog import watch_task
@@ -49,28 +55,78 @@ class Services:
     """What `trygg up` runs; the dashboard and the demo take what they need from it."""
 
     settings: Settings
-    conninfo: str
+    #: the stages' connections (storage/__init__.py); closed by `serve` at the end
+    pool: Pool
     broker: Broker
     registry: Registry
     processor: Processor
     processors: ProcessorStage
     alerts: AlertStage
+    emergencies: OpenEmergencies
     ingest: Ingest | None = None
-    #: residents with an open or acknowledged alarm/fall alert: their positions are used
-    #: even without a location basis (DESIGN.md §7); read from the gateway's thread
-    emergencies: set[str] = field(default_factory=set)
     on_registry: list[Callable[[Registry], None]] = field(default_factory=list)
     #: set on SIGINT/SIGTERM: tasks that must finish cleanly (the dashboard) wait for it
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
+
+class LateAlertClosed:
+    """The `AlertClosed` port the alert stage is built with, passed on to the processors
+    stage, which is built after it (it needs the alert stage's `on_intents`). `build`
+    binds it before either stage runs; nothing can be resolved before that."""
+
+    def __init__(self) -> None:
+        self._rules: AlertClosed | None = None
+
+    def bind(self, rules: AlertClosed) -> None:
+        self._rules = rules
+
+    def alert_closed(self, resident_id: str, kind: AlertKind, device_id: str | None) -> None:
+        if self._rules is None:
+            raise RuntimeError("an alert was closed before the processors stage was built")
+        self._rules.alert_closed(resident_id, kind, device_id)
+
+
+class OpenEmergencies:
+    """The gateway's `EmergencyState` in `trygg up`: residents with an open or acknowledged
+    alarm or fall alert, kept from the alert stage's changes by `run` (a task of
+    `serve`). Their positions are used even without a location basis (docs/privacy.md).
+    Asked from the gateway's receiving thread: one look-up in a set."""
+
+    def __init__(self, alerts: AlertStage) -> None:
+        self._alerts = alerts
+        self._residents: set[str] = set()
+
     def emergency_open(self, resident_id: str) -> bool:
-        return resident_id in self.emergencies
+        return resident_id in self._residents
+
+    async def run(self) -> None:
+        subscription = self._alerts.subscribe()
+        try:
+            for alert in self._alerts.active():
+                self.note(alert)
+            while True:
+                change = await subscription.get()
+                if change is not None:
+                    self.note(change)
+        finally:
+            self._alerts.unsubscribe(subscription)
+
+    def note(self, alert: Alert) -> None:
+        """One alert as it is now."""
+        if alert.kind not in EMERGENCY_KINDS:
+            return
+        resident = alert.resident_id
+        if alert.active:
+            self._residents.add(resident)
+        elif not any(a.resident_id == resident and a.kind in EMERGENCY_KINDS
+                     for a in self._alerts.active()):
+            self._residents.discard(resident)
 
 
-def restore_rules(processor: Processor, conninfo: str, on_intents: Callable[[list[AlertIntent]], None]) -> None:
+def restore_rules(processor: Processor, pool: Pool, on_intents: Callable[[list[AlertIntent]], None]) -> None:
     """Newest snapshot, then the events stored after it, then heartbeat supervision."""
     now = utcnow()
-    snapshot = load_rule_state(conninfo)
+    snapshot = load_rule_state(pool)
     since = now - timedelta(minutes=5)
     if snapshot is not None:
         saved_at, state = snapshot
@@ -80,41 +136,38 @@ def restore_rules(processor: Processor, conninfo: str, on_intents: Callable[[lis
         except StateError as exc:
             log.warning("rule state snapshot not usable, rebuilding from events", error=str(exc))
     replayed = 0
-    for event in events_since(conninfo, since, now):
+    for event in events_since(pool, since, now):
         intents = processor.handle(event, event.received_at)
         if intents:
             on_intents(intents)  # alerts ignore what they already know (deterministic ids)
         replayed += 1
-    processor.start_supervision(now, last_seen(conninfo))
+    processor.start_supervision(now, last_seen(pool))
     log.info("rule state restored", from_snapshot=snapshot is not None, events_replayed=replayed)
 
 
 async def build(settings: Settings, *, demo_registry: Registry | None = None) -> Services:
-    conninfo = await asyncio.to_thread(resolve_database, settings)
-    applied = await asyncio.to_thread(migrate, conninfo)
-    if applied:
-        log.info("migrations applied", migrations=applied)
-    if demo_registry is not None:
-        from storage import save_registry
+    pool = await asyncio.to_thread(open_database, settings, settings.ingest_writers + POOL_SPARE)
+    try:
+        if demo_registry is not None:
+            def load_demo() -> None:
+                with pool.connection() as conn:
+                    save_registry(conn, demo_registry, actor="demo")
 
-        def load_demo() -> None:
-            with psycopg.connect(conninfo) as conn:
-                save_registry(conn, demo_registry, actor="demo")
-
-        await asyncio.to_thread(load_demo)
-    registry = await asyncio.to_thread(open_registry, conninfo, settings)
-    broker = await asyncio.to_thread(resolve_broker, settings)
+            await asyncio.to_thread(load_demo)
+        registry = await asyncio.to_thread(open_registry, pool, settings)
+        broker = await asyncio.to_thread(resolve_broker, settings)
+    except BaseException:
+        await asyncio.to_thread(pool.close)
+        raise
     processor = Processor(registry, offline_debounce=timedelta(seconds=settings.offline_debounce_s))
-    holder: dict[str, ProcessorStage] = {}
-
-    def alert_closed(resident_id: str, kind: AlertKind | str, device_id: str | None) -> None:
-        holder["stage"].alert_closed(resident_id, kind, device_id)
-
+    # The one cycle between the stages: alerts → rules (a resolved alert re-arms them)
+    # against rules → alerts (intents). The alert stage gets a port bound just below.
+    rules = LateAlertClosed()
     alerts = AlertStage.from_settings(settings, registry, broker.address, protocol=broker.protocol,
-                                      conninfo=conninfo, alert_closed=alert_closed)
+                                      pool=pool, alert_closed=rules)
     stage = ProcessorStage(processor, alerts.on_intents)
-    holder["stage"] = stage
-    return Services(settings, conninfo, broker, registry, processor, stage, alerts)
+    rules.bind(stage)
+    return Services(settings, pool, broker, registry, processor, stage, alerts, OpenEmergencies(alerts))
 
 
 def _freeze_startup_objects() -> None:
@@ -124,30 +177,6 @@ def _freeze_startup_objects() -> None:
     gc.collect()
     gc.freeze()
     log.debug("start-up objects frozen for the garbage collector", objects=gc.get_freeze_count())
-
-
-async def _watch_emergencies(services: Services) -> None:
-    subscription = services.alerts.subscribe()
-    try:
-        for alert in services.alerts.active():
-            _note_emergency(services, alert)
-        while True:
-            change = await subscription.get()
-            if change is not None:
-                _note_emergency(services, change)
-    finally:
-        services.alerts.unsubscribe(subscription)
-
-
-def _note_emergency(services: Services, alert: Alert) -> None:
-    if alert.kind not in EMERGENCY_KINDS:
-        return
-    resident = alert.resident_id
-    if alert.active:
-        services.emergencies.add(resident)
-    elif not any(a.resident_id == resident and a.kind in EMERGENCY_KINDS
-                 for a in services.alerts.active()):
-        services.emergencies.discard(resident)
 
 
 async def _snapshots(services: Services) -> None:
@@ -168,7 +197,7 @@ async def _save_snapshot(services: Services) -> None:
     states = services.processor.states_view()
 
     def save() -> None:
-        save_rule_state(services.conninfo, now, export_states(states))
+        save_rule_state(services.pool, now, export_states(states))
 
     try:
         await asyncio.to_thread(save)
@@ -176,21 +205,49 @@ async def _save_snapshot(services: Services) -> None:
         log.warning("rule state snapshot not saved (database unavailable)", error=str(exc).strip())
 
 
+@dataclass
+class _Tasks:
+    """The tasks `serve` starts, each by name, so that they are stopped in order."""
+
+    alerts: asyncio.Task[None]
+    processors: asyncio.Task[None]
+    emergencies: asyncio.Task[None]
+    snapshots: asyncio.Task[None]
+    #: ends by itself once `Services.stopping` is set (live streams get a `reset`)
+    dashboard: asyncio.Task[None] | None = None
+    extra: list[asyncio.Task[None]] = field(default_factory=list)
+
+
 async def serve(
     settings: Settings,
     *,
     demo_registry: Registry | None = None,
+    dashboard: Callable[[str], None] | None = None,
     extra: Callable[[Services], list[Coroutine[Any, Any, None]]] | None = None,
     started: Callable[[Services], None] | None = None,
 ) -> None:
-    """Run every stage until SIGINT/SIGTERM; `extra` adds tasks (dashboard, demo)."""
+    """Run every stage until SIGINT/SIGTERM. With `dashboard` the dashboard is served
+    too and its URL handed to that callable; `extra` adds tasks (the demo's)."""
     services = await build(settings, demo_registry=demo_registry)
+    try:
+        await _run(services, dashboard, extra, started)
+    finally:
+        await asyncio.to_thread(services.pool.close)
+
+
+async def _run(
+    services: Services,
+    dashboard: Callable[[str], None] | None,
+    extra: Callable[[Services], list[Coroutine[Any, Any, None]]] | None,
+    started: Callable[[Services], None] | None,
+) -> None:
+    settings = services.settings
     loop = asyncio.get_running_loop()
     stopping = services.stopping
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
 
-    await asyncio.to_thread(restore_rules, services.processor, services.conninfo, services.alerts.on_intents)
+    await asyncio.to_thread(restore_rules, services.processor, services.pool, services.alerts.on_intents)
 
     def on_registry(registry: Registry) -> None:  # the registry watcher's thread
         def apply() -> None:
@@ -205,41 +262,50 @@ async def serve(
         async with asyncio.TaskGroup() as group:
             # Every task here must run until `stopping`: if one returns or raises, the
             # process exits for its supervisor to restart it (trygg/watchdog.py).
-            alerts_task = watch_task(group.create_task(services.alerts.run(), name="alerts"), stopping.is_set)
-            processors_task = watch_task(group.create_task(services.processors.run(), name="processors"),
-                                         stopping.is_set)
+            def start(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+                return watch_task(group.create_task(coro, name=name), stopping.is_set)
+
+            alerts = start(services.alerts.run(), "alerts")
+            processors = start(services.processors.run(), "processors")
             await services.alerts.wait_ready()
             services.ingest = await asyncio.to_thread(
-                start_ingest, settings, services.processors.sink, services.conninfo, services.broker,
-                services.emergency_open, services.registry, loop)
+                start_ingest, settings, services.pool, services.processors.sink, services.broker,
+                services.emergencies, services.registry, loop)
             services.ingest.listeners.append(on_registry)
-            helpers = [group.create_task(_watch_emergencies(services), name="emergencies"),
-                       group.create_task(_snapshots(services), name="snapshots")]
-            helpers += [group.create_task(coro, name=getattr(coro, "__name__", None))
-                        for coro in (extra(services) if extra else [])]
-            for task in helpers:
-                watch_task(task, stopping.is_set)
+            tasks = _Tasks(alerts, processors, start(services.emergencies.run(), "emergencies"),
+                           start(_snapshots(services), "snapshots"))
+            if dashboard is not None:
+                tasks.dashboard = start(serve_dashboard(services, dashboard), "dashboard")
+            tasks.extra = [start(coro, getattr(coro, "__name__", "extra"))
+                           for coro in (extra(services) if extra else [])]
             if started is not None:
                 started(services)
             _freeze_startup_objects()
             await stopping.wait()
-            await asyncio.sleep(0)  # let the dashboard begin its graceful shutdown
-            for task in helpers:
-                if task.get_name() != serve_dashboard.__name__:  # it stops by itself, cleanly
-                    task.cancel()
-            ingest, services.ingest = services.ingest, None
-            await asyncio.to_thread(ingest.stop_gateway)
-            processors_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await processors_task
-            await _save_snapshot(services)
-            alerts_task.cancel()
+            await _stop(services, tasks)
     finally:
         if services.ingest is not None:
             await asyncio.to_thread(services.ingest.stop_gateway)
         if services.broker.embedded is not None:
             services.broker.embedded.stop()
         log.info("trygg stopped")
+
+
+async def _stop(services: Services, tasks: _Tasks) -> None:
+    """Shutdown, the start-up order reversed: what reads the stages first, then the
+    gateway (drained and acknowledged), the rules (and their last snapshot), the alerts.
+    The dashboard is not cancelled: it ends by itself, and the task group waits for it."""
+    await asyncio.sleep(0)  # let the dashboard begin its graceful shutdown
+    for task in (*tasks.extra, tasks.snapshots, tasks.emergencies):
+        task.cancel()
+    ingest, services.ingest = services.ingest, None
+    if ingest is not None:
+        await asyncio.to_thread(ingest.stop_gateway)
+    tasks.processors.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await tasks.processors
+    await _save_snapshot(services)
+    tasks.alerts.cancel()
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -252,8 +318,9 @@ class _EmbeddedServer(uvicorn.Server):
 
 async def serve_dashboard(services: Services, announce: Callable[[str], None]) -> None:
     """The dashboard on TRYGG_HTTP_HOST:TRYGG_HTTP_PORT (port 0: any free port), in this
-    loop, so its alert routes call the alert stage directly."""
-    from dashboard import StageAlerts, create_app
+    loop, so its alert routes call the alert stage directly. Its two pools (staff's and
+    research's) are opened here and closed when it has stopped."""
+    from dashboard import StageAlerts, create_app, open_pools
 
     settings = services.settings
 
@@ -265,25 +332,39 @@ async def serve_dashboard(services: Services, announce: Callable[[str], None]) -
         ingest = services.ingest
         return ingest is not None and ingest.gateway.database_ok
 
-    app = create_app(settings, services.conninfo, StageAlerts(services.alerts), broker_state=broker_state,
-                     db_state=db_state)
-    config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_level="warning",
-                            access_log=False, lifespan="on", timeout_graceful_shutdown=3,
-                            proxy_headers=bool(settings.trusted_proxy_list),
-                            forwarded_allow_ips=settings.trusted_proxy_list)
-    server = _EmbeddedServer(config)
-    task = asyncio.create_task(server.serve(), name="dashboard.http")
-    while not server.started and not task.done():  # noqa: ASYNC110 (uvicorn offers no event)
-        await asyncio.sleep(0.05)
-    if server.started:
-        port = server.servers[0].sockets[0].getsockname()[1]
-        announce(f"http://{settings.http_host}:{port}/")
-    stop = asyncio.create_task(services.stopping.wait())
-    await asyncio.wait([task, stop], return_when=asyncio.FIRST_COMPLETED)
-    state = getattr(app.state, "trygg", None)
-    if state is not None:
-        state.closing.set()  # live streams end with a `reset`; consoles show it and reconnect
-    await asyncio.sleep(0.1)
-    server.should_exit = True
-    await task
-    stop.cancel()
+    conninfo = conninfo_of(services.pool)
+    async with open_pools(settings, conninfo) as pools:
+        app = create_app(settings, conninfo, StageAlerts(services.alerts), pools=pools,
+                         broker_state=broker_state, db_state=db_state)
+        server = _EmbeddedServer(_server_config(app, settings))
+        task = asyncio.create_task(server.serve(), name="dashboard.http")
+        while not server.started and not task.done():  # noqa: ASYNC110 (uvicorn offers no event)
+            await asyncio.sleep(0.05)
+        if server.started:
+            port = server.servers[0].sockets[0].getsockname()[1]
+            announce(f"http://{settings.http_host}:{port}/")
+        stop = asyncio.create_task(services.stopping.wait())
+        await asyncio.wait([task, stop], return_when=asyncio.FIRST_COMPLETED)
+        state = getattr(app.state, "trygg", None)
+        if state is not None:
+            state.closing.set()  # live streams end with a `reset`; consoles show it and reconnect
+        await asyncio.sleep(0.1)
+        server.should_exit = True
+        await task
+        stop.cancel()
+
+
+async def serve_dashboard_alone(settings: Settings, conninfo: str) -> None:
+    """`trygg dashboard`: the dashboard without the stages (alerts read from the
+    database), its pools opened here; uvicorn stops it on SIGINT/SIGTERM."""
+    from dashboard import create_app, open_pools
+
+    async with open_pools(settings, conninfo) as pools:
+        await uvicorn.Server(_server_config(create_app(settings, conninfo, pools=pools), settings)).serve()
+
+
+def _server_config(app: Any, settings: Settings) -> uvicorn.Config:
+    return uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_level="warning",
+                          access_log=False, lifespan="on", timeout_graceful_shutdown=3,
+                          proxy_headers=bool(settings.trusted_proxy_list),
+                          forwarded_allow_ips=settings.trusted_proxy_list)

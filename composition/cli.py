@@ -83,12 +83,14 @@ def version() -> None:
 @app.command(name="migrate")
 def migrate_command() -> None:
     """Apply the database migrations (embedded PostgreSQL when no TRYGG_DATABASE_URL)."""
-    from composition.runtime import resolve_database
-    from storage import MigrationError, migrate
+    from composition.runtime import apply_migrations, open_pool, resolve_database
+    from storage import MigrationError
 
     settings = settings_or_exit()
     try:
-        applied = migrate(resolve_database(settings))
+        conninfo = resolve_database(settings)
+        with open_pool(conninfo, 1) as pool:
+            applied = apply_migrations(pool, conninfo)
     except (MigrationError, psycopg.OperationalError) as exc:
         fail(str(exc).strip(), 1)
     typer.echo("applied: " + ", ".join(applied) if applied else "database is up to date")
@@ -99,8 +101,8 @@ def registry_load(
     file: Annotated[Path, typer.Argument(help="registry document, YAML or JSON")],
 ) -> None:
     """Validate FILE as a whole and replace the registry with it in one transaction."""
-    from composition.runtime import resolve_database
-    from storage import migrate, save_registry
+    from composition.runtime import open_database
+    from storage import save_registry
 
     settings = settings_or_exit()
     limits = DocumentLimits(max_bytes=settings.registry_max_mb * MIB)
@@ -117,9 +119,7 @@ def registry_load(
             typer.echo(f"{file}: {line}", err=True)
         fail(f"{file}: {len(exc.errors)} error(s); the registry was not changed", 1)
     try:
-        conninfo = resolve_database(settings)
-        migrate(conninfo)
-        with psycopg.connect(conninfo) as conn:
+        with open_database(settings, 1) as pool, pool.connection() as conn:
             save_registry(conn, reg, actor="cli")
     except psycopg.Error as exc:
         fail(f"cannot save the registry: {str(exc).strip()}", 1)
@@ -155,38 +155,41 @@ def alerts() -> None:
 @app.command()
 def dashboard() -> None:
     """Serve the dashboard alone (alerts read from the database; acting on them needs `trygg up`)."""
-    import uvicorn
-
-    from composition.runtime import resolve_database
-    from dashboard import create_app
-    from storage import migrate
+    from composition.app import serve_dashboard_alone
+    from composition.runtime import open_database
+    from storage import conninfo_of
 
     settings = settings_or_exit()
     try:
         settings.require_real_secrets()
-        conninfo = resolve_database(settings)
-        migrate(conninfo)
+        with open_database(settings, 1) as pool:  # migrated before the dashboard's pools open
+            conninfo = conninfo_of(pool)
     except SettingsError as exc:
         fail(f"invalid setting {exc}")
     except psycopg.OperationalError as exc:
         fail(str(exc).strip(), 1)
-    uvicorn.run(create_app(settings, conninfo), host=settings.http_host, port=settings.http_port,
-                log_level="warning", proxy_headers=bool(settings.trusted_proxy_list),
-                forwarded_allow_ips=settings.trusted_proxy_list)
+    asyncio.run(serve_dashboard_alone(settings, conninfo))
 
 
 @app.command()
 def gateway() -> None:
     """Run the MQTT gateway alone: validate, store, dead-letter (no rules)."""
-    from composition.runtime import start_ingest
+    from composition.runtime import POOL_SPARE, open_database, start_ingest
 
     settings = settings_or_exit()
     try:
-        ingest = start_ingest(settings)
+        pool = open_database(settings, settings.ingest_writers + POOL_SPARE)
     except (TryggError, psycopg.OperationalError, OSError) as exc:
         fail(str(exc).strip(), 1)
-    wait_for_signal()
-    ingest.stop()
+    try:
+        try:
+            ingest = start_ingest(settings, pool)
+        except (TryggError, psycopg.OperationalError, OSError) as exc:
+            fail(str(exc).strip(), 1)
+        wait_for_signal()
+        ingest.stop()
+    finally:
+        pool.close()
 
 
 def print_alerts(services: Services) -> Coroutine[Any, Any, None]:
@@ -247,10 +250,7 @@ def up(
         settings = demo_settings(settings)
 
     def extra(services: Services) -> list[Coroutine[Any, Any, None]]:
-        from composition.app import serve_dashboard
-
-        dashboard = serve_dashboard(services, lambda url: typer.echo(f"dashboard {url}", err=False))
-        tasks = [print_alerts(services), dashboard]
+        tasks = [print_alerts(services)]
         if demo:
             from composition.demo import demo_tasks
 
@@ -264,11 +264,12 @@ def up(
         if demo and demo_registry is not None:
             from composition.demo import DEMO_PASSWORD, set_demo_passwords
 
-            users = set_demo_passwords(services.conninfo, demo_registry)
+            users = set_demo_passwords(services.pool, demo_registry)
             typer.echo(f"Demo users (password {DEMO_PASSWORD}): " + "; ".join(users))
 
     try:
-        asyncio.run(serve(settings, demo_registry=demo_registry, extra=extra, started=started))
+        asyncio.run(serve(settings, demo_registry=demo_registry, extra=extra, started=started,
+                          dashboard=lambda url: typer.echo(f"dashboard {url}", err=False)))
     except (TryggError, psycopg.OperationalError, OSError) as exc:
         fail(str(exc).strip(), 1)
 

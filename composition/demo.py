@@ -34,6 +34,7 @@ from trygg.settings import Settings
 
 if TYPE_CHECKING:
     from composition.app import Services
+    from storage import Pool
 
 log = get_logger("composition.demo")
 
@@ -144,16 +145,14 @@ async def staff(services: Services) -> None:
             task.cancel()
 
 
-def set_demo_passwords(conninfo: str, registry: Registry) -> list[str]:
+def set_demo_passwords(pool: Pool, registry: Registry) -> list[str]:
     """Give the demo registry's users the demo password; returns 'name (role …)' lines."""
-    import psycopg
-
     from dashboard.auth import hash_password
     from storage.users_store import upsert_user
 
     hashed = hash_password(DEMO_PASSWORD)
     lines = []
-    with psycopg.connect(conninfo) as conn:
+    with pool.connection() as conn:
         for user in registry.users:
             upsert_user(conn, user.username, user.role, user.teams, user.residents, hashed)
             where = ", ".join(user.teams or user.residents)

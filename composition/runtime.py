@@ -1,8 +1,9 @@
 """Composition of the stages for `trygg up` and the single-stage commands.
 
-Resolves the broker and the database (embedded when no URL is given), applies
-migrations, loads the registry (with a local copy for starts while PostgreSQL is down)
-and keeps it fresh when `trygg registry load` changes it from another process.
+Resolves the broker and the database (embedded when no URL is given), opens the pool
+every storage call takes (storage/__init__.py), applies migrations, loads the registry
+(with a local copy for starts while PostgreSQL is down) and keeps it fresh when `trygg
+registry load` changes it from another process.
 """
 
 from __future__ import annotations
@@ -17,14 +18,15 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from composition.broker import EmbeddedBroker
 from gateway import Gateway, GatewayConfig
 from mqtt import BrokerAddress, Protocol, tls_context
-from storage import load_registry_text, migrate, start_embedded_postgres
+from storage import Pool, load_registry_text, migrate, start_embedded_postgres
 from trygg.errors import SettingsError
 from trygg.logging import get_logger
-from trygg.pipeline import EventSink, discard
+from trygg.pipeline import NO_EMERGENCIES, EmergencyState, EventSink, discard
 from trygg.registry import Registry, validate_registry_json
 from trygg.settings import Settings
 from trygg.watchdog import WatchedThread
@@ -32,6 +34,55 @@ from trygg.watchdog import WatchedThread
 log = get_logger("trygg")
 
 REGISTRY_POLL_S = 2.0
+#: how long a caller waits for a connection of the pool before PostgreSQL counts as down
+POOL_TIMEOUT_S = 3.0
+#: a connection attempt the pool repeats (with its own growing delay) is given up after
+#: this long and begun anew by the next caller: after an outage the pool reconnects within
+#: seconds, however long the outage was
+POOL_RECONNECT_S = 10.0
+#: connections of a stage's pool besides those its gateway writers hold: the alert
+#: writer's, and one each for start-up loads, the registry watcher and snapshots
+POOL_SPARE = 4
+
+
+def open_pool(conninfo: str, size: int = POOL_SPARE, *, name: str = "trygg") -> Pool:
+    """The pool of a process's stages, opened: its `size` connections are made in the
+    background (so the writers find theirs ready), and PostgreSQL being down at start is
+    not an error here but at the first call that needs it."""
+    pool: Pool = ConnectionPool(
+        conninfo, min_size=size, max_size=size, open=False, name=name, timeout=POOL_TIMEOUT_S,
+        reconnect_timeout=POOL_RECONNECT_S, check=ConnectionPool.check_connection,
+        kwargs={"connect_timeout": int(POOL_TIMEOUT_S)},
+    )
+    pool.open(wait=False)
+    return pool
+
+
+def open_database(settings: Settings, size: int = POOL_SPARE) -> Pool:
+    """`resolve_database`, `open_pool` and the migrations not yet applied. A database
+    that cannot be reached is a `psycopg.OperationalError` saying why (the pool only
+    says that it got no connection in time)."""
+    conninfo = resolve_database(settings)
+    pool = open_pool(conninfo, size)
+    try:
+        applied = apply_migrations(pool, conninfo)
+    except BaseException:
+        pool.close()
+        raise
+    if applied:
+        log.info("migrations applied", migrations=applied)
+    return pool
+
+
+def apply_migrations(pool: Pool, conninfo: str) -> list[str]:
+    """`storage.migrate`; when the pool gets no connection in time, one connection of
+    its own raises the reason (refused, unknown host, bad password) for the operator."""
+    try:
+        return migrate(pool)
+    except PoolTimeout:
+        with psycopg.connect(conninfo, connect_timeout=int(POOL_TIMEOUT_S)):
+            pass
+        raise
 
 
 def resolve_database(settings: Settings) -> str:
@@ -93,7 +144,7 @@ def _cache_path(settings: Settings) -> Path:
     return settings.data_dir / "registry.json"
 
 
-def open_registry(conninfo: str, settings: Settings) -> Registry:
+def open_registry(pool: Pool, settings: Settings) -> Registry:
     """The registry from PostgreSQL, else the local copy of the last one seen.
 
     The document is kept as the database's text in the local copy, not re-serialised:
@@ -101,7 +152,7 @@ def open_registry(conninfo: str, settings: Settings) -> Registry:
     """
     cache = _cache_path(settings)
     try:
-        with psycopg.connect(conninfo, connect_timeout=3) as conn:
+        with pool.connection() as conn:
             text = load_registry_text(conn)
     except psycopg.OperationalError as exc:
         if cache.exists():
@@ -122,9 +173,9 @@ def open_registry(conninfo: str, settings: Settings) -> Registry:
 class RegistryWatcher:
     """Polls `trygg.registry.loaded_at` and calls back with each new registry."""
 
-    def __init__(self, conninfo: str, settings: Settings,
+    def __init__(self, pool: Pool, settings: Settings,
                  on_change: Callable[[Registry], None]) -> None:
-        self._conninfo = conninfo
+        self._pool = pool
         self._settings = settings
         self._on_change = on_change
         self._seen: datetime | None = None
@@ -140,7 +191,7 @@ class RegistryWatcher:
 
     def _loaded_at(self) -> datetime | None:
         try:
-            with psycopg.connect(self._conninfo, connect_timeout=3) as conn:
+            with self._pool.connection() as conn:
                 row = conn.execute("SELECT loaded_at FROM trygg.registry WHERE id = 1").fetchone()
         except psycopg.Error:
             return self._seen
@@ -152,7 +203,7 @@ class RegistryWatcher:
             if loaded is not None and loaded != self._seen:
                 self._seen = loaded
                 try:
-                    reg = open_registry(self._conninfo, self._settings)
+                    reg = open_registry(self._pool, self._settings)
                 except psycopg.Error:
                     continue
                 except Exception:  # a registry this version cannot read: keep the one running
@@ -169,7 +220,7 @@ class Ingest:
     gateway: Gateway
     watcher: RegistryWatcher
     broker: Broker
-    conninfo: str
+    pool: Pool
     listeners: list[Callable[[Registry], None]] = field(default_factory=list)
 
     def stop_gateway(self) -> None:
@@ -185,29 +236,24 @@ class Ingest:
 
 def start_ingest(
     settings: Settings,
+    pool: Pool,
     sink: EventSink = discard,
-    conninfo: str | None = None,
     broker: Broker | None = None,
-    emergency_open: Callable[[str], bool] = lambda resident_id: False,
+    emergencies: EmergencyState = NO_EMERGENCIES,
     registry: Registry | None = None,
     loop: asyncio.AbstractEventLoop | None = None,
 ) -> Ingest:
-    """Database, migrations, registry, broker and gateway, started in that order.
+    """Registry, broker and gateway, started in that order, on a migrated database.
 
     With `loop` (not this thread's) the gateway receives on it, else on a loop of its own.
     """
-    if conninfo is None:
-        conninfo = resolve_database(settings)
-        applied = migrate(conninfo)
-        if applied:
-            log.info("migrations applied", migrations=applied)
     if registry is None:
-        registry = open_registry(conninfo, settings)
+        registry = open_registry(pool, settings)
     broker = broker or resolve_broker(settings)
     account = broker.address.account("gateway")  # trygg-gateway: the session is its own
     config = GatewayConfig.from_settings(settings, client_id=account.client_id(f"{settings.mqtt_client_id}-gateway"),
                                          protocol=broker.protocol)
-    gateway = Gateway(account, conninfo, registry, config, sink=sink, emergency_open=emergency_open, loop=loop)
+    gateway = Gateway(account, pool, registry, config, sink=sink, emergencies=emergencies, loop=loop)
     listeners: list[Callable[[Registry], None]] = []
 
     def on_change(reg: Registry) -> None:
@@ -215,7 +261,7 @@ def start_ingest(
         for listener in listeners:
             listener(reg)
 
-    ingest = Ingest(gateway, RegistryWatcher(conninfo, settings, on_change), broker, conninfo, listeners)
+    ingest = Ingest(gateway, RegistryWatcher(pool, settings, on_change), broker, pool, listeners)
     gateway.start()
     ingest.watcher.start()
     log.info("gateway running", broker=broker.url, residents=len(registry.residents),

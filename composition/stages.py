@@ -31,11 +31,11 @@ from typing import Any
 
 from alerts import AlertStage
 from composition.app import restore_rules
-from composition.runtime import Broker, open_registry, resolve_broker, resolve_database
+from composition.runtime import Broker, open_database, open_registry, resolve_broker
 from gateway import Validator
 from mqtt import Client, Message, Subscriber
 from processors import Processor, ProcessorStage
-from storage import migrate
+from storage import Pool
 from trygg.contract import AlertKind, InvalidMessage, utcnow
 from trygg.logging import get_logger
 from trygg.pipeline import AlertIntent, intent_from_wire, intent_to_wire, internal_topic
@@ -77,20 +77,27 @@ async def _until_signalled() -> None:
     await stop.wait()
 
 
-async def _prepare(settings: Settings, role: str, stack: AsyncExitStack) -> tuple[str, Registry, Broker, Client]:
-    """Database (migrated), registry, broker, and a publisher of this stage's own,
-    connected (BrokerUnavailable) until `stack` closes."""
-    conninfo = await asyncio.to_thread(resolve_database, settings)
-    await asyncio.to_thread(migrate, conninfo)
-    registry = await asyncio.to_thread(open_registry, conninfo, settings)
+async def _prepare(settings: Settings, pool: Pool, role: str,
+                   stack: AsyncExitStack) -> tuple[Registry, Broker, Client]:
+    """Registry, broker, and a publisher of this stage's own, connected
+    (BrokerUnavailable) until `stack` closes."""
+    registry = await asyncio.to_thread(open_registry, pool, settings)
     broker = await asyncio.to_thread(resolve_broker, settings)
     out = await stack.enter_async_context(_publisher(settings, broker, role))
-    return conninfo, registry, broker, out
+    return registry, broker, out
 
 
 async def run_processors(settings: Settings) -> None:
+    pool = await asyncio.to_thread(open_database, settings)
+    try:
+        await _run_processors(settings, pool)
+    finally:
+        await asyncio.to_thread(pool.close)
+
+
+async def _run_processors(settings: Settings, pool: Pool) -> None:
     stack = AsyncExitStack()
-    conninfo, registry, broker, out = await _prepare(settings, "processors", stack)
+    registry, broker, out = await _prepare(settings, pool, "processors", stack)
     addr = broker.address.account("processors")
     topic = internal_topic(settings.mqtt_prefix, "intents")
 
@@ -100,7 +107,7 @@ async def run_processors(settings: Settings) -> None:
 
     processor = Processor(registry, offline_debounce=timedelta(seconds=settings.offline_debounce_s))
     stage = ProcessorStage(processor, publish)
-    await asyncio.to_thread(restore_rules, processor, conninfo, publish)
+    await asyncio.to_thread(restore_rules, processor, pool, publish)
     validator = Validator(registry, settings.mqtt_prefix)
     loop = asyncio.get_running_loop()
     closed_topic = internal_topic(settings.mqtt_prefix, "alert-closed")
@@ -138,17 +145,33 @@ async def run_processors(settings: Settings) -> None:
             broker.embedded.stop()
 
 
-async def run_alerts(settings: Settings) -> None:
-    stack = AsyncExitStack()
-    conninfo, registry, broker, out = await _prepare(settings, "alerts", stack)
-    closed_topic = internal_topic(settings.mqtt_prefix, "alert-closed")
+class _ClosedOverBroker:
+    """The `AlertClosed` port of `trygg alerts`: published (QoS 1) on
+    `{prefix}/internal/alert-closed` for `trygg processors`."""
 
-    def alert_closed(resident_id: str, kind: AlertKind | str, device_id: str | None) -> None:
+    def __init__(self, out: Client, topic: str) -> None:
+        self._out = out
+        self._topic = topic
+
+    def alert_closed(self, resident_id: str, kind: AlertKind, device_id: str | None) -> None:
         doc: dict[str, Any] = {"resident_id": resident_id, "kind": str(kind), "device_id": device_id}
-        _publish(out, closed_topic, json.dumps(doc).encode())
+        _publish(self._out, self._topic, json.dumps(doc).encode())
 
-    alerts = AlertStage.from_settings(settings, registry, broker.address, protocol=broker.protocol, conninfo=conninfo,
-                                      alert_closed=alert_closed)
+
+async def run_alerts(settings: Settings) -> None:
+    pool = await asyncio.to_thread(open_database, settings)
+    try:
+        await _run_alerts(settings, pool)
+    finally:
+        await asyncio.to_thread(pool.close)
+
+
+async def _run_alerts(settings: Settings, pool: Pool) -> None:
+    stack = AsyncExitStack()
+    registry, broker, out = await _prepare(settings, pool, "alerts", stack)
+    closed = _ClosedOverBroker(out, internal_topic(settings.mqtt_prefix, "alert-closed"))
+    alerts = AlertStage.from_settings(settings, registry, broker.address, protocol=broker.protocol,
+                                      pool=pool, alert_closed=closed)
     loop = asyncio.get_running_loop()
 
     def on_messages(messages: list[Message], generation: int) -> None:

@@ -78,8 +78,7 @@ def _password_hash(name: str) -> str:
 def _save(name: str, role: Role, teams: list[str], residents: list[str],
           password_hash: str | None) -> tuple[bool, set[str], set[str]]:
     """Write the user: (created, the registry's team ids, its resident ids)."""
-    from composition.runtime import resolve_database
-    from storage import migrate
+    from composition.runtime import open_database
     from storage.users_store import get_user, registry_ids, upsert_user
     from trygg.errors import SettingsError
     from trygg.logging import configure_logging
@@ -91,9 +90,7 @@ def _save(name: str, role: Role, teams: list[str], residents: list[str],
         _fail(f"invalid setting {exc}")
     configure_logging(settings.log_level, settings.log_format)
     try:
-        conninfo = resolve_database(settings)
-        migrate(conninfo)
-        with psycopg.connect(conninfo) as conn:
+        with open_database(settings, 1) as pool, pool.connection() as conn:
             if password_hash is None and get_user(conn, name) is None:
                 _fail(f"user {name!r} is new: give a password with --password-stdin")
             known_teams, known_residents = registry_ids(conn)

@@ -1,9 +1,12 @@
-"""The FastAPI app: `create_app(settings, conninfo, alerts)`.
+"""The FastAPI app: `create_app(settings, conninfo, alerts, pools=...)`.
 
-The lifespan owns the connection pools — staff's, and research's apart from it so that
-research never starves staff (docs/security.md "Research and metrics"); routes get them,
-the alerts port and the caller through `Annotated` dependencies (dashboard/deps.py). Pages (dashboard/pages.py) and
-static files (dashboard/static/) are added when they exist.
+The dashboard reads through two connection pools (`DashboardPools`): staff's, and
+research's apart from it so that research never starves staff (docs/security.md
+"Research and metrics"). The composition root opens them with `open_pools` and passes
+them in (composition/app.py); an app made without them opens its own in its lifespan.
+Routes get them, the alerts port and the caller through `Annotated` dependencies
+(dashboard/deps.py). Pages (dashboard/pages.py) and static files (dashboard/static/)
+are added when they exist.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import contextlib
 import importlib
 import json
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
@@ -70,11 +74,42 @@ def _pages_router() -> Any | None:
     return getattr(module, "router", None)
 
 
+@dataclass(frozen=True, slots=True)
+class DashboardPools:
+    """Staff's pool, and research's (its own role settings and limits, dashboard/research.py)."""
+
+    staff: AsyncConnectionPool
+    research: AsyncConnectionPool
+
+
+@asynccontextmanager
+async def open_pools(settings: Settings, conninfo: str, *, min_size: int = 1, max_size: int = 10,
+                     timeout_s: float = 5.0) -> AsyncIterator[DashboardPools]:
+    """Open both pools (connecting in the background: PostgreSQL may be down) and close
+    them on the way out. `timeout_s`: how long a request waits for a staff connection
+    before it answers 503."""
+    staff = AsyncConnectionPool(
+        conninfo, min_size=min_size, max_size=max_size, max_waiting=256, timeout=timeout_s,
+        open=False, name="dashboard", check=AsyncConnectionPool.check_connection,
+    )
+    research = open_research_pool(settings, conninfo)
+    await staff.open(wait=False)
+    try:
+        await research.open(wait=False)
+        try:
+            yield DashboardPools(staff, research)
+        finally:
+            await research.close()
+    finally:
+        await staff.close()
+
+
 def create_app(
     settings: Settings,
     conninfo: str,
     alerts: AlertsPort | None = None,
     *,
+    pools: DashboardPools | None = None,
     broker_state: StateProbe | None = None,
     db_state: StateProbe | None = None,
     sse_ping_s: float = 15.0,
@@ -91,6 +126,9 @@ def create_app(
 
     - `conninfo`: PostgreSQL URL; run as a member of role `trygg_app` in production
       (docs/privacy.md).
+    - `pools`: the pools opened by the caller with `open_pools` (it closes them too);
+      None opens them for the app's lifetime, `pool_min_size`, `pool_max_size` and
+      `db_timeout_s` sizing staff's.
     - `alerts`: the alerts stage as an `AlertsPort`; None answers the alert routes with
       503 and reads open alerts for `/status` from trygg.alerts.
     - `broker_state`, `db_state`: callables for `/healthz` returning True/False (or
@@ -119,15 +157,11 @@ def create_app(
                              connect_timeout_s=db_timeout_s)
         audit_log.open()  # no journal, no dashboard: every read must be logged
         state.audit = audit_log
-        pool = AsyncConnectionPool(
-            conninfo, min_size=pool_min_size, max_size=pool_max_size, max_waiting=256, timeout=db_timeout_s,
-            open=False, name="dashboard", check=AsyncConnectionPool.check_connection,
-        )
-        await pool.open(wait=False)
-        state.pool = pool
-        research_pool = open_research_pool(settings, conninfo)
-        await research_pool.open(wait=False)
-        state.research_pool = research_pool
+        owned = AsyncExitStack()
+        opened = pools if pools is not None else await owned.enter_async_context(open_pools(
+            settings, conninfo, min_size=pool_min_size, max_size=pool_max_size, timeout_s=db_timeout_s))
+        pool = state.pool = opened.staff
+        state.research_pool = opened.research
         flusher = asyncio.create_task(audit_log.run(), name="dashboard.audit-flusher")
         try:
             try:
@@ -147,8 +181,7 @@ def create_app(
             state.audit = None
             state.pool = None
             state.research_pool = None
-            await research_pool.close()
-            await pool.close()
+            await owned.aclose()
 
     app = FastAPI(
         title="Trygg",
@@ -205,4 +238,4 @@ def create_app(
     return app
 
 
-__all__ = ["create_app"]
+__all__ = ["DashboardPools", "create_app", "open_pools"]

@@ -34,7 +34,7 @@ from gateway.durable import DurableWriter, Pending
 from gateway.spool import Record, Spool
 from gateway.validate import Validator
 from mqtt import BrokerAddress, LoopThread, Message, Subscriber
-from storage import DeadLetter, EventStore, StatusRow
+from storage import DeadLetter, EventStore, Pool, StatusRow
 from trygg.contract import (
     Event,
     EventType,
@@ -44,7 +44,7 @@ from trygg.contract import (
     utcnow,
 )
 from trygg.logging import get_logger
-from trygg.pipeline import DeviceStatus, EventSink, discard
+from trygg.pipeline import NO_EMERGENCIES, DeviceStatus, EmergencyState, EventSink, discard
 from trygg.registry import Registry
 from trygg.watchdog import watch_task
 
@@ -85,12 +85,12 @@ class Gateway:
     def __init__(
         self,
         broker: BrokerAddress,
-        conninfo: str,
+        pool: Pool,
         registry: Registry,
         config: GatewayConfig,
         *,
         sink: EventSink = discard,
-        emergency_open: Callable[[str], bool] = lambda resident_id: False,
+        emergencies: EmergencyState = NO_EMERGENCIES,
         clock: Callable[[], datetime] = utcnow,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
@@ -98,7 +98,7 @@ class Gateway:
         self._config = config
         self._prefix = prefix = config.prefix
         self._sink = sink
-        self._validator = Validator(registry, prefix, emergency_open)
+        self._validator = Validator(registry, prefix, emergencies)
         self._clock = clock
         self._loop = loop
         self._loop_thread: LoopThread | None = None
@@ -120,7 +120,7 @@ class Gateway:
         orphans = [Spool(d) for d in sorted(spool_dir.glob("shard-*")) if d not in shard_dirs]
         self.writers = [
             DurableWriter(
-                EventStore(conninfo), Spool(shard_dir), self._ack,
+                EventStore(pool), Spool(shard_dir), self._ack,
                 batch_max=config.batch_max, batch_wait_s=config.batch_wait_s,
                 queue_max=max(config.queue_max // writers, 100), retry_s=config.retry_s,
                 orphans=orphans if i == 0 else (), on_room=self._room,

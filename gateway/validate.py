@@ -6,7 +6,6 @@ process of its own (which only needs the valid events).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -24,7 +23,7 @@ from trygg.contract import (
     parse_topic,
 )
 from trygg.logging import get_logger
-from trygg.pipeline import DeviceStatus
+from trygg.pipeline import NO_EMERGENCIES, DeviceStatus, EmergencyState
 from trygg.registry import Registry, Resident
 
 log = get_logger("trygg.gateway")
@@ -49,16 +48,18 @@ def location_basis_valid(resident: Resident, at: datetime) -> bool:
 
 class Validator:
     """`accept` returns the valid event or status, None for a position that may not be
-    used (DESIGN.md §7), or raises InvalidMessage with the reason."""
+    used (DESIGN.md §7), or raises InvalidMessage with the reason.
 
-    def __init__(self, registry: Registry, prefix: str,
-                 emergency_open: Callable[[str], bool] = lambda resident_id: False) -> None:
+    `emergencies` tells whether a resident's alarm or fall alert is open: then their
+    positions are used without a location basis (docs/privacy.md)."""
+
+    def __init__(self, registry: Registry, prefix: str, emergencies: EmergencyState = NO_EMERGENCIES) -> None:
         self._prefix = prefix
         self._devices = device_index(registry)
         #: parsed topics of registered devices (a fleet's topics repeat every minute);
         #: at most two a device, renewed with the registry
         self._topics: dict[str, Topic] = {}
-        self._emergency_open = emergency_open
+        self._emergencies = emergencies
 
     def set_registry(self, registry: Registry) -> None:
         # one assignment each, safe across threads: a cached topic is a parse of its
@@ -97,7 +98,7 @@ class Validator:
         the position is treated as having no basis: neither used nor stored, not even as
         a dead letter (DESIGN.md §7)."""
         try:
-            return self._emergency_open(resident_id)
+            return self._emergencies.emergency_open(resident_id)
         except Exception:
             log.exception("could not tell whether an emergency is open; position discarded")
             return False

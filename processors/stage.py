@@ -139,7 +139,8 @@ class ProcessorStage:
         self._reschedule()
 
     def alert_closed(self, resident_id: str, kind: AlertKind | str, device_id: str | None = None) -> None:
-        """Tell the rules that staff resolved an alert (`Processor.alert_closed`)."""
+        """Tell the rules that staff resolved an alert (`Processor.alert_closed`): the
+        stage is the alert stage's `trygg.pipeline.AlertClosed` port."""
         self._processor.alert_closed(resident_id, kind, device_id)
 
     async def _events(self) -> None:

@@ -1,6 +1,6 @@
 """Rows of `trygg.alerts` and `trygg.alert_transitions`: batch writes and the start-up load.
 
-One `AlertStore` holds one connection and is used from one thread (the alerts stage's
+One `AlertStore` holds one connection of the pool and is used from one thread (the alerts stage's
 writer, or a start-up load). A batch is one transaction. Writes are idempotent, so a
 batch written twice (a journal replayed after a crash) changes nothing the second time:
 
@@ -22,6 +22,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from storage.errors import DatabaseUnavailable
+from storage.pool import Pool
 from trygg.alert import RECORD_FIELDS, Alert, Transition
 from trygg.contract import AlertState
 
@@ -74,15 +75,19 @@ def newest(alerts: Sequence[Alert]) -> list[Alert]:
 
 
 class AlertStore:
-    def __init__(self, conninfo: str, *, connect_timeout: int = 3) -> None:
-        self._conninfo = conninfo
-        self._connect_timeout = connect_timeout
+    """`wait_s`: how long to wait for a connection of the pool; one borrowed connection
+    is kept while it works."""
+
+    def __init__(self, pool: Pool, *, wait_s: float = 3.0) -> None:
+        self._pool = pool
+        self._wait_s = wait_s
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
 
     def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
         if self._conn is None or self._conn.closed or self._conn.broken:
+            self.close()
             try:
-                self._conn = psycopg.connect(self._conninfo, connect_timeout=self._connect_timeout)
+                self._conn = self._pool.getconn(timeout=self._wait_s)
             except psycopg.Error as exc:
                 raise DatabaseUnavailable(str(exc).strip()) from exc
         return self._conn
@@ -141,10 +146,13 @@ class AlertStore:
         return [_transition(row) for row in rows]
 
     def close(self) -> None:
-        if self._conn is not None:
+        """Give the connection back to the pool (which replaces a broken one)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
             with contextlib.suppress(psycopg.Error):
-                self._conn.close()
-            self._conn = None
+                if not conn.closed:
+                    conn.rollback()
+            self._pool.putconn(conn)
 
 
 __all__ = ["AlertStore", "newest"]

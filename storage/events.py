@@ -1,8 +1,9 @@
 """Batch writes of events and dead letters with COPY, idempotent on (device_id, event_id).
 
-One `EventStore` holds one connection and is used from one thread (the gateway's
-writer). A batch is one transaction: either every row of it is durable, or none is and
-`DatabaseUnavailable` tells the caller to spool it.
+One `EventStore` holds one connection, borrowed from the pool once and kept while it
+works (not per batch), and is used from one thread (the gateway's writer). A batch is
+one transaction: either every row of it is durable, or none is and `DatabaseUnavailable`
+tells the caller to spool it.
 
 A re-used id (docs/ingest.md "Re-used ids"): `(device_id, id)` is the de-duplication key,
 but a copy is a re-send only if it also has the same `type` and `ts`. `trygg.event_keys`
@@ -17,16 +18,20 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final, cast
+from typing import Any, Final, cast
 
 import psycopg
 
 from storage.errors import DatabaseUnavailable
+from storage.pool import Pool
 from trygg.contract import MAX_PAYLOAD_BYTES, Event, EventType, rekeyed_id
 from trygg.logging import get_logger
 
 log = get_logger("trygg.storage")
 
+#: how long a writer waits for a connection of the pool (seconds): while PostgreSQL is
+#: down it asks once every retry interval, and spools meanwhile
+CONNECTION_WAIT_S: Final = 1.0
 #: rounds of re-keying in one batch: a re-keyed id is taken again only by a crafted id
 #: (one that already ends in `~` and the same 8 hex digits) or a 32-bit hash collision
 REKEY_ROUNDS: Final = 4
@@ -219,19 +224,24 @@ def _store_rekeyed(cur: psycopg.Cursor[tuple[object, ...]]) -> int:
 
 
 class EventStore:
-    def __init__(self, conninfo: str) -> None:
-        self._conninfo = conninfo
-        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+    def __init__(self, pool: Pool, *, wait_s: float = CONNECTION_WAIT_S) -> None:
+        self._pool = pool
+        self._wait_s = wait_s
+        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
 
-    def _connection(self) -> psycopg.Connection[tuple[object, ...]]:
+    def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
         if self._conn is None or self._conn.closed or self._conn.broken:
+            self.close()
             try:
-                conn = psycopg.connect(self._conninfo, connect_timeout=3)
+                conn = self._pool.getconn(timeout=self._wait_s)
+            except psycopg.Error as exc:  # PoolTimeout: PostgreSQL unreachable
+                raise DatabaseUnavailable(str(exc).strip()) from exc
+            self._conn = conn
+            try:
                 conn.execute(_STAGE)
                 conn.commit()
             except psycopg.Error as exc:
-                raise DatabaseUnavailable(str(exc).strip()) from exc
-            self._conn = conn
+                raise self._lost(exc) from exc
         return self._conn
 
     def ping(self) -> None:
@@ -309,12 +319,19 @@ class EventStore:
             raise self._lost(exc) from exc
 
     def _lost(self, exc: psycopg.Error) -> DatabaseUnavailable:
-        """The connection is gone: close it (the next call connects anew) and say so."""
+        """The connection is gone: close it and hand it back (the pool replaces it; the
+        next call borrows anew) and say so."""
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
         self.close()
         return DatabaseUnavailable(str(exc).strip())
 
     def close(self) -> None:
-        if self._conn is not None:
+        """Give the connection back to the pool (which replaces a broken one)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
             with contextlib.suppress(psycopg.Error):
-                self._conn.close()
-            self._conn = None
+                if not conn.closed:
+                    conn.rollback()
+            self._pool.putconn(conn)

@@ -3,6 +3,7 @@ advisory lock so that two processes starting together do not race."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -10,6 +11,7 @@ from importlib import resources
 import psycopg
 
 from storage.errors import MigrationError
+from storage.pool import Pool
 
 #: pg_advisory_lock key: "trygg" in ASCII.
 _LOCK_KEY = 0x7472796767
@@ -41,38 +43,49 @@ def _pending(conn: psycopg.Connection[tuple[object, ...]]) -> list[Migration] | 
     return [m for m in available() if m.version not in done]
 
 
-def migrate(conninfo: str) -> list[str]:
+def migrate(pool: Pool) -> list[str]:
     """Apply every migration not yet applied; returns the names applied now.
 
     A database that is up to date is only read, so the application's least-privileged
     role (`trygg_app`, docs/privacy.md) can start without rights to create anything.
+    The pool's connection is used in autocommit (each migration is a transaction of its
+    own, the advisory lock a session's) and handed back as it was lent.
     """
-    applied_now: list[str] = []
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        if _pending(conn) == []:
-            return applied_now
-        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
+    with pool.connection() as conn:
+        conn.autocommit = True
         try:
-            conn.execute("CREATE SCHEMA IF NOT EXISTS trygg")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS trygg.schema_migrations ("
-                " version int PRIMARY KEY, name text NOT NULL,"
-                " applied_at timestamptz NOT NULL DEFAULT now())"
-            )
-            done = {row[0] for row in conn.execute("SELECT version FROM trygg.schema_migrations")}
-            for mig in available():
-                if mig.version in done:
-                    continue
-                try:
-                    with conn.transaction():
-                        conn.execute(mig.sql.encode())
-                        conn.execute(
-                            "INSERT INTO trygg.schema_migrations (version, name) VALUES (%s, %s)",
-                            (mig.version, mig.name),
-                        )
-                except psycopg.Error as exc:
-                    raise MigrationError(mig.version, str(exc).strip()) from exc
-                applied_now.append(f"{mig.version:04d}_{mig.name}")
+            return _apply(conn)
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+            with contextlib.suppress(psycopg.Error):  # a broken connection is dropped by the pool
+                conn.autocommit = False
+
+
+def _apply(conn: psycopg.Connection[tuple[object, ...]]) -> list[str]:
+    applied_now: list[str] = []
+    if _pending(conn) == []:
+        return applied_now
+    conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
+    try:
+        conn.execute("CREATE SCHEMA IF NOT EXISTS trygg")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS trygg.schema_migrations ("
+            " version int PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {row[0] for row in conn.execute("SELECT version FROM trygg.schema_migrations")}
+        for mig in available():
+            if mig.version in done:
+                continue
+            try:
+                with conn.transaction():
+                    conn.execute(mig.sql.encode())
+                    conn.execute(
+                        "INSERT INTO trygg.schema_migrations (version, name) VALUES (%s, %s)",
+                        (mig.version, mig.name),
+                    )
+            except psycopg.Error as exc:
+                raise MigrationError(mig.version, str(exc).strip()) from exc
+            applied_now.append(f"{mig.version:04d}_{mig.name}")
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return applied_now

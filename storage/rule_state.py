@@ -6,14 +6,14 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-import psycopg
 from psycopg.types.json import Jsonb
 
+from storage.pool import Pool
 from trygg.contract import Event, EventType
 
 
-def save_rule_state(conninfo: str, saved_at: datetime, state: dict[str, Any]) -> None:
-    with psycopg.connect(conninfo, connect_timeout=3) as conn:
+def save_rule_state(pool: Pool, saved_at: datetime, state: dict[str, Any]) -> None:
+    with pool.connection() as conn:
         conn.execute(
             "INSERT INTO trygg.rule_state (id, saved_at, state) VALUES (1, %s, %s)"
             " ON CONFLICT (id) DO UPDATE SET saved_at = excluded.saved_at, state = excluded.state",
@@ -21,21 +21,22 @@ def save_rule_state(conninfo: str, saved_at: datetime, state: dict[str, Any]) ->
         )
 
 
-def load_rule_state(conninfo: str) -> tuple[datetime, dict[str, Any]] | None:
-    with psycopg.connect(conninfo, connect_timeout=3) as conn:
+def load_rule_state(pool: Pool) -> tuple[datetime, dict[str, Any]] | None:
+    with pool.connection() as conn:
         row = conn.execute("SELECT saved_at, state FROM trygg.rule_state WHERE id = 1").fetchone()
     return (row[0], row[1]) if row else None
 
 
-def last_seen(conninfo: str) -> dict[str, datetime]:
+def last_seen(pool: Pool) -> dict[str, datetime]:
     """When each device was last heard (written by the gateway every few seconds)."""
-    with psycopg.connect(conninfo, connect_timeout=3) as conn:
+    with pool.connection() as conn:
         return dict(conn.execute("SELECT device_id, last_seen FROM trygg.device_status").fetchall())
 
 
-def events_since(conninfo: str, since: datetime, until: datetime) -> Iterator[Event]:
-    """Stored events received in (since, until], in the order they were received."""
-    with psycopg.connect(conninfo, connect_timeout=3) as conn, conn.cursor(name="replay") as cur:
+def events_since(pool: Pool, since: datetime, until: datetime) -> Iterator[Event]:
+    """Stored events received in (since, until], in the order they were received. The
+    connection is held until the iterator is used up or closed (a server-side cursor)."""
+    with pool.connection() as conn, conn.cursor(name="replay") as cur:
         cur.itersize = 5000
         cur.execute(
             "SELECT device_id, event_id, type, ts, received_at, data, resident_id FROM trygg.events"

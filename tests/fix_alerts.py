@@ -26,6 +26,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from alerts import AlertClosed, AlertConfig, AlertStage, Change, ChangeReason
+from tests.fix_db import PoolOf
 from tests.fix_mqtt import MosquittoInstance, set_nodelay
 from tests.helpers import small_registry, wait_for
 from trygg.alert import Alert
@@ -162,15 +163,17 @@ StartStage = Callable[..., Running]
 
 
 @pytest.fixture
-def start_stage(mosquitto: MosquittoInstance, prefix: str, tmp_path: Path) -> Iterator[StartStage]:
+def start_stage(mosquitto: MosquittoInstance, prefix: str, pool_of: PoolOf, tmp_path: Path) -> Iterator[StartStage]:
     running: list[Running] = []
 
     def start(conninfo: str | None = None, *, registry: Registry | None = None,
               alert_closed: AlertClosed | None = None, **settings: Any) -> Running:
+        """A running alert stage; with `conninfo`, on a pool of that database."""
         config = AlertConfig(broker_host=mosquitto.address.host, broker_port=mosquitto.address.port, prefix=prefix,
-                             client_id=f"alerts-{uuid.uuid4().hex[:8]}", conninfo=conninfo,
+                             client_id=f"alerts-{uuid.uuid4().hex[:8]}",
                              journal_dir=tmp_path / "alerts", retry_s=0.2, **settings)
-        stage = AlertStage(registry or small_registry(), config, alert_closed=alert_closed)
+        stage = AlertStage(registry or small_registry(), config,
+                           pool=None if conninfo is None else pool_of(conninfo), alert_closed=alert_closed)
         run = Running(stage)
         running.append(run)
         return run

@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -18,7 +18,8 @@ import pytest
 from psycopg import sql
 
 from composition.broker import free_port
-from storage import migrate
+from composition.runtime import open_pool
+from storage import Pool, migrate
 
 ADMIN_URL = os.environ.get("TRYGG_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -90,12 +91,18 @@ def pg_admin_url() -> Iterator[str]:
         instance.destroy()
 
 
+def migrate_url(url: str) -> list[str]:
+    """`storage.migrate` of the database at `url`, through a pool of one connection."""
+    with open_pool(url, 1) as pool:
+        return migrate(pool)
+
+
 def create_database(admin_url: str) -> str:
     name = f"trygg_t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = psycopg.conninfo.make_conninfo(admin_url, dbname=name)
-    migrate(url)
+    migrate_url(url)
     return url
 
 
@@ -123,11 +130,38 @@ def private_postgres() -> Iterator[PostgresInstance]:
     instance.start()
     with psycopg.connect(instance.url(), autocommit=True) as conn:
         conn.execute("CREATE DATABASE trygg")
-    migrate(instance.url("trygg"))
+    migrate_url(instance.url("trygg"))
     try:
         yield instance
     finally:
         instance.destroy()
+
+
+PoolOf = Callable[[str], Pool]
+
+
+@pytest.fixture
+def pool_of() -> Iterator[PoolOf]:
+    """`pool_of(url)`: a pool of that database as the composition root opens one (room
+    for a gateway's writers and a few more), closed at the end of the test."""
+    opened: list[Pool] = []
+
+    def open_(url: str) -> Pool:
+        pool = open_pool(url, 8)
+        opened.append(pool)
+        if _reachable(url):  # else down (the test stopped it): the pool connects when it returns
+            pool.wait(timeout=10)  # all its connections made: nothing more in the background
+        return pool
+
+    yield open_
+    for pool in opened:
+        pool.close()
+
+
+@pytest.fixture
+def pool(database: str, pool_of: PoolOf) -> Pool:
+    """A pool of the test's database."""
+    return pool_of(database)
 
 
 def scalar(url: str, query: str, *args: object) -> object:

@@ -10,30 +10,29 @@ from typing import Any
 import pytest
 
 from gateway import Gateway, GatewayConfig
-from tests.fix_db import scalar
+from tests.fix_db import PoolOf, scalar
 from tests.fix_mqtt import MosquittoInstance
 from tests.helpers import small_registry
-from trygg.pipeline import EventSink, discard
+from trygg.pipeline import NO_EMERGENCIES, EmergencyState, EventSink, discard
 from trygg.registry import Registry
 
 StartGateway = Callable[..., Gateway]
 
 
 @pytest.fixture
-def start_gateway(mosquitto: MosquittoInstance, database: str, prefix: str,
+def start_gateway(mosquitto: MosquittoInstance, database: str, prefix: str, pool_of: PoolOf,
                   tmp_path: Path) -> Iterator[StartGateway]:
-    """`start_gateway(registry=None, conninfo=database, sink=..., emergency_open=..., **config)`: a
-    started Gateway (`config`: GatewayConfig fields).
+    """`start_gateway(registry=None, conninfo=database, sink=..., emergencies=..., **config)`: a
+    started Gateway on a pool of `conninfo` (`config`: GatewayConfig fields).
     All share one client id (one persistent session) and one spool directory, as
     restarts of one Trygg do; each is stopped at the end if the test did not."""
     running: list[Gateway] = []
 
     def start(registry: Registry | None = None, conninfo: str = database, sink: EventSink = discard,
-              emergency_open: Callable[[str], bool] = lambda resident_id: False, **config: Any) -> Gateway:
+              emergencies: EmergencyState = NO_EMERGENCIES, **config: Any) -> Gateway:
         options = {"prefix": prefix, "client_id": f"gw-{prefix.split('/')[0]}", "retry_s": 0.5, **config}
-        gw = Gateway(mosquitto.address, conninfo, registry or small_registry(),
-                     GatewayConfig(tmp_path / "spool", **options), sink=sink,
-                     emergency_open=emergency_open)
+        gw = Gateway(mosquitto.address, pool_of(conninfo), registry or small_registry(),
+                     GatewayConfig(tmp_path / "spool", **options), sink=sink, emergencies=emergencies)
         gw.start()
         running.append(gw)
         return gw

@@ -8,6 +8,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from psycopg_pool import ConnectionPool
+
+from storage import Pool
 from tests.registry_documents import small_registry_yaml
 from trygg.alert import Alert
 from trygg.contract import AlertKind, AlertState, Priority
@@ -17,6 +20,13 @@ T = TypeVar("T")
 
 #: The small registry (tests/registry_documents.py): team east with r-1 and r-2.
 REGISTRY_YAML = small_registry_yaml()
+
+
+def no_database() -> Pool:
+    """A pool that is never opened: every connection asked of it fails at once, as with
+    PostgreSQL down (for units that must not reach a database)."""
+    pool: Pool = ConnectionPool("postgresql://127.0.0.1:9/none", open=False)
+    return pool
 
 
 def small_registry(extra_devices: int = 0) -> Registry:

@@ -69,7 +69,12 @@ def test_resolve_shows_the_final_state_to_connected_handhelds_and_nothing_to_lat
     start_stage: StartStage, handhelds: Callable[[str], Handheld], prefix: str, database: str
 ) -> None:
     closed: list[tuple[str, AlertKind, str | None]] = []
-    run = start_stage(database, alert_closed=lambda r, k, d: closed.append((r, k, d)))
+
+    class Rules:
+        def alert_closed(self, resident_id: str, kind: AlertKind, device_id: str | None) -> None:
+            closed.append((resident_id, kind, device_id))
+
+    run = start_stage(database, alert_closed=Rules())
     east = handhelds(f"{prefix}/teams/east/alerts/+")
     run.call(lambda: run.stage.on_intents([intent()]))
     [opened] = east.wait(lambda m: len(m) >= 1)

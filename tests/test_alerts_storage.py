@@ -19,6 +19,7 @@ import pytest
 
 from alerts import AlertService, Timeouts
 from alerts.persistence import item_of
+from storage import Pool
 from storage.alerts_store import AlertStore
 from tests.fix_alerts import Handheld, StartStage, alerts_of, intent
 from tests.fix_db import PostgresInstance
@@ -35,6 +36,7 @@ import asyncio, sys
 from datetime import datetime
 from pathlib import Path
 from alerts import AlertConfig, AlertStage
+from composition.runtime import open_pool
 from tests.helpers import small_registry
 from trygg.contract import AlertKind, Event, EventType, Priority
 from trygg.pipeline import AlertIntent, IntentAction
@@ -43,8 +45,9 @@ host, port, prefix, conninfo, journal, at = sys.argv[1:7]
 
 async def main() -> None:
     stage = AlertStage(small_registry(), AlertConfig(broker_host=host, broker_port=int(port), prefix=prefix,
-                                                     client_id="alerts-child", conninfo=conninfo,
-                                                     journal_dir=Path(journal), retry_s=0.2))
+                                                     client_id="alerts-child", journal_dir=Path(journal),
+                                                     retry_s=0.2),
+                       pool=open_pool(conninfo))
     runner = asyncio.create_task(stage.run())
     await stage.wait_ready()
     when = datetime.fromisoformat(at)
@@ -173,12 +176,12 @@ def test_a_crash_while_postgres_is_down_loses_no_alert(
     assert {d["event_count"] for d in alerts_of(east.received())} == {1}
 
 
-def test_the_store_keeps_the_newest_version_and_each_transition_once(database: str) -> None:
+def test_the_store_keeps_the_newest_version_and_each_transition_once(database: str, pool: Pool) -> None:
     svc = AlertService(small_registry(), Timeouts())
     [opened] = svc.apply([intent()])
     acked = svc.acknowledge(opened.alert.alert_id, "ola", datetime.now(UTC))
     (rec1, steps1), (rec2, steps2) = item_of(opened), item_of(acked)
-    store = AlertStore(database)
+    store = AlertStore(pool)
     try:
         store.write([rec1, rec2], [*steps1, *steps2])
         store.write([rec2], [*steps2])  # a journal replayed after a crash

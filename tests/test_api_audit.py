@@ -156,6 +156,6 @@ def test_trygg_app_creates_event_partitions_but_cannot_touch_the_trigger(world: 
 
 
 def test_trygg_app_can_run_migrate_when_nothing_is_left(world: World) -> None:
-    from storage import migrate
+    from tests.fix_db import migrate_url
 
-    assert migrate(as_app_role(world.url)) == []
+    assert migrate_url(as_app_role(world.url)) == []

@@ -76,9 +76,9 @@ def test_database_down_is_503_and_health_says_so() -> None:
     try:
         with psycopg.connect(server.url(), autocommit=True) as conn:
             conn.execute("CREATE DATABASE trygg")
-        from storage import migrate
+        from tests.fix_db import migrate_url
 
-        migrate(server.url("trygg"))
+        migrate_url(server.url("trygg"))
         from datetime import UTC, datetime
 
         seed(server.url("trygg"), datetime.now(UTC))

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from storage import EventStore
+from storage import EventStore, Pool
 from trygg.contract import Event, EventType, rekeyed_id
 
 pytestmark = pytest.mark.integration
@@ -30,8 +30,8 @@ def rows(url: str) -> list[tuple[str, str, datetime]]:
 
 
 @pytest.fixture
-def store(database: str) -> Iterator[EventStore]:
-    s = EventStore(database)
+def store(pool: Pool) -> Iterator[EventStore]:
+    s = EventStore(pool)
     yield s
     s.close()
 

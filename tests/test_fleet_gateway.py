@@ -10,6 +10,7 @@ import pytest
 
 from gateway import Gateway, GatewayConfig
 from simulators import Fleet, MqttTarget, default_start, run_fleet
+from storage import Pool
 from tests.fix_db import scalar
 from tests.fix_mqtt import MosquittoInstance
 from tests.helpers import wait_for
@@ -18,11 +19,11 @@ from trygg.contract import utcnow
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def test_a_clean_fleet_run_leaves_no_dead_letters(mosquitto: MosquittoInstance, database: str, prefix: str,
-                                                  tmp_path: Path) -> None:
+def test_a_clean_fleet_run_leaves_no_dead_letters(mosquitto: MosquittoInstance, database: str, pool: Pool,
+                                                  prefix: str, tmp_path: Path) -> None:
     # 900× for 6 s: the simulated day starts 1.5 h ago and catches up with now.
     fleet = Fleet(2026, 20, default_start(utcnow(), 900, 6))
-    gateway = Gateway(mosquitto.address, database, fleet.registry(),
+    gateway = Gateway(mosquitto.address, pool, fleet.registry(),
                       GatewayConfig(tmp_path / "spool", prefix=prefix, client_id=f"fleet-{prefix.split('/')[0]}"))
     gateway.start()
     try:

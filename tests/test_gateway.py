@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from gateway import DurableWriter, Gateway, GatewayConfig, Pending, Spool
-from storage import EventStore, save_registry
+from storage import EventStore, Pool, save_registry
 from tests.fix_db import PostgresInstance, scalar
 from tests.fix_gateway import StartGateway, count
 from tests.fix_mqtt import MosquittoInstance, Publisher
@@ -65,7 +65,7 @@ def test_data_is_stored_as_the_device_wrote_it(start_gateway: StartGateway, publ
     assert sorted(rows) == [("e-2", {}), ("e-3", {}), ("e-\\1\t", {"room": 'stue "nord" æ\\x'})]
 
 
-def test_the_store_copies_payload_text_as_it_came(database: str) -> None:
+def test_the_store_copies_payload_text_as_it_came(database: str, pool: Pool) -> None:
     """At the store, with no row-by-row retry to hide a bad COPY row: payload text with
     tabs, line breaks and backslashes (also in the id) is stored, and so is an event
     without payload text (from the spool), from its `data`."""
@@ -80,7 +80,7 @@ def test_the_store_copies_payload_text_as_it_came(database: str) -> None:
     events.append(Event("d-1-motion", "e-3", EventType.MOTION, now, now, {"room": "stue"}))  # no text
     for ev in events:
         ev.resident_id = "r-1"
-    store = EventStore(database)
+    store = EventStore(pool)
     try:
         assert store.write(events) == 3
     finally:
@@ -96,8 +96,9 @@ class FaultOnce(EventStore):
     error while the writer brings the database into use), `batch` (an unexpected error
     writing a batch) or `touch` (an unexpected error writing last-heard times)."""
 
-    def __init__(self, conninfo: str, fault: str) -> None:
-        super().__init__(conninfo)
+    def __init__(self, pool: Pool, conninfo: str, fault: str) -> None:
+        super().__init__(pool)
+        self._conninfo = conninfo
         self.fault: str | None = fault
 
     def ensure_partitions(self) -> None:
@@ -126,14 +127,14 @@ class FaultOnce(EventStore):
 
 @pytest.mark.parametrize("fault", ["cut", "check", "batch", "touch"])
 def test_the_writer_thread_survives_a_lost_connection_or_an_unexpected_error(
-    database: str, tmp_path: Path, fault: str, monkeypatch: pytest.MonkeyPatch
+    database: str, pool: Pool, tmp_path: Path, fault: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Whatever goes wrong on its way to PostgreSQL, the writer takes it as the database
     being down: it spools, acknowledges, and stores everything once a retry succeeds. Its
     thread does not end (an ended writer stores and acknowledges nothing more)."""
     monkeypatch.setattr("gateway.durable.TOUCH_INTERVAL_S", 0.0)  # last-heard times after every batch
     acked: list[int] = []
-    writer = DurableWriter(FaultOnce(database, fault), Spool(tmp_path / "spool"),
+    writer = DurableWriter(FaultOnce(pool, database, fault), Spool(tmp_path / "spool"),
                            lambda mids, generation: acked.extend(mids), retry_s=0.2)
     now = datetime.now(UTC)
     events = [Event("d-1-motion", f"e-{i}", EventType.MOTION, now, now, {"room": "stue"}) for i in range(6)]
@@ -406,7 +407,7 @@ def test_an_alarm_that_arrives_during_a_long_read_overtakes_the_rest_of_it(
 
 
 def test_a_spool_left_by_another_writer_count_is_replayed(
-    mosquitto: MosquittoInstance, database: str, prefix: str, tmp_path: Path
+    mosquitto: MosquittoInstance, database: str, pool: Pool, prefix: str, tmp_path: Path
 ) -> None:
     from gateway import Spool
     from trygg.contract import Event, EventType
@@ -414,7 +415,7 @@ def test_a_spool_left_by_another_writer_count_is_replayed(
     now = datetime.now(UTC)
     Spool(tmp_path / "spool" / "shard-7").append(
         [Event("d-1-alarm", f"old-{i}", EventType.HEARTBEAT, now, now, {}, "r-1") for i in range(5)])
-    gw = Gateway(mosquitto.address, database, small_registry(),
+    gw = Gateway(mosquitto.address, pool, small_registry(),
                  GatewayConfig(tmp_path / "spool", prefix=prefix, client_id=f"o{prefix.split('/')[0]}", writers=2))
     gw.start()
     try:
@@ -425,7 +426,7 @@ def test_a_spool_left_by_another_writer_count_is_replayed(
 
 
 def test_a_spool_of_the_previous_version_is_replayed_once_and_removed(
-    mosquitto: MosquittoInstance, database: str, prefix: str, tmp_path: Path
+    mosquitto: MosquittoInstance, database: str, pool: Pool, prefix: str, tmp_path: Path
 ) -> None:
     """An operator may upgrade while PostgreSQL is down: the JSON-lines spool left by the
     previous version (a torn write glued to the next record included) is stored, once,
@@ -440,7 +441,7 @@ def test_a_spool_of_the_previous_version_is_replayed_once_and_removed(
     (shard / "spool.jsonl").write_bytes(done + records[2] + b"\n" + records[3][:30] + records[4] + b"\n"
                                         + records[5] + b"\n")
     (shard / "replayed.offset").write_text(str(len(done)))
-    gw = Gateway(mosquitto.address, database, small_registry(),
+    gw = Gateway(mosquitto.address, pool, small_registry(),
                  GatewayConfig(tmp_path / "spool", prefix=prefix, client_id=f"l{prefix.split('/')[0]}", writers=1))
     gw.start()
     try:
@@ -458,8 +459,12 @@ def test_positions_without_legal_basis_are_not_stored_or_used_unless_an_emergenc
 ) -> None:
     emergency: set[str] = set()
     handed: list[str] = []
-    start_gateway(sink=lambda item: handed.append(getattr(item, "event_id", "")),
-                  emergency_open=lambda resident_id: resident_id in emergency)
+
+    class Emergencies:
+        def emergency_open(self, resident_id: str) -> bool:
+            return resident_id in emergency
+
+    start_gateway(sink=lambda item: handed.append(getattr(item, "event_id", "")), emergencies=Emergencies())
     fix = {"lat": 59.91, "lon": 10.75, "accuracy_m": 10}
     publisher.publish_all([
         (f"{prefix}/devices/d-1-gps/events", event("with-basis", "location", fix)),

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from gateway.dead_letters import DeadLetterLimits, DeadLetters
 from gateway.validate import Validator
-from storage import EventStore
+from storage import EventStore, Pool
 from tests.registry_documents import ingest_registry_yaml
 from trygg.contract import Event, EventType, InvalidMessage
 from trygg.registry import parse_registry
@@ -177,9 +177,9 @@ def event_documents(draw: st.DrawFn) -> tuple[str, bytes]:
 class Ingest:
     """Validation as the gateway does it, then the store, against one database."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pool: Pool) -> None:
         self.validator = Validator(REGISTRY, PREFIX)
-        self.store = EventStore(url)
+        self.store = EventStore(pool)
         self.conn = psycopg.connect(url, autocommit=True)
         # no limits here: every dead letter is built and stored whole, as the first ones are
         self.dead_letters = DeadLetters(PREFIX, DeadLetterLimits(source_burst=1e9, total_burst=1e9,
@@ -211,8 +211,8 @@ class Ingest:
 
 
 @pytest.fixture
-def ingest(database: str) -> Iterator[Ingest]:
-    checker = Ingest(database)
+def ingest(database: str, pool: Pool) -> Iterator[Ingest]:
+    checker = Ingest(database, pool)
     try:
         yield checker
     finally:

@@ -17,7 +17,7 @@ import pytest
 
 from gateway import Gateway, GatewayConfig
 from storage.local_log import degraded
-from tests.fix_db import PostgresInstance, scalar
+from tests.fix_db import PoolOf, PostgresInstance, scalar
 from tests.fix_disk import SmallDisk, fill, free_bytes
 from tests.fix_mqtt import MosquittoInstance, Publisher
 from tests.helpers import event, small_registry, wait_for
@@ -67,11 +67,11 @@ def count(url: str) -> int:
 
 
 @pytest.fixture
-def outage(mosquitto: MosquittoInstance, private_postgres: PostgresInstance, prefix: str,
+def outage(mosquitto: MosquittoInstance, private_postgres: PostgresInstance, pool_of: PoolOf, prefix: str,
            tmp_path: Path, small_disk: SmallDisk) -> Iterator[tuple[Gateway, Stream, Path]]:
     """A gateway whose spool is on a 1 MiB tmpfs, connected, then PostgreSQL stopped."""
     spool_dir = small_disk(tmp_path / "spool", "1m")
-    gw = Gateway(mosquitto.address, private_postgres.url("trygg"), small_registry(),
+    gw = Gateway(mosquitto.address, pool_of(private_postgres.url("trygg")), small_registry(),
                  GatewayConfig(spool_dir, prefix=prefix, client_id=f"fd{prefix.split('/')[0]}", retry_s=0.2,
                                batch_max=200))
     gw.start()

@@ -5,6 +5,14 @@ gateway → processors: every valid `Event` and every `DeviceStatus`, through an
 A sink must not block: it hands the item to its own loop or queue and returns.
 
 processors → alerts: `AlertIntent`s (open / attach / cancel).
+
+Two ports run against that flow; the composition root (composition/app.py) wires them:
+
+- alerts → processors: `AlertClosed`. Staff resolved an alert, so the rules that
+  raised it may raise it again (the processors stage implements it).
+- alerts → gateway: `EmergencyState`. Whether a resident has an open or acknowledged
+  alarm or fall alert: their positions are then used even without a location basis
+  (docs/privacy.md). The gateway asks it for every position it receives.
 """
 
 from __future__ import annotations
@@ -33,6 +41,29 @@ class EventSink(Protocol):
 
 def discard(item: Event | DeviceStatus) -> None:
     """A sink that does nothing with what it gets (the gateway run alone)."""
+
+
+class AlertClosed(Protocol):
+    """Told when staff resolve an alert (called on the alert stage's loop)."""
+
+    def alert_closed(self, resident_id: str, kind: AlertKind, device_id: str | None) -> None: ...
+
+
+class EmergencyState(Protocol):
+    """Whether an alarm or fall alert of a resident is open or acknowledged. Asked from
+    the gateway's receiving thread for every position: it must answer at once."""
+
+    def emergency_open(self, resident_id: str) -> bool: ...
+
+
+class NoEmergencies:
+    """`EmergencyState` of a gateway run without the alerts stage: no alert is open."""
+
+    def emergency_open(self, resident_id: str) -> bool:
+        return False
+
+
+NO_EMERGENCIES: EmergencyState = NoEmergencies()
 
 
 class IntentAction(StrEnum):

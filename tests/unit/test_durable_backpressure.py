@@ -13,6 +13,7 @@ from pathlib import Path
 from gateway import DurableWriter, Pending, Spool, SpoolError, metrics
 from gateway.spool import Record
 from storage import EventStore
+from tests.helpers import no_database
 from trygg.contract import Event, EventType
 
 
@@ -24,7 +25,7 @@ def _pending(n: int, start: int) -> Pending:
 
 def test_full_queue_is_reported_and_room_announced_once_half_drained(tmp_path: Path) -> None:
     rooms: list[int] = []
-    writer = DurableWriter(EventStore("postgresql://127.0.0.1:9/none"), Spool(tmp_path / "spool"),
+    writer = DurableWriter(EventStore(no_database()), Spool(tmp_path / "spool"),
                            lambda mids, generation: None, batch_max=100, batch_wait_s=0, queue_max=300,
                            on_room=lambda: rooms.append(1))  # never started: _take is driven here
     assert writer.put(_pending(200, 0)) is False
@@ -58,7 +59,7 @@ class FlakySpool(Spool):
 
 
 def _writer(spool: Spool, acked: list[int]) -> DurableWriter:
-    return DurableWriter(EventStore("postgresql://127.0.0.1:9/none"), spool,
+    return DurableWriter(EventStore(no_database()), spool,
                          lambda mids, generation: acked.extend(mids), batch_wait_s=0, retry_s=0.05)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from gateway import Gateway, GatewayConfig
 from mqtt import BrokerAddress
 from mqtt.wire import Message
-from tests.helpers import event, small_registry
+from tests.helpers import event, no_database, small_registry
 from trygg.contract import Event, rekeyed_id
 from trygg.pipeline import DeviceStatus
 
@@ -25,7 +25,7 @@ def test_a_reused_id_is_handed_on_rekeyed_and_resends_are_not(tmp_path: Path) ->
         if isinstance(item, Event):
             handed.append(f"{item.device_id}/{item.event_id}")
 
-    gateway = Gateway(BrokerAddress("127.0.0.1", 9), "postgresql://127.0.0.1:9/none", small_registry(),
+    gateway = Gateway(BrokerAddress("127.0.0.1", 9), no_database(), small_registry(),
                       GatewayConfig(tmp_path / "spool", prefix=PREFIX, writers=1), sink=sink)  # never started
     old, new = NOW - timedelta(hours=1), NOW
     sent = [("d-1-alarm", event("e-1", "alarm.button", ts=old)),

@@ -12,7 +12,7 @@ import pytest
 from gateway import Gateway, GatewayConfig, ingress
 from mqtt import BrokerAddress
 from mqtt.wire import Message
-from tests.helpers import event, small_registry
+from tests.helpers import event, no_database, small_registry
 from trygg.contract import Event
 from trygg.pipeline import DeviceStatus
 
@@ -24,7 +24,7 @@ def _gateway(tmp_path: Path, handed: list[str]) -> Gateway:
         handed.append(item.event_id if isinstance(item, Event) else f"status {item.device_id}")
 
     # never started: no broker, no database; only the receive path is exercised
-    return Gateway(BrokerAddress("127.0.0.1", 9), "postgresql://127.0.0.1:9/none", small_registry(),
+    return Gateway(BrokerAddress("127.0.0.1", 9), no_database(), small_registry(),
                    GatewayConfig(tmp_path / "spool", prefix=PREFIX, writers=1), sink=sink)
 
 

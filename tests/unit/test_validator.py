@@ -19,10 +19,11 @@ def test_a_position_is_discarded_when_the_emergency_check_fails() -> None:
     """d-2-phone's resident has no location basis: only an open alarm makes the position
     usable. A failing check must neither stop the gateway nor let the position through
     (as an event or as a dead letter holding it)."""
-    def broken(resident_id: str) -> bool:
-        raise RuntimeError("alerts stage not ready")
+    class Broken:
+        def emergency_open(self, resident_id: str) -> bool:
+            raise RuntimeError("alerts stage not ready")
 
-    validator = Validator(small_registry(), PREFIX, emergency_open=broken)
+    validator = Validator(small_registry(), PREFIX, emergencies=Broken())
     now = datetime.now(UTC)
     assert validator.accept(f"{PREFIX}/devices/d-2-phone/events", event("p-1", "location", FIX), now) is None
 
