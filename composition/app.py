@@ -6,8 +6,10 @@ in the callback that read it. Only making events durable runs on threads of its 
 Start-up order: database (the stages' pool) and migrations, registry, broker, alerts
 (restores unresolved alerts), processors (restores rule state from the newest snapshot,
 replays the events stored after it, arms heartbeat supervision from when each device was
-last heard), then the gateway. Shutdown runs the other way (`_stop`), every task by the
-name it was started under.
+last heard), the dashboard (listening), then the gateway; "Trygg is running" is said
+after that, and nothing slow (an import, building the dashboard) runs on the loop
+afterwards. Shutdown runs the other way (`_stop`), every task by the name it was
+started under.
 
 The two ports that run against the flow (trygg/pipeline.py) are wired here: the alert
 stage tells the processors stage of a resolved alert through `LateAlertClosed` (bound
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import importlib
 import signal
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
@@ -248,6 +251,10 @@ async def _run(
         loop.add_signal_handler(sig, stopping.set)
 
     await asyncio.to_thread(restore_rules, services.processor, services.pool, services.alerts.on_intents)
+    if dashboard is not None:
+        # Importing the dashboard takes more than a second of CPU: done here, on a worker
+        # thread before the gateway reads, never on the loop once alarms flow.
+        await asyncio.to_thread(importlib.import_module, "dashboard")
 
     def on_registry(registry: Registry) -> None:  # the registry watcher's thread
         def apply() -> None:
@@ -268,19 +275,22 @@ async def _run(
             alerts = start(services.alerts.run(), "alerts")
             processors = start(services.processors.run(), "processors")
             await services.alerts.wait_ready()
+            served: asyncio.Task[None] | None = None
+            if dashboard is not None:  # listening before the gateway reads: its start-up is not cheap
+                listening = asyncio.Event()
+                served = start(serve_dashboard(services, dashboard, listening), "dashboard")
+                await _until_set(listening, served)
             services.ingest = await asyncio.to_thread(
                 start_ingest, settings, services.pool, services.processors.sink, services.broker,
                 services.emergencies, services.registry, loop)
             services.ingest.listeners.append(on_registry)
             tasks = _Tasks(alerts, processors, start(services.emergencies.run(), "emergencies"),
-                           start(_snapshots(services), "snapshots"))
-            if dashboard is not None:
-                tasks.dashboard = start(serve_dashboard(services, dashboard), "dashboard")
+                           start(_snapshots(services), "snapshots"), served)
             tasks.extra = [start(coro, getattr(coro, "__name__", "extra"))
                            for coro in (extra(services) if extra else [])]
+            _freeze_startup_objects()
             if started is not None:
                 started(services)
-            _freeze_startup_objects()
             await stopping.wait()
             await _stop(services, tasks)
     finally:
@@ -289,6 +299,15 @@ async def _run(
         if services.broker.embedded is not None:
             services.broker.embedded.stop()
         log.info("trygg stopped")
+
+
+async def _until_set(event: asyncio.Event, task: asyncio.Task[None]) -> None:
+    """Wait for `event`, or for `task` to end without setting it."""
+    waiting = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait([waiting, task], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiting.cancel()
 
 
 async def _stop(services: Services, tasks: _Tasks) -> None:
@@ -316,10 +335,13 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-async def serve_dashboard(services: Services, announce: Callable[[str], None]) -> None:
+async def serve_dashboard(services: Services, announce: Callable[[str], None],
+                          listening: asyncio.Event | None = None) -> None:
     """The dashboard on TRYGG_HTTP_HOST:TRYGG_HTTP_PORT (port 0: any free port), in this
     loop, so its alert routes call the alert stage directly. Its two pools (staff's and
-    research's) are opened here and closed when it has stopped."""
+    research's) are opened here and closed when it has stopped. `listening` is set once
+    it accepts connections (or has failed to start). `serve` has imported the dashboard
+    already, on a worker thread."""
     from dashboard import StageAlerts, create_app, open_pools
 
     settings = services.settings
@@ -343,6 +365,8 @@ async def serve_dashboard(services: Services, announce: Callable[[str], None]) -
         if server.started:
             port = server.servers[0].sockets[0].getsockname()[1]
             announce(f"http://{settings.http_host}:{port}/")
+        if listening is not None:
+            listening.set()
         stop = asyncio.create_task(services.stopping.wait())
         await asyncio.wait([task, stop], return_when=asyncio.FIRST_COMPLETED)
         state = getattr(app.state, "trygg", None)
