@@ -1,5 +1,6 @@
 """Alert lifecycle, flood control, escalation timers, and delivery to staff (MQTT, SSE,
-webhooks), with alert rows stored in the background (DESIGN.md §3–§5).
+webhooks), with alert rows stored in the background (docs/contract.md#3-mqtt-contract, #4-rules-and-alerts,
+#5-delivery-guarantees).
 
 `AlertStage` is the stage; `AlertService` its pure, synchronous core.
 """

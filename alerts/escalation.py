@@ -1,4 +1,4 @@
-"""Escalation timers and the chain of teams (DESIGN.md §4).
+"""Escalation timers and the chain of teams (docs/contract.md#4-rules-and-alerts).
 
 An open alert escalates when nobody acknowledges it within its priority's timeout
 (critical 30 s, high 60 s, medium 5 min, low never; `Timeouts` from Settings). Each step

@@ -1,4 +1,4 @@
-"""The lifecycle of one alert (DESIGN.md §4): pure functions, no I/O, `now` passed in.
+"""The lifecycle of one alert (docs/contract.md#4-rules-and-alerts): pure functions, no I/O, `now` passed in.
 
 ```
 open ──acknowledge──▶ acknowledged ──resolve──▶ resolved
@@ -7,7 +7,7 @@ open ──acknowledge──▶ acknowledged ──resolve──▶ resolved
   └──cancel──▶ cancelled ◀─┘ cancel (not with only_if_open)
 ```
 
-Decisions where DESIGN.md is silent:
+Decisions where docs/contract.md is silent:
 
 - **Resolve directly from open is allowed.** A worker who arrives on site may resolve
   without pressing "I take it" first. The acknowledgement is recorded implicitly: two

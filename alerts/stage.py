@@ -1,4 +1,5 @@
-"""`AlertStage`: the asyncio runner of the alerts stage (DESIGN.md §2, §4, §5).
+"""`AlertStage`: the asyncio runner of the alerts stage (docs/contract.md#2-layout-and-data-flow, #4-rules-and-alerts,
+#5-delivery-guarantees).
 
 It owns an `AlertService` (the state), an `AlertPublisher` (MQTT), an `AlertHub`
 (in-process subscribers: the dashboard's SSE), a `WebhookSender`, and an `AlertWriter`

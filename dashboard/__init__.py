@@ -1,5 +1,5 @@
 """The dashboard: FastAPI app with the staff console's API, the relatives' status, the
-research API, administration, sign-in and the audit log (DESIGN.md §6)."""
+research API, administration, sign-in and the audit log (docs/contract.md#6-http-api-and-pages)."""
 
 from dashboard.app import DashboardPools, create_app, open_pools
 from dashboard.authz import Principal

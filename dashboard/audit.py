@@ -1,4 +1,4 @@
-"""The who-accessed-what log (DESIGN.md §7): one row per resident per read, durable before
+"""The who-accessed-what log (docs/contract.md#7-privacy-and-lawful-care): one row per resident per read, durable before
 the response leaves, whether or not PostgreSQL is up.
 
 `AuditLog.record` writes the rows to this dashboard's journal file under

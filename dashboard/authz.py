@@ -1,4 +1,4 @@
-"""Who may do what, in one place (DESIGN.md §6; docs/api.md "Who may call what").
+"""Who may do what, in one place (docs/contract.md#6-http-api-and-pages; docs/api.md "Who may call what").
 
 Two kinds of refusal:
 
@@ -125,7 +125,7 @@ def resident_view(who: Principal, resident: ResidentRow | None, action: Action) 
 
 
 def may_see_location(view: View, resident: ResidentRow, now: datetime) -> bool:
-    """Positions need a valid location basis (DESIGN.md §7); relatives also the
+    """Positions need a valid location basis (docs/contract.md#7-privacy-and-lawful-care); relatives also the
     `relatives_location` consent."""
     if not resident.location_basis_valid(now):
         return False

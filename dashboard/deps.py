@@ -450,7 +450,7 @@ StreamCredential = Annotated[Credential, Depends(get_stream_credential)]
 
 # --- Request parameters shared by the routes --------------------------------------
 
-#: Ids of residents, teams, alerts, devices (DESIGN.md §3).
+#: Ids of residents, teams, alerts, devices (docs/contract.md#3-topics).
 ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 
 

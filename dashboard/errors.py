@@ -13,7 +13,7 @@ from typing import Any, Final
 from pydantic import BaseModel
 
 #: The one body of every 404 about a resident or an alert, whether it does not exist or
-#: the caller may not see it (DESIGN.md §6).
+#: the caller may not see it (docs/contract.md#6-http-api-and-pages).
 NOT_FOUND: Final = "not found"
 WRONG_LOGIN: Final = "wrong username or password"
 

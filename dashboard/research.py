@@ -1,4 +1,4 @@
-"""Research data (DESIGN.md §7, docs/research.md): pseudonyms, windows cut at whole
+"""Research data (docs/contract.md#7-privacy-and-lawful-care, docs/research.md): pseudonyms, windows cut at whole
 buckets, small-group suppression, the research pool, CSV and Parquet encoding.
 
 Which rows a researcher may see at all (consenting residents, pseudonymous ids, coarse
@@ -229,7 +229,7 @@ def csv_rows(rows: Sequence[Sequence[Any]]) -> str:
 @functools.cache
 def parquet_schema() -> pa.Schema:
     """pyarrow is imported on the first Parquet export only: it costs ~60 MiB of memory in
-    every Trygg process otherwise (DESIGN.md §9 memory budget)."""
+    every Trygg process otherwise (docs/contract.md#9-performance-budgets memory budget)."""
     import pyarrow as pa
 
     return pa.schema([

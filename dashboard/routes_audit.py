@@ -1,4 +1,4 @@
-"""The who-accessed-what log for administrators (DESIGN.md §6, §7)."""
+"""The who-accessed-what log for administrators (docs/contract.md#6-http-api-and-pages, #7-privacy-and-lawful-care)."""
 
 from __future__ import annotations
 

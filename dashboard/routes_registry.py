@@ -63,7 +63,7 @@ class RegistryErrorsOut(BaseModel):
 
 _DOCUMENT_SCHEMA: Final = {
     "type": "object",
-    "description": "The registry document of DESIGN.md §3 (teams, residents, users), as JSON or YAML",
+    "description": "The registry document of docs/contract.md §3 (teams, residents, users), as JSON or YAML",
     "additionalProperties": True,
 }
 

@@ -1,6 +1,6 @@
 """Research API (researchers only): counts, response times, export — consenting
 residents only, pseudonymous, windows widened to whole buckets and days, no time finer
-than the hour, small groups suppressed (DESIGN.md §7, docs/research.md "What is
+than the hour, small groups suppressed (docs/contract.md#7-privacy-and-lawful-care, docs/research.md "What is
 guaranteed").
 
 Every query runs on the research pool (`ResearchPool`), never on staff's: a busy

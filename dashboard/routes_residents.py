@@ -59,7 +59,7 @@ class DeviceOut(BaseModel):
 
 
 class ResidentOut(BaseModel):
-    """A resident as in the registry document (DESIGN.md §3)."""
+    """A resident as in the registry document (docs/contract.md#3-registry-file)."""
 
     id: str
     name: str
@@ -165,7 +165,7 @@ async def events(
         resident = await get_resident(conn, resident_id)
         resident_view(who, resident, Action.RESIDENT_EVENTS)
         assert resident is not None
-        # DESIGN.md §7: without a valid location basis, positions are not shown.
+        # docs/contract.md#7-privacy-and-lawful-care: without a valid location basis, positions are not shown.
         with_locations = resident.location_basis_valid(now)
         rows, truncated = await resident_events(conn, resident_id, start, end,
                                                 with_locations=with_locations, limit=limit)

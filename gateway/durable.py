@@ -1,5 +1,5 @@
 """The durability loop: batches received messages, makes them durable in PostgreSQL or
-the local spool, and only then acknowledges them to the broker (DESIGN.md §5).
+the local spool, and only then acknowledges them to the broker (docs/contract.md#5-delivery-guarantees).
 
 It runs in its own thread, which must not end: whatever goes wrong in a round is logged,
 counted (`trygg_gateway_writer_errors`) and tried again, the batch held unacknowledged

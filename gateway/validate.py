@@ -48,7 +48,7 @@ def location_basis_valid(resident: Resident, at: datetime) -> bool:
 
 class Validator:
     """`accept` returns the valid event or status, None for a position that may not be
-    used (DESIGN.md §7), or raises InvalidMessage with the reason.
+    used (docs/contract.md#7-privacy-and-lawful-care), or raises InvalidMessage with the reason.
 
     `emergencies` tells whether a resident's alarm or fall alert is open: then their
     positions are used without a location basis (docs/privacy.md)."""
@@ -96,7 +96,7 @@ class Validator:
     def _emergency(self, resident_id: str) -> bool:
         """Whether an alarm/fall alert of the resident is open. If that cannot be told,
         the position is treated as having no basis: neither used nor stored, not even as
-        a dead letter (DESIGN.md §7)."""
+        a dead letter (docs/contract.md#7-privacy-and-lawful-care)."""
         try:
             return self._emergencies.emergency_open(resident_id)
         except Exception:

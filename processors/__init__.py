@@ -1,4 +1,4 @@
-"""Streaming rules of DESIGN.md §4: one small state machine per resident, one timer heap.
+"""Streaming rules of docs/contract.md#4-rules-and-alerts: one small state machine per resident, one timer heap.
 
 `Processor` is the pure, synchronous facade (events and timers in, `AlertIntent`s out);
 `ProcessorStage` runs it on asyncio between the gateway and the alerts stage. The rule

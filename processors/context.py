@@ -130,7 +130,7 @@ class ResidentContext:
         return local(instant, self.tz).date()
 
     def may_use_location(self, instant: datetime) -> bool:
-        """DESIGN.md §7: positions are used only with a location basis valid that day."""
+        """docs/contract.md#7-privacy-and-lawful-care: positions are used only with a location basis valid that day."""
         basis = self.location_basis
         return basis is not None and basis.valid_on(self.local_date(instant))
 

@@ -26,7 +26,7 @@ from typing import Final
 from zoneinfo import ZoneInfo
 
 DEFAULT_ZONE: Final = "Europe/Oslo"
-#: Daytime for the inactivity rule (DESIGN.md §4): only these local hours count.
+#: Daytime for the inactivity rule (docs/contract.md#4-rules-and-alerts): only these local hours count.
 DAY_START: Final = time(7, 0)
 DAY_END: Final = time(22, 0)
 

@@ -34,7 +34,7 @@ from trygg.registry import Registry, Resident, release_free_memory
 
 STATE_VERSION: Final = 1
 #: after a restart no device is declared offline before this much time has passed, so
-#: the broker can deliver what it queued while Trygg was down (DESIGN.md §9: a backlog is
+#: the broker can deliver what it queued while Trygg was down (docs/contract.md#9-performance-budgets: a backlog is
 #: cleared within 2 minutes)
 RESTART_GRACE: Final = timedelta(minutes=2)
 
@@ -42,7 +42,7 @@ log = get_logger(__name__)
 
 
 class Processor:
-    """The streaming rules of DESIGN.md §4 for every resident of a registry."""
+    """The streaming rules of docs/contract.md#4-rules-and-alerts for every resident of a registry."""
 
     def __init__(self, registry: Registry, *, offline_debounce: timedelta = OFFLINE_DEBOUNCE) -> None:
         """`offline_debounce`: how long a device's `offline` status must hold before it

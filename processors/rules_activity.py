@@ -7,7 +7,7 @@ Who is watched
 What counts as activity
     ``motion``, every ``door.*`` event (opened, closed, unlocked, locked), ``alarm.button``
     and ``alarm.cancel`` (both are the resident pressing a button), and ``location`` — the
-    latter only when the resident has a location basis valid that day (DESIGN.md §7:
+    latter only when the resident has a location basis valid that day (docs/contract.md#7-privacy-and-lawful-care:
     positions are otherwise not used). Heartbeats and battery reports are not activity.
 
 How the hours are counted

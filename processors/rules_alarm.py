@@ -5,7 +5,7 @@ These rules keep no state. Every triggering event is its own condition:
 - ``smoke.detected`` → OPEN ``smoke`` (critical). ``smoke.cleared`` changes nothing: a
   smoke alert ends only when staff resolve it.
 - ``alarm.button`` and ``alarm.auto`` → OPEN ``alarm`` (high), for *every* press, so the
-  alerts stage republishes an attached press at once (DESIGN.md §4).
+  alerts stage republishes an attached press at once (docs/contract.md#4-rules-and-alerts).
 - ``fall.detected`` → OPEN ``fall`` (high).
 - ``alarm.cancel`` → CANCEL ``alarm`` and CANCEL ``fall`` with ``only_if_open=True``:
   the alerts stage cancels the resident's unresolved alert of that kind only if nobody

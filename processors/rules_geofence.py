@@ -1,7 +1,7 @@
 """``geofence_exit``: the resident has left every safe zone.
 
 Only residents with safe zones are watched, and only positions the resident's location
-basis allows on that day (DESIGN.md §7); other ``location`` events are ignored here.
+basis allows on that day (docs/contract.md#7-privacy-and-lawful-care); other ``location`` events are ignored here.
 Fixes are classified with their accuracy circle (`geofence.ZoneSet.classify`):
 
 - an OUTSIDE fix (circle wholly outside every zone) extends the outside run and resets

@@ -16,7 +16,7 @@ There is no task, thread or polling loop per device. A `Scheduler` is a binary h
   entries outnumber live ones. Keys armed at the same deadline fire in the order their
   entries were pushed.
 
-Memory (DESIGN.md §9: 500,000 supervised devices): a key costs its place in one dict
+Memory (docs/contract.md#9-performance-budgets: 500,000 supervised devices): a key costs its place in one dict
 (key → slot number), two machine integers in arrays (deadline and seq of the slot) and
 one heap entry, which is a single Python int packing deadline, seq and slot — about
 150 bytes, where tuples per entry and per slot cost three times that.

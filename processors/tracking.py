@@ -1,7 +1,7 @@
 """Which conditions of one alert kind are currently alerted, for one resident.
 
 The alerts stage keeps at most one unresolved alert per resident and kind and attaches
-further triggers to it (DESIGN.md §4, flood control). A kind can have several *parts*
+further triggers to it (docs/contract.md#4-rules-and-alerts, flood control). A kind can have several *parts*
 that hold at the same time — two doors open too long, two devices silent — so the rules
 keep, per kind, a `Tracked` record:
 
@@ -85,8 +85,8 @@ UNTRACKED = Tracked()
 
 @dataclass(frozen=True, slots=True)
 class PerPart:
-    """One alert per part: `device_offline` and `battery_low` are per device (DESIGN.md
-    §4: "cancelled when the device is heard again"), so each device's condition opens
+    """One alert per part: `device_offline` and `battery_low` are per device (docs/contract.md#4-rules-and-alerts:
+    "cancelled when the device is heard again"), so each device's condition opens
     its own alert with its own source and ends it on its own."""
 
     alerted: tuple[tuple[str, Source], ...] = ()  # (part, source of its OPEN), sorted by part

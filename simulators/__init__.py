@@ -1,4 +1,4 @@
-"""Device simulators speaking the Trygg MQTT contract (DESIGN.md §3).
+"""Device simulators speaking the Trygg MQTT contract (docs/contract.md#3-mqtt-contract).
 
 - a **fleet** of residents with care profiles and a daily rhythm (`Fleet`), deterministic
   for a seed, with the matching registry (`Fleet.registry`, `demo_registry`);

@@ -1,7 +1,7 @@
 """The simulated clock, and the rule that keeps every published `ts` acceptable.
 
 The gateway dead-letters an event whose `ts` is more than 24 h ahead of the time it was
-received, or more than 30 days behind it (DESIGN.md §3). A simulation at `speed` X
+received, or more than 30 days behind it (docs/contract.md#3-mqtt-contract). A simulation at `speed` X
 (simulated seconds per real second) drifts ahead of the wall clock by (X - 1) s every real
 second, so it cannot run fast for ever. The design:
 

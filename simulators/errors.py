@@ -12,7 +12,7 @@ class SimulatorError(TryggError):
 
 
 class ClockError(SimulatorError):
-    """A simulated clock whose events the gateway would refuse (DESIGN.md §3 `ts` window)."""
+    """A simulated clock whose events the gateway would refuse (docs/contract.md#3-events `ts` window)."""
 
     def __init__(self, message: str, *, start: str) -> None:
         super().__init__(message)

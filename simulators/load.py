@@ -1,6 +1,6 @@
 """Load mode: valid events at a fixed rate, or as fast as one process can publish them.
 
-For benchmarks of the ingest path (DESIGN.md §9). The devices are those of
+For benchmarks of the ingest path (docs/contract.md#9-performance-budgets). The devices are those of
 `registry_gen.load_registry(residents)` (load it into Trygg first, or every event is a dead
 letter): each resident has an alarm unit, which sends heartbeats, and a motion sensor,
 which sends `motion` and heartbeats with `battery_pct` in turn. `ts` is the wall clock

@@ -19,7 +19,7 @@ from trygg.contract import DeviceKind
 ROOMS: Final = ("bedroom", "bathroom", "kitchen", "living_room", "hallway")
 
 #: Heartbeat period per device kind, seconds (registry `heartbeat_s`). The alarm unit is
-#: supervised tightly (DESIGN.md §4 default 60 s); battery sensors report less often.
+#: supervised tightly (docs/contract.md#4-rules-and-alerts default 60 s); battery sensors report less often.
 HEARTBEAT_S: Final[dict[DeviceKind, int]] = {
     DeviceKind.ALARM_UNIT: 60,
     DeviceKind.AUTO_ALARM: 300,

@@ -2,7 +2,7 @@
 
 Times inside the simulators are integer milliseconds since the Unix epoch (UTC), so that
 a stream is exactly reproducible; they become RFC 3339 with the resident's UTC offset
-only on the wire (`"2026-11-22T14:03:07.120+01:00"`, DESIGN.md §3).
+only on the wire (`"2026-11-22T14:03:07.120+01:00"`, docs/contract.md#3-mqtt-contract).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""trygg.audit_log, the who-accessed-what log (DESIGN.md §6b, §7): rows in, rows out.
+"""trygg.audit_log, the who-accessed-what log (docs/contract.md#6b-storage-contract, #7-privacy-and-lawful-care): rows
+in, rows out.
 
 Rows arrive from the dashboard's audit journal (dashboard/audit_journal.py), each with
 the id it got when it was journaled; `insert_rows` stores a row once however often the

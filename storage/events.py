@@ -124,7 +124,7 @@ WHERE device_status.status_at IS NULL OR device_status.status_at <= excluded.sta
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A message that broke the contract, kept raw with the reason (DESIGN.md §3)."""
+    """A message that broke the contract, kept raw with the reason (docs/contract.md#3-events)."""
 
     received_at: datetime
     topic: str

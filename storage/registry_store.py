@@ -1,4 +1,4 @@
-"""Saving and loading the registry (DESIGN.md §3): replaced as a whole, in one transaction."""
+"""Saving and loading the registry (docs/contract.md#3-registry-file): replaced as a whole, in one transaction."""
 
 from __future__ import annotations
 

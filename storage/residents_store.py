@@ -41,7 +41,8 @@ class ResidentRow:
             return now.date()
 
     def location_basis_valid(self, now: datetime) -> bool:
-        """A `consent` or `vedtak` basis whose `valid_until` (if any) is not past (DESIGN.md §7)."""
+        """A `consent` or `vedtak` basis whose `valid_until` (if any) is not past
+        (docs/contract.md#7-privacy-and-lawful-care)."""
         basis = self.location_basis
         if not basis or basis.get("kind") not in ("consent", "vedtak"):
             return False

@@ -1,4 +1,4 @@
-"""The audit log (DESIGN.md §7): one row per read of a resident's data, durable before
+"""The audit log (docs/contract.md#7-privacy-and-lawful-care): one row per read of a resident's data, durable before
 the response (in the journal, then in trygg.audit_log); refusals write nothing; nobody
 can change or delete a row."""
 

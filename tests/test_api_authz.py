@@ -1,4 +1,4 @@
-"""The authorization matrix of DESIGN.md §6: every route × every kind of caller.
+"""The authorization matrix of docs/contract.md#6-http-api-and-pages: every route × every kind of caller.
 
 403 when the role may never use the route; 404 — with the very body of a resident or
 alert that does not exist — when the object is not the caller's; 401 for anonymous

@@ -117,7 +117,7 @@ def test_export_of_one_residents_moment_shows_nothing_of_them(world: World) -> N
 
 def test_a_position_without_location_basis_never_reaches_research(world: World) -> None:
     """r-3 has no location basis; its GPS fix was stored because an alarm was open
-    (care only, DESIGN.md §7). Five residents with a basis were at the same place in
+    (care only, docs/contract.md#7-privacy-and-lawful-care). Five residents with a basis were at the same place in
     the same hour. Before: r-3's fix was counted, exported and in research.events."""
     with_basis = ("r-1", "r-2", "r-4", "r-5", "r-6")
     give_location_basis(world, with_basis)

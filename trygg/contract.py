@@ -1,4 +1,4 @@
-"""The wire contract of DESIGN.md §3: topics, event types, device kinds, alert kinds.
+"""The wire contract of docs/contract.md#3-mqtt-contract: topics, event types, device kinds, alert kinds.
 
 Event validation is written by hand rather than with a model class: it runs once per
 event on the ingest hot path, and every refusal must name a precise reason that ends up
@@ -107,7 +107,7 @@ class Role(StrEnum):
 
 ANY_KIND: Final = frozenset(DeviceKind)
 
-#: Which device kinds may send which event type (DESIGN.md §3, "source device").
+#: Which device kinds may send which event type (docs/contract.md#3-events, "source device").
 SOURCE_KINDS: Final[dict[EventType, frozenset[DeviceKind]]] = {
     EventType.ALARM_BUTTON: frozenset({DeviceKind.ALARM_UNIT}),
     EventType.ALARM_AUTO: frozenset({DeviceKind.AUTO_ALARM}),
@@ -181,7 +181,7 @@ class Event:
     text: str = field(default="", repr=False, compare=False)
 
     def ref(self) -> dict[str, Any]:
-        """The `trigger` / `last_event` object of an alert (DESIGN.md §3)."""
+        """The `trigger` / `last_event` object of an alert (docs/contract.md#3-alerts)."""
         return {
             "device_id": self.device_id,
             "event_id": self.event_id,
@@ -256,7 +256,7 @@ def _string(data: dict[str, Any], key: str, *, required: bool) -> None:
 
 
 def check_data(kind: EventType, data: dict[str, Any]) -> None:
-    """Validate `data` for an event type (DESIGN.md §3 table); raises InvalidMessage."""
+    """Validate `data` for an event type (docs/contract.md#3-events table); raises InvalidMessage."""
     if kind is EventType.ALARM_AUTO:
         if data.get("source") not in AUTO_ALARM_SOURCES:
             raise InvalidMessage(

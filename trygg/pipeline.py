@@ -1,4 +1,4 @@
-"""The typed hand-offs between stages (DESIGN.md §2).
+"""The typed hand-offs between stages (docs/contract.md#2-layout-and-data-flow).
 
 gateway → processors: every valid `Event` and every `DeviceStatus`, through an
 `EventSink`, called from the gateway's receiving thread *before* the database commit.

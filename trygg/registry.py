@@ -1,4 +1,4 @@
-"""The registry document of DESIGN.md §3: teams, residents, devices, users, consents.
+"""The registry document of docs/contract.md#3-registry-file: teams, residents, devices, users, consents.
 
 `parse_registry` validates a whole document (YAML or JSON) and either returns a
 `Registry` or raises `RegistryError` listing every problem with its path, e.g.
@@ -52,7 +52,7 @@ def _shared(value: _T, key: Hashable) -> _T:
 
 
 class _Model(BaseModel):
-    """Frozen registry models, compacted as they are validated (DESIGN.md §9: 100,000
+    """Frozen registry models, compacted as they are validated (docs/contract.md#9-performance-budgets: 100,000
     residents × 5 devices).
 
     pydantic keeps per instance the set of fields that were given (216 bytes); these

@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     pseudonym_key: SecretStr = SecretStr(DEMO_SECRET)
     session_secret: SecretStr = SecretStr(DEMO_SECRET)
 
-    # Ingest tuning (DESIGN.md §5, §9).
+    # Ingest tuning (docs/contract.md#5-delivery-guarantees, #9-performance-budgets).
     ingest_writers: int = Field(default=2, ge=1, le=16, description="parallel database writers")
     ingest_batch_max: int = Field(default=2000, ge=1, le=100_000)
     ingest_batch_wait_ms: float = Field(default=5.0, ge=0, le=10_000)
@@ -102,7 +102,7 @@ class Settings(BaseSettings):
     # if the device is still offline this long after it; 0 raises at once.
     offline_debounce_s: float = Field(default=60, ge=0, le=3600)
 
-    # Escalation timeouts in seconds (DESIGN.md §4); shortened in tests.
+    # Escalation timeouts in seconds (docs/contract.md#4-rules-and-alerts); shortened in tests.
     escalate_critical_s: float = Field(default=30, gt=0)
     escalate_high_s: float = Field(default=60, gt=0)
     escalate_medium_s: float = Field(default=300, gt=0)
@@ -205,7 +205,7 @@ class Settings(BaseSettings):
         return self.data_dir / "spool"
 
     def require_real_secrets(self) -> None:
-        """Refuse demo secrets outside `--demo` (DESIGN.md §8)."""
+        """Refuse demo secrets outside `--demo` (docs/contract.md#8-running-it)."""
         for name in ("pseudonym_key", "session_secret"):
             secret: SecretStr = getattr(self, name)
             if secret.get_secret_value() == DEMO_SECRET:

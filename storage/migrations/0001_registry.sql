@@ -1,4 +1,4 @@
--- Registry: teams, residents, devices, users (DESIGN.md §3 registry file).
+-- Registry: teams, residents, devices, users (docs/contract.md#3-registry-file).
 -- The registry is replaced as a whole in one transaction by `trygg registry load`;
 -- `document` keeps the validated document as it was loaded, the other tables are the
 -- same data in columns for people who point psql or Grafana at the database.

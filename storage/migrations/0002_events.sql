@@ -1,5 +1,5 @@
 -- Device events, their de-duplication keys, dead letters and device status
--- (DESIGN.md §5, §6b).
+-- (docs/contract.md#5-delivery-guarantees, #6b-storage-contract).
 
 -- De-duplication on (device_id, event_id). A time-partitioned table (hypertable or
 -- declarative partitions) can only enforce unique keys that contain the partition
@@ -34,7 +34,7 @@ BEGIN
             device_id    text COLLATE "C" NOT NULL,
             event_id     text COLLATE "C" NOT NULL,
             resident_id  text COLLATE "C" NOT NULL,
-            type         text NOT NULL,     -- event type, DESIGN.md §3
+            type         text NOT NULL,     -- event type, docs/contract.md#3-events
             ts           timestamptz NOT NULL,  -- when it happened on the device
             received_at  timestamptz NOT NULL,  -- when the gateway received it
             data         jsonb NOT NULL DEFAULT '{}',

@@ -1,4 +1,5 @@
--- Who read which resident's data (DESIGN.md §7). Rows are only ever inserted.
+-- Who read which resident's data (docs/contract.md#7-privacy-and-lawful-care). Rows are only ever
+-- inserted.
 CREATE TABLE trygg.audit_log (
     id           bigserial PRIMARY KEY,
     at           timestamptz NOT NULL DEFAULT now(),

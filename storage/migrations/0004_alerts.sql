@@ -1,4 +1,5 @@
--- Alerts and their lifecycle (DESIGN.md §4, §6b). Written by the alerts stage through a
+-- Alerts and their lifecycle (docs/contract.md#4-rules-and-alerts, #6b-storage-contract). Written
+-- by the alerts stage through a
 -- background writer; the alert path itself never waits for these tables.
 
 -- One row per alert, upserted on every change. `version` counts the changes of the
@@ -7,7 +8,7 @@ CREATE TABLE trygg.alerts (
     alert_id          text COLLATE "C" PRIMARY KEY,
     resident_id       text COLLATE "C" NOT NULL,
     team_id           text COLLATE "C" NOT NULL,   -- the resident's team when it opened
-    kind              text NOT NULL,               -- alert kind, DESIGN.md §4
+    kind              text NOT NULL,               -- alert kind, docs/contract.md#4-rules-and-alerts
     priority          text NOT NULL,               -- critical | high | medium | low
     state             text NOT NULL
         CHECK (state IN ('open', 'acknowledged', 'resolved', 'cancelled')),

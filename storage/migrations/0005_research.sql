@@ -1,4 +1,5 @@
--- Research views for SQL users (DESIGN.md §6b, §7; docs/research.md).
+-- Research views for SQL users (docs/contract.md#6b-storage-contract, #7-privacy-and-lawful-care;
+-- docs/research.md).
 --
 -- Schema `research` holds views over residents with research consent only. Resident ids
 -- are replaced by pseudonyms, positions are rounded to 2 decimals (~1 km), free text and
@@ -75,7 +76,7 @@ FROM trygg.alerts a
 JOIN trygg.research_residents c ON c.resident_id = a.resident_id;
 
 -- Events per day (Europe/Oslo) and type; days and types with fewer than 5 distinct
--- residents are left out (small groups are suppressed, DESIGN.md §7).
+-- residents are left out (small groups are suppressed, docs/contract.md#7-privacy-and-lawful-care).
 CREATE VIEW research.daily_event_counts AS
 SELECT date_trunc('day', ts, 'Europe/Oslo') AS day,
        type,

@@ -1,4 +1,5 @@
--- The role Trygg runs as in production (DESIGN.md §7; docs/privacy.md "Running Trygg
+-- The role Trygg runs as in production (docs/contract.md#7-privacy-and-lawful-care; docs/privacy.md
+-- "Running Trygg
 -- with least privileges").
 --
 -- `trygg_app` may read and write the working tables, but it owns nothing: it cannot

@@ -2,7 +2,8 @@
 -- docs/security.md "Research and metrics"). Replaces the views of 0005 with the same
 -- columns; what changes is which rows and how fine the times are.
 --
--- 1. Positions only under a valid location basis (DESIGN.md §7). A `location` event of a
+-- 1. Positions only under a valid location basis (docs/contract.md#7-privacy-and-lawful-care). A
+-- `location` event of a
 --    resident without one was stored because an alarm or fall alert was open: it is for
 --    care, never for research. The rule is the staff timeline's
 --    (storage/residents_store.py `location_basis_valid`): kind `consent` or `vedtak`,

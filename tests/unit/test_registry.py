@@ -1,4 +1,4 @@
-"""The registry document: defaults as DESIGN.md says, and every error with its path."""
+"""The registry document: defaults as docs/contract.md says, and every error with its path."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Heartbeat supervision of a whole fleet with the compact timer tables (DESIGN.md §4
-device_offline, §9 memory): exact deadlines, reloads and restarts."""
+"""Heartbeat supervision of a whole fleet with the compact timer tables (docs/contract.md#4-rules-and-alerts
+device_offline, #9-performance-budgets memory): exact deadlines, reloads and restarts."""
 
 from __future__ import annotations
 
