@@ -27,7 +27,7 @@ from alerts.errors import SubscriptionDropped
 from trygg.alert import Alert
 from trygg.logging import get_logger
 
-log = get_logger("trygg.alerts")
+log = get_logger(__name__)
 
 #: changes a subscriber may have waiting before it is dropped
 SUBSCRIBER_LIMIT: Final = 1000
@@ -91,7 +91,7 @@ class Subscription:
         try:
             self.wake()
         except Exception:
-            log.exception("alert subscriber failed; its subscription ends", subscription=self.id)
+            log.exception("alert_subscriber_failed", subscription=self.id)
             return False
         return True
 

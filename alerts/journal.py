@@ -32,7 +32,7 @@ from trygg.alert import TIME_FIELDS, Alert, Transition
 from trygg.contract import AlertState
 from trygg.logging import get_logger
 
-log = get_logger("trygg.alerts")
+log = get_logger(__name__)
 
 #: one change: the alert after it, and the transitions that led there
 Item = tuple[Alert, tuple[Transition, ...]]
@@ -83,7 +83,7 @@ class Journal:
                 payloads.append(encode(item))
             except (TypeError, ValueError) as exc:
                 metrics.DELIVERIES_FAILED.labels("journal").inc()
-                log.error("alert change cannot be journaled; it is only in memory until PostgreSQL has it",
+                log.error("alert_change_cannot_be_journaled",
                           alert_id=item[0].alert_id, error=str(exc))
         if payloads:
             self._log.append(payloads)
@@ -94,7 +94,7 @@ class Journal:
         self._log.mark_consumed(self._log.durable)
         if self._legacy.exists():
             self._legacy.unlink()
-            log.info("alert journal of the previous version stored and removed", journal=str(self._legacy))
+            log.info("alert_journal_of_previous_version_stored_and_removed", journal=str(self._legacy))
 
     def read(self) -> list[Item]:
         """Every change in the journal, in order (the previous version's first)."""

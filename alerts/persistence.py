@@ -32,7 +32,7 @@ from storage.errors import DatabaseUnavailable
 from trygg.logging import get_logger
 from trygg.watchdog import WatchedThread
 
-log = get_logger("trygg.alerts")
+log = get_logger(__name__)
 
 
 def item_of(change: Change) -> Item:
@@ -104,7 +104,7 @@ class AlertWriter:
                     return
             except Exception:  # this thread must not end: the changes stay in memory
                 metrics.WRITER_ERRORS.inc()
-                log.exception("alert writer: unexpected error, retrying", backlog=self.backlog)
+                log.exception("alert_writer_unexpected_error", backlog=self.backlog)
                 with self._cond:
                     if self._stopping:
                         return
@@ -142,8 +142,7 @@ class AlertWriter:
             self._journal.append(items)
         except Exception as exc:
             metrics.DELIVERIES_FAILED.labels("journal").inc()
-            log.error("cannot append to the alert journal; the changes are kept in memory until PostgreSQL "
-                      "has them", error=str(exc), changes=len(items))
+            log.error("cannot_append_to_alert_journal", error=str(exc), changes=len(items))
 
     def _write_unwritten(self) -> bool:
         """Write everything unwritten in batches; False when the database is away."""
@@ -153,14 +152,14 @@ class AlertWriter:
                 self._write(batch)
             except DatabaseUnavailable as exc:
                 if self.database_ok:
-                    log.warning("database unavailable, alert rows kept until it returns",
+                    log.warning("database_unavailable_alert_rows_kept",
                                 error=str(exc), backlog=self.backlog)
                 self.database_ok = False
                 metrics.DATABASE_UP.set(0)
                 return False
             del self._unwritten[: len(batch)]
         if not self.database_ok:
-            log.info("database back, alert rows written")
+            log.info("database_back_alert_rows_written")
         self.database_ok = True
         metrics.DATABASE_UP.set(1)
         metrics.PERSIST_BACKLOG.set(self.backlog)
@@ -168,7 +167,7 @@ class AlertWriter:
             try:
                 self._journal.clear()
             except Exception as exc:  # read again at the next start: written once more, harmlessly
-                log.error("cannot clear the alert journal", error=str(exc))
+                log.error("cannot_clear_alert_journal", error=str(exc))
         return True
 
     def _write(self, batch: list[Item]) -> None:
@@ -185,7 +184,7 @@ class AlertWriter:
 
     def _give_up(self, item: Item) -> None:
         metrics.DELIVERIES_FAILED.labels("database").inc()
-        log.exception("alert row refused by PostgreSQL, given up", alert_id=item[0].alert_id)
+        log.exception("alert_row_refused_given_up", alert_id=item[0].alert_id)
 
 
 __all__ = ["AlertWriter", "item_of"]

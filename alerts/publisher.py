@@ -35,7 +35,7 @@ from mqtt import BrokerAddress, Client, Protocol, PublishRefused
 from trygg.contract import alert_topic
 from trygg.logging import get_logger
 
-log = get_logger("trygg.alerts")
+log = get_logger(__name__)
 
 KEEPALIVE_S: Final = 30
 
@@ -142,17 +142,17 @@ class AlertPublisher:
 
     def _connected(self, session_present: bool) -> None:
         metrics.BROKER_UP.set(1)
-        log.info("alert publisher connected", broker=self.address, connections=self.connections)
+        log.info("alert_publisher_connected", broker=self.address, connections=self.connections)
         if self._on_connect_cb is not None:
             try:
                 self._on_connect_cb()
             except Exception:
-                log.exception("alert publisher on_connect callback failed")
+                log.exception("alert_publisher_on_connect_callback_failed")
 
     def _state(self, up: bool, why: str) -> None:
         if not up:
             metrics.BROKER_UP.set(0)
-            log.warning("alert publisher lost the broker, reconnecting", broker=self.address, reason=why)
+            log.warning("alert_publisher_lost_broker", broker=self.address, reason=why)
 
 
 #: how long leaving takes at most beyond the flush (DISCONNECT, a TLS close)
@@ -165,7 +165,7 @@ def _refused(future: asyncio.Future[None]) -> None:
     exc = future.exception()
     if isinstance(exc, PublishRefused):
         metrics.DELIVERIES_FAILED.labels("mqtt").inc()
-        log.error("broker refused an alert message", topic=exc.topic, reason=exc.code)
+        log.error("broker_refused_alert_message", topic=exc.topic, reason=exc.code)
 
 
 __all__ = ["AlertPublisher"]

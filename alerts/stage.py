@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from mqtt import BrokerAddress
     from trygg.settings import Settings
 
-log = get_logger("trygg.alerts")
+log = get_logger(__name__)
 
 #: the timer task looks at the clock at least this often (seconds)
 MAX_SLEEP: Final = 1.0
@@ -183,7 +183,7 @@ class AlertStage:
             try:
                 self._alert_closed.alert_closed(alert.resident_id, alert.kind, alert.device_id)
             except Exception:
-                log.exception("alert_closed hook failed", alert_id=alert.alert_id)
+                log.exception("alert_closed_hook_failed", alert_id=alert.alert_id)
         return change.alert
 
     def get(self, alert_id: str) -> Alert:
@@ -223,7 +223,7 @@ class AlertStage:
                 changes.extend(self._service.apply((intent,)))
             except Exception:
                 metrics.DELIVERIES_FAILED.labels("intent").inc()
-                log.exception("alert intent failed", resident_id=intent.resident_id, kind=str(intent.kind))
+                log.exception("alert_intent_failed", resident_id=intent.resident_id, kind=str(intent.kind))
         if changes:
             self._deliver(changes, received)
             if self._wakeup is not None:
@@ -243,7 +243,7 @@ class AlertStage:
                 publisher.publish(change)
             except Exception:
                 metrics.DELIVERIES_FAILED.labels("mqtt").inc()
-                log.exception("alert publish failed", alert_id=change.alert.alert_id)
+                log.exception("alert_publish_failed", alert_id=change.alert.alert_id)
             metrics.PUBLISH_SECONDS.observe(time.perf_counter() - received)
         for change in changes:
             if change.reason is ChangeReason.REPUBLISHED:
@@ -270,13 +270,13 @@ class AlertStage:
         fields = {"alert_id": alert.alert_id, "resident_id": alert.resident_id, "kind": alert.kind.value}
         if reason is ChangeReason.OPENED:
             metrics.RAISED.labels(alert.kind.value).inc()
-            log.info("alert opened", **fields, priority=alert.priority.value, team_id=alert.team_id)
+            log.info("alert_opened", **fields, priority=alert.priority.value, team_id=alert.team_id)
         elif reason is ChangeReason.ATTACHED:
             metrics.ATTACHED.labels(alert.kind.value).inc()
-            log.debug("alert trigger attached", **fields, event_count=alert.event_count)
+            log.debug("alert_trigger_attached", **fields, event_count=alert.event_count)
         elif reason in (ChangeReason.ESCALATED, ChangeReason.REMINDED):
             metrics.ESCALATIONS.labels("team" if reason is ChangeReason.ESCALATED else "reminder").inc()
-            log.info("alert escalated", **fields, level=alert.escalation_level, teams=list(alert.teams))
+            log.info("alert_escalated", **fields, escalation_level=alert.escalation_level, teams=list(alert.teams))
         else:
             log.info("alert_state_changed", **fields, state=alert.state.value,
                      actor=change.transitions[-1].actor if change.transitions else None)
@@ -311,7 +311,7 @@ class AlertStage:
         changes = [c for c in self._service.republish()
                    if self._sent_on.get(c.alert.alert_id) != (connection, c.alert.version)]
         if changes:
-            log.info("unresolved alerts republished", alerts=len(changes))
+            log.info("unresolved_alerts_republished", alerts=len(changes))
             self._deliver(changes, time.perf_counter())
 
     # ------------------------------------------------------------------ run
@@ -354,8 +354,8 @@ class AlertStage:
         if self._writer is not None:
             left = self._writer.stop(timeout=5.0)
             if left:
-                log.warning("alert rows not yet in PostgreSQL at shutdown; kept in the journal", rows=left)
-        log.info("alert stage stopped", active=len(self._service))
+                log.warning("alert_rows_not_yet_in_postgresql_at_shutdown", rows=left)
+        log.info("alert_stage_stopped", active=len(self._service))
 
     async def _timers(self) -> None:
         wakeup = self._wakeup
@@ -396,12 +396,11 @@ class AlertStage:
                 alerts = await asyncio.to_thread(self._load) + alerts
             except DatabaseUnavailable as exc:
                 self._restore_pending = True
-                log.warning("database unavailable at start; alerts restored from the journal only, "
-                            "the rest when it answers", error=str(exc), journal=len(unwritten))
+                log.warning("alerts_restored_from_journal_only", error=str(exc), journal=len(unwritten))
         taken = self._service.restore(newest(alerts), self._clock())
         active = sum(1 for a in taken if a.active)
         if taken:
-            log.info("alerts restored", active=active, closed=len(taken) - active)
+            log.info("alerts_restored", active=active, closed=len(taken) - active)
         metrics.ACTIVE.set(len(self._service))
         return unwritten
 
@@ -416,7 +415,7 @@ class AlertStage:
             taken = self._service.restore(stored, self._clock())
             self._restore_pending = False
             fresh: list[Alert] = [a for a in taken if a.active]
-            log.info("alerts restored from the database after it returned", active=len(fresh))
+            log.info("alerts_restored_from_database_after_it_returned", active=len(fresh))
             self._deliver([Change(ChangeReason.REPUBLISHED, a) for a in fresh], time.perf_counter())
             if self._wakeup is not None:
                 self._wakeup.set()

@@ -36,7 +36,7 @@ from trygg.alert import Alert
 from trygg.backoff import Backoff
 from trygg.logging import get_logger
 
-log = get_logger("trygg.alerts")
+log = get_logger(__name__)
 
 RETRY_STATUS: Final = frozenset({408, 425, 429})
 
@@ -163,7 +163,7 @@ class WebhookSender:
         self.failed += 1
         metrics.DELIVERIES_FAILED.labels("webhook").inc()
         DELIVERIES.labels(team, result).inc()
-        log.warning("webhook delivery given up", alert_id=delivery.alert_id, team=team,
+        log.warning("webhook_delivery_given_up", alert_id=delivery.alert_id, team=team,
                     url=delivery.lane[1], attempts=delivery.attempt, reason=why)
 
     async def run(self) -> None:
@@ -189,7 +189,7 @@ class WebhookSender:
                 lane.retries.clear()
                 lane.retrying = 0
             if pending:
-                log.warning("webhook deliveries left at shutdown", pending=pending)
+                log.warning("webhook_deliveries_left_at_shutdown", pending=pending)
             if self._own_client:
                 await self._client.aclose()
                 self._client = None

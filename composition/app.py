@@ -45,7 +45,7 @@ from trygg.registry import Registry
 from trygg.settings import Settings
 from trygg.watchdog import watch_task
 
-log = get_logger("trygg")
+log = get_logger(__name__)
 
 #: Rule state is saved this often (when something was processed); a restart replays the
 #: events stored after the newest snapshot, so a longer interval only means more replay.
@@ -137,7 +137,7 @@ def restore_rules(processor: Processor, pool: Pool, on_intents: Callable[[list[A
             processor.restore_state(state)
             since = saved_at
         except StateError as exc:
-            log.warning("rule state snapshot not usable, rebuilding from events", error=str(exc))
+            log.warning("rule_state_snapshot_not_usable_rebuilding", error=str(exc))
     replayed = 0
     for event in events_since(pool, since, now):
         intents = processor.handle(event, event.received_at)
@@ -145,7 +145,7 @@ def restore_rules(processor: Processor, pool: Pool, on_intents: Callable[[list[A
             on_intents(intents)  # alerts ignore what they already know (deterministic ids)
         replayed += 1
     processor.start_supervision(now, last_seen(pool))
-    log.info("rule state restored", from_snapshot=snapshot is not None, events_replayed=replayed)
+    log.info("rule_state_restored", from_snapshot=snapshot is not None, events_replayed=replayed)
 
 
 async def build(settings: Settings, *, demo_registry: Registry | None = None) -> Services:
@@ -179,7 +179,7 @@ def _freeze_startup_objects() -> None:
     an alarm's p99 (docs/design-notes.md). Reference counting still frees it."""
     gc.collect()
     gc.freeze()
-    log.debug("start-up objects frozen for the garbage collector", objects=gc.get_freeze_count())
+    log.debug("start_up_objects_frozen_for_garbage_collector", objects=gc.get_freeze_count())
 
 
 async def _snapshots(services: Services) -> None:
@@ -205,7 +205,7 @@ async def _save_snapshot(services: Services) -> None:
     try:
         await asyncio.to_thread(save)
     except psycopg.Error as exc:
-        log.warning("rule state snapshot not saved (database unavailable)", error=str(exc).strip())
+        log.warning("rule_state_snapshot_not_saved", error=str(exc).strip())
 
 
 @dataclass
@@ -298,7 +298,7 @@ async def _run(
             await asyncio.to_thread(services.ingest.stop_gateway)
         if services.broker.embedded is not None:
             services.broker.embedded.stop()
-        log.info("trygg stopped")
+        log.info("trygg_stopped")
 
 
 async def _until_set(event: asyncio.Event, task: asyncio.Task[None]) -> None:

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from composition.app import Services
     from storage import Pool
 
-log = get_logger("composition.demo")
+log = get_logger(__name__)
 
 #: Every demo user's password (demo mode only; `trygg users add` sets real ones).
 DEMO_PASSWORD = "trygg-demo"

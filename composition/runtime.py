@@ -31,7 +31,7 @@ from trygg.registry import Registry, validate_registry_json
 from trygg.settings import Settings
 from trygg.watchdog import WatchedThread
 
-log = get_logger("trygg")
+log = get_logger(__name__)
 
 REGISTRY_POLL_S = 2.0
 #: how long a caller waits for a connection of the pool before PostgreSQL counts as down
@@ -70,7 +70,7 @@ def open_database(settings: Settings, size: int = POOL_SPARE) -> Pool:
         pool.close()
         raise
     if applied:
-        log.info("migrations applied", migrations=applied)
+        log.info("migrations_applied", migrations=applied)
     return pool
 
 
@@ -90,7 +90,7 @@ def resolve_database(settings: Settings) -> str:
     if settings.database_url:
         return settings.database_url
     conninfo = start_embedded_postgres(settings.data_dir)
-    log.info("embedded PostgreSQL", data_dir=str(settings.data_dir / "postgres"))
+    log.info("embedded_postgresql", data_dir=str(settings.data_dir / "postgres"))
     return conninfo
 
 
@@ -156,7 +156,7 @@ def open_registry(pool: Pool, settings: Settings) -> Registry:
             text = load_registry_text(conn)
     except psycopg.OperationalError as exc:
         if cache.exists():
-            log.warning("database unavailable, using the local copy of the registry",
+            log.warning("registry_from_local_copy",
                         error=str(exc).strip())
             return validate_registry_json(cache.read_bytes())
         raise
@@ -207,9 +207,9 @@ class RegistryWatcher:
                 except psycopg.Error:
                     continue
                 except Exception:  # a registry this version cannot read: keep the one running
-                    log.exception("reloaded registry not usable, keeping the previous one")
+                    log.exception("reloaded_registry_not_usable")
                     continue
-                log.info("registry reloaded", residents=len(reg.residents))
+                log.info("registry_reloaded", residents=len(reg.residents))
                 self._on_change(reg)
 
 
@@ -264,6 +264,6 @@ def start_ingest(
     ingest = Ingest(gateway, RegistryWatcher(pool, settings, on_change), broker, pool, listeners)
     gateway.start()
     ingest.watcher.start()
-    log.info("gateway running", broker=broker.url, residents=len(registry.residents),
+    log.info("gateway_running", broker=broker.url, residents=len(registry.residents),
              devices=sum(len(r.devices) for r in registry.residents))
     return ingest

@@ -43,7 +43,7 @@ from trygg.registry import Registry
 from trygg.settings import Settings
 from trygg.watchdog import watch_task
 
-log = get_logger("trygg")
+log = get_logger(__name__)
 
 
 def _publisher(settings: Settings, broker: Broker, role: str) -> Client:
@@ -134,7 +134,7 @@ async def _run_processors(settings: Settings, pool: Pool) -> None:
         on_messages, protocol=broker.protocol, receive_maximum=settings.mqtt_receive_maximum)
     try:
         async with subscriber:
-            log.info("processors running", broker=broker.url, intents_topic=topic)
+            log.info("processors_running", broker=broker.url, intents_topic=topic)
             async with asyncio.TaskGroup() as group:
                 task = watch_task(group.create_task(stage.run(), name="processors"), never)
                 await _until_signalled()
@@ -180,7 +180,7 @@ async def _run_alerts(settings: Settings, pool: Pool) -> None:
             try:
                 intents.append(intent_from_wire(json.loads(msg.payload)))
             except (ValueError, KeyError, TypeError) as exc:
-                log.error("unreadable intent skipped", error=str(exc))
+                log.error("unreadable_intent_skipped", error=str(exc))
         if intents:
             loop.call_soon_threadsafe(alerts.on_intents, intents)
         subscriber.ack([m.mid for m in messages if m.qos], generation)
@@ -193,7 +193,7 @@ async def _run_alerts(settings: Settings, pool: Pool) -> None:
             task = watch_task(group.create_task(alerts.run(), name="alerts"), never)
             await alerts.wait_ready()
             async with subscriber:
-                log.info("alerts running", broker=broker.url)
+                log.info("alerts_running", broker=broker.url)
                 await _until_signalled()
             task.cancel()
     finally:

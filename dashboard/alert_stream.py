@@ -39,7 +39,7 @@ from dashboard.stream_rights import RightsWatch
 from trygg.alert import Alert
 from trygg.logging import get_logger
 
-log = get_logger("dashboard")
+log = get_logger(__name__)
 
 HEADERS = {"cache-control": "no-store", "x-accel-buffering": "no"}
 
@@ -193,7 +193,7 @@ class AlertStream(Response):
         try:
             self._pump()
         except Exception:
-            log.exception("alert stream failed; the console is told to reconnect")
+            log.exception("alert_stream_failed")
             self._end("reset")
 
     def _pump(self) -> None:
@@ -201,7 +201,7 @@ class AlertStream(Response):
             try:
                 alert = self._feed.get_nowait()
             except Exception as exc:  # dropped for falling behind, or the stage stopped
-                log.warning("alert subscription ended", error=str(exc))
+                log.warning("alert_subscription_ended", error=str(exc))
                 self._end("reset")
                 return
             if alert is None:
@@ -210,7 +210,7 @@ class AlertStream(Response):
                 try:  # in the journal before the alert is sent; fsync'ed a moment later
                     self._audit.write(self._who, [alert.resident_id], self._action, wait=False)
                 except AuditJournalError as exc:  # no alert without its audit row
-                    log.error("alert stream ended: audit row not recorded", error=str(exc)[:200])
+                    log.error("alert_stream_ended_audit_not_recorded", error=str(exc)[:200])
                     self._end("reset")
                     return
                 self._audited.add(alert.resident_id)
@@ -220,7 +220,7 @@ class AlertStream(Response):
         try:
             self._sending = start_eagerly(self._body(text))
         except Exception as exc:  # the connection is gone
-            log.info("alert stream write failed", error=str(exc)[:200])
+            log.info("alert_stream_write_failed", error=str(exc)[:200])
             self._end("")
             return
         if self._sending is not None:

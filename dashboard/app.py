@@ -51,7 +51,7 @@ from dashboard.routes_health import MetricsMiddleware
 from trygg.logging import get_logger
 from trygg.settings import Settings
 
-log = get_logger("dashboard")
+log = get_logger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -168,9 +168,9 @@ def create_app(
                 async with pool.connection(timeout=5) as conn:
                     written = await sync_pseudonyms(conn, state.pseudonym_key)
                 if written:
-                    log.info("research pseudonyms written", residents=written)
+                    log.info("research_pseudonyms_written", residents=written)
             except (psycopg.Error, PoolTimeout) as exc:
-                log.warning("research pseudonyms not synced at start", error=str(exc).strip())
+                log.warning("research_pseudonyms_not_synced_at_start", error=str(exc).strip())
             yield
         finally:
             await state.rights.close()
@@ -203,12 +203,12 @@ def create_app(
     @app.exception_handler(PoolTimeout)
     @app.exception_handler(TooManyRequests)
     async def _db_down(request: Request, exc: Exception) -> JSONResponse:
-        log.warning("database unavailable", path=request.url.path, error=str(exc).strip()[:200])
+        log.warning("database_unavailable", path=request.url.path, error=str(exc).strip()[:200])
         return JSONResponse({"detail": "the database is unavailable; try again shortly"}, status_code=503)
 
     @app.exception_handler(AuditJournalError)
     async def _no_audit(request: Request, exc: AuditJournalError) -> JSONResponse:
-        log.error("audit row not recorded; no data sent", path=request.url.path, error=str(exc)[:200])
+        log.error("audit_row_not_recorded", path=request.url.path, error=str(exc)[:200])
         return JSONResponse({"detail": "the access cannot be logged right now; try again shortly"},
                             status_code=503)
 

@@ -42,7 +42,7 @@ from gateway import metrics
 from mqtt import BrokerAddress, Message, Protocol, Subscriber
 from trygg.logging import get_logger
 
-log = get_logger("trygg.gateway")
+log = get_logger(__name__)
 
 #: Acknowledgements this late mean the durable path has stalled: open the watch.
 STALL_S: Final = 0.5
@@ -111,21 +111,21 @@ class Watchman:
         try:
             stalled = self._stalled()
         except Exception:  # a probe that fails is taken as a stall: better watched twice
-            log.exception("durable path probe failed")
+            log.exception("durable_path_probe_failed")
             stalled = True
         if stalled:
             self._last_stall = now
             if self.watch is None:
                 await self._open()
         elif self.watch is not None and now - self._last_stall >= self._quiet_s:
-            log.info("acknowledgements flow again, alarm watch closed")
+            log.info("alarm_watch_closed")
             await self.close()
 
     async def _open(self) -> None:
         watch = self._open_watch()
         self.watch = watch
         metrics.ALARM_WATCH.set(1)
-        log.warning("acknowledgements stalled, alarm watch opened: alarms are handed on, events wait in the broker",
+        log.warning("acknowledgements_stalled_alarm_watch_opened",
                     broker=watch.url)
         self._open_stack = contextlib.AsyncExitStack()
         await self._open_stack.enter_async_context(watch)

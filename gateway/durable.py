@@ -33,7 +33,7 @@ from trygg.contract import Event
 from trygg.logging import get_logger
 from trygg.watchdog import WatchedThread
 
-log = get_logger("trygg.gateway")
+log = get_logger(__name__)
 
 #: How often the last-heard time of each device is written (for restarts).
 TOUCH_INTERVAL_S = 5.0
@@ -183,7 +183,7 @@ class DurableWriter:
                     return
             except Exception:  # this thread must not end: the held batch is tried again
                 metrics.WRITER_ERRORS.inc()
-                log.exception("durable writer: unexpected error, retrying", held=len(self._held))
+                log.exception("durable_writer_unexpected_error", held=len(self._held))
                 time.sleep(min(self._retry_s, 1.0))
 
     def _round(self) -> bool:
@@ -199,7 +199,7 @@ class DurableWriter:
                     self._ack(chunk.mids, chunk.generation)
                 except Exception:  # durable already: the broker sends it again, stored once
                     metrics.WRITER_ERRORS.inc()
-                    log.exception("acknowledgement failed", messages=len(chunk.mids))
+                    log.exception("acknowledgement_failed", messages=len(chunk.mids))
             with self._cond:
                 self._held = []
         elif self._stopping.is_set():
@@ -211,14 +211,14 @@ class DurableWriter:
         try:
             self._touch_devices()
         except Exception:  # last-heard times are a hint for restarts, not data
-            log.exception("last-heard times not written")
+            log.exception("last_heard_times_not_written")
         return False
 
     def _check_database_safely(self) -> None:
         try:
             self._check_database()
         except Exception as exc:  # an unexpected error: treat it as the database down
-            log.exception("database check failed, spooling locally")
+            log.exception("database_check_failed_spooling")
             self._database_lost(exc)
 
     def _check_database(self) -> None:
@@ -237,7 +237,7 @@ class DurableWriter:
             if pending:
                 self._replay()
             if not self._db_ok:
-                log.info("database available", spool_replayed=bool(pending))
+                log.info("database_available", spool_replayed=bool(pending))
             self._db_ok = True
             metrics.DB_UP.set(1)
         except DatabaseUnavailable as exc:
@@ -245,7 +245,7 @@ class DurableWriter:
 
     def _database_lost(self, exc: Exception) -> None:
         if self._db_ok:
-            log.warning("database unavailable, spooling locally", error=str(exc))
+            log.warning("database_unavailable_spooling_locally", error=str(exc))
         self._db_ok = False
         self._next_try = time.monotonic() + self._retry_s
         metrics.DB_UP.set(0)
@@ -273,7 +273,7 @@ class DurableWriter:
                 except DatabaseUnavailable as exc:
                     self._database_lost(exc)
                 except Exception as exc:  # kept in the spool, retried with it
-                    log.exception("batch not written, spooling locally", events=len(records))
+                    log.exception("batch_not_written_spooling", events=len(records))
                     self._database_lost(exc)
             try:
                 self._spool.append(records)
@@ -284,8 +284,7 @@ class DurableWriter:
                 # Neither store takes it: hold the batch (unacknowledged) and keep trying.
                 if time.monotonic() - self._stuck_logged >= STUCK_LOG_S:
                     self._stuck_logged = time.monotonic()
-                    log.error("cannot make events durable: PostgreSQL is down and the spool refuses them; "
-                              "holding them unacknowledged and retrying", error=str(exc), events=len(records))
+                    log.error("cannot_make_events_durable", error=str(exc), events=len(records))
                 time.sleep(min(self._retry_s, 1.0))
                 self._check_database_safely()
         self._stuck_logged = -math.inf
@@ -300,7 +299,7 @@ class DurableWriter:
         except psycopg.Error as exc:
             # One bad row must not block the stream: store row by row and dead-letter
             # whatever the database itself refuses.
-            log.error("batch refused by the database, writing row by row", error=str(exc))
+            log.error("batch_refused_writing_row_by_row", error=str(exc))
             inserted = self._write_one_by_one(events, dead, statuses)
         metrics.STORED.inc(inserted)
         metrics.DUPLICATES.inc(len(events) - inserted)

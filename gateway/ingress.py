@@ -48,7 +48,7 @@ from trygg.pipeline import NO_EMERGENCIES, DeviceStatus, EmergencyState, EventSi
 from trygg.registry import Registry
 from trygg.watchdog import watch_task
 
-log = get_logger("trygg.gateway")
+log = get_logger(__name__)
 
 RECENT_KEYS = 200_000
 #: a read is handled in slices of at most this long; the loop reads the socket between them
@@ -180,7 +180,7 @@ class Gateway:
                 self._loop_thread.stop()
                 self._loop_thread = None
             raise
-        log.info("connected to broker", broker=str(self._broker))
+        log.info("connected_to_broker", broker=str(self._broker))
 
     def stop(self) -> None:
         """Make what was received durable and acknowledge it, then disconnect."""
@@ -222,7 +222,7 @@ class Gateway:
         if up:
             self._unacked = 0  # a new session: what is unacknowledged is sent again
         else:
-            log.warning("broker connection lost, reconnecting", broker=str(self._broker), error=why)
+            log.warning("broker_connection_lost", broker=str(self._broker), error=why)
 
     def _ack(self, mids: list[int], generation: int) -> None:  # a writer's thread
         self._subscriber.ack(mids, generation)
@@ -372,7 +372,7 @@ class Gateway:
         except InvalidMessage:
             return  # the session's copy is dead-lettered
         except Exception:
-            log.exception("alarm watch could not handle a message")
+            log.exception("alarm_watch_could_not_handle_message")
             return
         if item is not None:
             metrics.ALARM_WATCH_HANDED_ON.inc()
@@ -390,7 +390,7 @@ class Gateway:
             dead = self._dead_letters.record(msg.topic, msg.payload, Reason.INTERNAL_ERROR.value, describe(exc),
                                              received_at)
             if dead is not None:  # logged as often as stored: a flood must not flood the log
-                log.exception("message not handled, dead-lettered", topic=dead.topic)
+                log.exception("message_not_handled_dead_lettered", topic=dead.topic)
             return dead
 
     def _accept(self, topic: str | bytes, payload: bytes, received_at: datetime) -> Event | StatusRow | None:
@@ -425,4 +425,4 @@ class Gateway:
             # That message's problem only: the event is still made durable and the rules
             # see it again after a restart.
             metrics.HANDOFF_ERRORS.inc()
-            log.exception("processor hand-off failed", device_id=item.device_id)
+            log.exception("processor_hand_off_failed", device_id=item.device_id)

@@ -29,7 +29,7 @@ from storage.local_log import LocalLog, LocalLogError, legacy_lines
 from trygg.contract import Event, EventType
 from trygg.logging import get_logger
 
-log = get_logger("trygg.gateway")
+log = get_logger(__name__)
 
 Record = Event | DeadLetter | StatusRow
 
@@ -123,8 +123,7 @@ class Spool:
         try:
             self._log.mark_consumed(offset)
         except LocalLogError as exc:
-            log.warning("spool replay checkpoint not written; after a restart these records are replayed "
-                        "again (stored once)", error=str(exc))
+            log.warning("spool_replay_checkpoint_not_written", error=str(exc))
 
     def close(self) -> None:
         self._log.close()
@@ -170,7 +169,7 @@ class Spool:
             write(batch)
             count += len(batch)
         self._remove_legacy()
-        log.info("spool of the previous version replayed and removed", records=count, spool=str(self._legacy))
+        log.info("spool_of_previous_version_replayed_and_removed", records=count, spool=str(self._legacy))
         return count
 
     def _remove_legacy(self) -> None:

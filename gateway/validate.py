@@ -26,7 +26,7 @@ from trygg.logging import get_logger
 from trygg.pipeline import NO_EMERGENCIES, DeviceStatus, EmergencyState
 from trygg.registry import Registry, Resident
 
-log = get_logger("trygg.gateway")
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,5 +100,5 @@ class Validator:
         try:
             return self._emergencies.emergency_open(resident_id)
         except Exception:
-            log.exception("could not tell whether an emergency is open; position discarded")
+            log.exception("emergency_state_unknown_position_discarded")
             return False

@@ -82,7 +82,7 @@ from mqtt.wire import (
 from trygg.backoff import Backoff
 from trygg.logging import get_logger
 
-log = get_logger("trygg.mqtt")
+log = get_logger(__name__)
 
 CONNECT_TIMEOUT_S = 10.0
 CLOSE_TIMEOUT_S = 1.0
@@ -428,7 +428,7 @@ class Client:
             self._handle(protocol, data)
         except Exception:
             metrics.RECEIVE_ERRORS.inc()
-            log.exception("error handling received MQTT packets, connection kept", broker=self.url)
+            log.exception("received_packets_error_connection_kept", broker=self.url)
 
     def _handle(self, protocol: _Protocol, data: bytes) -> None:
         buffer = protocol.buffer
@@ -488,7 +488,7 @@ class Client:
             try:
                 self._on_connect(connack.session_present)
             except Exception:
-                log.exception("MQTT on_connect callback failed", broker=self.url)
+                log.exception("mqtt_on_connect_callback_failed", broker=self.url)
         return True
 
     def _refused(self, code: int) -> str:

@@ -27,7 +27,7 @@ from storage.pool import Pool
 from trygg.contract import MAX_PAYLOAD_BYTES, Event, EventType, rekeyed_id
 from trygg.logging import get_logger
 
-log = get_logger("trygg.storage")
+log = get_logger(__name__)
 
 #: how long a writer waits for a connection of the pool (seconds): while PostgreSQL is
 #: down it asks once every retry interval, and spools meanwhile
@@ -219,7 +219,7 @@ def _store_rekeyed(cur: psycopg.Cursor[tuple[object, ...]]) -> int:
     # a dead letter, never dropped.
     cur.execute(_DEAD_TAKEN)
     if cur.rowcount:
-        log.error("event id still taken after re-keying: dead-lettered", events=cur.rowcount)
+        log.error("rekeyed_event_id_taken_dead_lettered", events=cur.rowcount)
     return stored
 
 

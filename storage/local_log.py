@@ -40,7 +40,7 @@ from prometheus_client import Counter, Gauge
 from storage.errors import StorageError
 from trygg.logging import get_logger
 
-log = get_logger("trygg.storage")
+log = get_logger(__name__)
 
 MAGIC: Final = b"\xffTRG"  # 0xff never occurs in UTF-8 text, so never in a JSON payload
 FILE_MAGIC: Final = b"\xffTRYLOG1"
@@ -289,14 +289,14 @@ class LocalLog:
     def _failed(self, what: str, exc: OSError) -> LocalLogError:
         reason = reason_of(exc)
         if self._reason is None:
-            log.warning("local log degraded", log=self.label, path=str(self.path), reason=reason, error=str(exc))
+            log.warning("local_log_degraded", log=self.label, path=str(self.path), reason=reason, error=str(exc))
         self._reason = reason
         _mark(self.label, id(self), reason)
         return LocalLogError(f"cannot {what} the local log {self.path}: {exc}", reason, exc.errno)
 
     def _ok(self) -> None:
         if self._reason is not None:
-            log.info("local log writable again", log=self.label, path=str(self.path), was=self._reason)
+            log.info("local_log_writable_again", log=self.label, path=str(self.path), was=self._reason)
             self._reason = None
             _mark(self.label, id(self), None)
 
@@ -315,7 +315,7 @@ class LocalLog:
     def report(self, start: int, end: int, what: str) -> None:
         """Log and count bytes skipped (also a record its reader could not decode)."""
         SKIPPED.labels(self.label).inc()
-        log.warning("local log: records skipped", log=self.label, path=str(self.path), what=what,
+        log.warning("local_log_records_skipped", log=self.label, path=str(self.path), what=what,
                     start=start, end=end, bytes=end - start)
 
     # --- writing -------------------------------------------------------------------
@@ -485,13 +485,13 @@ def legacy_lines(path: Path, decode: Callable[[bytes], T], marker: bytes, label:
                     continue
                 if at:
                     SKIPPED.labels(label).inc()
-                    log.warning("local log: fragment skipped", log=label, path=str(path), start=begin, bytes=at)
+                    log.warning("local_log_fragment_skipped", log=label, path=str(path), start=begin, bytes=at)
                 yield item
                 break
             else:
                 if body.strip():
                     SKIPPED.labels(label).inc()
-                    log.warning("local log: unreadable line skipped", log=label, path=str(path), start=begin,
+                    log.warning("local_log_unreadable_line_skipped", log=label, path=str(path), start=begin,
                                 bytes=len(line))
 
 

@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SNAKE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
 LEVELS = {"debug", "info", "warning", "warn", "error", "exception", "critical", "fatal", "msg"}
 RECEIVERS = {"log", "logger", "_log", "_logger"}
-CONVERTED = ["trygg", "processors", "simulators", "bench"]
-AT_MERGE = ["mqtt", "storage", "gateway", "alerts", "dashboard", "composition"]
+PACKAGES = ["trygg", "mqtt", "storage", "gateway", "processors", "alerts", "dashboard", "simulators", "composition",
+            "bench"]
 
 
 @pytest.fixture
@@ -90,11 +90,7 @@ def out_of_style(path: Path) -> Iterator[str]:
             yield f"{where}: {ast.unparse(event) if event else '(no event)'}"
 
 
-@pytest.mark.parametrize("package", [
-    *CONVERTED,
-    *(pytest.param(p, marks=pytest.mark.xfail(strict=True, reason="other packages are converted at merge"))
-      for p in AT_MERGE),
-])
+@pytest.mark.parametrize("package", PACKAGES)
 def test_every_event_is_a_snake_case_constant_and_every_logger_its_module(package: str) -> None:
     found = [line for path in python_files(package) for line in out_of_style(path)]
     assert found == []
