@@ -25,6 +25,7 @@ import asyncio
 import json
 import signal
 import uuid
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from datetime import timedelta
 from typing import Any
@@ -83,16 +84,23 @@ async def _prepare(settings: Settings, pool: Pool, role: str,
     (BrokerUnavailable) until `stack` closes."""
     registry = await asyncio.to_thread(open_registry, pool, settings)
     broker = await asyncio.to_thread(resolve_broker, settings)
+    if broker.embedded is not None:
+        stack.callback(broker.embedded.stop)  # last: after the connections to it are closed
     out = await stack.enter_async_context(_publisher(settings, broker, role))
     return registry, broker, out
 
 
-async def run_processors(settings: Settings) -> None:
+async def _with_pool(settings: Settings, stage: Callable[[Settings, Pool], Awaitable[None]]) -> None:
+    """Run a stage alone with the database pool this process opens for it."""
     pool = await asyncio.to_thread(open_database, settings)
     try:
-        await _run_processors(settings, pool)
+        await stage(settings, pool)
     finally:
         await asyncio.to_thread(pool.close)
+
+
+async def run_processors(settings: Settings) -> None:
+    await _with_pool(settings, _run_processors)
 
 
 async def _run_processors(settings: Settings, pool: Pool) -> None:
@@ -141,8 +149,6 @@ async def _run_processors(settings: Settings, pool: Pool) -> None:
                 task.cancel()
     finally:
         await stack.aclose()
-        if broker.embedded is not None:
-            broker.embedded.stop()
 
 
 class _ClosedOverBroker:
@@ -159,11 +165,7 @@ class _ClosedOverBroker:
 
 
 async def run_alerts(settings: Settings) -> None:
-    pool = await asyncio.to_thread(open_database, settings)
-    try:
-        await _run_alerts(settings, pool)
-    finally:
-        await asyncio.to_thread(pool.close)
+    await _with_pool(settings, _run_alerts)
 
 
 async def _run_alerts(settings: Settings, pool: Pool) -> None:
@@ -198,5 +200,3 @@ async def _run_alerts(settings: Settings, pool: Pool) -> None:
             task.cancel()
     finally:
         await stack.aclose()
-        if broker.embedded is not None:
-            broker.embedded.stop()

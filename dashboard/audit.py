@@ -32,7 +32,6 @@ import concurrent.futures
 import contextlib
 import math
 import queue
-import random
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -48,6 +47,7 @@ from dashboard.audit_journal import AuditJournal, adopt_orphans
 from dashboard.authz import Principal
 from dashboard.errors import AuditJournalError
 from storage.audit_store import AuditRow, insert_rows
+from trygg.backoff import Backoff
 from trygg.logging import get_logger
 from trygg.watchdog import WatchedThread
 
@@ -308,10 +308,10 @@ class AuditLog:
     async def run(self) -> None:
         """Copy rows to PostgreSQL as soon as they are durable; until cancelled."""
         failures = 0
+        backoff = Backoff(min(0.2, self.retry_max_s), self.retry_max_s)
         while True:
             if failures:
-                delay = min(self.retry_max_s, 0.1 * 2 ** min(failures, 16))
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                await asyncio.sleep(backoff.next())
             else:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._written.wait(), ORPHAN_SCAN_S)
@@ -331,6 +331,7 @@ class AuditLog:
                 continue
             if failures:
                 log.info("audit_journal_stored_in_postgresql_again", failed_attempts=failures)
+                backoff.reset()
             failures = 0
 
     async def close(self, flush_timeout_s: float = 3.0) -> None:

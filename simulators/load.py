@@ -26,7 +26,7 @@ from datetime import UTC
 
 from simulators.connections import ConnectionPool, MqttTarget
 from simulators.registry_gen import load_devices
-from simulators.report import ProgressFn, RunStats
+from simulators.report import ProgressFn, RunStats, blocking
 from simulators.wire import TsFormatter, run_tag
 from trygg.contract import events_topic
 
@@ -66,23 +66,7 @@ async def play_load(
     return stats.finish()
 
 
-def run_load(
-    target: MqttTarget,
-    prefix: str = "trygg/v1",
-    *,
-    rate: float | None = None,
-    count: int | None = None,
-    duration_s: float | None = None,
-    residents: int = 1000,
-    connections: int = 1,
-    window: int = 100,
-    stop: threading.Event | None = None,
-    on_progress: ProgressFn | None = None,
-) -> RunStats:
-    """`play_load(...)` on a loop of its own, in this thread."""
-    return asyncio.run(play_load(target, prefix, rate=rate, count=count, duration_s=duration_s,
-                                 residents=residents, connections=connections, window=window,
-                                 stop=stop, on_progress=on_progress))
+run_load = blocking(play_load)
 
 
 async def _loop(

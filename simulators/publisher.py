@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from simulators.clock import SimClock
 from simulators.connections import ConnectionPool, MqttTarget
 from simulators.fleet import Fleet
-from simulators.report import ProgressFn, RunStats
+from simulators.report import ProgressFn, RunStats, blocking
 from simulators.scenarios import Scenario
 from simulators.wire import SimMessage
 
@@ -116,25 +116,7 @@ async def play_fleet(
     return stats
 
 
-def run_fleet(
-    fleet: Fleet,
-    target: MqttTarget,
-    prefix: str = "trygg/v1",
-    *,
-    speed: float = 1.0,
-    duration_s: float | None = None,
-    max_lead: timedelta = timedelta(0),
-    connections: int = 4,
-    window: int = 100,
-    offline_on_exit: bool = True,
-    stop: threading.Event | None = None,
-    on_progress: ProgressFn | None = None,
-) -> RunStats:
-    """`play_fleet(...)` on a loop of its own, in this thread."""
-    return asyncio.run(play_fleet(fleet, target, prefix, speed=speed, duration_s=duration_s,
-                                  max_lead=max_lead, connections=connections, window=window,
-                                  offline_on_exit=offline_on_exit, stop=stop,
-                                  on_progress=on_progress))
+run_fleet = blocking(play_fleet)
 
 
 async def play_scenario(
@@ -169,20 +151,7 @@ async def play_scenario(
     return stats
 
 
-def run_scenario(
-    scenario: Scenario,
-    target: MqttTarget,
-    prefix: str = "trygg/v1",
-    *,
-    speed: float = 1.0,
-    t0: datetime | None = None,
-    run: str | None = None,
-    stop: threading.Event | None = None,
-    on_progress: ProgressFn | None = None,
-) -> RunStats:
-    """`play_scenario(...)` on a loop of its own, in this thread."""
-    return asyncio.run(play_scenario(scenario, target, prefix, speed=speed, t0=t0, run=run,
-                                     stop=stop, on_progress=on_progress))
+run_scenario = blocking(play_scenario)
 
 
 __all__ = ["play", "play_fleet", "play_scenario", "run_fleet", "run_scenario"]

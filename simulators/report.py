@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any, ParamSpec
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -14,6 +17,8 @@ from rich.table import Table
 from rich.text import Text
 
 from simulators.wire import SimMessage, from_ms
+
+P = ParamSpec("P")
 
 
 @dataclass(slots=True)
@@ -117,4 +122,15 @@ def progress(console: Console, stats: RunStats) -> Iterator[ProgressFn]:
         yield lambda s: live.update(_live_view(s))
 
 
-__all__ = ["ProgressFn", "RunStats", "progress", "summary_table"]
+__all__ = ["ProgressFn", "RunStats", "blocking", "progress", "summary_table"]
+
+
+def blocking(play: Callable[P, Coroutine[Any, Any, RunStats]]) -> Callable[P, RunStats]:
+    """The coroutine `play_…` as a call that runs it on a loop of its own, in this thread
+    (for the command line and tests; on a loop one already has, await `play_…`)."""
+
+    @functools.wraps(play)
+    def run(*args: P.args, **kwargs: P.kwargs) -> RunStats:
+        return asyncio.run(play(*args, **kwargs))
+
+    return run
