@@ -29,9 +29,12 @@ from trygg.logging import get_logger
 
 log = get_logger(__name__)
 
-#: how long a writer waits for a connection of the pool (seconds): while PostgreSQL is
-#: down it asks once every retry interval, and spools meanwhile
+#: how long a writer waits for a connection of the pool (seconds)
 CONNECTION_WAIT_S: Final = 1.0
+#: how long the ping that asks whether PostgreSQL is back waits for one: the pool
+#: reconnects in the background, so the ping only looks; a writer that waited longer would
+#: not spool meanwhile, its queue would fill and the gateway would stop reading, alarms too
+PING_WAIT_S: Final = 0.02
 #: rounds of re-keying in one batch: a re-keyed id is taken again only by a crafted id
 #: (one that already ends in `~` and the same 8 hex digits) or a 32-bit hash collision
 REKEY_ROUNDS: Final = 4
@@ -228,15 +231,18 @@ class EventStore:
         self._pool = pool
         self._wait_s = wait_s
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        self._down = False  # PostgreSQL was lost and has not answered since
 
-    def _connection(self) -> psycopg.Connection[tuple[Any, ...]]:
+    def _connection(self, wait_s: float | None = None) -> psycopg.Connection[tuple[Any, ...]]:
         if self._conn is None or self._conn.closed or self._conn.broken:
             self.close()
             try:
-                conn = self._pool.getconn(timeout=self._wait_s)
+                conn = self._pool.getconn(timeout=self._wait_s if wait_s is None else wait_s)
             except psycopg.Error as exc:  # PoolTimeout: PostgreSQL unreachable
+                self._down = True
                 raise DatabaseUnavailable(str(exc).strip()) from exc
             self._conn = conn
+            self._down = False
             try:
                 conn.execute(_STAGE)
                 conn.commit()
@@ -245,9 +251,11 @@ class EventStore:
         return self._conn
 
     def ping(self) -> None:
-        """Raise DatabaseUnavailable unless the database answers."""
+        """Raise DatabaseUnavailable unless the database answers; once it was lost, only a
+        connection the pool has within `PING_WAIT_S` counts."""
         try:
-            self._connection().execute("SELECT 1").fetchone()
+            wait_s = min(self._wait_s, PING_WAIT_S) if self._down else None
+            self._connection(wait_s).execute("SELECT 1").fetchone()
             self._connection().rollback()
         except psycopg.Error as exc:
             raise self._lost(exc) from exc
@@ -325,6 +333,7 @@ class EventStore:
             with contextlib.suppress(psycopg.Error):
                 self._conn.close()
         self.close()
+        self._down = True
         return DatabaseUnavailable(str(exc).strip())
 
     def close(self) -> None:
