@@ -142,6 +142,21 @@ class Connack:
     server_keepalive: int | None = None
 
 
+def _property_length(buf: bytes | bytearray, p: int, stop: int, packet: str) -> tuple[int, int]:
+    """The MQTT 5 property length (a variable byte integer) at `p`, and where the
+    properties begin; ProtocolError if it runs past `stop` or past four bytes."""
+    length, mult = 0, 1
+    while True:
+        if p >= stop or mult > 128**3:
+            raise ProtocolError(f"malformed {packet} properties")
+        byte = buf[p]
+        p += 1
+        length += (byte & 0x7F) * mult
+        if not byte & 0x80:
+            return length, p
+        mult *= 128
+
+
 def parse_connack(body: bytes, version: Protocol) -> Connack:
     """The body of a CONNACK (raises ProtocolError when it is too short)."""
     if len(body) < 2:
@@ -149,16 +164,7 @@ def parse_connack(body: bytes, version: Protocol) -> Connack:
     connack = Connack(body[1], bool(body[0] & 1))
     if version != Protocol.V5 or connack.code != 0 or len(body) < 3:
         return connack
-    length, mult, p = 0, 1, 2
-    while True:
-        if p >= len(body) or mult > 128**3:
-            raise ProtocolError("malformed CONNACK properties")
-        byte = body[p]
-        p += 1
-        length += (byte & 0x7F) * mult
-        if not byte & 0x80:
-            break
-        mult *= 128
+    length, p = _property_length(body, 2, len(body), "CONNACK")
     end = p + length
     if end > len(body):
         raise ProtocolError("CONNACK shorter than its properties")
@@ -183,6 +189,8 @@ def parse_connack(body: bytes, version: Protocol) -> Connack:
                 p += 2 + int.from_bytes(body[p:p + 2])
         else:
             raise ProtocolError(f"unknown CONNACK property {ident:#x}")
+    if p > end:
+        raise ProtocolError("a CONNACK property runs past the properties")
     return Connack(connack.code, connack.session_present, receive_maximum, client_id, keepalive)
 
 
@@ -242,16 +250,7 @@ def parse_packets(
                     mid = (buf[p] << 8) | buf[p + 1]
                     p += 2
                 if version == Protocol.V5:  # skip the properties
-                    plen, mult2 = 0, 1
-                    while True:
-                        if p >= stop or mult2 > 128**3:
-                            raise ProtocolError("malformed PUBLISH properties")
-                        byte = buf[p]
-                        p += 1
-                        plen += (byte & 0x7F) * mult2
-                        if not byte & 0x80:
-                            break
-                        mult2 *= 128
+                    plen, p = _property_length(buf, p, stop, "PUBLISH")
                     p += plen
                     if p > stop:
                         raise ProtocolError("PUBLISH shorter than its properties")

@@ -114,6 +114,18 @@ def test_connack_says_whether_the_session_was_kept_and_how_many_messages_may_be_
     assert parse_connack(b"\x00\x86\x00", Protocol.V5).code == 0x86
 
 
+@pytest.mark.parametrize(("why", "body"), [
+    ("too short", b"\x01"),
+    ("property length never ends", b"\x00\x00\xff\xff\xff\xff\xff"),
+    ("properties longer than the packet", b"\x00\x00" + _varint(9) + b"\x21\x00\x05"),
+    ("a string runs past the properties", b"\x00\x00" + _varint(4) + b"\x12\x00\x09ab"),
+    ("an unknown property", b"\x00\x00" + _varint(2) + b"\x7f\x00"),
+])
+def test_a_malformed_connack_is_a_protocol_error(why: str, body: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        parse_connack(body, Protocol.V5)
+
+
 @pytest.mark.parametrize("version", [Protocol.V311, Protocol.V5])
 def test_a_last_will_goes_after_the_client_id_and_before_the_login(version: Protocol) -> None:
     will = Will("t/d-1/status", b"offline", qos=1, retain=True)
