@@ -88,23 +88,26 @@ class Paho:
         self.client.loop_stop()
 
 
-def subscriber(demo: Demo, on_messages) -> Subscriber:  # type: ignore[no-untyped-def]
-    account = demo.address.account("gateway")
-    return Subscriber(account, account.client_id("unused"), [f"{PREFIX}/devices/+/events"], on_messages,
-                      protocol=Protocol.V311)
-
-
-def test_with_passwords_nobody_plants_an_alert_or_takes_over_trygg(demo: Demo) -> None:
-    opened: list[Paho] = []
+def ingest(demo: Demo) -> tuple[Subscriber, queue.Queue[bytes]]:
+    """Trygg's ingest account subscribed to the device events: each payload lands in the
+    queue and is acknowledged."""
     received: queue.Queue[bytes] = queue.Queue()
 
     def on_messages(messages: list[Message], generation: int) -> None:
         for m in messages:
             received.put(m.payload)
-        ingest.ack([m.mid for m in messages if m.qos], generation)
+        sub.ack([m.mid for m in messages if m.qos], generation)
 
-    ingest = subscriber(demo, on_messages)
-    with running(ingest) as loop_thread:
+    account = demo.address.account("gateway")
+    sub = Subscriber(account, account.client_id("unused"), [f"{PREFIX}/devices/+/events"], on_messages,
+                     protocol=Protocol.V311)
+    return sub, received
+
+
+def test_with_passwords_nobody_plants_an_alert_or_takes_over_trygg(demo: Demo) -> None:
+    opened: list[Paho] = []
+    subscriber, received = ingest(demo)
+    with running(subscriber) as loop_thread:
         try:
             see_who_gets_in(demo, opened, received, loop_thread)
         finally:
@@ -155,15 +158,8 @@ def see_who_gets_in(demo: Demo, opened: list[Paho], received: queue.Queue[bytes]
 @pytest.mark.xfail(strict=True, reason="amqtt 0.12 ends the session of a client id before it checks the "
                    "password of a clean-session CONNECT: the demo broker is for one trusted machine only")
 def test_a_refused_client_with_trygg_client_id_leaves_trygg_receiving(demo: Demo) -> None:
-    received: queue.Queue[bytes] = queue.Queue()
-
-    def on_messages(messages: list[Message], generation: int) -> None:
-        for m in messages:
-            received.put(m.payload)
-        ingest.ack([m.mid for m in messages if m.qos], generation)
-
-    ingest = subscriber(demo, on_messages)
-    with running(ingest):
+    subscriber, received = ingest(demo)
+    with running(subscriber):
         intruder = Paho(demo, "d-1", client_id="trygg-gateway")
         device = Paho(demo, "d-1")
         try:
