@@ -417,6 +417,8 @@ class AlertStage:
             fresh: list[Alert] = [a for a in taken if a.active]
             log.info("alerts_restored_from_database_after_it_returned", active=len(fresh))
             self._deliver([Change(ChangeReason.REPUBLISHED, a) for a in fresh], time.perf_counter())
+            for alert in fresh:  # news to subscribers (consoles, the emergency state)
+                self._hub.publish(alert)
             if self._wakeup is not None:
                 self._wakeup.set()
             return

@@ -32,7 +32,7 @@ from typing import Any
 import psycopg
 import uvicorn
 
-from alerts import AlertStage
+from alerts import AlertStage, Subscription, SubscriptionDropped
 from composition.runtime import POOL_SPARE, Broker, Ingest, open_database, open_registry, resolve_broker, start_ingest
 from processors import Processor, ProcessorStage, StateError, export_states
 from storage import Pool, conninfo_of, save_registry
@@ -93,26 +93,41 @@ class OpenEmergencies:
     """The gateway's `EmergencyState` in `trygg up`: residents with an open or acknowledged
     alarm or fall alert, kept from the alert stage's changes by `run` (a task of
     `serve`). Their positions are used even without a location basis (docs/privacy.md).
-    Asked from the gateway's receiving thread: one look-up in a set."""
+    Asked from the gateway's receiving thread: one look-up in a set. `open` subscribes and
+    takes the alerts active now; `serve` calls it before the gateway reads."""
 
     def __init__(self, alerts: AlertStage) -> None:
         self._alerts = alerts
         self._residents: set[str] = set()
+        self._subscription: Subscription | None = None
 
     def emergency_open(self, resident_id: str) -> bool:
         return resident_id in self._residents
 
-    async def run(self) -> None:
-        subscription = self._alerts.subscribe()
-        try:
-            for alert in self._alerts.active():
-                self.note(alert)
-            while True:
-                change = await subscription.get()
-                if change is not None:
-                    self.note(change)
-        finally:
+    def open(self) -> None:
+        self.close()
+        self._subscription = self._alerts.subscribe()  # first: no change falls between
+        self._residents = {a.resident_id for a in self._alerts.active() if a.kind in EMERGENCY_KINDS}
+
+    def close(self) -> None:
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
             self._alerts.unsubscribe(subscription)
+
+    async def run(self) -> None:
+        try:
+            while True:
+                if self._subscription is None:
+                    self.open()
+                assert self._subscription is not None
+                try:
+                    while True:
+                        self.note(await self._subscription.get())
+                except SubscriptionDropped:  # more changes at once than it holds: start again
+                    log.warning("emergency_state_resubscribed")
+                    self.close()
+        finally:
+            self.close()
 
     def note(self, alert: Alert) -> None:
         """One alert as it is now."""
@@ -280,6 +295,7 @@ async def _run(
                 listening = asyncio.Event()
                 served = start(serve_dashboard(services, dashboard, listening), "dashboard")
                 await _until_set(listening, served)
+            services.emergencies.open()  # before the gateway reads a position
             services.ingest = await asyncio.to_thread(
                 start_ingest, settings, services.pool, services.processors.sink, services.broker,
                 services.emergencies, services.registry, loop)

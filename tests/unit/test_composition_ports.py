@@ -3,10 +3,12 @@ positions the gateway may use in an emergency, and a resolved alert reaching the
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, cast
 
 import pytest
 
+from alerts import AlertHub, Subscription
 from composition.app import LateAlertClosed, OpenEmergencies
 from tests.helpers import alert_doc
 from trygg.alert import Alert
@@ -14,13 +16,27 @@ from trygg.contract import AlertKind
 
 
 class Alerts:
-    """The alert stage as OpenEmergencies reads it: the unresolved alerts now."""
+    """The alert stage as OpenEmergencies reads it: the unresolved alerts now, and the
+    real hub its changes are offered on (a small limit per subscriber)."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = 5) -> None:
         self.unresolved: list[Alert] = []
+        self.hub = AlertHub(limit)
 
     def active(self) -> list[Alert]:
         return self.unresolved
+
+    def subscribe(self) -> Subscription:
+        return self.hub.subscribe()
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self.hub.unsubscribe(subscription)
+
+    def change(self, alert: Alert) -> None:
+        self.unresolved = [a for a in self.unresolved if a.alert_id != alert.alert_id]
+        if alert.active:
+            self.unresolved.append(alert)
+        self.hub.publish(alert)
 
 
 def alert(resident: str, kind: str, state: str) -> Alert:
@@ -61,3 +77,37 @@ def test_a_resolved_alert_reaches_the_rules_bound_after_the_alert_stage() -> Non
     port.bind(Rules())
     port.alert_closed("r-1", AlertKind.DEVICE_OFFLINE, "d-1")
     assert closed == [("r-1", AlertKind.DEVICE_OFFLINE, "d-1")]
+
+
+def test_alarms_open_before_the_gateway_reads_count_from_the_first_position() -> None:
+    alerts = Alerts()
+    alerts.unresolved = [alert("r-1", "alarm", "acknowledged"), alert("r-2", "door_open", "open")]
+    emergencies = OpenEmergencies(cast(Any, alerts))
+    emergencies.open()  # what `serve` does before it starts the gateway
+    assert emergencies.emergency_open("r-1")
+    assert not emergencies.emergency_open("r-2")
+
+
+def test_a_burst_of_changes_larger_than_the_subscription_does_not_lose_the_emergency_state() -> None:
+    """More changes at once than the subscription holds (a wave of offline alerts, alerts
+    restored when PostgreSQL returns) drop the subscription: the state is taken again
+    from the stage and followed on, and the task does not end (it would end the process)."""
+
+    async def scenario() -> tuple[bool, bool, bool]:
+        alerts = Alerts(limit=5)
+        emergencies = OpenEmergencies(cast(Any, alerts))
+        emergencies.open()
+        task = asyncio.create_task(emergencies.run())
+        await asyncio.sleep(0)
+        for n in range(20):  # one batch, no await between: the subscription overflows
+            alerts.change(alert(f"r-{n}", "alarm", "open"))
+        await asyncio.sleep(0.01)
+        all_seen = all(emergencies.emergency_open(f"r-{n}") for n in range(20))
+        alerts.change(alert("r-0", "alarm", "resolved"))
+        await asyncio.sleep(0.01)
+        followed = not emergencies.emergency_open("r-0")
+        running = not task.done()
+        task.cancel()
+        return all_seen, followed, running
+
+    assert asyncio.run(scenario()) == (True, True, True)
