@@ -124,9 +124,13 @@ async def _run_processors(settings: Settings, pool: Pool) -> None:
         now = utcnow()
         for msg in messages:
             if msg.topic == closed_topic:
-                doc = json.loads(msg.payload)
-                loop.call_soon_threadsafe(stage.alert_closed, doc["resident_id"], AlertKind(doc["kind"]),
-                                          doc.get("device_id"))
+                try:
+                    doc = json.loads(msg.payload)
+                    closed = (str(doc["resident_id"]), AlertKind(doc["kind"]), doc.get("device_id"))
+                except (ValueError, KeyError, TypeError) as exc:  # not from `trygg alerts`: skipped
+                    log.error("unreadable_alert_closed_skipped", error=str(exc))
+                    continue
+                loop.call_soon_threadsafe(stage.alert_closed, *closed)
                 continue
             try:
                 item = validator.accept(msg.topic, msg.payload, now)
