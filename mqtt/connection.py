@@ -75,6 +75,7 @@ from mqtt.wire import (
     connect_packet,
     parse_connack,
     parse_packets,
+    parse_suback,
     puback_packets,
     publish_packet,
     subscribe_packet,
@@ -136,6 +137,7 @@ class _Outgoing:
     retain: bool
     future: asyncio.Future[None]
     mid: int = 0
+    dup: bool = False  # sent before on a session the broker kept: again with DUP, same mid
 
 
 class Client:
@@ -183,6 +185,7 @@ class Client:
         self._lost = asyncio.Event()
         self._last_send = self._last_heard = 0.0
         self._inflight: OrderedDict[int, _Outgoing] = OrderedDict()
+        self._resending: set[int] = set()  # ids of DUP messages waiting for room
         self._waiting: deque[_Outgoing] = deque()  # beyond the receive maximum, or while away
         self._quota = max_inflight
         self._next_mid = 0
@@ -309,20 +312,22 @@ class Client:
     def _new_mid(self) -> int:
         while True:
             self._next_mid = self._next_mid % 65_535 + 1
-            if self._next_mid not in self._inflight:
+            if self._next_mid not in self._inflight and self._next_mid not in self._resending:
                 return self._next_mid
 
-    def _send(self, out: _Outgoing, *, dup: bool = False) -> None:
+    def _send(self, out: _Outgoing) -> None:
         if not out.mid:
             out.mid = self._new_mid()
         self._inflight[out.mid] = out
-        self.write(publish_packet(out.topic, out.payload, out.mid, self.protocol, retain=out.retain, dup=dup))
+        self.write(publish_packet(out.topic, out.payload, out.mid, self.protocol, retain=out.retain, dup=out.dup))
 
     def _pump(self) -> None:
         """Send what waits, in order, while the broker's receive maximum allows."""
         waiting = self._waiting
         while waiting and len(self._inflight) < self._quota and self._protocol is not None:
             out = waiting.popleft()
+            if out.dup:
+                self._resending.discard(out.mid)
             if not out.future.cancelled():
                 self._send(out)
 
@@ -339,18 +344,22 @@ class Client:
             out.future.set_result(None)
 
     def _resend(self, session_present: bool) -> None:
-        """After a CONNACK: what was in flight goes again, with DUP if the broker kept
-        the session, else as new messages ahead of those waiting."""
-        if session_present:
-            for out in self._inflight.values():  # in the order first sent
-                self.write(publish_packet(out.topic, out.payload, out.mid, self.protocol, retain=out.retain,
-                                          dup=True))
-        else:
-            again = list(self._inflight.values())
-            self._inflight.clear()
-            for out in reversed(again):
-                out.mid = 0
-                self._waiting.appendleft(out)
+        """After a CONNACK: what was in flight goes again ahead of what waits, within the
+        broker's (new) receive maximum: with DUP and its packet id if the broker kept the
+        session, else as a new message."""
+        again = list(self._inflight.values())
+        self._inflight.clear()
+        if not session_present:  # ids the old session knew mean nothing now
+            self._resending.clear()
+            for out in self._waiting:
+                out.mid, out.dup = 0, False
+        for out in reversed(again):  # in the order first sent
+            if session_present:
+                out.dup = True
+                self._resending.add(out.mid)  # no other packet may take its id meanwhile
+            else:
+                out.mid, out.dup = 0, False
+            self._waiting.appendleft(out)
         self._pump()
 
     async def _connect(self) -> None:
@@ -405,6 +414,7 @@ class Client:
             out.future.cancel()
         self._inflight.clear()
         self._waiting.clear()
+        self._resending.clear()
 
     async def _drop(self, *, disconnect: bool) -> None:
         protocol, self._protocol = self._protocol, None
@@ -606,7 +616,9 @@ class Subscriber(Client):
     def _packets(self, messages: list[Message], others: Packets, generation: int) -> None:
         for first, body in others:
             if first >> 4 == SUBACK:
-                codes = body[2:] if self.protocol == Protocol.V311 else body[3 + body[2]:]
+                mid, codes = parse_suback(body, self.protocol)  # ProtocolError: the connection ends
+                if mid != self._suback_mid:
+                    continue
                 if any(c >= 0x80 for c in codes):
                     error = ProtocolError(f"broker refused the subscription {list(codes)}")
                     if self._suback is not None and not self._suback.done():

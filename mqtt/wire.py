@@ -200,6 +200,20 @@ def parse_connack(body: bytes, version: Protocol) -> Connack:
 _PROPERTY_SIZE = {0x11: 4, 0x21: 2, 0x24: 1, 0x25: 1, 0x27: 4, 0x22: 2, 0x28: 1, 0x29: 1, 0x2A: 1, 0x13: 2}
 
 
+def parse_suback(body: bytes, version: Protocol) -> tuple[int, bytes]:
+    """The packet id and the reason codes of a SUBACK (ProtocolError when malformed)."""
+    if len(body) < 3:
+        raise ProtocolError("SUBACK too short")
+    mid, p = (body[0] << 8) | body[1], 2
+    if version == Protocol.V5:
+        length, p = _property_length(body, p, len(body), "SUBACK")
+        p += length
+    codes = body[p:]
+    if not codes:
+        raise ProtocolError("SUBACK without reason codes")
+    return mid, codes
+
+
 def puback_packets(mids: Sequence[int]) -> bytes:
     return b"".join(b"\x40\x02" + struct.pack("!H", m) for m in mids)
 

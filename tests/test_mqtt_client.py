@@ -183,20 +183,65 @@ def test_entering_without_a_broker_says_why_in_one_line() -> None:
         asyncio.run(run())
 
 
-def test_publishes_made_before_the_broker_answers_go_out_once_it_does(own_broker: MosquittoInstance) -> None:
-    """`wait=False`: entering does not wait; QoS 1 messages wait in order meanwhile."""
+@pytest.mark.parametrize("own_broker", [{"persistence": True}], indirect=True)
+def test_publishes_made_before_the_broker_answers_go_out_in_order_once_it_does(
+        own_broker: MosquittoInstance) -> None:
+    """`wait=False`: entering does not wait; QoS 1 messages wait in order meanwhile and
+    reach a subscriber whose persistent session the broker kept."""
     topic = "later/t"
 
     async def run() -> None:
-        await asyncio.to_thread(own_broker.halt)
         inbox = Inbox()
+        sub = Subscriber(own_broker.address, "sub-later", [topic], inbox, clean=False)
+        inbox.subscriber = sub
+        async with sub:  # the session and its subscription exist before the broker stops
+            pass
+        await asyncio.to_thread(own_broker.halt)
         async with Client(own_broker.address, "pub-later", wait=False) as client:
             futures = [client.publish(topic, p, qos=1) for p in payloads(50)]
             await asyncio.to_thread(own_broker.start)
-            async with subscriber(own_broker.address, topic, inbox):
-                async with asyncio.timeout(15):
-                    await asyncio.gather(*futures)
-                # published before the subscriber existed: the broker had nobody to send them to
-                assert client.pending() == 0
+            async with asyncio.timeout(15):
+                await asyncio.gather(*futures)
+        async with sub:
+            assert await inbox.until(50) == set(payloads(50))
+        assert inbox.payloads[:50] == payloads(50), "sent out of order"
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("own_broker", [{"persistence": True}], indirect=True)
+def test_a_smaller_receive_maximum_after_a_restart_is_kept_for_what_is_sent_again(
+        own_broker: MosquittoInstance) -> None:
+    """The broker comes back with room for 5 messages in flight: what was unacknowledged
+    goes again with DUP 5 at a time (more would make the broker drop the client on every
+    reconnect, and nothing would ever be acknowledged)."""
+    topic = "smaller/t"
+
+    async def run() -> None:
+        inbox = Inbox()
+        sub = Subscriber(own_broker.address, "sub-smaller", [topic], inbox)
+        inbox.subscriber = sub
+        most_after = 0
+        client = Client(own_broker.address, "pub-smaller", clean=False, session_expiry=3600)
+        async with sub, client:
+            futures = [client.publish(topic, p, qos=1) for p in payloads(20_000)]
+            await asyncio.to_thread(own_broker.halt)
+            assert client.in_flight > 5, "too little in flight when the broker stopped: nothing tested"
+            own_broker.conf.write_text(own_broker.conf.read_text().replace(
+                "max_inflight_messages 1000", "max_inflight_messages 5"))
+            await asyncio.to_thread(own_broker.start)
+
+            def look(_: object) -> None:
+                nonlocal most_after
+                if client.generation >= 2:
+                    most_after = max(most_after, client.in_flight)
+
+            for future in futures:
+                future.add_done_callback(look)
+            async with asyncio.timeout(60):
+                await asyncio.gather(*futures)
+            assert client.generation == 2, "the broker dropped the client (receive maximum exceeded)"
+            assert await inbox.until(20_000, timeout_s=30) == set(payloads(20_000))
+        assert 0 < most_after <= 5
 
     asyncio.run(run())

@@ -16,6 +16,7 @@ from mqtt.wire import (
     connect_packet,
     parse_connack,
     parse_packets,
+    parse_suback,
     puback_packets,
 )
 
@@ -124,6 +125,22 @@ def test_connack_says_whether_the_session_was_kept_and_how_many_messages_may_be_
 def test_a_malformed_connack_is_a_protocol_error(why: str, body: bytes) -> None:
     with pytest.raises(ProtocolError):
         parse_connack(body, Protocol.V5)
+
+
+def test_a_suback_names_its_packet_id_and_reason_codes() -> None:
+    assert parse_suback(b"\x00\x07\x01\x80", Protocol.V311) == (7, b"\x01\x80")
+    assert parse_suback(b"\x01\x00" + _varint(3) + b"\x1f\x00\x00" + b"\x01", Protocol.V5) == (256, b"\x01")
+
+
+@pytest.mark.parametrize(("version", "body"), [
+    (Protocol.V311, b"\x00"),
+    (Protocol.V311, b"\x00\x07"),
+    (Protocol.V5, b"\x00\x07\x00"),
+    (Protocol.V5, b"\x00\x07\xff\xff\xff\xff\xff"),
+])
+def test_a_malformed_suback_is_a_protocol_error(version: Protocol, body: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        parse_suback(body, version)
 
 
 @pytest.mark.parametrize("version", [Protocol.V311, Protocol.V5])
