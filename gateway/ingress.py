@@ -228,12 +228,13 @@ class Gateway:
         self._subscriber.ack(mids, generation)
         if mids:
             acked = len(mids)
-            self._subscriber.call(lambda: self._acked(acked))
+            self._subscriber.call(lambda: self._acked(acked, generation))
 
-    def _acked(self, count: int) -> None:
-        # Approximate across reconnections (the broker re-sends what an earlier connection
-        # left unacknowledged): never below zero, and reset with each new session.
-        self._unacked = max(0, self._unacked - count)
+    def _acked(self, count: int, generation: int) -> None:
+        # Only acknowledgements of this connection count: those of an earlier one are not
+        # sent (the broker re-sends those messages), and the count was reset at connect.
+        if generation == self._subscriber.generation:
+            self._unacked = max(0, self._unacked - count)
 
     def _on_messages(self, messages: list[Message], generation: int) -> None:
         received_at = self._clock()
