@@ -146,9 +146,14 @@ def drop_old_chunks(conn: psycopg.Connection[Any], table: str, older_than: datet
 
 
 def refresh_continuous_aggregate(conn: psycopg.Connection[Any], view: str, start: datetime, end: datetime) -> None:
-    """Materialise `view` for [start, end) (whole buckets inside it). TimescaleDB refuses
-    this inside a transaction block: `conn` must be in autocommit. Keep `start` inside the
-    raw table's retention: a refresh over a range whose raw rows were dropped empties it."""
+    """Materialise `view` for [start, end) (whole buckets inside it): the buckets whose
+    raw rows changed since the last refresh are recomputed, so a wide window is cheap.
+    TimescaleDB refuses this inside a transaction block: `conn` must be in autocommit.
+
+    `start` must not be earlier than the raw table's retention cutoff (the `older_than`
+    its chunks are dropped with): dropping raw chunks marks their range as changed, and a
+    refresh reaching into it recomputes those buckets from rows that are gone, emptying
+    them (tests/test_timescale.py shows both)."""
     if not conn.autocommit:
         raise ValueError("refresh_continuous_aggregate needs a connection in autocommit")
     conn.execute("CALL refresh_continuous_aggregate(%s::regclass, %s, %s)", (view, start, end))

@@ -216,3 +216,32 @@ def pg_admin_url(request: pytest.FixtureRequest, pg_admin_url: str) -> str:
         return pg_admin_url
     server: TimescaleServer = request.getfixturevalue("timescale_server")
     return server.url()
+
+
+def main() -> None:
+    """`scripts/timescale-server`: a preloaded server (or `--unloaded`) until Ctrl-C, for
+    benchmarks and trying things by hand; prints its admin URL."""
+    import signal
+    import sys
+    import warnings
+
+    warnings.filterwarnings("ignore", module="platformdirs")  # as pyproject's pytest settings do
+    archive = tarball()
+    if archive is None:
+        sys.exit("timescale-server: no TimescaleDB build in " + " or ".join(str(d) for d in TARBALL_DIRS))
+    prefix = TimescalePrefix(archive)
+    try:
+        server = TimescaleServer(prefix, preload="--unloaded" not in sys.argv[1:])
+        server.start()
+        try:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+            print(server.url(), flush=True)
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        finally:
+            server.stop()
+    finally:
+        prefix.destroy()
+
+
+if __name__ == "__main__":
+    main()

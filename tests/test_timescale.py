@@ -275,9 +275,32 @@ def test_device_hourly_is_a_continuous_aggregate_refreshed_over_heartbeats(with_
         refresh_continuous_aggregate(conn, "trygg.device_hourly", TODAY - 3 * DAY, TODAY)
         assert conn.execute("SELECT heartbeats, battery_min, battery_last FROM trygg.device_hourly"
                             " WHERE device_id = 'd-2'").fetchone() == (2, 40, 40)
-        with pytest.raises(ValueError, match="autocommit"):
-            conn.autocommit = False
-            refresh_continuous_aggregate(conn, "trygg.device_hourly", TODAY - 3 * DAY, TODAY)
+        with pytest.raises(ValueError, match="autocommit"), psycopg.connect(with_heartbeats) as other:
+            refresh_continuous_aggregate(other, "trygg.device_hourly", TODAY - 3 * DAY, TODAY)
+
+
+def test_raw_heartbeats_age_out_before_their_hourly_rollup(with_heartbeats: str) -> None:
+    """Retention per class: raw heartbeats go after days, the hourly rollup stays longer.
+    Dropping raw chunks leaves the materialised hours while refreshes start at the raw
+    retention cutoff; a refresh reaching into the dropped range would empty those hours
+    (TimescaleDB recomputes them from the rows that are gone: the rule the maintenance
+    follows, docs/storage.md "TimescaleDB"). The rollup's own old chunks go by
+    drop_old_chunks as well."""
+    old, recent = TODAY - 20 * DAY, TODAY - DAY
+    raw_cutoff = TODAY - 14 * DAY
+    with psycopg.connect(with_heartbeats, autocommit=True) as conn:
+        for ts in (old, old + timedelta(minutes=1), recent):
+            conn.execute("INSERT INTO trygg.heartbeats VALUES ('d-1', %s, %s, 80)", (ts, ts))
+        refresh_continuous_aggregate(conn, "trygg.device_hourly", TODAY - 30 * DAY, TODAY)
+        assert len(drop_old_chunks(conn, "trygg.heartbeats", raw_cutoff)) == 1
+        assert conn.execute("SELECT count(*) FROM trygg.heartbeats").fetchone() == (1,)
+        conn.execute("INSERT INTO trygg.heartbeats VALUES ('d-1', %s, now(), 70)", (recent + timedelta(minutes=5),))
+        refresh_continuous_aggregate(conn, "trygg.device_hourly", raw_cutoff, TODAY)
+        hours = conn.execute("SELECT hour, heartbeats FROM trygg.device_hourly ORDER BY hour").fetchall()
+        assert hours == [(old, 2), (recent, 2)]
+        dropped = drop_old_chunks(conn, "trygg.device_hourly", TODAY - 10 * DAY)
+        assert dropped, "the rollup's chunk of 20 days ago was kept"
+        assert conn.execute("SELECT hour FROM trygg.device_hourly").fetchall() == [(recent,)]
 
 
 # --- plain PostgreSQL stays the default -------------------------------------------------
