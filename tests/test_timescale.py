@@ -236,8 +236,13 @@ CREATE TABLE trygg.device_hourly (
     device_id text NOT NULL, hour timestamptz NOT NULL, heartbeats int NOT NULL,
     battery_min smallint, battery_max smallint, battery_last smallint,
     PRIMARY KEY (device_id, hour)
-);
+) PARTITION BY RANGE (hour);
+CREATE TABLE trygg.device_hourly_2020_01 PARTITION OF trygg.device_hourly
+    FOR VALUES FROM ('2020-01-01') TO ('2020-02-01');
 GRANT SELECT ON trygg.device_hourly TO PUBLIC;
+CREATE TABLE trygg.partition_plan (parent text PRIMARY KEY, column_name text, step text, ahead interval);
+INSERT INTO trygg.partition_plan VALUES ('trygg.device_hourly', 'hour', 'month', '2 months'),
+                                        ('trygg.dead_letters', 'received_at', 'week', '2 weeks');
 """
 
 
@@ -251,6 +256,11 @@ def with_heartbeats(timescale_url: str) -> str:
             conn.execute("DELETE FROM trygg.schema_migrations WHERE version = 14")
             conn.commit()
             assert migrate_url(timescale_url) == ["0014_timescale"]
+            with conn.transaction():  # what 0014 must have carried over
+                assert conn.execute("SELECT has_table_privilege('public', 'trygg.device_hourly', 'SELECT')"
+                                    ).fetchone() == (True,), "the grant of the table it replaced was lost"
+                assert [r[0] for r in conn.execute("SELECT parent FROM trygg.partition_plan")] == [
+                    "trygg.dead_letters"], "ensure_partitions would attach partitions to the view"
     return timescale_url
 
 
@@ -260,8 +270,8 @@ def test_device_hourly_is_a_continuous_aggregate_refreshed_over_heartbeats(with_
     beats += [("d-1", hour + timedelta(hours=1, minutes=5), None), ("d-2", hour + timedelta(minutes=1), 50)]
     with psycopg.connect(with_heartbeats, autocommit=True) as conn:
         assert is_continuous_aggregate(conn, "trygg.device_hourly")
-        assert conn.execute("SELECT has_table_privilege('public', 'trygg.device_hourly', 'SELECT')"
-                            ).fetchone() == (True,), "the grant of the table it replaced was lost"
+        assert conn.execute("SELECT count(*) FROM trygg.partition_plan WHERE parent LIKE '%device_hourly'"
+                            ).fetchone() == (0,), "ensure_partitions would attach partitions to the view"
         with conn.cursor().copy("COPY trygg.heartbeats (device_id, ts, received_at, battery_pct) FROM STDIN") as cp:
             for device, ts, battery in beats:
                 cp.write_row((device, ts, ts, battery))
@@ -277,6 +287,19 @@ def test_device_hourly_is_a_continuous_aggregate_refreshed_over_heartbeats(with_
                             " WHERE device_id = 'd-2'").fetchone() == (2, 40, 40)
         with pytest.raises(ValueError, match="autocommit"), psycopg.connect(with_heartbeats) as other:
             refresh_continuous_aggregate(other, "trygg.device_hourly", TODAY - 3 * DAY, TODAY)
+
+
+def test_a_device_hourly_table_that_holds_rows_is_kept(timescale_url: str) -> None:
+    with psycopg.connect(timescale_url) as conn:
+        if conn.execute("SELECT to_regclass('trygg.heartbeats')").fetchone() != (None,):
+            pytest.skip("migration 0011 exists: 0014 ran on its empty table with the other migrations")
+        conn.execute(HEARTBEATS_0011.encode())
+        conn.execute("INSERT INTO trygg.device_hourly VALUES ('d-1', '2020-01-02', 60, 80, 81, 80)")
+        conn.execute("DELETE FROM trygg.schema_migrations WHERE version = 14")
+        conn.commit()
+        assert migrate_url(timescale_url) == ["0014_timescale"]
+        assert not is_continuous_aggregate(conn, "trygg.device_hourly")
+        assert conn.execute("SELECT heartbeats FROM trygg.device_hourly").fetchall() == [(60,)]
 
 
 def test_raw_heartbeats_age_out_before_their_hourly_rollup(with_heartbeats: str) -> None:

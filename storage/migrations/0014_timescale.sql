@@ -8,7 +8,8 @@
 -- its old chunks like any hypertable's. Same name and columns as the plain table, so
 -- readers do not change. A plain trygg.device_hourly that already holds rows, or that
 -- other objects depend on, is kept as it is (the maintenance then rolls up as on plain
--- PostgreSQL); an empty one is replaced, its grants carried over.
+-- PostgreSQL); an empty one is replaced, its grants carried over, and its row of
+-- trygg.partition_plan (migration 0011) removed.
 DO $$
 DECLARE
     grant_row record;
@@ -58,6 +59,12 @@ BEGIN
     FROM trygg.heartbeats
     GROUP BY device_id, time_bucket(interval '1 hour', ts)
     WITH NO DATA;
+    -- its chunks are TimescaleDB's: no partitions to create ahead (trygg.ensure_partitions
+    -- would try to attach some to the view); retention drops them (drop_old_chunks)
+    IF EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = 'trygg'
+               AND table_name = 'partition_plan' AND column_name = 'parent') THEN
+        DELETE FROM trygg.partition_plan WHERE parent IN ('trygg.device_hourly', 'device_hourly');
+    END IF;
     FOR grant_row IN SELECT * FROM device_hourly_grants LOOP
         EXECUTE format('GRANT %s ON trygg.device_hourly TO %s', grant_row.privilege_type,
                        CASE WHEN grant_row.grantee = 0 THEN 'PUBLIC'
