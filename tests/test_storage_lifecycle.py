@@ -335,6 +335,12 @@ def test_ensure_makes_the_plan_ahead_and_is_idempotent(database: str) -> None:
         assert before.upper == after.lower
 
 
+def test_a_range_of_more_than_1000_partitions_is_refused(database: str) -> None:
+    with psycopg.connect(database) as conn, pytest.raises(psycopg.errors.RaiseException, match="1000 partitions"):
+        partitions.ensure_range(conn, "heartbeats", NOW, NOW + timedelta(days=1000))
+    assert len(leaf_names(database, "heartbeats")) == 5  # as the migration made them
+
+
 def test_concurrent_ensures_wait_for_each_other(database: str) -> None:
     far = NOW + timedelta(days=800)
     with psycopg.connect(database) as first, psycopg.connect(database) as second:

@@ -49,7 +49,8 @@ INSERT INTO trygg.partition_plan (parent, column_name, step, ahead, leaf_key) VA
 -- advisory lock held to the end of the caller's transaction).
 --
 -- A parent that is not declaratively partitioned (a TimescaleDB hypertable, which makes
--- its own chunks) is left alone. Returns how many leaves it created.
+-- its own chunks) is left alone. Returns how many leaves it created; refuses a range of
+-- more than 1000 steps.
 --
 -- Runs with its owner's rights (creating a partition needs the parent's owner), so the
 -- application role can call it; a fixed search_path, time zone and date style keep that
@@ -85,6 +86,11 @@ BEGIN
     END IF;
     IF from_ts IS NULL OR until_ts IS NULL OR until_ts < from_ts THEN
         RETURN 0;
+    END IF;
+    IF date_trunc(plan.step, from_ts) + 1000 * ('1 ' || plan.step)::interval <= until_ts THEN
+        -- a time far off (a broken clock): refused, rather than thousands of leaves
+        RAISE EXCEPTION 'trygg.ensure_partitions: % to % is more than 1000 partitions of %',
+            from_ts, until_ts, wanted;
     END IF;
     PERFORM pg_advisory_xact_lock(hashtext('trygg.ensure_partitions'), hashtext(wanted));
 
