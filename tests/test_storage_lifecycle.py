@@ -17,7 +17,7 @@ import pytest
 from psycopg import sql
 
 from composition.runtime import open_pool
-from storage import EventStore, Pool, partitions
+from storage import EventStore, Pool, partitions, residents_store
 from storage import events as events_module
 from storage.events import DeadLetter
 from storage.migrate import available
@@ -398,3 +398,30 @@ def test_the_application_role_writes_and_creates_partitions_only_through_the_fun
                 conn.execute(statement.encode())
             conn.rollback()
     assert rows(database, "SELECT ts FROM trygg.heartbeats") == [(ahead,)]
+
+
+# -- staff's reads -----------------------------------------------------------------------
+
+def test_a_residents_30_day_timeline_and_last_contact_read_from_the_index(database: str) -> None:
+    """With a few hundred thousand rows of other residents (and a busy motion sensor),
+    the timeline and the last contact read the resident's rows from (resident_id, ts)."""
+    with psycopg.connect(database) as conn:
+        conn.execute("INSERT INTO trygg.events (device_id, event_id, resident_id, type, ts, received_at, data)"
+                     " SELECT 'd-' || g % 1000, 'x-' || g, 'r-' || g % 1000,"
+                     "        (ARRAY['motion', 'door.opened', 'location'])[1 + g % 3],"
+                     "        now() - g * interval '10 seconds', now() - g * interval '10 seconds', '{}'"
+                     " FROM generate_series(1, 300000) g")
+        conn.execute("INSERT INTO trygg.events (device_id, event_id, resident_id, type, ts, received_at, data)"
+                     " SELECT 'd-busy', 'y-' || g, 'r-busy', 'motion', now() - g * interval '60 seconds',"
+                     "        now() - g * interval '60 seconds', '{}' FROM generate_series(1, 40000) g")
+        conn.execute("ANALYZE trygg.events")
+        month_ago = datetime.now(UTC) - timedelta(days=30)
+        for resident in ("r-7", "r-busy"):
+            for with_locations in (True, False):
+                plan = "\n".join(r[0] for r in conn.execute(
+                    b"EXPLAIN " + residents_store.timeline_query(with_locations),
+                    (resident, month_ago, datetime.now(UTC), 501)))
+                assert "resident_id_ts_idx" in plan and "Seq Scan" not in plan, plan
+            plan = "\n".join(r[0] for r in conn.execute(
+                ("EXPLAIN " + residents_store.LAST_CONTACT).encode(), (resident, resident, month_ago)))
+            assert "Seq Scan on events" not in plan, plan
