@@ -90,31 +90,45 @@ async def list_residents(conn: psycopg.AsyncConnection[Any], teams: Collection[s
         return list(await cur.fetchall())
 
 
-async def resident_events(conn: psycopg.AsyncConnection[Any], resident_id: str, since: datetime,
-                          until: datetime, *, with_locations: bool, limit: int
-                          ) -> tuple[list[dict[str, Any]], bool]:
-    """Events in [since, until) in time order, at most `limit`; True if more were left out."""
-    query = (
+def timeline_query(with_locations: bool) -> bytes:
+    """`resident_events`' query; parameters: resident, since, until, limit."""
+    return (
         "SELECT device_id, event_id, type, ts, received_at, data FROM trygg.events"
         " WHERE resident_id = %s AND ts >= %s AND ts < %s"
         + ("" if with_locations else " AND type <> 'location'")
         + " ORDER BY ts, seq LIMIT %s"
-    )
+    ).encode()
+
+
+async def resident_events(conn: psycopg.AsyncConnection[Any], resident_id: str, since: datetime,
+                          until: datetime, *, with_locations: bool, limit: int
+                          ) -> tuple[list[dict[str, Any]], bool]:
+    """Events in [since, until) in time order, at most `limit`; True if more were left out.
+    Heartbeats are not events rows (docs/storage.md "Heartbeats"), so a timeline holds what
+    happened, not every minute a device was heard. Read from the (resident_id, ts) index
+    in ts order; the sort by (ts, seq) is incremental and stops at `limit`."""
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(query.encode(), (resident_id, since, until, limit + 1))
+        await cur.execute(timeline_query(with_locations), (resident_id, since, until, limit + 1))
         rows = list(await cur.fetchall())
     return rows[:limit], len(rows) > limit
 
 
+#: `last_contact`'s query; parameters: resident, resident, since
+LAST_CONTACT = (
+    "SELECT greatest("
+    " (SELECT max(s.last_seen) FROM trygg.device_status s"
+    "  JOIN trygg.devices d ON d.id = s.device_id WHERE d.resident_id = %s),"
+    " (SELECT received_at FROM trygg.events WHERE resident_id = %s AND ts >= %s"
+    "  ORDER BY ts DESC LIMIT 1))"
+)
+
+
 async def last_contact(conn: psycopg.AsyncConnection[Any], resident_id: str, now: datetime) -> datetime | None:
-    """When anything was last heard from one of the resident's devices."""
-    cur = await conn.execute(
-        "SELECT greatest("
-        " (SELECT max(s.last_seen) FROM trygg.device_status s"
-        "  JOIN trygg.devices d ON d.id = s.device_id WHERE d.resident_id = %s),"
-        " (SELECT max(received_at) FROM trygg.events WHERE resident_id = %s AND ts >= %s))",
-        (resident_id, resident_id, now - CONTACT_WINDOW),
-    )
+    """When anything was last heard from one of the resident's devices: their
+    `device_status.last_seen` (every message, heartbeats included), or the newest stored
+    event of the resident (a device that has since gone to someone else). Both from
+    indexes: the newest event is the first row of a backward scan of (resident_id, ts)."""
+    cur = await conn.execute(LAST_CONTACT, (resident_id, resident_id, now - CONTACT_WINDOW))
     row = await cur.fetchone()
     return row[0] if row else None
 

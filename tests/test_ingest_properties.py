@@ -201,7 +201,14 @@ class Ingest:
         for as_received in (True, False):  # the payload's text; `data` alone (spool, row by row)
             self.conn.execute("DELETE FROM trygg.events")
             self.conn.execute("DELETE FROM trygg.event_keys")
+            self.conn.execute("DELETE FROM trygg.heartbeats")
             assert self.store.write([item], as_received=as_received) == 1
+            if item.type is EventType.HEARTBEAT:  # its own table: when, and the battery in whole percent
+                beat = self.conn.execute("SELECT device_id, ts, battery_pct FROM trygg.heartbeats").fetchone()
+                assert beat is not None and beat[:2] == (item.device_id, item.ts), (payload, as_received)
+                battery = item.data.get("battery_pct")
+                assert (beat[2] is None) if battery is None else abs(beat[2] - battery) <= 0.5, (payload, beat)
+                continue
             row = self.conn.execute("SELECT event_id, type, ts, data FROM trygg.events").fetchone()
             assert row == (item.event_id, item.type.value, item.ts, item.data), (payload, as_received)
 

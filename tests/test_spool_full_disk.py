@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -27,43 +28,56 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DEVICES = ("d-1-alarm", "d-2-alarm", "d-1-motion")
 
 
+Stored = tuple[str, str | datetime]
+
+
 class Stream:
     """A QoS 1 stream over three devices; remembers every event the broker acknowledged
-    (PUBACK), by device."""
+    (PUBACK), by device: a motion event by its id, a heartbeat by its ts (heartbeats are
+    stored once per device and ts, docs/storage.md "Heartbeats")."""
 
     def __init__(self, mosquitto: MosquittoInstance, prefix: str) -> None:
         self.prefix = prefix
         self.pub = Publisher(mosquitto.address, protocol=mqtt.MQTTv5)
-        self.sent: list[tuple[str, str, mqtt.MQTTMessageInfo]] = []
+        self.sent: list[tuple[Stored, mqtt.MQTTMessageInfo]] = []
         self._n = 0
+        self._ts = datetime.now(UTC)
 
     def publish(self, count: int, tag: str) -> None:
         infos = []
         for _ in range(count):
             device = DEVICES[self._n % len(DEVICES)]
             event_id = f"{tag}-{self._n:06d}"
-            kind, data = ("motion", {"room": "kitchen"}) if "motion" in device else ("heartbeat", {"battery_pct": 80})
-            info = self.pub.publish(f"{self.prefix}/devices/{device}/events", event(event_id, kind, data))
-            self.sent.append((device, event_id, info))
+            self._ts = max(datetime.now(UTC), self._ts + timedelta(microseconds=1))
+            if "motion" in device:
+                info = self.pub.publish(f"{self.prefix}/devices/{device}/events",
+                                        event(event_id, "motion", {"room": "kitchen"}, self._ts))
+                self.sent.append(((device, event_id), info))
+            else:
+                info = self.pub.publish(f"{self.prefix}/devices/{device}/events",
+                                        event(event_id, "heartbeat", {"battery_pct": 80}, self._ts))
+                self.sent.append(((device, self._ts), info))
             infos.append(info)
             self._n += 1
         for info in infos:
             info.wait_for_publish(60)
 
-    def acknowledged(self) -> set[tuple[str, str]]:
-        return {(device, event_id) for device, event_id, info in self.sent if info.is_published()}
+    def acknowledged(self) -> set[Stored]:
+        return {key for key, info in self.sent if info.is_published()}
 
     def close(self) -> None:
         self.pub.close()
 
 
-def stored(url: str) -> list[tuple[str, str]]:
+def stored(url: str) -> list[Stored]:
     with psycopg.connect(url) as conn:
-        return [(r[0], r[1]) for r in conn.execute("SELECT device_id, event_id FROM trygg.events")]
+        return [(r[0], r[1]) for r in conn.execute("SELECT device_id, event_id FROM trygg.events")] + \
+               [(r[0], r[1]) for r in conn.execute("SELECT device_id, ts FROM trygg.heartbeats")]
 
 
 def count(url: str) -> int:
-    return int(scalar(url, "SELECT count(*) FROM trygg.events") or 0)
+    return int(scalar(url, "SELECT (SELECT count(*) FROM trygg.events) + (SELECT count(*) FROM trygg.heartbeats)")
+               or 0)
 
 
 @pytest.fixture
