@@ -6,7 +6,8 @@ in the callback that read it. Only making events durable runs on threads of its 
 Start-up order: database (the stages' pool) and migrations, registry, broker, alerts
 (restores unresolved alerts), processors (restores rule state from the newest snapshot,
 replays the events stored after it, arms heartbeat supervision from when each device was
-last heard), the dashboard (listening), then the gateway; "Trygg is running" is said
+last heard), the dashboard (listening), the gateway, then maintenance (partitions ahead,
+rollups, retention: on a thread and a pool of its own); "Trygg is running" is said
 after that, and nothing slow (an import, building the dashboard) runs on the loop
 afterwards. Shutdown runs the other way (`_stop`), every task by the name it was
 started under.

@@ -49,8 +49,16 @@ def retention_of(settings: Settings) -> Retention:
 
 
 def extra_steps() -> list[Step]:
-    """Steps run after the device rollups: the research rollups' closing
-    (storage/rollups.py `close(conn, now)`), wired here once that module is in place."""
+    """The research rollups' steps (storage/rollups.py, helper "rollups"). NOT WIRED YET:
+    that module is not on this branch. Once merged, this returns::
+
+        [Step("research_rollups", rollups.close),
+         Step("research_forget", lambda conn, now: {"hours_removed": rollups.forget_before(
+             conn, oldest_kept(conn, "trygg.events") or now - timedelta(days=36_525))},
+              after_retention=True)]
+
+    (`close` before retention; `forget_before` after it, cut where the raw events that
+    retention left begin: a withdrawal can only be subtracted from rows that exist.)"""
     return []
 
 

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from typing import Any, Final
 
 import psycopg
@@ -105,6 +106,8 @@ class Step:
 
     name: str
     action: Callable[[Connection, datetime], object]
+    #: run after retention (e.g. what must follow the raw rows it dropped) instead of before
+    after_retention: bool = False
 
 
 @dataclass
@@ -136,16 +139,23 @@ class Report:
         return [n for s in self.steps for n in s.detail.get("dropped", [])]
 
 
-#: Steps added after the built-in ones, e.g. `Step("research_rollups", storage.rollups.close)`
-#: (docs/storage.md); composition/maintain.py passes them to `run`.
+#: Steps added to the built-in ones, before retention (or after it), e.g.
+#: `Step("research_rollups", storage.rollups.close)`; composition/maintain.py passes them.
 ExtraSteps = Sequence[Step]
+
+
+def oldest_kept(conn: Connection, parent: str) -> datetime | None:
+    """The lower bound of `parent`'s oldest leaf: no row before it is kept (None: no leaf,
+    or one from MINVALUE)."""
+    leaves = partition_plan.partitions(conn, parent)
+    return as_time(leaves[0].lower) if leaves else None
 
 
 def as_time(bound: datetime | date | None) -> datetime | None:
     """A partition bound as a point in time: a date bound is UTC midnight."""
     if bound is None or isinstance(bound, datetime):
         return bound
-    return datetime(bound.year, bound.month, bound.day, tzinfo=UTC)
+    return _midnight(bound)
 
 
 def expired(leaves: Iterable[Partition], keep: timedelta, now: datetime,
@@ -192,9 +202,10 @@ def _reset(conn: Connection) -> None:
     if conn.broken or conn.closed:
         return
     try:
-        conn.autocommit = False
-        conn.execute("RESET lock_timeout")
+        if conn.autocommit:
+            conn.execute("RESET lock_timeout")  # (in autocommit: a rollback would undo it)
         conn.rollback()
+        conn.autocommit = False
     except psycopg.Error:
         pass
 
@@ -205,8 +216,9 @@ def _run_locked(conn: Connection, retention: Retention, now: datetime | None,
     steps = [
         Step("partitions_ahead", _ensure_ahead),
         Step("device_rollups", lambda c, n: close_device_rollups(c, n, retention.heartbeats)),
-        *extra_steps,
+        *(s for s in extra_steps if not s.after_retention),
         Step("retention", lambda c, n: apply_retention(c, retention, n)),
+        *(s for s in extra_steps if s.after_retention),
         Step("maintenance_log", _prune_log),
     ]
     report = Report(ran=True)
@@ -270,15 +282,11 @@ class StepError(Exception):
 # --- partitions ahead -------------------------------------------------------------------
 
 def _planned_parents(conn: Connection) -> list[str]:
-    return [str(r[0]) for r in conn.execute("SELECT parent FROM trygg.partition_plan ORDER BY parent")]
+    return [p.parent for p in partition_plan.plan(conn)]
 
 
 def _leaf_names(conn: Connection, parents: Iterable[str]) -> set[str]:
-    return {_qualified(p.name, parent) for parent in parents for p in partition_plan.partitions(conn, parent)}
-
-
-def _qualified(name: str, parent: str) -> str:
-    return name if "." in name else f"{parent.split('.')[0]}.{name}"
+    return {p.name for parent in parents for p in partition_plan.partitions(conn, parent)}
 
 
 def _ensure_ahead(conn: Connection, now: datetime) -> dict[str, Any]:
@@ -351,7 +359,7 @@ def close_device_rollups(conn: Connection, now: datetime, heartbeats_keep: timed
         end = min(closed, start + timedelta(hours=MAX_HOURS_PER_RUN))
         hours = 0
         if start < end:
-            conn.execute("SELECT trygg.ensure_partitions('trygg.device_hourly', %s, %s)", (start, end))
+            partition_plan.ensure_range(conn, "trygg.device_hourly", start, end)
             hours = conn.execute(_HOURLY, {"start": start, "end": end}).rowcount
             hourly_until = end
         if hourly_until is None:
@@ -361,14 +369,17 @@ def close_device_rollups(conn: Connection, now: datetime, heartbeats_keep: timed
         day_start = daily_until or _local_date(conn, start)
         days = 0
         if day_start < day_end:
-            conn.execute("SELECT trygg.ensure_partitions('trygg.device_daily', %s, %s)",
-                         (as_time(day_start) - timedelta(days=1), as_time(day_end) + timedelta(days=1)))
+            partition_plan.ensure_range(conn, "trygg.device_daily", _midnight(day_start), _midnight(day_end))
             days = conn.execute(_DAILY, {"start": day_start, "end": day_end}).rowcount
             daily_until = day_end
         conn.execute("UPDATE trygg.device_rollup_state SET hourly_until = %s, daily_until = %s",
                      (hourly_until, daily_until))
     return {"hourly_until": hourly_until.isoformat(), "hourly_rows": hours,
             "daily_until": daily_until.isoformat() if daily_until else None, "daily_rows": days}
+
+
+def _midnight(d: date) -> datetime:
+    return datetime(d.year, d.month, d.day, tzinfo=UTC)
 
 
 def _local_date(conn: Connection, t: datetime) -> date:
@@ -421,7 +432,7 @@ def plan(conn: Connection, retention: Retention, now: datetime) -> list[Expired]
                 (parent, now - keep))]
         elif kind == "partitioned":
             leaves = partition_plan.partitions(conn, parent)
-            out += [Expired(parent, _qualified(p.name, parent), as_time(p.upper))
+            out += [Expired(parent, p.name, as_time(p.upper))
                     for p in expired(leaves, keep, now, closed_until=rolled.get(parent))]
     return out
 
@@ -436,18 +447,23 @@ def apply_retention(conn: Connection, retention: Retention, now: datetime) -> di
     items = plan(conn, retention, now)
     jobs: list[tuple[str, str, Callable[[], list[str]]]] = []
     for parent in sorted({e.parent for e in items if e.upper is None}):  # TimescaleDB: a class at once
-        jobs.append((parent, parent, lambda p=parent: _drop_chunks(conn, p, keeps[p], now, owned=p in owned)))
-    for e in items:
-        if e.upper is not None:
-            jobs.append((e.parent, e.name, lambda e=e: _drop_partition(conn, e.parent, e.name, keeps[e.parent],
-                                                                       owned=e.parent in owned)))
+        jobs.append((parent, parent, partial(_drop_chunks, conn, parent, keeps[parent], now,
+                                             owned=parent in owned)))
+    jobs += [(e.parent, e.name, partial(_drop_partition, conn, e.parent, e.name, keeps[e.parent],
+                                        owned=e.parent in owned))
+             for e in items if e.upper is not None]
+    waiting: dict[str, int] = {}  # parents whose drop failed: their later leaves wait for the next run
     for parent, name, job in jobs:
+        if parent in waiting:  # (one detach of a parent at a time: the failed one is pending)
+            waiting[parent] += 1
+            continue
         try:
             names = job()
         except psycopg.Error as exc:
             if conn.broken:
                 raise
-            failed[name] = str(exc).strip()
+            failed[name] = str(exc).strip().splitlines()[0]
+            waiting[parent] = 0
             log.warning("partition_not_dropped", table=parent, partition=name, error=failed[name])
             continue
         for each in names:
@@ -457,8 +473,10 @@ def apply_retention(conn: Connection, retention: Retention, now: datetime) -> di
     detail: dict[str, Any] = {"dropped": dropped}
     if failed:
         detail["not_dropped"] = failed
-        raise StepError(f"{len(failed)} partition(s) not dropped now (tried again next run): "
-                        + ", ".join(failed), detail)
+        later = sum(waiting.values())
+        raise StepError("not dropped now, tried again next run: "
+                        + "; ".join(f"{name} ({error})" for name, error in failed.items())
+                        + (f"; {later} more after it" if later else ""), detail)
     return detail
 
 
@@ -514,6 +532,7 @@ __all__ = [
     "apply_retention",
     "close_device_rollups",
     "expired",
+    "oldest_kept",
     "plan",
     "run",
 ]
