@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
@@ -202,8 +203,6 @@ def _reset(conn: Connection) -> None:
     if conn.broken or conn.closed:
         return
     try:
-        if conn.autocommit:
-            conn.execute("RESET lock_timeout")  # (in autocommit: a rollback would undo it)
         conn.rollback()
         conn.autocommit = False
     except psycopg.Error:
@@ -289,10 +288,23 @@ def _leaf_names(conn: Connection, parents: Iterable[str]) -> set[str]:
     return {p.name for parent in parents for p in partition_plan.partitions(conn, parent)}
 
 
+@contextmanager
+def ddl_lock_timeout(conn: Connection) -> Iterator[None]:
+    """DDL of a run waits `DDL_LOCK_TIMEOUT` at most for a lock (the rollups' statements
+    are not DDL and wait as long as they must)."""
+    conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(DDL_LOCK_TIMEOUT)))
+    try:
+        yield
+    finally:
+        if not conn.broken:
+            conn.execute("RESET lock_timeout")
+
+
 def _ensure_ahead(conn: Connection, now: datetime) -> dict[str, Any]:
     parents = _planned_parents(conn)
     before = _leaf_names(conn, parents)
-    partition_plan.ensure(conn, now)
+    with ddl_lock_timeout(conn):
+        partition_plan.ensure(conn, now)
     return {"created": sorted(_leaf_names(conn, parents) - before)}
 
 
@@ -439,44 +451,46 @@ def plan(conn: Connection, retention: Retention, now: datetime) -> list[Expired]
 
 def apply_retention(conn: Connection, retention: Retention, now: datetime) -> dict[str, Any]:
     """Drop every partition past its class's limit; one that cannot be dropped now (a lock
-    not had in time) is named in the error and tried again next run."""
+    not had in time) is named in the error and tried again next run, with the later
+    leaves of its table (a table has one detach at a time)."""
     owned = _owned_parents(conn)
     keeps = retention.by_parent()
-    dropped: list[str] = []
-    failed: dict[str, str] = {}
     items = plan(conn, retention, now)
-    jobs: list[tuple[str, str, Callable[[], list[str]]]] = []
-    for parent in sorted({e.parent for e in items if e.upper is None}):  # TimescaleDB: a class at once
-        jobs.append((parent, parent, partial(_drop_chunks, conn, parent, keeps[parent], now,
-                                             owned=parent in owned)))
+    jobs: list[tuple[str, str, Callable[[], list[str]]]] = [
+        (parent, parent, partial(_drop_chunks, conn, parent, keeps[parent], now, owned=parent in owned))
+        for parent in sorted({e.parent for e in items if e.upper is None})  # TimescaleDB: a class at once
+    ]
     jobs += [(e.parent, e.name, partial(_drop_partition, conn, e.parent, e.name, keeps[e.parent],
                                         owned=e.parent in owned))
              for e in items if e.upper is not None]
-    waiting: dict[str, int] = {}  # parents whose drop failed: their later leaves wait for the next run
-    for parent, name, job in jobs:
-        if parent in waiting:  # (one detach of a parent at a time: the failed one is pending)
-            waiting[parent] += 1
-            continue
-        try:
-            names = job()
-        except psycopg.Error as exc:
-            if conn.broken:
-                raise
-            failed[name] = str(exc).strip().splitlines()[0]
-            waiting[parent] = 0
-            log.warning("partition_not_dropped", table=parent, partition=name, error=failed[name])
-            continue
-        for each in names:
-            PARTITIONS_DROPPED.labels(parent).inc()
-            log.info("partition_dropped", table=parent, partition=each, keep_days=keeps[parent].days)
-        dropped += names
+    dropped: list[str] = []
+    failed: dict[str, str] = {}
+    later: dict[str, int] = {}  # per table whose drop failed: its leaves left for the next run
+    with ddl_lock_timeout(conn):
+        for parent, name, job in jobs:
+            if parent in later:
+                later[parent] += 1
+                continue
+            try:
+                names = job()
+            except psycopg.Error as exc:
+                if conn.broken:
+                    raise
+                failed[name] = str(exc).strip().splitlines()[0]
+                later[parent] = 0
+                log.warning("partition_not_dropped", table=parent, partition=name, error=failed[name])
+                continue
+            for each in names:
+                PARTITIONS_DROPPED.labels(parent).inc()
+                log.info("partition_dropped", table=parent, partition=each, keep_days=keeps[parent].days)
+            dropped += names
     detail: dict[str, Any] = {"dropped": dropped}
     if failed:
         detail["not_dropped"] = failed
-        later = sum(waiting.values())
+        more = sum(later.values())
         raise StepError("not dropped now, tried again next run: "
                         + "; ".join(f"{name} ({error})" for name, error in failed.items())
-                        + (f"; {later} more after it" if later else ""), detail)
+                        + (f"; {more} more after it" if more else ""), detail)
     return detail
 
 
@@ -496,14 +510,17 @@ def _drop_partition(conn: Connection, parent: str, leaf: str, keep: timedelta, *
         return [leaf] if row and row[0] else []
     parent_id = sql.Identifier(*parent.split("."))
     leaf_id = sql.Identifier(*leaf.split("."))
-    conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(DDL_LOCK_TIMEOUT)))
     row = conn.execute(
         "SELECT i.inhdetachpending FROM pg_inherits i"
         " WHERE i.inhparent = to_regclass(%s) AND i.inhrelid = to_regclass(%s)", (parent, leaf)).fetchone()
     if row is not None:
         how = sql.SQL("FINALIZE") if row[0] else sql.SQL("CONCURRENTLY")
         conn.execute(sql.SQL("ALTER TABLE {} DETACH PARTITION {} {}").format(parent_id, leaf_id, how))
-    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(leaf_id))
+    try:
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(leaf_id))
+    except psycopg.errors.LockNotAvailable:  # someone reads it by its name: it is no partition any more
+        log.error("partition_detached_not_dropped", table=parent, partition=leaf)
+        raise
     return [leaf]
 
 
