@@ -9,6 +9,22 @@ A re-used id (docs/ingest.md "Re-used ids"): `(device_id, id)` is the de-duplica
 but a copy is a re-send only if it also has the same `type` and `ts`. `trygg.event_keys`
 remembers both; a staged event whose key is taken by an event of another type or time is
 a different event, stored in the same transaction under `trygg.contract.rekeyed_id`.
+
+Heartbeats (docs/storage.md "Heartbeats") go to `trygg.heartbeats`, keyed by (device_id,
+ts): a re-send has the same ts and is stored once; they take no key. Every event whose
+data has `battery_pct` updates the device's latest battery report in
+`trygg.device_status`.
+
+Keys are partitioned by when they were stored (migration 0011): a key is looked up in
+every leaf of `trygg.event_keys` (one index probe per leaf) before it is inserted, and
+the insert's ON CONFLICT relies on the current leaf's unique index against a concurrent
+insert of the same key (the same device is written by one writer, so that is rare).
+
+A row that no partition takes (a `ts` beyond the partitions made ahead, or a replayed
+event older than the oldest) never fails a batch for good: the batch is rolled back, the
+missing partitions are created (`storage.partitions`, through the owner's function) and
+the batch is written once more. Whatever fails then goes to the caller as a refused
+batch (gateway/durable.py writes it row by row and dead-letters what is refused).
 """
 
 from __future__ import annotations
@@ -17,11 +33,12 @@ import contextlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final, cast
 
 import psycopg
 
+from storage import partitions
 from storage.errors import DatabaseUnavailable
 from storage.pool import Pool
 from trygg.contract import MAX_PAYLOAD_BYTES, Event, EventType, rekeyed_id
@@ -52,35 +69,73 @@ _COPY_STAGE = (
     "COPY event_stage (n, device_id, event_id, resident_id, type, ts, received_at, doc) FROM STDIN"
 )
 
+#: statements run after each staged layer of a batch is inserted, in the same
+#: transaction, while `event_stage` holds every event of the layer (new ones, re-sends and
+#: heartbeats; re-keyed events under their original id). The research rollups' "mark
+#: dirty" statement (storage.rollups.MARK_DIRTY_SQL) is wired here.
+AFTER_INSERT: tuple[str, ...] = ()
+
+# A key already stored, in any leaf of the key table: one lookup of the leaf's unique
+# index per leaf and staged row. A subquery in the select list is never turned into a
+# join, so the planner cannot pick a scan of a key table that holds weeks; compared in
+# the key's own collation "C" so that the index answers.
+_KEY_OF = """(SELECT {what} FROM trygg.event_keys k
+ WHERE k.device_id = s.device_id COLLATE "C" AND k.event_id = s.event_id COLLATE "C" LIMIT 1)"""
+
 # Keys first: a key that already exists marks a re-sent event, which is skipped (or,
-# with another type or ts, a re-used id: `_COLLIDING`).
-_INSERT_NEW = """
+# with another type or ts, a re-used id: `_COLLIDING`). Heartbeats take no key. (`IS NOT
+# TRUE` rather than `IS NULL`: the planner then expects most staged keys to be new, as
+# they are, and joins the new keys back to the stage by hashing.)
+_INSERT_NEW = f"""
 WITH new_keys AS (
     INSERT INTO trygg.event_keys (device_id, event_id, received_at, type, ts)
-    SELECT device_id, event_id, received_at, type, ts FROM event_stage
+    SELECT device_id, event_id, received_at, type, ts FROM (
+        SELECT s.device_id, s.event_id, s.received_at, s.type, s.ts, {_KEY_OF.format(what="true")} AS known
+        FROM event_stage s WHERE s.type <> 'heartbeat'
+    ) staged
+    WHERE known IS NOT TRUE
     ON CONFLICT DO NOTHING
     RETURNING device_id, event_id
 )
 INSERT INTO trygg.events (device_id, event_id, resident_id, type, ts, received_at, data)
 SELECT s.device_id, s.event_id, s.resident_id, s.type, s.ts, s.received_at,
-       coalesce(nullif(s.doc -> 'data', 'null'::jsonb), '{}'::jsonb)
+       coalesce(nullif(s.doc -> 'data', 'null'::jsonb), '{{}}'::jsonb)
 FROM event_stage s JOIN new_keys k USING (device_id, event_id)
 ORDER BY s.n
 """
 
+# `data.battery_pct` of a staged event (a number 0..100, docs/contract.md#3-events), else NULL.
+_BATTERY = """CASE WHEN jsonb_typeof(s.doc -> 'data' -> 'battery_pct') = 'number'
+ THEN round((s.doc -> 'data' ->> 'battery_pct')::numeric)::smallint END"""
+
+_INSERT_HEARTBEATS = f"""
+INSERT INTO trygg.heartbeats (device_id, ts, received_at, battery_pct)
+SELECT s.device_id, s.ts, s.received_at, {_BATTERY} FROM event_stage s WHERE s.type = 'heartbeat'
+ON CONFLICT DO NOTHING
+"""
+
+# The newest battery report of each device in the stage, if newer than the stored one.
+# Its time is the device's, but never later than when it was received (a device clock
+# ahead would otherwise hold back the reports after it).
+_UPSERT_BATTERY = f"""
+INSERT INTO trygg.device_status AS st (device_id, online, status_at, last_seen, battery_pct, battery_at)
+SELECT DISTINCT ON (device_id) device_id, NULL::boolean, NULL::timestamptz, received_at, pct, at
+FROM (SELECT s.n, s.device_id, s.received_at, least(s.ts, s.received_at) AS at, {_BATTERY} AS pct
+      FROM event_stage s) b
+WHERE pct IS NOT NULL
+ORDER BY device_id, at DESC, n DESC
+ON CONFLICT (device_id) DO UPDATE SET battery_pct = excluded.battery_pct, battery_at = excluded.battery_at
+WHERE st.battery_at IS NULL OR st.battery_at < excluded.battery_at
+"""
+
 # Staged events whose key is taken by an event of another type or device time; run only
 # when the insert skipped some keys. Keys from before migration 0009 (NULL type) and the
-# keys this batch just took (same type and ts) compare as the same event. One primary
-# key lookup per staged row (a subquery in the select list is never turned into a join,
-# so the planner cannot pick a scan of a key table that holds years), in the key's own
-# collation "C" so that the index answers.
-_COLLIDING = """
+# keys this batch just took (same type and ts) compare as the same event. One unique
+# index lookup per leaf and staged row (`_KEY_OF`).
+_COLLIDING = f"""
 SELECT n, event_id, type, ts FROM (
-    SELECT s.n, s.event_id, s.type, s.ts,
-           (SELECT k.type <> s.type OR k.ts <> s.ts FROM trygg.event_keys k
-            WHERE k.device_id = s.device_id COLLATE "C" AND k.event_id = s.event_id COLLATE "C"
-           ) AS taken
-    FROM event_stage s
+    SELECT s.n, s.event_id, s.type, s.ts, {_KEY_OF.format(what="k.type <> s.type OR k.ts <> s.ts")} AS taken
+    FROM event_stage s WHERE s.type <> 'heartbeat'
 ) staged
 WHERE taken
 ORDER BY n
@@ -226,6 +281,23 @@ def _store_rekeyed(cur: psycopg.Cursor[tuple[object, ...]]) -> int:
     return stored
 
 
+def _make_partitions(conn: psycopg.Connection[tuple[Any, ...]], events: Sequence[Event],
+                     dead: Sequence[DeadLetter]) -> None:
+    """Create the partitions a batch needs: ahead of now for every planned table, and
+    around the times of its rows (events and heartbeats by `ts`, dead letters, which
+    may also be made from its events, by `received_at`). Committed at once, so the
+    locks it takes on the parents are held only for as long as it takes."""
+    partitions.ensure(conn, datetime.now(UTC))
+    beats = [ev.ts for ev in events if ev.type is EventType.HEARTBEAT]
+    others = [ev.ts for ev in events if ev.type is not EventType.HEARTBEAT]
+    received = [d.received_at for d in dead] + [ev.received_at for ev in events]
+    for parent, times in ((partitions.EVENTS, others), (partitions.HEARTBEATS, beats),
+                          (partitions.DEAD_LETTERS, received)):
+        if times:
+            partitions.ensure_range(conn, parent, min(times), max(times))
+    conn.commit()
+
+
 class EventStore:
     def __init__(self, pool: Pool, *, wait_s: float = CONNECTION_WAIT_S) -> None:
         self._pool = pool
@@ -268,40 +340,70 @@ class EventStore:
         *,
         as_received: bool = True,
     ) -> int:
-        """Commit one batch; returns how many events were new (not re-sent). Without
-        `as_received` each event's `data` is serialised anew instead of storing from
-        the payload's text (for a batch the database refused)."""
+        """Commit one batch; returns how many events were new (not re-sent; a heartbeat
+        counts as new when its (device, ts) was not stored yet). Without `as_received`
+        each event's `data` is serialised anew instead of storing from the payload's text
+        (for a batch the database refused). A row that no partition takes makes the
+        missing partitions and the batch is written once more (module docstring)."""
         conn = self._connection()
         try:
-            with conn.cursor() as cur:
-                inserted = 0
-                batch, shared = _dedupe(events)
-                for depth, layer in enumerate(_layers(batch) if shared else [batch] if batch else []):
-                    if depth:  # a re-used id inside the batch (rare)
-                        cur.execute("DELETE FROM event_stage")
-                    with cur.copy(_COPY_STAGE) as copy:
-                        copy.write(copy_rows(layer, as_received=as_received))
-                    cur.execute(_INSERT_NEW)
-                    new = cur.rowcount
-                    if new < len(layer):  # re-sends, or a re-used id
-                        new += _store_rekeyed(cur)
-                    inserted += new
-                if dead:
-                    with cur.copy(_COPY_DEAD) as copy:
-                        for d in dead:
-                            copy.write_row((
-                                d.received_at, d.topic, d.payload[:MAX_PAYLOAD_BYTES],
-                                d.reason, d.detail, len(d.payload),
-                            ))
-                for st in statuses:
-                    cur.execute(_UPSERT_STATUS, (st.device_id, st.online, st.at, st.at))
-            conn.commit()
+            try:
+                return self._commit(conn, events, dead, statuses, as_received)
+            except psycopg.errors.CheckViolation as exc:
+                if not partitions.missing_partition(exc):
+                    raise
+                conn.rollback()
+                log.warning("partition_missing_creating_it", error=str(exc).strip())
+                _make_partitions(conn, events, dead)
+                return self._commit(conn, events, dead, statuses, as_received)
         except psycopg.OperationalError as exc:
             raise self._lost(exc) from exc
         except BaseException:
             if not conn.closed:
                 conn.rollback()
             raise
+
+    def _commit(
+        self,
+        conn: psycopg.Connection[tuple[Any, ...]],
+        events: Sequence[Event],
+        dead: Sequence[DeadLetter],
+        statuses: Sequence[StatusRow],
+        as_received: bool,
+    ) -> int:
+        with conn.cursor() as cur:
+            inserted = 0
+            batch, shared = _dedupe(events)
+            for depth, layer in enumerate(_layers(batch) if shared else [batch] if batch else []):
+                if depth:  # a re-used id inside the batch (rare)
+                    cur.execute("DELETE FROM event_stage")
+                with cur.copy(_COPY_STAGE) as copy:
+                    copy.write(copy_rows(layer, as_received=as_received))
+                beats = sum(1 for ev in layer if ev.type is EventType.HEARTBEAT)
+                if beats:
+                    cur.execute(_INSERT_HEARTBEATS)
+                    inserted += cur.rowcount
+                new = 0
+                if beats < len(layer):
+                    cur.execute(_INSERT_NEW)
+                    new = cur.rowcount
+                for statement in AFTER_INSERT:
+                    cur.execute(statement)
+                if any("battery_pct" in ev.data for ev in layer):
+                    cur.execute(_UPSERT_BATTERY)
+                if new < len(layer) - beats:  # re-sends, or a re-used id
+                    new += _store_rekeyed(cur)
+                inserted += new
+            if dead:
+                with cur.copy(_COPY_DEAD) as copy:
+                    for d in dead:
+                        copy.write_row((
+                            d.received_at, d.topic, d.payload[:MAX_PAYLOAD_BYTES],
+                            d.reason, d.detail, len(d.payload),
+                        ))
+            for st in statuses:
+                cur.execute(_UPSERT_STATUS, (st.device_id, st.online, st.at, st.at))
+        conn.commit()
         return inserted
 
     def touch_devices(self, last_seen: dict[str, datetime]) -> None:
@@ -316,12 +418,10 @@ class EventStore:
             raise self._lost(exc) from exc
 
     def ensure_partitions(self) -> None:
+        """Partitions ready ahead of now for every planned table (trygg.partition_plan)."""
         conn = self._connection()
         try:
-            conn.execute(
-                "SELECT trygg.ensure_event_partitions(now() - interval '2 months',"
-                " now() + interval '3 months')"
-            )
+            partitions.ensure(conn, datetime.now(UTC))
             conn.commit()
         except psycopg.OperationalError as exc:  # e.g. the server went away since the ping
             raise self._lost(exc) from exc

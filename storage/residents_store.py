@@ -93,7 +93,10 @@ async def list_residents(conn: psycopg.AsyncConnection[Any], teams: Collection[s
 async def resident_events(conn: psycopg.AsyncConnection[Any], resident_id: str, since: datetime,
                           until: datetime, *, with_locations: bool, limit: int
                           ) -> tuple[list[dict[str, Any]], bool]:
-    """Events in [since, until) in time order, at most `limit`; True if more were left out."""
+    """Events in [since, until) in time order, at most `limit`; True if more were left out.
+    Heartbeats are not events rows (docs/storage.md "Heartbeats"), so a timeline holds what
+    happened, not every minute a device was heard. Read from the (resident_id, ts) index
+    in ts order; the sort by (ts, seq) is incremental and stops at `limit`."""
     query = (
         "SELECT device_id, event_id, type, ts, received_at, data FROM trygg.events"
         " WHERE resident_id = %s AND ts >= %s AND ts < %s"
@@ -107,12 +110,16 @@ async def resident_events(conn: psycopg.AsyncConnection[Any], resident_id: str, 
 
 
 async def last_contact(conn: psycopg.AsyncConnection[Any], resident_id: str, now: datetime) -> datetime | None:
-    """When anything was last heard from one of the resident's devices."""
+    """When anything was last heard from one of the resident's devices: their
+    `device_status.last_seen` (every message, heartbeats included), or the newest stored
+    event of the resident (a device that has since gone to someone else). Both from
+    indexes: the newest event is the first row of a backward scan of (resident_id, ts)."""
     cur = await conn.execute(
         "SELECT greatest("
         " (SELECT max(s.last_seen) FROM trygg.device_status s"
         "  JOIN trygg.devices d ON d.id = s.device_id WHERE d.resident_id = %s),"
-        " (SELECT max(received_at) FROM trygg.events WHERE resident_id = %s AND ts >= %s))",
+        " (SELECT received_at FROM trygg.events WHERE resident_id = %s AND ts >= %s"
+        "  ORDER BY ts DESC LIMIT 1))",
         (resident_id, resident_id, now - CONTACT_WINDOW),
     )
     row = await cur.fetchone()

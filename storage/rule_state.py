@@ -35,7 +35,12 @@ def last_seen(pool: Pool) -> dict[str, datetime]:
 
 def events_since(pool: Pool, since: datetime, until: datetime) -> Iterator[Event]:
     """Stored events received in (since, until], in the order they were received. The
-    connection is held until the iterator is used up or closed (a server-side cursor)."""
+    connection is held until the iterator is used up or closed (a server-side cursor).
+
+    Heartbeats are not among them (they are kept in trygg.heartbeats, migration 0011):
+    what the rules take from a heartbeat is that the device was heard, which
+    `last_seen` restores (composition/app.py `restore_rules` arms supervision from it),
+    and a battery reading, which the device's next report brings again."""
     with pool.connection() as conn, conn.cursor(name="replay") as cur:
         cur.itersize = 5000
         cur.execute(
