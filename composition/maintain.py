@@ -133,8 +133,9 @@ def summary(report: Report) -> list[str]:
             dropped = detail["dropped"]
             parts.append(f"dropped {len(dropped)} partition(s)" + (": " + ", ".join(dropped) if dropped else ""))
         if "hourly_until" in detail:
-            parts.append(f"hourly closed until {detail['hourly_until']} (+{detail['hourly_rows']} rows), "
-                         f"daily until {detail['daily_until']} (+{detail['daily_rows']} rows)")
+            parts.append(f"hourly closed until {_when(datetime.fromisoformat(detail['hourly_until']))} "
+                         f"(+{detail['hourly_rows']} rows), daily until {detail['daily_until']} "
+                         f"(+{detail['daily_rows']} rows)")
         if "skipped" in detail:
             parts.append(f"skipped: {detail['skipped']}")
         if "removed" in detail:
