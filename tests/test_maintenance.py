@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from prometheus_client import REGISTRY
 from psycopg import sql
 
 from composition.maintain import summary
@@ -141,10 +142,22 @@ def test_retention_drops_exactly_the_partitions_past_their_class_limit(database:
         assert any(n in expected for n, _ in mine), parent
         assert any(n not in expected and u is not None and u < now for n, u in mine), parent
 
+    def metric(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    events_dropped = metric("trygg_partitions_dropped_total", table="trygg.events")
+    retention_runs = metric("trygg_maintenance_runs_total", step="retention", outcome="ok")
+    started = time.time()
+
     report = run(pool, RETENTION, now)
 
     assert report.ok, summary(report)
     assert set(report.dropped) == expected
+    assert metric("trygg_partitions_dropped_total", table="trygg.events") - events_dropped == sum(
+        1 for n in expected if before[n][0] == "trygg.events")
+    assert metric("trygg_maintenance_runs_total", step="retention", outcome="ok") == retention_runs + 1
+    assert metric("trygg_maintenance_seconds_count", step="retention") >= 1
+    assert metric("trygg_maintenance_last_success_timestamp_seconds") >= started
     after = leaves(database)
     assert not expected & after.keys()
     for name, (_, _, rows) in before.items():  # every other leaf is there, with its rows
