@@ -50,15 +50,21 @@ def retention_of(settings: Settings) -> Retention:
 
 def extra_steps() -> list[Step]:
     """The research rollups' steps (storage/rollups.py, helper "rollups"). NOT WIRED YET:
-    that module is not on this branch. Once merged, this returns::
+    that module is not on this branch. Once it is, this becomes (tried against that
+    branch: both steps ran, and `trygg maintain` showed them)::
 
-        [Step("research_rollups", rollups.close),
-         Step("research_forget", lambda conn, now: {"hours_removed": rollups.forget_before(
-             conn, oldest_kept(conn, "trygg.events") or now - timedelta(days=36_525))},
-              after_retention=True)]
+        from storage import rollups
+        from storage.maintenance import Step, oldest_kept
 
-    (`close` before retention; `forget_before` after it, cut where the raw events that
-    retention left begin: a withdrawal can only be subtracted from rows that exist.)"""
+        def forget(conn: Connection, now: datetime) -> dict[str, int]:
+            cut = oldest_kept(conn, "trygg.events")
+            return {"hours_removed": rollups.forget_before(conn, cut) if cut else 0}
+
+        return [Step("research_rollups", rollups.close),
+                Step("research_forget", forget, after_retention=True)]
+
+    `close` runs before retention; `forget_before` after it, cut where the raw events that
+    retention left begin (a withdrawal can only be subtracted from rows that exist)."""
     return []
 
 
@@ -140,6 +146,9 @@ def summary(report: Report) -> list[str]:
             parts.append(f"skipped: {detail['skipped']}")
         if "removed" in detail:
             parts.append(f"removed {detail['removed']} old log row(s)")
+        shown = {"created", "dropped", "hourly_until", "hourly_rows", "daily_until", "daily_rows", "skipped",
+                 "removed", "not_dropped"}
+        parts += [f"{key} {value}" for key, value in detail.items() if key not in shown]
         if step.error:
             parts.append(step.error)
         lines.append(head + ("  " + "; ".join(parts) if parts else ""))
