@@ -277,6 +277,29 @@ def test_a_detach_cut_short_by_a_long_reader_fails_that_step_only_and_the_next_r
         assert conn.execute("SELECT count(*) FROM pg_inherits WHERE inhdetachpending").fetchone() == (0,)
 
 
+def test_a_resend_inside_the_window_is_stored_once_after_key_pruning(database: str, pool: Pool) -> None:
+    """Keys go a leaf at a time once the leaf's upper bound is 31 days old: an event whose
+    key is gone was received more than 31 days ago, so its re-send is older than the
+    gateway's 30-day window (plus 24 h of device clock) and is dead-lettered there."""
+    now = datetime.now(UTC)
+    press = Event("d-1-alarm", "e-1", EventType.ALARM_BUTTON, now - DAY, now - DAY, {}, "r-1")
+    store = EventStore(pool)
+    try:
+        assert store.write([press]) == 1
+        with psycopg.connect(database) as conn:
+            key_leaf = next(p for p in partitions(conn, "trygg.event_keys")
+                            if (p.lower is None or p.lower <= now) and p.upper is not None and now < p.upper)
+        assert run(pool, RETENTION, now + timedelta(days=29)).ok  # the key's leaf is within 31 days
+        assert store.write([press]) == 0
+        pruned = run(pool, RETENTION, key_leaf.upper + EVENT_KEYS_KEEP + timedelta(minutes=1))
+        assert pruned.ok and key_leaf.name in pruned.dropped
+    finally:
+        store.close()
+    with psycopg.connect(database) as conn:
+        assert conn.execute("SELECT count(*) FROM trygg.events WHERE event_id = 'e-1'").fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM trygg.event_keys WHERE event_id = 'e-1'").fetchone() == (0,)
+
+
 # --- the audit log ----------------------------------------------------------------------
 
 def test_audit_rows_survive_every_maintenance_run(database: str, pool: Pool) -> None:
