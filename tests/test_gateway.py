@@ -27,6 +27,10 @@ from trygg.contract import Event, EventType, parse_event
 
 pytestmark = pytest.mark.integration
 
+#: what the gateway stored: events, and heartbeats, which have a table of their own
+#: (docs/storage.md "Heartbeats")
+STORED = "SELECT (SELECT count(*) FROM trygg.events) + (SELECT count(*) FROM trygg.heartbeats)"
+
 
 
 
@@ -268,7 +272,7 @@ def test_postgres_down_for_30_s_spools_then_stores_everything_once_in_order(
     streamer = threading.Thread(target=stream)
     streamer.start()
     try:
-        wait_for(lambda: count(url), lambda n: n > 100)
+        wait_for(lambda: count(url, STORED), lambda n: n > 100)
         private_postgres.stop("immediate")
         stop.wait(30)
         spools = list((tmp_path / "spool").glob("shard-*/spool.log"))
@@ -279,15 +283,17 @@ def test_postgres_down_for_30_s_spools_then_stores_everything_once_in_order(
         stop.set()
         streamer.join()
     total = sum(sent.values())
-    assert wait_for(lambda: count(url), lambda n: n >= total, timeout=60) == total
+    assert wait_for(lambda: count(url, STORED), lambda n: n >= total, timeout=60) == total
     assert wait_for(lambda: [p.stat().st_size for p in spools], lambda sizes: not any(sizes)) == [0] * len(spools), \
         "the spool was not emptied after replay"
     with psycopg.connect(url) as conn:
-        for dev in devices:
-            ids = [r[0] for r in conn.execute(
-                "SELECT event_id FROM trygg.events WHERE device_id = %s ORDER BY seq", (dev,))]
-            assert ids == sorted(ids), f"{dev}: stored out of order"
-            assert len(ids) == len(set(ids)) == sent[dev]
+        ids = [r[0] for r in conn.execute(
+            "SELECT event_id FROM trygg.events WHERE device_id = 'd-1-motion' ORDER BY seq")]
+        assert ids == sorted(ids), "stored out of order"
+        assert len(ids) == len(set(ids)) == sent["d-1-motion"]
+        for dev in ("d-1-alarm", "d-2-alarm"):  # heartbeats: one row per device and ts
+            assert conn.execute("SELECT count(*), count(DISTINCT ts) FROM trygg.heartbeats WHERE device_id = %s",
+                                (dev,)).fetchone() == (sent[dev], sent[dev])
 
 
 @pytest.mark.slow
@@ -305,8 +311,9 @@ def test_kill_9_during_a_burst_of_10000_loses_nothing_and_stores_nothing_twice(
         return subprocess.Popen([sys.executable, "-m", "trygg", "gateway"], env=env,
                                 stdout=log, stderr=log)
 
-    def burst_rows() -> int:
-        return count(database, "SELECT count(*) FROM trygg.events WHERE event_id LIKE 'b-%%'")
+    def burst_rows() -> int:  # the burst's events, and its heartbeats (the load devices send only those)
+        return count(database, "SELECT (SELECT count(*) FROM trygg.events WHERE event_id LIKE 'b-%%')"
+                               " + (SELECT count(*) FROM trygg.heartbeats WHERE device_id LIKE 'load-%%')")
 
     gateway = start()
     pub = Publisher(mosquitto.address, protocol=mqtt.MQTTv5)
@@ -315,11 +322,15 @@ def test_kill_9_during_a_burst_of_10000_loses_nothing_and_stores_nothing_twice(
         probe = iter(range(1000))
         stored = wait_for(
             lambda: pub.publish_all([(f"{prefix}/devices/d-2-alarm/events",
-                                      event(f"ready-{next(probe)}"))]) or count(database),
+                                      event(f"ready-{next(probe)}"))]) or count(database, STORED),
             lambda n: n > 0, interval=0.2)
         assert stored > 0, "the gateway never started"
+        # half heartbeats (stored by device and ts), half events (through the keys)
+        start_ts = datetime.now(UTC)
         burst = [(f"{prefix}/devices/load-{i % 100}/events",
-                  event(f"b-{i:05d}", "heartbeat", {"battery_pct": 80})) for i in range(10_000)]
+                  event(f"b-{i:05d}", "heartbeat", {"battery_pct": 80}, start_ts + timedelta(milliseconds=i))
+                  if i % 2 else event(f"b-{i:05d}", "alarm.cancel", ts=start_ts + timedelta(milliseconds=i)))
+                 for i in range(10_000)]
         sender = threading.Thread(target=pub.publish_all, args=(burst,))
         sender.start()
         wait_for(burst_rows, lambda n: n > 1500, interval=0.005)
@@ -337,9 +348,11 @@ def test_kill_9_during_a_burst_of_10000_loses_nothing_and_stores_nothing_twice(
     assert 0 < killed_at < 10_000, "the kill did not land inside the burst"
     assert final == 10_000
     with psycopg.connect(database) as conn:
-        distinct = conn.execute("SELECT count(DISTINCT event_id) FROM trygg.events "
+        distinct = conn.execute("SELECT count(*), count(DISTINCT event_id) FROM trygg.events "
                                 "WHERE event_id LIKE 'b-%'").fetchone()
-    assert distinct == (10_000,)
+        beats = conn.execute("SELECT count(*) FROM trygg.heartbeats WHERE device_id LIKE 'load-%'").fetchone()
+    assert distinct == (5_000, 5_000)
+    assert beats == (5_000,)
 
 
 def test_status_messages_are_kept_per_device(start_gateway: StartGateway, publisher: Publisher,
@@ -403,7 +416,8 @@ def test_an_alarm_that_arrives_during_a_long_read_overtakes_the_rest_of_it(
     publisher.publish(topic, event("press-1", "alarm.button"))
     assert wait_for(lambda: len(handed), lambda n: n == 101) == 101
     assert handed.index("press-1") < handed.index("hb-40"), "the alarm waited for the read before it"
-    assert wait_for(lambda: count(database), lambda n: n == 101) == 101
+    assert wait_for(lambda: count(database, STORED), lambda n: n == 101) == 101
+    assert count(database) == 1, "only the alarm is an events row; the heartbeats have their own table"
 
 
 def test_a_spool_left_by_another_writer_count_is_replayed(
@@ -414,12 +428,13 @@ def test_a_spool_left_by_another_writer_count_is_replayed(
 
     now = datetime.now(UTC)
     Spool(tmp_path / "spool" / "shard-7").append(
-        [Event("d-1-alarm", f"old-{i}", EventType.HEARTBEAT, now, now, {}, "r-1") for i in range(5)])
+        [Event("d-1-alarm", f"old-{i}", EventType.HEARTBEAT, now - timedelta(minutes=i), now, {}, "r-1")
+         for i in range(5)])
     gw = Gateway(mosquitto.address, pool, small_registry(),
                  GatewayConfig(tmp_path / "spool", prefix=prefix, client_id=f"o{prefix.split('/')[0]}", writers=2))
     gw.start()
     try:
-        assert wait_for(lambda: count(database), lambda n: n == 5) == 5
+        assert wait_for(lambda: count(database, STORED), lambda n: n == 5) == 5
     finally:
         gw.stop()
     assert not (tmp_path / "spool" / "shard-7").exists(), "the spool of the gone writer was not removed"
@@ -436,7 +451,9 @@ def test_a_spool_of_the_previous_version_is_replayed_once_and_removed(
     now = datetime.now(UTC)
     shard = tmp_path / "spool" / "shard-0"
     shard.mkdir(parents=True)
-    records = [encode(Event("d-1-alarm", f"old-{i}", EventType.HEARTBEAT, now, now, {}, "r-1")) for i in range(6)]
+    sent_at = [now - timedelta(minutes=i) for i in range(6)]  # heartbeats are told apart by their ts
+    records = [encode(Event("d-1-alarm", f"old-{i}", EventType.HEARTBEAT, sent_at[i], now, {}, "r-1"))
+               for i in range(6)]
     done = b"".join(r + b"\n" for r in records[:2])  # replayed before the upgrade
     (shard / "spool.jsonl").write_bytes(done + records[2] + b"\n" + records[3][:30] + records[4] + b"\n"
                                         + records[5] + b"\n")
@@ -445,12 +462,12 @@ def test_a_spool_of_the_previous_version_is_replayed_once_and_removed(
                  GatewayConfig(tmp_path / "spool", prefix=prefix, client_id=f"l{prefix.split('/')[0]}", writers=1))
     gw.start()
     try:
-        assert wait_for(lambda: count(database), lambda n: n == 3) == 3
+        assert wait_for(lambda: count(database, STORED), lambda n: n == 3) == 3
     finally:
         gw.stop()
     with psycopg.connect(database) as conn:
-        ids = {r[0] for r in conn.execute("SELECT event_id FROM trygg.events")}
-    assert ids == {"old-2", "old-4", "old-5"}, "old-3 was cut off by the old version's short write"
+        stored = {r[0] for r in conn.execute("SELECT ts FROM trygg.heartbeats")}
+    assert stored == {sent_at[2], sent_at[4], sent_at[5]}, "old-3 was cut off by the old version's short write"
     assert sorted(p.name for p in shard.iterdir()) == ["spool.log"]
 
 
@@ -474,10 +491,12 @@ def test_positions_without_legal_basis_are_not_stored_or_used_unless_an_emergenc
     emergency.add("r-2")  # an alarm of r-2 is open: its positions are needed now
     publisher.publish_all([(f"{prefix}/devices/d-2-phone/events", event("during-alarm", "location", fix)),
                            (f"{prefix}/devices/d-2-alarm/events", event("after", "heartbeat"))])
-    wait_for(lambda: count(database), lambda n: n >= 3)
+    wait_for(lambda: count(database, STORED), lambda n: n >= 3)
     with psycopg.connect(database) as conn:
         ids = [r[0] for r in conn.execute("SELECT event_id FROM trygg.events ORDER BY seq")]
+        beats = conn.execute("SELECT device_id FROM trygg.heartbeats").fetchall()
         dead = conn.execute("SELECT count(*) FROM trygg.dead_letters").fetchone()
-    assert sorted(ids) == ["after", "during-alarm", "with-basis"]  # shards commit independently
+    assert sorted(ids) == ["during-alarm", "with-basis"]  # shards commit independently
+    assert beats == [("d-2-alarm",)]
     assert "no-basis" not in handed
     assert dead == (0,), "a refused position must not be kept as a dead letter either"
