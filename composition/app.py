@@ -6,7 +6,8 @@ in the callback that read it. Only making events durable runs on threads of its 
 Start-up order: database (the stages' pool) and migrations, registry, broker, alerts
 (restores unresolved alerts), processors (restores rule state from the newest snapshot,
 replays the events stored after it, arms heartbeat supervision from when each device was
-last heard), the dashboard (listening), then the gateway; "Trygg is running" is said
+last heard), the dashboard (listening), the gateway, then maintenance (partitions ahead,
+rollups, retention: on a thread and a pool of its own); "Trygg is running" is said
 after that, and nothing slow (an import, building the dashboard) runs on the loop
 afterwards. Shutdown runs the other way (`_stop`), every task by the name it was
 started under.
@@ -33,6 +34,7 @@ import psycopg
 import uvicorn
 
 from alerts import AlertStage, Subscription, SubscriptionDropped
+from composition.maintain import keep_maintained
 from composition.runtime import POOL_SPARE, Broker, Ingest, open_database, open_registry, resolve_broker, start_ingest
 from processors import Processor, ProcessorStage, StateError, export_states
 from storage import Pool, conninfo_of, save_registry
@@ -231,6 +233,8 @@ class _Tasks:
     processors: asyncio.Task[None]
     emergencies: asyncio.Task[None]
     snapshots: asyncio.Task[None]
+    #: partitions ahead, retention, rollups (composition/maintain.py), started after the gateway
+    maintenance: asyncio.Task[None] | None = None
     #: ends by itself once `Services.stopping` is set (live streams get a `reset`)
     dashboard: asyncio.Task[None] | None = None
     extra: list[asyncio.Task[None]] = field(default_factory=list)
@@ -302,6 +306,9 @@ async def _run(
             services.ingest.listeners.append(on_registry)
             tasks = _Tasks(alerts, processors, start(services.emergencies.run(), "emergencies"),
                            start(_snapshots(services), "snapshots"), served)
+            # Maintenance runs on a thread and a pool of its own; the task only waits. Watched
+            # like the others: without it no partition is made ahead and the disk fills.
+            tasks.maintenance = start(keep_maintained(settings, conninfo_of(services.pool)), "maintenance")
             tasks.extra = [start(coro, getattr(coro, "__name__", "extra"))
                            for coro in (extra(services) if extra else [])]
             _freeze_startup_objects()
@@ -333,6 +340,8 @@ async def _stop(services: Services, tasks: _Tasks) -> None:
     await asyncio.sleep(0)  # let the dashboard begin its graceful shutdown
     for task in (*tasks.extra, tasks.snapshots, tasks.emergencies):
         task.cancel()
+    if tasks.maintenance is not None:  # ends after the step in progress (the task group waits)
+        tasks.maintenance.cancel()
     ingest, services.ingest = services.ingest, None
     if ingest is not None:
         await asyncio.to_thread(ingest.stop_gateway)

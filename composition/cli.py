@@ -35,11 +35,13 @@ app.add_typer(registry_app, name="registry")
 
 
 def _register_commands() -> None:
+    from composition.maintain import register as register_maintain
     from composition.users_cli import register as register_users
     from simulators import register as register_simulate
 
     register_simulate(app)
     register_users(app)
+    register_maintain(app)
 
 
 _register_commands()

@@ -126,6 +126,21 @@ class Settings(BaseSettings):
     research_idle_timeout_s: float = Field(default=60.0, gt=0, le=3600,
                                            description="an export whose client stops reading this long is ended")
 
+    # Retention per class (docs/storage.md "Retention"): a time partition is dropped once
+    # its upper bound is older than now − keep. The minimums are floors the database
+    # enforces as well (migration 0013): a typo cannot empty a table.
+    retain_events_days: int = Field(default=1827, ge=31, le=36_525,
+                                    description="safety events (every type but heartbeat); 5 years")
+    retain_heartbeats_days: int = Field(default=14, ge=2, le=3660, description="raw heartbeats")
+    retain_device_hourly_days: int = Field(default=90, ge=2, le=36_525,
+                                           description="per-device hourly rollup of heartbeats and battery")
+    retain_device_daily_days: int = Field(default=1827, ge=31, le=36_525,
+                                          description="per-device daily rollup of heartbeats and battery")
+    retain_dead_letters_days: int = Field(default=90, ge=7, le=36_525, description="dead letters")
+    maintenance_interval_s: float = Field(default=60, ge=1, le=86_400,
+                                          description="`trygg up` runs maintenance this often "
+                                                      "(partitions ahead, retention, rollups)")
+
     # /metrics (docs/security.md "Research and metrics"): judged by the TCP peer only.
     metrics_allow: str = Field(default="127.0.0.1,::1",
                                description="IPs/CIDRs (comma-separated) that may scrape /metrics directly")
