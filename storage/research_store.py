@@ -98,6 +98,8 @@ async def event_counts(conn: psycopg.AsyncConnection[Any], since: datetime, unti
         raise ValueError(f"bucket must be one of {', '.join(BUCKETS)}")
     async with conn.transaction():
         await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        # JIT would compile this query for longer than it runs
+        await conn.execute("SET LOCAL jit = off")
         cur = await conn.execute("SELECT closed_until, capacity FROM trygg.research_rollup_state")
         row = await cur.fetchone()
         closed_until, capacity = (row[0], row[1]) if row else (None, 64)
@@ -111,6 +113,7 @@ async def event_counts(conn: psycopg.AsyncConnection[Any], since: datetime, unti
         async with conn.cursor(row_factory=dict_row) as dcur:
             await dcur.execute(_counts_query(len(plan.raw)), {
                 "bucket": bucket, "zone": BUCKET_ZONE, "type": event_type, "capacity": capacity,
+                "by_hour": bucket == "hour",
                 "daily_s": [s for s, _ in plan.daily], "daily_e": [e for _, e in plan.daily],
                 "hourly_s": [s for s, _ in plan.hourly], "hourly_e": [e for _, e in plan.hourly],
                 **{f"raw_s{i}": s for i, (s, _) in enumerate(plan.raw)},
@@ -196,7 +199,7 @@ _HOUR: Final = timedelta(hours=1)
 #: has no ordinal yet (the cohort not yet reconciled) can only be in the raw rows: counted
 #: there by pseudonym.
 _COUNTS: Final = """
-WITH masks AS (
+WITH masks AS MATERIALIZED (
     SELECT trygg.research_bits(array_agg(o.ord), %(capacity)s) AS everyone,
            trygg.research_bits(array_agg(o.ord) FILTER (WHERE r.location_basis_valid), %(capacity)s) AS located
     FROM trygg.research_residents r JOIN trygg.research_ordinals o ON o.resident_id = r.resident_id
@@ -210,7 +213,7 @@ WITH masks AS (
     SELECT date_trunc(%(bucket)s, h.hour, %(zone)s), h.type, h.events, h.members, 0
     FROM unnest(%(hourly_s)s::timestamptz[], %(hourly_e)s::timestamptz[]) AS w(s, e)
     JOIN trygg.research_hourly h ON h.hour >= w.s AND h.hour < w.e
-    WHERE %(type)s::text IS NULL OR h.type = %(type)s::text
+    WHERE NOT %(by_hour)s AND (%(type)s::text IS NULL OR h.type = %(type)s::text)
     UNION ALL
     SELECT date_trunc(%(bucket)s, v.ts, %(zone)s), v.type, count(*),
            trygg.research_bits(array_agg(DISTINCT o.ord) FILTER (WHERE o.ord IS NOT NULL), %(capacity)s),
@@ -221,15 +224,27 @@ WITH masks AS (
     WHERE ({raw}) AND trygg.research_type_counted(v.type)
       AND (%(type)s::text IS NULL OR v.type = %(type)s::text)
     GROUP BY 1, 2
+), groups AS (
+    SELECT bucket_start, type, sum(events)::bigint AS events, bit_or(members) AS members,
+           sum(unordered)::bigint AS unordered
+    FROM parts
+    GROUP BY bucket_start, type
+    HAVING sum(events) > 0
 )
-SELECT bucket_start, type, sum(events)::bigint AS events,
-       (bit_count(bit_or(members) & (SELECT CASE WHEN trygg.research_row_visible(type, false)
-                                                 THEN everyone ELSE located END FROM masks))
-        + sum(unordered))::bigint AS residents
-FROM parts
-GROUP BY bucket_start, type
-HAVING sum(events) > 0
-ORDER BY bucket_start, type
+SELECT g.bucket_start, g.type, g.events,
+       bit_count(g.members & CASE WHEN trygg.research_row_visible(g.type, false)
+                                  THEN m.everyone ELSE m.located END) + g.unordered AS residents
+FROM groups g CROSS JOIN masks m
+UNION ALL
+-- by the hour, an hour of the rollups is a bucket of its own (never also in another part)
+SELECT h.hour, h.type, h.events,
+       bit_count(h.members & CASE WHEN trygg.research_row_visible(h.type, false)
+                                  THEN m.everyone ELSE m.located END)
+FROM unnest(%(hourly_s)s::timestamptz[], %(hourly_e)s::timestamptz[]) AS w(s, e)
+JOIN trygg.research_hourly h ON h.hour >= w.s AND h.hour < w.e
+CROSS JOIN masks m
+WHERE %(by_hour)s AND h.events > 0 AND (%(type)s::text IS NULL OR h.type = %(type)s::text)
+ORDER BY 1, 2
 """
 
 
