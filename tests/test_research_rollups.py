@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,6 +21,7 @@ from dashboard.research import pseudonym, research_window, sync_pseudonyms
 from storage import rollups
 from storage.research_store import BUCKET_ZONE, BUCKETS, event_counts
 from tests.fix_api import World, give_location_basis
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -263,3 +265,39 @@ def test_a_withdrawn_consent_leaves_every_answer_at_once_and_a_renewed_one_retur
     with psycopg.connect(world.url) as conn:  # the stored counts are back too, not only the answer
         assert conn.execute("SELECT sum(events) FROM trygg.research_hourly WHERE type = 'alarm.button'"
                             ).fetchone() == (18,)
+
+
+def test_an_event_written_while_its_hour_closes_is_counted(conn: psycopg.Connection[Any]) -> None:
+    """A writer stores an event in an hour that is not closed yet and has checked whether
+    to mark it (no: not closed) but not committed, when a close of that hour starts. The
+    close waits for the writer before it computes, so the event is in the hour."""
+    add_residents(conn, range(1, 4), consent=1.0)
+    hour = datetime(2026, 10, 27, 9, tzinfo=UTC)
+    rollups.close(conn, hour)  # closed up to 08:00
+    with psycopg.connect(conn.info.dsn) as writer:
+        write_events(writer, [("r-1", "motion", hour + timedelta(minutes=1))])  # commits
+        with writer.transaction():
+            writer.execute("CREATE TEMP TABLE IF NOT EXISTS event_stage (n int, device_id text, event_id text,"
+                           " resident_id text, type text, ts timestamptz, received_at timestamptz, doc jsonb)")
+            writer.execute("INSERT INTO event_stage VALUES (0, 'd-r-2', 'late-1', 'r-2', 'motion', %s, %s, '{}')",
+                           (hour + timedelta(minutes=2), hour))
+            writer.execute("INSERT INTO trygg.events (device_id, event_id, resident_id, type, ts, received_at)"
+                           " SELECT device_id, event_id, resident_id, type, ts, received_at FROM event_stage")
+            writer.execute(rollups.MARK_DIRTY_SQL)
+            assert writer.execute("SELECT count(*) FROM trygg.research_dirty_hours").fetchone() == (0,)
+            closing = threading.Thread(target=lambda: rollups.close(conn, hour + timedelta(hours=1, minutes=5)))
+            closing.start()
+            waiting = wait_for(lambda: conn_waits(writer), bool, timeout=10, interval=0.01)
+            assert waiting, "the close did not wait for the writer"
+        closing.join(10)
+    assert conn.execute("SELECT events FROM trygg.research_hourly WHERE hour = %s", (hour,)).fetchone() == (2,)
+    day = research_window(hour, hour, "day")
+    assert counts(conn, *day, "day") == raw(conn, *day, "day") == [(day[0], "motion", 2, 2)]
+
+
+def conn_waits(c: psycopg.Connection[Any]) -> bool:
+    """Whether another session waits for a lock this one holds."""
+    row = c.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
+                    " AND pg_backend_pid() = ANY(pg_blocking_pids(pid))").fetchone()
+    return bool(row and row[0])
