@@ -85,13 +85,14 @@ def migrate_command() -> None:
     """Apply the database migrations (embedded PostgreSQL when no TRYGG_DATABASE_URL)."""
     from composition.runtime import apply_migrations, open_pool, resolve_database
     from storage import MigrationError
+    from storage.errors import EngineError
 
     settings = settings_or_exit()
     try:
         conninfo = resolve_database(settings)
         with open_pool(conninfo, 1) as pool:
-            applied = apply_migrations(pool, conninfo)
-    except (MigrationError, psycopg.OperationalError) as exc:
+            applied = apply_migrations(pool, conninfo, settings)
+    except (MigrationError, EngineError, psycopg.OperationalError) as exc:
         fail(str(exc).strip(), 1)
     typer.echo("applied: " + ", ".join(applied) if applied else "database is up to date")
 

@@ -65,7 +65,7 @@ def open_database(settings: Settings, size: int = POOL_SPARE) -> Pool:
     conninfo = resolve_database(settings)
     pool = open_pool(conninfo, size)
     try:
-        applied = apply_migrations(pool, conninfo)
+        applied = apply_migrations(pool, conninfo, settings)
     except BaseException:
         pool.close()
         raise
@@ -74,11 +74,12 @@ def open_database(settings: Settings, size: int = POOL_SPARE) -> Pool:
     return pool
 
 
-def apply_migrations(pool: Pool, conninfo: str) -> list[str]:
-    """`storage.migrate`; when the pool gets no connection in time, one connection of
-    its own raises the reason (refused, unknown host, bad password) for the operator."""
+def apply_migrations(pool: Pool, conninfo: str, settings: Settings) -> list[str]:
+    """`storage.migrate` (the engine per TRYGG_TIMESCALEDB); when the pool gets no
+    connection in time, one connection of its own raises the reason (refused, unknown
+    host, bad password) for the operator."""
     try:
-        return migrate(pool)
+        return migrate(pool, settings.timescaledb)
     except PoolTimeout:
         with psycopg.connect(conninfo, connect_timeout=int(POOL_TIMEOUT_S)):
             pass

@@ -1,5 +1,12 @@
 """Numbered SQL migrations (`migrations/NNNN_name.sql`), applied in order under an
-advisory lock so that two processes starting together do not race."""
+advisory lock so that two processes starting together do not race.
+
+Before any of them, the engine decision (storage/timescale.py): TimescaleDB or plain
+PostgreSQL partitions, per `TRYGG_TIMESCALEDB` and what the server says. When it says
+TimescaleDB for a new database, the extension is created here, before migration 0002,
+which makes `trygg.events` a hypertable exactly when the extension is installed; no
+migration creates it (one that did would end the connection on a server that has the
+package but does not preload it)."""
 
 from __future__ import annotations
 
@@ -10,8 +17,12 @@ from importlib import resources
 
 import psycopg
 
-from storage.errors import MigrationError
+from storage import timescale
+from storage.errors import EngineError, MigrationError
 from storage.pool import Pool
+from trygg.logging import get_logger
+
+log = get_logger(__name__)
 
 #: pg_advisory_lock key: "trygg" in ASCII.
 _LOCK_KEY = 0x7472796767
@@ -43,8 +54,12 @@ def _pending(conn: psycopg.Connection[tuple[object, ...]]) -> list[Migration] | 
     return [m for m in available() if m.version not in done]
 
 
-def migrate(pool: Pool) -> list[str]:
+def migrate(pool: Pool, timescaledb: timescale.Mode = "auto") -> list[str]:
     """Apply every migration not yet applied; returns the names applied now.
+
+    `timescaledb` is `TRYGG_TIMESCALEDB`: the engine decision is taken at every call,
+    also when nothing is pending, so a server that cannot serve the database as asked
+    stops the start with one line (EngineError), and its warning is logged once.
 
     A database that is up to date is only read, so the application's least-privileged
     role (`trygg_app`, docs/privacy.md) can start without rights to create anything.
@@ -54,18 +69,24 @@ def migrate(pool: Pool) -> list[str]:
     with pool.connection() as conn:
         conn.autocommit = True
         try:
-            return _apply(conn)
+            return _apply(conn, timescaledb)
         finally:
             with contextlib.suppress(psycopg.Error):  # a broken connection is dropped by the pool
                 conn.autocommit = False
 
 
-def _apply(conn: psycopg.Connection[tuple[object, ...]]) -> list[str]:
+def _apply(conn: psycopg.Connection[tuple[object, ...]], mode: timescale.Mode) -> list[str]:
     applied_now: list[str] = []
+    decision = timescale.decide(mode, timescale.server_state(conn))
+    if decision.warning:
+        log.warning("timescaledb_not_used", detail=decision.warning)
     if _pending(conn) == []:
         return applied_now
     conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
     try:
+        # again under the lock: another process may have created the schema meanwhile
+        if timescale.decide(mode, timescale.server_state(conn)).create_extension:
+            _create_extension(conn)
         conn.execute("CREATE SCHEMA IF NOT EXISTS trygg")
         conn.execute(
             "CREATE TABLE IF NOT EXISTS trygg.schema_migrations ("
@@ -89,3 +110,13 @@ def _apply(conn: psycopg.Connection[tuple[object, ...]]) -> list[str]:
     finally:
         conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return applied_now
+
+
+def _create_extension(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    try:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+    except psycopg.Error as exc:
+        raise EngineError(f"cannot create the timescaledb extension ({str(exc).strip().splitlines()[0]}): "
+                          "create it as a superuser (CREATE EXTENSION timescaledb), or set "
+                          "TRYGG_TIMESCALEDB=off") from exc
+    log.info("timescaledb_extension_created")

@@ -2,6 +2,8 @@
 imports no other: tests/unit/test_suite_layout.py checks it):
 
 - tests/fix_db.py: PostgreSQL (a private server, a database per test)
+- tests/fix_timescale.py: private PostgreSQL servers with TimescaleDB (preloaded or not);
+  `--timescale` runs the `database` fixture's tests there
 - tests/fix_mqtt.py: Mosquitto (a broker per session, a topic prefix per test, publishers)
 - tests/fix_disk.py: a small disk of its own
 - tests/fix_gateway.py: gateways on the test's prefix
@@ -15,6 +17,7 @@ Plain helpers without fixtures: tests/helpers.py, tests/registry_documents.py.""
 
 pytest_plugins = [
     "tests.fix_db",
+    "tests.fix_timescale",
     "tests.fix_mqtt",
     "tests.fix_disk",
     "tests.fix_gateway",

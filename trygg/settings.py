@@ -131,6 +131,12 @@ class Settings(BaseSettings):
                                description="IPs/CIDRs (comma-separated) that may scrape /metrics directly")
     metrics_proxies: str = Field(default="", description="IPs/CIDRs of proxies allowed to forward scrapes")
 
+    # Storage engine (docs/storage.md "TimescaleDB"): auto uses TimescaleDB when the server
+    # has it and preloads it, and stops with one line when it has it but does not preload it.
+    timescaledb: Literal["auto", "on", "off"] = Field(
+        default="auto", description="auto: TimescaleDB when available and preloaded (stop if available but "
+        "not preloaded); on: TimescaleDB or stop; off: plain PostgreSQL partitions")
+
     @field_validator("metrics_allow", "metrics_proxies")
     @classmethod
     def _networks(cls, value: str) -> str:

@@ -12,12 +12,14 @@ CREATE TABLE trygg.event_keys (
     PRIMARY KEY (device_id, event_id)
 );
 
--- A TimescaleDB hypertable on ts when the extension is installed on the server,
+-- A TimescaleDB hypertable on ts when the extension is installed in this database,
 -- otherwise declarative monthly partitions of plain PostgreSQL; both behave the same.
+-- This migration never creates the extension: storage/migrate.py decides the engine
+-- before any migration runs and creates it when TimescaleDB is to be used (on a server
+-- that has the package but does not preload it, CREATE EXTENSION ends the connection).
 DO $$
 BEGIN
-    IF EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb') THEN
-        CREATE EXTENSION IF NOT EXISTS timescaledb;
+    IF EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb') THEN
         CREATE TABLE trygg.events (
             device_id    text COLLATE "C" NOT NULL,
             event_id     text COLLATE "C" NOT NULL,
