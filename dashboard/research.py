@@ -23,10 +23,9 @@ import hmac
 import io
 import json
 from collections.abc import AsyncIterator, Iterable, Sequence
-from datetime import UTC, datetime, time, timedelta
+from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
-from zoneinfo import ZoneInfo
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -35,19 +34,20 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from storage.research_store import (
-    BUCKET_ZONE,
     BUCKETS,
     EXPORT_COLUMNS,
     export_rows,
+    floor_to,
+    next_bucket,
     residents_needing_pseudonyms,
     save_pseudonyms,
 )
+from storage.rollups import areconcile
 from trygg.settings import Settings
 
 #: Aggregates over fewer distinct residents than this are held back (the least
 #: `TRYGG_RESEARCH_MIN_GROUP` may be).
 MIN_GROUP: Final = 5
-_ZONE: Final = ZoneInfo(BUCKET_ZONE)
 
 
 # --- windows cut at whole buckets -------------------------------------------------------
@@ -56,32 +56,6 @@ _ZONE: Final = ZoneInfo(BUCKET_ZONE)
 def coarser(unit: str, other: str) -> str:
     """The coarser of two of hour|day|week|month."""
     return max(unit, other, key=BUCKETS.index)
-
-
-def floor_to(unit: str, t: datetime) -> datetime:
-    """The start of the bucket (hour, or day/week/month in Europe/Oslo) holding `t`, in UTC."""
-    if unit == "hour":  # Norway's offsets are whole hours
-        return t.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-    day = t.astimezone(_ZONE).date()
-    if unit == "week":
-        day -= timedelta(days=day.weekday())
-    elif unit == "month":
-        day = day.replace(day=1)
-    return datetime.combine(day, time(0), _ZONE).astimezone(UTC)
-
-
-def next_bucket(unit: str, start: datetime) -> datetime:
-    """The start of the bucket after the one starting at `start`."""
-    if unit == "hour":
-        return start + timedelta(hours=1)
-    day = start.astimezone(_ZONE).date()
-    if unit == "day":
-        day += timedelta(days=1)
-    elif unit == "week":
-        day += timedelta(days=7)
-    else:
-        day = (day.replace(day=28) + timedelta(days=4)).replace(day=1)
-    return datetime.combine(day, time(0), _ZONE).astimezone(UTC)
 
 
 def research_window(since: datetime, until: datetime, unit: str) -> tuple[datetime, datetime]:
@@ -178,6 +152,14 @@ def pseudonym(key: bytes, resident_id: str) -> str:
 def key_id(key: bytes) -> str:
     """Names the key without revealing it, so that a changed key is noticed."""
     return hmac.new(key, b"trygg-pseudonym-key-id", hashlib.sha256).hexdigest()[:16]
+
+
+async def prepare_answer(conn: psycopg.AsyncConnection[Any], key: bytes) -> None:
+    """Before every research answer: pseudonyms up to date, and the research rollups'
+    cohort in step with consent now (storage/rollups.py `areconcile`), so a resident who
+    withdrew is in no answer, rollups included."""
+    await sync_pseudonyms(conn, key)
+    await areconcile(conn)
 
 
 async def sync_pseudonyms(conn: psycopg.AsyncConnection[Any], key: bytes) -> int:
@@ -288,6 +270,7 @@ __all__ = [
     "next_bucket",
     "open_research_pool",
     "parquet_schema",
+    "prepare_answer",
     "pseudonym",
     "research_window",
     "suppress",

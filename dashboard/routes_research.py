@@ -39,9 +39,9 @@ from dashboard.research import (
     csv_header,
     csv_rows,
     export_batches,
+    prepare_answer,
     research_window,
     suppress,
-    sync_pseudonyms,
 )
 from storage.research_store import BUCKETS, event_counts, response_times
 from trygg.contract import EventType
@@ -117,10 +117,11 @@ def _window(since: datetime | None, until: datetime | None, now: datetime, unit:
 
 
 async def _prepare(request: Request, who: Principal, pool: AsyncConnectionPool, state: AppState) -> None:
-    """Pseudonyms up to date, and the access logged (one row: no single resident)."""
+    """Pseudonyms and the rollups' cohort up to date, and the access logged (one row: no
+    single resident)."""
     with _busy_is_503():
         async with pool.connection() as conn:
-            await sync_pseudonyms(conn, state.pseudonym_key)
+            await prepare_answer(conn, state.pseudonym_key)
     await get_audit(state).record(who, [None], audit.action_of(request))
 
 
