@@ -13,7 +13,9 @@ never takes a lock that conflicts with inserts into the parent) and then dropped
 that does not own the parent (Trygg running as `trygg_app`) cannot do that; it asks the
 owner's function `trygg.drop_expired_partition` (migration 0013), which detaches plainly
 under a 100 ms lock timeout and checks the partition's bound itself. On a TimescaleDB
-hypertable retention is `drop_chunks`.
+hypertable (and the continuous aggregate trygg.device_hourly) retention is `drop_chunks`,
+under the same rule and the same rolled-up guards; there the device rollups' hourly step
+is a refresh of the continuous aggregate (docs/storage.md "TimescaleDB").
 
 Order: partitions ahead first (the writers need them), rollups before retention (raw
 heartbeats and hourly rows are dropped only once they have been rolled up).
@@ -35,6 +37,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from psycopg import sql
 
 from storage import partitions as partition_plan
+from storage import timescale
 from storage.partitions import Partition
 from storage.pool import Pool
 from trygg.logging import get_logger
@@ -345,21 +348,35 @@ def floor_hour(t: datetime) -> datetime:
     return t.replace(minute=0, second=0, microsecond=0)
 
 
+HOURLY: Final = "trygg.device_hourly"
+
+
 def device_rollups_active(conn: Connection) -> bool:
-    """True where Trygg keeps the device rollups itself: trygg.device_hourly is a table
-    (on TimescaleDB it may be a continuous aggregate, kept by TimescaleDB)."""
-    row = conn.execute(
-        "SELECT c.relkind IN ('p', 'r') FROM pg_class c WHERE c.oid = to_regclass('trygg.device_hourly')"
-    ).fetchone()
-    return bool(row and row[0])
+    """True where the device rollups are closed by the maintenance run: trygg.device_hourly
+    is a table Trygg fills, or (TimescaleDB) a continuous aggregate it refreshes."""
+    return _hourly_kind(conn) is not None
+
+
+def _hourly_kind(conn: Connection) -> str | None:
+    """'table', 'continuous_aggregate', or None (missing, or a view nobody refreshes)."""
+    if timescale.is_continuous_aggregate(conn, HOURLY):
+        return "continuous_aggregate"
+    row = conn.execute("SELECT c.relkind IN ('p', 'r') FROM pg_class c WHERE c.oid = to_regclass(%s)",
+                       (HOURLY,)).fetchone()
+    return "table" if row and row[0] else None
 
 
 def close_device_rollups(conn: Connection, now: datetime, heartbeats_keep: timedelta) -> dict[str, Any]:
     """Close the hours of heartbeats that ended `HOUR_CLOSE_AFTER` ago (at most
     `MAX_HOURS_PER_RUN` per call) into trygg.device_hourly, and the days they complete into
-    trygg.device_daily; the watermarks move in the same transaction as the rows."""
-    if not device_rollups_active(conn):
-        return {"skipped": "trygg.device_hourly is not a table here"}
+    trygg.device_daily; the watermarks move in the same transaction as the rows.
+    Where trygg.device_hourly is a continuous aggregate the hours are a refresh of it
+    (`_refresh_device_hourly`), and the days are computed from it as here."""
+    kind = _hourly_kind(conn)
+    if kind is None:
+        return {"skipped": "trygg.device_hourly is neither a table nor a continuous aggregate here"}
+    if kind == "continuous_aggregate":
+        return _refresh_device_hourly(conn, now, heartbeats_keep)
     closed = floor_hour(now - HOUR_CLOSE_AFTER)
     with conn.transaction():
         row = conn.execute(
@@ -390,6 +407,55 @@ def close_device_rollups(conn: Connection, now: datetime, heartbeats_keep: timed
             "daily_until": daily_until.isoformat() if daily_until else None, "daily_rows": days}
 
 
+def _refresh_device_hourly(conn: Connection, now: datetime, heartbeats_keep: timedelta) -> dict[str, Any]:
+    """TimescaleDB: refresh the continuous aggregate trygg.device_hourly for hours up to
+    `HOUR_CLOSE_AFTER` ago, then close the days it completes into trygg.device_daily.
+
+    The window starts at the raw heartbeats' retention cutoff (late heartbeats of the
+    hours since are counted: only changed hours are recomputed), or earlier where the last
+    refresh is behind it (raw chunks are kept until refreshed: `_rolled_up_until`), and
+    never reaches into dropped raw chunks (their range is marked changed, and a refresh
+    there recomputes those hours from rows that are gone, emptying them). It grows by at
+    most `MAX_HOURS_PER_RUN` past the last refresh. TimescaleDB refuses the refresh inside
+    a transaction: `conn` is in autocommit; the watermarks move after it."""
+    closed = floor_hour(now - HOUR_CLOSE_AFTER)
+    row = conn.execute("SELECT hourly_until, daily_until FROM trygg.device_rollup_state").fetchone()
+    assert row is not None  # migration 0013 inserts the one row
+    hourly_until: datetime | None = row[0]
+    cutoff = floor_hour(now - heartbeats_keep)
+    start = cutoff if hourly_until is None else min(hourly_until, cutoff)
+    end = min(closed, max(start, hourly_until or start) + timedelta(hours=MAX_HOURS_PER_RUN))
+    if not timescale.may_refresh(conn, HOURLY):
+        # trygg_app: TimescaleDB's refresh policy (migration 0014) refreshes it as its owner
+        policy = timescale.continuous_aggregate_watermark(conn, HOURLY)
+        if policy is None:
+            return {"skipped": "trygg.device_hourly not refreshed yet by its policy"}
+        start = end = min(closed, policy)
+    elif start < end:
+        timescale.refresh_continuous_aggregate(conn, HOURLY, start, end)
+    refreshed_until = max(end, hourly_until) if hourly_until else end
+    # the rows of the hours closed now (as the plain path counts its hourly rows)
+    counted = conn.execute(f"SELECT count(*) FROM {HOURLY} WHERE hour >= %s AND hour < %s",
+                           (hourly_until or start, refreshed_until)).fetchone()
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT hourly_until, daily_until FROM trygg.device_rollup_state FOR UPDATE").fetchone()
+        assert row is not None
+        daily_until: date | None = row[1]
+        day_end = _local_date(conn, refreshed_until)
+        day_start = daily_until or _local_date(conn, start)
+        days = 0
+        if day_start < day_end:
+            partition_plan.ensure_range(conn, "trygg.device_daily", _midnight(day_start), _midnight(day_end))
+            days = conn.execute(_DAILY, {"start": day_start, "end": day_end}).rowcount
+            daily_until = day_end
+        conn.execute("UPDATE trygg.device_rollup_state SET hourly_until = %s, daily_until = %s",
+                     (refreshed_until, daily_until))
+    return {"refreshed": [start.isoformat(), end.isoformat()] if start < end else [],
+            "hourly_until": refreshed_until.isoformat(), "hourly_rows": counted[0] if counted else 0,
+            "daily_until": daily_until.isoformat() if daily_until else None, "daily_rows": days}
+
+
 def _midnight(d: date) -> datetime:
     return datetime(d.year, d.month, d.day, tzinfo=UTC)
 
@@ -415,21 +481,22 @@ def _rolled_up_until(conn: Connection) -> dict[str, datetime | None]:
 # --- retention --------------------------------------------------------------------------
 
 def _kind(conn: Connection, parent: str) -> str | None:
-    """'hypertable', 'partitioned', or None (missing, or a table maintenance leaves alone)."""
-    if is_hypertable(conn, parent):
-        return "hypertable"
+    """'chunks' (a TimescaleDB hypertable or continuous aggregate), 'partitioned', or None
+    (missing, or a table maintenance leaves alone)."""
+    if timescale.is_hypertable(conn, parent) or timescale.is_continuous_aggregate(conn, parent):
+        return "chunks"
     row = conn.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)", (parent,)).fetchone()
     return "partitioned" if row and row[0] == "p" else None
 
 
-def is_hypertable(conn: Connection, parent: str) -> bool:
-    row = conn.execute("SELECT to_regclass('timescaledb_information.hypertables') IS NOT NULL").fetchone()
-    if not (row and row[0]):
-        return False
-    schema, _, table = parent.partition(".")
-    row = conn.execute("SELECT EXISTS (SELECT 1 FROM timescaledb_information.hypertables"
-                       " WHERE hypertable_schema = %s AND hypertable_name = %s)", (schema, table)).fetchone()
-    return bool(row and row[0])
+def chunk_cutoff(keep: timedelta, now: datetime, closed_until: datetime | None = None) -> datetime:
+    """`older_than` for drop_chunks: it drops a chunk whose upper bound is at or before it,
+    so this is the partitions' rule of `expired` (upper bound before `now - keep`, and not
+    after `closed_until`) one microsecond earlier."""
+    limit = now - keep
+    if closed_until is not None:
+        limit = min(limit, closed_until + timedelta(microseconds=1))
+    return limit - timedelta(microseconds=1)
 
 
 def plan(conn: Connection, retention: Retention, now: datetime) -> list[Expired]:
@@ -438,10 +505,10 @@ def plan(conn: Connection, retention: Retention, now: datetime) -> list[Expired]
     rolled = _rolled_up_until(conn)
     for parent, keep in retention.by_parent().items():
         kind = _kind(conn, parent)
-        if kind == "hypertable":
+        if kind == "chunks":
             out += [Expired(parent, str(r[0]), None) for r in conn.execute(
                 "SELECT c::text FROM show_chunks(%s::regclass, older_than => %s::timestamptz) c",
-                (parent, now - keep))]
+                (parent, chunk_cutoff(keep, now, rolled.get(parent))))]
         elif kind == "partitioned":
             leaves = partition_plan.partitions(conn, parent)
             out += [Expired(parent, p.name, as_time(p.upper))
@@ -455,9 +522,11 @@ def apply_retention(conn: Connection, retention: Retention, now: datetime) -> di
     leaves of its table (a table has one detach at a time)."""
     owned = _owned_parents(conn)
     keeps = retention.by_parent()
+    rolled = _rolled_up_until(conn)
     items = plan(conn, retention, now)
     jobs: list[tuple[str, str, Callable[[], list[str]]]] = [
-        (parent, parent, partial(_drop_chunks, conn, parent, keeps[parent], now, owned=parent in owned))
+        (parent, parent, partial(_drop_chunks, conn, parent, chunk_cutoff(keeps[parent], now, rolled.get(parent)),
+                                 now, owned=parent in owned))
         for parent in sorted({e.parent for e in items if e.upper is None})  # TimescaleDB: a class at once
     ]
     jobs += [(e.parent, e.name, partial(_drop_partition, conn, e.parent, e.name, keeps[e.parent],
@@ -497,10 +566,11 @@ def apply_retention(conn: Connection, retention: Retention, now: datetime) -> di
 def _owned_parents(conn: Connection) -> set[str]:
     """Parents the current role may DETACH from (it owns them, or is a member of their owner)."""
     rows = conn.execute(
-        "SELECT p.parent FROM trygg.partition_plan p JOIN pg_class c ON c.oid = to_regclass(p.parent)"
+        "SELECT p.parent FROM (SELECT parent FROM trygg.partition_plan UNION SELECT %s) p"
+        " JOIN pg_class c ON c.oid = to_regclass(p.parent)"
         " WHERE pg_has_role(c.relowner, 'USAGE')"
-        " AND NOT EXISTS (SELECT 1 FROM pg_partitioned_table t WHERE t.partrelid = c.oid AND t.partdefid <> 0)"
-    )
+        " AND NOT EXISTS (SELECT 1 FROM pg_partitioned_table t WHERE t.partrelid = c.oid AND t.partdefid <> 0)",
+        (HOURLY,))  # (a continuous aggregate trygg.device_hourly is not in the plan)
     return {str(r[0]) for r in rows}
 
 
@@ -524,12 +594,11 @@ def _drop_partition(conn: Connection, parent: str, leaf: str, keep: timedelta, *
     return [leaf]
 
 
-def _drop_chunks(conn: Connection, parent: str, keep: timedelta, now: datetime, *, owned: bool) -> list[str]:
+def _drop_chunks(conn: Connection, parent: str, older_than: datetime, now: datetime, *, owned: bool) -> list[str]:
     if owned:
-        rows = conn.execute("SELECT c::text FROM drop_chunks(%s::regclass, older_than => %s::timestamptz) c",
-                            (parent, now - keep))
-    else:
-        rows = conn.execute("SELECT c FROM trygg.drop_expired_chunks(%s, %s) c", (parent, keep))
+        return timescale.drop_old_chunks(conn, parent, older_than)
+    # the owner's function takes a keep (from its own now(), never under the class's floor)
+    rows = conn.execute("SELECT c FROM trygg.drop_expired_chunks(%s, %s) c", (parent, now - older_than))
     return [str(r[0]) for r in rows]
 
 
@@ -547,6 +616,7 @@ __all__ = [
     "Step",
     "StepResult",
     "apply_retention",
+    "chunk_cutoff",
     "close_device_rollups",
     "expired",
     "oldest_kept",

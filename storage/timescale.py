@@ -136,6 +136,26 @@ def is_continuous_aggregate(conn: psycopg.Connection[Any], view: str) -> bool:
     return bool(row and row[0])
 
 
+def continuous_aggregate_watermark(conn: psycopg.Connection[Any], view: str) -> datetime | None:
+    """Up to when `view` ("schema.name") is materialised (every bucket before it has been
+    refreshed, by anyone: a refresh policy too); None when nothing is yet."""
+    schema, _, name = view.rpartition(".")
+    row = conn.execute(
+        "SELECT nullif(greatest(w, '1970-01-01'), '1970-01-01')"  # (the lowest time: nothing materialised)
+        " FROM (SELECT _timescaledb_functions.to_timestamp(_timescaledb_functions.cagg_watermark(a.mat_hypertable_id))"
+        " FROM _timescaledb_catalog.continuous_agg a WHERE a.user_view_schema = %s AND a.user_view_name = %s) m(w)",
+        (schema or "public", name)).fetchone()
+    found: datetime | None = row[0] if row else None
+    return found
+
+
+def may_refresh(conn: psycopg.Connection[Any], view: str) -> bool:
+    """Whether the current role may refresh `view` (TimescaleDB wants its owner)."""
+    row = conn.execute("SELECT pg_has_role(c.relowner, 'USAGE') FROM pg_class c WHERE c.oid = to_regclass(%s)",
+                       (view,)).fetchone()
+    return bool(row and row[0])
+
+
 def drop_old_chunks(conn: psycopg.Connection[Any], table: str, older_than: datetime) -> list[str]:
     """Drop the chunks of hypertable or continuous aggregate `table` whose whole range
     lies before `older_than` (a chunk goes when its upper bound is <= it: the retention

@@ -204,6 +204,15 @@ def timescale_url(timescale_server: TimescaleServer) -> Iterator[str]:
         timescale_server.drop_database(url)
 
 
+def skip_on_timescaledb(url: str, why: str) -> None:
+    """Skip a test of plain PostgreSQL partitions when the database at `url` made
+    trygg.events a TimescaleDB hypertable (`--timescale`); `why` names its variant there."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT relkind::text FROM pg_class WHERE oid = to_regclass('trygg.events')").fetchone()
+    if row is not None and row[0] != "p":
+        pytest.skip(f"TimescaleDB: {why}")
+
+
 def _use_timescale(config: pytest.Config) -> bool:
     return bool(config.getoption("--timescale")) or os.environ.get("TRYGG_TEST_TIMESCALE") == "1"
 

@@ -30,6 +30,7 @@ from storage import EventStore, Pool
 from storage.maintenance import EVENT_KEYS_KEEP, Retention, Step, close_device_rollups, run
 from storage.partitions import partitions
 from tests.fix_db import PoolOf
+from tests.fix_timescale import skip_on_timescaledb
 from tests.helpers import wait_for
 from trygg.contract import Event, EventType
 from trygg.settings import Settings
@@ -64,6 +65,8 @@ ROW_SQL = {
     "trygg.device_daily": "INSERT INTO trygg.device_daily (device_id, day, heartbeats, hours_heard)"
                           " VALUES ('ret-rollup', (%(at)s::timestamptz AT TIME ZONE 'UTC')::date, 1, 1)",
 }
+#: where the TimescaleDB variants of the tests of plain partitions are
+VARIANTS = "tests/test_timescale.py"
 MARK = {"trygg.dead_letters": "detail = 'ret'", "trygg.device_hourly": "device_id = 'ret-rollup'",
         "trygg.device_daily": "device_id = 'ret-rollup'"}
 
@@ -81,6 +84,14 @@ def make_history(url: str, now: datetime, history: dict[str, timedelta] = HISTOR
                     continue
                 at = leaf.upper - timedelta(seconds=1) if leaf.lower is None else leaf.lower + timedelta(hours=1)
                 conn.execute(ROW_SQL[parent].encode(), {"at": at})
+
+
+def without_legacy_leaf(url: str, parent: str) -> None:
+    """Drop the (empty) leaf `<parent>_legacy` that a new database has up to next Monday,
+    so that make_history can make the weeks before it."""
+    with psycopg.connect(url, autocommit=True) as owner:
+        owner.execute(f"ALTER TABLE {parent} DETACH PARTITION {parent}_legacy")
+        owner.execute(f"DROP TABLE {parent}_legacy")
 
 
 def leaves(url: str) -> dict[str, tuple[str, datetime | None, int]]:
@@ -131,6 +142,8 @@ def add_audit_rows(url: str, *ages: timedelta) -> None:
 # --- retention --------------------------------------------------------------------------
 
 def test_retention_drops_exactly_the_partitions_past_their_class_limit(database: str, pool: Pool) -> None:
+    skip_on_timescaledb(database, "events and heartbeats are hypertables; the chunk variant is "
+                        f"{VARIANTS}::test_retention_drops_exactly_the_chunks_past_their_class_limit")
     now = datetime.now(UTC) + timedelta(days=400)  # the old keys and dead letters (leaves *_legacy) expire too
     make_history(database, now)
     add_audit_rows(database, timedelta(days=3650), DAY, timedelta(0))
@@ -170,6 +183,8 @@ def test_retention_drops_exactly_the_partitions_past_their_class_limit(database:
 
 
 def test_raw_heartbeats_are_dropped_only_once_rolled_up(database: str, pool: Pool) -> None:
+    skip_on_timescaledb(database, "heartbeats are a hypertable; the chunk variant is "
+                        f"{VARIANTS}::test_raw_heartbeat_chunks_are_dropped_only_once_refreshed")
     now = datetime.now(UTC)
     make_history(database, now, {"trygg.heartbeats": timedelta(days=30)})
     with psycopg.connect(database, autocommit=True) as conn:  # rolled up until 20 days ago only
@@ -228,6 +243,8 @@ def test_the_database_floors_are_the_settings_minimums(database: str) -> None:
 
 
 def test_the_application_role_drops_only_expired_partitions_of_planned_tables(database: str) -> None:
+    skip_on_timescaledb(database, "events are a hypertable; the chunk variant is "
+                        f"{VARIANTS}::test_the_application_role_drops_only_expired_chunks")
     now = datetime.now(UTC)
     make_history(database, now, {"trygg.events": timedelta(days=100)}, rows=False)
     with psycopg.connect(database) as conn:
@@ -254,6 +271,7 @@ def test_the_application_role_drops_only_expired_partitions_of_planned_tables(da
 
 def test_a_detach_cut_short_by_a_long_reader_fails_that_step_only_and_the_next_run_finishes_it(
         database: str, pool: Pool) -> None:
+    skip_on_timescaledb(database, "events are a hypertable: no DETACH, drop_chunks instead")
     now = datetime.now(UTC)
     make_history(database, now, {"trygg.events": timedelta(days=500)})
     with psycopg.connect(database) as reader:
@@ -362,7 +380,8 @@ def test_the_delete_path_opens_only_for_the_owner_inside_the_function(database: 
 
 def test_of_two_concurrent_runs_one_does_the_work_and_the_other_says_so(database: str, pool: Pool) -> None:
     now = datetime.now(UTC)
-    make_history(database, now, {"trygg.events": timedelta(days=600)}, rows=False)
+    without_legacy_leaf(database, "trygg.dead_letters")
+    make_history(database, now, {"trygg.dead_letters": timedelta(weeks=30)}, rows=False)  # (either engine)
     inside, release = threading.Event(), threading.Event()
 
     def hold(conn: psycopg.Connection[tuple[object, ...]], now: datetime) -> None:
@@ -385,6 +404,17 @@ def test_of_two_concurrent_runs_one_does_the_work_and_the_other_says_so(database
     assert summary(reports["second"]) == [
         "maintenance: another run (another Trygg instance) holds the lock; nothing done"]
     assert reports["first"].ok and set(reports["first"].dropped) == old_still_there
+
+
+#: a row a day in the first days of 2019 of the two hypertables (TimescaleDB), one chunk each
+OLD_CHUNKS = """
+INSERT INTO trygg.events (device_id, event_id, resident_id, type, ts, received_at)
+SELECT 'old', gen_random_uuid()::text, 'r-1', 'motion', d, d
+FROM generate_series(timestamptz '2019-01-01 12:00+00', '2019-01-05 12:00+00', interval '1 day') d;
+INSERT INTO trygg.heartbeats (device_id, ts, received_at)
+SELECT 'old', d, d FROM generate_series(timestamptz '2019-01-01 12:00+00', '2019-01-05 12:00+00', interval '1 day') d
+ON CONFLICT DO NOTHING;  -- (a chunk kept until the refresh policy has run)
+"""
 
 
 def _ingest_under_maintenance(database: str, writer_pool: Pool, maintenance_pool: Pool,
@@ -427,12 +457,16 @@ def _ingest_under_maintenance(database: str, writer_pool: Pool, maintenance_pool
     writer = threading.Thread(target=write)
     runs = dropped = 0
     with psycopg.connect(database, autocommit=True) as owner:
+        chunked = owner.execute("SELECT relkind FROM pg_class WHERE oid = 'trygg.events'::regclass"
+                                ).fetchone() != ("p",)
         writer.start()
         try:
             deadline = time.monotonic() + seconds
             while time.monotonic() < deadline:
                 for parent, (lo, hi) in old.items():
                     owner.execute("SELECT trygg.ensure_partitions(%s, %s, %s)", (parent, lo, hi))
+                if chunked:  # TimescaleDB: old chunks of events and heartbeats (a row makes one)
+                    owner.execute(OLD_CHUNKS)
                 report = run(maintenance_pool, retention)
                 assert report.ok, summary(report)
                 runs += 1
@@ -481,15 +515,16 @@ def cli_env(database: str, tmp_path: Path, **settings: str) -> dict[str, str]:
 
 def test_trygg_maintain_says_what_it_would_drop_then_drops_it(database: str, tmp_path: Path) -> None:
     now = datetime.now(UTC)
-    make_history(database, now, {"trygg.events": timedelta(days=500)})
-    env = cli_env(database, tmp_path, TRYGG_RETAIN_EVENTS_DAYS="400")
-    expected = sorted(n for n, (p, u, _) in leaves(database).items() if u and u < now - timedelta(days=400))
+    without_legacy_leaf(database, "trygg.dead_letters")
+    make_history(database, now, {"trygg.dead_letters": timedelta(weeks=30)})  # weekly leaves on either engine
+    env = cli_env(database, tmp_path, TRYGG_RETAIN_DEAD_LETTERS_DAYS="90")
+    expected = sorted(n for n, (p, u, _) in leaves(database).items() if u and u < now - timedelta(days=90))
     assert expected
 
     dry = trygg(env, "maintain", "--dry-run")
     assert dry.returncode == 0, dry.stderr
     for name in expected:
-        assert f"would drop {name} (trygg.events, kept 400 days, ended " in dry.stdout
+        assert f"would drop {name} (trygg.dead_letters, kept 90 days, ended " in dry.stdout
     assert f"dry run: {len(expected)} partition(s) would be dropped; nothing was changed" in dry.stdout
     assert set(expected) <= leaves(database).keys()
 

@@ -20,6 +20,7 @@ import structlog
 
 from storage import EventStore, Pool, migrate
 from storage.errors import EngineError
+from storage.maintenance import Retention, floor_hour, run
 from storage.migrate import available
 from storage.timescale import (
     NOT_PRELOADED,
@@ -223,45 +224,48 @@ def test_drop_old_chunks_removes_only_chunks_wholly_older_than_the_cutoff(
 
 # --- the continuous aggregate ---------------------------------------------------------
 
-HEARTBEATS_0011 = """
-CREATE TABLE trygg.heartbeats (
-    device_id    text COLLATE "C" NOT NULL,
-    ts           timestamptz NOT NULL,
-    received_at  timestamptz NOT NULL,
-    battery_pct  smallint NULL,
-    PRIMARY KEY (device_id, ts)
-);
-SELECT create_hypertable('trygg.heartbeats', 'ts', chunk_time_interval => interval '1 day');
+#: trygg.device_hourly as migration 0011 makes it (before 0014 replaces an empty one)
+DEVICE_HOURLY_0011 = """
 CREATE TABLE trygg.device_hourly (
-    device_id text NOT NULL, hour timestamptz NOT NULL, heartbeats int NOT NULL,
+    device_id text COLLATE "C" NOT NULL, hour timestamptz NOT NULL, heartbeats int NOT NULL,
     battery_min smallint, battery_max smallint, battery_last smallint,
     PRIMARY KEY (device_id, hour)
 ) PARTITION BY RANGE (hour);
 CREATE TABLE trygg.device_hourly_2020_01 PARTITION OF trygg.device_hourly
     FOR VALUES FROM ('2020-01-01') TO ('2020-02-01');
-GRANT SELECT ON trygg.device_hourly TO PUBLIC;
-CREATE TABLE trygg.partition_plan (parent text PRIMARY KEY, column_name text, step text, ahead interval);
-INSERT INTO trygg.partition_plan VALUES ('trygg.device_hourly', 'hour', 'month', '2 months'),
-                                        ('trygg.dead_letters', 'received_at', 'week', '2 weeks');
+INSERT INTO trygg.partition_plan VALUES ('trygg.device_hourly', 'hour', 'month', '1 month', NULL);
 """
+
+
+def rerun_0014(url: str, before: str) -> list[str]:
+    """Migration 0014 again, on trygg.device_hourly as `before` (SQL) leaves it."""
+    with psycopg.connect(url) as conn:
+        conn.execute("DROP MATERIALIZED VIEW trygg.device_hourly")
+        conn.execute(before.encode())
+        conn.execute("DELETE FROM trygg.schema_migrations WHERE version = 14")
+    return migrate_url(url)
 
 
 @pytest.fixture
 def with_heartbeats(timescale_url: str) -> str:
-    """The database with trygg.heartbeats a hypertable and 0014 applied to it: as
-    migration 0011 makes it, or (until 0011 exists) as the agreed schema says it will."""
+    """The database as migrations 0011 and 0014 make it on TimescaleDB."""
     with psycopg.connect(timescale_url) as conn:
-        if conn.execute("SELECT to_regclass('trygg.heartbeats')").fetchone() == (None,):
-            conn.execute(HEARTBEATS_0011.encode())
-            conn.execute("DELETE FROM trygg.schema_migrations WHERE version = 14")
-            conn.commit()
-            assert migrate_url(timescale_url) == ["0014_timescale"]
-            with conn.transaction():  # what 0014 must have carried over
-                assert conn.execute("SELECT has_table_privilege('public', 'trygg.device_hourly', 'SELECT')"
-                                    ).fetchone() == (True,), "the grant of the table it replaced was lost"
-                assert [r[0] for r in conn.execute("SELECT parent FROM trygg.partition_plan")] == [
-                    "trygg.dead_letters"], "ensure_partitions would attach partitions to the view"
+        assert is_hypertable(conn, "trygg.heartbeats")
+        assert is_continuous_aggregate(conn, "trygg.device_hourly")
+        assert conn.execute("SELECT has_table_privilege('trygg_app', 'trygg.device_hourly', 'SELECT')"
+                            ).fetchone() == (True,), "the grant of the table it replaced was lost"
     return timescale_url
+
+
+def test_an_empty_device_hourly_table_is_replaced_with_its_grants_and_leaves_the_plan(timescale_url: str) -> None:
+    applied = rerun_0014(timescale_url, DEVICE_HOURLY_0011 + "GRANT SELECT ON trygg.device_hourly TO PUBLIC;")
+    assert applied == ["0014_timescale"]
+    with psycopg.connect(timescale_url) as conn:
+        assert is_continuous_aggregate(conn, "trygg.device_hourly")
+        assert conn.execute("SELECT has_table_privilege('public', 'trygg.device_hourly', 'SELECT')"
+                            ).fetchone() == (True,), "the grant of the table it replaced was lost"
+        assert conn.execute("SELECT count(*) FROM trygg.partition_plan WHERE parent LIKE '%device_hourly'"
+                            ).fetchone() == (0,), "ensure_partitions would attach partitions to the view"
 
 
 def test_device_hourly_is_a_continuous_aggregate_refreshed_over_heartbeats(with_heartbeats: str) -> None:
@@ -290,14 +294,10 @@ def test_device_hourly_is_a_continuous_aggregate_refreshed_over_heartbeats(with_
 
 
 def test_a_device_hourly_table_that_holds_rows_is_kept(timescale_url: str) -> None:
+    applied = rerun_0014(timescale_url, DEVICE_HOURLY_0011 + "INSERT INTO trygg.device_hourly VALUES"
+                         " ('d-1', '2020-01-02', 60, 80, 81, 80);")
+    assert applied == ["0014_timescale"]
     with psycopg.connect(timescale_url) as conn:
-        if conn.execute("SELECT to_regclass('trygg.heartbeats')").fetchone() != (None,):
-            pytest.skip("migration 0011 exists: 0014 ran on its empty table with the other migrations")
-        conn.execute(HEARTBEATS_0011.encode())
-        conn.execute("INSERT INTO trygg.device_hourly VALUES ('d-1', '2020-01-02', 60, 80, 81, 80)")
-        conn.execute("DELETE FROM trygg.schema_migrations WHERE version = 14")
-        conn.commit()
-        assert migrate_url(timescale_url) == ["0014_timescale"]
         assert not is_continuous_aggregate(conn, "trygg.device_hourly")
         assert conn.execute("SELECT heartbeats FROM trygg.device_hourly").fetchall() == [(60,)]
 
@@ -324,6 +324,170 @@ def test_raw_heartbeats_age_out_before_their_hourly_rollup(with_heartbeats: str)
         dropped = drop_old_chunks(conn, "trygg.device_hourly", TODAY - 10 * DAY)
         assert dropped, "the rollup's chunk of 20 days ago was kept"
         assert conn.execute("SELECT hour FROM trygg.device_hourly").fetchall() == [(recent,)]
+
+
+# --- retention and the device rollups through a maintenance run -------------------------
+
+RETENTION = Retention(events=timedelta(days=400), heartbeats=timedelta(days=14),
+                      device_hourly=timedelta(days=90), device_daily=timedelta(days=800),
+                      dead_letters=timedelta(days=90))
+
+
+def chunks(conn: psycopg.Connection[tuple[object, ...]]) -> dict[str, tuple[str, datetime]]:
+    """Every chunk of the classes kept in chunks: name → (class, upper bound)."""
+    rows = conn.execute(
+        "SELECT format('%I.%I', c.chunk_schema, c.chunk_name), coalesce('trygg.' || a.view_name,"
+        " c.hypertable_schema || '.' || c.hypertable_name), c.range_end"
+        " FROM timescaledb_information.chunks c LEFT JOIN timescaledb_information.continuous_aggregates a"
+        " ON a.materialization_hypertable_schema = c.hypertable_schema"
+        " AND a.materialization_hypertable_name = c.hypertable_name").fetchall()
+    return {str(name): (str(parent), upper) for name, parent, upper in rows}
+
+
+def add_audit_row(conn: psycopg.Connection[tuple[object, ...]], at: datetime) -> None:
+    conn.execute("INSERT INTO trygg.audit_log (at, actor, role, resident_id, action)"
+                 " VALUES (%s, 'nurse', 'staff', 'r-1', 'GET /api/residents/r-1')", (at,))
+
+
+def test_retention_drops_exactly_the_chunks_past_their_class_limit(
+        timescale_url: str, ts_pool: Pool) -> None:
+    """Each class on both sides of its limit: events (400 days), raw heartbeats (14 days),
+    the hourly rollup (90 days, chunks of the continuous aggregate); a chunk goes when its
+    upper bound is older than now − keep, nothing else goes, no kept row changes, and
+    audit rows of any age survive."""
+    now = datetime.now(UTC)
+    ages = {"trygg.events": (398, 399.5, 401, 403), "trygg.heartbeats": (10, 13, 15, 17, 85, 95, 120)}
+    with psycopg.connect(timescale_url, autocommit=True) as conn:
+        for age in ages["trygg.events"]:
+            at = now - timedelta(days=age)
+            conn.execute("INSERT INTO trygg.events (device_id, event_id, resident_id, type, ts, received_at)"
+                         " VALUES ('ret', %s, 'r-1', 'motion', %s, %s)", (f"e-{age}", at, at))
+        for age in ages["trygg.heartbeats"]:
+            at = now - timedelta(days=age)
+            conn.execute("INSERT INTO trygg.heartbeats VALUES ('ret', %s, %s, 80)", (at, at))
+        # the hours of 85 to 120 days ago materialised while their raw rows were there
+        refresh_continuous_aggregate(conn, "trygg.device_hourly", now - 130 * DAY, now - 50 * DAY)
+        for age in (5000, 800, 1):
+            add_audit_row(conn, now - timedelta(days=age))
+        before = chunks(conn)
+        hourly_before = conn.execute("SELECT hour FROM trygg.device_hourly ORDER BY hour").fetchall()
+        audit = conn.execute("SELECT * FROM trygg.audit_log ORDER BY id").fetchall()
+    keep = RETENTION.by_parent()
+    expected = {n for n, (parent, upper) in before.items() if upper < now - keep[parent]}
+    for parent in ("trygg.events", "trygg.heartbeats", "trygg.device_hourly"):
+        mine = {n for n, (p, _) in before.items() if p == parent}
+        assert mine & expected and mine - expected, parent  # chunks on both sides of the limit
+
+    report = run(ts_pool, RETENTION, now)
+
+    assert report.ok, [(s.name, s.error) for s in report.steps]
+    assert set(report.dropped) == expected
+    with psycopg.connect(timescale_url) as conn:
+        after = chunks(conn)
+        assert not expected & after.keys()
+        assert set(before) - expected <= after.keys()  # (and the chunk the run's refresh made)
+        kept_events = sorted(r[0] for r in conn.execute("SELECT event_id FROM trygg.events"))
+        assert kept_events == ["e-398", "e-399.5"]
+        kept_beats = conn.execute("SELECT count(*) FROM trygg.heartbeats").fetchone()
+        assert kept_beats == (2,)  # 10 and 13 days old
+        # the hourly rows in kept chunks are all there: never emptied by a refresh
+        hourly = conn.execute("SELECT hour FROM trygg.device_hourly WHERE hour < %s ORDER BY hour",
+                              (now - 50 * DAY,)).fetchall()
+        assert hourly and set(hourly) < set(hourly_before)
+        assert all(now - h[0] < timedelta(days=101) for h in hourly)
+        assert conn.execute("SELECT * FROM trygg.audit_log ORDER BY id").fetchall() == audit
+    again = run(ts_pool, RETENTION, now)
+    assert again.ok and again.dropped == []
+
+
+def test_raw_heartbeat_chunks_are_dropped_only_once_refreshed(timescale_url: str, ts_pool: Pool) -> None:
+    """A maintenance run that is behind (last refresh 20 days ago) refreshes from where it
+    stopped, 48 hours a run, and drops only the raw chunks before that: every hour is in
+    the raw table or in device_hourly, never in neither."""
+    now = datetime.now(UTC)
+    first = floor_hour(now - 30 * DAY)
+    behind = floor_hour(now - 20 * DAY)
+    with psycopg.connect(timescale_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO trygg.heartbeats SELECT 'd-1', h, h, 80"
+                     " FROM generate_series(%s::timestamptz, %s, interval '1 hour') h", (first, now - DAY))
+        refresh_continuous_aggregate(conn, "trygg.device_hourly", first, behind)
+        conn.execute("UPDATE trygg.device_rollup_state SET hourly_until = %s", (behind,))
+    report = run(ts_pool, RETENTION, now)
+    assert report.ok, [(s.name, s.error) for s in report.steps]
+    assert report.dropped
+    with psycopg.connect(timescale_url) as conn:
+        refreshed = conn.execute("SELECT hourly_until FROM trygg.device_rollup_state").fetchone()
+        assert refreshed == (behind + timedelta(hours=48),)
+        raw = {r[0] for r in conn.execute("SELECT ts FROM trygg.heartbeats")}
+        hourly = {r[0] for r in conn.execute("SELECT hour FROM trygg.device_hourly WHERE heartbeats = 1")}
+        assert min(raw) > now - 20 * DAY, "nothing was dropped"
+        every = {first + timedelta(hours=h) for h in range(int((now - DAY - first) / timedelta(hours=1)) + 1)}
+        missing = sorted(every - raw - hourly)
+        assert not missing, f"hours neither raw nor rolled up: {missing[:3]}"
+        # the days the refreshed hours complete are in device_daily
+        assert conn.execute("SELECT count(*) FROM trygg.device_daily").fetchone() != (0,)
+
+
+def test_the_application_role_drops_only_expired_chunks(timescale_url: str) -> None:
+    """trygg_app owns no hypertable: the owner's function drops chunks for it, never
+    inside the class's floor (31 days for events), whatever keep it asks for."""
+    now = datetime.now(UTC)
+    with psycopg.connect(timescale_url, autocommit=True) as conn:
+        for age in (40, 20):
+            at = now - timedelta(days=age)
+            conn.execute("INSERT INTO trygg.events (device_id, event_id, resident_id, type, ts, received_at)"
+                         " VALUES ('d-1', %s, 'r-1', 'motion', %s, %s)", (f"e-{age}", at, at))
+        conn.execute("DROP ROLE IF EXISTS trygg_t_app_chunks")
+        conn.execute("CREATE ROLE trygg_t_app_chunks LOGIN IN ROLE trygg_app")
+    app_url = psycopg.conninfo.make_conninfo(timescale_url, user="trygg_t_app_chunks")
+    try:
+        with psycopg.connect(app_url, autocommit=True) as conn:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("SELECT drop_chunks('trygg.events', older_than => now())")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute("SELECT trygg.drop_expired_chunks('trygg.audit_log', '1 day')")
+            dropped = conn.execute("SELECT trygg.drop_expired_chunks('trygg.events', '1 day')").fetchall()
+        assert len(dropped) == 1
+        assert scalar(timescale_url, "SELECT array_agg(event_id) FROM trygg.events") == ["e-20"]
+    finally:
+        with psycopg.connect(timescale_url, autocommit=True) as conn:
+            conn.execute("DROP OWNED BY trygg_t_app_chunks")
+            conn.execute("DROP ROLE trygg_t_app_chunks")
+
+
+def test_as_the_application_role_the_refresh_policy_materialises_and_maintenance_follows_it(
+        timescale_url: str, pool_of: PoolOf) -> None:
+    """trygg_app may not refresh the aggregate (TimescaleDB wants its owner): the policy
+    of migration 0014 does it as the owner, and the run takes its watermark as the end of
+    the closed hours, refreshing nothing itself."""
+    now = datetime.now(UTC)
+    with psycopg.connect(timescale_url, autocommit=True) as conn:
+        job = conn.execute("SELECT job_id FROM timescaledb_information.jobs WHERE proc_name ="
+                           " 'policy_refresh_continuous_aggregate' AND hypertable_schema = 'trygg'"
+                           " AND hypertable_name = 'device_hourly'").fetchone()
+        assert job is not None, "no refresh policy on trygg.device_hourly"
+        conn.execute("INSERT INTO trygg.heartbeats SELECT 'd-1', h, h, 80"
+                     " FROM generate_series(%s::timestamptz, %s, interval '10 minutes') h",
+                     (floor_hour(now - DAY), now - timedelta(hours=2)))
+        conn.execute("CALL run_job(%s)", (job[0],))  # what the scheduler does every 5 minutes
+        conn.execute("DROP ROLE IF EXISTS trygg_t_app_policy")
+        conn.execute("CREATE ROLE trygg_t_app_policy LOGIN IN ROLE trygg_app")
+    app_url = psycopg.conninfo.make_conninfo(timescale_url, user="trygg_t_app_policy")
+    try:
+        report = run(pool_of(app_url), RETENTION, now)
+        assert report.ok, [(s.name, s.error) for s in report.steps]
+        rollups = next(s for s in report.steps if s.name == "device_rollups")
+        assert rollups.detail["refreshed"] == []
+        with psycopg.connect(timescale_url) as conn:
+            until = conn.execute("SELECT hourly_until FROM trygg.device_rollup_state").fetchone()
+            last = conn.execute("SELECT max(hour) + interval '1 hour' FROM trygg.device_hourly").fetchone()
+            assert until is not None and last is not None and until[0] == last[0]
+            assert conn.execute("SELECT sum(heartbeats) FROM trygg.device_hourly").fetchone() == (
+                conn.execute("SELECT count(*) FROM trygg.heartbeats").fetchone())
+    finally:
+        with psycopg.connect(timescale_url, autocommit=True) as conn:
+            conn.execute("DROP OWNED BY trygg_t_app_policy")
+            conn.execute("DROP ROLE trygg_t_app_policy")
 
 
 # --- plain PostgreSQL stays the default -------------------------------------------------

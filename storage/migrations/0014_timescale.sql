@@ -4,7 +4,8 @@
 -- trygg.device_hourly becomes a continuous aggregate over the raw heartbeats when
 -- trygg.heartbeats is a hypertable: TimescaleDB keeps it in step (late heartbeats are
 -- re-materialised at the next refresh), so the maintenance run refreshes it
--- (storage.timescale.refresh_continuous_aggregate) instead of computing it, and drops
+-- (storage.timescale.refresh_continuous_aggregate) instead of computing it, or where it
+-- may not (trygg_app) relies on the refresh policy below, and drops
 -- its old chunks like any hypertable's. Same name and columns as the plain table, so
 -- readers do not change. A plain trygg.device_hourly that already holds rows, or that
 -- other objects depend on, is kept as it is (the maintenance then rolls up as on plain
@@ -65,6 +66,13 @@ BEGIN
                AND table_name = 'partition_plan' AND column_name = 'parent') THEN
         DELETE FROM trygg.partition_plan WHERE parent IN ('trygg.device_hourly', 'device_hourly');
     END IF;
+    -- Refreshed by TimescaleDB's job scheduler as well, with its owner's rights: Trygg
+    -- running as trygg_app (which owns nothing) may not refresh it itself. The job's window
+    -- starts 2 days back, the floor of TRYGG_RETAIN_HEARTBEATS_DAYS, so it never reaches
+    -- into dropped raw chunks (a refresh there would empty those hours); a maintenance run
+    -- whose role owns the view refreshes from the retention cutoff itself.
+    PERFORM add_continuous_aggregate_policy('trygg.device_hourly', start_offset => interval '2 days',
+        end_offset => interval '5 minutes', schedule_interval => interval '5 minutes');
     FOR grant_row IN SELECT * FROM device_hourly_grants LOOP
         EXECUTE format('GRANT %s ON trygg.device_hourly TO %s', grant_row.privilege_type,
                        CASE WHEN grant_row.grantee = 0 THEN 'PUBLIC'
