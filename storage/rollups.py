@@ -1,19 +1,24 @@
 """Research rollups (storage/migrations/0012_research_rollups.sql; docs/research.md "How
 the counts stay fast"): events per hour and per Europe/Oslo day and type, with the
 residents who had them as bitmaps of dense ordinals, so that a year's counts with exact
-distinct residents are read from a few thousand rows instead of millions of events.
+distinct residents are read from a few thousand rows instead of millions of events; and
+per Europe/Oslo day and alert kind the alerts, their residents and their exact durations
+(sorted arrays), for the response-time percentiles.
 
 - `close(conn, now)`: hours up to `now − CLOSE_AFTER` are computed from the raw events
-  (a day per transaction), and closed hours that a late event marked dirty are computed
-  again. Maintenance runs it every minute.
+  (a day per transaction) with the alert days they touch, and closed hours that a late
+  event or a changed alert marked dirty are computed again. Maintenance runs it every
+  minute.
 - `reconcile(conn)` / `areconcile(conn)`: the cohort (who the stored counts include)
   brought in step with trygg.research_residents (consent and location basis now): the
-  counts of each resident who changed are added or subtracted, from their own raw rows
-  (the (resident_id, ts) index). Run before every research answer, so a withdrawn
+  counts and alerts of each resident who changed are added or subtracted, from their
+  own raw rows (the (resident_id, ts) and (resident_id, opened_at) indexes). Run before every research answer, so a withdrawn
   consent leaves every answer at once.
 - `rebuild(conn, since, until)`: the same computation as `close` for a loaded history,
   a month per statement (the benchmark's bulk loader).
-- `MARK_DIRTY_SQL`: the event writer runs it in its batch's transaction.
+- `MARK_DIRTY_SQL`: the event writer runs it in its batch's transaction (alerts are
+  marked by a trigger on trygg.alerts, migration 0012).
+- `forget_before(conn, cut)`: after retention dropped the raw events before `cut`.
 
 Every change to the rollups happens under one transaction-scoped advisory lock
 (`LOCK_KEY`), so close, rebuild and reconcile never interleave. Ordinals, never
@@ -454,7 +459,7 @@ def rebuild(conn: psycopg.Connection[Any], since: datetime, until: datetime) -> 
     """The rollups of [since, until) computed from raw events a month per statement, and
     closed up to `until` (hour-aligned). For a bulk load that bypassed the event writer.
     With nothing closed yet the rollups start at `since`: the history must not hold
-    counted events before it."""
+    counted events or alerts before it."""
     _require_idle(conn)
     since, until = floor_to("hour", since), floor_to("hour", until)
     reconciled = reconcile(conn)
