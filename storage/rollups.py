@@ -12,8 +12,8 @@ per Europe/Oslo day and alert kind the alerts, their residents and their exact d
 - `reconcile(conn)` / `areconcile(conn)`: the cohort (who the stored counts include)
   brought in step with trygg.research_residents (consent and location basis now): the
   counts and alerts of each resident who changed are added or subtracted, from their
-  own raw rows (the (resident_id, ts) and (resident_id, opened_at) indexes). Run before every research answer, so a withdrawn
-  consent leaves every answer at once.
+  own raw rows (the (resident_id, ts) and (resident_id, opened_at) indexes). Run before
+  every research answer, so a withdrawn consent leaves every answer at once.
 - `rebuild(conn, since, until)`: the same computation as `close` for a loaded history,
   a month per statement (the benchmark's bulk loader).
 - `MARK_DIRTY_SQL`: the event writer runs it in its batch's transaction (alerts are
