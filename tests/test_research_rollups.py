@@ -268,6 +268,41 @@ def test_a_withdrawn_consent_leaves_every_answer_at_once_and_a_renewed_one_retur
                             ).fetchone() == (18,)
 
 
+def test_a_withdrawn_consent_leaves_the_response_times_at_once(world: World) -> None:
+    """Six residents' falls on one day, acknowledged after 10..60 s; the day is rolled up.
+    r-6 (60 s) withdraws: the next answer has 5 residents and none of r-6's seconds; r-5
+    too: the kind is held back. Consent given again: back in the next answer."""
+    give_location_basis(world, ())
+    opened = DAY + timedelta(hours=9)
+    with psycopg.connect(world.url) as conn:
+        for n in range(1, 7):
+            insert_alert(conn, {"alert_id": f"fall-{n}", "resident_id": f"r-{n}", "team_id": "east", "kind": "fall",
+                                "priority": "high", "state": "resolved", "opened_at": opened, "updated_at": opened,
+                                "acknowledged_at": opened + timedelta(seconds=10 * n),
+                                "resolved_at": opened + timedelta(minutes=10)})
+    close_now(world)
+    with psycopg.connect(world.url) as conn:
+        assert conn.execute("SELECT alerts FROM trygg.research_alerts_daily").fetchall() == [(6,)]
+
+    def fall() -> dict[str, Any]:
+        response = world.client.get("/api/research/response-times", params={"since": SINCE, "until": UNTIL},
+                                    headers=world.headers("researcher"))
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    assert [(k["residents"], k["time_to_acknowledge_s"]["p99"]) for k in fall()["kinds"]] == [(6, 59.5)]
+    set_consent(world, "r-6", False)
+    assert [(k["alerts"], k["residents"], k["time_to_acknowledge_s"]["p99"]) for k in fall()["kinds"]] == [
+        (5, 5, 49.6)]
+    set_consent(world, "r-5", False)
+    held = fall()
+    assert held["kinds"] == [] and held["suppressed_groups"] == 1
+    set_consent(world, "r-5", True)
+    set_consent(world, "r-6", True)
+    assert [(k["residents"], k["time_to_acknowledge_s"]["p99"]) for k in fall()["kinds"]] == [(6, 59.5)]
+
+
 def test_an_event_written_while_its_hour_closes_is_counted(conn: psycopg.Connection[Any]) -> None:
     """A writer stores an event in an hour that is not closed yet and has checked whether
     to mark it (no: not closed) but not committed, when a close of that hour starts. The
