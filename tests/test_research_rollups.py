@@ -22,6 +22,7 @@ from dashboard.research import pseudonym, research_window, sync_pseudonyms
 from storage import rollups, timescale
 from storage.research_store import BUCKET_ZONE, BUCKETS, event_counts, response_times
 from tests.fix_api import World, give_location_basis, insert_alert
+from tests.fix_timescale import _use_timescale
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.integration
@@ -502,7 +503,7 @@ def drop_events_before(conn: psycopg.Connection[Any], cut: datetime) -> None:
 
 
 def test_forget_before_leaves_nothing_of_dropped_events_and_answers_stay_those_of_the_rows_left(
-        conn: psycopg.Connection[Any]) -> None:
+        conn: psycopg.Connection[Any], pytestconfig: pytest.Config) -> None:
     """Events of March and April rolled up; retention drops what lies before 1 April 00:00
     UTC (01:00 or 02:00 in Oslo: the cut falls inside an Oslo day). After `forget_before`:
     no rollup hour before the cut; counts at every bucket size equal those of the raw rows
@@ -519,6 +520,8 @@ def test_forget_before_leaves_nothing_of_dropped_events_and_answers_stay_those_o
     alerts_before = times(conn, *whole)
 
     cut = datetime(2026, 4, 1, tzinfo=UTC)
+    # chunks dropped with --timescale, partitions otherwise
+    assert timescale.is_hypertable(conn, "trygg.events") == _use_timescale(pytestconfig)
     drop_events_before(conn, cut)
     assert conn.execute("SELECT count(*) FROM trygg.events WHERE ts < %s", (cut,)).fetchone() == (0,)
     assert conn.execute("SELECT count(*) FROM trygg.events WHERE ts >= %s", (cut,)).fetchone()[0] > 1000
