@@ -28,7 +28,7 @@ from trygg.settings import Settings
 
 if TYPE_CHECKING:  # imported where used: `trygg --help` stays quick
     from storage import Pool
-    from storage.maintenance import Expired, Report, Retention, Step
+    from storage.maintenance import Expired, Report, Retention
 
 log = get_logger(__name__)
 
@@ -48,31 +48,11 @@ def retention_of(settings: Settings) -> Retention:
     )
 
 
-def extra_steps() -> list[Step]:
-    """The research rollups' steps (storage/rollups.py, helper "rollups"). NOT WIRED YET:
-    that module is not on this branch. Once it is, this becomes (tried against that
-    branch: both steps ran, and `trygg maintain` showed them)::
-
-        from storage import rollups
-        from storage.maintenance import Step, oldest_kept
-
-        def forget(conn: Connection, now: datetime) -> dict[str, int]:
-            cut = oldest_kept(conn, "trygg.events")
-            return {"hours_removed": rollups.forget_before(conn, cut) if cut else 0}
-
-        return [Step("research_rollups", rollups.close),
-                Step("research_forget", forget, after_retention=True)]
-
-    `close` runs before retention; `forget_before` after it, cut where the raw events that
-    retention left begin (a withdrawal can only be subtracted from rows that exist)."""
-    return []
-
-
 def run_once(pool: Pool, settings: Settings, now: datetime | None = None,
              stop: Callable[[], bool] = lambda: False) -> Report:
     from storage.maintenance import run
 
-    return run(pool, retention_of(settings), now, extra_steps=extra_steps(), stop=stop)
+    return run(pool, retention_of(settings), now, stop=stop)
 
 
 # --- inside `trygg up` ------------------------------------------------------------------
@@ -186,7 +166,7 @@ def maintain(
                     lines = dry_run_lines(plan(conn, retention, datetime.now(UTC)), retention)
                     ok = True
             else:
-                report = run(pool, retention, extra_steps=extra_steps())
+                report = run(pool, retention)
                 lines, ok = summary(report), report.ok or not report.ran
     except psycopg.Error as exc:
         _fail(str(exc).strip(), 1)

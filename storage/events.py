@@ -41,6 +41,7 @@ import psycopg
 from storage import partitions
 from storage.errors import DatabaseUnavailable
 from storage.pool import Pool
+from storage.rollups import MARK_DIRTY_SQL
 from trygg.contract import MAX_PAYLOAD_BYTES, Event, EventType, rekeyed_id
 from trygg.logging import get_logger
 
@@ -69,11 +70,6 @@ _COPY_STAGE = (
     "COPY event_stage (n, device_id, event_id, resident_id, type, ts, received_at, doc) FROM STDIN"
 )
 
-#: statements run after each staged layer of a batch is inserted, in the same
-#: transaction, while `event_stage` holds every event of the layer (new ones, re-sends and
-#: heartbeats; re-keyed events under their original id). The research rollups' "mark
-#: dirty" statement (storage.rollups.MARK_DIRTY_SQL) is wired here.
-AFTER_INSERT: tuple[str, ...] = ()
 
 # A key already stored, in any leaf of the key table: one lookup of the leaf's unique
 # index per leaf and staged row. A subquery in the select list is never turned into a
@@ -387,8 +383,9 @@ class EventStore:
                 if beats < len(layer):
                     cur.execute(_INSERT_NEW)
                     new = cur.rowcount
-                for statement in AFTER_INSERT:
-                    cur.execute(statement)
+                    # while the stage still holds every event of the layer (re-keying
+                    # removes rows): hours the research rollups closed are marked again
+                    cur.execute(MARK_DIRTY_SQL)
                 if any("battery_pct" in ev.data for ev in layer):
                     cur.execute(_UPSERT_BATTERY)
                 if new < len(layer) - beats:  # re-sends, or a re-used id

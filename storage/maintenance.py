@@ -37,7 +37,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from psycopg import sql
 
 from storage import partitions as partition_plan
-from storage import timescale
+from storage import rollups, timescale
 from storage.partitions import Partition
 from storage.pool import Pool
 from trygg.logging import get_logger
@@ -143,9 +143,15 @@ class Report:
         return [n for s in self.steps for n in s.detail.get("dropped", [])]
 
 
-#: Steps added to the built-in ones, before retention (or after it), e.g.
-#: `Step("research_rollups", storage.rollups.close)`; composition/maintain.py passes them.
+#: Steps added to the built-in ones, before retention (or after it); tests pass them.
 ExtraSteps = Sequence[Step]
+
+
+def _forget_research(conn: Connection, now: datetime) -> dict[str, int]:
+    """Research rollups follow the raw events: cut where the events retention left begin
+    (a withdrawal can only be subtracted from counts whose raw rows still exist)."""
+    cut = oldest_kept(conn, "trygg.events")
+    return {"hours_removed": rollups.forget_before(conn, cut) if cut else 0}
 
 
 def oldest_kept(conn: Connection, parent: str) -> datetime | None:
@@ -218,8 +224,10 @@ def _run_locked(conn: Connection, retention: Retention, now: datetime | None,
     steps = [
         Step("partitions_ahead", _ensure_ahead),
         Step("device_rollups", lambda c, n: close_device_rollups(c, n, retention.heartbeats)),
+        Step("research_rollups", rollups.close),
         *(s for s in extra_steps if not s.after_retention),
         Step("retention", lambda c, n: apply_retention(c, retention, n)),
+        Step("research_forget", _forget_research),
         *(s for s in extra_steps if s.after_retention),
         Step("maintenance_log", _prune_log),
     ]

@@ -101,24 +101,15 @@ async def event_counts(conn: psycopg.AsyncConnection[Any], since: datetime, unti
         # JIT would compile this query for longer than it runs; a year by the hour is
         # ~90,000 rows to sort, in memory
         await conn.execute("SET LOCAL jit = off; SET LOCAL work_mem = '32MB'")
-        cur = await conn.execute("SELECT closed_until, capacity FROM trygg.research_rollup_state")
-        row = await cur.fetchone()
-        closed_until, capacity = (row[0], row[1]) if row else (None, 64)
-        dirty: list[datetime] = []
-        if closed_until is not None:
-            cur = await conn.execute("SELECT hour FROM trygg.research_dirty_hours"
-                                     " WHERE hour >= %s AND hour < %s ORDER BY hour",
-                                     (floor_to("hour", since), closed_until))
-            dirty = [r[0] for r in await cur.fetchall()]
+        closed_until, capacity, dirty = await _rollup_state(conn, since)
         plan = plan_sources(since, until, bucket, closed_until, dirty)
         async with conn.cursor(row_factory=dict_row) as dcur:
-            await dcur.execute(_counts_query(len(plan.raw)), {
+            await dcur.execute(_spans_query(_COUNTS, "v.ts", len(plan.raw)), {
                 "bucket": bucket, "zone": BUCKET_ZONE, "type": event_type, "capacity": capacity,
                 "by_hour": bucket == "hour",
                 "daily_s": [s for s, _ in plan.daily], "daily_e": [e for _, e in plan.daily],
                 "hourly_s": [s for s, _ in plan.hourly], "hourly_e": [e for _, e in plan.hourly],
-                **{f"raw_s{i}": s for i, (s, _) in enumerate(plan.raw)},
-                **{f"raw_e{i}": e for i, (_, e) in enumerate(plan.raw)},
+                **_span_params(plan.raw),
             })
             return list(await dcur.fetchall())
 
@@ -222,7 +213,7 @@ WITH masks AS MATERIALIZED (
     FROM trygg.research_event_rows v
     LEFT JOIN trygg.research_pseudonyms p ON p.pseudonym = v.resident_pseudonym
     LEFT JOIN trygg.research_ordinals o ON o.resident_id = p.resident_id
-    WHERE ({raw}) AND trygg.research_type_counted(v.type)
+    WHERE {spans} AND trygg.research_type_counted(v.type)
       AND (%(type)s::text IS NULL OR v.type = %(type)s::text)
     GROUP BY 1, 2
 ), groups AS (
@@ -249,33 +240,106 @@ ORDER BY 1, 2
 """
 
 
-def _counts_query(raw_spans: int) -> bytes:
-    """The counts query with one range condition per raw span (constants, so that only the
-    partitions of those spans are read)."""
-    raw = " OR ".join(f"(v.ts >= %(raw_s{i})s AND v.ts < %(raw_e{i})s)" for i in range(raw_spans)) or "false"
-    return _COUNTS.replace("{raw}", raw).encode()
-
-
 async def response_times(conn: psycopg.AsyncConnection[Any], since: datetime, until: datetime
                          ) -> list[dict[str, Any]]:
     """Per alert kind: alerts, distinct residents, and p50/p90/p99 seconds to acknowledge and
-    to resolve, over alerts opened in [since, until). From the raw alerts (a year of
-    100,000 alerts: 0.3-0.5 s on a busy 2-core machine; docs/research.md)."""
-    async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute("SET LOCAL jit = off")  # JIT would compile for longer than this runs
-        await cur.execute(
-            "SELECT kind, count(*) AS alerts, count(DISTINCT resident_pseudonym) AS residents,"
-            " count(seconds_to_acknowledge) AS acknowledged,"
-            " percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (ORDER BY seconds_to_acknowledge)"
-            "   AS acknowledge,"
-            " count(seconds_to_resolve) AS resolved,"
-            " percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (ORDER BY seconds_to_resolve)"
-            "   AS resolve"
-            " FROM research.alerts WHERE opened_at >= %s AND opened_at < %s"
-            " GROUP BY kind ORDER BY kind",
-            (since, until),
-        )
-        return list(await cur.fetchall())
+    to resolve, over alerts opened in [since, until) as research.alerts cuts `opened_at`
+    (to the hour); unsuppressed.
+
+    Whole Europe/Oslo days before `closed_until` come from the rollups
+    (trygg.research_alerts_daily: the exact durations as sorted arrays), the rest — the
+    open tail, days with an alert changed since they were computed (marked dirty by a
+    trigger on trygg.alerts), window edges — from the raw alerts, all in one snapshot;
+    percentiles are taken over the exact durations of both, so the answer is the one the
+    raw rows give. As for `event_counts`, the cohort must be reconciled first."""
+    # research.alerts cuts opened_at to the hour: `cut >= t` is `opened_at >= t` rounded up
+    since, until = _ceil_hour(since), _ceil_hour(until)
+    async with conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        # JIT would compile for longer than this runs; a year's durations (100,000
+        # alerts) sorted in memory
+        await conn.execute("SET LOCAL jit = off; SET LOCAL work_mem = '32MB'")
+        closed_until, capacity, dirty = await _rollup_state(conn, since)
+        plan = plan_sources(since, until, "day", closed_until, dirty) if since < until else Sources([], [], [])
+        raw = _merged(plan.hourly + plan.raw)
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(_spans_query(_RESPONSE_TIMES, "a.opened_at", len(raw)), {
+                "capacity": capacity, "daily_s": [s for s, _ in plan.daily], "daily_e": [e for _, e in plan.daily],
+                **_span_params(raw)})
+            return list(await cur.fetchall())
+
+
+def _ceil_hour(t: datetime) -> datetime:
+    start = floor_to("hour", t)
+    return start if start == t else start + _HOUR
+
+
+async def _rollup_state(conn: psycopg.AsyncConnection[Any], since: datetime
+                        ) -> tuple[datetime | None, int, list[datetime]]:
+    """closed_until, the bitmaps' capacity and the dirty hours from `since` on."""
+    cur = await conn.execute("SELECT closed_until, capacity FROM trygg.research_rollup_state")
+    row = await cur.fetchone()
+    closed_until, capacity = (row[0], row[1]) if row else (None, 64)
+    dirty: list[datetime] = []
+    if closed_until is not None:
+        cur = await conn.execute("SELECT hour FROM trygg.research_dirty_hours"
+                                 " WHERE hour >= %s AND hour < %s ORDER BY hour",
+                                 (floor_to("hour", since), closed_until))
+        dirty = [r[0] for r in await cur.fetchall()]
+    return closed_until, capacity, dirty
+
+
+#: Response times from the rollups' days and the raw alerts, merged per kind; the
+#: percentiles over the exact durations of both. A consenting resident without an
+#: ordinal yet can only be in the raw rows: counted there by id.
+_RESPONSE_TIMES: Final = """
+WITH masks AS MATERIALIZED (
+    SELECT trygg.research_bits(array_agg(o.ord), %(capacity)s) AS everyone
+    FROM trygg.research_residents r JOIN trygg.research_ordinals o ON o.resident_id = r.resident_id
+), parts AS MATERIALIZED (
+    SELECT d.kind, d.alerts, d.members, d.acknowledge, d.resolve, 0::bigint AS unordered
+    FROM unnest(%(daily_s)s::timestamptz[], %(daily_e)s::timestamptz[]) AS w(s, e)
+    JOIN trygg.research_alerts_daily d ON d.day >= w.s AND d.day < w.e
+    UNION ALL
+    SELECT a.kind, count(*), trygg.research_bits(array_agg(o.ord) FILTER (WHERE o.ord IS NOT NULL), %(capacity)s),
+           coalesce(array_agg(trygg.research_seconds(a.opened_at, a.acknowledged_at))
+                    FILTER (WHERE a.acknowledged_at IS NOT NULL), '{}'),
+           coalesce(array_agg(trygg.research_seconds(a.opened_at, a.resolved_at))
+                    FILTER (WHERE a.resolved_at IS NOT NULL), '{}'),
+           count(DISTINCT a.resident_id) FILTER (WHERE o.ord IS NULL)
+    FROM trygg.alerts a
+    JOIN trygg.research_residents r ON r.resident_id = a.resident_id
+    LEFT JOIN trygg.research_ordinals o ON o.resident_id = a.resident_id
+    WHERE {spans}
+    GROUP BY a.kind
+), groups AS (
+    SELECT kind, sum(alerts)::bigint AS alerts, bit_or(members) AS members, sum(unordered)::bigint AS unordered
+    FROM parts GROUP BY kind HAVING sum(alerts) > 0
+)
+SELECT g.kind, g.alerts, bit_count(g.members & m.everyone) + g.unordered AS residents,
+       ack.n AS acknowledged, ack.p AS acknowledge, res.n AS resolved, res.p AS resolve
+FROM groups g CROSS JOIN masks m
+-- per kind, so that only the percentiles sort (a few kinds: `parts` is read once each)
+CROSS JOIN LATERAL (
+    SELECT count(*) AS n, percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (ORDER BY v) AS p
+    FROM parts p CROSS JOIN LATERAL unnest(p.acknowledge) AS v WHERE p.kind = g.kind) ack
+CROSS JOIN LATERAL (
+    SELECT count(*) AS n, percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (ORDER BY v) AS p
+    FROM parts p CROSS JOIN LATERAL unnest(p.resolve) AS v WHERE p.kind = g.kind) res
+ORDER BY g.kind
+"""
+
+
+def _spans_query(query: str, column: str, spans: int) -> bytes:
+    """`query` with one range condition on `column` per raw span (constants, so that only
+    the partitions and index ranges of those spans are read)."""
+    cond = " OR ".join(f"({column} >= %(raw_s{i})s AND {column} < %(raw_e{i})s)" for i in range(spans)) or "false"
+    return query.replace("{spans}", f"({cond})").encode()
+
+
+def _span_params(spans: list[Span]) -> dict[str, datetime]:
+    return {**{f"raw_s{i}": s for i, (s, _) in enumerate(spans)},
+            **{f"raw_e{i}": e for i, (_, e) in enumerate(spans)}}
 
 
 #: The export: rows with times cut to the grain, of the cells (every column but the

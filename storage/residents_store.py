@@ -94,7 +94,7 @@ def timeline_query(with_locations: bool) -> bytes:
     """`resident_events`' query; parameters: resident, since, until, limit."""
     return (
         "SELECT device_id, event_id, type, ts, received_at, data FROM trygg.events"
-        " WHERE resident_id = %s AND ts >= %s AND ts < %s"
+        " WHERE resident_id = %s AND ts >= %s AND ts < %s AND type <> 'heartbeat'"
         + ("" if with_locations else " AND type <> 'location'")
         + " ORDER BY ts, seq LIMIT %s"
     ).encode()
@@ -104,8 +104,9 @@ async def resident_events(conn: psycopg.AsyncConnection[Any], resident_id: str, 
                           until: datetime, *, with_locations: bool, limit: int
                           ) -> tuple[list[dict[str, Any]], bool]:
     """Events in [since, until) in time order, at most `limit`; True if more were left out.
-    Heartbeats are not events rows (docs/storage.md "Heartbeats"), so a timeline holds what
-    happened, not every minute a device was heard. Read from the (resident_id, ts) index
+    Heartbeats are not events rows (docs/storage.md "Heartbeats"; rows stored before
+    migration 0011 are left out too), so a timeline holds what happened, not every minute
+    a device was heard. Read from the (resident_id, ts) index
     in ts order; the sort by (ts, seq) is incremental and stops at `limit`."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(timeline_query(with_locations), (resident_id, since, until, limit + 1))

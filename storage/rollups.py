@@ -1,19 +1,24 @@
 """Research rollups (storage/migrations/0012_research_rollups.sql; docs/research.md "How
 the counts stay fast"): events per hour and per Europe/Oslo day and type, with the
 residents who had them as bitmaps of dense ordinals, so that a year's counts with exact
-distinct residents are read from a few thousand rows instead of millions of events.
+distinct residents are read from a few thousand rows instead of millions of events; and
+per Europe/Oslo day and alert kind the alerts, their residents and their exact durations
+(sorted arrays), for the response-time percentiles.
 
 - `close(conn, now)`: hours up to `now − CLOSE_AFTER` are computed from the raw events
-  (a day per transaction), and closed hours that a late event marked dirty are computed
-  again. Maintenance runs it every minute.
+  (a day per transaction) with the alert days they touch, and closed hours that a late
+  event or a changed alert marked dirty are computed again. Maintenance runs it every
+  minute.
 - `reconcile(conn)` / `areconcile(conn)`: the cohort (who the stored counts include)
   brought in step with trygg.research_residents (consent and location basis now): the
-  counts of each resident who changed are added or subtracted, from their own raw rows
-  (the (resident_id, ts) index). Run before every research answer, so a withdrawn
-  consent leaves every answer at once.
+  counts and alerts of each resident who changed are added or subtracted, from their
+  own raw rows (the (resident_id, ts) and (resident_id, opened_at) indexes). Run before
+  every research answer, so a withdrawn consent leaves every answer at once.
 - `rebuild(conn, since, until)`: the same computation as `close` for a loaded history,
   a month per statement (the benchmark's bulk loader).
-- `MARK_DIRTY_SQL`: the event writer runs it in its batch's transaction.
+- `MARK_DIRTY_SQL`: the event writer runs it in its batch's transaction (alerts are
+  marked by a trigger on trygg.alerts, migration 0012).
+- `forget_before(conn, cut)`: after retention dropped the raw events before `cut`.
 
 Every change to the rollups happens under one transaction-scoped advisory lock
 (`LOCK_KEY`), so close, rebuild and reconcile never interleave. Ordinals, never
@@ -116,6 +121,7 @@ _STATE = "SELECT closed_until, capacity, (SELECT coalesce(max(ord) + 1, 0) FROM 
 _GROW = [
     "UPDATE trygg.research_hourly SET members = members || repeat('0', %(more)s)::varbit",
     "UPDATE trygg.research_daily SET members = members || repeat('0', %(more)s)::varbit",
+    "UPDATE trygg.research_alerts_daily SET members = members || repeat('0', %(more)s)::varbit",
     "UPDATE trygg.research_rollup_state SET capacity = capacity + %(more)s",
 ]
 
@@ -164,6 +170,46 @@ def _apply_delta(table: str, key: str, grain: str) -> list[str]:
 _APPLY_DELTA: Final = [*_apply_delta("research_hourly", "hour", "hour"),
                        *_apply_delta("research_daily", "day", "day")]
 
+# The changed residents' alerts opened in closed hours, per day and kind: their count,
+# bits and durations added where they now count and did not, removed the other way round.
+_ALERT_DELTA = """
+CREATE TEMP TABLE research_alert_delta ON COMMIT DROP AS
+WITH changed AS (
+    SELECT * FROM unnest(%(ids)s::text[], %(ords)s::int[], %(was)s::bool[], %(now)s::bool[])
+             AS t(resident_id, ord, was, inc)
+    WHERE was <> inc
+), per AS (
+    SELECT date_trunc('day', a.opened_at, %(zone)s) AS day, a.kind, c.ord, c.inc::int - c.was::int AS sign,
+           trygg.research_seconds(a.opened_at, a.acknowledged_at) AS ack,
+           trygg.research_seconds(a.opened_at, a.resolved_at) AS res
+    FROM changed c
+    JOIN trygg.alerts a ON a.resident_id = c.resident_id COLLATE "C"
+    WHERE a.opened_at < %(closed)s
+)
+SELECT day, kind, sum(sign) AS alerts,
+       trygg.research_bits(array_agg(ord) FILTER (WHERE sign > 0), %(capacity)s) AS added,
+       trygg.research_bits(array_agg(ord) FILTER (WHERE sign < 0), %(capacity)s) AS removed,
+       coalesce(array_agg(ack) FILTER (WHERE sign > 0 AND ack IS NOT NULL), '{}') AS ack_added,
+       coalesce(array_agg(ack) FILTER (WHERE sign < 0 AND ack IS NOT NULL), '{}') AS ack_removed,
+       coalesce(array_agg(res) FILTER (WHERE sign > 0 AND res IS NOT NULL), '{}') AS res_added,
+       coalesce(array_agg(res) FILTER (WHERE sign < 0 AND res IS NOT NULL), '{}') AS res_removed
+FROM per GROUP BY day, kind
+"""
+
+_APPLY_ALERT_DELTA: Final = [
+    "UPDATE trygg.research_alerts_daily t SET alerts = t.alerts + d.alerts,"
+    " members = (t.members | d.added) & ~d.removed,"
+    " acknowledge = trygg.research_sorted_change(t.acknowledge, d.ack_added, d.ack_removed),"
+    " resolve = trygg.research_sorted_change(t.resolve, d.res_added, d.res_removed)"
+    " FROM research_alert_delta d WHERE t.day = d.day AND t.kind = d.kind",
+    "INSERT INTO trygg.research_alerts_daily (day, kind, alerts, members, acknowledge, resolve)"
+    " SELECT d.day, d.kind, d.alerts, d.added, trygg.research_sorted_change('{}', d.ack_added, '{}'),"
+    " trygg.research_sorted_change('{}', d.res_added, '{}') FROM research_alert_delta d WHERE d.alerts > 0"
+    " AND NOT EXISTS (SELECT 1 FROM trygg.research_alerts_daily t WHERE t.day = d.day AND t.kind = d.kind)",
+    "DELETE FROM trygg.research_alerts_daily t USING research_alert_delta d"
+    " WHERE t.day = d.day AND t.kind = d.kind AND t.alerts <= 0",
+]
+
 _SAVE_COHORT = """
 INSERT INTO trygg.research_cohort (resident_id, included, location)
 SELECT * FROM unnest(%s::text[], %s::bool[], %s::bool[])
@@ -202,6 +248,13 @@ def _reconcile_steps(locked: bool) -> Steps:
                 "closed": closed, "capacity": capacity, "zone": BUCKET_ZONE,
             }
             for statement in _APPLY_DELTA:
+                yield statement, None
+            yield _ALERT_DELTA, {
+                "ids": [r[0] for r in counted], "ords": [ords[r[0]] for r in counted],
+                "was": [r[1] for r in counted], "now": [r[3] for r in counted],
+                "closed": closed, "capacity": capacity, "zone": BUCKET_ZONE,
+            }
+            for statement in _APPLY_ALERT_DELTA:
                 yield statement, None
     yield _SAVE_COHORT, (ids, [r[3] for r in changes], [r[3] and r[4] for r in changes])
     return len(changes)
@@ -254,16 +307,52 @@ GROUP BY 1, 2
 """
 
 
+_COMPUTE_ALERT_DAYS = """
+INSERT INTO trygg.research_alerts_daily (day, kind, alerts, members, acknowledge, resolve)
+SELECT date_trunc('day', a.opened_at, %(zone)s), a.kind, count(*),
+       trygg.research_bits(array_agg(o.ord), %(capacity)s),
+       coalesce(array_agg(trygg.research_seconds(a.opened_at, a.acknowledged_at)
+                          ORDER BY trygg.research_seconds(a.opened_at, a.acknowledged_at))
+                FILTER (WHERE a.acknowledged_at IS NOT NULL), '{}'),
+       coalesce(array_agg(trygg.research_seconds(a.opened_at, a.resolved_at)
+                          ORDER BY trygg.research_seconds(a.opened_at, a.resolved_at))
+                FILTER (WHERE a.resolved_at IS NOT NULL), '{}')
+FROM trygg.alerts a
+JOIN trygg.research_cohort c ON c.resident_id = a.resident_id
+JOIN trygg.research_ordinals o ON o.resident_id = a.resident_id
+WHERE a.opened_at >= %(s)s AND a.opened_at < least(%(e)s, %(upto)s) AND c.included
+GROUP BY 1, 2
+"""
+
+
+def _day_span(conn: psycopg.Connection[Any], start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """The Europe/Oslo days [first, after last) that hours [start, end) touch."""
+    row = conn.execute(_DAY_SPAN.encode(), {"s": start, "e": end, "zone": BUCKET_ZONE}).fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
 def _compute(conn: psycopg.Connection[Any], start: datetime, end: datetime, capacity: int) -> None:
     """Hours [start, end) from raw events, and the days they touch from the hours."""
     span = {"s": start, "e": end, "capacity": capacity, "zone": BUCKET_ZONE}
     conn.execute("DELETE FROM trygg.research_hourly WHERE hour >= %(s)s AND hour < %(e)s", span)
     conn.execute(_COMPUTE_HOURS.encode(), span)
-    row = conn.execute(_DAY_SPAN.encode(), span).fetchone()
-    assert row is not None
-    days = {"s": row[0], "e": row[1], "zone": BUCKET_ZONE}
+    _days_from_hours(conn, *_day_span(conn, start, end))
+
+
+def _days_from_hours(conn: psycopg.Connection[Any], first: datetime, after: datetime) -> None:
+    days = {"s": first, "e": after, "zone": BUCKET_ZONE}
     conn.execute("DELETE FROM trygg.research_daily WHERE day >= %(s)s AND day < %(e)s", days)
     conn.execute(_DAYS_FROM_HOURS.encode(), days)
+
+
+def _compute_alert_days(conn: psycopg.Connection[Any], first: datetime, after: datetime, upto: datetime,
+                        capacity: int) -> None:
+    """The response-time rows of days [first, after) from the raw alerts opened before `upto`
+    (closed_until once this transaction commits)."""
+    span = {"s": first, "e": after, "upto": upto, "capacity": capacity, "zone": BUCKET_ZONE}
+    conn.execute("DELETE FROM trygg.research_alerts_daily WHERE day >= %(s)s AND day < %(e)s", span)
+    conn.execute(_COMPUTE_ALERT_DAYS.encode(), span)
 
 
 def _locked_state(conn: psycopg.Connection[Any]) -> tuple[datetime | None, int]:
@@ -283,8 +372,9 @@ def _advance_marks(conn: psycopg.Connection[Any], until: datetime) -> None:
 
 
 def _first_hour(conn: psycopg.Connection[Any], default: datetime) -> datetime:
-    """Where a first close starts: the hour of the oldest counted event."""
-    row = conn.execute("SELECT min(ts) FROM trygg.events WHERE trygg.research_type_counted(type)").fetchone()
+    """Where a first close starts: the hour of the oldest counted event or alert."""
+    row = conn.execute("SELECT least((SELECT min(ts) FROM trygg.events WHERE trygg.research_type_counted(type)),"
+                       " (SELECT min(opened_at) FROM trygg.alerts))").fetchone()
     return floor_to("hour", row[0]) if row and row[0] is not None else default
 
 
@@ -312,8 +402,13 @@ def _recompute_dirty(conn: psycopg.Connection[Any]) -> int:
         with conn.transaction():
             closed, capacity = _locked_state(conn)
             marks = _take_marks(conn, datetime.min.replace(tzinfo=UTC), closed, DIRTY_STEP) if closed else []
+            days = set()
             for hour, _ in marks:
                 _compute(conn, hour, hour + _HOUR, capacity)
+                days.add(_day_span(conn, hour, hour + _HOUR))
+            for first, after in sorted(days):
+                assert closed is not None
+                _compute_alert_days(conn, first, after, closed, capacity)
             _drop_marks(conn, marks)
         done += len(marks)
         if len(marks) < DIRTY_STEP:
@@ -336,6 +431,7 @@ def _close_to(conn: psycopg.Connection[Any], target: datetime, step: Callable[[d
             end = min(step(start), target)
             marks = _take_marks(conn, start, end)
             _compute(conn, start, end, capacity)
+            _compute_alert_days(conn, *_day_span(conn, start, end), end, capacity)
             _drop_marks(conn, marks)
             conn.execute("UPDATE trygg.research_rollup_state SET closed_until = %s", (end,))
         hours += int((end - start) / _HOUR)
@@ -363,7 +459,7 @@ def rebuild(conn: psycopg.Connection[Any], since: datetime, until: datetime) -> 
     """The rollups of [since, until) computed from raw events a month per statement, and
     closed up to `until` (hour-aligned). For a bulk load that bypassed the event writer.
     With nothing closed yet the rollups start at `since`: the history must not hold
-    counted events before it."""
+    counted events or alerts before it."""
     _require_idle(conn)
     since, until = floor_to("hour", since), floor_to("hour", until)
     reconciled = reconcile(conn)
@@ -378,16 +474,28 @@ def rebuild(conn: psycopg.Connection[Any], since: datetime, until: datetime) -> 
 
 
 def forget_before(conn: psycopg.Connection[Any], before: datetime) -> int:
-    """Remove rollup hours (and days) before `before`: called when the raw events of that
-    time are dropped by retention, so that the rollups never hold counts that a withdrawal
-    could no longer subtract. Cut at the start of the Europe/Oslo day of `before`, so a
-    day is kept or removed whole. Returns the hourly rows removed."""
-    cut = floor_to("day", before)
+    """Forget the event counts of the time before `before`, whose raw events retention has
+    dropped: the rollups then never hold counts that a withdrawal could no longer
+    subtract, and answers stay those of the raw rows that are left. Hours before it are
+    removed; the Europe/Oslo day it falls in keeps only its later hours (its day row is
+    summed again from them); an hour it cuts (not on the hour) is marked dirty, so it is
+    read from the raw rows left and computed again from them at the next close. Alerts
+    are not dropped by retention: their response-time rows stay. Returns the hourly rows
+    removed."""
+    _require_idle(conn)
+    cut = floor_to("hour", before)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
         cur = conn.execute("DELETE FROM trygg.research_hourly WHERE hour < %s", (cut,))
-        conn.execute("DELETE FROM trygg.research_daily WHERE day < %s", (cut,))
-        return cur.rowcount
+        removed = cur.rowcount
+        first, after = _day_span(conn, cut, cut + _HOUR)
+        conn.execute("DELETE FROM trygg.research_daily WHERE day < %s", (first,))
+        _days_from_hours(conn, first, after)
+        if cut < before:
+            conn.execute("INSERT INTO trygg.research_dirty_hours (hour) VALUES (%s) ON CONFLICT (hour)"
+                         " DO UPDATE SET marked_at = now(), mark = nextval('trygg.research_dirty_mark_seq')",
+                         (cut,))
+        return removed
 
 
 __all__ = [

@@ -11,6 +11,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -22,6 +23,8 @@ from composition.runtime import open_pool
 from storage import Pool, migrate
 
 ADMIN_URL = os.environ.get("TRYGG_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+#: where the test databases' event partitions begin (`create_database`)
+HISTORY_SINCE = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def _pg_bin() -> Path:
@@ -103,6 +106,11 @@ def create_database(admin_url: str) -> str:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = psycopg.conninfo.make_conninfo(admin_url, dbname=name)
     migrate_url(url)
+    # Event partitions from 2026 on, as in a database running since then: tests with fixed
+    # dates in 2026 (the research tests' daylight-saving weeks, their seeded history)
+    # insert rows straight into trygg.events, which has no default partition.
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT trygg.ensure_partitions('trygg.events', %s, now())", (HISTORY_SINCE,))
     return url
 
 

@@ -289,16 +289,17 @@ def test_a_replayed_event_older_than_every_partition_is_stored(store: EventStore
     assert rows(database, "SELECT count(*) FROM trygg.dead_letters WHERE received_at = %s", old) == [(1,)]
 
 
-def test_the_after_insert_hook_runs_in_the_batch_transaction(
-        store: EventStore, database: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The research rollups' statement (storage.rollups) sees every staged event."""
+def test_events_in_hours_the_research_rollups_closed_mark_those_hours(store: EventStore, database: str) -> None:
+    """The writer marks, in the batch's transaction, the closed hours its events fall in
+    (storage/rollups.py MARK_DIRTY_SQL), so the next close counts a late event; heartbeats
+    are not research events and mark nothing."""
+    hour = NOW.replace(minute=0, second=0, microsecond=0)
     with psycopg.connect(database) as conn:
-        conn.execute("CREATE TABLE trygg.hook_seen (events int, beats int)")
-    monkeypatch.setattr(events_module, "AFTER_INSERT", (
-        "INSERT INTO trygg.hook_seen SELECT count(*), count(*) FILTER (WHERE type = 'heartbeat') FROM event_stage",))
-    store.write([event("e-1", NOW), beat(NOW, 90), event("e-2", NOW)])
-    store.write([event("e-1", NOW)])
-    assert rows(database, "SELECT events, beats FROM trygg.hook_seen") == [(3, 1), (1, 0)]
+        conn.execute("UPDATE trygg.research_rollup_state SET mark_before = %s", (hour,))
+    late = hour - timedelta(hours=3)
+    store.write([event("e-late", late + timedelta(minutes=5)), event("e-now", NOW), beat(late, 90)])
+    store.write([event("e-late", late + timedelta(minutes=5))])  # a re-send marks again, harmlessly
+    assert rows(database, "SELECT hour FROM trygg.research_dirty_hours") == [(late,)]
 
 
 # -- the plan and its partitions ---------------------------------------------------------

@@ -1,4 +1,4 @@
--- Bounded storage (docs/storage.md "Partitions and retention"): every table that grows
+-- Bounded storage (docs/storage.md "Retention"): every table that grows
 -- with time is partitioned by time, so that what ages out is removed by dropping whole
 -- partitions, never by DELETE on a hot table.
 --

@@ -85,8 +85,39 @@ CREATE TABLE trygg.research_daily (
     PRIMARY KEY (day, type)
 );
 
--- Closed hours that got an event after they were computed (a late event); the writer
--- marks them in its own transaction (storage/rollups.py MARK_DIRTY_SQL). `mark` grows
+-- Response times (storage/research_store.py `response_times`) per Europe/Oslo day of
+-- opening and alert kind, over the cohort's alerts: how many, the residents as a bitmap,
+-- and the exact seconds to acknowledge and to resolve as sorted arrays (percentile_cont
+-- interpolates between exact values, so a summary would not do). A day's row holds the
+-- alerts opened before `closed_until` (also of a day not yet closed to its end). Alerts
+-- are kept (not partitioned): `forget_before` leaves these rows.
+CREATE TABLE trygg.research_alerts_daily (
+    day          timestamptz NOT NULL,
+    kind         text NOT NULL,
+    alerts       bigint NOT NULL,
+    members      varbit NOT NULL,
+    acknowledge  float8[] NOT NULL,
+    resolve      float8[] NOT NULL,
+    PRIMARY KEY (day, kind)
+);
+
+-- Seconds from `opened` to `at`: the expression of research.alerts (0010), written once
+-- for the rollups and the raw rows of an answer.
+CREATE FUNCTION trygg.research_seconds(opened timestamptz, at timestamptz)
+RETURNS double precision LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN extract(epoch FROM at - opened)::double precision;
+
+-- A sorted multiset of `base` with `added` put in and one of each `removed` taken out.
+CREATE FUNCTION trygg.research_sorted_change(base float8[], added float8[], removed float8[])
+RETURNS float8[] LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+SELECT coalesce(array_agg(v ORDER BY v), '{}')
+FROM ((SELECT unnest(base) UNION ALL SELECT unnest(added)) EXCEPT ALL SELECT unnest(removed)) AS t(v)
+$$;
+
+-- Closed hours that got an event after they were computed (a late event; the writer
+-- marks them in its own transaction, storage/rollups.py MARK_DIRTY_SQL), or in which an
+-- alert opened that changed since (acknowledged, resolved, written late: the trigger
+-- below marks them). `mark` grows
 -- with every mark, so a recomputation removes only the marks it has seen.
 CREATE SEQUENCE trygg.research_dirty_mark_seq;
 CREATE TABLE trygg.research_dirty_hours (
@@ -106,18 +137,54 @@ CREATE TABLE trygg.research_rollup_state (
 );
 INSERT INTO trygg.research_rollup_state DEFAULT VALUES;
 
+-- An alert whose research answer changes (inserted, deleted, or its opening, kind,
+-- resident, acknowledgement or resolution changed) marks the hour it opened in, if that
+-- hour is closed: answers read its day from the raw alerts until the next close
+-- computes the day again. The state row is read FOR KEY SHARE, as MARK_DIRTY_SQL does:
+-- a close that advances `mark_before` waits for this transaction. Alerts are written
+-- by a background writer (0004), never by the alert path itself.
+CREATE FUNCTION trygg.research_alert_changed() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    marked_before timestamptz;
+BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        DELETE FROM trygg.research_alerts_daily;
+        RETURN NULL;
+    END IF;
+    SELECT mark_before INTO marked_before FROM trygg.research_rollup_state FOR KEY SHARE;
+    INSERT INTO trygg.research_dirty_hours (hour)
+    SELECT DISTINCT date_trunc('hour', t, 'UTC')
+    FROM (VALUES (CASE WHEN TG_OP <> 'INSERT' THEN OLD.opened_at END),
+                 (CASE WHEN TG_OP <> 'DELETE' THEN NEW.opened_at END)) AS v(t)
+    WHERE t < marked_before
+    ON CONFLICT (hour) DO UPDATE SET marked_at = now(), mark = nextval('trygg.research_dirty_mark_seq');
+    RETURN NULL;
+END $$;
+CREATE TRIGGER research_alert_added_or_removed AFTER INSERT OR DELETE ON trygg.alerts
+    FOR EACH ROW EXECUTE FUNCTION trygg.research_alert_changed();
+CREATE TRIGGER research_alert_changed
+    AFTER UPDATE OF opened_at, kind, resident_id, acknowledged_at, resolved_at ON trygg.alerts
+    FOR EACH ROW
+    WHEN ((OLD.opened_at, OLD.kind, OLD.resident_id, OLD.acknowledged_at, OLD.resolved_at)
+          IS DISTINCT FROM (NEW.opened_at, NEW.kind, NEW.resident_id, NEW.acknowledged_at, NEW.resolved_at))
+    EXECUTE FUNCTION trygg.research_alert_changed();
+CREATE TRIGGER research_alerts_truncated AFTER TRUNCATE ON trygg.alerts
+    FOR EACH STATEMENT EXECUTE FUNCTION trygg.research_alert_changed();
+REVOKE ALL ON FUNCTION trygg.research_alert_changed() FROM PUBLIC;
+
 DO $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'trygg_app') THEN
         GRANT SELECT, INSERT, UPDATE, DELETE ON trygg.research_ordinals, trygg.research_cohort,
-              trygg.research_hourly, trygg.research_daily, trygg.research_dirty_hours,
-              trygg.research_rollup_state TO trygg_app;
+              trygg.research_hourly, trygg.research_daily, trygg.research_alerts_daily,
+              trygg.research_dirty_hours, trygg.research_rollup_state TO trygg_app;
         GRANT USAGE, SELECT ON SEQUENCE trygg.research_dirty_mark_seq TO trygg_app;
         GRANT SELECT ON trygg.research_event_rows TO trygg_app;
     END IF;
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'trygg_research') THEN
         REVOKE ALL ON trygg.research_ordinals, trygg.research_cohort, trygg.research_hourly,
-               trygg.research_daily, trygg.research_dirty_hours, trygg.research_rollup_state,
-               trygg.research_event_rows FROM trygg_research;
+               trygg.research_daily, trygg.research_alerts_daily, trygg.research_dirty_hours,
+               trygg.research_rollup_state, trygg.research_event_rows FROM trygg_research;
     END IF;
 END $$;

@@ -27,7 +27,6 @@ let me = null;
 let source = null;
 let selected = null; // resident id shown in the panel
 let panelMap = null;
-let showHeartbeats = false;
 
 const $ = (id) => document.getElementById(id);
 
@@ -509,7 +508,6 @@ function renderPanel(panel, id, status, timeline, focus) {
     .map((e) => ({ lat: e.data.lat, lon: e.data.lon, accuracy_m: e.data.accuracy_m, ts: e.ts })).reverse();
   if (status.location && !points.some((p) => p.ts === status.location.ts)) points.push(status.location);
   for (const a of status.open_alerts || []) if (a.location && Number.isFinite(a.location.lat)) points.push(a.location);
-  const shownEvents = events.filter((e) => showHeartbeats || e.type !== "heartbeat");
 
   panelMap?.destroy();
   panelMap = null;
@@ -536,12 +534,7 @@ function renderPanel(panel, id, status, timeline, focus) {
     h("h3", {}, t("Kart", "Map")),
     points.length ? mapBox : h("p", { class: "muted" }, t("Ingen posisjoner siste døgn.", "No positions in the last 24 hours.")),
     h("h3", {}, t("Tidslinje siste døgn", "Timeline, last 24 hours")),
-    h("label", { class: "check" },
-      h("input", { type: "checkbox", checked: showHeartbeats, onchange: (e) => {
-        showHeartbeats = e.currentTarget.checked;
-        refreshPanelSoon();
-      } }), " ", t("Vis livstegn", "Show heartbeats")),
-    timelineList(shownEvents.slice(0, 300), timeline.truncated || shownEvents.length > 300));
+    timelineList(events.slice(0, 300), timeline.truncated || events.length > 300));
   if (points.length) panelMap = showPositions(mapBox, points);
   if (focus) panel.focus();
 }
