@@ -518,7 +518,8 @@ def test_trygg_maintain_says_what_it_would_drop_then_drops_it(database: str, tmp
     without_legacy_leaf(database, "trygg.dead_letters")
     make_history(database, now, {"trygg.dead_letters": timedelta(weeks=30)})  # weekly leaves on either engine
     env = cli_env(database, tmp_path, TRYGG_RETAIN_DEAD_LETTERS_DAYS="90")
-    expected = sorted(n for n, (p, u, _) in leaves(database).items() if u and u < now - timedelta(days=90))
+    expected = sorted(n for n, (p, u, _) in leaves(database).items()
+                      if p == "trygg.dead_letters" and u and u < now - timedelta(days=90))
     assert expected
 
     dry = trygg(env, "maintain", "--dry-run")

@@ -314,7 +314,12 @@ def test_partitions_are_listed_with_their_bounds_oldest_first(database: str) -> 
         planned = {p.parent: p.step for p in partitions.plan(conn)}
     month = NOW.strftime("%Y_%m")
     assert f"trygg.events_{month}" in [p.name for p in events]
-    assert len(events) == 6  # two months back, three ahead (migration)
+    def month(t: datetime | None) -> int:
+        assert t is not None
+        return t.year * 12 + t.month
+
+    # at least two months back (the test databases' from January 2026: tests/fix_db.py), three ahead
+    assert month(events[0].lower) <= month(NOW) - 2 and month(events[-1].lower) == month(NOW) + 3
     for before, after in pairwise(events):
         assert before.upper == after.lower, "a gap or an overlap between monthly partitions"
     assert all(p.parent == "trygg.events" for p in events)
