@@ -61,6 +61,10 @@ TEAMS = 20
 Log = Callable[[str], None]
 
 
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
 @dataclass(frozen=True)
 class History:
     url: str
@@ -451,7 +455,7 @@ def drop(admin_url: str, name: str = DEFAULT_DB) -> None:
 
 def load(admin_url: str, *, events: int = DEFAULT_EVENTS, residents: int = DEFAULT_RESIDENTS,
          name: str = DEFAULT_DB, reuse: bool = False, heartbeat_days: int = DEFAULT_HEARTBEAT_DAYS,
-         log: Log = print) -> History:
+         log: Log = say) -> History:
     """A database `name` on the server of `admin_url` holding a year of history; with
     `reuse`, the one already loaded there (any size). Only the database `name` is ever
     created or dropped."""
