@@ -49,11 +49,13 @@ from trygg.registry import parse_registry
 DEFAULT_DB = "trygg_bench_history"
 DEFAULT_EVENTS = 50_000_000
 DEFAULT_RESIDENTS = 5_000
-#: days of raw heartbeats loaded when trygg.heartbeats exists (the class keeps 14: every
-#: device at 60 s is 6,840 rows per resident-day, 14 days of 5,000 residents ≈ 480 million
-#: rows and tens of GB, four times the events; the sizing in docs/storage.md extrapolates
-#: from the measured bytes per heartbeat)
-DEFAULT_HEARTBEAT_DAYS = 2
+#: days of raw heartbeats loaded when trygg.heartbeats exists: the current day's leaf is
+#: what ingest writes into. The class keeps 14, but every device at 60 s is 6,840 rows
+#: per resident-day (4.75 devices): 14 days of 5,000 residents ≈ 480 million rows, ~65 GB
+#: at the 137 bytes a heartbeat measured (inserted in time order, as they arrive), loaded
+#: at ~110,000 rows/s — over an hour, four times the year of events. docs/storage.md
+#: "Sizing" extrapolates from the bytes per heartbeat instead.
+DEFAULT_HEARTBEAT_DAYS = 1
 KEY_WINDOW = timedelta(days=30)
 PSEUDONYM_KEY = b"k" * 32  # the benches' TRYGG_PSEUDONYM_KEY
 TEAMS = 20
@@ -373,7 +375,7 @@ CROSS JOIN LATERAL (
     FROM generate_series(0, %(minutes)s - 1) AS m
 ) t
 WHERE t.ts < %(hi)s
-ORDER BY d.id, t.ts
+ORDER BY t.ts, d.id
 """
 
 
