@@ -309,7 +309,8 @@ def load_events(conn: psycopg.Connection[Any], events: int, residents: int, sinc
 
 
 def load_keys(conn: psycopg.Connection[Any], since: datetime, until: datetime) -> int:
-    """The de-duplication keys of the events received in [since, until)."""
+    """The de-duplication keys of the events received in [since, until), in weekly leaves
+    (`stored_at`) where the schema has them (migration 0011), else in the one table."""
     columns = {str(r[0]) for r in conn.execute(
         "SELECT attname FROM pg_attribute WHERE attrelid = 'trygg.event_keys'::regclass"
         " AND attnum > 0 AND NOT attisdropped")}
@@ -318,12 +319,20 @@ def load_keys(conn: psycopg.Connection[Any], since: datetime, until: datetime) -
         extra.append("stored_at")
     select = ", ".join(["device_id", "event_id", "received_at"]
                        + [("received_at" if c == "stored_at" else c) for c in extra])
+    # in the order they arrive: each leaf's unique index grows as in production
     insert = sql.SQL(
         "INSERT INTO trygg.event_keys (device_id, event_id, received_at{}) SELECT " + select
         + " FROM trygg.events WHERE received_at >= %s AND received_at < %s AND ts >= %s"
-        " ORDER BY device_id, event_id").format(sql.SQL("".join(f", {c}" for c in extra)))
+        " ORDER BY received_at").format(sql.SQL("".join(f", {c}" for c in extra)))
     window = (since, until + timedelta(minutes=1), since - timedelta(minutes=1))
     if _partitioned(conn, "trygg.event_keys"):
+        # The leaf a migration made of the old table (MINVALUE up to the Monday after it)
+        # would hold every key of a new database; a database a month past its migration
+        # has weekly leaves only, and so has this one.
+        if _exists(conn, "trygg.event_keys_legacy") and conn.execute(
+                "SELECT NOT EXISTS (SELECT 1 FROM trygg.event_keys_legacy)").fetchone() == (True,):
+            conn.execute("ALTER TABLE trygg.event_keys DETACH PARTITION trygg.event_keys_legacy")
+            conn.execute("DROP TABLE trygg.event_keys_legacy")
         if _function_exists(conn, "trygg.ensure_partitions"):
             conn.execute("SELECT trygg.ensure_partitions('trygg.event_keys', %s, %s)",
                          (since - timedelta(days=7), until + timedelta(days=14)))
