@@ -227,6 +227,16 @@ def _exists(conn: psycopg.Connection[Any], name: str) -> bool:
     return bool(row and row[0])
 
 
+def _hypertable(conn: psycopg.Connection[Any], table: str) -> bool:
+    """Whether `table` is a TimescaleDB hypertable (its chunks and keys are its own)."""
+    if not _exists(conn, "_timescaledb_catalog.hypertable"):
+        return False
+    row = conn.execute("SELECT EXISTS (SELECT 1 FROM _timescaledb_catalog.hypertable"
+                       " WHERE format('%%I.%%I', schema_name, table_name)::regclass = %s::regclass)",
+                       (table,)).fetchone()
+    return bool(row and row[0])
+
+
 def _function_exists(conn: psycopg.Connection[Any], name: str) -> bool:
     row = conn.execute("SELECT to_regproc(%s) IS NOT NULL", (name,)).fetchone()
     return bool(row and row[0])
@@ -336,6 +346,8 @@ def load_keys(conn: psycopg.Connection[Any], since: datetime, until: datetime) -
         if _function_exists(conn, "trygg.ensure_partitions"):
             conn.execute("SELECT trygg.ensure_partitions('trygg.event_keys', %s, %s)",
                          (since - timedelta(days=7), until + timedelta(days=14)))
+        cur = conn.execute(insert, window)
+    elif _hypertable(conn, "trygg.event_keys"):
         cur = conn.execute(insert, window)
     else:  # one table: its primary key built after loading, as for the events
         pkey = conn.execute("SELECT conname FROM pg_constraint WHERE conrelid = 'trygg.event_keys'::regclass"
