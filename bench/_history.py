@@ -227,7 +227,7 @@ def _exists(conn: psycopg.Connection[Any], name: str) -> bool:
     return bool(row and row[0])
 
 
-def _hypertable(conn: psycopg.Connection[Any], table: str) -> bool:
+def hypertable(conn: psycopg.Connection[Any], table: str) -> bool:
     """Whether `table` is a TimescaleDB hypertable (its chunks and keys are its own)."""
     if not _exists(conn, "_timescaledb_catalog.hypertable"):
         return False
@@ -347,7 +347,7 @@ def load_keys(conn: psycopg.Connection[Any], since: datetime, until: datetime) -
             conn.execute("SELECT trygg.ensure_partitions('trygg.event_keys', %s, %s)",
                          (since - timedelta(days=7), until + timedelta(days=14)))
         cur = conn.execute(insert, window)
-    elif _hypertable(conn, "trygg.event_keys"):
+    elif hypertable(conn, "trygg.event_keys"):
         cur = conn.execute(insert, window)
     else:  # one table: its primary key built after loading, as for the events
         pkey = conn.execute("SELECT conname FROM pg_constraint WHERE conrelid = 'trygg.event_keys'::regclass"
@@ -536,5 +536,5 @@ def load(admin_url: str, *, events: int = DEFAULT_EVENTS, residents: int = DEFAU
     return History(url, events, residents, since, until)
 
 
-__all__ = ["DEFAULT_DB", "History", "build_rollups", "drop", "history_url", "load", "loaded",
-           "registry_document", "save_fleet"]
+__all__ = ["DEFAULT_DB", "History", "build_rollups", "drop", "history_url", "hypertable", "load", "loaded",
+           "registry_document", "save_fleet", "sync_pseudonyms"]
