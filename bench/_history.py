@@ -49,13 +49,15 @@ from trygg.registry import parse_registry
 DEFAULT_DB = "trygg_bench_history"
 DEFAULT_EVENTS = 50_000_000
 DEFAULT_RESIDENTS = 5_000
-#: days of raw heartbeats loaded when trygg.heartbeats exists: the current day's leaf is
-#: what ingest writes into. The class keeps 14, but every device at 60 s is 6,840 rows
-#: per resident-day (4.75 devices): 14 days of 5,000 residents ≈ 480 million rows, ~65 GB
-#: at the 137 bytes a heartbeat measured (inserted in time order, as they arrive), loaded
-#: at ~110,000 rows/s — over an hour, four times the year of events. docs/storage.md
-#: "Sizing" extrapolates from the bytes per heartbeat instead.
-DEFAULT_HEARTBEAT_DAYS = 1
+#: days of raw heartbeats loaded when trygg.heartbeats exists; none by default. The class
+#: keeps 14, but every device at 60 s is 6,840 rows per resident-day (4.75 devices): one
+#: day of 5,000 residents is 34 million rows, which took over 8 minutes to insert in time
+#: order on this machine (the primary key grows as in production, far beyond
+#: shared_buffers), 14 days ≈ 480 million rows, ~65 GB at the 137 bytes a heartbeat
+#: measured. Neither research nor ingest of safety events reads them; docs/storage.md
+#: "Sizing" extrapolates from the bytes per heartbeat. `--heartbeat-days 1` for an
+#: ingest of heartbeats (`bench/ingest --type heartbeat`) into a full day's leaf.
+DEFAULT_HEARTBEAT_DAYS = 0
 KEY_WINDOW = timedelta(days=30)
 PSEUDONYM_KEY = b"k" * 32  # the benches' TRYGG_PSEUDONYM_KEY
 TEAMS = 20
