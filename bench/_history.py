@@ -115,7 +115,7 @@ def registry_document(residents: int, extra: list[dict[str, Any]] | None = None)
 
 
 def save_fleet(conn: psycopg.Connection[Any], residents: int, extra: list[dict[str, Any]] | None = None) -> None:
-    """Save the registry through the project's own load path, and the pseudonyms."""
+    """Save the registry through the project's own load path (`storage.save_registry`)."""
     reg = parse_registry(json.dumps(registry_document(residents, extra)))
     save_registry(conn, reg, actor="bench")
     conn.commit()
@@ -155,7 +155,7 @@ SELECT (row_number() OVER (ORDER BY md5(r.id)) - 1)::int AS pick,
        59.9 + (hashtext(r.id) % 1000) / 10000.0 AS lat,
        10.7 + (hashtext(r.id || 'x') % 1000) / 10000.0 AS lon
 FROM trygg.residents r JOIN trygg.devices d ON d.resident_id = r.id
-WHERE r.id ~ '^r[0-9]{5}$'
+WHERE r.id ~ '^r[0-9]{5,}$'
 GROUP BY r.id, r.team_id, r.location_basis;
 CREATE UNIQUE INDEX ON bench.residents (pick);
 ANALYZE bench.residents;
