@@ -326,7 +326,7 @@ def load_keys(conn: psycopg.Connection[Any], since: datetime, until: datetime) -
     columns = {str(r[0]) for r in conn.execute(
         "SELECT attname FROM pg_attribute WHERE attrelid = 'trygg.event_keys'::regclass"
         " AND attnum > 0 AND NOT attisdropped")}
-    extra = [c for c in ("type", "ts") if c in columns]
+    extra: list[str] = [c for c in ("type", "ts") if c in columns]
     if "stored_at" in columns:
         extra.append("stored_at")
     select = ", ".join(["device_id", "event_id", "received_at"]
