@@ -401,18 +401,25 @@ def close_device_rollups(conn: Connection, now: datetime, heartbeats_keep: timed
             hourly_until = end
         if hourly_until is None:
             return {"hours": 0}
-        # Days before the (Oslo) day holding hourly_until are complete.
-        day_end = _local_date(conn, hourly_until)
-        day_start = daily_until or _local_date(conn, start)
-        days = 0
-        if day_start < day_end:
-            partition_plan.ensure_range(conn, "trygg.device_daily", _midnight(day_start), _midnight(day_end))
-            days = conn.execute(_DAILY, {"start": day_start, "end": day_end}).rowcount
-            daily_until = day_end
+        daily_until, days = _close_days(conn, start, hourly_until, daily_until)
         conn.execute("UPDATE trygg.device_rollup_state SET hourly_until = %s, daily_until = %s",
                      (hourly_until, daily_until))
     return {"hourly_until": hourly_until.isoformat(), "hourly_rows": hours,
             "daily_until": daily_until.isoformat() if daily_until else None, "daily_rows": days}
+
+
+def _close_days(conn: Connection, start: datetime, hourly_until: datetime,
+                daily_until: date | None) -> tuple[date | None, int]:
+    """Close into trygg.device_daily the (Oslo) days before the one holding `hourly_until`
+    (they are complete), from `daily_until` (or `start`'s day) on; returns the new
+    `daily_until` and the rows written."""
+    day_end = _local_date(conn, hourly_until)
+    day_start = daily_until or _local_date(conn, start)
+    if day_start >= day_end:
+        return daily_until, 0
+    partition_plan.ensure_range(conn, "trygg.device_daily", _midnight(day_start), _midnight(day_end))
+    days = conn.execute(_DAILY, {"start": day_start, "end": day_end}).rowcount
+    return day_end, days
 
 
 def _refresh_device_hourly(conn: Connection, now: datetime, heartbeats_keep: timedelta) -> dict[str, Any]:
@@ -449,14 +456,7 @@ def _refresh_device_hourly(conn: Connection, now: datetime, heartbeats_keep: tim
         row = conn.execute(
             "SELECT hourly_until, daily_until FROM trygg.device_rollup_state FOR UPDATE").fetchone()
         assert row is not None
-        daily_until: date | None = row[1]
-        day_end = _local_date(conn, refreshed_until)
-        day_start = daily_until or _local_date(conn, start)
-        days = 0
-        if day_start < day_end:
-            partition_plan.ensure_range(conn, "trygg.device_daily", _midnight(day_start), _midnight(day_end))
-            days = conn.execute(_DAILY, {"start": day_start, "end": day_end}).rowcount
-            daily_until = day_end
+        daily_until, days = _close_days(conn, start, refreshed_until, row[1])
         conn.execute("UPDATE trygg.device_rollup_state SET hourly_until = %s, daily_until = %s",
                      (refreshed_until, daily_until))
     return {"refreshed": [start.isoformat(), end.isoformat()] if start < end else [],
