@@ -17,21 +17,19 @@ status. Events: motion dominant, doors opened and closed, locks, positions (trac
 under a basis only), rare alarms, falls and smoke; a diurnal pattern (most between 06:30
 and 22:30 Oslo time) and per-resident activity levels (at 5,000 residents the busiest
 about 7 times the average, the quietest about 0.8 times). No heartbeats in
-`trygg.events`: they live in `trygg.heartbeats` when the schema has it
-(`--heartbeat-days` of them, every device at 60 s). Alerts for alarms, falls and smoke
-(resolved, with realistic response times) for the research response-time query. The
-de-duplication keys of the last 30 days (the acceptance window; older ones would have
-been pruned) go into `trygg.event_keys`, whichever layout it has.
+`trygg.events`: they live in `trygg.heartbeats` (`--heartbeat-days` of them, every
+device at 60 s; none by default). Alerts for alarms, falls and smoke (resolved, with
+realistic response times) for the research response-time query. The de-duplication keys
+of the last 30 days (the acceptance window; older ones would have been pruned) go into
+the weekly leaves of `trygg.event_keys`.
 
-The research rollups are built by `storage.rollups.rebuild(conn, since, until)` when
-that module exists (`build_rollups`).
+The research rollups are built by `storage.rollups.rebuild(conn, since, until)`
+(`build_rollups`), as `trygg maintain` would have closed them hour by hour.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
-import inspect
 import json
 import math
 import time
@@ -43,13 +41,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from storage import save_registry
+from storage import rollups, save_registry
 from trygg.registry import parse_registry
 
 DEFAULT_DB = "trygg_bench_history"
 DEFAULT_EVENTS = 50_000_000
 DEFAULT_RESIDENTS = 5_000
-#: days of raw heartbeats loaded when trygg.heartbeats exists; none by default. The class
+#: days of raw heartbeats loaded into trygg.heartbeats; none by default. The class
 #: keeps 14, but every device at 60 s is 6,840 rows per resident-day (4.75 devices): one
 #: day of 5,000 residents is 34 million rows, which took over 8 minutes to insert in time
 #: order on this machine (the primary key grows as in production, far beyond
@@ -239,11 +237,6 @@ def hypertable(conn: psycopg.Connection[Any], table: str) -> bool:
     return bool(row and row[0])
 
 
-def _function_exists(conn: psycopg.Connection[Any], name: str) -> bool:
-    row = conn.execute("SELECT to_regproc(%s) IS NOT NULL", (name,)).fetchone()
-    return bool(row and row[0])
-
-
 def _events_indexes(conn: psycopg.Connection[Any]) -> list[str]:
     """The partitioned indexes of trygg.events as column/method clauses, e.g.
     `USING btree (resident_id, ts)`: made on each loaded month before it is attached,
@@ -321,44 +314,23 @@ def load_events(conn: psycopg.Connection[Any], events: int, residents: int, sinc
 
 
 def load_keys(conn: psycopg.Connection[Any], since: datetime, until: datetime) -> int:
-    """The de-duplication keys of the events received in [since, until), in weekly leaves
-    (`stored_at`) where the schema has them (migration 0011), else in the one table."""
-    columns = {str(r[0]) for r in conn.execute(
-        "SELECT attname FROM pg_attribute WHERE attrelid = 'trygg.event_keys'::regclass"
-        " AND attnum > 0 AND NOT attisdropped")}
-    extra: list[str] = [c for c in ("type", "ts") if c in columns]
-    if "stored_at" in columns:
-        extra.append("stored_at")
-    select = ", ".join(["device_id", "event_id", "received_at"]
-                       + [("received_at" if c == "stored_at" else c) for c in extra])
-    # in the order they arrive: each leaf's unique index grows as in production
-    insert = sql.SQL(
-        "INSERT INTO trygg.event_keys (device_id, event_id, received_at{}) SELECT " + select
-        + " FROM trygg.events WHERE received_at >= %s AND received_at < %s AND ts >= %s"
-        " ORDER BY received_at").format(sql.SQL("".join(f", {c}" for c in extra)))
-    window = (since, until + timedelta(minutes=1), since - timedelta(minutes=1))
-    if _partitioned(conn, "trygg.event_keys"):
-        # The leaf a migration made of the old table (MINVALUE up to the Monday after it)
-        # would hold every key of a new database; a database a month past its migration
-        # has weekly leaves only, and so has this one.
-        if _exists(conn, "trygg.event_keys_legacy") and conn.execute(
-                "SELECT NOT EXISTS (SELECT 1 FROM trygg.event_keys_legacy)").fetchone() == (True,):
-            conn.execute("ALTER TABLE trygg.event_keys DETACH PARTITION trygg.event_keys_legacy")
-            conn.execute("DROP TABLE trygg.event_keys_legacy")
-        if _function_exists(conn, "trygg.ensure_partitions"):
-            conn.execute("SELECT trygg.ensure_partitions('trygg.event_keys', %s, %s)",
-                         (since - timedelta(days=7), until + timedelta(days=14)))
-        cur = conn.execute(insert, window)
-    elif hypertable(conn, "trygg.event_keys"):
-        cur = conn.execute(insert, window)
-    else:  # one table: its primary key built after loading, as for the events
-        pkey = conn.execute("SELECT conname FROM pg_constraint WHERE conrelid = 'trygg.event_keys'::regclass"
-                            " AND contype = 'p'").fetchone()
-        if pkey:
-            conn.execute(sql.SQL("ALTER TABLE trygg.event_keys DROP CONSTRAINT {}").format(sql.Identifier(pkey[0])))
-        cur = conn.execute(insert, window)
-        conn.execute(sql.SQL("ALTER TABLE trygg.event_keys ADD CONSTRAINT {} PRIMARY KEY (device_id, event_id)")
-                     .format(sql.Identifier(pkey[0] if pkey else "event_keys_pkey")))
+    """The de-duplication keys of the events received in [since, until), in the weekly
+    leaves of trygg.event_keys (`stored_at`: when they were received), in the order they
+    arrive, so that each leaf's unique index grows as in production."""
+    # The leaf migration 0011 made of the old table (MINVALUE up to the Monday after the
+    # migration) would hold every key of a new database; a database a month past its
+    # migration has weekly leaves only, and so has this one.
+    if _exists(conn, "trygg.event_keys_legacy") and conn.execute(
+            "SELECT NOT EXISTS (SELECT 1 FROM trygg.event_keys_legacy)").fetchone() == (True,):
+        conn.execute("ALTER TABLE trygg.event_keys DETACH PARTITION trygg.event_keys_legacy")
+        conn.execute("DROP TABLE trygg.event_keys_legacy")
+    conn.execute("SELECT trygg.ensure_partitions('trygg.event_keys', %s, %s)",
+                 (since - timedelta(days=7), until + timedelta(days=14)))
+    cur = conn.execute(
+        "INSERT INTO trygg.event_keys (device_id, event_id, received_at, type, ts, stored_at)"
+        " SELECT device_id, event_id, received_at, type, ts, received_at FROM trygg.events"
+        " WHERE received_at >= %s AND received_at < %s AND ts >= %s ORDER BY received_at",
+        (since, until + timedelta(minutes=1), since - timedelta(minutes=1)))
     n = cur.rowcount
     conn.execute("VACUUM (ANALYZE) trygg.event_keys")
     return n
@@ -403,14 +375,13 @@ ORDER BY t.ts, d.id
 
 
 def load_heartbeats(conn: psycopg.Connection[Any], days: int, until: datetime, log: Log) -> int:
-    """`days` days of raw heartbeats, every device at 60 s, day by day (0 when the
-    schema has no trygg.heartbeats: heartbeats are then events, not loaded at all)."""
-    if days <= 0 or not _exists(conn, "trygg.heartbeats"):
+    """`days` days of raw heartbeats in trygg.heartbeats, every device at 60 s, day by day."""
+    if days <= 0:
         return 0
     since = until - timedelta(days=days)
-    if _function_exists(conn, "trygg.ensure_partitions"):
-        conn.execute("SELECT trygg.ensure_partitions('trygg.heartbeats', %s, %s)",
-                     (since - timedelta(days=1), until + timedelta(days=2)))
+    # daily leaves (a no-op where trygg.heartbeats is a TimescaleDB hypertable)
+    conn.execute("SELECT trygg.ensure_partitions('trygg.heartbeats', %s, %s)",
+                 (since - timedelta(days=1), until + timedelta(days=2)))
     total = 0
     day = since
     while day < until:
@@ -426,24 +397,15 @@ def load_heartbeats(conn: psycopg.Connection[Any], days: int, until: datetime, l
     return total
 
 
-def build_rollups(conn: psycopg.Connection[Any], since: datetime, until: datetime, log: Log) -> float | None:
-    """The research rollups over the loaded history: `storage.rollups.rebuild(conn, since,
-    until)` (helper "rollups"); None, and said so, where that module is not on this branch."""
-    try:
-        rollups = importlib.import_module("storage.rollups")
-    except ModuleNotFoundError:
-        log("  research rollups: storage/rollups.py is not on this branch: not built "
-            "(bench/_history.py build_rollups calls rollups.rebuild once it is)")
-        return None
-    rebuild = rollups.rebuild
+def build_rollups(conn: psycopg.Connection[Any], since: datetime, until: datetime, log: Log) -> float:
+    """The research rollups over the loaded history (`storage.rollups.rebuild`), which the
+    bulk load bypassed the event writer for; returns the seconds it took."""
     t0 = time.monotonic()
-    if inspect.iscoroutinefunction(rebuild):
-        async def run() -> None:
-            async with await psycopg.AsyncConnection.connect(conn.info.dsn, autocommit=True) as aconn:
-                await rebuild(aconn, since, until)
-        asyncio.run(run())
-    else:
-        rebuild(conn, since, until)
+    rollups.rebuild(conn, since, until)
+    # statistics, as autovacuum would have gathered them in a database filled over a
+    # year (without them a year's rollup rows are estimated at a few thousand)
+    conn.execute("ANALYZE trygg.research_hourly, trygg.research_daily, trygg.research_alerts_daily,"
+                 " trygg.research_ordinals, trygg.research_cohort, trygg.research_pseudonyms")
     s = time.monotonic() - t0
     log(f"  research rollups rebuilt in {s:.1f} s")
     return s
@@ -498,7 +460,7 @@ def load(admin_url: str, *, events: int = DEFAULT_EVENTS, residents: int = DEFAU
     with psycopg.connect(admin_url, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     started = time.monotonic()
-    timings: dict[str, float | None] = {}
+    timings: dict[str, float] = {}
     migrate_url(url)
     until = datetime.now(UTC).replace(second=0, microsecond=0)
     since = until - timedelta(days=365)

@@ -94,24 +94,61 @@ async def event_counts(conn: psycopg.AsyncConnection[Any], since: datetime, unti
     residents who consent now. The cohort the rollups count must be reconciled first
     (`storage.rollups.areconcile`), or a resident who just withdrew would still be in the
     event counts (never in the resident counts)."""
+    async with conn.transaction():
+        query, params = await _counts_statement(conn, since, until, bucket, event_type)
+        async with conn.cursor(row_factory=dict_row) as dcur:
+            await dcur.execute(query + b" ORDER BY 1, 2", params)
+            return list(await dcur.fetchall())
+
+
+async def event_counts_json(conn: psycopg.AsyncConnection[Any], since: datetime, until: datetime,
+                            bucket: str, event_type: str | None, min_group: int) -> tuple[str, int]:
+    """The answer of `event_counts` with small groups suppressed, made by PostgreSQL for
+    an answer in JSON: the groups of at least `min_group` distinct residents as the text
+    of the JSON objects `{"bucket_start": "…Z", "type": …, "events": …, "residents": …}`
+    separated by commas (the elements of a JSON array, in the order of `event_counts`),
+    and how many groups were held back. A year by the hour is tens of thousands of
+    groups: made here, none of them becomes a Python object."""
+    async with conn.transaction():
+        query, params = await _counts_statement(conn, since, until, bucket, event_type)
+        cur = await conn.execute(_SHOWN_AS_JSON.replace(b"{counts}", query), {**params, "min_group": min_group})
+        row = await cur.fetchone()
+        assert row is not None
+        return str(row[0]), int(row[1])
+
+
+async def _counts_statement(conn: psycopg.AsyncConnection[Any], since: datetime, until: datetime,
+                            bucket: str, event_type: str | None) -> tuple[bytes, dict[str, Any]]:
+    """The counts query (unordered) and its parameters, in a repeatable-read snapshot
+    taken here: the caller has opened the transaction."""
     if bucket not in BUCKETS:
         raise ValueError(f"bucket must be one of {', '.join(BUCKETS)}")
-    async with conn.transaction():
-        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        # JIT would compile this query for longer than it runs; a year by the hour is
-        # ~90,000 rows to sort, in memory
-        await conn.execute("SET LOCAL jit = off; SET LOCAL work_mem = '32MB'")
-        closed_until, capacity, dirty = await _rollup_state(conn, since)
-        plan = plan_sources(since, until, bucket, closed_until, dirty)
-        async with conn.cursor(row_factory=dict_row) as dcur:
-            await dcur.execute(_spans_query(_COUNTS, "v.ts", len(plan.raw)), {
-                "bucket": bucket, "zone": BUCKET_ZONE, "type": event_type, "capacity": capacity,
-                "by_hour": bucket == "hour",
-                "daily_s": [s for s, _ in plan.daily], "daily_e": [e for _, e in plan.daily],
-                "hourly_s": [s for s, _ in plan.hourly], "hourly_e": [e for _, e in plan.hourly],
-                **_span_params(plan.raw),
-            })
-            return list(await dcur.fetchall())
+    await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    # JIT would compile this query for longer than it runs; a year by the hour is
+    # ~90,000 rows to sort, in memory
+    await conn.execute("SET LOCAL jit = off; SET LOCAL work_mem = '32MB'")
+    closed_until, capacity, dirty = await _rollup_state(conn, since)
+    plan = plan_sources(since, until, bucket, closed_until, dirty)
+    return _spans_query(_COUNTS, "v.ts", len(plan.raw)), {
+        "bucket": bucket, "zone": BUCKET_ZONE, "type": event_type, "capacity": capacity,
+        "by_hour": bucket == "hour",
+        "daily_s": [s for s, _ in plan.daily], "daily_e": [e for _, e in plan.daily],
+        "hourly_s": [s for s, _ in plan.hourly], "hourly_e": [e for _, e in plan.hourly],
+        **_span_params(plan.raw),
+    }
+
+
+#: `{counts}`'s groups of at least `min_group` residents as JSON objects (times in UTC,
+#: as the API writes every time: `2026-11-17T23:00:00Z`), and the number held back.
+_SHOWN_AS_JSON: Final = b"""
+SELECT coalesce(string_agg(
+           '{"bucket_start":"' || to_char(c.bucket_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+           || '","type":' || to_json(c.type)::text || ',"events":' || c.events
+           || ',"residents":' || c.residents || '}', ',' ORDER BY c.bucket_start, c.type)
+           FILTER (WHERE c.residents >= %(min_group)s), ''),
+       count(*) FILTER (WHERE c.residents < %(min_group)s)
+FROM ({counts}) AS c
+"""
 
 
 Span = tuple[datetime, datetime]
@@ -236,7 +273,6 @@ FROM unnest(%(hourly_s)s::timestamptz[], %(hourly_e)s::timestamptz[]) AS w(s, e)
 JOIN trygg.research_hourly h ON h.hour >= w.s AND h.hour < w.e
 CROSS JOIN masks m
 WHERE %(by_hour)s AND h.events > 0 AND (%(type)s::text IS NULL OR h.type = %(type)s::text)
-ORDER BY 1, 2
 """
 
 
@@ -402,6 +438,7 @@ __all__ = [
     "EXPORT_COLUMNS",
     "Sources",
     "event_counts",
+    "event_counts_json",
     "export_rows",
     "floor_to",
     "next_bucket",
