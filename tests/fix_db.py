@@ -3,6 +3,7 @@ tests may stop and start (outage tests)."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import pwd
@@ -100,8 +101,7 @@ def migrate_url(url: str) -> list[str]:
         return migrate(pool)
 
 
-def create_database(admin_url: str) -> str:
-    name = f"trygg_t_{uuid.uuid4().hex[:12]}"
+def _create_migrated(admin_url: str, name: str) -> str:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = psycopg.conninfo.make_conninfo(admin_url, dbname=name)
@@ -112,6 +112,42 @@ def create_database(admin_url: str) -> str:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SELECT trygg.ensure_partitions('trygg.events', %s, now())", (HISTORY_SINCE,))
     return url
+
+
+#: per server: a migrated database this test session copies (`create_database`)
+_TEMPLATES: dict[str, str] = {}
+
+
+def _template(admin_url: str) -> str | None:
+    """The session's migrated template database on this server, made at first use and
+    dropped when the session ends; None where TimescaleDB is loaded (its scheduler keeps a
+    connection to every database with the extension, and a template must have none)."""
+    if admin_url in _TEMPLATES:
+        return _TEMPLATES[admin_url] or None
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        loaded = conn.execute(
+            "SELECT EXISTS(SELECT 1 FROM pg_settings WHERE name = 'timescaledb.disable_load')").fetchone()
+    if loaded and loaded[0]:
+        _TEMPLATES[admin_url] = ""
+        return None
+    name = f"trygg_tpl_{uuid.uuid4().hex[:12]}"
+    _create_migrated(admin_url, name)
+    _TEMPLATES[admin_url] = name
+    atexit.register(drop_database, admin_url, psycopg.conninfo.make_conninfo(admin_url, dbname=name))
+    return name
+
+
+def create_database(admin_url: str) -> str:
+    """A new database with every migration applied: a copy of the session's template (a
+    copy takes ~0.04 s, migrating anew ~0.5 s)."""
+    name = f"trygg_t_{uuid.uuid4().hex[:12]}"
+    template = _template(admin_url)
+    if template is None:
+        return _create_migrated(admin_url, name)
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(name), sql.Identifier(template)))
+    return psycopg.conninfo.make_conninfo(admin_url, dbname=name)
 
 
 def drop_database(admin_url: str, url: str) -> None:
