@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import psycopg
+from psycopg import sql
 
 from storage.errors import EngineError
 
@@ -113,27 +114,27 @@ def decide(mode: Mode, state: ServerState) -> Decision:
     return Decision("postgresql", create_extension=False, warning=None)
 
 
-def is_hypertable(conn: psycopg.Connection[Any], table: str) -> bool:
-    """Whether `table` ("schema.name") is a TimescaleDB hypertable; False without the extension."""
-    schema, _, name = table.rpartition(".")
-    row = conn.execute("SELECT to_regclass('_timescaledb_catalog.hypertable') IS NOT NULL").fetchone()
+def _in_catalog(conn: psycopg.Connection[Any], catalog: str, columns: tuple[str, str], qualified: str) -> bool:
+    """Whether TimescaleDB's catalog table `catalog` has a row naming `qualified`
+    ("schema.name") in its (schema, name) `columns`; False without the extension."""
+    schema, _, name = qualified.rpartition(".")
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"_timescaledb_catalog.{catalog}",)).fetchone()
     if not row or not row[0]:
         return False
-    row = conn.execute("SELECT EXISTS (SELECT 1 FROM _timescaledb_catalog.hypertable"
-                       " WHERE schema_name = %s AND table_name = %s)", (schema or "public", name)).fetchone()
+    query = sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE {} = %s AND {} = %s)").format(
+        sql.Identifier("_timescaledb_catalog", catalog), sql.Identifier(columns[0]), sql.Identifier(columns[1]))
+    row = conn.execute(query, (schema or "public", name)).fetchone()
     return bool(row and row[0])
+
+
+def is_hypertable(conn: psycopg.Connection[Any], table: str) -> bool:
+    """Whether `table` ("schema.name") is a TimescaleDB hypertable; False without the extension."""
+    return _in_catalog(conn, "hypertable", ("schema_name", "table_name"), table)
 
 
 def is_continuous_aggregate(conn: psycopg.Connection[Any], view: str) -> bool:
     """Whether `view` ("schema.name") is a continuous aggregate; False without the extension."""
-    schema, _, name = view.rpartition(".")
-    row = conn.execute("SELECT to_regclass('_timescaledb_catalog.continuous_agg') IS NOT NULL").fetchone()
-    if not row or not row[0]:
-        return False
-    row = conn.execute("SELECT EXISTS (SELECT 1 FROM _timescaledb_catalog.continuous_agg"
-                       " WHERE user_view_schema = %s AND user_view_name = %s)",
-                       (schema or "public", name)).fetchone()
-    return bool(row and row[0])
+    return _in_catalog(conn, "continuous_agg", ("user_view_schema", "user_view_name"), view)
 
 
 def continuous_aggregate_watermark(conn: psycopg.Connection[Any], view: str) -> datetime | None:
