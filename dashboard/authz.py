@@ -45,8 +45,13 @@ class Action(StrEnum):
     RESIDENTS_LIST = "residents.list"
     RESIDENT_EVENTS = "resident.events"
     RESIDENT_STATUS = "resident.status"
+    RESIDENT_CARD = "resident.card"  # address, access, contacts, devices' health
+    TEAMS_LIST = "teams.list"
+    DEVICE_HEALTH = "devices.health"  # a team's devices that need a visit
+    SHIFT = "shift"  # closed alerts, the shift report and its CSV
     RESEARCH = "research"
     REGISTRY = "registry"
+    ADMIN = "admin"  # the admin page's edits: residents, devices, users, consents
     AUDIT = "audit"
 
 
@@ -57,13 +62,18 @@ ROLES: Final[dict[Action, frozenset[Role]]] = {
     Action.RESIDENTS_LIST: frozenset({Role.STAFF, Role.OPERATOR, Role.ADMIN}),
     Action.RESIDENT_EVENTS: frozenset({Role.STAFF, Role.OPERATOR, Role.ADMIN}),
     Action.RESIDENT_STATUS: frozenset({Role.STAFF, Role.OPERATOR, Role.ADMIN, Role.RELATIVE}),
+    Action.RESIDENT_CARD: frozenset({Role.STAFF, Role.OPERATOR, Role.ADMIN}),
+    Action.TEAMS_LIST: frozenset({Role.STAFF, Role.OPERATOR, Role.ADMIN}),
+    Action.DEVICE_HEALTH: frozenset({Role.STAFF, Role.OPERATOR, Role.ADMIN}),
+    Action.SHIFT: frozenset({Role.STAFF, Role.OPERATOR, Role.ADMIN}),
     Action.RESEARCH: frozenset({Role.RESEARCHER}),
     Action.REGISTRY: frozenset({Role.ADMIN}),
+    Action.ADMIN: frozenset({Role.ADMIN}),
     Action.AUDIT: frozenset({Role.ADMIN}),
 }
 
 #: Actions on one resident: refusals are 404, never 403.
-RESIDENT_ACTIONS: Final = frozenset({Action.RESIDENT_EVENTS, Action.RESIDENT_STATUS})
+RESIDENT_ACTIONS: Final = frozenset({Action.RESIDENT_EVENTS, Action.RESIDENT_STATUS, Action.RESIDENT_CARD})
 
 #: Roles that see every team's alerts and residents.
 ALL_TEAMS: Final = frozenset({Role.OPERATOR, Role.ADMIN})

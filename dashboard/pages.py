@@ -33,8 +33,14 @@ router = APIRouter(include_in_schema=False)
 STATIC_DIR: Final = Path(__file__).parent / "static"
 
 #: Which roles each page is for.
+CARE: Final = frozenset({Role.STAFF, Role.OPERATOR, Role.ADMIN})
+
 PAGE_ROLES: Final[dict[str, frozenset[Role]]] = {
-    "/": frozenset({Role.STAFF, Role.OPERATOR, Role.ADMIN}),
+    "/": CARE,
+    "/shift": CARE,
+    "/devices": CARE,
+    "/residents": CARE,
+    "/admin": frozenset({Role.ADMIN}),
     "/relatives": frozenset({Role.RELATIVE}),
     "/research": frozenset({Role.RESEARCHER}),
 }
@@ -126,6 +132,70 @@ async def relatives(request: Request, state: State) -> Response:
 async def research(request: Request, state: State) -> Response:
     """Counts per bucket and type, response times, exports."""
     return await _serve("/research", "research.html", request, state)
+
+
+@router.get("/shift", response_class=HTMLResponse)
+async def shift(request: Request, state: State) -> Response:
+    """The shift: what happened in the last 8/12/24 hours per team, and its CSV."""
+    return await _serve("/shift", "shift.html", request, state)
+
+
+@router.get("/devices", response_class=HTMLResponse)
+async def devices(request: Request, state: State) -> Response:
+    """A team's devices that need a visit: offline, low battery, never heard."""
+    return await _serve("/devices", "devices.html", request, state)
+
+
+@router.get("/residents/{resident_id}", response_class=HTMLResponse)
+async def resident_card(request: Request, state: State) -> Response:
+    """One resident's card on a page of its own (the console shows the same card in its
+    panel); the page's script asks the API, which decides who may see it (404)."""
+    return await _serve("/residents", "resident.html", request, state)
+
+
+@router.get("/admin", response_class=HTMLResponse)
+async def admin(request: Request, state: State) -> Response:
+    """Residents, devices, users, consents and the audit log, for administrators."""
+    return await _serve("/admin", "admin.html", request, state)
+
+
+@router.get("/password", response_class=HTMLResponse)
+async def password_page(state: State) -> Response:
+    """Setting one's password through a one-time link (the token is in the URL's
+    fragment, never sent to the server with the page request)."""
+    return _page("password.html", state)
+
+
+#: Files a browser asks for at the site's root: the web app manifest, the service
+#: worker (its scope is the path it is served from, so it must be `/sw.js`), the icon.
+ROOT_FILES: Final[dict[str, str]] = {
+    "/manifest.webmanifest": "application/manifest+json",
+    "/sw.js": "text/javascript",
+    "/favicon.ico": "image/x-icon",
+}
+
+
+def _root_file(path: str) -> Response:
+    file = STATIC_DIR / path.lstrip("/")
+    if not file.is_file():
+        return Response(status_code=404)
+    return Response(file.read_bytes(), media_type=ROOT_FILES[path],
+                    headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
+
+
+@router.get("/manifest.webmanifest")
+async def manifest() -> Response:
+    return _root_file("/manifest.webmanifest")
+
+
+@router.get("/sw.js")
+async def service_worker() -> Response:
+    return _root_file("/sw.js")
+
+
+@router.get("/favicon.ico")
+async def favicon() -> Response:
+    return _root_file("/favicon.ico")
 
 
 @router.get("/login", response_class=HTMLResponse)

@@ -9,6 +9,9 @@ from psycopg.types.json import Jsonb
 
 from trygg.registry import Registry, dump_registry, validate_registry_json
 
+#: The resident's fields stored in `trygg.residents.card` (migration 0015).
+CARD_FIELDS: set[str] = {"address", "access", "contacts"}
+
 
 def save_registry(conn: psycopg.Connection[Any], reg: Registry, actor: str) -> None:
     """Replace teams, residents and devices; upsert the users the document names.
@@ -27,8 +30,8 @@ def save_registry(conn: psycopg.Connection[Any], reg: Registry, actor: str) -> N
         )
         cur.executemany(
             "INSERT INTO trygg.residents (id, name, team_id, timezone, night_start, night_end,"
-            " settings, safe_zones, consents, location_basis)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            " settings, safe_zones, consents, location_basis, card)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             [
                 (
                     r.id, r.name, r.team, r.timezone, r.night.start, r.night.end,
@@ -36,6 +39,7 @@ def save_registry(conn: psycopg.Connection[Any], reg: Registry, actor: str) -> N
                     Jsonb([z.model_dump(exclude_none=True) for z in r.safe_zones]),
                     Jsonb(r.consents.model_dump()),
                     Jsonb(r.location_basis.model_dump(mode="json")) if r.location_basis else None,
+                    Jsonb(r.model_dump(mode="json", include=CARD_FIELDS, exclude_none=True)),
                 )
                 for r in reg.residents
             ],

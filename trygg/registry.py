@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from trygg.contract import DeviceKind, Role, valid_id
+from trygg.contract import DeviceKind, Role, storable_text, valid_id
 from trygg.registry_limits import DocumentLimits, LimitExceeded, check_size, check_yaml, load_yaml
 
 _T = TypeVar("_T")
@@ -165,6 +165,38 @@ class LocationBasis(_Value):
         return self.valid_until is None or day <= self.valid_until
 
 
+#: A phone number as people write it: digits, spaces, `+`, `-`, `(`, `)`.
+_PHONE = r"^\+?[0-9][0-9 ()-]{2,31}$"
+
+
+def _storable(value: str | None) -> str | None:
+    if value is not None and not storable_text(value):
+        raise ValueError("holds characters that cannot be stored (NUL or a lone UTF-16 surrogate)")
+    return value
+
+
+class Access(_Model):
+    """How staff get in (docs/registry.md "The resident card"): shown on the resident
+    card to staff of the resident's team, never to relatives or researchers."""
+
+    key_box: str | None = Field(default=None, max_length=200, description="where the key box is, and its code")
+    door_lock: str | None = Field(default=None, max_length=500, description="the electronic lock: how to open it")
+    notes: str | None = Field(default=None, max_length=1000, description="a dog, stairs, the entrance at the back")
+
+    _text = field_validator("key_box", "door_lock", "notes")(_storable)
+
+
+class Contact(_Model):
+    """A contact person: a relative, a neighbour, a guardian."""
+
+    name: str = Field(min_length=1, max_length=200)
+    relation: str | None = Field(default=None, max_length=100, description="daughter, neighbour, guardian")
+    phone: str = Field(pattern=_PHONE, description="digits, spaces, +, -, ( and )")
+    notes: str | None = Field(default=None, max_length=500, description="when to call")
+
+    _text = field_validator("name", "relation", "notes")(_storable)
+
+
 class Device(_Model):
     id: Id
     kind: str
@@ -191,6 +223,11 @@ class Resident(_Model):
     consents: Consents = Consents()
     location_basis: LocationBasis | None = None
     devices: list[Device] = []
+    address: str | None = Field(default=None, max_length=300)
+    access: Access | None = None
+    contacts: list[Contact] = Field(default=[], max_length=10)
+
+    _address = field_validator("address")(_storable)
 
     @field_validator("timezone")
     @classmethod
@@ -410,7 +447,9 @@ def dump_registry(reg: Registry) -> dict[str, Any]:
 
 
 __all__ = [
+    "Access",
     "Consents",
+    "Contact",
     "Device",
     "LocationBasis",
     "NightWindow",

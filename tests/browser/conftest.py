@@ -52,15 +52,21 @@ def browser() -> Iterator[Browser]:
             chromium.close()
 
 
+#: The desktop the tests use, and the staff's handheld (CSS pixels).
+DESKTOP = {"width": 1366, "height": 900}
+PHONE = {"width": 390, "height": 844}
+
+
 @pytest.fixture
-def new_context(browser: Browser) -> Iterator[Callable[[], BrowserContext]]:
+def new_context(browser: Browser) -> Iterator[Callable[..., BrowserContext]]:
     """Fresh browser profiles (no cookies) that reach only the loopback: map tiles from
-    the internet fail at once, as on a machine without internet."""
+    the internet fail at once, as on a machine without internet. `make(phone=True)` is
+    a touch phone of 390×844."""
     made: list[BrowserContext] = []
 
-    def make() -> BrowserContext:
-        ctx = browser.new_context(viewport={"width": 1366, "height": 900}, locale="nb-NO",
-                                  timezone_id="Europe/Oslo")
+    def make(*, phone: bool = False) -> BrowserContext:
+        ctx = browser.new_context(viewport=PHONE if phone else DESKTOP, locale="nb-NO",
+                                  timezone_id="Europe/Oslo", is_mobile=phone, has_touch=phone)
         ctx.route(re.compile(r"^https?://(?!127\.0\.0\.1[:/])"), lambda route: route.abort())
         ctx.set_default_timeout(5000)
         made.append(ctx)
@@ -74,5 +80,11 @@ def new_context(browser: Browser) -> Iterator[Callable[[], BrowserContext]]:
 
 
 @pytest.fixture
-def context(new_context: Callable[[], BrowserContext]) -> BrowserContext:
+def context(new_context: Callable[..., BrowserContext]) -> BrowserContext:
     return new_context()
+
+
+@pytest.fixture
+def phone(new_context: Callable[..., BrowserContext]) -> BrowserContext:
+    """A browser profile on a phone's screen (390×844, touch)."""
+    return new_context(phone=True)

@@ -5,6 +5,8 @@ devices publishing with `mosquitto_pub`) and a few page helpers.
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import re
 import shutil
@@ -242,6 +244,38 @@ def shot(page: Page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+#: axe-core, vendored by scripts/vendor (tests/browser/vendor/axe-core/VERSION)
+AXE = Path(__file__).parent / "vendor" / "axe-core" / "axe.min.js"
+#: The impacts that fail a page; "moderate" and "minor" are written to the report only.
+AXE_FAILING = frozenset({"serious", "critical"})
+
+
+def check_accessible(page: Page, name: str) -> list[dict[str, Any]]:
+    """Run axe-core on the page as it is now (WCAG 2.1 A and AA and best practice) and
+    fail on any serious or critical violation, naming the rule and the elements. The full
+    report goes to tests/artifacts/axe-{name}.json. Evaluated through the DevTools
+    protocol, so the page's Content-Security-Policy does not have to allow it."""
+    page.evaluate(_axe_source())
+    result = page.evaluate(
+        "axe.run(document, {resultTypes: ['violations'],"
+        " runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice']}})")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / f"axe-{name}.json").write_text(json.dumps(result["violations"], indent=1), encoding="utf-8")
+    failing = [v for v in result["violations"] if v.get("impact") in AXE_FAILING]
+    lines = [f"{v['impact']} {v['id']}: {v['help']} — "
+             + "; ".join(" ".join(n["target"]) + (f" ({n['failureSummary'].splitlines()[-1].strip()})"
+                                                   if n.get("failureSummary") else "")
+                         for n in v["nodes"][:5])
+             for v in failing]
+    assert not failing, f"axe-core on {name}:\n" + "\n".join(lines)
+    return list(result["violations"])
+
+
+@functools.cache
+def _axe_source() -> str:
+    return AXE.read_text(encoding="utf-8")
 
 
 
