@@ -34,6 +34,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
 
 from dashboard import (
     api_docs,
+    routes_admin,
     routes_alerts,
     routes_audit,
     routes_auth,
@@ -41,6 +42,8 @@ from dashboard import (
     routes_registry,
     routes_research,
     routes_residents,
+    routes_shift,
+    routes_teams,
 )
 from dashboard.audit import AuditLog
 from dashboard.auth import TokenSigner
@@ -226,8 +229,8 @@ def create_app(
                                          "type": "value_error"}]}, status_code=422)
 
     app.add_middleware(MetricsMiddleware)
-    for module in (routes_health, routes_auth, routes_alerts, routes_residents, routes_research,
-                   routes_registry, routes_audit):
+    for module in (routes_health, routes_auth, routes_alerts, routes_shift, routes_residents, routes_teams,
+                   routes_research, routes_registry, routes_admin, routes_audit):
         app.include_router(module.router)
     app.include_router(api_docs.router)
     pages = _pages_router()

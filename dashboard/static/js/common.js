@@ -186,6 +186,36 @@ export function notice(nb, en, kind = "error") {
   fill(box, t(nb, en));
 }
 
+/** What went wrong with an API call, in Norwegian and English: [nb, en]. The server's
+ * own message (English) is added after the English sentence only. */
+export function errorWords(err) {
+  const status = err instanceof ApiError ? err.status : 0;
+  const detail = err instanceof ApiError && err.detail ? ` (${err.detail})` : "";
+  const words = {
+    0: ["Fikk ikke kontakt med Trygg. Sjekk nettet og prøv igjen.", "Could not reach Trygg. Check the network and try again."],
+    400: ["Forespørselen var ugyldig.", "The request was not valid."],
+    401: ["Du er logget ut. Logg inn igjen.", "You are signed out. Sign in again."],
+    403: ["Du har ikke tilgang til dette.", "You may not do this."],
+    404: ["Finnes ikke, eller du har ikke tilgang.", "Not found, or you may not see it."],
+    409: ["Noen andre endret dette samtidig. Siden er oppdatert.", "Someone else changed this at the same time. The page is updated."],
+    413: ["For stort.", "Too large."],
+    422: ["Noen felt er ikke gyldige.", "Some fields are not valid."],
+    429: ["For mange forsøk. Vent litt og prøv igjen.", "Too many attempts. Wait a moment and try again."],
+    503: ["Trygg er midlertidig utilgjengelig. Prøv igjen om litt.", "Trygg is briefly unavailable. Try again shortly."],
+  };
+  const [nb, en] = words[status] || (status >= 500
+    ? ["Noe gikk galt hos Trygg. Prøv igjen.", "Something went wrong in Trygg. Try again."]
+    : ["Det gikk ikke.", "That did not work."]);
+  return [nb, en + detail];
+}
+
+/** Show an API error in the page's #notice area, in both languages. */
+export function showApiError(err) {
+  if (!(err instanceof ApiError)) console.error(err);
+  const [nb, en] = errorWords(err);
+  notice(nb, en);
+}
+
 // --- words ---------------------------------------------------------------------------
 
 export const KIND_WORDS = {

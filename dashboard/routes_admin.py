@@ -1,0 +1,9 @@
+"""(Routes of the admin page follow.)"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()
+
+__all__ = ["router"]
