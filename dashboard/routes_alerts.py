@@ -1,14 +1,22 @@
 """Alerts for staff and operators: list, live stream (SSE), acknowledge, resolve.
 
-Routes talk to the alerts stage only through `AlertsPort` (dashboard/deps.py).
+Routes talk to the alerts stage only through `AlertsPort` (dashboard/deps.py). The stage
+keeps only unresolved alerts at hand: closed ones (resolved, cancelled) are listed from
+`trygg.alerts` (storage/alert_history_store.py), newest closed first, one page at a time
+with an opaque cursor (`X-Next-Before`).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import re
 from collections.abc import Awaitable, Callable
-from typing import Annotated, TypeVar
+from datetime import datetime
+from typing import Annotated, Final, Literal, TypeVar
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -31,7 +39,9 @@ from dashboard.deps import (
     StreamCredential,
     StreamUser,
     UtcTime,
+    bad_parameter,
     get_alerts,
+    get_pool,
 )
 from dashboard.errors import (
     ILLEGAL_ERRORS,
@@ -42,8 +52,9 @@ from dashboard.errors import (
     Unavailable,
     responses,
 )
-from trygg.alert import Alert
-from trygg.contract import AlertState, storable_text
+from storage.alert_history_store import CLOSED_STATES, Position, closed_alerts
+from trygg.alert import Alert, rfc3339
+from trygg.contract import storable_text
 
 router = APIRouter(prefix="/api/alerts", tags=["alerts"])
 
@@ -91,20 +102,72 @@ async def call_port(step: Callable[[], Awaitable[T]]) -> T:
         raise Unavailable("the alert stage is starting; try again in a moment") from None
 
 
+#: What `state=` accepts: the four states, and `closed` for resolved or cancelled.
+StateFilter = Literal["open", "acknowledged", "resolved", "cancelled", "closed"]
+
+#: Where the next page begins, as the API hands it out.
+NEXT_BEFORE: Final = "X-Next-Before"
+
+_CURSOR_ID: Final = re.compile(ID_PATTERN)
+
+
+def encode_cursor(position: Position) -> str:
+    """An opaque cursor: base64url of `[closed_at, alert_id]`."""
+    closed_at, alert_id = position
+    raw = json.dumps([rfc3339(closed_at), alert_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> Position:
+    """The position a cursor of `encode_cursor` stands for; 422 for anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        closed_at, alert_id = json.loads(raw)
+        at = datetime.fromisoformat(closed_at)
+        if at.tzinfo is None or not isinstance(alert_id, str) or not _CURSOR_ID.match(alert_id):
+            raise ValueError(alert_id)
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, OverflowError):
+        raise bad_parameter("before", "is not a cursor this API handed out (take it from X-Next-Before)") from None
+    return at, alert_id
+
+
 @router.get("", response_model=list[Alert], responses=ERRORS,
-            summary="Alerts of the caller's teams (operator and admin: all teams)")
+            summary="Alerts of the caller's teams (operator and admin: all); closed ones from the database, paged")
 async def list_alerts(
-    request: Request, who: CurrentUser, audit_log: Audit, app_state: State,
-    state: Annotated[AlertState | None, Query(description="only alerts in this state")] = None,
+    request: Request, response: Response, who: CurrentUser, audit_log: Audit, app_state: State,
+    state: Annotated[StateFilter | None, Query(
+        description="only alerts in this state; `closed`: resolved or cancelled")] = None,
     team: Annotated[str | None, Query(pattern=ID_PATTERN, description="only this team's alerts")] = None,
-    since: Annotated[UtcTime | None, Query(description="changed at or after (RFC 3339)")] = None,
+    since: Annotated[UtcTime | None, Query(
+        description="unresolved: changed at or after; closed: closed at or after (RFC 3339)")] = None,
+    until: Annotated[UtcTime | None, Query(description="closed states only: closed before (RFC 3339)")] = None,
+    resident: Annotated[str | None, Query(pattern=ID_PATTERN, description="only this resident's alerts")] = None,
+    limit: Annotated[int, Query(ge=1, le=500, description="closed states only: at most this many")] = 50,
+    before: Annotated[str | None, Query(max_length=400, description=(
+        "closed states only: the page after this cursor (from the header X-Next-Before)"))] = None,
 ) -> list[Alert]:
     require(who, Action.ALERTS_LIST)
-    alerts = get_alerts(app_state)
     scope = team_scope(who, team)
     items: list[Alert] = []
-    if scope is None or scope:
-        items = await call_port(lambda: alerts.list(scope, state.value if state else None, since))
+    if state in (*CLOSED_STATES, "closed"):
+        if since is not None and until is not None and until <= since:
+            raise bad_parameter("until", "must be later than since")
+        position = None if before is None else decode_cursor(before)
+        if scope is None or scope:
+            async with get_pool(app_state).connection() as conn:
+                page = await closed_alerts(conn, teams=scope, states=CLOSED_STATES if state == "closed" else (state,),
+                                           since=since, until=until, resident=resident, before=position, limit=limit)
+            items = page.alerts
+            if page.next_before is not None:
+                response.headers[NEXT_BEFORE] = encode_cursor(page.next_before)
+    else:
+        for name, value in (("until", until), ("before", before)):
+            if value is not None:
+                raise bad_parameter(name, "applies to closed alerts only (state=resolved, cancelled or closed)")
+        alerts = get_alerts(app_state)
+        if scope is None or scope:
+            found = await call_port(lambda: alerts.list(scope, state, since))
+            items = [a for a in found if resident is None or a.resident_id == resident]
     await audit_log.record(who, residents_shown(items), audit.action_of(request))
     return items
 
