@@ -14,9 +14,8 @@ Team scoping is the caller's: `teams` is the set of teams whose alerts the calle
 None for all. An alert belongs to every team it was published to (`teams`, and the
 resident's `team_id`), as `dashboard.authz.alert_teams` says.
 
-A page walks the `closed_at` index (0004 `alerts_closed_idx`) backwards from its
-cursor and stops after `limit` rows that match; a resident's alerts come from the
-resident's index (docs/shift.md "How fast" has the figures).
+With years of alerts a page still costs a page (docs/shift.md "How fast" has the
+figures): see `closed_alerts`.
 """
 
 from __future__ import annotations
@@ -79,27 +78,38 @@ async def closed_alerts(conn: psycopg.AsyncConnection[Any], *, teams: frozenset[
                         before: Position | None = None, limit: int = 50) -> ClosedPage:
     """Closed alerts in `states` that reached one of `teams` (None: all), closed in
     [since, until), of `resident` if given, newest `closed_at` first (then by id), at most
-    `limit`, starting after `before`."""
+    `limit`, starting after `before`.
+
+    Three ways to the rows, each bounded by the page, not by the history: a resident's
+    alerts by the resident's index; a team's by trygg.alert_reach (0017), one index range
+    per team; every team's by walking alerts_closed_idx."""
     params: dict[str, Any] = {"states": list(states), "limit": limit + 1}
-    where = "a.closed_at IS NOT NULL AND a.state = ANY(%(states)s)" + _team_clause(teams, params)
+    where = ["{t}.closed_at IS NOT NULL", "{t}.state = ANY(%(states)s)"]
     if since is not None:
-        where += " AND a.closed_at >= %(since)s"
+        where.append("{t}.closed_at >= %(since)s")
         params["since"] = since
     if until is not None:
-        where += " AND a.closed_at < %(until)s"
+        where.append("{t}.closed_at < %(until)s")
         params["until"] = until
-    if resident is not None:
-        where += " AND a.resident_id = %(resident)s"
-        params["resident"] = resident
     if before is not None:
-        where += " AND (a.closed_at, a.alert_id) < (%(before_at)s, %(before_id)s)"
+        where.append("({t}.closed_at, {t}.alert_id) < (%(before_at)s, %(before_id)s)")
         params["before_at"], params["before_id"] = before
+    order = " ORDER BY {t}.closed_at DESC, {t}.alert_id DESC LIMIT %(limit)s"
+    if resident is not None or teams is None:
+        if resident is not None:
+            where.append("a.resident_id = %(resident)s")
+            params["resident"] = resident
+        query = (f"SELECT {_COLUMNS} FROM trygg.alerts a WHERE " + " AND ".join(where).format(t="a")
+                 + _team_clause(teams, params) + order.format(t="a"))
+    else:
+        params["teams"] = sorted(teams)
+        query = (f"SELECT {_COLUMNS} FROM trygg.alerts a JOIN ("
+                 "SELECT DISTINCT p.alert_id FROM unnest(%(teams)s::text[]) AS s(team_id)"
+                 " CROSS JOIN LATERAL (SELECT r.alert_id FROM trygg.alert_reach r WHERE r.team_id = s.team_id AND "
+                 + " AND ".join(where).format(t="r") + order.format(t="r") + ") p"
+                 ") page ON page.alert_id = a.alert_id" + order.format(t="a"))
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            f"SELECT {_COLUMNS} FROM trygg.alerts a WHERE {where}"
-            " ORDER BY a.closed_at DESC, a.alert_id DESC LIMIT %(limit)s",
-            params,
-        )
+        await cur.execute(query.encode(), params)
         rows = await cur.fetchall()
     alerts = [Alert.from_record(row) for row in rows[:limit]]
     more = len(rows) > limit

@@ -8,6 +8,7 @@ stored with the writer's `AlertStore`."""
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,7 +16,7 @@ import pytest
 from alerts import lifecycle
 from composition.runtime import open_pool
 from storage import AlertStore
-from tests.fix_api import World
+from tests.fix_api import World, as_app_role
 from trygg.alert import Alert, Transition
 from trygg.contract import AlertKind, AlertState, Priority
 
@@ -47,8 +48,9 @@ def closed_alert(alert_id: str, resident: str, team: str, *, closed_ago: timedel
 
 
 def store(w: World, *written: tuple[Alert, list[Transition]]) -> None:
-    """Write alerts as the alert stage's writer does."""
-    with open_pool(w.url, 1) as pool:
+    """Write alerts as the alert stage's writer does, as the application role (whose
+    writes keep trygg.alert_reach through the triggers of migration 0017)."""
+    with open_pool(as_app_role(w.url), 1) as pool:
         alert_store = AlertStore(pool)
         try:
             alert_store.write([a for a, _ in written], [t for _, steps in written for t in steps])
@@ -162,6 +164,17 @@ def test_bad_input_is_422_with_a_message(history: World, query: str) -> None:
     response = history.client.get(f"/api/alerts?{query}", headers=history.headers("operator"))
     assert response.status_code == 422, (query, response.text)
     assert response.json()["detail"][0]["msg"]
+
+
+def test_an_alert_escalated_after_it_was_stored_reaches_the_new_team(world: World) -> None:
+    """The writer upserts an alert at every change: its new teams follow it."""
+    first = closed_alert("h-late", "r-1", "east", closed_ago=timedelta(minutes=5))
+    store(world, first)
+    assert ids(world, "staff-centre", "state=closed") == []
+    alert = first[0]
+    store(world, (replace(alert, teams=("east", "alarm-centre"), version=alert.version + 1), []))
+    assert ids(world, "staff-centre", "state=closed") == ["h-late"]
+    assert ids(world, "staff-east", "state=closed") == ["h-late"]
 
 
 def test_open_alerts_keep_coming_from_the_stage(history: World) -> None:
