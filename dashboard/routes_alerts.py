@@ -131,7 +131,10 @@ def decode_cursor(cursor: str) -> Position:
     return at, alert_id
 
 
-@router.get("", response_model=list[Alert], responses=ERRORS,
+@router.get("", response_model=list[Alert], responses={
+    **ERRORS, 200: {"description": "The alerts", "headers": {NEXT_BEFORE: {
+        "description": "closed states: more alerts exist; pass this as `before` for the next page",
+        "schema": {"type": "string"}}}}},
             summary="Alerts of the caller's teams (operator and admin: all); closed ones from the database, paged")
 async def list_alerts(
     request: Request, response: Response, who: CurrentUser, audit_log: Audit, app_state: State,
