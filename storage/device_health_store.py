@@ -43,7 +43,8 @@ HEALTH: Final = """CASE
 END"""
 
 #: What needs a visit first: an alarm-critical device offline, another device offline,
-#: a device never heard, a low battery; then devices in order.
+#: a device never heard, a low battery; then devices in order. Within each: silent the
+#: longest first, the emptiest battery first, then by resident.
 _RANK: Final = """CASE health
     WHEN 'offline' THEN CASE WHEN kind = ANY(%(critical)s) THEN 0 ELSE 1 END
     WHEN 'never_heard' THEN 2
@@ -83,8 +84,8 @@ SELECT * FROM (
     WHERE %(all_teams)s OR r.team_id = ANY(%(teams)s)
 ) h
 WHERE %(every_device)s OR health <> 'ok'
-ORDER BY {_RANK}, CASE WHEN health = 'offline' THEN last_seen END NULLS LAST, battery_pct NULLS LAST,
-         resident_name, resident_id, id
+ORDER BY {_RANK}, CASE WHEN health = 'offline' THEN last_seen END,
+         CASE WHEN health = 'low_battery' THEN battery_pct END, resident_name, resident_id, id
 LIMIT %(limit)s
 """
 
