@@ -89,7 +89,7 @@ class ContactOut(BaseModel):
 
 
 class CardOut(BaseModel):
-    """The resident card (docs/registry.md "The resident card"): for staff of the
+    """The resident card (docs/contract.md#the-resident-card): for staff of the
     resident's team, operators and admins only."""
 
     id: str

@@ -76,7 +76,7 @@ def resident_doc(res: SimResident) -> dict[str, Any]:
 
 
 def made_up_card(res: SimResident) -> dict[str, Any]:
-    """Made-up resident card fields (docs/registry.md "The resident card") of a simulated
+    """Made-up resident card fields (docs/contract.md#the-resident-card) of a simulated
     resident: an address, how to get in, and one or two contact persons."""
     n = res.index
     surname = res.name.split()[-1]

@@ -108,7 +108,7 @@ ORDER BY d.id
 
 async def resident_card(conn: psycopg.AsyncConnection[Any], resident_id: str, rules: HealthRules
                         ) -> dict[str, Any] | None:
-    """The resident card (docs/registry.md "The resident card"): id, name, timezone,
+    """The resident card (docs/contract.md#the-resident-card): id, name, timezone,
     `card` (address, access and contacts as the registry document gave them), team_id,
     team_name and `devices`, each with its health (storage/device_health_store.py).
     None if there is no such resident."""

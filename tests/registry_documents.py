@@ -47,7 +47,7 @@ def keep_devices(person: dict[str, Any], *kinds: str) -> None:
     person["devices"] = [devices[f"d-{number}-{kind}"] for kind in kinds]
 
 
-#: Resident card fields for r-1 (docs/registry.md "The resident card"). Made up on
+#: Resident card fields for r-1 (docs/contract.md#the-resident-card). Made up on
 #: purpose: no such street or town exists, and +47 400 00 0xx are not real numbers.
 KARI_CARD: dict[str, Any] = {
     "address": "Diktervegen 1, 9999 Tenkestad",

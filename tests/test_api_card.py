@@ -1,4 +1,4 @@
-"""The resident card (`GET /api/residents/{id}/card`, docs/registry.md "The resident card"):
+"""The resident card (`GET /api/residents/{id}/card`, docs/contract.md#the-resident-card):
 address, access, contact persons, team and devices' health, for staff of the resident's
 team, operators and admins; 404 — the very answer for a resident that does not exist —
 for everyone else; every read audited; none of it in the residents list or the

@@ -194,7 +194,7 @@ def test_a_few_aliases_still_load_and_json_reads_as_yaml_does() -> None:
     assert parse_registry("{teams: [{id: t, name: T}]}").teams[0].id == "t"  # YAML flow, not JSON
 
 
-# --- the resident card (docs/registry.md "The resident card") ---------------------------
+# --- the resident card (docs/contract.md#the-resident-card) ---------------------------
 
 
 def with_card(**fields: object) -> dict[str, object]:

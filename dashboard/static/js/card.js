@@ -1,4 +1,4 @@
-// The resident card (GET /api/residents/{id}/card, docs/registry.md "The resident card"):
+// The resident card (GET /api/residents/{id}/card, docs/contract.md#the-resident-card):
 // name, team, address, how to get in, contact persons (tap to call), devices and their
 // health in plain words. Used by the console's resident panel and by /residents/{id}.
 // The server decides who may see it (404 to everyone else) and puts device kinds and
