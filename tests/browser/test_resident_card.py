@@ -68,6 +68,8 @@ def test_staff_of_another_team_are_told_it_is_not_found(system: System, context:
     text = page.locator("main").inner_text()
     for secret in ("Kari", "Diktervegen", "Eva", "400 00", "Nøkkelboks"):
         assert secret not in text
+    check_accessible(page, "resident-not-found")
+    shot(page, "resident-not-found")
     page.goto(f"{system.base_url}/residents/r-nobody")
     expect(page.locator(".card-missing")).to_contain_text("Finnes ikke")
     seen.check()

@@ -35,13 +35,19 @@ async function fillTeams(team) {
 function row(d) {
   const [kindNb, kindEn] = d.kind_words;
   const [healthNb, healthEn] = d.health_words;
+  const facts = [
+    d.last_seen ? h("span", {}, t("Sist hørt:", "Last heard:"), " ", timeAgo(d.last_seen)) : null,
+    d.battery_pct !== null ? h("span", {}, t(`Batteri ${d.battery_pct} %`, `Battery ${d.battery_pct} %`)) : null,
+  ].filter(Boolean);
   return h("li", { class: `device-row health-${d.health}`, dataset: { device: d.id, health: d.health } },
-    h("a", { class: "resident", href: `/residents/${encodeURIComponent(d.resident.id)}` }, d.resident.name),
-    h("div", { class: "device-health" }, t(healthNb, healthEn)),
-    h("div", {}, h("span", {}, kindNb), h("span", { class: "en inline" }, ` / ${kindEn}`),
-      h("span", { class: "muted small" }, ` (${d.id}) · ${d.team.name}`)),
-    d.last_seen ? h("div", { class: "small" }, t("Sist hørt:", "Last heard:"), " ", timeAgo(d.last_seen)) : null,
-    d.battery_pct !== null ? h("div", { class: "small" }, t(`Batteri ${d.battery_pct} %`, `Battery ${d.battery_pct} %`)) : null);
+    h("div", { class: "device-head" },
+      h("a", { class: "resident", href: `/residents/${encodeURIComponent(d.resident.id)}` }, d.resident.name),
+      h("span", { class: "muted small" }, d.team.name)),
+    h("div", { class: "device-what" },
+      h("span", { class: "device-health" }, healthNb, h("span", { class: "en inline" }, ` / ${healthEn}`)),
+      h("span", {}, kindNb, h("span", { class: "en inline" }, ` / ${kindEn}`),
+        h("span", { class: "muted small" }, ` (${d.id})`))),
+    facts.length ? h("div", { class: "device-facts small" }, facts) : null);
 }
 
 function count(result, all) {
