@@ -168,5 +168,5 @@ async def devices_health(
     return DeviceHealthListOut(devices=devices, truncated=truncated)
 
 
-__all__ = ["DEVICE_KIND_WORDS", "DeviceHealthOut", "TeamRef", "device_health", "health_rules", "health_words",
-           "router"]
+__all__ = ["DEVICE_KIND_WORDS", "DeviceHealthOut", "TeamRef", "clock_words", "device_health", "health_rules",
+           "health_words", "router"]

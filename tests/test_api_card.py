@@ -14,6 +14,7 @@ import psycopg
 import pytest
 import yaml
 
+from dashboard.routes_teams import clock_words, health_words
 from tests.fix_api import REGISTRY_YAML, SECRETS, World
 from tests.registry_documents import KARI_CARD, with_card
 
@@ -130,3 +131,17 @@ def test_device_health_in_words(carded: World) -> None:
         "low_battery", True, ["Lavt batteri (12 %)", "Low battery (12 %)"])
     assert devices["d-1-motion"]["health"] == "ok"  # 170 s: within 3 × 60 s
 
+
+
+def test_times_in_words_in_the_residents_time_zone() -> None:
+    now = datetime(2026, 12, 5, 22, 30, tzinfo=UTC)  # 23:30 in Oslo
+    assert clock_words(datetime(2026, 12, 5, 13, 2, tzinfo=UTC), "Europe/Oslo", now) == ("14:02", "14:02")
+    assert clock_words(datetime(2026, 12, 3, 13, 2, tzinfo=UTC), "Europe/Oslo", now) == (
+        "3.12. kl. 14:02", "3 Dec 14:02")
+    assert clock_words(datetime(2025, 7, 1, 6, 5, tzinfo=UTC), "Europe/Oslo", now) == (
+        "1.7.2025 kl. 08:05", "1 Jul 2025 08:05")
+    # after midnight in Oslo, yesterday's 23:50 is not "today"
+    assert clock_words(datetime(2026, 12, 5, 22, 50, tzinfo=UTC), "Europe/Oslo",
+                       datetime(2026, 12, 5, 23, 10, tzinfo=UTC)) == ("5.12. kl. 23:50", "5 Dec 23:50")
+    assert clock_words(datetime(2026, 12, 5, 13, 2, tzinfo=UTC), "Mars/Olympus", now) == ("14:02", "14:02")
+    assert health_words("offline", None, None, "Europe/Oslo", now) == ["Svarer ikke", "Offline"]
