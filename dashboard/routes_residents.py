@@ -1,5 +1,5 @@
-"""Residents: the registry list, a resident's timeline, the calm status and the alert
-history in plain words.
+"""Residents: the registry list, a resident's card (address, access, contacts, devices'
+health), a resident's timeline, the calm status and the alert history in plain words.
 
 Every response with a resident's data records one audit row per resident shown, durable
 in the audit journal before the response leaves (dashboard/audit.py).
@@ -17,14 +17,16 @@ from pydantic import BaseModel, ConfigDict
 from dashboard import audit
 from dashboard.authz import Action, View, may_see_location, require, resident_view, team_scope
 from dashboard.deps import ID_PATTERN, Audit, CurrentUser, Now, Pool, State, UtcTime, time_range
-from dashboard.errors import responses
+from dashboard.errors import NotFound, responses
 from dashboard.routes_alerts import call_port
+from dashboard.routes_teams import DeviceHealthOut, TeamRef, device_health, health_rules
 from storage.alert_history_store import recent_alerts
 from storage.residents_store import (
     get_resident,
     last_contact,
     last_location,
     list_residents,
+    resident_card,
     resident_events,
     stored_open_alerts,
 )
@@ -71,6 +73,32 @@ class ResidentOut(BaseModel):
     consents: dict[str, bool]
     location_basis: dict[str, Any] | None = None
     devices: list[DeviceOut]
+
+
+class AccessOut(BaseModel):
+    key_box: str | None = None
+    door_lock: str | None = None
+    notes: str | None = None
+
+
+class ContactOut(BaseModel):
+    name: str
+    relation: str | None = None
+    phone: str
+    notes: str | None = None
+
+
+class CardOut(BaseModel):
+    """The resident card (docs/contract.md#the-resident-card): for staff of the
+    resident's team, operators and admins only."""
+
+    id: str
+    name: str
+    team: TeamRef
+    address: str | None
+    access: AccessOut
+    contacts: list[ContactOut]
+    devices: list[DeviceHealthOut]
 
 
 class EventOut(BaseModel):
@@ -150,6 +178,24 @@ async def residents(
         rows = [] if scope is not None and not scope else await list_residents(conn, scope, limit, offset)
     await audit_log.record(who, [r["id"] for r in rows], audit.action_of(request))
     return rows
+
+
+@router.get("/{resident_id}/card", response_model=CardOut, responses=responses(401, 404),
+            summary="The resident card: address, access, contact persons, team, devices and their health")
+async def card(resident_id: ResidentId, request: Request, who: CurrentUser, pool: Pool, audit_log: Audit,
+               state: State, now: Now) -> JSONResponse:
+    async with pool.connection() as conn:
+        resident_view(who, await get_resident(conn, resident_id), Action.RESIDENT_CARD)
+        row = await resident_card(conn, resident_id, health_rules(state, now))
+    if row is None:  # gone since it was checked
+        raise NotFound()
+    await audit_log.record(who, [resident_id], audit.action_of(request))
+    fields = row["card"] or {}
+    out = CardOut(id=row["id"], name=row["name"], team=TeamRef(id=row["team_id"], name=row["team_name"]),
+                  address=fields.get("address"), access=AccessOut.model_validate(fields.get("access") or {}),
+                  contacts=[ContactOut.model_validate(c) for c in fields.get("contacts") or []],
+                  devices=[device_health(d, row["timezone"], now) for d in row["devices"]])
+    return JSONResponse(out.model_dump(mode="json"), headers={"Cache-Control": "no-store"})
 
 
 @router.get("/{resident_id}/events", response_model=TimelineOut, responses=responses(401, 404),

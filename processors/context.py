@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 
 from processors.geofence import ZoneSet
 from processors.localtime import as_utc, in_window, local, zone
-from trygg.contract import AlertKind, DeviceKind, Event, Priority
+from trygg.contract import MISSED_HEARTBEATS, AlertKind, DeviceKind, Event, Priority
 from trygg.pipeline import AlertIntent, IntentAction
 from trygg.registry import Device, LocationBasis, Resident, ResidentSettings
 
@@ -49,9 +49,6 @@ PRIORITY: Final[Mapping[AlertKind, Priority]] = MappingProxyType(
         AlertKind.BATTERY_LOW: Priority.LOW,
     }
 )
-
-#: heartbeat supervision: a device is offline after this many silent heartbeat periods
-MISSED_HEARTBEATS: Final = 3
 
 #: an `offline` status raises device_offline only if the device is still offline this
 #: much later (setting TRYGG_OFFLINE_DEBOUNCE_S; docs/rules.md says why 60 s)

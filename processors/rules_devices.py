@@ -62,11 +62,16 @@ from processors.context import (
 from processors.jsonstate import dump_time, flag, obj, opt_int, opt_number, opt_time, req_time
 from processors.localtime import as_utc, isoformat_utc
 from processors.tracking import NO_PARTS, PerPart
-from trygg.contract import AlertKind, DeviceKind, Event, EventType, Priority
+from trygg.contract import (
+    ALARM_CRITICAL_KINDS,
+    BATTERY_LOW_BELOW,
+    BATTERY_OK_FROM,
+    AlertKind,
+    Event,
+    EventType,
+    Priority,
+)
 from trygg.pipeline import AlertIntent, DeviceStatus
-
-BATTERY_LOW_BELOW: Final = 15.0
-BATTERY_OK_FROM: Final = 30.0
 
 #: `offline` statuses each within this of the one before are one run (flapping)
 FLAP_WINDOW: Final = timedelta(minutes=10)
@@ -163,12 +168,12 @@ class DevicesState:
 
 
 def offline_priority(ctx: ResidentContext, device_id: str) -> Priority:
-    return Priority.HIGH if ctx.device_kind(device_id) is DeviceKind.ALARM_UNIT else Priority.MEDIUM
+    return Priority.HIGH if ctx.device_kind(device_id) in ALARM_CRITICAL_KINDS else Priority.MEDIUM
 
 
 def unstable_priority(ctx: ResidentContext, device_id: str) -> Priority:
     """One step below `offline_priority`: the device is reachable most of the time."""
-    return Priority.MEDIUM if ctx.device_kind(device_id) is DeviceKind.ALARM_UNIT else Priority.LOW
+    return Priority.MEDIUM if ctx.device_kind(device_id) in ALARM_CRITICAL_KINDS else Priority.LOW
 
 
 def offline_source(device_id: str, last_heard: datetime | None) -> Source:

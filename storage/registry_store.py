@@ -17,7 +17,7 @@ def save_registry(conn: psycopg.Connection[Any], reg: Registry, actor: str) -> N
     """Replace teams, residents and devices; upsert the users the document names.
 
     Users not named in the document are kept: they may have been created with
-    `trygg users add` (docs/registry.md). Runs in one transaction.
+    `trygg users add` (docs/contract.md#3-registry-file). Runs in one transaction.
     """
     with conn.transaction(), conn.cursor() as cur:
         cur.execute("LOCK TABLE trygg.registry IN EXCLUSIVE MODE")

@@ -15,6 +15,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import psycopg
 from psycopg.rows import dict_row
 
+from storage.device_health_store import DEVICE_COLUMNS, HealthRules
+
 #: How far back the newest position of a resident is looked for.
 LOCATION_WINDOW = timedelta(days=7)
 #: How far back the newest event is looked for when working out the last contact.
@@ -88,6 +90,37 @@ async def list_residents(conn: psycopg.AsyncConnection[Any], teams: Collection[s
         await cur.execute(_LIST, {"all": teams is None, "teams": sorted(teams or ()),
                                   "limit": limit, "offset": offset})
         return list(await cur.fetchall())
+
+
+_CARD = """
+SELECT r.id, r.name, r.timezone, r.card, t.id AS team_id, t.name AS team_name
+FROM trygg.residents r JOIN trygg.teams t ON t.id = r.team_id
+WHERE r.id = %(resident)s
+"""
+
+_CARD_DEVICES = f"""
+SELECT {DEVICE_COLUMNS}
+FROM trygg.devices d LEFT JOIN trygg.device_status s ON s.device_id = d.id
+WHERE d.resident_id = %(resident)s
+ORDER BY d.id
+"""
+
+
+async def resident_card(conn: psycopg.AsyncConnection[Any], resident_id: str, rules: HealthRules
+                        ) -> dict[str, Any] | None:
+    """The resident card (docs/contract.md#the-resident-card): id, name, timezone,
+    `card` (address, access and contacts as the registry document gave them), team_id,
+    team_name and `devices`, each with its health (storage/device_health_store.py).
+    None if there is no such resident."""
+    params = {**rules.params(), "resident": resident_id}
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(_CARD, params)
+        card = await cur.fetchone()
+        if card is None:
+            return None
+        await cur.execute(_CARD_DEVICES, params)
+        card["devices"] = list(await cur.fetchall())
+    return card
 
 
 def timeline_query(with_locations: bool) -> bytes:
@@ -172,6 +205,7 @@ __all__ = [
     "last_contact",
     "last_location",
     "list_residents",
+    "resident_card",
     "resident_events",
     "stored_open_alerts",
 ]

@@ -47,6 +47,26 @@ def keep_devices(person: dict[str, Any], *kinds: str) -> None:
     person["devices"] = [devices[f"d-{number}-{kind}"] for kind in kinds]
 
 
+#: Resident card fields for r-1 (docs/contract.md#the-resident-card). Made up on
+#: purpose: no such street or town exists, and +47 400 00 0xx are not real numbers.
+KARI_CARD: dict[str, Any] = {
+    "address": "Diktervegen 1, 9999 Tenkestad",
+    "access": {"key_box": "Nøkkelboks til venstre for døren, kode 0000",
+               "door_lock": "Låses opp fra Trygg-appen",
+               "notes": "Snill hund i gangen. Inngang på baksiden om vinteren."},
+    "contacts": [
+        {"name": "Eva Nordmann", "relation": "datter", "phone": "+47 400 00 001", "notes": "Ring etter kl. 16"},
+        {"name": "Nils Naboen", "relation": "nabo", "phone": "+47 400 00 002"},
+    ],
+}
+
+
+def with_card(document: dict[str, Any]) -> dict[str, Any]:
+    """`document` with `KARI_CARD` on r-1."""
+    resident(document, "r-1").update(copy.deepcopy(KARI_CARD))
+    return document
+
+
 def api_registry_yaml() -> str:
     """The API tests' world (tests/fix_api.py): the whole file, with the devices the
     stored events and the research views name."""
@@ -81,10 +101,11 @@ def small_registry_yaml(extra_devices: int = 0) -> str:
 def browser_registry_yaml() -> str:
     """The browser tests' system (tests/browser/support.py): r-1 and r-2 of the file,
     r-3 who is followed on the map, and r-4..r-9 (east) consenting to research, enough
-    for unsuppressed aggregates. No users (the tests add theirs with `trygg users add`).
-    Devices beat rarely, so that no `device_offline` alert appears while the tests run."""
+    for unsuppressed aggregates; r-1 has a resident card (`KARI_CARD`). No users (the
+    tests add theirs with `trygg users add`). Devices beat rarely, so that no
+    `device_offline` alert appears while the tests run."""
     document = registry_document()
-    kari, per = resident(document, "r-1"), resident(document, "r-2")
+    kari, per = resident(with_card(document), "r-1"), resident(document, "r-2")
     keep_devices(kari, "alarm", "fall", "gps")
     per.update(name="Per Vestmann", consents={"research": True, "relatives_status": True})
     keep_devices(per, "alarm", "fall")
@@ -136,6 +157,6 @@ def too_deep(levels: int = 100_000, json: bool = False) -> str:
     return '{"teams": ' + nested + "}" if json else "teams: " + nested
 
 
-__all__ = ["REGISTRY_FILE", "alias_bomb", "api_registry_yaml", "as_yaml", "browser_registry_yaml",
+__all__ = ["KARI_CARD", "REGISTRY_FILE", "alias_bomb", "api_registry_yaml", "as_yaml", "browser_registry_yaml",
            "ingest_registry_yaml", "keep_devices", "many_aliases", "registry_document", "resident",
-           "small_registry_yaml", "too_deep"]
+           "small_registry_yaml", "too_deep", "with_card"]

@@ -127,6 +127,19 @@ SOURCE_KINDS: Final[dict[EventType, frozenset[DeviceKind]]] = {
 
 AUTO_ALARM_SOURCES: Final = frozenset({"bed", "epilepsy", "enuresis", "other"})
 
+# Device health (docs/contract.md#4-rules-and-alerts): the rules' device_offline and
+# battery_low decide with these, and the resident card and GET /api/devices/health
+# say the same in words (docs/devices.md).
+
+#: a device is offline after this many silent heartbeat periods (`heartbeat_s` each)
+MISSED_HEARTBEATS: Final = 3
+#: kinds whose silence is a high-priority device_offline (other kinds: medium)
+ALARM_CRITICAL_KINDS: Final = frozenset({DeviceKind.ALARM_UNIT})
+#: a battery report below this (percent) is a low battery
+BATTERY_LOW_BELOW: Final = 15.0
+#: ... and one from this on ends a battery_low alert (hysteresis)
+BATTERY_OK_FROM: Final = 30.0
+
 
 def valid_id(value: object) -> bool:
     """True for a `device_id`, `team_id` or `alert_id`: 1–64 of `[A-Za-z0-9_.-]`."""

@@ -176,7 +176,7 @@ def _storable(value: str | None) -> str | None:
 
 
 class Access(_Model):
-    """How staff get in (docs/registry.md "The resident card"): shown on the resident
+    """How staff get in (docs/contract.md "The resident card"): shown on the resident
     card to staff of the resident's team, never to relatives or researchers."""
 
     key_box: str | None = Field(default=None, max_length=200, description="where the key box is, and its code")

@@ -1,4 +1,4 @@
--- The resident card (docs/registry.md "The resident card"): address, how staff get in,
+-- The resident card (docs/contract.md "The resident card"): address, how staff get in,
 -- and contact persons, from the registry document like the rest of a resident's row.
 -- Kept apart from the columns the alarm path reads; shown only by
 -- GET /api/residents/{id}/card, to staff of the resident's team, operators and admins.

@@ -192,3 +192,93 @@ def test_a_few_aliases_still_load_and_json_reads_as_yaml_does() -> None:
     as_json = json.dumps(dump_registry(reg))
     assert parse_registry(as_json) == parse_registry(as_json.encode()) == reg
     assert parse_registry("{teams: [{id: t, name: T}]}").teams[0].id == "t"  # YAML flow, not JSON
+
+
+# --- the resident card (docs/contract.md#the-resident-card) ---------------------------
+
+
+def with_card(**fields: object) -> dict[str, object]:
+    """GOOD as a document, with resident card `fields` on r-17."""
+    document = validate_registry_json(json.dumps(dump_registry(parse_registry(GOOD))))
+    raw = dump_registry(document)
+    raw["residents"][0].update(fields)
+    return raw
+
+
+def card_errors(**fields: object) -> list[str]:
+    with pytest.raises(RegistryError) as caught:
+        validate_registry(with_card(**fields))
+    return caught.value.errors
+
+
+CONTACT = {"name": "Eva Nordmann", "relation": "datter", "phone": "+47 400 00 001", "notes": "Ring etter kl. 16"}
+
+
+def test_the_card_fields_load_and_read_back_unchanged() -> None:
+    card = {"address": "Diktervegen 1, 9999 Tenkestad",
+            "access": {"key_box": "Til venstre for døren, kode 0000", "door_lock": "Fra appen", "notes": "Hund"},
+            "contacts": [CONTACT, {"name": "Nils Naboen", "phone": "+47 (0) 400-00-002"}]}
+    reg = validate_registry(with_card(**card))
+    kari = reg.residents[0]
+    assert kari.address == card["address"]
+    assert kari.access is not None and kari.access.key_box == "Til venstre for døren, kode 0000"
+    assert [c.phone for c in kari.contacts] == ["+47 400 00 001", "+47 (0) 400-00-002"]
+    assert validate_registry(dump_registry(reg)) == reg
+    assert validate_registry_json(json.dumps(dump_registry(reg))) == reg
+
+
+def test_a_resident_without_card_fields_has_none() -> None:
+    kari = parse_registry(GOOD).residents[0]
+    assert (kari.address, kari.access, kari.contacts) == (None, None, [])
+
+
+@pytest.mark.parametrize("phone", ["", "12", "ring meg", "+47 400 00 001; DROP", "+47\n400", "1" * 40,
+                                   "++47 400", "-47 400 00 001", "+47 400 00 001\x00"])
+def test_a_phone_number_that_is_not_one_is_refused_with_its_path(phone: str) -> None:
+    errors = card_errors(contacts=[{**CONTACT, "phone": phone}])
+    assert any(e.startswith("residents[0].contacts[0].phone:") for e in errors), errors
+
+
+def test_a_contact_needs_a_name_and_a_phone() -> None:
+    errors = card_errors(contacts=[{"relation": "nabo"}])
+    assert any(e.startswith("residents[0].contacts[0].name:") for e in errors), errors
+    assert any(e.startswith("residents[0].contacts[0].phone:") for e in errors), errors
+    assert any(e.startswith("residents[0].contacts[0].name:")
+               for e in card_errors(contacts=[{**CONTACT, "name": ""}]))
+
+
+@pytest.mark.parametrize(("fields", "path"), [
+    ({"address": "x" * 301}, "residents[0].address:"),
+    ({"access": {"key_box": "x" * 201}}, "residents[0].access.key_box:"),
+    ({"access": {"door_lock": "x" * 501}}, "residents[0].access.door_lock:"),
+    ({"access": {"notes": "x" * 1001}}, "residents[0].access.notes:"),
+    ({"contacts": [{**CONTACT, "name": "x" * 201}]}, "residents[0].contacts[0].name:"),
+    ({"contacts": [{**CONTACT, "relation": "x" * 101}]}, "residents[0].contacts[0].relation:"),
+    ({"contacts": [{**CONTACT, "notes": "x" * 501}]}, "residents[0].contacts[0].notes:"),
+    ({"contacts": [CONTACT] * 11}, "residents[0].contacts:"),
+])
+def test_too_long_or_too_many_is_refused_with_its_path(fields: dict[str, object], path: str) -> None:
+    errors = card_errors(**fields)
+    assert any(e.startswith(path) for e in errors), errors
+
+
+@pytest.mark.parametrize(("fields", "path"), [
+    ({"address": "Diktervegen 1\x00"}, "residents[0].address:"),
+    ({"access": {"key_box": "kode \x00"}}, "residents[0].access.key_box:"),
+    ({"contacts": [{**CONTACT, "name": "Eva\x00"}]}, "residents[0].contacts[0].name:"),
+    ({"contacts": [{**CONTACT, "relation": "da\x00tter"}]}, "residents[0].contacts[0].relation:"),
+    ({"contacts": [{**CONTACT, "notes": "\x00"}]}, "residents[0].contacts[0].notes:"),
+])
+def test_text_postgresql_cannot_store_is_refused_with_its_path(fields: dict[str, object], path: str) -> None:
+    errors = card_errors(**fields)
+    assert any(e.startswith(path) and "cannot be stored" in e for e in errors), errors
+
+
+def test_a_lone_surrogate_is_refused_with_its_path() -> None:
+    assert any(e.startswith("residents[0].access.notes:") for e in card_errors(access={"notes": "\ud800"}))
+
+
+def test_unknown_card_fields_are_refused() -> None:
+    assert any(e.startswith("residents[0].access.code:") for e in card_errors(access={"code": "1234"}))
+    assert any(e.startswith("residents[0].contacts[0].email:")
+               for e in card_errors(contacts=[{**CONTACT, "email": "eva@example.org"}]))
