@@ -166,7 +166,7 @@ class LocationBasis(_Value):
 
 
 #: A phone number as people write it: digits, spaces, `+`, `-`, `(`, `)`.
-_PHONE = r"^\+?[0-9][0-9 ()-]{2,31}$"
+_PHONE = r"^\(?\+?[0-9][0-9 ()-]{2,31}$"
 
 
 def _storable(value: str | None) -> str | None:
