@@ -25,6 +25,7 @@ LINK_TTL: Final = timedelta(hours=24)
 _CHANGE = ("INSERT INTO trygg.admin_changes (actor, action, target_kind, target_id, summary)"
            " VALUES (%s, %s, %s, %s, %s)")
 
+_EXPIRED = "DELETE FROM trygg.password_links WHERE expires_at <= now()"
 _LINK = ("INSERT INTO trygg.password_links (username, token_hash, created_by, expires_at)"
          " VALUES (%s, %s, %s, now() + %s)"
          " ON CONFLICT (username) DO UPDATE SET token_hash = excluded.token_hash,"
@@ -87,6 +88,7 @@ def create_password_link(conn: psycopg.Connection[Any], username: str, created_b
     (the token, shown once; when it expires). The user must exist (ForeignKeyViolation)."""
     token, digest = _new_token()
     with conn.transaction():
+        conn.execute(_EXPIRED)
         row = conn.execute(_LINK, (username, digest, created_by, ttl)).fetchone()
         assert row is not None
         record_change(conn, created_by, _link_change(username, row[0]))
@@ -98,6 +100,7 @@ async def create_password_link_async(conn: psycopg.AsyncConnection[Any], usernam
     """`create_password_link` for the dashboard."""
     token, digest = _new_token()
     async with conn.transaction():
+        await conn.execute(_EXPIRED)
         cur = await conn.execute(_LINK, (username, digest, created_by, ttl))
         row = await cur.fetchone()
         assert row is not None
@@ -120,9 +123,9 @@ async def open_link(conn: psycopg.AsyncConnection[Any], token: str) -> tuple[str
 async def use_link(conn: psycopg.AsyncConnection[Any], token: str, password_hash: str) -> str | None:
     """Set the password of the link's user and delete the link, in one transaction; the
     username, or None when the link is unknown, used, replaced or expired. Expired links
-    are deleted on the way."""
+    are deleted on the way (and whenever a link is made)."""
     async with conn.transaction():
-        await conn.execute("DELETE FROM trygg.password_links WHERE expires_at <= now()")
+        await conn.execute(_EXPIRED)
         cur = await conn.execute("DELETE FROM trygg.password_links WHERE token_hash = %s RETURNING username",
                                  (link_token_hash(token),))
         row = await cur.fetchone()
