@@ -25,9 +25,9 @@ from psycopg import errors as pg_errors
 from pydantic import BaseModel, Field
 
 from dashboard import audit
-from dashboard.admin_edits import Applied, Edit, EditError, run_edit, version_of
+from dashboard.admin_edits import Applied, Edit, EditError, run_edit, stale, version_of
 from dashboard.authz import Action, Principal, require
-from dashboard.deps import ID_PATTERN, Audit, CurrentUser, Pool, State, UtcTime, bad_parameter
+from dashboard.deps import ID_PATTERN, Audit, CurrentUser, Pool, State, UtcTime, bad_parameter, get_pool
 from dashboard.errors import Conflict, NotFound, Unavailable, responses
 from dashboard.registry_upload import UPLOAD_TIMEOUT_S
 from dashboard.routes_auth import password_link_url
@@ -174,8 +174,13 @@ def _run(conninfo: str, actor: str, version: str, edit: Edit, limits: DocumentLi
 
 async def _edit(request: Request, who: Principal, state: State, audit_log: Audit, version: str, edit: Edit,
                 section: str, residents: list[str | None]) -> EditOut | JSONResponse:
-    """Run `edit`; its errors as 404, 409, 422 (fields under `section`) or 503."""
+    """Run `edit`; its errors as 404, 409, 422 (fields under `section`) or 503. A stale
+    version is refused here at once; the child checks it again under the lock."""
     require(who, Action.ADMIN)
+    async with get_pool(state).connection() as conn:
+        current = version_of(await registry_version(conn))
+    if version != current:
+        raise Conflict(stale(current).message)
     limits = DocumentLimits(max_bytes=state.settings.registry_max_mb * MIB)
     try:
         applied = await asyncio.to_thread(_run, state.conninfo, who.username, version, edit, limits)

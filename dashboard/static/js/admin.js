@@ -34,13 +34,19 @@ function ok(nb, en) {
 
 // --- forms and their errors -------------------------------------------------------------
 
+/** Norwegian and English words of a label or button, with a space between (the
+ * accessible name reads "Navn Name", not "NavnName"). */
+function words(nb, en) {
+  return [h("span", { lang: "nb", class: "nb" }, nb), " ", h("span", { lang: "en", class: "en inline" }, en)];
+}
+
 /** A labelled input: h-attrs for the input; `path` names it for the API's field errors. */
 function field(label, path, attrs = {}, tag = "input") {
   const id = `f-${path.replaceAll(".", "-")}-${Math.random().toString(36).slice(2, 7)}`;
   const input = h(tag, { id, name: path, "data-path": path, ...attrs });
   if (tag === "select") for (const [value, text] of attrs.options || []) input.append(h("option", { value }, text));
   input.removeAttribute("options");
-  return h("div", { class: "field" }, h("label", { for: id }, t(label[0], label[1], "span")), input);
+  return h("div", { class: "field" }, h("label", { for: id }, words(label[0], label[1])), input);
 }
 
 function clearErrors(form) {
@@ -132,9 +138,9 @@ async function loadResidents() {
   fill($("resident-count"), t(`${page.total} beboere`, `${page.total} residents`));
   fill($("resident-list"), ...page.residents.map((r) => h("li", { class: "row" },
     h("div", { class: "row-main" }, h("strong", {}, r.name), " ", h("span", { class: "muted" }, r.id)),
-    h("div", { class: "muted" }, r.team_name, " · ", t(`${r.devices} enheter`, `${r.devices} devices`, "span")),
+    h("div", { class: "muted" }, r.team_name, " · ", words(`${r.devices} enheter`, `${r.devices} devices`)),
     h("button", { type: "button", class: "secondary", onclick: () => openResident(r.id) },
-      t("Endre", "Edit", "span"), h("span", { class: "visually-hidden" }, ` ${r.name}`)))));
+      words("Endre", "Edit"), h("span", { class: "visually-hidden" }, ` ${r.name}`)))));
   $("resident-prev").disabled = state.offset === 0;
   $("resident-next").disabled = state.offset + PAGE >= page.total;
 }
@@ -143,31 +149,31 @@ function residentForm(resident) {
   const adding = !resident;
   const teamOptions = state.teams.map((x) => [x.id, x.name]);
   const form = h("form", { class: "editor", novalidate: true },
-    h("h2", { tabindex: "-1" }, adding ? t("Ny beboer", "New resident", "span") : t(`Endre ${resident.name}`, `Edit ${resident.name}`, "span")),
+    h("h2", { tabindex: "-1" }, adding ? words("Ny beboer", "New resident") : words(`Endre ${resident.name}`, `Edit ${resident.name}`)),
     h("div", { class: "form-errors" }),
-    h("fieldset", {}, h("legend", {}, t("Beboer", "Resident", "span")),
+    h("fieldset", {}, h("legend", {}, words("Beboer", "Resident")),
       adding ? field(["Id", "Id"], "id", { required: true, maxlength: 64, autocomplete: "off", pattern: "[A-Za-z0-9_.\\-]{1,64}" }) : null,
       field(["Navn", "Name"], "name", { required: true, maxlength: 200, autocomplete: "off" }),
       field(["Team", "Team"], "team", { options: teamOptions }, "select"),
       field(["Adresse", "Address"], "address", { maxlength: 300, autocomplete: "off" }),
       field(["Tidssone", "Time zone"], "timezone", { maxlength: 64, value: "Europe/Oslo" })),
-    h("fieldset", {}, h("legend", {}, t("Tilgang til boligen", "Access to the home", "span")),
+    h("fieldset", {}, h("legend", {}, words("Tilgang til boligen", "Access to the home")),
       field(["Nøkkelboks (hvor, kode)", "Key box (where, code)"], "access.key_box", { maxlength: 200, autocomplete: "off" }),
       field(["Elektronisk dørlås", "Electronic door lock"], "access.door_lock", { maxlength: 500, autocomplete: "off" }),
       field(["Annet (hund, trapp, inngang)", "Other (dog, stairs, entrance)"], "access.notes", { maxlength: 1000, rows: 2 }, "textarea")),
-    h("fieldset", { class: "contacts" }, h("legend", {}, t("Kontaktpersoner", "Contact persons", "span")),
+    h("fieldset", { class: "contacts" }, h("legend", {}, words("Kontaktpersoner", "Contact persons")),
       h("div", { class: "contact-rows" }),
       h("button", { type: "button", class: "secondary", onclick: (e) => addContact(e.target.closest("form")) },
-        t("Legg til kontakt", "Add contact", "span"))),
-    h("fieldset", {}, h("legend", {}, t("Samtykker", "Consents", "span")),
+        words("Legg til kontakt", "Add contact"))),
+    h("fieldset", {}, h("legend", {}, words("Samtykker", "Consents")),
       checkbox(["Forskning", "Research"], "consents.research"),
       checkbox(["Pårørende ser status", "Relatives see status"], "consents.relatives_status"),
       checkbox(["Pårørende ser posisjon", "Relatives see location"], "consents.relatives_location")),
-    h("fieldset", {}, h("legend", {}, t("Grunnlag for posisjon", "Basis for location", "span")),
+    h("fieldset", {}, h("legend", {}, words("Grunnlag for posisjon", "Basis for location")),
       field(["Grunnlag", "Basis"], "location_basis.kind",
         { options: [["", "Ingen · None"], ["consent", "Samtykke · Consent"], ["vedtak", "Vedtak · Decision"]] }, "select"),
       field(["Gyldig til", "Valid until"], "location_basis.valid_until", { type: "date" })),
-    h("fieldset", {}, h("legend", {}, t("Natt og innstillinger", "Night and settings", "span")),
+    h("fieldset", {}, h("legend", {}, words("Natt og innstillinger", "Night and settings")),
       field(["Natt fra", "Night from"], "night.start", { type: "time", value: "23:00" }),
       field(["Natt til", "Night until"], "night.end", { type: "time", value: "06:00" }),
       field(["Ute om natten etter (min)", "Out at night after (min)"], "settings.wander_minutes", { type: "number", min: 1, step: "any", value: 10 }),
@@ -175,8 +181,8 @@ function residentForm(resident) {
       field(["Ingen aktivitet etter (t)", "No activity after (h)"], "settings.inactivity_hours", { type: "number", min: 1, step: "any", value: 12 }),
       field(["Trygge soner (JSON)", "Safe zones (JSON)"], "safe_zones", { rows: 3, spellcheck: "false", value: "[]" }, "textarea")),
     h("div", { class: "form-buttons" },
-      h("button", { type: "submit", class: "primary" }, t("Lagre", "Save", "span")),
-      h("button", { type: "button", class: "secondary", onclick: closeResident }, t("Avbryt", "Cancel", "span"))));
+      h("button", { type: "submit", class: "primary" }, words("Lagre", "Save")),
+      h("button", { type: "button", class: "secondary", onclick: closeResident }, words("Avbryt", "Cancel"))));
   form.querySelector('[data-path="safe_zones"]').textContent = "[]";
   if (resident) {
     for (const path of ["name", "team", "address", "timezone", "access.key_box", "access.door_lock", "access.notes",
@@ -198,7 +204,7 @@ function residentForm(resident) {
 function checkbox(label, path) {
   const id = `f-${path.replaceAll(".", "-")}`;
   return h("div", { class: "field" }, h("label", { class: "check", for: id },
-    h("input", { type: "checkbox", id, "data-path": path }), t(label[0], label[1], "span")));
+    h("input", { type: "checkbox", id, "data-path": path }), words(label[0], label[1])));
 }
 
 function addContact(form, contact = {}) {
@@ -209,7 +215,7 @@ function addContact(form, contact = {}) {
     field(["Relasjon", "Relation"], `contacts.${n}.relation`, { maxlength: 100, autocomplete: "off" }),
     field(["Telefon", "Phone"], `contacts.${n}.phone`, { type: "tel", maxlength: 32, autocomplete: "off" }),
     field(["Merknad", "Notes"], `contacts.${n}.notes`, { maxlength: 500, autocomplete: "off" }),
-    h("button", { type: "button", class: "link", onclick: () => row.remove() }, t("Fjern kontakt", "Remove contact", "span")));
+    h("button", { type: "button", class: "link", onclick: () => row.remove() }, words("Fjern kontakt", "Remove contact")));
   rows.append(row);
   for (const k of ["name", "relation", "phone", "notes"]) set(row, `contacts.${n}.${k}`, contact[k]);
 }
@@ -281,7 +287,7 @@ function devicesPanel(resident) {
     field(["Id for nytt utstyr", "New device id"], "id", { required: true, maxlength: 64, autocomplete: "off" }),
     field(["Type", "Kind"], "kind", { options: kindOptions() }, "select"),
     field(["Livstegn hvert (s)", "Heartbeat every (s)"], "heartbeat_s", { type: "number", min: 1, step: "any", value: 60 }),
-    h("button", { type: "submit", class: "primary" }, t("Legg til utstyr", "Add device", "span")));
+    h("button", { type: "submit", class: "primary" }, words("Legg til utstyr", "Add device")));
   add.addEventListener("submit", async (e) => {
     e.preventDefault();
     const device = { id: value(add, "id"), kind: value(add, "kind"), heartbeat_s: value(add, "heartbeat_s") };
@@ -292,7 +298,7 @@ function devicesPanel(resident) {
     }
   });
   return h("section", { class: "devices", "aria-label": "Utstyr · Devices" },
-    h("h3", {}, t("Utstyr", "Devices", "span")), list, add);
+    h("h3", {}, words("Utstyr", "Devices")), list, add);
 }
 
 function deviceRow(resident, d) {
@@ -301,10 +307,10 @@ function deviceRow(resident, d) {
     h("p", { class: "row-main" }, h("strong", {}, d.id)),
     field(["Type", "Kind"], "kind", { options: kindOptions() }, "select"),
     field(["Livstegn hvert (s)", "Heartbeat every (s)"], "heartbeat_s", { type: "number", min: 1, step: "any" }),
-    h("button", { type: "submit", class: "secondary" }, t("Lagre", "Save", "span"), h("span", { class: "visually-hidden" }, ` ${d.id}`)),
+    h("button", { type: "submit", class: "secondary" }, words("Lagre", "Save"), h("span", { class: "visually-hidden" }, ` ${d.id}`)),
     field(["Flytt til beboer (id)", "Move to resident (id)"], "resident_id", { maxlength: 64, autocomplete: "off" }),
-    h("button", { type: "button", class: "secondary", onclick: () => move() }, t("Flytt", "Move", "span"), h("span", { class: "visually-hidden" }, ` ${d.id}`)),
-    h("button", { type: "button", class: "danger", onclick: () => remove() }, t("Fjern", "Remove", "span"), h("span", { class: "visually-hidden" }, ` ${d.id}`)));
+    h("button", { type: "button", class: "secondary", onclick: () => move() }, words("Flytt", "Move"), h("span", { class: "visually-hidden" }, ` ${d.id}`)),
+    h("button", { type: "button", class: "danger", onclick: () => remove() }, words("Fjern", "Remove"), h("span", { class: "visually-hidden" }, ` ${d.id}`)));
   set(form, "kind", d.kind);
   set(form, "heartbeat_s", d.heartbeat_s);
   const path = `/api/admin/devices/${encodeURIComponent(d.id)}`;
@@ -336,10 +342,10 @@ function retirePanel(resident) {
     h("p", {}, t(`Avslutte ${resident.name}? Beboeren og utstyret fjernes fra registeret. Historikk, varsler og tilgangslogg beholdes.`,
       `Retire ${resident.name}? The resident and the devices are removed from the registry. History, alerts and the audit log are kept.`)),
     h("div", { class: "form-buttons" },
-      h("button", { type: "button", class: "danger", onclick: retire }, t("Ja, avslutt", "Yes, retire", "span")),
-      h("button", { type: "button", class: "secondary", onclick: () => { confirmBox.hidden = true; ask.focus(); } }, t("Avbryt", "Cancel", "span"))));
+      h("button", { type: "button", class: "danger", onclick: retire }, words("Ja, avslutt", "Yes, retire")),
+      h("button", { type: "button", class: "secondary", onclick: () => { confirmBox.hidden = true; ask.focus(); } }, words("Avbryt", "Cancel"))));
   const ask = h("button", { type: "button", class: "danger", onclick: () => { confirmBox.hidden = false; confirmBox.querySelector("button").focus(); } },
-    t("Avslutt beboer", "Retire resident", "span"));
+    words("Avslutt beboer", "Retire resident"));
   async function retire() {
     if (await edit(`/api/admin/residents/${encodeURIComponent(resident.id)}/retire`, "POST", {})) {
       ok("Beboeren er avsluttet.", "The resident is retired.");
@@ -360,12 +366,12 @@ async function loadUsers() {
     return h("li", { class: "row" },
       h("div", { class: "row-main" }, h("strong", {}, u.username), " · ", nb, h("span", { class: "en inline" }, ` / ${en}`)),
       links.length ? h("div", { class: "muted" }, links.join(", ")) : null,
-      h("div", { class: "muted" }, u.has_password ? t("Har passord", "Has a password", "span") : t("Uten passord", "No password yet", "span"),
-        u.link_expires_at ? [" · ", t("Åpen lenke til", "Open link until", "span"), " ", timeAgo(u.link_expires_at)] : null),
+      h("div", { class: "muted" }, u.has_password ? words("Har passord", "Has a password") : words("Uten passord", "No password yet"),
+        u.link_expires_at ? [" · ", words("Åpen lenke til", "Open link until"), " ", timeAgo(u.link_expires_at)] : null),
       h("div", { class: "form-buttons" },
-        h("button", { type: "button", class: "secondary", onclick: () => openUser(u) }, t("Endre", "Edit", "span"), h("span", { class: "visually-hidden" }, ` ${u.username}`)),
+        h("button", { type: "button", class: "secondary", onclick: () => openUser(u) }, words("Endre", "Edit"), h("span", { class: "visually-hidden" }, ` ${u.username}`)),
         h("button", { type: "button", class: "secondary", onclick: (e) => makeLink(u.username, e.target.closest("button")) },
-          t("Lag engangslenke", "Make one-time link", "span"), h("span", { class: "visually-hidden" }, ` ${u.username}`))));
+          words("Lag engangslenke", "Make one-time link"), h("span", { class: "visually-hidden" }, ` ${u.username}`))));
   }));
 }
 
@@ -376,15 +382,15 @@ function openUser(user) {
     return h("label", { class: "check", for: id }, h("input", { type: "checkbox", id, value: x.id, "data-team": x.id }), x.name);
   });
   const form = h("form", { class: "editor", novalidate: true },
-    h("h2", { tabindex: "-1" }, adding ? t("Ny bruker", "New user", "span") : t(`Endre ${user.username}`, `Edit ${user.username}`, "span")),
+    h("h2", { tabindex: "-1" }, adding ? words("Ny bruker", "New user") : words(`Endre ${user.username}`, `Edit ${user.username}`)),
     h("div", { class: "form-errors" }),
     adding ? field(["Brukernavn", "Username"], "username", { required: true, maxlength: 64, autocomplete: "off", autocapitalize: "none" }) : null,
     field(["Rolle", "Role"], "role", { options: ROLES.map((r) => [r, roleName(r).join(" · ")]) }, "select"),
-    h("fieldset", { "data-path": "teams" }, h("legend", {}, t("Team (helsepersonell)", "Teams (staff)", "span")), ...teamBoxes),
+    h("fieldset", { "data-path": "teams" }, h("legend", {}, words("Team (helsepersonell)", "Teams (staff)")), ...teamBoxes),
     field(["Beboere (pårørende), id-er med komma", "Residents (relatives), ids with commas"], "residents", { maxlength: 2000, autocomplete: "off" }),
     h("div", { class: "form-buttons" },
-      h("button", { type: "submit", class: "primary" }, t("Lagre", "Save", "span")),
-      h("button", { type: "button", class: "secondary", onclick: () => { $("user-editor").hidden = true; $("user-new").focus(); } }, t("Avbryt", "Cancel", "span"))));
+      h("button", { type: "submit", class: "primary" }, words("Lagre", "Save")),
+      h("button", { type: "button", class: "secondary", onclick: () => { $("user-editor").hidden = true; $("user-new").focus(); } }, words("Avbryt", "Cancel"))));
   if (user) {
     set(form, "role", user.role);
     set(form, "residents", user.residents.join(", "));
@@ -426,10 +432,10 @@ async function makeLink(username, button) {
   const box = $("link-box");
   box.hidden = false;
   fill(box,
-    h("h2", { tabindex: "-1" }, t(`Engangslenke for ${username}`, `One-time link for ${username}`, "span")),
+    h("h2", { tabindex: "-1" }, words(`Engangslenke for ${username}`, `One-time link for ${username}`)),
     h("p", {}, t("Vises bare nå. Gi lenken til brukeren på en trygg måte. Den virker én gang, til",
       "Shown only now. Give the link to the user in a safe way. It works once, until", "span"), " ", timeAgo(answer.expires_at), "."),
-    h("label", { for: "link-url" }, t("Lenke", "Link", "span")), input,
+    h("label", { for: "link-url" }, words("Lenke", "Link")), input,
     h("div", { class: "form-buttons" },
       h("button", { type: "button", class: "primary", onclick: async () => {
         try {
@@ -439,9 +445,9 @@ async function makeLink(username, button) {
           document.execCommand("copy");
         }
         fill(copied, t("Kopiert.", "Copied."));
-      } }, t("Kopier", "Copy", "span")),
+      } }, words("Kopier", "Copy")),
       h("button", { type: "button", class: "secondary", onclick: () => { box.hidden = true; box.replaceChildren(); button?.focus(); } },
-        t("Lukk", "Close", "span"))),
+        words("Lukk", "Close"))),
     copied);
   box.querySelector("h2").focus();
   await loadUsers();
