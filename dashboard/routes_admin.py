@@ -15,6 +15,7 @@ makes a one-time link with which the user sets their own (dashboard/routes_auth.
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from datetime import datetime
 from typing import Annotated, Any
@@ -202,8 +203,6 @@ async def _edit(request: Request, who: Principal, state: State, audit_log: Audit
 
 def _id(value: Any, name: str, pattern: str = ID_PATTERN) -> str:
     """An id from a form's body, or 422 naming its field."""
-    import re
-
     if not isinstance(value, str) or not re.match(pattern, value):
         raise bad_parameter(name, "must be 1-64 of letters, digits, _ . -" + (" @" if "@" in pattern else ""),
                             where="body")

@@ -68,13 +68,13 @@ function showError(err, form) {
   let first = null;
   for (const d of details) {
     const loc = (d.loc || []).filter((p) => p !== "body");
-    const candidates = [loc.slice(1).join("."), loc.join("."), loc.slice(1).join(".").replace(/^resident\./, "")];
+    // ["resident", "contacts", 0, "phone"] → "contacts.0.phone"; ["resident.id"] → "id";
+    // a field that is not in the form → its nearest enclosing one (e.g. "teams").
+    const parts = (loc.slice(1).join(".") || String(loc[0] || "").replace(/^(resident|device|user)\./, "")).split(".");
     let input = null;
-    for (let n = candidates[0].split(".").length; n > 0 && !input; n--) {
-      const path = candidates[0].split(".").slice(0, n).join(".");
-      input = form.querySelector(`[data-path="${CSS.escape(path)}"]`);
+    for (let n = parts.length; n > 0 && !input; n--) {
+      input = form.querySelector(`[data-path="${CSS.escape(parts.slice(0, n).join("."))}"]`);
     }
-    input = input || form.querySelector(`[data-path="${CSS.escape(candidates[2])}"]`);
     const id = `err-${Math.random().toString(36).slice(2, 9)}`;
     const message = h("p", { class: "field-error", id }, t("Ugyldig verdi.", `${loc.slice(1).join(".") || "?"}: ${d.msg}`));
     if (input) {
