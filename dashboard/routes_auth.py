@@ -306,6 +306,13 @@ class PasswordSetOut(BaseModel):
     username: str
 
 
+class PasswordRefusedOut(BaseModel):
+    """422: why the policy refuses the password (a sentence), or FastAPI's list of
+    fields that do not fit."""
+
+    detail: str | list[dict[str, Any]]
+
+
 _LINK_ERRORS: dict[int | str, dict[str, object]] = {
     403: {"model": ErrorOut, "description": "Not sent from Trygg's own page"},
     404: {"model": ErrorOut, "description": "The link is unknown, used, replaced or expired"},
@@ -331,8 +338,8 @@ async def check_link(request: Request, body: LinkIn, pool: Pool) -> LinkOut:
 
 
 @sign_in_router.post("/api/password-links/use", response_model=PasswordSetOut,
-                     responses={**_LINK_ERRORS, 422: {"model": ErrorOut, "description": "The password policy "
-                                                      "refuses the password (the link still works)"}},
+                     responses={**_LINK_ERRORS, 422: {"model": PasswordRefusedOut, "description": "The password "
+                                                      "policy refuses the password (the link still works)"}},
                      summary="Set one's password with a one-time link: the link is used up, every session "
                              "and token of the user stops working")
 async def use_password_link(request: Request, body: NewPasswordIn, pool: Pool, guard: Guard) -> Response:
