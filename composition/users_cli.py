@@ -1,4 +1,5 @@
-"""`trygg users add NAME --role ROLE [--team T]... [--resident R]... --password-stdin`.
+"""`trygg users add NAME --role ROLE [--team T]... [--resident R]... --password-stdin`
+and `trygg users link NAME [--base-url URL] [--hours H]`.
 
 Creates or updates a dashboard user. The password is read from standard input (one
 line; typed without echo on a terminal), never from an argument, so it does not end up
@@ -9,6 +10,12 @@ trivial or common password, or one containing the username, is refused
 
 Teams and residents that are not in the registry are accepted with a warning: the
 registry may be loaded after the users.
+
+`trygg users link` prints a one-time link with which the user sets their own password
+on the dashboard's `/password` page (docs/admin.md "One-time password links"): valid
+24 hours by default, used once, replacing an open link of the same user. The base URL
+is the dashboard's (`TRYGG_HTTP_HOST`, `TRYGG_HTTP_PORT`) unless `--base-url` says
+where users reach it.
 """
 
 from __future__ import annotations
@@ -140,11 +147,51 @@ def add(
     sys.stdout.flush()
 
 
+def link(
+    name: Annotated[str, typer.Argument(help="username")],
+    base_url: Annotated[str | None, typer.Option("--base-url", help="where users reach the dashboard, "
+                                                 "e.g. https://trygg.kommune.no (default: from the settings)")
+                        ] = None,
+    hours: Annotated[int, typer.Option("--hours", min=1, max=24 * 7, help="how long the link works")] = 24,
+) -> None:
+    """Print a one-time link for the user to set their own password."""
+    from datetime import timedelta
+
+    from composition.runtime import open_database
+    from dashboard.routes_auth import password_link_url
+    from storage.admin_store import create_password_link
+    from storage.users_store import get_user
+    from trygg.errors import SettingsError
+    from trygg.logging import configure_logging
+    from trygg.settings import load_settings
+
+    if not _NAME.match(name):
+        _fail(f"username {name!r} must be 1-64 of letters, digits, _ . @ -")
+    if base_url is not None and not re.match(r"^https?://[^\s/?#]+(/[^\s?#]*)?$", base_url):
+        _fail(f"--base-url {base_url!r} must look like https://host[:port][/path]")
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        _fail(f"invalid setting {exc}")
+    configure_logging(settings.log_level, settings.log_format)
+    base = base_url or f"http://{settings.http_host}:{settings.http_port}"
+    try:
+        with open_database(settings, 1) as pool, pool.connection() as conn:
+            if get_user(conn, name) is None:
+                _fail(f"no user {name!r}; add it first (trygg users add, or the admin page)")
+            token, expires_at = create_password_link(conn, name, "cli", timedelta(hours=hours))
+    except psycopg.Error as exc:
+        _fail(f"cannot make the link: {str(exc).strip()}", 1)
+    typer.echo(password_link_url(base, token))
+    typer.echo(f"valid once, until {expires_at:%Y-%m-%d %H:%M %Z}; a new link replaces it", err=True)
+
+
 def register(app: typer.Typer) -> None:
     """Add the `users` command group to the `trygg` app."""
     users_app = typer.Typer(help="Users of the dashboard and the API.", no_args_is_help=True)
     users_app.command("add")(add)
+    users_app.command("link")(link)
     app.add_typer(users_app, name="users")
 
 
-__all__ = ["add", "register"]
+__all__ = ["add", "link", "register"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import time
 from collections.abc import Callable, Coroutine
+from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -19,15 +20,17 @@ from fastapi.routing import APIRoute
 from fastapi.security import OAuth2PasswordRequestForm
 from prometheus_client import Counter
 from psycopg_pool import AsyncConnectionPool
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from dashboard.auth import MAX_PASSWORD_LENGTH, token_hash
 from dashboard.deps import SESSION_COOKIE, CurrentUser, Pool, State, cross_site_reason
-from dashboard.errors import WRONG_LOGIN, ErrorOut
+from dashboard.errors import WRONG_LOGIN, ErrorOut, Forbidden, NotFound
 from dashboard.hashing import HashingBusy
 from dashboard.login_guard import Guard, LoginGuard, client_host, get_guard
+from dashboard.passwords import password_problem
 from dashboard.throttle import Throttled
 from dashboard.user_cache import revoke
+from storage.admin_store import open_link, use_link
 from storage.users_store import UserRow, fetch_user
 from trygg.contract import Role
 from trygg.logging import get_logger
@@ -40,7 +43,8 @@ THROTTLE_EVICTED = Counter("trygg_login_throttle_evicted", "Throttled accounts o
                            "because the table was full (TRYGG_LOGIN_THROTTLE_KEYS)")
 
 #: Where `POST /login` sends each role.
-HOME: dict[str, str] = {Role.RELATIVE.value: "/relatives", Role.RESEARCHER.value: "/research"}
+HOME: dict[str, str] = {Role.RELATIVE.value: "/relatives", Role.RESEARCHER.value: "/research",
+                        Role.ADMIN.value: "/admin"}
 
 class _GuardedRoute(APIRoute):
     """A sign-in route that refuses what it can from the headers alone, before the form is
@@ -226,7 +230,8 @@ _LOGIN_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Er
 
 
 @sign_in_router.post("/login", status_code=303, response_class=RedirectResponse, responses={
-    303: {"description": "Signed in: to /, /relatives (relatives) or /research (researchers)"},
+    303: {"description": "Signed in: to /, /admin (administrators), /relatives (relatives) or /research "
+                        "(researchers)"},
     401: {"description": "Wrong username or password", "content": _LOGIN_ERROR},
     403: {"description": "Not posted from Trygg's own sign-in page (no `Sec-Fetch-Site: same-origin`, "
                          "nor an `Origin` of this host): a possible login CSRF", "content": _LOGIN_ERROR},
@@ -272,6 +277,92 @@ async def logout(request: Request, state: State, pool: Pool) -> Response:
     return response
 
 
+# --- one-time password links (docs/security.md "One-time password links") ---------------
+
+#: One answer for a link that never existed, was used, was replaced or expired.
+LINK_GONE: Final = "this link is not valid: it was used, replaced by a newer one, or it expired; ask for a new one"
+
+
+def password_link_url(base_url: str, token: str) -> str:
+    """The page that sets a password with `token`: in the URL's fragment, which the
+    browser never sends to the server (nor to a proxy's log); the page's script posts it."""
+    return f"{base_url.rstrip('/')}/password#token={token}"
+
+
+class LinkIn(BaseModel):
+    token: str = Field(min_length=1, max_length=200)
+
+
+class NewPasswordIn(LinkIn):
+    password: str = Field(max_length=MAX_PASSWORD_LENGTH)
+
+
+class LinkOut(BaseModel):
+    username: str
+    expires_at: datetime
+
+
+class PasswordSetOut(BaseModel):
+    username: str
+
+
+class PasswordRefusedOut(BaseModel):
+    """422: why the policy refuses the password (a sentence), or FastAPI's list of
+    fields that do not fit."""
+
+    detail: str | list[dict[str, Any]]
+
+
+_LINK_ERRORS: dict[int | str, dict[str, object]] = {
+    403: {"model": ErrorOut, "description": "Not sent from Trygg's own page"},
+    404: {"model": ErrorOut, "description": "The link is unknown, used, replaced or expired"},
+    503: ERRORS[503],
+}
+
+
+def _link_request(request: Request) -> None:
+    """The links are for Trygg's own password page (the same rule as the sign-in form)."""
+    if cross_site_reason(request) is not None:
+        raise Forbidden("a password is only set from Trygg's own password page")
+
+
+@sign_in_router.post("/api/password-links/check", response_model=LinkOut, responses=_LINK_ERRORS,
+                     summary="Whose a one-time password link is, and until when it works")
+async def check_link(request: Request, body: LinkIn, pool: Pool) -> LinkOut:
+    _link_request(request)
+    async with pool.connection() as conn:
+        found = await open_link(conn, body.token)
+    if found is None:
+        raise NotFound(LINK_GONE)
+    return LinkOut(username=found[0], expires_at=found[1])
+
+
+@sign_in_router.post("/api/password-links/use", response_model=PasswordSetOut,
+                     responses={**_LINK_ERRORS, 422: {"model": PasswordRefusedOut, "description": "The password "
+                                                      "policy refuses the password (the link still works)"}},
+                     summary="Set one's password with a one-time link: the link is used up, every session "
+                             "and token of the user stops working")
+async def use_password_link(request: Request, body: NewPasswordIn, pool: Pool, guard: Guard) -> Response:
+    _link_request(request)
+    async with pool.connection() as conn:
+        found = await open_link(conn, body.token)
+    if found is None:
+        raise NotFound(LINK_GONE)
+    problem = password_problem(body.password, found[0])
+    if problem:
+        return JSONResponse({"detail": problem}, status_code=422)
+    try:
+        hashed = await guard.worker.hash(body.password)
+    except HashingBusy:
+        return _json_refusal(Refusal(503, BUSY, "busy", 1))
+    async with pool.connection() as conn:
+        username = await use_link(conn, body.token, hashed)
+    if username is None:
+        raise NotFound(LINK_GONE)
+    log.info("password_set_by_link")
+    return JSONResponse(PasswordSetOut(username=username).model_dump())
+
+
 router.include_router(sign_in_router)  # keeps _GuardedRoute
 
-__all__ = ["HOME", "Refusal", "authenticate", "router"]
+__all__ = ["HOME", "LINK_GONE", "Refusal", "authenticate", "password_link_url", "router"]

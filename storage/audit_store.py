@@ -69,20 +69,41 @@ async def insert_rows(conn: psycopg.AsyncConnection[Any], rows: Sequence[AuditRo
     return max(cur.rowcount, 0)
 
 
-async def entries(conn: psycopg.AsyncConnection[Any], resident_id: str | None, actor: str | None,
-                  since: datetime | None, until: datetime | None, limit: int) -> list[dict[str, Any]]:
-    """Audit rows (`at`, `actor`, `role`, `resident_id`, `action`), newest first."""
+@dataclass(frozen=True, slots=True)
+class AuditFilter:
+    """Which rows to read: each field None for any. `action` matches part of the action
+    text (`/card`, `POST`); `before` is a row id, for paging back."""
+
+    resident_id: str | None = None
+    actor: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    action: str | None = None
+    before: int | None = None
+
+
+def _like(text: str) -> str:
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+async def entries(conn: psycopg.AsyncConnection[Any], where: AuditFilter, limit: int) -> list[dict[str, Any]]:
+    """Audit rows (`id`, `at`, `actor`, `role`, `resident_id`, `action`), newest first
+    (by id: the order they were stored in)."""
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            "SELECT at, actor, role, resident_id, action FROM trygg.audit_log"
+            "SELECT id, at, actor, role, resident_id, action FROM trygg.audit_log"
             " WHERE (%(rid)s::text IS NULL OR resident_id = %(rid)s::text)"
             " AND (%(actor)s::text IS NULL OR actor = %(actor)s::text)"
             " AND (%(since)s::timestamptz IS NULL OR at >= %(since)s::timestamptz)"
             " AND (%(until)s::timestamptz IS NULL OR at < %(until)s::timestamptz)"
-            " ORDER BY at DESC, id DESC LIMIT %(limit)s",
-            {"rid": resident_id, "actor": actor, "since": since, "until": until, "limit": limit},
+            " AND (%(action)s::text IS NULL OR action ILIKE %(action)s::text)"
+            " AND (%(before)s::bigint IS NULL OR id < %(before)s::bigint)"
+            " ORDER BY id DESC LIMIT %(limit)s",
+            {"rid": where.resident_id, "actor": where.actor, "since": where.since, "until": where.until,
+             "action": None if where.action is None else _like(where.action), "before": where.before,
+             "limit": limit},
         )
         return list(await cur.fetchall())
 
 
-__all__ = ["AuditRow", "entries", "insert_rows"]
+__all__ = ["AuditFilter", "AuditRow", "entries", "insert_rows"]

@@ -2,7 +2,10 @@
 `trygg users add` (sync).
 
 Roles, teams and resident links also come from the registry document
-(`save_registry` upserts them); the password hash only ever comes from `upsert_user`.
+(`save_registry` upserts them; the admin page edits users through that document); the
+password hash only ever comes from `upsert_user` or a one-time link
+(storage/admin_store.py `use_link`). `list_users` never reads the hash, only whether
+there is one.
 """
 
 from __future__ import annotations
@@ -91,6 +94,27 @@ async def revoke_token(conn: psycopg.AsyncConnection[Any], token_hash: str, expi
     )
 
 
+@dataclass(frozen=True, slots=True)
+class UserListed:
+    """A user as the admin page lists it: no password hash, only whether one is set."""
+
+    username: str
+    role: str
+    teams: tuple[str, ...]
+    residents: tuple[str, ...]
+    has_password: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+async def list_users(conn: psycopg.AsyncConnection[Any]) -> list[UserListed]:
+    cur = await conn.execute(
+        "SELECT username, role, teams, residents, password_hash IS NOT NULL, created_at, updated_at"
+        " FROM trygg.users ORDER BY username")
+    return [UserListed(r[0], r[1], tuple(r[2] or ()), tuple(r[3] or ()), bool(r[4]), r[5], r[6])
+            for r in await cur.fetchall()]
+
+
 def get_user(conn: psycopg.Connection[Any], username: str) -> UserRow | None:
     return _row(conn.execute(_SELECT, (username,)).fetchone())
 
@@ -118,6 +142,6 @@ def registry_ids(conn: psycopg.Connection[Any]) -> tuple[set[str], set[str]]:
     return teams, residents
 
 
-__all__ = ["UserRow", "fetch_revoked", "fetch_user", "fetch_user_for_token",
-           "fetch_users_and_revoked", "get_user", "registry_ids",
+__all__ = ["UserListed", "UserRow", "fetch_revoked", "fetch_user", "fetch_user_for_token",
+           "fetch_users_and_revoked", "get_user", "list_users", "registry_ids",
            "revoke_token", "upsert_user"]

@@ -159,3 +159,39 @@ def test_trygg_app_can_run_migrate_when_nothing_is_left(world: World) -> None:
     from tests.fix_db import migrate_url
 
     assert migrate_url(as_app_role(world.url)) == []
+
+
+def test_admin_filters_the_audit_log_by_action_and_pages_back(world: World) -> None:
+    for path in ("/api/residents/r-1/status", "/api/residents/r-1/events", "/api/residents/r-3/status"):
+        assert world.client.get(path, headers=world.headers("staff-east")).status_code == 200
+    admin = world.headers("admin")
+    status = world.client.get("/api/audit?actor=staff-east&action=/status", headers=admin).json()
+    assert [e["resident_id"] for e in status] == ["r-3", "r-1"]
+    first = world.client.get("/api/audit?actor=staff-east&limit=2", headers=admin)
+    assert [e["action"] for e in first.json()] == ["GET /api/residents/r-3/status", "GET /api/residents/r-1/events"]
+    before = first.headers["X-Next-Before"]
+    rest = world.client.get(f"/api/audit?actor=staff-east&limit=2&before={before}", headers=admin)
+    assert [e["action"] for e in rest.json()] == ["GET /api/residents/r-1/status"]
+    assert "X-Next-Before" not in rest.headers
+    assert world.client.get("/api/audit?action=%25", headers=admin).json() == []  # % is a character, not a pattern
+    assert world.client.get("/api/audit?action=a%00b", headers=admin).status_code == 422
+    assert world.client.get("/api/audit?before=0", headers=admin).status_code == 422
+
+
+def test_the_audit_csv_is_safe_in_a_spreadsheet(world: World) -> None:
+    with psycopg.connect(world.url) as conn:
+        conn.execute("INSERT INTO trygg.users (username, role) VALUES ('=cmd|calc', 'staff')")
+        conn.execute("INSERT INTO trygg.audit_log (actor, role, resident_id, action)"
+                     " VALUES ('=cmd|calc', 'staff', 'r-1', '+SUM(A1)'), ('@x', 'staff', 'r-1', '-1')")
+    response = world.client.get("/api/audit.csv?resident_id=r-1", headers=world.headers("admin"))
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    assert response.headers["content-disposition"] == 'attachment; filename="trygg-audit-r-1.csv"'
+    lines = response.text.splitlines()
+    assert lines[0] == "at,actor,role,resident_id,action"
+    assert any(",'=cmd|calc,staff,r-1,'+SUM(A1)" in line for line in lines)
+    assert any(",'@x,staff,r-1,'-1" in line for line in lines)
+    for line in lines[1:]:
+        for cell in line.split(","):
+            assert cell[:1] not in ("=", "+", "-", "@"), line
+    assert world.client.get("/api/audit.csv", headers=world.headers("operator")).status_code == 403

@@ -60,7 +60,8 @@ def test_unknown_user_and_wrong_password_look_the_same(world: World) -> None:
 
 
 @pytest.mark.parametrize(("user", "home"), [
-    ("staff-east", "/"), ("operator", "/"), ("admin", "/"), ("relative-1", "/relatives"), ("researcher", "/research"),
+    ("staff-east", "/"), ("operator", "/"), ("admin", "/admin"), ("relative-1", "/relatives"),
+    ("researcher", "/research"),
 ])
 def test_login_sets_a_strict_httponly_cookie_and_redirects_by_role(world: World, user: str, home: str) -> None:
     response = world.client.post("/login", data={"username": user, "password": PASSWORD}, headers=FROM_OUR_PAGE)

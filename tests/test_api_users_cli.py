@@ -88,3 +88,58 @@ def test_unknown_team_or_resident_warns_but_is_allowed(registered: str) -> None:
     assert "warning: resident 'r-99' is not in the registry (yet)" in err
     code, _, err = run(registered, "nils", "--role", "staff", "--password-stdin", password="long enough password\n")
     assert code == 0 and "sees no alerts" in err
+
+
+def run_link(database: str, *args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    import structlog
+    from typer.testing import CliRunner
+
+    from tests.fix_users_cli import cli
+
+    try:
+        result = CliRunner().invoke(cli(), ["users", "link", *args], env={
+            "TRYGG_DATABASE_URL": database, "TRYGG_LOG_FORMAT": "console", **(env or {})})
+    finally:
+        structlog.reset_defaults()
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_link_prints_a_one_time_link_that_sets_the_password(registered: str) -> None:
+    import httpx
+
+    from dashboard import create_app
+    from tests.fix_api import serve, settings
+
+    run(registered, "ola", "--role", "staff", "--team", "east", "--password-stdin", password="a long enough secret\n")
+    code, out, err = run_link(registered, "ola", "--base-url", "https://trygg.example.no/",
+                              env={"TRYGG_HTTP_PORT": "8123"})
+    assert code == 0, err
+    url = out.strip()
+    assert url.startswith("https://trygg.example.no/password#token=")
+    assert "valid once" in err
+    code, default, _ = run_link(registered, "ola", env={"TRYGG_HTTP_PORT": "8123"})
+    assert code == 0 and default.startswith("http://127.0.0.1:8123/password#token=")
+
+    old_token = url.split("#token=", 1)[1]
+    token = default.strip().split("#token=", 1)[1]
+    with serve(create_app(settings(), registered)) as base:
+        page = {"Sec-Fetch-Site": "same-origin"}
+        assert httpx.post(f"{base}/api/password-links/use", headers=page,
+                          json={"token": old_token, "password": "brand new passphrase"}).status_code == 404
+        assert httpx.post(f"{base}/api/password-links/use", headers=page,
+                          json={"token": token, "password": "brand new passphrase"}).status_code == 200
+        assert httpx.post(f"{base}/api/auth/token", data={"username": "ola", "password": "brand new passphrase"}
+                          ).status_code == 200
+    row = user_row(registered, "ola")
+    assert row is not None and verify_password(str(row[3]), "brand new passphrase")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("nobody",), "no user 'nobody'"),
+    (("bad name",), "username 'bad name' must be"),
+    (("staff-east", "--base-url", "javascript:alert(1)"), "--base-url 'javascript:alert(1)' must look like"),
+])
+def test_link_refuses_unknown_users_and_bad_urls(registered: str, args: tuple[str, ...], message: str) -> None:
+    code, out, err = run_link(registered, *args)
+    assert code == 2 and out == ""
+    assert message in err
