@@ -1,5 +1,8 @@
 """The embedded demo broker (amqtt) for `trygg up` when no `TRYGG_MQTT_URL` is given.
 
+Its port is the one of the last start when that is free (remembered in the data
+directory by composition/runtime.py), else 1883 or the next free one after it.
+
 A demo, not a production broker (docs/security.md "Broker and devices"): it listens on
 127.0.0.1 only (any other address is refused), speaks MQTT 3.1.1 without TLS, and by
 default lets anyone on this machine connect without a password, publish on any topic
@@ -39,7 +42,11 @@ TRYGG_ROLES = ("gateway", "gateway-watch", "alerts", "processors", "processors-o
 
 
 def port_is_free(host: str, port: int) -> bool:
+    """Whether a server could listen on `port` now. With SO_REUSEADDR, as asyncio's and
+    uvicorn's servers bind: a port whose last connections are still in TIME_WAIT is free
+    to them (and to the embedded broker restarting on its port), one listened on is not."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

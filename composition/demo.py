@@ -20,17 +20,21 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pydantic import SecretStr
 
 from mqtt import Client, Protocol
 from trygg.contract import DeviceKind, events_topic
 from trygg.logging import get_logger
 from trygg.registry import Registry, Resident
-from trygg.settings import Settings
+from trygg.settings import DEMO_SECRET, Settings
 
 if TYPE_CHECKING:
     from composition.app import Services
@@ -40,6 +44,8 @@ log = get_logger(__name__)
 
 #: Every demo user's password (demo mode only; `trygg users add` sets real ones).
 DEMO_PASSWORD = "trygg-demo"
+#: In the data directory: the demo's session secret (`session_secret`).
+SESSION_SECRET_FILE = "session-secret"
 DEMO_TIMEOUTS = {"escalate_critical_s": 10.0, "escalate_high_s": 20.0, "escalate_medium_s": 60.0}
 ROUND_S = 180.0
 STAFF = "demo-staff"
@@ -49,9 +55,30 @@ OTHER_PACE = (40.0, 20.0)
 
 
 def demo_settings(settings: Settings) -> Settings:
-    """Shorter escalation, so it shows within a minute (explicit settings win)."""
-    update = {k: v for k, v in DEMO_TIMEOUTS.items() if f"TRYGG_{k.upper()}" not in os.environ}
+    """Shorter escalation, so it shows within a minute (explicit settings win), and the
+    data directory's own session secret unless one is set (`session_secret`)."""
+    update: dict[str, Any] = {k: v for k, v in DEMO_TIMEOUTS.items() if f"TRYGG_{k.upper()}" not in os.environ}
+    if settings.session_secret.get_secret_value() == DEMO_SECRET:
+        update["session_secret"] = SecretStr(session_secret(settings.data_dir))
     return settings.model_copy(update=update)
+
+
+def session_secret(data_dir: Path) -> str:
+    """The secret the demo signs sessions with: made once per data directory and kept in
+    `session-secret` (mode 0600), so demo users stay signed in across restarts, and not
+    the default everyone can read in the source. Never printed or logged."""
+    path = data_dir / SESSION_SECRET_FILE
+    with contextlib.suppress(FileNotFoundError):
+        kept = path.read_text(encoding="ascii").strip()
+        if len(kept) >= 32:
+            return kept
+    data_dir.mkdir(parents=True, exist_ok=True)
+    made = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        out.write(f"{made}\n")
+    path.chmod(0o600)  # a file left by something else keeps no wider mode
+    return made
 
 
 @dataclass(frozen=True)
@@ -146,15 +173,23 @@ async def staff(services: Services) -> None:
 
 
 def set_demo_passwords(pool: Pool, registry: Registry) -> list[str]:
-    """Give the demo registry's users the demo password; returns 'name (role …)' lines."""
-    from dashboard.auth import hash_password
-    from storage.users_store import upsert_user
+    """Give the demo registry's users the demo password; returns 'name (role …)' lines.
+    A user who has it already keeps the stored hash: a new one (a new salt) would sign
+    them out, since a session is bound to the hash it was issued under (dashboard/auth.py)."""
+    from dashboard.auth import hash_password, verify_password
+    from storage.users_store import get_user, upsert_user
 
     hashed = hash_password(DEMO_PASSWORD)
+    checked: dict[str | None, bool] = {None: False}  # every user was given the same hash
     lines = []
     with pool.connection() as conn:
         for user in registry.users:
-            upsert_user(conn, user.username, user.role, user.teams, user.residents, hashed)
+            row = get_user(conn, user.username)
+            stored = row.password_hash if row is not None else None
+            if stored not in checked:
+                checked[stored] = verify_password(stored, DEMO_PASSWORD)
+            kept = checked[stored]
+            upsert_user(conn, user.username, user.role, user.teams, user.residents, None if kept else hashed)
             where = ", ".join(user.teams or user.residents)
             lines.append(f"{user.username} ({user.role}{', ' + where if where else ''})")
     return lines
