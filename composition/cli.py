@@ -273,10 +273,11 @@ def up(
                    + f", events on {settings.mqtt_prefix}/devices/+/events, "
                    f"alerts on {settings.mqtt_prefix}/teams/+/alerts/+")
         if demo and demo_registry is not None:
-            from composition.demo import DEMO_PASSWORD, set_demo_passwords
+            from composition.demo import DEMO_PASSWORD, set_demo_passwords, timeouts_line
 
             users = set_demo_passwords(services.pool, demo_registry)
             typer.echo(f"Demo users (password {DEMO_PASSWORD}): " + "; ".join(users))
+            typer.echo(timeouts_line(settings))
 
     try:
         asyncio.run(serve(settings, demo_registry=demo_registry, extra=extra, started=started,

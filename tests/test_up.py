@@ -92,6 +92,12 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield base / "data"
 
 
+def postgres_stopped(data_dir: Path) -> None:
+    """Wait until the embedded PostgreSQL a stopped `trygg up` ran has stopped too."""
+    running = wait_for(lambda: (data_dir / "postgres" / "postmaster.pid").exists(), lambda e: not e, timeout=30)
+    assert not running, "the embedded PostgreSQL was left running"
+
+
 def publish(port: int, device: str, event_id: str, kind: str) -> None:
     payload = f'{{"id":"{event_id}","ts":"{datetime.now(UTC).isoformat()}","type":"{kind}"}}'
     subprocess.run(["mosquitto_pub", "-p", str(port), "-V", "mqttv311", "-q", "1",
@@ -215,12 +221,14 @@ def test_the_embedded_broker_keeps_its_port_across_restarts(data_dir: Path) -> N
         first.running()
     finally:
         first.stop()
+    postgres_stopped(data_dir)
     again = Up(data_dir)
     try:
         assert again.mqtt_port() == port
         again.running()
     finally:
         again.stop()
+    postgres_stopped(data_dir)
     # taken meanwhile: another port, and the line says so
     with socket.socket() as taken:
         taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # its last connections may linger
@@ -242,6 +250,8 @@ def test_demo_users_stay_signed_in_across_a_restart(data_dir: Path) -> None:
     try:
         url = demo.dashboard()
         demo.running(line="Demo users")
+        said = demo.running(line="Demo escalation")
+        assert "after 10 s (critical), 20 s (high), 60 s (medium)" in said and "shortened" in said
         login = httpx.post(f"{url}/login", data={"username": "admin", "password": "trygg-demo"},
                            headers={"Origin": url, "Sec-Fetch-Site": "same-origin"}, timeout=30)
         assert login.status_code == 303, login.text
@@ -249,6 +259,7 @@ def test_demo_users_stay_signed_in_across_a_restart(data_dir: Path) -> None:
         assert httpx.get(f"{url}/api/auth/me", cookies=cookies, timeout=30).status_code == 200
     finally:
         demo.stop()
+    postgres_stopped(data_dir)
     secret = data_dir / "session-secret"
     assert secret.stat().st_mode & 0o777 == 0o600
     assert secret.read_text().strip() not in demo.log.read_text(), "the secret is never printed"
