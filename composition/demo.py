@@ -7,7 +7,9 @@ alerts the script raised a little after their escalation timeout, so within the 
 minute one sees:
 
 - t+5 s   an alarm button press (high) → escalates to the alarm centre at t+25 s →
-          taken by staff at t+32 s → resolved at t+45 s;
+          taken by staff at t+32 s → resolved at t+45 s; in the first round four more
+          residents press theirs, 4 s apart, and are handled the same way (so that the
+          research page has alarms of five residents to show response times for);
 - t+10 s  a fall (high), cancelled by the resident pressing cancel at t+18 s;
 - t+15 s  smoke (critical) → escalated at t+25 s → taken at t+30 s → resolved at t+50 s.
 
@@ -59,6 +61,9 @@ SESSION_SECRET_FILE = "session-secret"
 #: Shortened for the demo, so that escalation shows within a minute (defaults: 30, 60, 300 s).
 DEMO_TIMEOUTS = {"escalate_critical_s": 10.0, "escalate_high_s": 20.0, "escalate_medium_s": 60.0}
 ROUND_S = 180.0
+#: residents pressing the alarm button in the first round (`cast`), seconds apart
+FIRST_ROUND_ALARMS = 5
+EXTRA_ALARM_GAP_S = 4.0
 STAFF = "demo-staff"
 #: The README's resident (team east, alarm unit d-0049-alarm): never in the script, so an
 #: event published for it by hand raises an alert nobody simulated takes.
@@ -129,16 +134,26 @@ def _device(resident: Resident, kind: DeviceKind) -> str | None:
 
 def cast(registry: Registry, round_no: int) -> list[tuple[Resident, list[Step]]]:
     """Residents for this round's incidents: ones with the devices each one needs, never
-    `YOURS` (the README's resident for publishing an event by hand)."""
+    `YOURS` (the README's resident for publishing an event by hand). The first round's
+    alarm button is pressed by `FIRST_ROUND_ALARMS` residents who consent to research
+    (`EXTRA_ALARM_GAP_S` apart), so that the research page's response times, shown only
+    for at least 5 residents (docs/research.md), have alarms to show within minutes."""
     chosen: list[tuple[Resident, list[Step]]] = []
     used: set[str] = {YOURS}
-    for _, steps in SCRIPT:
+    for name, steps in SCRIPT:
         fits = [r for r in registry.residents
                 if r.id not in used and all(_device(r, s.kind) for s in steps)]
-        if fits:
-            resident = fits[round_no % len(fits)]
-            used.add(resident.id)
-            chosen.append((resident, steps))
+        if not fits:
+            continue
+        if name == "button" and round_no == 0:
+            consenting = [r for r in fits if r.consents.research][:FIRST_ROUND_ALARMS]
+            for n, resident in enumerate(consenting):
+                used.add(resident.id)
+                chosen.append((resident, [replace(s, at=s.at + n * EXTRA_ALARM_GAP_S) for s in steps]))
+            continue
+        resident = fits[round_no % len(fits)]
+        used.add(resident.id)
+        chosen.append((resident, steps))
     return chosen
 
 

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -272,3 +273,29 @@ def test_demo_users_stay_signed_in_across_a_restart(data_dir: Path) -> None:
         assert me.json()["username"] == "admin"
     finally:
         again.stop()
+
+
+def test_the_demo_shows_response_times_on_the_research_page_within_minutes(data_dir: Path) -> None:
+    """Response times are shown only for alert kinds of at least 5 residents (k ≥ 5,
+    docs/research.md): the demo's first round has five consenting residents press their
+    alarm button, and its worker takes and resolves them."""
+    import httpx
+
+    demo = Up(data_dir, "--demo", TRYGG_SESSION_SECRET="", TRYGG_PSEUDONYM_KEY="")
+    try:
+        url = demo.dashboard()
+        demo.running(line="Demo users")
+        login = httpx.post(f"{url}/login", data={"username": "researcher", "password": "trygg-demo"},
+                           headers={"Origin": url, "Sec-Fetch-Site": "same-origin"}, timeout=30)
+        assert login.status_code == 303, login.text
+        cookies = dict(login.cookies)
+
+        def alarms() -> dict[str, Any] | None:
+            answer = httpx.get(f"{url}/api/research/response-times", cookies=cookies, timeout=30).json()
+            return next((k for k in answer["kinds"] if k["kind"] == "alarm" and k["resolved"] >= 5), None)
+
+        shown = wait_for(alarms, lambda k: k is not None, timeout=150, interval=5)
+        assert shown is not None, "no response times for alarms within 150 s of the demo's start"
+        assert shown["residents"] >= 5 and shown["time_to_resolve_s"]["p50"] > 0
+    finally:
+        demo.stop()
