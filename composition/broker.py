@@ -130,15 +130,14 @@ class EmbeddedBroker:
         }
 
     async def _start(self) -> None:
-        from amqtt.broker import Broker  # slow import: only when used
-
         with tempfile.TemporaryDirectory(prefix="trygg-broker-") as folder:  # read at start, then gone
             config = {
                 "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
                 "plugins": self._plugins(Path(folder)),
             }
-            self._broker = Broker(config)
+            self._broker = _broker_class()(config)
             await self._broker.start()
+
 
     def stop(self) -> None:
         if self._broker is None or not self._loop.is_running():
@@ -151,3 +150,20 @@ class EmbeddedBroker:
             self._thread.join(timeout=10)
             if not self._thread.is_alive():
                 self._loop.close()
+
+
+def _broker_class() -> type[Any]:
+    """amqtt's Broker, with retained messages sent only for the client's own
+    subscriptions. amqtt sends, at every connect, the retained messages matching ANY
+    client's subscriptions: a handheld subscribing to its team's alerts first got every
+    device's retained status (the gateway subscribes to those). Slow import: only when used."""
+    from amqtt.broker import Broker
+
+    class OwnRetained(Broker):  # type: ignore[misc]
+        async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int],
+                                                              session: Any) -> None:
+            holders = self._subscriptions.get(subscription[0], [])
+            if any(held.client_id == session.client_id for held, _ in holders):
+                await super()._publish_retained_messages_for_subscription(subscription, session)
+
+    return OwnRetained
