@@ -52,7 +52,7 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
     hasher = Argon2Hasher()
     file = tmp_path / "passwords"
     file.write_text("# demo devices\n" + "".join(f"{u}:{hasher.hash(p)}\n" for u, p in passwords.items()))
-    settings = load_settings(demo_broker_passwords=file, mqtt_prefix=PREFIX)
+    settings = load_settings(demo_broker_passwords=file, mqtt_prefix=PREFIX, data_dir=tmp_path)
     broker = resolve_broker(settings)
     assert broker.embedded is not None
     try:
