@@ -237,7 +237,7 @@ def up(
 ) -> None:
     """Run everything in one process (embedded broker and database when no URLs are set)."""
     from composition.app import serve
-    from composition.runtime import check_http_port, hold_data_dir
+    from composition.runtime import bind_http, hold_data_dir
 
     settings = settings_or_exit()
     if not demo:
@@ -247,7 +247,7 @@ def up(
             fail(f"invalid setting {exc}")
     try:  # before anything starts: one line, not a failure after "Trygg is running"
         hold_data_dir(settings.data_dir)  # held until this process ends
-        check_http_port(settings)
+        http_socket = bind_http(settings)  # served by the dashboard once it starts
     except (TryggError, OSError) as exc:
         fail(str(exc), 1)
     demo_registry = None
@@ -281,7 +281,8 @@ def up(
 
     try:
         asyncio.run(serve(settings, demo_registry=demo_registry, extra=extra, started=started,
-                          dashboard=lambda url: typer.echo(f"dashboard {url}", err=False)))
+                          dashboard=lambda url: typer.echo(f"dashboard {url}", err=False),
+                          http_socket=http_socket))
     except (TryggError, psycopg.OperationalError, OSError) as exc:
         fail(str(exc).strip(), 1)
 

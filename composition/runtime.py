@@ -7,7 +7,7 @@ registry load` changes it from another process.
 
 Before any of that, `trygg up` takes its data directory (`hold_data_dir`: one `trygg up`
 per directory, or two would share one embedded PostgreSQL and one spool) and checks that
-the dashboard's port is free (`check_http_port`), so that either problem is one line at
+binds the dashboard's address (`bind_http`), so that either problem is one line at
 start, not a failure after "Trygg is running".
 """
 
@@ -89,21 +89,30 @@ def hold_data_dir(data_dir: Path) -> int:
     return fd
 
 
-def check_http_port(settings: Settings) -> None:
-    """Refuse to start when the dashboard's address is taken (port 0: any port, nothing to
-    check). Bound as uvicorn binds it; another `trygg up` still starting could take it in
-    between, and the dashboard failing to listen then stops the process before "Trygg is
-    running" too (composition/app.py)."""
+def bind_http(settings: Settings) -> socket.socket | None:
+    """The dashboard's address, bound and listening now (as uvicorn binds it) and handed
+    to uvicorn later, so a taken address stops `trygg up` before anything starts and
+    nothing can take it in between (a browser that connects meanwhile waits). Port 0
+    (any free port): None, uvicorn binds it."""
     if settings.http_port == 0:
-        return
+        return None
     host, port = settings.http_host, settings.http_port
     try:
         family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        socket.create_server((host, port), family=family).close()
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(2048)  # held: connections wait in the backlog until the dashboard serves
+        except BaseException:
+            sock.close()
+            raise
     except OSError as exc:
         reason = ("the address is in use by another program" if exc.errno == errno.EADDRINUSE
                   else exc.strerror or str(exc))
         raise TryggError(f"cannot listen on {host}:{port} (TRYGG_HTTP_HOST, TRYGG_HTTP_PORT): {reason}") from None
+    sock.set_inheritable(False)
+    return sock
 
 
 def open_pool(conninfo: str, size: int = POOL_SPARE, *, name: str = "trygg") -> Pool:

@@ -65,8 +65,9 @@ class Up:
         self._out.close()
 
     def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait(10)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
         self._out.close()
 
 
@@ -191,8 +192,10 @@ def test_a_second_up_on_the_same_data_directory_stops_at_once_with_one_line(data
 
 def test_the_lock_is_gone_with_a_process_killed_hard(data_dir: Path) -> None:
     first = Up(data_dir)
-    first.running()
-    first.kill()  # kill -9: no clean-up ran; the kernel drops the lock with the process
+    try:
+        first.running()
+    finally:
+        first.kill()  # kill -9: no clean-up ran; the kernel drops the lock with the process
     # its embedded PostgreSQL may outlive it; the next start takes it over (storage/embedded.py)
     again = Up(data_dir)
     try:

@@ -18,7 +18,7 @@ import pytest
 from alerts import AlertHub, Subscription
 from composition.app import LateAlertClosed, OpenEmergencies
 from composition.broker import port_is_free
-from composition.runtime import BROKER_PORT_FILE, DataDirInUse, _remembered_port, check_http_port, hold_data_dir
+from composition.runtime import BROKER_PORT_FILE, DataDirInUse, _remembered_port, bind_http, hold_data_dir
 from tests.helpers import alert_doc
 from trygg.alert import Alert
 from trygg.contract import AlertKind
@@ -137,15 +137,20 @@ def test_a_held_data_directory_names_its_holder(tmp_path: Path) -> None:
     os.close(hold_data_dir(tmp_path / "data"))  # released: free again
 
 
-def test_a_taken_http_port_is_refused_and_port_zero_is_not_checked(tmp_path: Path) -> None:
+def test_a_taken_http_port_is_refused_and_a_free_one_is_held(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(TryggError, match=rf"cannot listen on 127\.0\.0\.1:{port} .*in use"):
-            check_http_port(Settings(http_port=port, data_dir=tmp_path))  # type: ignore[call-arg]
+            bind_http(Settings(http_port=port, data_dir=tmp_path))  # type: ignore[call-arg]
         assert not port_is_free("127.0.0.1", port)
-    check_http_port(Settings(http_port=0, data_dir=tmp_path))  # type: ignore[call-arg]
+    assert bind_http(Settings(http_port=0, data_dir=tmp_path)) is None  # type: ignore[call-arg]
+    held = bind_http(Settings(http_port=port, data_dir=tmp_path))  # type: ignore[call-arg]
+    assert held is not None
+    with held, socket.socket() as other, pytest.raises(OSError):  # held until the dashboard serves on it
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        other.bind(("127.0.0.1", port))
 
 
 def test_the_remembered_broker_port_is_read_back_and_nonsense_is_ignored(tmp_path: Path) -> None:
