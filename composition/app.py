@@ -25,6 +25,7 @@ import contextlib
 import gc
 import importlib
 import signal
+import socket
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -72,6 +73,9 @@ class Services:
     on_registry: list[Callable[[Registry], None]] = field(default_factory=list)
     #: set on SIGINT/SIGTERM: tasks that must finish cleanly (the dashboard) wait for it
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    #: the dashboard's address, bound before anything started (composition/runtime.py
+    #: `bind_http`), so that no other program can take it in between; None: uvicorn binds
+    http_socket: socket.socket | None = None
 
 
 class LateAlertClosed:
@@ -247,10 +251,13 @@ async def serve(
     dashboard: Callable[[str], None] | None = None,
     extra: Callable[[Services], list[Coroutine[Any, Any, None]]] | None = None,
     started: Callable[[Services], None] | None = None,
+    http_socket: socket.socket | None = None,
 ) -> None:
     """Run every stage until SIGINT/SIGTERM. With `dashboard` the dashboard is served
-    too and its URL handed to that callable; `extra` adds tasks (the demo's)."""
+    too (on `http_socket` when given) and its URL handed to that callable; `extra` adds
+    tasks (the demo's)."""
     services = await build(settings, demo_registry=demo_registry)
+    services.http_socket = http_socket
     try:
         await _run(services, dashboard, extra, started)
     finally:
@@ -384,7 +391,8 @@ async def serve_dashboard(services: Services, announce: Callable[[str], None],
         app = create_app(settings, conninfo, StageAlerts(services.alerts), pools=pools,
                          broker_state=broker_state, db_state=db_state)
         server = _EmbeddedServer(_server_config(app, settings))
-        task = asyncio.create_task(server.serve(), name="dashboard.http")
+        sockets = [services.http_socket] if services.http_socket is not None else None
+        task = asyncio.create_task(server.serve(sockets), name="dashboard.http")
         while not server.started and not task.done():  # noqa: ASYNC110 (uvicorn offers no event)
             await asyncio.sleep(0.05)
         if server.started:

@@ -1,5 +1,8 @@
 """The embedded demo broker (amqtt) for `trygg up` when no `TRYGG_MQTT_URL` is given.
 
+Its port is the one of the last start when that is free (remembered in the data
+directory by composition/runtime.py), else 1883 or the next free one after it.
+
 A demo, not a production broker (docs/security.md "Broker and devices"): it listens on
 127.0.0.1 only (any other address is refused), speaks MQTT 3.1.1 without TLS, and by
 default lets anyone on this machine connect without a password, publish on any topic
@@ -39,7 +42,11 @@ TRYGG_ROLES = ("gateway", "gateway-watch", "alerts", "processors", "processors-o
 
 
 def port_is_free(host: str, port: int) -> bool:
+    """Whether a server could listen on `port` now. With SO_REUSEADDR, as asyncio's and
+    uvicorn's servers bind: a port whose last connections are still in TIME_WAIT is free
+    to them (and to the embedded broker restarting on its port), one listened on is not."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -123,15 +130,14 @@ class EmbeddedBroker:
         }
 
     async def _start(self) -> None:
-        from amqtt.broker import Broker  # slow import: only when used
-
         with tempfile.TemporaryDirectory(prefix="trygg-broker-") as folder:  # read at start, then gone
             config = {
                 "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
                 "plugins": self._plugins(Path(folder)),
             }
-            self._broker = Broker(config)
+            self._broker = _broker_class()(config)
             await self._broker.start()
+
 
     def stop(self) -> None:
         if self._broker is None or not self._loop.is_running():
@@ -144,3 +150,20 @@ class EmbeddedBroker:
             self._thread.join(timeout=10)
             if not self._thread.is_alive():
                 self._loop.close()
+
+
+def _broker_class() -> type[Any]:
+    """amqtt's Broker, with retained messages sent only for the client's own
+    subscriptions. amqtt sends, at every connect, the retained messages matching ANY
+    client's subscriptions: a handheld subscribing to its team's alerts first got every
+    device's retained status (the gateway subscribes to those). Slow import: only when used."""
+    from amqtt.broker import Broker
+
+    class OwnRetained(Broker):  # type: ignore[misc]
+        async def _publish_retained_messages_for_subscription(self, subscription: tuple[str, int],
+                                                              session: Any) -> None:
+            holders = self._subscriptions.get(subscription[0], [])
+            if any(held.client_id == session.client_id for held, _ in holders):
+                await super()._publish_retained_messages_for_subscription(subscription, session)
+
+    return OwnRetained

@@ -237,6 +237,7 @@ def up(
 ) -> None:
     """Run everything in one process (embedded broker and database when no URLs are set)."""
     from composition.app import serve
+    from composition.runtime import bind_http, hold_data_dir
 
     settings = settings_or_exit()
     if not demo:
@@ -244,6 +245,11 @@ def up(
             settings.require_real_secrets()
         except SettingsError as exc:
             fail(f"invalid setting {exc}")
+    try:  # before anything starts: one line, not a failure after "Trygg is running"
+        hold_data_dir(settings.data_dir)  # held until this process ends
+        http_socket = bind_http(settings)  # served by the dashboard once it starts
+    except (TryggError, OSError) as exc:
+        fail(str(exc), 1)
     demo_registry = None
     if demo:
         from composition.demo import demo_settings
@@ -261,18 +267,22 @@ def up(
         return tasks
 
     def started(services: Services) -> None:
-        typer.echo(f"Trygg is running: MQTT {services.broker.url}, "
-                   f"events on {settings.mqtt_prefix}/devices/+/events, "
+        moved = services.broker.port_moved_from
+        typer.echo(f"Trygg is running: MQTT {services.broker.url}"
+                   + (f" (port {moved} of the last start is taken)" if moved else "")
+                   + f", events on {settings.mqtt_prefix}/devices/+/events, "
                    f"alerts on {settings.mqtt_prefix}/teams/+/alerts/+")
         if demo and demo_registry is not None:
-            from composition.demo import DEMO_PASSWORD, set_demo_passwords
+            from composition.demo import DEMO_PASSWORD, set_demo_passwords, timeouts_line
 
             users = set_demo_passwords(services.pool, demo_registry)
             typer.echo(f"Demo users (password {DEMO_PASSWORD}): " + "; ".join(users))
+            typer.echo(timeouts_line(settings))
 
     try:
         asyncio.run(serve(settings, demo_registry=demo_registry, extra=extra, started=started,
-                          dashboard=lambda url: typer.echo(f"dashboard {url}", err=False)))
+                          dashboard=lambda url: typer.echo(f"dashboard {url}", err=False),
+                          http_socket=http_socket))
     except (TryggError, psycopg.OperationalError, OSError) as exc:
         fail(str(exc).strip(), 1)
 

@@ -4,27 +4,36 @@ Resolves the broker and the database (embedded when no URL is given), opens the 
 every storage call takes (storage/__init__.py), applies migrations, loads the registry
 (with a local copy for starts while PostgreSQL is down) and keeps it fresh when `trygg
 registry load` changes it from another process.
+
+Before any of that, `trygg up` takes its data directory (`hold_data_dir`: one `trygg up`
+per directory, or two would share one embedded PostgreSQL and one spool) and checks that
+binds the dashboard's address (`bind_http`), so that either problem is one line at
+start, not a failure after "Trygg is running".
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import fcntl
+import os
+import socket
 import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from composition.broker import EmbeddedBroker
+from composition.broker import EmbeddedBroker, port_is_free
 from gateway import Gateway, GatewayConfig
 from mqtt import BrokerAddress, Protocol, tls_context
 from storage import Pool, load_registry_text, migrate, start_embedded_postgres
-from trygg.errors import SettingsError
+from trygg.errors import SettingsError, TryggError
 from trygg.logging import get_logger
 from trygg.pipeline import NO_EMERGENCIES, EmergencyState, EventSink, discard
 from trygg.registry import Registry, validate_registry_json
@@ -32,6 +41,11 @@ from trygg.settings import Settings
 from trygg.watchdog import WatchedThread
 
 log = get_logger(__name__)
+
+#: In the data directory: held (flock) by the `trygg up` using it, with its pid and start.
+LOCK_FILE = "trygg.lock"
+#: In the data directory: the embedded broker's port of the last start, tried first.
+BROKER_PORT_FILE = "broker-port"
 
 REGISTRY_POLL_S = 2.0
 #: how long a caller waits for a connection of the pool before PostgreSQL counts as down
@@ -43,6 +57,62 @@ POOL_RECONNECT_S = 10.0
 #: connections of a stage's pool besides those its gateway writers hold: the alert
 #: writer's, and one each for start-up loads, the registry watcher and snapshots
 POOL_SPARE = 4
+
+
+class DataDirInUse(TryggError):
+    """Another process holds the data directory (`hold_data_dir`)."""
+
+    def __init__(self, data_dir: Path, holder: str) -> None:
+        super().__init__(f"the data directory {data_dir} is in use by {holder}; stop that one first, "
+                         "or give this one another TRYGG_DATA_DIR")
+        self.data_dir = data_dir
+        self.holder = holder
+
+
+def hold_data_dir(data_dir: Path) -> int:
+    """Take `data_dir` for this process: an exclusive `flock` on its lock file, held until
+    the process ends (the returned descriptor is never closed). The kernel drops it with
+    the process, however it ends, so `kill -9` leaves no stale lock. The file says who
+    holds it (pid and since when), for the one refused."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode("utf-8", "replace").split()
+        os.close(fd)
+        named = (f"process {holder[0]} (since {holder[1]} {holder[2]} UTC)" if len(holder) == 3
+                 else "another process")
+        raise DataDirInUse(data_dir, named) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()} {datetime.now(UTC):%Y-%m-%d %H:%M:%S}\n".encode(), 0)
+    return fd
+
+
+def bind_http(settings: Settings) -> socket.socket | None:
+    """The dashboard's address, bound and listening now (as uvicorn binds it) and handed
+    to uvicorn later, so a taken address stops `trygg up` before anything starts and
+    nothing can take it in between (a browser that connects meanwhile waits). Port 0
+    (any free port): None, uvicorn binds it."""
+    if settings.http_port == 0:
+        return None
+    host, port = settings.http_host, settings.http_port
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(2048)  # held: connections wait in the backlog until the dashboard serves
+        except BaseException:
+            sock.close()
+            raise
+    except OSError as exc:
+        reason = ("the address is in use by another program" if exc.errno == errno.EADDRINUSE
+                  else exc.strerror or str(exc))
+        raise TryggError(f"cannot listen on {host}:{port} (TRYGG_HTTP_HOST, TRYGG_HTTP_PORT): {reason}") from None
+    sock.set_inheritable(False)
+    return sock
 
 
 def open_pool(conninfo: str, size: int = POOL_SPARE, *, name: str = "trygg") -> Pool:
@@ -100,6 +170,8 @@ class Broker:
     address: BrokerAddress
     protocol: Protocol
     embedded: EmbeddedBroker | None = None
+    #: the embedded broker's port of the last start, when it was taken this time
+    port_moved_from: int | None = None
 
     @property
     def url(self) -> str:
@@ -135,10 +207,27 @@ def resolve_broker(settings: Settings) -> Broker:
         address = BrokerAddress.from_url(settings.mqtt_url, broker_tls(settings),
                                          shared_login=settings.mqtt_accounts == "single")
         return Broker(address, protocol)
-    embedded = EmbeddedBroker(password_file=settings.demo_broker_passwords, prefix=settings.mqtt_prefix)
+    remembered = _remembered_port(settings.data_dir / BROKER_PORT_FILE)
+    port = remembered if remembered is not None and port_is_free("127.0.0.1", remembered) else None
+    embedded = EmbeddedBroker(port=port, password_file=settings.demo_broker_passwords, prefix=settings.mqtt_prefix)
     embedded.start()
+    moved = remembered if remembered is not None and remembered != embedded.port else None
+    if moved is not None:
+        log.warning("embedded_broker_port_taken", remembered=moved, port=embedded.port)
+    if embedded.port != remembered:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        (settings.data_dir / BROKER_PORT_FILE).write_text(f"{embedded.port}\n", encoding="ascii")
     address = BrokerAddress(embedded.host, embedded.port, embedded.username, embedded.password)
-    return Broker(address, Protocol.V311, embedded)
+    return Broker(address, Protocol.V311, embedded, moved)
+
+
+def _remembered_port(path: Path) -> int | None:
+    """The port in `path` (written by `resolve_broker`), or None when there is none."""
+    try:
+        port = int(path.read_text(encoding="ascii").strip())
+    except (OSError, ValueError):
+        return None
+    return port if 0 < port < 65536 else None
 
 
 def _cache_path(settings: Settings) -> Path:

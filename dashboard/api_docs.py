@@ -4,9 +4,9 @@ FastAPI's built-in pages had no Content-Security-Policy and loaded whatever vers
 Swagger UI a CDN served under `@5`, with an inline script, on Trygg's own origin — where
 a script can do anything a signed-in admin can. Here:
 
-- the viewers are pinned to one version on jsDelivr and loaded with Subresource
-  Integrity (the SHA-384 of the file npm publishes, which jsDelivr serves unchanged):
-  a changed file is refused by the browser, not run;
+- the viewers are served from the package (dashboard/static/vendor/swagger-ui/ and
+  redoc/, copied from npm by scripts/vendor, the versions in their VERSION files), so
+  the pages work without internet and the policy names no other origin;
 - the start-up script is our own static file (dashboard/static/js/docs.js), so the
   policy allows no inline script at all; the page gets the same security headers as
   every other page (dashboard/pages.py `security_headers`);
@@ -14,12 +14,10 @@ a script can do anything a signed-in admin can. Here:
   or bearer token, any role): the pages send others to `/login`, `/openapi.json`
   answers 401.
 
-No internet at the browser: the pages stay blank; `/openapi.json` still works.
 """
 
 from __future__ import annotations
 
-import html
 from typing import Final
 
 from fastapi import APIRouter, Request
@@ -30,40 +28,31 @@ from dashboard.pages import security_headers
 
 router = APIRouter(include_in_schema=False)
 
-CDN: Final = "https://cdn.jsdelivr.net"
-SWAGGER_JS: Final = (f"{CDN}/npm/swagger-ui-dist@5.32.0/swagger-ui-bundle.js",
-                     "sha384-7xcoc6ZKDFF7Ek627QTC3Bg/K+5Y36NJ8MWAE43D2m6+3Sh9XO3tdsfHhrS8gNIQ")
-SWAGGER_CSS: Final = (f"{CDN}/npm/swagger-ui-dist@5.32.0/swagger-ui.css",
-                      "sha384-3nuX7df3EaAoiqLBeyS1Ola0Gpg9ryJKVtarubwfnA1cOH8AWHUdbPSIvEqPZ9VH")
-REDOC_JS: Final = (f"{CDN}/npm/redoc@2.5.1/bundles/redoc.standalone.js",
-                   "sha384-up2uPEo+8XzxuLXKGY4DOk79DbbRclvlcx22QZ60aPWQf8LW69XJ8BWzLFewC05H")
+VENDOR: Final = "/static/vendor"
+SWAGGER_JS: Final = f"{VENDOR}/swagger-ui/swagger-ui-bundle.js"
+SWAGGER_CSS: Final = f"{VENDOR}/swagger-ui/swagger-ui.css"
+REDOC_JS: Final = f"{VENDOR}/redoc/redoc.standalone.js"
 
-#: No inline script; styles inline (both viewers set them from script); Redoc searches
-#: in a worker it starts from a blob.
-DOCS_CSP: Final = (f"default-src 'self'; script-src 'self' {CDN}; style-src 'self' 'unsafe-inline' {CDN}; "
+#: No inline script and no other origin; styles inline (both viewers set them from
+#: script); Redoc searches in a worker it starts from a blob.
+DOCS_CSP: Final = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
                    "img-src 'self' data:; connect-src 'self'; font-src 'self' data:; worker-src 'self' blob:; "
                    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 
-
-def _asset(tag: str, url_and_hash: tuple[str, str]) -> str:
-    url, digest = (html.escape(part, quote=True) for part in url_and_hash)
-    if tag == "link":
-        return f'<link rel="stylesheet" href="{url}" integrity="{digest}" crossorigin="anonymous">'
-    return f'<script src="{url}" integrity="{digest}" crossorigin="anonymous" defer></script>'
-
+_HEAD: Final = ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Trygg API</title>"
+                "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+                "<link rel=\"icon\" href=\"/favicon.ico\">")
 
 SWAGGER_PAGE: Final = (
-    "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Trygg API</title>"
-    "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-    f"{_asset('link', SWAGGER_CSS)}{_asset('script', SWAGGER_JS)}"
+    f"{_HEAD}<link rel=\"stylesheet\" href=\"{SWAGGER_CSS}\">"
+    f"<script src=\"{SWAGGER_JS}\" defer></script>"
     "<script src=\"/static/js/docs.js\" defer></script></head>"
     "<body><div id=\"swagger-ui\"></div></body></html>")
 
 REDOC_PAGE: Final = (
-    "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Trygg API</title>"
-    "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"></head>"
+    f"{_HEAD}</head>"
     "<body><redoc spec-url=\"/openapi.json\"></redoc>"
-    f"{_asset('script', REDOC_JS)}</body></html>")
+    f"<script src=\"{REDOC_JS}\" defer></script></body></html>")
 
 
 async def _signed_in(request: Request, state: AppState) -> bool:

@@ -52,7 +52,7 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
     hasher = Argon2Hasher()
     file = tmp_path / "passwords"
     file.write_text("# demo devices\n" + "".join(f"{u}:{hasher.hash(p)}\n" for u, p in passwords.items()))
-    settings = load_settings(demo_broker_passwords=file, mqtt_prefix=PREFIX)
+    settings = load_settings(demo_broker_passwords=file, mqtt_prefix=PREFIX, data_dir=tmp_path)
     broker = resolve_broker(settings)
     assert broker.embedded is not None
     try:
@@ -170,3 +170,40 @@ def test_a_refused_client_with_trygg_client_id_leaves_trygg_receiving(demo: Demo
         finally:
             intruder.close()
             device.close()
+
+
+def test_a_handheld_gets_only_the_retained_messages_of_its_own_subscription() -> None:
+    """amqtt sent a new client, at connect, the retained messages matching ANY client's
+    subscriptions: the README's handheld (`mosquitto_sub` on the team's alert topic)
+    printed every device's retained status, which the gateway subscribes to."""
+    import subprocess
+
+    from composition.broker import free_port
+
+    broker = EmbeddedBroker(port=free_port("127.0.0.1", 21883))
+    broker.start()
+    port = str(broker.port)
+
+    def pub(topic: str, payload: str) -> None:
+        subprocess.run(["mosquitto_pub", "-p", port, "-V", "mqttv311", "-q", "1", "-r", "-t", topic, "-m", payload],
+                       check=True, timeout=10)
+
+    def sub(topic_filter: str) -> list[str]:
+        out = subprocess.run(["mosquitto_sub", "-p", port, "-V", "mqttv311", "-q", "1", "-t", topic_filter, "-v",
+                              "-W", "2"], capture_output=True, text=True, timeout=10)
+        return out.stdout.splitlines()
+
+    try:
+        watcher = subprocess.Popen(["mosquitto_sub", "-p", port, "-V", "mqttv311", "-q", "1",
+                                    "-t", f"{PREFIX}/devices/+/status"], stdout=subprocess.DEVNULL)
+        try:
+            time.sleep(0.5)  # the gateway's kind of subscription is in place
+            pub(f"{PREFIX}/devices/d-1/status", "online")
+            pub(f"{PREFIX}/teams/east/alerts/a-1", "{}")
+            assert sub(f"{PREFIX}/teams/east/alerts/+") == [f"{PREFIX}/teams/east/alerts/a-1 {{}}"]
+            assert sub(f"{PREFIX}/teams/+/alerts/+") == [f"{PREFIX}/teams/east/alerts/a-1 {{}}"], "once, and only it"
+        finally:
+            watcher.terminate()
+            watcher.wait(5)
+    finally:
+        broker.stop()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -28,11 +30,27 @@ def env_for(data_dir: Path) -> dict[str, str]:
 
 
 class Up:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *args: str, **env: str) -> None:
         self.log = data_dir.parent / f"up-{time.monotonic_ns()}.log"
         self._out = self.log.open("wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "trygg", "up"], env=env_for(data_dir),
+        environ = {**env_for(data_dir), **env}
+        for name in [k for k, v in environ.items() if v == ""]:  # "": not set
+            del environ[name]
+        self.proc = subprocess.Popen([sys.executable, "-m", "trygg", "up", *args], env=environ,
                                      stdout=self._out, stderr=subprocess.STDOUT)
+
+    def dashboard(self, timeout: float = 90) -> str:
+        found = wait_for(lambda: re.search(r"dashboard (http://[0-9.]+:\d+)/", self.log.read_text()),
+                         lambda m: m is not None or self.proc.poll() is not None, timeout=timeout)
+        assert found is not None, self.log.read_text()
+        return found[1]
+
+    def running(self, timeout: float = 90, line: str = "Trygg is running") -> str:
+        """The "Trygg is running" line (or another), once printed."""
+        found = wait_for(lambda: re.search(rf"{line}.*", self.log.read_text()),
+                         lambda m: m is not None or self.proc.poll() is not None, timeout=timeout)
+        assert found is not None, self.log.read_text()
+        return found[0]
 
     def mqtt_port(self, timeout: float = 60) -> int:
         found = wait_for(lambda: re.search(r"MQTT mqtt://127\.0\.0\.1:(\d+)", self.log.read_text()),
@@ -41,8 +59,15 @@ class Up:
         return int(found[1])
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(30)
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(30)
+        self._out.close()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
         self._out.close()
 
 
@@ -67,6 +92,12 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     base = Path(tmp_path_factory.mktemp("up"))
     base.chmod(0o755)
     yield base / "data"
+
+
+def postgres_stopped(data_dir: Path) -> None:
+    """Wait until the embedded PostgreSQL a stopped `trygg up` ran has stopped too."""
+    running = wait_for(lambda: (data_dir / "postgres" / "postmaster.pid").exists(), lambda e: not e, timeout=30)
+    assert not running, "the embedded PostgreSQL was left running"
 
 
 def publish(port: int, device: str, event_id: str, kind: str) -> None:
@@ -135,3 +166,139 @@ def test_registry_load_reports_every_error_with_its_path_and_changes_nothing(tmp
     assert f"{bad}: residents[0].devices[1].kind: unknown kind 'smoke'" in result.stderr
     assert "the registry was not changed" in result.stderr
     assert not (tmp_path / "data").exists(), "a bad file must not even start the database"
+
+
+def up_alone(data_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """`trygg up` expected to stop by itself at start."""
+    return subprocess.run([sys.executable, "-m", "trygg", "up"], env={**env_for(data_dir), **env},
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_a_second_up_on_the_same_data_directory_stops_at_once_with_one_line(data_dir: Path) -> None:
+    first = Up(data_dir)
+    try:
+        first.running()
+        second = up_alone(data_dir)
+        assert second.returncode == 1
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1, second.stderr
+        assert re.fullmatch(rf"trygg: the data directory {re.escape(str(data_dir))} is in use by process "
+                            rf"{first.proc.pid} \(since \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d UTC\); .+", lines[0]), lines[0]
+        assert second.stdout == "", "it did nothing else (no database, no broker)"
+        assert first.proc.poll() is None, "the first one runs on"
+    finally:
+        first.stop()
+
+
+def test_the_lock_is_gone_with_a_process_killed_hard(data_dir: Path) -> None:
+    first = Up(data_dir)
+    try:
+        first.running()
+    finally:
+        first.kill()  # kill -9: no clean-up ran; the kernel drops the lock with the process
+    # its embedded PostgreSQL may outlive it; the next start takes it over (storage/embedded.py)
+    again = Up(data_dir)
+    try:
+        assert "Trygg is running" in again.running()
+    finally:
+        again.stop()
+
+
+def test_a_taken_http_port_is_one_line_before_anything_runs(data_dir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = up_alone(data_dir, TRYGG_HTTP_PORT=str(port))
+    assert result.returncode == 1
+    assert "Trygg is running" not in result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert lines == [f"trygg: cannot listen on 127.0.0.1:{port} (TRYGG_HTTP_HOST, TRYGG_HTTP_PORT): "
+                     "the address is in use by another program"], result.stderr
+    assert not (data_dir / "postgres").exists(), "stopped before starting the database"
+
+
+def test_the_embedded_broker_keeps_its_port_across_restarts(data_dir: Path) -> None:
+    first = Up(data_dir)
+    try:
+        port = first.mqtt_port()
+        first.running()
+    finally:
+        first.stop()
+    postgres_stopped(data_dir)
+    again = Up(data_dir)
+    try:
+        assert again.mqtt_port() == port
+        again.running()
+    finally:
+        again.stop()
+    postgres_stopped(data_dir)
+    # taken meanwhile: another port, and the line says so
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # its last connections may linger
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        moved = Up(data_dir)
+        try:
+            line = moved.running()
+            assert moved.mqtt_port() != port
+            assert f"port {port} of the last start is taken" in line, line
+        finally:
+            moved.stop()
+
+
+def test_demo_users_stay_signed_in_across_a_restart(data_dir: Path) -> None:
+    import httpx
+
+    demo = Up(data_dir, "--demo", TRYGG_SESSION_SECRET="", TRYGG_PSEUDONYM_KEY="")
+    try:
+        url = demo.dashboard()
+        demo.running(line="Demo users")
+        said = demo.running(line="Demo escalation")
+        assert "after 10 s (critical), 20 s (high), 60 s (medium)" in said and "shortened" in said
+        login = httpx.post(f"{url}/login", data={"username": "admin", "password": "trygg-demo"},
+                           headers={"Origin": url, "Sec-Fetch-Site": "same-origin"}, timeout=30)
+        assert login.status_code == 303, login.text
+        cookies = dict(login.cookies)
+        assert httpx.get(f"{url}/api/auth/me", cookies=cookies, timeout=30).status_code == 200
+    finally:
+        demo.stop()
+    postgres_stopped(data_dir)
+    secret = data_dir / "session-secret"
+    assert secret.stat().st_mode & 0o777 == 0o600
+    assert secret.read_text().strip() not in demo.log.read_text(), "the secret is never printed"
+    again = Up(data_dir, "--demo", TRYGG_SESSION_SECRET="", TRYGG_PSEUDONYM_KEY="")
+    try:
+        url = again.dashboard()
+        again.running(line="Demo users")
+        me = httpx.get(f"{url}/api/auth/me", cookies=cookies, timeout=30)
+        assert me.status_code == 200, me.text
+        assert me.json()["username"] == "admin"
+    finally:
+        again.stop()
+
+
+def test_the_demo_shows_response_times_on_the_research_page_within_minutes(data_dir: Path) -> None:
+    """Response times are shown only for alert kinds of at least 5 residents (k ≥ 5,
+    docs/research.md): the demo's first round has five consenting residents press their
+    alarm button, and its worker takes and resolves them."""
+    import httpx
+
+    demo = Up(data_dir, "--demo", TRYGG_SESSION_SECRET="", TRYGG_PSEUDONYM_KEY="")
+    try:
+        url = demo.dashboard()
+        demo.running(line="Demo users")
+        login = httpx.post(f"{url}/login", data={"username": "researcher", "password": "trygg-demo"},
+                           headers={"Origin": url, "Sec-Fetch-Site": "same-origin"}, timeout=30)
+        assert login.status_code == 303, login.text
+        cookies = dict(login.cookies)
+
+        def alarms() -> dict[str, Any] | None:
+            answer = httpx.get(f"{url}/api/research/response-times", cookies=cookies, timeout=30).json()
+            return next((k for k in answer["kinds"] if k["kind"] == "alarm" and k["resolved"] >= 5), None)
+
+        shown = wait_for(alarms, lambda k: k is not None, timeout=150, interval=5)
+        assert shown is not None, "no response times for alarms within 150 s of the demo's start"
+        assert shown["residents"] >= 5 and shown["time_to_resolve_s"]["p50"] > 0
+    finally:
+        demo.stop()

@@ -1,18 +1,29 @@
 """The ports `trygg up` wires between the stages (composition/app.py): which residents'
-positions the gateway may use in an emergency, and a resolved alert reaching the rules."""
+positions the gateway may use in an emergency, and a resolved alert reaching the rules.
+And what it checks before it starts anything (composition/runtime.py): the data
+directory is held by one process at a time, the dashboard's port is free, and the
+embedded broker's port of the last start is tried first."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import socket
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
 from alerts import AlertHub, Subscription
 from composition.app import LateAlertClosed, OpenEmergencies
+from composition.broker import port_is_free
+from composition.runtime import BROKER_PORT_FILE, DataDirInUse, _remembered_port, bind_http, hold_data_dir
 from tests.helpers import alert_doc
 from trygg.alert import Alert
 from trygg.contract import AlertKind
+from trygg.errors import TryggError
+from trygg.settings import Settings
 
 
 class Alerts:
@@ -111,3 +122,40 @@ def test_a_burst_of_changes_larger_than_the_subscription_does_not_lose_the_emerg
         return all_seen, followed, running
 
     assert asyncio.run(scenario()) == (True, True, True)
+
+
+def test_a_held_data_directory_names_its_holder(tmp_path: Path) -> None:
+    fd = hold_data_dir(tmp_path / "data")
+    try:
+        # a second open file description of the same file: refused as another process is
+        with pytest.raises(DataDirInUse) as refused:
+            hold_data_dir(tmp_path / "data")
+        assert re.fullmatch(rf"the data directory {re.escape(str(tmp_path / 'data'))} is in use by process "
+                            rf"{os.getpid()} \(since \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d UTC\); .+", str(refused.value))
+    finally:
+        os.close(fd)
+    os.close(hold_data_dir(tmp_path / "data"))  # released: free again
+
+
+def test_a_taken_http_port_is_refused_and_a_free_one_is_held(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(TryggError, match=rf"cannot listen on 127\.0\.0\.1:{port} .*in use"):
+            bind_http(Settings(http_port=port, data_dir=tmp_path))  # type: ignore[call-arg]
+        assert not port_is_free("127.0.0.1", port)
+    assert bind_http(Settings(http_port=0, data_dir=tmp_path)) is None  # type: ignore[call-arg]
+    held = bind_http(Settings(http_port=port, data_dir=tmp_path))  # type: ignore[call-arg]
+    assert held is not None
+    with held, socket.socket() as other, pytest.raises(OSError):  # held until the dashboard serves on it
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        other.bind(("127.0.0.1", port))
+
+
+def test_the_remembered_broker_port_is_read_back_and_nonsense_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / BROKER_PORT_FILE
+    assert _remembered_port(path) is None
+    for text, port in (("1884\n", 1884), ("lots", None), ("0", None), ("70000", None)):
+        path.write_text(text)
+        assert _remembered_port(path) == port, text

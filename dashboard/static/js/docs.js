@@ -1,4 +1,4 @@
-// /docs: starts Swagger UI (loaded just before, pinned and integrity-checked) on the
+// /docs: starts Swagger UI (loaded just before, from dashboard/static/vendor/) on the
 // API's schema. A file of its own so that the page's policy allows no inline script.
 /* global SwaggerUIBundle */
 window.ui = SwaggerUIBundle({

@@ -1,7 +1,10 @@
 // The research page: counts per bucket and type as a stacked bar chart (SVG, drawn here),
 // response-time percentiles per alert kind, and export links — all for the chosen period.
+// What each part guarantees is said on the page next to it (docs/research.md "What is
+// guaranteed"); the smallest group shown (k) is the server's, written where the page says 5.
 
-import { ApiError, EVENT_TYPES, api, eventWords, fill, h, kindWords, languageToggle, notice, t, whoAmI } from "./common.js";
+import { ApiError, EVENT_TYPES, api, eventWords, fill, h, kindWords, languageToggle, notice, showApiError, t, whoAmI } from "./common.js";
+import { pageNav } from "./nav.js";
 
 const SVG = "http://www.w3.org/2000/svg";
 // Okabe–Ito colours (distinguishable with colour-blindness), then a few more.
@@ -58,13 +61,14 @@ async function run() {
       api(`/api/research/events?${query()}`),
       api(`/api/research/response-times?${new URLSearchParams({ since, until })}`),
     ]);
+    for (const k of document.querySelectorAll(".k")) k.textContent = String(counts.min_group);
     drawChart(counts);
     countsTable(counts);
     responseTable(times);
   } catch (err) {
     if (err instanceof ApiError && err.status === 401) return;
     fill($("chart-info"));
-    notice(`Spørringen feilet: ${err.detail || err.message}`, `The query failed: ${err.detail || err.message}`);
+    showApiError(err);
   }
 }
 
@@ -172,15 +176,20 @@ function drawChart(counts) {
     h("span", { class: "muted" }, ` (${totals.get(type).toLocaleString("nb-NO")})`)))));
 }
 
+/** A wide table in a box of its own that scrolls sideways on a phone (the page does not). */
+function scrolls(label, table) {
+  return h("div", { class: "table-scroll", tabindex: "0", role: "region", "aria-label": label }, table);
+}
+
 function countsTable(counts) {
   const rows = [...counts.rows].sort((a, b) => a.bucket_start.localeCompare(b.bucket_start) || a.type.localeCompare(b.type));
   fill($("counts-table"), rows.length
-    ? h("table", {},
+    ? scrolls("Tallene · The numbers", h("table", {},
       h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Periode · Bucket"), h("th", { scope: "col" }, "Type"),
         h("th", { scope: "col", class: "num" }, "Hendelser · Events"), h("th", { scope: "col", class: "num" }, "Beboere · Residents"))),
       h("tbody", {}, rows.map((r) => h("tr", {},
         h("td", {}, bucketLabel(r.bucket_start, counts.bucket)), h("td", {}, r.type),
-        h("td", { class: "num" }, r.events), h("td", { class: "num" }, r.residents)))))
+        h("td", { class: "num" }, r.events), h("td", { class: "num" }, r.residents))))))
     : h("p", { class: "muted" }, t("Ingen rader.", "No rows.")));
 }
 
@@ -194,12 +203,16 @@ function duration(seconds) {
 function responseTable(times) {
   const box = $("response-times");
   if (!times.kinds.length) {
-    fill(box, h("p", { class: "muted" }, t("Ingen varsler i perioden (eller bare små grupper).",
-      "No alerts in the period (or only small groups).")));
+    fill(box, h("p", { class: "muted", id: "rt-empty" }, times.suppressed_groups
+      ? t(`Ingen varseltype å vise: ${times.suppressed_groups} ${times.suppressed_groups === 1 ? "varseltype" : "varseltyper"} `
+        + `holdt tilbake, hver med varsler fra færre enn ${times.min_group} beboere i tidsrommet.`,
+      `No alert kind to show: ${times.suppressed_groups} alert ${times.suppressed_groups === 1 ? "kind" : "kinds"} held back, `
+        + `each with alerts of fewer than ${times.min_group} residents in the period.`)
+      : t("Ingen varsler fra beboere som samtykker i tidsrommet.", "No alerts of consenting residents in the period.")));
     return;
   }
   const head = (nb, en, cls) => h("th", { scope: "col", class: cls }, nb, h("span", { class: "en" }, en));
-  fill(box, h("table", { class: "rt", id: "rt-table" },
+  fill(box, scrolls("Responstider · Response times", h("table", { class: "rt", id: "rt-table" },
     h("thead", {},
       h("tr", {}, head("Varseltype", "Alert kind"), head("Varsler", "Alerts", "num"), head("Beboere", "Residents", "num"),
         h("th", { scope: "colgroup", colspan: 3, class: "num" }, "Til tatt", h("span", { class: "en" }, "To acknowledge")),
@@ -209,7 +222,7 @@ function responseTable(times) {
       h("th", { scope: "row" }, kindWords(k.kind)[0], h("span", { class: "en" }, kindWords(k.kind)[1])),
       h("td", { class: "num" }, k.alerts), h("td", { class: "num" }, k.residents),
       ...["p50", "p90", "p99"].map((p) => h("td", { class: "num" }, duration(k.time_to_acknowledge_s[p]))),
-      ...["p50", "p90", "p99"].map((p) => h("td", { class: "num" }, duration(k.time_to_resolve_s[p]))))))));
+      ...["p50", "p90", "p99"].map((p) => h("td", { class: "num" }, duration(k.time_to_resolve_s[p])))))))));
   if (times.suppressed_groups) {
     box.append(h("p", { class: "muted" }, t(`${times.suppressed_groups} varseltyper holdt tilbake (færre enn ${times.min_group} beboere).`,
       `${times.suppressed_groups} alert kinds held back (fewer than ${times.min_group} residents).`)));
@@ -231,7 +244,7 @@ async function main() {
   });
   for (const id of ["since", "until"]) $(id).addEventListener("change", updateExports);
   try {
-    await whoAmI();
+    pageNav(await whoAmI());
   } catch {
     return;
   }
