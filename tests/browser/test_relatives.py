@@ -6,11 +6,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.sync_api import BrowserContext, expect
 
-from tests.browser.support import PASSWORD, System, login, shot, watch
+from tests.browser.support import System, check_accessible, login, resolve_open_alerts, shot, watch
 from tests.fix_db import scalar
 from tests.helpers import wait_for
 
@@ -78,22 +77,6 @@ def test_a_relative_sees_their_own_person_calmly_and_nobody_else(system: System,
     expect(page).to_have_url(f"{base}/login")
     page.goto(f"{base}/relatives")
     expect(page).to_have_url(f"{base}/login")
-
-
-def resolve_open_alerts(system: System, resident_id: str, note: str) -> None:
-    """Staff (ola) resolve every open alert of the resident through the API; returns once
-    the alert stage has stored them as resolved."""
-    with httpx.Client(base_url=system.base_url, timeout=10) as client:
-        token = client.post("/api/auth/token", data={"username": "ola", "password": PASSWORD}).json()["access_token"]
-        headers = {"Authorization": f"Bearer {token}"}
-        alerts = [a for a in client.get("/api/alerts", headers=headers).json() if a["resident_id"] == resident_id]
-        assert alerts
-        for alert in alerts:
-            assert client.post(f"/api/alerts/{alert['alert_id']}/resolve", headers=headers,
-                               json={"note": note}).status_code == 200
-    query = "SELECT count(*) FROM trygg.alerts WHERE resident_id = %s AND state = 'resolved'"
-    assert wait_for(lambda: scalar(system.database, query, resident_id), lambda n: n == len(alerts),
-                    timeout=10, interval=0.05) == len(alerts)
 
 
 def test_with_map_tiles_the_position_is_on_a_real_map(system: System, context: BrowserContext) -> None:
