@@ -395,9 +395,9 @@ function renderAlert(li, doc) {
           : [snb, h("span", { class: "en inline" }, ` / ${sen}`)])),
     h("div", { class: "alert-who" },
       h("button", { type: "button", class: "link resident-link", onclick: () => showResident(doc.resident_id) },
-        residentName(doc.resident_id))),
+        residentName(doc.resident_id)),
+      h("span", { class: "team-of" }, "Team ", h("strong", { class: "team" }, teamName(doc.team_id)))),
     h("div", { class: "alert-meta" },
-      h("span", {}, "Team ", h("strong", { class: "team" }, teamName(doc.team_id))),
       level > 0
         ? h("span", { class: "escalated" }, `Eskalert nivå ${level}`,
           h("span", { class: "en inline" }, ` / Escalated level ${level}`), `: ${chain}`)
