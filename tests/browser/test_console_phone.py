@@ -20,7 +20,8 @@ SMALL_TARGETS = """(root) => [...root.querySelectorAll('button, a[href], summary
   .filter((el) => el.offsetParent !== null && getComputedStyle(el).visibility !== 'hidden')
   .map((el) => [el, el.getBoundingClientRect()])
   .filter(([el, r]) => r.height < 44 || r.width < 44)
-  .map(([el, r]) => `${el.tagName} "${el.textContent.trim().slice(0, 30)}" ${Math.round(r.width)}×${Math.round(r.height)}`)"""
+  .map(([el, r]) => `${el.tagName} "${el.textContent.trim().slice(0, 30)}"`
+                    + ` ${Math.round(r.width)}×${Math.round(r.height)}`)"""
 
 
 def box(page: Page, selector: str) -> dict[str, float]:

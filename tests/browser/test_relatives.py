@@ -25,7 +25,13 @@ def test_a_relative_sees_their_own_person_calmly_and_nobody_else(system: System,
     expect(card).to_contain_text("Alt er rolig")
     expect(card).to_contain_text("All is well")
     expect(page.locator("section.person")).to_have_count(1)
+    # The heading names the person (or "your person"), never a bare registry id.
+    title = card.locator("h2")
+    expect(title).to_contain_text(re.compile("Kari Nordmann|Din nærmeste"))
+    expect(title).not_to_contain_text("r-1")
+    check_accessible(page, "relatives-desktop")
     shot(page, "relatives-all-well")
+    shot(page, "relatives-desktop")
 
     # The safety alarm is pressed; the GPS tracker reports a position (consented).
     system.publish("d-1-gps", "location", {"lat": 59.9141, "lon": 10.7525, "accuracy_m": 10})
@@ -40,6 +46,7 @@ def test_a_relative_sees_their_own_person_calmly_and_nobody_else(system: System,
     expect(card.locator(".map-box")).to_have_attribute("data-map", "plot")
     text = card.inner_text()
     assert "d-1-" not in text and "alarm.button" not in text, "no sensor detail for relatives"
+    check_accessible(page, "relatives-desktop-alert")
     shot(page, "relatives-alert")
 
     # Home care resolves it with a note: the page is calm again, and the alert stays in
@@ -77,6 +84,25 @@ def test_a_relative_sees_their_own_person_calmly_and_nobody_else(system: System,
     expect(page).to_have_url(f"{base}/login")
     page.goto(f"{base}/relatives")
     expect(page).to_have_url(f"{base}/login")
+
+
+def test_the_relatives_page_on_a_phone(system: System, phone: BrowserContext) -> None:
+    page = phone.new_page()
+    seen = watch(page)
+    login(page, system.base_url, "anne", "/relatives")
+    card = page.locator("section.person[data-resident='r-1']")
+    expect(card).to_have_attribute("data-state", re.compile("ok|alert|attention"))
+    expect(card.locator("h2")).not_to_contain_text("r-1")
+    width = page.evaluate("document.scrollingElement.scrollWidth")
+    assert width <= 390, f"the page is {width} px wide on a 390 px screen"
+    header = page.locator(".topbar").bounding_box()
+    assert header is not None and header["height"] <= 110, header
+    for name in ("Logg ut", "Skjul engelsk"):
+        target = page.get_by_role("button", name=re.compile(name)).bounding_box()
+        assert target is not None and target["height"] >= 44, (name, target)
+    check_accessible(page, "relatives-phone")
+    shot(page, "relatives-phone")
+    seen.check()
 
 
 def test_with_map_tiles_the_position_is_on_a_real_map(system: System, context: BrowserContext) -> None:
