@@ -279,6 +279,8 @@ function keepNote(li, doc) {
   kept.set(id, li);
   li.className = "alert s-gone";
   li.dataset.state = doc ? doc.state : "closed";
+  const [snb, sen] = STATE_WORDS[doc?.state] || ["Avsluttet", "Closed"];
+  li.querySelector(".badge.state")?.replaceChildren(snb, h("span", { class: "en inline" }, ` / ${sen}`));
   const form = li.querySelector("form.resolve");
   const note = form.querySelector("textarea");
   note.readOnly = true;
