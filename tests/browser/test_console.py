@@ -121,6 +121,7 @@ def test_a_fall_is_on_screen_within_a_second_then_taken_and_resolved_with_a_note
     expect(card.get_by_role("button", name=re.compile("Jeg tar den"))).to_have_count(0)
     focus = page.evaluate(FOCUS)
     assert focus["card"] == fall_id and "resolve-open" in focus["cls"], focus
+    check_accessible(page, "console-desktop-taken")  # a taken alert's card, too
     on_other = other.locator("#alerts li.alert[data-resident='r-3'][data-priority='high']")
     expect(on_other).to_have_attribute("data-state", "acknowledged")
     expect(on_other).to_contain_text("Tatt av ola")
