@@ -244,7 +244,17 @@ function upsert(doc, live) {
     closed.length = Math.min(closed.length, CLOSED_KEPT);
   }
   render();
+  if (!residents.has(doc.resident_id)) residentsChanged();
   if (selected && doc.resident_id === selected) refreshPanelSoon();
+}
+
+/** An alert of a resident the page has no name for (added to the registry since the page
+ *  loaded): ask for the residents again, at most every 30 s. */
+let residentsAskedAt = 0;
+function residentsChanged() {
+  if (Date.now() - residentsAskedAt < 30_000) return;
+  residentsAskedAt = Date.now();
+  loadResidents().then(render);
 }
 
 /** Take a closed alert's card off the list. A note being typed in it is not lost: the
@@ -889,6 +899,7 @@ async function main() {
   notifier.setup();
   watchHealth();
   // Names before the first alert, so that no card is drawn with an id alone.
+  residentsAskedAt = Date.now();
   await Promise.all([loadResidents(), loadTeams()]);
   render();
   loadClosed();
