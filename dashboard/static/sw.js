@@ -12,6 +12,7 @@ const SHELL = [
   "/manifest.webmanifest",
   "/favicon.ico",
   "/static/css/trygg.css",
+  "/static/css/card.css",
   "/static/js/common.js",
   "/static/js/console.js",
   "/static/js/card.js",

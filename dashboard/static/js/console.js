@@ -775,11 +775,13 @@ async function renderPanel(body, id, status, timeline) {
 
   // The resident card (js/card.js): name, address, access, contacts, devices' health.
   const card = h("div", { class: "card-box" });
+  let carded = true; // the card shows the team and the devices with their health
   try {
     await renderCard(card, id);
   } catch (err) {
     if (!(err instanceof ApiError)) console.error(err);
     fill(card, h("h2", {}, r ? r.name : id));
+    carded = false;
   }
   if (selected !== id) return;
   const heading = card.querySelector("h2, h3");
@@ -794,12 +796,12 @@ async function renderPanel(body, id, status, timeline) {
       h("span", {}, "Sist kontakt ", h("span", { class: "en inline" }, "/ Last contact "),
         status.last_contact_at ? timeAgo(status.last_contact_at) : "–")),
     r ? h("dl", { class: "facts" },
-      h("dt", {}, t("Team", "Team")), h("dd", {}, teamName(r.team)),
-      h("dt", {}, t("Utstyr", "Devices")),
-      h("dd", {}, h("ul", { class: "plain devices" }, r.devices.map((d) => {
-        const [nb, en] = deviceWords(d.kind);
-        return h("li", {}, nb, h("span", { class: "en inline" }, ` / ${en}`), h("span", { class: "muted" }, ` ${d.id}`));
-      }))),
+      carded ? null : [h("dt", {}, t("Team", "Team")), h("dd", {}, teamName(r.team)),
+        h("dt", {}, t("Utstyr", "Devices")),
+        h("dd", {}, h("ul", { class: "plain devices" }, r.devices.map((d) => {
+          const [nb, en] = deviceWords(d.kind);
+          return h("li", {}, nb, h("span", { class: "en inline" }, ` / ${en}`), h("span", { class: "muted" }, ` ${d.id}`));
+        })))],
       h("dt", {}, t("Natt", "Night")), h("dd", {}, `${r.night.start}–${r.night.end}`),
       h("dt", {}, t("Posisjon", "Position")),
       h("dd", {}, timeline.locations_shown ? t("grunnlag gyldig", "legal basis valid") : t("ikke tillatt (mangler grunnlag)", "not allowed (no basis)")),
