@@ -789,12 +789,23 @@ async function renderPanel(body, id, status, timeline) {
   panelMap?.destroy();
   panelMap = null;
   const mapBox = h("div", { class: "map-box", id: "resident-map" });
-  fill(body,
-    card,
+  // What is happening now comes right under the name, before the card's address and access.
+  const now = [
     h("div", { class: `status-line st-${status.state}` },
       h("span", { class: "badge status" }, snb, h("span", { class: "en inline" }, ` / ${sen}`)),
       h("span", {}, "Sist kontakt ", h("span", { class: "en inline" }, "/ Last contact "),
         status.last_contact_at ? timeAgo(status.last_contact_at) : "–")),
+    h("h3", {}, t("Åpne varsler", "Open alerts")),
+    (status.open_alerts || []).length
+      ? h("ul", { class: "plain" }, status.open_alerts.map((a) => h("li", { class: `mini p-${a.priority}` },
+        h("span", { class: "badge priority" }, (PRIORITY_WORDS[a.priority] || [a.priority])[0]), " ",
+        kindWords(a.kind)[0], " · ", (STATE_WORDS[a.state] || [a.state])[0], " · ", clock(a.opened_at))))
+      : h("p", { class: "muted" }, t("Ingen.", "None.")),
+  ];
+  if (heading) heading.after(...now);
+  else card.prepend(...now);
+  fill(body,
+    card,
     r ? h("dl", { class: "facts" },
       carded ? null : [h("dt", {}, t("Team", "Team")), h("dd", {}, teamName(r.team)),
         h("dt", {}, t("Utstyr", "Devices")),
@@ -806,12 +817,6 @@ async function renderPanel(body, id, status, timeline) {
       h("dt", {}, t("Posisjon", "Position")),
       h("dd", {}, timeline.locations_shown ? t("grunnlag gyldig", "legal basis valid") : t("ikke tillatt (mangler grunnlag)", "not allowed (no basis)")),
     ) : null,
-    h("h3", {}, t("Åpne varsler", "Open alerts")),
-    (status.open_alerts || []).length
-      ? h("ul", { class: "plain" }, status.open_alerts.map((a) => h("li", { class: `mini p-${a.priority}` },
-        h("span", { class: "badge priority" }, (PRIORITY_WORDS[a.priority] || [a.priority])[0]), " ",
-        kindWords(a.kind)[0], " · ", (STATE_WORDS[a.state] || [a.state])[0], " · ", clock(a.opened_at))))
-      : h("p", { class: "muted" }, t("Ingen.", "None.")),
     h("h3", {}, t("Kart", "Map")),
     points.length ? mapBox : h("p", { class: "muted" }, t("Ingen posisjoner siste døgn.", "No positions in the last 24 hours.")),
     h("h3", {}, t("Tidslinje siste døgn", "Timeline, last 24 hours")),
