@@ -20,13 +20,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from playwright.sync_api import ConsoleMessage, Error, Page
 from psycopg.types.json import Jsonb
 
 from storage import save_registry
-from tests.fix_db import create_database, drop_database
+from tests.fix_db import create_database, drop_database, scalar
 from tests.fix_mqtt import MosquittoInstance
 from tests.helpers import event, wait_for
 from tests.registry_documents import browser_registry_yaml
@@ -271,6 +272,32 @@ def check_accessible(page: Page, name: str) -> list[dict[str, Any]]:
              for v in failing]
     assert not failing, f"axe-core on {name}:\n" + "\n".join(lines)
     return list(result["violations"])
+
+
+@contextmanager
+def api_as(system: System, username: str) -> Iterator[httpx.Client]:
+    """An API client signed in as `username` with a bearer token (a colleague's handheld,
+    or another console, acting while the page under test looks on)."""
+    with httpx.Client(base_url=system.base_url, timeout=10) as client:
+        answer = client.post("/api/auth/token", data={"username": username, "password": PASSWORD})
+        answer.raise_for_status()
+        client.headers["Authorization"] = f"Bearer {answer.json()['access_token']}"
+        yield client
+
+
+def resolve_open_alerts(system: System, resident_id: str, note: str, username: str = "ola") -> list[str]:
+    """`username` (staff) resolves every active alert of the resident through the API;
+    returns their ids once the alert stage has stored them as resolved."""
+    with api_as(system, username) as client:
+        alerts = [a for a in client.get("/api/alerts").json() if a["resident_id"] == resident_id]
+        for alert in alerts:
+            answer = client.post(f"/api/alerts/{alert['alert_id']}/resolve", json={"note": note})
+            assert answer.status_code in (200, 409), answer.text  # 409: closed meanwhile
+    ids = [a["alert_id"] for a in alerts]
+    query = "SELECT count(*) FROM trygg.alerts WHERE alert_id = ANY(%s) AND state IN ('resolved', 'cancelled')"
+    assert wait_for(lambda: scalar(system.database, query, ids), lambda n: n == len(ids),
+                    timeout=10, interval=0.05) == len(ids)
+    return ids
 
 
 @functools.cache

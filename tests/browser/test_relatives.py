@@ -6,11 +6,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.sync_api import BrowserContext, expect
 
-from tests.browser.support import PASSWORD, System, login, shot, watch
+from tests.browser.support import System, check_accessible, login, resolve_open_alerts, shot, watch
 from tests.fix_db import scalar
 from tests.helpers import wait_for
 
@@ -26,7 +25,13 @@ def test_a_relative_sees_their_own_person_calmly_and_nobody_else(system: System,
     expect(card).to_contain_text("Alt er rolig")
     expect(card).to_contain_text("All is well")
     expect(page.locator("section.person")).to_have_count(1)
+    # The heading names the person (or "your person"), never a bare registry id.
+    title = card.locator("h2")
+    expect(title).to_contain_text(re.compile("Kari Nordmann|Din nærmeste"))
+    expect(title).not_to_contain_text("r-1")
+    check_accessible(page, "relatives-desktop")
     shot(page, "relatives-all-well")
+    shot(page, "relatives-desktop")
 
     # The safety alarm is pressed; the GPS tracker reports a position (consented).
     system.publish("d-1-gps", "location", {"lat": 59.9141, "lon": 10.7525, "accuracy_m": 10})
@@ -41,6 +46,7 @@ def test_a_relative_sees_their_own_person_calmly_and_nobody_else(system: System,
     expect(card.locator(".map-box")).to_have_attribute("data-map", "plot")
     text = card.inner_text()
     assert "d-1-" not in text and "alarm.button" not in text, "no sensor detail for relatives"
+    check_accessible(page, "relatives-desktop-alert")
     shot(page, "relatives-alert")
 
     # Home care resolves it with a note: the page is calm again, and the alert stays in
@@ -80,20 +86,23 @@ def test_a_relative_sees_their_own_person_calmly_and_nobody_else(system: System,
     expect(page).to_have_url(f"{base}/login")
 
 
-def resolve_open_alerts(system: System, resident_id: str, note: str) -> None:
-    """Staff (ola) resolve every open alert of the resident through the API; returns once
-    the alert stage has stored them as resolved."""
-    with httpx.Client(base_url=system.base_url, timeout=10) as client:
-        token = client.post("/api/auth/token", data={"username": "ola", "password": PASSWORD}).json()["access_token"]
-        headers = {"Authorization": f"Bearer {token}"}
-        alerts = [a for a in client.get("/api/alerts", headers=headers).json() if a["resident_id"] == resident_id]
-        assert alerts
-        for alert in alerts:
-            assert client.post(f"/api/alerts/{alert['alert_id']}/resolve", headers=headers,
-                               json={"note": note}).status_code == 200
-    query = "SELECT count(*) FROM trygg.alerts WHERE resident_id = %s AND state = 'resolved'"
-    assert wait_for(lambda: scalar(system.database, query, resident_id), lambda n: n == len(alerts),
-                    timeout=10, interval=0.05) == len(alerts)
+def test_the_relatives_page_on_a_phone(system: System, phone: BrowserContext) -> None:
+    page = phone.new_page()
+    seen = watch(page)
+    login(page, system.base_url, "anne", "/relatives")
+    card = page.locator("section.person[data-resident='r-1']")
+    expect(card).to_have_attribute("data-state", re.compile("ok|alert|attention"))
+    expect(card.locator("h2")).not_to_contain_text("r-1")
+    width = page.evaluate("document.scrollingElement.scrollWidth")
+    assert width <= 390, f"the page is {width} px wide on a 390 px screen"
+    header = page.locator(".topbar").bounding_box()
+    assert header is not None and header["height"] <= 110, header
+    for name in ("Logg ut", "Skjul engelsk"):
+        target = page.get_by_role("button", name=re.compile(name)).bounding_box()
+        assert target is not None and target["height"] >= 44, (name, target)
+    check_accessible(page, "relatives-phone")
+    shot(page, "relatives-phone")
+    seen.check()
 
 
 def test_with_map_tiles_the_position_is_on_a_real_map(system: System, context: BrowserContext) -> None:

@@ -26,7 +26,7 @@ function append(el, children) {
 export function t(nb, en, tag = "span") {
   const frag = document.createDocumentFragment();
   frag.append(h(tag, { lang: "nb", class: "nb" }, nb));
-  if (en) frag.append(h(tag, { lang: "en", class: "en" }, en));
+  if (en) frag.append(" ", h(tag, { lang: "en", class: "en" }, en)); // " ": names read "Løs … Resolve …"
   return frag;
 }
 
@@ -144,13 +144,17 @@ export function roleName(role) {
 /** Who is signed in (GET /api/auth/me), shown in the header's #who. */
 export async function whoAmI() {
   const me = await api("/api/auth/me");
-  const who = document.getElementById("who");
-  if (who) {
-    const [nb, en] = roleName(me.role);
-    const teams = me.teams.length ? ` · ${me.teams.join(", ")}` : "";
-    fill(who, h("strong", {}, me.username), ` · ${nb}`, h("span", { class: "en inline" }, ` / ${en}`), teams);
-  }
+  showWho(me);
   return me;
+}
+
+/** Fill the header's #who: name, role and teams (`teamName(id)` gives a team's name). */
+export function showWho(me, teamName = (id) => id) {
+  const who = document.getElementById("who");
+  if (!who) return;
+  const [nb, en] = roleName(me.role);
+  const teams = me.teams.length ? ` · ${me.teams.map(teamName).join(", ")}` : "";
+  fill(who, h("strong", {}, me.username), ` · ${nb}`, h("span", { class: "en inline" }, ` / ${en}`), teams);
 }
 
 /** The "English on/off" button; the choice is remembered in this browser. */
@@ -232,6 +236,23 @@ export const KIND_WORDS = {
 
 export function kindWords(kind) {
   return KIND_WORDS[kind] || [kind, kind];
+}
+
+/** Device kinds (docs/contract.md, trygg/contract.py DeviceKind) in words: [nb, en]. */
+export const DEVICE_WORDS = {
+  alarm_unit: ["Trygghetsalarm", "Safety alarm"],
+  auto_alarm: ["Selvutløsende alarm", "Automatic alarm"],
+  fall_sensor: ["Fallsensor", "Fall sensor"],
+  smoke_detector: ["Røykvarsler", "Smoke detector"],
+  door_sensor: ["Dørsensor", "Door sensor"],
+  door_lock: ["Dørlås", "Door lock"],
+  motion_sensor: ["Bevegelsessensor", "Motion sensor"],
+  gps_tracker: ["GPS-sporer", "GPS tracker"],
+  phone: ["Mobiltelefon", "Mobile phone"],
+};
+
+export function deviceWords(kind) {
+  return DEVICE_WORDS[kind] || [kind, kind];
 }
 
 export const PRIORITY_WORDS = {

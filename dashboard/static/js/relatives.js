@@ -63,6 +63,8 @@ function inline(nb, en) {
 }
 
 const maps = new Map(); // resident id -> map handle
+let me = null;
+const people = () => me?.residents || [];
 
 async function refresh(me) {
   const people = document.getElementById("people");
@@ -101,6 +103,14 @@ async function refresh(me) {
     `Updated ${new Date().toLocaleTimeString("en-GB")}`));
 }
 
+/** The card's heading: the person's name (GET …/status gives it where the API has it),
+ *  else "Din nærmeste / Your person"; the id only tells apart several persons. */
+function heading(id, status, many) {
+  if (status?.name) return h("h2", { id: `h-${id}` }, status.name);
+  return h("h2", { id: `h-${id}` }, "Din nærmeste", h("span", { class: "en inline", lang: "en" }, " / Your person"),
+    many ? h("span", { class: "muted small" }, ` (${id})`) : null);
+}
+
 function renderUnavailable(card, id) {
   card._json = null;
   maps.get(id)?.destroy();
@@ -108,7 +118,7 @@ function renderUnavailable(card, id) {
   card.className = "person st-unknown";
   card.dataset.state = "unavailable";
   fill(card,
-    h("h2", { id: `h-${id}` }, "Status", h("span", { class: "muted small" }, ` (${id})`)),
+    heading(id, null, people().length > 1),
     h("p", { class: "big" }, t("Ingen status tilgjengelig.", "No status available.")),
     h("p", {}, t("Det kan være at samtykke til å dele status med pårørende mangler. Snakk med hjemmetjenesten om du lurer.",
       "Consent to share the status with relatives may be missing. Talk to home care if you are unsure.")));
@@ -127,7 +137,7 @@ function renderPerson(card, id, status) {
   card.dataset.state = status.state;
   const mapBox = h("div", { class: "map-box" });
   fill(card,
-    h("h2", { id: `h-${id}` }, "Status", h("span", { class: "muted small" }, ` (${id})`)),
+    heading(id, status, people().length > 1),
     h("div", { class: "state-box" },
       h("span", { class: "state-icon", "aria-hidden": "true" }, status.state === "ok" ? "✓" : status.state === "alert" ? "!" : "i"),
       h("div", {},
@@ -163,7 +173,6 @@ function historyItem(a) {
 
 async function main() {
   languageToggle();
-  let me;
   try {
     me = await whoAmI();
   } catch (err) {
