@@ -12,7 +12,7 @@ from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from dashboard import audit
 from dashboard.authz import Action, View, may_see_location, require, resident_view, team_scope
@@ -158,6 +158,7 @@ class LocationOut(BaseModel):
 
 class StatusOut(BaseModel):
     resident_id: str
+    name: str = Field(description="the resident's name, as the registry has it (a relative sees their own person's)")
     state: Literal["ok", "alert", "attention"]
     open_alerts: list[Alert | RelativeAlertOut]
     last_contact_at: datetime | None
@@ -252,7 +253,7 @@ async def status(resident_id: ResidentId, request: Request, who: CurrentUser, po
     shown: list[Alert | RelativeAlertOut] = (
         list(open_alerts) if view is View.CARE else [for_relatives(a) for a in open_alerts]
     )
-    out = StatusOut(resident_id=resident_id, state=overall_state(open_alerts), open_alerts=shown,
+    out = StatusOut(resident_id=resident_id, name=resident.name, state=overall_state(open_alerts), open_alerts=shown,
                     last_contact_at=contact,
                     location=LocationOut.model_validate(location) if location else None)
     return JSONResponse(out.model_dump(mode="json", exclude=None if show_location else {"location"}),

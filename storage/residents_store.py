@@ -32,6 +32,7 @@ class ResidentRow:
     timezone: str
     consents: dict[str, Any]
     location_basis: dict[str, Any] | None
+    name: str = ""
 
     def consent(self, name: str) -> bool:
         return self.consents.get(name) is True
@@ -59,13 +60,13 @@ class ResidentRow:
 
 async def get_resident(conn: psycopg.AsyncConnection[Any], resident_id: str) -> ResidentRow | None:
     cur = await conn.execute(
-        "SELECT id, team_id, timezone, consents, location_basis FROM trygg.residents WHERE id = %s",
+        "SELECT id, team_id, timezone, consents, location_basis, name FROM trygg.residents WHERE id = %s",
         (resident_id,),
     )
     row = await cur.fetchone()
     if row is None:
         return None
-    return ResidentRow(row[0], row[1], row[2], row[3] or {}, row[4])
+    return ResidentRow(row[0], row[1], row[2], row[3] or {}, row[4], row[5])
 
 
 _LIST = """
