@@ -145,8 +145,17 @@ export function roleName(role) {
 export async function whoAmI() {
   const me = await api("/api/auth/me");
   showWho(me);
+  if (me.teams.length && CARE_ROLES.has(me.role)) {
+    // The teams' names ("Hjemmetjenesten Øst", not `east`), when they come.
+    api("/api/teams").then((teams) => {
+      const names = new Map(teams.map((team) => [team.id, team.name]));
+      showWho(me, (id) => names.get(id) || id);
+    }).catch(() => {});
+  }
   return me;
 }
+
+const CARE_ROLES = new Set(["staff", "operator", "admin"]);
 
 /** Fill the header's #who: name, role and teams (`teamName(id)` gives a team's name). */
 export function showWho(me, teamName = (id) => id) {
