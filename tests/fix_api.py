@@ -32,14 +32,17 @@ import uvicorn
 from fastapi import FastAPI
 from psycopg.types.json import Jsonb
 
+from composition.runtime import open_pool
 from dashboard import AlertsPort, StageAlerts, create_app
 from dashboard.auth import hash_password
+from storage import AlertStore
 from storage.registry_store import save_registry
 from storage.users_store import upsert_user
 from tests.fix_db import create_database, drop_database
 from tests.helpers import alert_doc, wait_for
 from tests.registry_documents import api_registry_yaml
 from tests.service_alerts import ServiceAlerts
+from trygg.alert import Alert, Transition
 from trygg.registry import parse_registry
 from trygg.settings import Settings
 
@@ -279,3 +282,15 @@ def stream(w: World, user: str) -> Iterator[EventStream]:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         yield EventStream(response)
+
+
+def store_alerts(url: str, *written: tuple[Alert, list[Transition]]) -> None:
+    """Write alerts and their transitions as the alert stage's writer does, as the
+    application role (whose writes keep trygg.alert_reach through the triggers of
+    migration 0017)."""
+    with open_pool(as_app_role(url), 1) as pool:
+        alert_store = AlertStore(pool)
+        try:
+            alert_store.write([a for a, _ in written], [t for _, steps in written for t in steps])
+        finally:
+            alert_store.close()

@@ -14,9 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from alerts import lifecycle
-from composition.runtime import open_pool
-from storage import AlertStore
-from tests.fix_api import World, as_app_role
+from tests.fix_api import World, store_alerts
 from trygg.alert import Alert, Transition
 from trygg.contract import AlertKind, AlertState, Priority
 
@@ -48,14 +46,7 @@ def closed_alert(alert_id: str, resident: str, team: str, *, closed_ago: timedel
 
 
 def store(w: World, *written: tuple[Alert, list[Transition]]) -> None:
-    """Write alerts as the alert stage's writer does, as the application role (whose
-    writes keep trygg.alert_reach through the triggers of migration 0017)."""
-    with open_pool(as_app_role(w.url), 1) as pool:
-        alert_store = AlertStore(pool)
-        try:
-            alert_store.write([a for a, _ in written], [t for _, steps in written for t in steps])
-        finally:
-            alert_store.close()
+    store_alerts(w.url, *written)
 
 
 @pytest.fixture

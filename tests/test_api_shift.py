@@ -14,9 +14,7 @@ import psycopg
 import pytest
 
 from alerts import lifecycle
-from composition.runtime import open_pool
-from storage import AlertStore
-from tests.fix_api import World
+from tests.fix_api import World, store_alerts
 from trygg.alert import Alert, Transition
 from trygg.contract import AlertKind, AlertState, Priority
 
@@ -50,12 +48,7 @@ def taken(written: tuple[Alert, list[Transition]], by: str, after_s: int, resolv
 
 
 def store(w: World, *written: tuple[Alert, list[Transition]]) -> None:
-    with open_pool(w.url, 1) as pool:
-        alert_store = AlertStore(pool)
-        try:
-            alert_store.write([a for a, _ in written], [t for _, steps in written for t in steps])
-        finally:
-            alert_store.close()
+    store_alerts(w.url, *written)
 
 
 @pytest.fixture
