@@ -24,6 +24,7 @@ def live_console(page: Page, system: System, user: str) -> None:
     expect(page.locator("#conn")).to_contain_text("Live")
 
 
+@pytest.mark.serial
 def test_a_fall_is_on_screen_within_a_second_then_taken_and_resolved_with_a_note(
     system: System, context: BrowserContext, new_context: Callable[[], BrowserContext],
 ) -> None:
