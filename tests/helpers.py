@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -10,6 +11,7 @@ from typing import Any, TypeVar
 
 from psycopg_pool import ConnectionPool
 
+from composition.broker import free_port
 from storage import Pool
 from tests.registry_documents import small_registry_yaml
 from trygg.alert import Alert
@@ -20,6 +22,16 @@ T = TypeVar("T")
 
 #: The small registry (tests/registry_documents.py): team east with r-1 and r-2.
 REGISTRY_YAML = small_registry_yaml()
+#: How far apart the port ranges of the pytest-xdist workers begin (`worker_port`).
+WORKER_PORT_SPAN = 100
+
+
+def worker_port(start: int) -> int:
+    """A free port on 127.0.0.1 in this pytest-xdist worker's own range: from `start` for
+    the first worker (and a run without workers), `start + 100` for the second, ... Two
+    workers scanning from the same port would both find it free and race to bind it."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return free_port("127.0.0.1", start + WORKER_PORT_SPAN * int(worker.removeprefix("gw") or 0))
 
 
 def no_database() -> Pool:

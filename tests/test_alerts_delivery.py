@@ -26,6 +26,7 @@ from trygg.registry import Team
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 def test_an_alert_reaches_the_team_at_once_and_a_later_handheld_gets_it_retained(
     start_stage: StartStage, handhelds: Callable[[str], Handheld], prefix: str, database: str, protocol: str
@@ -235,6 +236,7 @@ class Receiver:
         self.server.server_close()
 
 
+@pytest.mark.serial
 def test_a_hanging_webhook_receiver_of_one_team_does_not_delay_another_teams(start_stage: StartStage) -> None:
     """East's receiver never answers (30 s); west's alarm still reaches west's receiver at
     once. Before, four workers shared by all teams were all waiting on east."""

@@ -86,6 +86,7 @@ def crash_after_one_alert(mosquitto: MosquittoInstance, prefix: str, conninfo: s
             child.stderr.close()
 
 
+@pytest.mark.serial
 def test_an_alarm_reaches_staff_while_postgres_is_down_and_is_stored_when_it_returns(
     start_stage: StartStage, handhelds: Callable[[str], Handheld], prefix: str,
     private_postgres: PostgresInstance,

@@ -128,6 +128,7 @@ def test_stream_pushes_changes_of_the_callers_teams_and_pings(fast_world: World)
         ("operator", "r-1"), ("operator", "r-2"), ("staff-east", "r-1")]
 
 
+@pytest.mark.serial
 def test_stream_ends_with_reset_at_once_when_the_server_closes(database: str) -> None:
     with make_world(database, sse_ping_s=30) as w, stream(w, "staff-east") as east:
         assert east.next_event() == (":", "connected")
@@ -199,6 +200,7 @@ def test_the_alert_stage_adapter(database: str) -> None:
         assert status.status_code == 200 and status.json()["open_alerts"] == []
 
 
+@pytest.mark.serial
 def test_a_change_reaches_the_console_while_the_loop_is_still_busy_after_it(fast_world: World) -> None:
     """The stream writes a change in the call that offered it (no task to wake at the
     end of the loop's turn): the console has the alert while the server's loop is still

@@ -85,6 +85,7 @@ def test_admin_sees_rows_recorded_a_moment_ago(world: World) -> None:
     assert [(e["actor"], e["action"]) for e in entries] == [("relative-1", "GET /api/residents/r-1/status")]
 
 
+@pytest.mark.serial
 def test_the_stream_keeps_delivering_while_postgresql_is_down(private_postgres: PostgresInstance) -> None:
     url = private_postgres.url("trygg")
     with make_world(url, sse_ping_s=0.2) as w, stream(w, "staff-east") as east:

@@ -151,6 +151,7 @@ def test_every_api_route_needs_a_caller(world: World) -> None:
 # --- while PostgreSQL is down (dashboard/user_cache.py) --------------------------------
 
 
+@pytest.mark.serial
 def test_while_postgresql_is_down_signed_in_staff_go_on_and_a_sign_out_still_holds(
         private_postgres: PostgresInstance) -> None:
     url = private_postgres.url("trygg")
@@ -180,6 +181,7 @@ def test_while_postgresql_is_down_signed_in_staff_go_on_and_a_sign_out_still_hol
         assert stored == (200, 1), "the sign-out reaches PostgreSQL when it is back"
 
 
+@pytest.mark.serial
 def test_with_no_offline_grace_a_check_while_postgresql_is_down_is_503_at_once(
         private_postgres: PostgresInstance) -> None:
     with make_world(private_postgres.url("trygg")) as w:

@@ -166,6 +166,7 @@ class GilWatch:
         self._thread.join()
 
 
+@pytest.mark.serial
 @pytest.mark.slow
 def test_a_large_registry_loads_without_holding_this_process(world: World) -> None:
     """10,000 residents (8 MiB of YAML, like a large municipality's): parsed, validated

@@ -64,6 +64,7 @@ def exercise(world: World, user: str, mode: GenerationMode) -> None:
     assert not failures, "\n\n".join(failures)
 
 
+@pytest.mark.serial
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=str)
 @pytest.mark.parametrize("user", ["admin", "staff-east"])
 def test_no_server_errors_and_answers_match_the_schema(shared_world: World, user: str,

@@ -112,6 +112,7 @@ def world(database: str) -> Iterator[World]:
         yield w
 
 
+@pytest.mark.serial
 def test_a_staff_member_moved_from_east_to_west_stops_getting_east_and_gets_west(world: World) -> None:
     w = world
     with stream(w, w.headers("staff-east")) as east:

@@ -169,6 +169,7 @@ def test_an_unexpected_error_handling_one_message_is_a_dead_letter_not_a_lost_co
     assert count(database, "SELECT count(*) FROM trygg.dead_letters") == 1, "redelivered after a reconnect"
 
 
+@pytest.mark.serial
 def test_an_exception_in_the_handler_of_received_messages_keeps_the_connection(
     mosquitto: MosquittoInstance, publisher: Publisher, prefix: str
 ) -> None:

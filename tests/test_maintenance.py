@@ -482,6 +482,7 @@ def _ingest_under_maintenance(database: str, writer_pool: Pool, maintenance_pool
     return written, stored, latencies, runs, dropped
 
 
+@pytest.mark.serial
 @pytest.mark.slow
 @pytest.mark.parametrize("maintainer", ["owner", "trygg_app"])
 def test_maintenance_under_concurrent_ingest_loses_nothing_and_does_not_hold_the_writer_up(

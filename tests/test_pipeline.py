@@ -20,6 +20,7 @@ from tests.helpers import event, small_registry, wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+@pytest.mark.serial
 def test_a_button_press_reaches_the_team_then_escalates_to_the_alarm_centre(
     up: Callable[[str], TryggProcess], database: str, handheld: Handheld, publisher: Publisher,
     prefix: str,
@@ -83,6 +84,7 @@ def test_kill_9_with_open_alerts_keeps_them_open_once_and_raises_no_offline_aler
         late.close()
 
 
+@pytest.mark.serial
 def test_with_postgres_down_alerts_are_still_delivered_and_stored_when_it_returns(
     up: Callable[[str], TryggProcess], private_postgres: PostgresInstance, handheld: Handheld,
     publisher: Publisher, prefix: str,

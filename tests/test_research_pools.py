@@ -99,6 +99,7 @@ async def open_stream(client: httpx.AsyncClient, token: str, hold: asyncio.Event
         return response.status_code, took
 
 
+@pytest.mark.serial
 def test_slow_exports_do_not_stop_staff(busy_world: World) -> None:
     """While ten exports hold what they got, staff list alerts, sign in and open the
     stream each within a second; /healthz says the research pool is exhausted."""

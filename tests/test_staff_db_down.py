@@ -41,6 +41,7 @@ def transitions(url: str, alert_id: str) -> list[tuple[str, str]]:
             "SELECT to_state, actor FROM trygg.alert_transitions WHERE alert_id = %s ORDER BY seq", (alert_id,))]
 
 
+@pytest.mark.serial
 def test_staff_acknowledge_and_resolve_while_postgresql_is_down(
     up: Callable[..., TryggProcess], private_postgres: PostgresInstance, handheld: Handheld,
     publisher: Publisher, prefix: str,

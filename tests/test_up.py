@@ -106,6 +106,7 @@ def publish(port: int, device: str, event_id: str, kind: str) -> None:
                     "-t", f"trygg/v1/devices/{device}/events", "-m", payload], check=True, timeout=10)
 
 
+@pytest.mark.serial
 def test_up_with_embedded_broker_and_database_stores_a_published_event(data_dir: Path) -> None:
     data_dir.mkdir()
     registry = data_dir.parent / "registry.yaml"

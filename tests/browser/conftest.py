@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, BrowserContext, sync_playwright
 
-from composition.broker import free_port
 from tests.browser.support import CHROMIUM, CHROMIUM_ARGS, USERS, System, make_system, running_system
 from tests.fix_db import create_database, drop_database
 from tests.fix_mqtt import MosquittoInstance
+from tests.helpers import worker_port
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +31,7 @@ def own_system(mosquitto: MosquittoInstance, pg_admin_url: str, tmp_path: Path) 
     database = create_database(pg_admin_url)
     running = make_system(mosquitto, database, tmp_path)
     try:
-        running.start_with_users([u for u in USERS if u[0] == "ola"], port=free_port("127.0.0.1", 28000))
+        running.start_with_users([u for u in USERS if u[0] == "ola"], port=worker_port(28000))
         yield running
     finally:
         running.stop()

@@ -13,6 +13,7 @@ from tests.browser.support import System, login, shot, watch
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.slow]
 
 
+@pytest.mark.serial
 def test_the_console_shows_a_lost_connection_and_recovers(own_system: System, context: BrowserContext) -> None:
     page = context.new_page()
     seen = watch(page)

@@ -51,6 +51,7 @@ def alert_id_of(page: Page, resident: str, priority: str) -> str:
     return value
 
 
+@pytest.mark.serial
 def test_a_fall_is_on_screen_within_a_second_then_taken_and_resolved_with_a_note(
     system: System, context: BrowserContext, new_context: Callable[[], BrowserContext],
 ) -> None:

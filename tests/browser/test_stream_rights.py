@@ -16,6 +16,7 @@ from tests.browser.support import USERS_ADD_COMMAND, System, login, watch
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.slow]
 
 
+@pytest.mark.serial
 def test_an_open_console_follows_a_move_and_a_sign_out(own_system: System, context: BrowserContext) -> None:
     system = own_system
     page = context.new_page()
