@@ -48,6 +48,8 @@ def test_staff_of_the_team_see_address_access_and_contacts(system: System, new_c
     expect(fall).to_contain_text("Fallsensor")
     expect(fall).to_have_attribute("data-health", re.compile("never_heard|ok|offline|low_battery"))
     expect(page).to_have_title("Kari Nordmann – Trygg")
+    if device == "phone":  # the page links and who is signed in are in the header's menu
+        page.get_by_role("button", name=re.compile("Meny")).click()
     expect(page.locator("nav#pages a[href='/devices']")).to_be_visible()
     expect(page.locator("#who")).to_contain_text("Hjemmetjenesten Øst")  # the team by name, not `east`
     no_horizontal_scroll(page)

@@ -18,7 +18,7 @@ import {
 } from "./common.js";
 import { renderCard } from "./card.js";
 import { showPositions } from "./map.js";
-import { pageNav } from "./nav.js";
+import { headerMenu, pageNav } from "./nav.js";
 
 const PRIORITY_RANK = { critical: 0, high: 1, medium: 2, low: 3 };
 const ACTIVE = new Set(["open", "acknowledged"]);
@@ -853,22 +853,11 @@ function timelineList(residentId, events, truncated) {
 
 // --- start ------------------------------------------------------------------------------------
 
-/** The header's menu (nav, notifications, who, language, sign out): a button on a phone,
- *  always open on a desktop (css/trygg.css). */
+/** The header's menu is nav.js's; Escape also closes the resident view on a phone. */
 function menu() {
-  const button = $("menu-toggle");
-  const box = $("menu");
-  const set = (open) => {
-    button.setAttribute("aria-expanded", String(open));
-    box.classList.toggle("open", open);
-  };
-  button.addEventListener("click", () => set(button.getAttribute("aria-expanded") !== "true"));
+  headerMenu();
   document.addEventListener("keydown", (e) => {
-    if (e.key !== "Escape") return;
-    if (box.classList.contains("open")) {
-      set(false);
-      button.focus();
-    } else if (document.body.classList.contains("panel-open")) back();
+    if (e.key === "Escape" && document.body.classList.contains("panel-open")) back();
   });
 }
 
