@@ -240,10 +240,12 @@ def login(page: Page, base_url: str, username: str, expect_path: str) -> None:
     page.wait_for_url(f"{base_url}{expect_path}")
 
 
-def shot(page: Page, name: str) -> Path:
+def shot(page: Page, name: str, *, full_page: bool = True) -> Path:
+    """A screenshot in tests/artifacts/: the whole page, or what is on screen (a page as
+    long as ReDoc's takes longer to draw whole than a test should wait)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(path), full_page=full_page)
     return path
 
 

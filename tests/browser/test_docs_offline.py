@@ -62,7 +62,7 @@ def test_redoc_lists_the_operations_with_the_network_blocked(
     operations = page.locator("[data-section-id^='tag/'], [data-section-id^='operation/']")
     expect(operations.first).to_be_attached()
     assert operations.count() >= 10, "the API's operations are listed"
-    shot(page, "redoc-desktop")
+    shot(page, "redoc-desktop", full_page=False)
     # ReDoc's "API docs by Redocly" footer always asks for its logo from cdn.redoc.ly
     # (no option turns it off): the page's policy refuses it, so nothing leaves the
     # machine, and ReDoc drops the image when it fails to load.
