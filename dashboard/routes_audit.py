@@ -4,8 +4,6 @@ filtered by resident, user, time and action, paged, and as CSV (the admin page's
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import datetime
 from typing import Annotated, Any, Final
 
@@ -13,7 +11,7 @@ import psycopg
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 
-from dashboard import audit
+from dashboard import audit, spreadsheet
 from dashboard.authz import Action, Principal, require
 from dashboard.deps import ID_PATTERN, Audit, CurrentUser, Pool, UtcTime, bad_parameter
 from dashboard.errors import Unavailable, responses
@@ -84,13 +82,6 @@ async def audit_log(
     return [AuditOut.model_validate(r) for r in rows]
 
 
-def safe_cell(value: Any) -> str:
-    """A CSV cell a spreadsheet shows as text: one that starts like a formula (`=`, `+`,
-    `-`, `@`, a tab or a carriage return) gets a leading `'` (OWASP "CSV Injection")."""
-    text = "" if value is None else value.isoformat() if isinstance(value, datetime) else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
 @router.get(".csv", response_class=Response, responses={
     200: {"content": {"text/csv": {"schema": {"type": "string"}}},
           "description": f"Columns {', '.join(CSV_COLUMNS)}; newest first; at most {CSV_MAX:,} rows"},
@@ -106,14 +97,9 @@ async def audit_csv(
 ) -> Response:
     where = _filters(resident_id, actor, since, until, action, None)
     rows = await _rows(request, who, pool, journal, where, CSV_MAX)
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
-    for row in rows:
-        writer.writerow([safe_cell(row[c]) for c in CSV_COLUMNS])
     name = f"trygg-audit{'-' + resident_id if resident_id else ''}.csv"
-    return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
+    return spreadsheet.attachment(spreadsheet.csv_text(CSV_COLUMNS, ([row[c] for c in CSV_COLUMNS] for row in rows)),
+                                  name)
 
 
-__all__ = ["router", "safe_cell"]
+__all__ = ["router"]

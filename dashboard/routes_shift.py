@@ -11,8 +11,6 @@ resident shown.
 
 from __future__ import annotations
 
-import csv
-import io
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +23,7 @@ from fastapi.responses import Response
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel
 
-from dashboard import audit
+from dashboard import audit, spreadsheet
 from dashboard.audit import AuditLog
 from dashboard.authz import Action, Principal, require, residents_shown, team_scope
 from dashboard.deps import ID_PATTERN, Audit, CurrentUser, Now, Pool, bad_parameter
@@ -176,39 +174,19 @@ async def shift(request: Request, who: CurrentUser, pool: Pool, audit_log: Audit
 CSV_COLUMNS: Final = ("alert_id", "resident_id", "resident_name", "team_id", "kind", "priority", "state",
                       "opened_at", "acknowledged_at", "acknowledged_by", "seconds_to_take", "closed_at", "closed_by",
                       "seconds_to_resolve", "escalation_level", "teams", "notes")
-#: Norwegian Excel's list separator (its decimal separator is the comma).
-CSV_SEPARATOR: Final = ";"
-#: A text cell starting with one of these would be read as a formula by a spreadsheet.
-FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
-
-
-def safe_cell(value: object) -> object:
-    """A cell as written: text that a spreadsheet would take for a formula gets a
-    leading apostrophe (shown as text, never run)."""
-    if isinstance(value, str) and value.startswith(FORMULA_START):
-        return "'" + value
-    return value
-
-
 def _local(at: datetime | None, zone: ZoneInfo) -> str:
     return "" if at is None else at.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def csv_text(alerts: Sequence[ShiftAlertOut], zone: ZoneInfo) -> str:
-    """The report as CSV: UTF-8 with a byte order mark (so Excel reads æ, ø, å right),
-    `;` between cells, CRLF line ends, times in `zone` as `YYYY-MM-DD HH:MM:SS`."""
-    out = io.StringIO()
-    out.write("\ufeff")
-    writer = csv.writer(out, delimiter=CSV_SEPARATOR, lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
-    for a in alerts:
-        notes = " | ".join(f"{_local(n.at, zone)} {n.by}: {n.text}" for n in a.notes)
-        cells = (a.alert_id, a.resident_id, a.resident_name or "", a.team_id, a.kind, a.priority, a.state,
-                 _local(a.opened_at, zone), _local(a.acknowledged_at, zone), a.acknowledged_by or "",
-                 a.seconds_to_take, _local(a.closed_at, zone), a.closed_by or "", a.seconds_to_resolve,
-                 a.escalation_level, " ".join(a.teams), notes)
-        writer.writerow(["" if c is None else safe_cell(c) for c in cells])
-    return out.getvalue()
+    """The report as a spreadsheet's CSV (dashboard/spreadsheet.py), times in `zone` as
+    `YYYY-MM-DD HH:MM:SS`."""
+    return spreadsheet.csv_text(CSV_COLUMNS, (
+        (a.alert_id, a.resident_id, a.resident_name, a.team_id, a.kind, a.priority, a.state,
+         _local(a.opened_at, zone), _local(a.acknowledged_at, zone), a.acknowledged_by, a.seconds_to_take,
+         _local(a.closed_at, zone), a.closed_by, a.seconds_to_resolve, a.escalation_level, " ".join(a.teams),
+         " | ".join(f"{_local(n.at, zone)} {n.by}: {n.text}" for n in a.notes))
+        for a in alerts))
 
 
 def time_zone(name: str) -> ZoneInfo:
@@ -230,8 +208,7 @@ async def shift_csv(request: Request, who: CurrentUser, pool: Pool, audit_log: A
     zone = time_zone(tz)
     out = await _audited(request, who, audit_log, await _report(who, pool, team, hours, now))
     name = f"trygg-vakt-{team or 'alle'}-{now.astimezone(zone):%Y%m%d-%H%M}-{hours}t.csv"
-    return Response(csv_text(out.alerts, zone), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
+    return spreadsheet.attachment(csv_text(out.alerts, zone), name)
 
 
-__all__ = ["CSV_COLUMNS", "csv_text", "router", "safe_cell"]
+__all__ = ["CSV_COLUMNS", "csv_text", "router"]

@@ -4,6 +4,8 @@ can change or delete a row."""
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import time
 
@@ -187,11 +189,13 @@ def test_the_audit_csv_is_safe_in_a_spreadsheet(world: World) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/csv")
     assert response.headers["content-disposition"] == 'attachment; filename="trygg-audit-r-1.csv"'
-    lines = response.text.splitlines()
-    assert lines[0] == "at,actor,role,resident_id,action"
-    assert any(",'=cmd|calc,staff,r-1,'+SUM(A1)" in line for line in lines)
-    assert any(",'@x,staff,r-1,'-1" in line for line in lines)
-    for line in lines[1:]:
-        for cell in line.split(","):
-            assert cell[:1] not in ("=", "+", "-", "@"), line
+    # The spreadsheet format of every CSV staff and admins download (dashboard/spreadsheet.py).
+    assert response.content.startswith("\ufeff".encode())
+    rows = list(csv.reader(io.StringIO(response.content.decode("utf-8-sig")), delimiter=";"))
+    assert rows[0] == ["at", "actor", "role", "resident_id", "action"]
+    assert ["'=cmd|calc", "staff", "r-1", "'+SUM(A1)"] in [row[1:] for row in rows]
+    assert ["'@x", "staff", "r-1", "'-1"] in [row[1:] for row in rows]
+    for row in rows[1:]:
+        for cell in row:
+            assert cell[:1] not in ("=", "+", "-", "@"), row
     assert world.client.get("/api/audit.csv", headers=world.headers("operator")).status_code == 403
