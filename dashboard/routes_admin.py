@@ -20,8 +20,8 @@ import threading
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from psycopg import errors as pg_errors
 from pydantic import BaseModel, Field
 
@@ -45,7 +45,13 @@ from storage.users_store import list_users
 from trygg.isolated import JobFailed, JobTimeout, run_isolated
 from trygg.registry_limits import MIB, DocumentLimits
 
-router = APIRouter(prefix="/api/admin", tags=["admin"])
+
+async def _administrators_only(who: CurrentUser) -> None:
+    """Every route here: 403 for any role but admin, before its input is read."""
+    require(who, Action.ADMIN)
+
+
+router = APIRouter(prefix="/api/admin", tags=["admin"], dependencies=[Depends(_administrators_only)])
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.@-]{1,64}$"
 ResidentId = Annotated[str, Path(pattern=ID_PATTERN)]
@@ -174,10 +180,9 @@ def _run(conninfo: str, actor: str, version: str, edit: Edit, limits: DocumentLi
 
 
 async def _edit(request: Request, who: Principal, state: State, audit_log: Audit, version: str, edit: Edit,
-                section: str, residents: list[str | None]) -> EditOut | JSONResponse:
+                section: str, residents: list[str | None]) -> EditOut:
     """Run `edit`; its errors as 404, 409, 422 (fields under `section`) or 503. A stale
     version is refused here at once; the child checks it again under the lock."""
-    require(who, Action.ADMIN)
     async with get_pool(state).connection() as conn:
         current = version_of(await registry_version(conn))
     if version != current:
@@ -186,10 +191,9 @@ async def _edit(request: Request, who: Principal, state: State, audit_log: Audit
     try:
         applied = await asyncio.to_thread(_run, state.conninfo, who.username, version, edit, limits)
     except EditError as exc:
-        if exc.status == 422:
-            return JSONResponse(EditErrorsOut(detail=[
-                FieldError(loc=["body", section, *loc], msg=msg, type="registry") for loc, msg in exc.errors
-            ]).model_dump(), status_code=422)
+        if exc.status == 422:  # answered like any invalid request (dashboard/app.py)
+            raise RequestValidationError([{"loc": ["body", section, *loc], "msg": msg, "type": "registry"}
+                                          for loc, msg in exc.errors]) from None
         if exc.status == 404:
             raise NotFound() from None
         if exc.status == 409:
@@ -221,7 +225,6 @@ async def residents(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> ResidentPageOut:
-    require(who, Action.ADMIN)
     if q is not None and "\x00" in q:
         raise bad_parameter("q", "must not contain NUL")
     async with pool.connection() as conn:
@@ -235,7 +238,6 @@ async def residents(
             summary="One resident as the registry holds it: every field, with devices")
 async def resident(request: Request, resident_id: ResidentId, who: CurrentUser, pool: Pool,
                    audit_log: Audit) -> ResidentOut:
-    require(who, Action.ADMIN)
     async with pool.connection() as conn:
         version, found = await registry_resident(conn, resident_id)
     if found is None:
@@ -247,20 +249,16 @@ async def resident(request: Request, resident_id: ResidentId, who: CurrentUser, 
 @router.post("/residents", status_code=201, response_model=EditOut, responses=EDIT_ERRORS,
              summary="Add a resident (without devices: add those after)")
 async def add_resident(request: Request, body: ResidentIn, who: CurrentUser, state: State,
-                       audit_log: Audit) -> Any:
-    require(who, Action.ADMIN)
+                       audit_log: Audit) -> EditOut:
     resident_id = _id(body.resident.get("id"), "resident.id")
     edit = Edit("resident.create", resident_id, body.resident)
-    result = await _edit(request, who, state, audit_log, body.version, edit, "resident", [resident_id])
-    if isinstance(result, EditOut):
-        return JSONResponse(result.model_dump(mode="json"), status_code=201)
-    return result
+    return await _edit(request, who, state, audit_log, body.version, edit, "resident", [resident_id])
 
 
 @router.put("/residents/{resident_id}", response_model=EditOut, responses={**EDIT_ERRORS, **responses(404)},
             summary="Change a resident's registry fields (card, consents, location basis, night, settings, zones)")
 async def change_resident(request: Request, resident_id: ResidentId, body: ResidentIn, who: CurrentUser,
-                          state: State, audit_log: Audit) -> Any:
+                          state: State, audit_log: Audit) -> EditOut:
     edit = Edit("resident.update", resident_id, body.resident)
     return await _edit(request, who, state, audit_log, body.version, edit, "resident", [resident_id])
 
@@ -270,7 +268,7 @@ async def change_resident(request: Request, resident_id: ResidentId, body: Resid
              summary="Retire a resident: removed from the registry with its devices; history, alerts and "
                      "audit rows are kept")
 async def retire_resident(request: Request, resident_id: ResidentId, body: Versioned, who: CurrentUser,
-                          state: State, audit_log: Audit) -> Any:
+                          state: State, audit_log: Audit) -> EditOut:
     edit = Edit("resident.retire", resident_id)
     return await _edit(request, who, state, audit_log, body.version, edit, "resident", [resident_id])
 
@@ -278,21 +276,17 @@ async def retire_resident(request: Request, resident_id: ResidentId, body: Versi
 @router.post("/residents/{resident_id}/devices", status_code=201, response_model=EditOut,
              responses={**EDIT_ERRORS, **responses(404)}, summary="Add a device to a resident")
 async def add_device(request: Request, resident_id: ResidentId, body: DeviceIn, who: CurrentUser,
-                     state: State, audit_log: Audit) -> Any:
-    require(who, Action.ADMIN)
+                     state: State, audit_log: Audit) -> EditOut:
     device_id = _id(body.device.id, "device.id")
     fields = body.device.model_dump(exclude={"id"}, exclude_none=True)
     edit = Edit("device.add", device_id, {**fields, "resident_id": resident_id})
-    result = await _edit(request, who, state, audit_log, body.version, edit, "device", [resident_id])
-    if isinstance(result, EditOut):
-        return JSONResponse(result.model_dump(mode="json"), status_code=201)
-    return result
+    return await _edit(request, who, state, audit_log, body.version, edit, "device", [resident_id])
 
 
 @router.put("/devices/{device_id}", response_model=EditOut, responses={**EDIT_ERRORS, **responses(404)},
             summary="Change a device's kind or heartbeat interval")
 async def change_device(request: Request, device_id: DeviceId, body: DeviceIn, who: CurrentUser, state: State,
-                        audit_log: Audit) -> Any:
+                        audit_log: Audit) -> EditOut:
     edit = Edit("device.update", device_id, body.device.model_dump(exclude={"id"}, exclude_none=True))
     return await _edit(request, who, state, audit_log, body.version, edit, "device", [None])
 
@@ -300,7 +294,7 @@ async def change_device(request: Request, device_id: DeviceId, body: DeviceIn, w
 @router.post("/devices/{device_id}/move", response_model=EditOut, responses={**EDIT_ERRORS, **responses(404)},
              summary="Move a device to another resident")
 async def move_device(request: Request, device_id: DeviceId, body: MoveIn, who: CurrentUser, state: State,
-                      audit_log: Audit) -> Any:
+                      audit_log: Audit) -> EditOut:
     edit = Edit("device.move", device_id, {"resident_id": body.resident_id})
     return await _edit(request, who, state, audit_log, body.version, edit, "device", [body.resident_id[:64]])
 
@@ -308,7 +302,7 @@ async def move_device(request: Request, device_id: DeviceId, body: MoveIn, who: 
 @router.post("/devices/{device_id}/remove", response_model=EditOut, responses={**EDIT_ERRORS, **responses(404)},
              summary="Remove a device from the registry (its stored events are kept)")
 async def remove_device(request: Request, device_id: DeviceId, body: Versioned, who: CurrentUser, state: State,
-                        audit_log: Audit) -> Any:
+                        audit_log: Audit) -> EditOut:
     edit = Edit("device.remove", device_id)
     return await _edit(request, who, state, audit_log, body.version, edit, "device", [None])
 
@@ -319,7 +313,6 @@ async def remove_device(request: Request, device_id: DeviceId, body: Versioned, 
 @router.get("/users", response_model=UsersOut, responses=responses(401, 403, 503),
             summary="Every user with role, teams and residents; never a password or its hash")
 async def users(request: Request, who: CurrentUser, pool: Pool, audit_log: Audit) -> UsersOut:
-    require(who, Action.ADMIN)
     async with pool.connection() as conn:
         version = await registry_version(conn)
         rows = await list_users(conn)
@@ -335,21 +328,16 @@ async def users(request: Request, who: CurrentUser, pool: Pool, audit_log: Audit
 
 @router.post("/users", status_code=201, response_model=EditOut, responses=EDIT_ERRORS,
              summary="Add a user (no password: send them a one-time link)")
-async def add_user(request: Request, body: UserIn, who: CurrentUser, state: State, audit_log: Audit) -> Any:
-    require(who, Action.ADMIN)
+async def add_user(request: Request, body: UserIn, who: CurrentUser, state: State, audit_log: Audit) -> EditOut:
     username = _id(body.user.username, "user.username", USERNAME_PATTERN)
     edit = Edit("user.create", username, body.user.model_dump(exclude={"username"}))
-    result = await _edit(request, who, state, audit_log, body.version, edit, "user", [None])
-    if isinstance(result, EditOut):
-        return JSONResponse(result.model_dump(mode="json"), status_code=201)
-    return result
+    return await _edit(request, who, state, audit_log, body.version, edit, "user", [None])
 
 
 @router.put("/users/{username}", response_model=EditOut, responses={**EDIT_ERRORS, **responses(404)},
             summary="Change a user's role, teams or residents")
 async def change_user(request: Request, username: Username, body: UserIn, who: CurrentUser, state: State,
-                      audit_log: Audit) -> Any:
-    require(who, Action.ADMIN)
+                      audit_log: Audit) -> EditOut:
     if username == who.username and body.user.role != who.role.value:
         raise bad_parameter("user.role", "you cannot change your own role (ask another administrator)",
                             where="body")
@@ -363,7 +351,6 @@ async def change_user(request: Request, username: Username, body: UserIn, who: C
                      "open one; shown once)")
 async def password_link(request: Request, username: Username, who: CurrentUser, pool: Pool,
                         audit_log: Audit) -> LinkOut:
-    require(who, Action.ADMIN)
     try:
         async with pool.connection() as conn:
             token, expires_at = await create_password_link_async(conn, username, who.username)
@@ -389,7 +376,6 @@ async def change_log(
     before: Annotated[int | None, Query(ge=1, le=2**62)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[ChangeOut]:
-    require(who, Action.ADMIN)
     if since is not None and until is not None and since >= until:
         raise bad_parameter("until", "must be later than since")
     if actor is not None and "\x00" in actor:
