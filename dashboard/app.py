@@ -47,6 +47,7 @@ from dashboard import (
 )
 from dashboard.audit import AuditLog
 from dashboard.auth import TokenSigner
+from dashboard.body_limit import BodyLimitMiddleware
 from dashboard.deps import AlertsPort, AppState, StateProbe
 from dashboard.errors import ApiError, AuditJournalError
 from dashboard.research import open_research_pool, sync_pseudonyms
@@ -228,6 +229,7 @@ def create_app(
         return JSONResponse({"detail": [{"loc": ["request"], "msg": f"a value cannot be used: {first}",
                                          "type": "value_error"}]}, status_code=422)
 
+    app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(MetricsMiddleware)
     for module in (routes_health, routes_auth, routes_alerts, routes_shift, routes_residents, routes_teams,
                    routes_research, routes_registry, routes_admin, routes_audit):
