@@ -11,6 +11,7 @@ import base64
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import psycopg
 import pytest
 
 from alerts import lifecycle
@@ -174,3 +175,39 @@ def test_open_alerts_keep_coming_from_the_stage(history: World) -> None:
     done = history.client.post("/api/alerts/a-east/resolve", headers=history.headers("staff-east"))
     assert done.status_code == 200
     assert "a-east" not in ids(history, "staff-east", "")
+
+
+def test_the_teams_an_alert_reached_follow_every_write(world: World) -> None:
+    """trygg.alert_reach (migration 0017) is derived from trygg.alerts by triggers: after
+    opening, escalating, closing, deleting and truncating it is what the alerts say."""
+    derived = ("SELECT DISTINCT t, a.alert_id, a.state, a.closed_at FROM trygg.alerts a,"
+               " unnest(array_append(a.teams, a.team_id)) AS t ORDER BY 1, 2")
+    kept = "SELECT team_id, alert_id, state, closed_at FROM trygg.alert_reach ORDER BY 1, 2"
+
+    def reach() -> list[tuple[object, ...]]:
+        with psycopg.connect(world.url) as conn:
+            rows = conn.execute(kept).fetchall()
+            assert rows == conn.execute(derived).fetchall()
+            return [tuple(r) for r in rows]
+
+    opened = NOW - timedelta(minutes=5)
+    alert = Alert(alert_id="reach-1", resident_id="r-1", team_id="east", kind=AlertKind.ALARM,
+                  priority=Priority.HIGH, state=AlertState.OPEN, opened_at=opened, updated_at=opened,
+                  teams=("east",), escalated_at=opened)
+    alert, steps = lifecycle.opened(alert, "system")
+    store(world, (alert, list(steps)))
+    assert [r[:3] for r in reach()] == [("east", "reach-1", "open")]
+    alert, steps = lifecycle.escalate(alert, opened + timedelta(seconds=30), "alarm-centre")
+    store(world, (alert, list(steps)))
+    assert [r[0] for r in reach()] == ["alarm-centre", "east"]
+    alert, steps = lifecycle.resolve(alert, "operator", opened + timedelta(minutes=2), "ok")
+    store(world, (alert, list(steps)))
+    assert {(r[0], r[2]) for r in reach()} == {("alarm-centre", "resolved"), ("east", "resolved")}
+    assert all(r[3] is not None for r in reach())
+    store(world, closed_alert("reach-2", "r-3", "west", closed_ago=timedelta(hours=1)))
+    with psycopg.connect(world.url) as conn:  # as the owner: the application role never deletes
+        conn.execute("DELETE FROM trygg.alerts WHERE alert_id = 'reach-1'")
+    assert [r[:2] for r in reach()] == [("west", "reach-2")]
+    with psycopg.connect(world.url) as conn:
+        conn.execute("TRUNCATE trygg.alerts CASCADE")
+    assert reach() == []
