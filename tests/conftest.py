@@ -12,6 +12,7 @@ imports no other: tests/unit/test_suite_layout.py checks it):
 - tests/fix_api.py: the API served on a seeded database (`world`, `shared_world`)
 - tests/fix_users_cli.py: the `trygg users` command in-process
 - tests/fix_deploy.py: docker-compose.yml and the shipped Mosquitto configuration
+- tests/fix_cluster.py: a three-node NATS cluster (JetStream, MQTT) per test module
 - tests/fix_workers.py: two pytest-xdist workers; `serial` tests run while the other waits
 
 Plain helpers without fixtures: tests/helpers.py, tests/registry_documents.py."""
@@ -27,5 +28,6 @@ pytest_plugins = [
     "tests.fix_api",
     "tests.fix_users_cli",
     "tests.fix_deploy",
+    "tests.fix_cluster",
     "tests.fix_workers",
 ]

@@ -52,6 +52,19 @@ class Settings(BaseSettings):
         default=None, description="postgresql:// URL; none = embedded PostgreSQL in data_dir"
     )
     data_dir: Path = Path(".trygg")
+    # The cluster mode (`trygg up --cluster`, docs/cluster.md): several instances on a NATS
+    # JetStream cluster. Devices and handhelds use the NATS nodes' MQTT listeners.
+    cluster_nats_urls: str | None = Field(
+        default=None, description="nats://host:4222 of the NATS nodes, comma-separated; set: the cluster mode")
+    cluster_mqtt_urls: str | None = Field(
+        default=None, description="mqtt://host:1883 of the NATS nodes' MQTT listeners, comma-separated "
+        "(alerts are published there, retained); none = the NATS hosts on port 1883")
+    cluster_instance: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_-]{1,48}$",
+        description="this instance's name in the cluster; none = host name and process id")
+    cluster_replicas: int = Field(default=3, ge=1, le=5, description="replicas of Trygg's streams and consumers")
+    cluster_lease_s: float = Field(default=5.0, ge=1.0, le=60.0,
+                                   description="an instance's partitions pass on this long after it stopped renewing")
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=0, le=65535, description="0: any free port (printed)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -1,0 +1,125 @@
+"""The cluster's layout and leases on a real three-node NATS cluster (docs/cluster.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+
+from cluster import Layout, Leases, device_from_subject, ensure_layout, ingest_consumer
+from cluster.layout import MQTT_STREAM, RESIDENTS_STREAM
+from cluster.leases import Ownership
+from tests.fix_cluster import NatsCluster
+
+pytestmark = [pytest.mark.integration]
+
+
+async def connect(cluster: NatsCluster) -> NATS:
+    return await nats.connect(cluster.urls, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+
+
+async def laid_out(cluster: NatsCluster) -> NATS:
+    nc = await connect(cluster)
+    await ensure_layout(nc.jetstream(), Layout(), cluster.mqtt[0])
+    return nc
+
+
+def publish(cluster: NatsCluster, node: int, topic: str, payload: str) -> None:
+    host, port = cluster.mqtt[node]
+    subprocess.run(["mosquitto_pub", "-h", host, "-p", str(port), "-q", "1", "-t", topic, "-m", payload],
+                   check=True, timeout=10)
+
+
+def test_device_ids_with_dots_stay_distinct_and_are_kept_until_taken(nats_cluster: NatsCluster) -> None:
+    asyncio.run(device_ids_with_dots(nats_cluster))
+
+
+async def device_ids_with_dots(nats_cluster: NatsCluster) -> None:
+    nc = await laid_out(nats_cluster)
+    js = nc.jetstream()
+    for node, device in enumerate(["a.b", "a_b", "ab"]):
+        publish(nats_cluster, node, f"trygg/v1/devices/{device}/events", f'{{"d": "{device}"}}')
+    seen: dict[str, bytes] = {}
+    for p in range(16):
+        sub = await js.pull_subscribe_bind(ingest_consumer(p), MQTT_STREAM)
+        try:
+            for msg in await sub.fetch(10, timeout=0.2):
+                device, channel = device_from_subject(msg.subject)
+                assert channel == "events"
+                seen[device] = msg.data
+                await msg.ack()
+        except nats.errors.TimeoutError:
+            pass
+        finally:
+            await sub.unsubscribe()
+    assert seen == {"a.b": b'{"d": "a.b"}', "a_b": b'{"d": "a_b"}', "ab": b'{"d": "ab"}'}
+    info = await js.stream_info(RESIDENTS_STREAM)
+    assert info.config.num_replicas == 3
+    await nc.close()
+
+
+def test_a_lease_has_one_holder_and_passes_on_when_its_holder_stops_renewing(nats_cluster: NatsCluster) -> None:
+    asyncio.run(one_holder(nats_cluster))
+
+
+async def one_holder(nats_cluster: NatsCluster) -> None:
+    nc = await laid_out(nats_cluster)
+    js = nc.jetstream()
+    a, b = Leases(js, "a", ttl_s=1.0, bucket="test_leases"), Leases(js, "b", ttl_s=1.0, bucket="test_leases")
+    await a.open()
+    await b.open()
+    assert await a.acquire("rules.1")
+    assert not await b.acquire("rules.1")
+    assert await a.renew("rules.1")
+    assert await b.owner("rules.1") == "a"
+    await asyncio.sleep(2.5)  # a stopped renewing: the bucket's TTL removes its key
+    assert await b.acquire("rules.1")
+    assert not await a.renew("rules.1")
+    await b.release("rules.1")
+    assert await a.owner("rules.1") is None
+    await nc.close()
+
+
+def test_two_instances_share_the_partitions_and_the_survivor_takes_all(nats_cluster: NatsCluster) -> None:
+    asyncio.run(share(nats_cluster))
+
+
+async def share(nats_cluster: NatsCluster) -> None:
+    nc = await laid_out(nats_cluster)
+    js = nc.jetstream()
+    names = [f"rules.{p}" for p in range(8)]
+    held: dict[str, set[str]] = {"a": set(), "b": set()}
+
+    def ownership(instance: str) -> Ownership:
+        async def gain(name: str) -> None:
+            held[instance].add(name)
+
+        async def lose(name: str) -> None:
+            held[instance].discard(name)
+
+        leases = Leases(js, instance, ttl_s=1.5, bucket="test_share")
+        return Ownership(leases, [names], gain, lose, tick_s=0.2)
+
+    a, b = ownership("a"), ownership("b")
+    await a.leases.open()
+    await b.leases.open()
+    ta = asyncio.create_task(a.run())
+    tb = asyncio.create_task(b.run())
+    for _ in range(100):
+        await asyncio.sleep(0.1)
+        if len(held["a"]) == 4 and len(held["b"]) == 4:
+            break
+    assert held["a"].isdisjoint(held["b"]) and len(held["a"]) == len(held["b"]) == 4
+    tb.cancel()  # a clean stop gives its leases back at once
+    await asyncio.gather(tb, return_exceptions=True)
+    for _ in range(50):
+        await asyncio.sleep(0.1)
+        if held["a"] == set(names):
+            break
+    assert held["a"] == set(names) and held["b"] == set()
+    ta.cancel()
+    await asyncio.gather(ta, return_exceptions=True)
+    await nc.close()
