@@ -181,12 +181,12 @@ class Ownership:
         finally:
             for name in list(leases.held):
                 await self._drop(name, release=True)
-            with contextlib.suppress(TRANSIENT):
+            with contextlib.suppress(*TRANSIENT):
                 await leases.kv.delete(self.instance_key)
 
     async def tick(self) -> None:
         leases = self.leases
-        with contextlib.suppress(TRANSIENT):
+        with contextlib.suppress(*TRANSIENT):
             await leases.kv.put(self.instance_key, leases.instance.encode())
         for name in list(leases.held):
             if not await leases.renew(name):
