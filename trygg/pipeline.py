@@ -123,3 +123,30 @@ def intent_from_wire(doc: dict[str, Any]) -> AlertIntent:
 def internal_topic(prefix: str, name: str) -> str:
     """Topics between Trygg's own processes: `{prefix}/internal/intents`, `/alert-closed`."""
     return f"{prefix}/internal/{name}"
+
+
+def item_to_wire(item: Event | DeviceStatus) -> bytes:
+    """A valid event or status as JSON, between Trygg's instances (the cluster's
+    `TRYGG_RESIDENTS`, docs/cluster.md). The event's payload text goes as it came."""
+    import json
+
+    if isinstance(item, DeviceStatus):
+        return json.dumps({"status": item.online, "device_id": item.device_id, "resident_id": item.resident_id,
+                           "received_at": item.received_at.isoformat()}, separators=(",", ":")).encode()
+    return json.dumps({"device_id": item.device_id, "event_id": item.event_id, "type": item.type.value,
+                       "ts": item.ts.isoformat(), "received_at": item.received_at.isoformat(), "data": item.data,
+                       "resident_id": item.resident_id, "text": item.text}, separators=(",", ":")).encode()
+
+
+def item_from_wire(payload: bytes) -> Event | DeviceStatus:
+    """The item `item_to_wire` wrote; KeyError, ValueError or TypeError if it is not one."""
+    import json
+
+    from trygg.contract import EventType
+
+    doc = json.loads(payload)
+    if "status" in doc:
+        return DeviceStatus(doc["device_id"], doc["resident_id"], bool(doc["status"]),
+                            datetime.fromisoformat(doc["received_at"]))
+    return Event(doc["device_id"], doc["event_id"], EventType(doc["type"]), datetime.fromisoformat(doc["ts"]),
+                 datetime.fromisoformat(doc["received_at"]), doc["data"], doc["resident_id"], doc.get("text", ""))
