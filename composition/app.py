@@ -370,13 +370,9 @@ class _EmbeddedServer(uvicorn.Server):
 async def serve_dashboard(services: Services, announce: Callable[[str], None],
                           listening: asyncio.Event | None = None) -> None:
     """The dashboard on TRYGG_HTTP_HOST:TRYGG_HTTP_PORT (port 0: any free port), in this
-    loop, so its alert routes call the alert stage directly. Its two pools (staff's and
-    research's) are opened here and closed when it has stopped. `listening` is set once
-    it accepts connections (or has failed to start). `serve` has imported the dashboard
-    already, on a worker thread."""
-    from dashboard import StageAlerts, create_app, open_pools
-
-    settings = services.settings
+    loop, so its alert routes call the alert stage directly. `serve` has imported the
+    dashboard already, on a worker thread."""
+    from dashboard import StageAlerts
 
     def broker_state() -> bool:
         ingest = services.ingest
@@ -386,12 +382,22 @@ async def serve_dashboard(services: Services, announce: Callable[[str], None],
         ingest = services.ingest
         return ingest is not None and ingest.gateway.database_ok
 
-    conninfo = conninfo_of(services.pool)
+    await serve_http(services.settings, conninfo_of(services.pool), StageAlerts(services.alerts),
+                     broker_state, db_state, services.stopping, announce, listening, services.http_socket)
+
+
+async def serve_http(settings: Settings, conninfo: str, alerts: Any, broker_state: Callable[[], bool],
+                     db_state: Callable[[], bool], stopping: asyncio.Event, announce: Callable[[str], None],
+                     listening: asyncio.Event | None = None, http_socket: socket.socket | None = None) -> None:
+    """The dashboard with `alerts` (its AlertsPort) served in this loop until `stopping`
+    is set. Its two pools (staff's and research's) are opened here and closed when it has
+    stopped. `listening` is set once it accepts connections (or has failed to start)."""
+    from dashboard import create_app, open_pools
+
     async with open_pools(settings, conninfo) as pools:
-        app = create_app(settings, conninfo, StageAlerts(services.alerts), pools=pools,
-                         broker_state=broker_state, db_state=db_state)
+        app = create_app(settings, conninfo, alerts, pools=pools, broker_state=broker_state, db_state=db_state)
         server = _EmbeddedServer(_server_config(app, settings))
-        sockets = [services.http_socket] if services.http_socket is not None else None
+        sockets = [http_socket] if http_socket is not None else None
         task = asyncio.create_task(server.serve(sockets), name="dashboard.http")
         while not server.started and not task.done():  # noqa: ASYNC110 (uvicorn offers no event)
             await asyncio.sleep(0.05)
@@ -400,7 +406,7 @@ async def serve_dashboard(services: Services, announce: Callable[[str], None],
             announce(f"http://{settings.http_host}:{port}/")
         if listening is not None:
             listening.set()
-        stop = asyncio.create_task(services.stopping.wait())
+        stop = asyncio.create_task(stopping.wait())
         await asyncio.wait([task, stop], return_when=asyncio.FIRST_COMPLETED)
         state = getattr(app.state, "trygg", None)
         if state is not None:
