@@ -49,7 +49,9 @@ class Settings(BaseSettings):
         default=None, description="embedded demo broker only: a file of `username:argon2-hash` lines; with it "
         "only those users log in, each device publishing under its own id (composition/broker.py)")
     database_url: str | None = Field(
-        default=None, description="postgresql:// URL; none = embedded PostgreSQL in data_dir"
+        default=None, description="postgresql:// URL, or key=value pairs; a primary and its standby: "
+        "postgresql://user@host1:5432,host2:5432/trygg?target_session_attrs=read-write (docs/cluster.md); "
+        "none = embedded PostgreSQL in data_dir"
     )
     data_dir: Path = Path(".trygg")
     # The cluster mode (`trygg up --cluster`, docs/cluster.md): several instances on a NATS
