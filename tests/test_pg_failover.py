@@ -119,7 +119,9 @@ def test_trygg_up_runs_on_the_multi_host_url(pg_pair: PgPair, up: Callable[..., 
     trygg = up(pg_pair.conninfo)
     found = re.search(r"dashboard (http://\S+)", trygg.log.read_text())
     assert found, trygg.log.read_text()[-2000:]
-    assert httpx.get(found[1] + "healthz", timeout=10).json()["database"] == "up"
+    health = wait_for(lambda: httpx.get(found[1] + "healthz", timeout=10).json(), lambda h: h["database"] == "up",
+                      timeout=10)
+    assert health["database"] == "up", health
     publisher.publish_all([(f"{prefix}/devices/d-1-fall/events", event("e-up", "fall.detected"))])
 
     def stored() -> int:
