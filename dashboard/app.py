@@ -52,6 +52,7 @@ from dashboard.deps import AlertsPort, AppState, StateProbe
 from dashboard.errors import ApiError, AuditJournalError
 from dashboard.research import open_research_pool, sync_pseudonyms
 from dashboard.routes_health import MetricsMiddleware
+from storage.pool import RECONNECT_S
 from trygg.logging import get_logger
 from trygg.settings import Settings
 
@@ -94,7 +95,7 @@ async def open_pools(settings: Settings, conninfo: str, *, min_size: int = 1, ma
     before it answers 503."""
     staff = AsyncConnectionPool(
         conninfo, min_size=min_size, max_size=max_size, max_waiting=256, timeout=timeout_s,
-        open=False, name="dashboard", check=AsyncConnectionPool.check_connection,
+        open=False, name="dashboard", check=AsyncConnectionPool.check_connection, reconnect_timeout=RECONNECT_S,
     )
     research = open_research_pool(settings, conninfo)
     await staff.open(wait=False)

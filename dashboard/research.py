@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from storage.pool import RECONNECT_S
 from storage.research_store import (
     BUCKETS,
     EXPORT_COLUMNS,
@@ -91,6 +92,7 @@ def open_research_pool(settings: Settings, conninfo: str) -> AsyncConnectionPool
         conninfo, min_size=1, max_size=settings.research_pool_size,
         max_waiting=settings.research_pool_max_waiting, timeout=settings.research_pool_wait_s,
         open=False, name="research", configure=configure, check=AsyncConnectionPool.check_connection,
+        reconnect_timeout=RECONNECT_S,
     )
 
 

@@ -13,6 +13,8 @@ imports no other: tests/unit/test_suite_layout.py checks it):
 - tests/fix_users_cli.py: the `trygg users` command in-process
 - tests/fix_deploy.py: docker-compose.yml and the shipped Mosquitto configuration
 - tests/fix_cluster.py: a three-node NATS cluster (JetStream, MQTT) per test module
+- tests/fix_pg_pair.py: a PostgreSQL primary and its streaming standby per test module
+  (`kill_primary`, `promote`)
 - tests/fix_workers.py: two pytest-xdist workers; `serial` tests run while the other waits
 
 Plain helpers without fixtures: tests/helpers.py, tests/registry_documents.py."""
@@ -29,5 +31,6 @@ pytest_plugins = [
     "tests.fix_users_cli",
     "tests.fix_deploy",
     "tests.fix_cluster",
+    "tests.fix_pg_pair",
     "tests.fix_workers",
 ]

@@ -49,7 +49,9 @@ class Settings(BaseSettings):
         default=None, description="embedded demo broker only: a file of `username:argon2-hash` lines; with it "
         "only those users log in, each device publishing under its own id (composition/broker.py)")
     database_url: str | None = Field(
-        default=None, description="postgresql:// URL; none = embedded PostgreSQL in data_dir"
+        default=None, description="postgresql:// URL, or key=value pairs; a primary and its standby: "
+        "postgresql://user@host1:5432,host2:5432/trygg?target_session_attrs=read-write (docs/cluster.md); "
+        "none = embedded PostgreSQL in data_dir"
     )
     data_dir: Path = Path(".trygg")
     # The cluster mode (`trygg up --cluster`, docs/cluster.md): several instances on a NATS
@@ -224,14 +226,7 @@ class Settings(BaseSettings):
     def _database_url(cls, value: str | None) -> str | None:
         if value in (None, ""):
             return None
-        from psycopg.conninfo import conninfo_to_dict
-
-        try:
-            conninfo_to_dict(value)
-        except Exception:
-            raise ValueError("must look like postgresql://user@host:5432/dbname") from None
-        if "://" in value and urlsplit(value).scheme not in ("postgresql", "postgres"):
-            raise ValueError("must look like postgresql://user@host:5432/dbname")
+        check_conninfo(value)
         return value
 
     @property
@@ -260,6 +255,43 @@ def networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network,
         except ValueError:
             raise ValueError(f"{part!r} is not an IP address or CIDR") from None
     return tuple(out)
+
+
+#: libpq's `target_session_attrs`; `read-write` picks the primary of a primary and standby
+#: (docs/cluster.md "PostgreSQL: a primary and a standby").
+SESSION_ATTRS = frozenset({"any", "read-write", "read-only", "primary", "standby", "prefer-standby"})
+_CONNINFO_SHAPE = ("must look like postgresql://user@host:5432/dbname, or with a standby "
+                   "postgresql://user@host1:5432,host2:5432/dbname?target_session_attrs=read-write")
+
+
+def check_conninfo(value: str) -> None:
+    """Raise ValueError, with one line saying what is wrong, unless `value` is a libpq
+    connection string psycopg can connect with: a postgresql:// URL or key=value pairs,
+    one host or several (`host=a,b port=5432,5433`; a URL's `host1:5432,host2:5433`), each
+    port a number, as many ports as hosts (or one for all), a known target_session_attrs,
+    and with several hosts one that picks the server taking writes (read-write, primary)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        params = conninfo_to_dict(value)
+    except Exception:
+        raise ValueError(_CONNINFO_SHAPE) from None
+    if "://" in value and urlsplit(value).scheme not in ("postgresql", "postgres"):
+        raise ValueError(_CONNINFO_SHAPE)
+    hosts = max(len(str(params.get(key) or "").split(",")) for key in ("host", "hostaddr"))
+    ports = str(params.get("port") or "").split(",")
+    if len(ports) not in (1, hosts):
+        raise ValueError(f"has {len(ports)} ports for {hosts} hosts: give one port, or one per host")
+    for port in ports:
+        if port and not (port.isdigit() and 0 < int(port) < 65536):
+            raise ValueError(f"has a bad port {port!r}")
+    attrs = params.get("target_session_attrs")
+    if attrs is not None and attrs not in SESSION_ATTRS:
+        raise ValueError(f"has target_session_attrs={attrs!r}; use one of {', '.join(sorted(SESSION_ATTRS))}")
+    if hosts > 1 and attrs not in ("read-write", "primary"):
+        # libpq would take the first server that answers: a standby refuses every write
+        raise ValueError(f"has {hosts} hosts: add target_session_attrs=read-write, so that Trygg "
+                         "connects to the one that takes writes")
 
 
 def load_settings(**overrides: object) -> Settings:
