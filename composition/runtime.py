@@ -33,6 +33,7 @@ from composition.broker import EmbeddedBroker, port_is_free
 from gateway import Gateway, GatewayConfig
 from mqtt import BrokerAddress, Protocol, tls_context
 from storage import Pool, load_registry_text, migrate, start_embedded_postgres
+from storage.pool import RECONNECT_S
 from trygg.errors import SettingsError, TryggError
 from trygg.logging import get_logger
 from trygg.pipeline import NO_EMERGENCIES, EmergencyState, EventSink, discard
@@ -50,10 +51,6 @@ BROKER_PORT_FILE = "broker-port"
 REGISTRY_POLL_S = 2.0
 #: how long a caller waits for a connection of the pool before PostgreSQL counts as down
 POOL_TIMEOUT_S = 3.0
-#: a connection attempt the pool repeats (with its own growing delay) is given up after
-#: this long and begun anew by the next caller: after an outage the pool reconnects within
-#: seconds, however long the outage was
-POOL_RECONNECT_S = 10.0
 #: connections of a stage's pool besides those its gateway writers hold: the alert
 #: writer's, and one each for start-up loads, the registry watcher and snapshots
 POOL_SPARE = 4
@@ -121,7 +118,7 @@ def open_pool(conninfo: str, size: int = POOL_SPARE, *, name: str = "trygg") -> 
     not an error here but at the first call that needs it."""
     pool: Pool = ConnectionPool(
         conninfo, min_size=size, max_size=size, open=False, name=name, timeout=POOL_TIMEOUT_S,
-        reconnect_timeout=POOL_RECONNECT_S, check=ConnectionPool.check_connection,
+        reconnect_timeout=RECONNECT_S, check=ConnectionPool.check_connection,
         kwargs={"connect_timeout": int(POOL_TIMEOUT_S)},
     )
     pool.open(wait=False)
