@@ -21,7 +21,7 @@ import contextlib
 import threading
 import time
 import zlib
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,18 +31,12 @@ from gateway.alarm_watch import STALL_S, URGENT, AlarmWatch, Watchman
 from gateway.config import GatewayConfig
 from gateway.dead_letters import DeadLetters, describe
 from gateway.durable import DurableWriter, Pending
+from gateway.recent import RecentKeys
 from gateway.spool import Record, Spool
 from gateway.validate import Validator
 from mqtt import BrokerAddress, LoopThread, Message, Subscriber
 from storage import DeadLetter, EventStore, Pool, StatusRow
-from trygg.contract import (
-    Event,
-    EventType,
-    InvalidMessage,
-    Reason,
-    rekeyed_id,
-    utcnow,
-)
+from trygg.contract import Event, InvalidMessage, Reason, utcnow
 from trygg.logging import get_logger
 from trygg.pipeline import NO_EMERGENCIES, DeviceStatus, EmergencyState, EventSink, discard
 from trygg.registry import Registry
@@ -50,7 +44,6 @@ from trygg.watchdog import watch_task
 
 log = get_logger(__name__)
 
-RECENT_KEYS = 200_000
 #: a read is handled in slices of at most this long; the loop reads the socket between them
 SLICE_S = 0.001
 #: messages handled between two looks at the clock
@@ -102,9 +95,8 @@ class Gateway:
         self._clock = clock
         self._loop = loop
         self._loop_thread: LoopThread | None = None
-        # (device_id, id) of recent events → their (type, ts): a copy with the same is a
-        # re-send, one with another is a new event re-using the id (docs/ingest.md)
-        self._recent: OrderedDict[tuple[str, str], tuple[EventType, datetime]] = OrderedDict()
+        # re-sent copies and re-used ids among recent events (gateway/recent.py)
+        self._recent = RecentKeys()
         #: reads not yet wholly handled, oldest first (the first may be part-way)
         self._backlog: deque[_Read] = deque()
         self._busy = False  # the rest of a read waits for a later turn of the loop
@@ -401,22 +393,8 @@ class Gateway:
         if isinstance(item, DeviceStatus):
             self._hand_on(item)
             return StatusRow(item.device_id, item.online, received_at)
-        key = (item.device_id, item.event_id)
-        mark = (item.type, item.ts)
-        known = self._recent.get(key)
-        if known is not None:
-            if known == mark:
-                return item  # re-sent: stored once by the store's key, not handed on again
-            # The id is re-used (a device whose counter reset): another event, under the
-            # id the store and the alerts give it too; a re-send of it is a re-send.
-            item.event_id = rekeyed_id(item.event_id, item.type, item.ts)
-            key = (item.device_id, item.event_id)
-            if self._recent.get(key) == mark:
-                return item
-        self._recent[key] = mark
-        if len(self._recent) > RECENT_KEYS:
-            self._recent.popitem(last=False)
-        self._hand_on(item)
+        if self._recent.admit(item):  # else re-sent: stored once by the store's key, not handed on again
+            self._hand_on(item)
         return item
 
     def _hand_on(self, item: Event | DeviceStatus) -> None:
