@@ -71,9 +71,13 @@ RESIDENTS_MAX_AGE_S: Final = 2 * 24 * 3600.0
 DUPLICATE_WINDOW_S: Final = 600.0
 #: closed alerts stay on TRYGG_ALERTS this long (the last state of each alert)
 ALERTS_MAX_AGE_S: Final = 2 * 24 * 3600.0
-#: a message not acknowledged within this long is delivered again (its owner died)
-ACK_WAIT_S: Final = 30.0
-MAX_ACK_PENDING: Final = 20_000
+#: a message not acknowledged within this long is delivered again: its owner died (kill -9,
+#: a lost machine) and the new owner gets it a few seconds after taking the lease; an owner
+#: that still holds a message (PostgreSQL down) marks it in progress every third of this
+ACK_WAIT_S: Final = 6.0
+#: messages a partition may hold unacknowledged, e.g. while PostgreSQL is down (the stream
+#: is then the spool); 16 partitions × 50,000 ≈ 2.7 minutes of 5,000 events/s
+MAX_ACK_PENDING: Final = 50_000
 
 
 def subject_token(text: str) -> str:
