@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import psycopg
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
@@ -49,6 +48,7 @@ from cluster import (
 )
 from cluster.layout import ACK_WAIT_S, MAX_ACK_PENDING, MQTT_STREAM
 from gateway import DeadLetters, RecentKeys, Validator, describe, metrics
+from gateway.durable import write_batch
 from storage import DatabaseUnavailable, DeadLetter, EventStore, StatusRow
 from trygg.backoff import Backoff
 from trygg.contract import Event, InvalidMessage, Reason, utcnow
@@ -315,40 +315,12 @@ class IngestPartition:
     def _commit_on_thread(self, events: list[Event], dead: list[DeadLetter], statuses: list[StatusRow]) -> int:
         """On a thread: commit a batch (row by row if PostgreSQL refuses it whole);
         returns how many events were new."""
-        try:
-            inserted = self._store.write(events, dead, statuses)
-        except DatabaseUnavailable:
-            raise
-        except psycopg.Error as exc:
-            # One bad row must not block the partition: store row by row and
-            # dead-letter whatever the database itself refuses (as gateway/durable.py).
-            self._log.error("batch_refused_writing_row_by_row", error=str(exc))
-            inserted = self._write_one_by_one(events, dead, statuses)
-        metrics.STORED.inc(inserted)
-        metrics.DUPLICATES.inc(len(events) - inserted)
+        inserted = write_batch(self._store, events, dead, statuses)
         for ev in events:
             self._last_seen[ev.device_id] = ev.received_at
         for st in statuses:
             self._last_seen[st.device_id] = st.at
         self._touch_devices()
-        return inserted
-
-    def _write_one_by_one(self, events: list[Event], dead: list[DeadLetter], statuses: list[StatusRow]) -> int:
-        inserted = 0
-        refused: list[DeadLetter] = []
-        for ev in events:
-            try:
-                inserted += self._store.write([ev], as_received=False)
-            except DatabaseUnavailable:
-                raise
-            except psycopg.Error as exc:
-                refused.append(DeadLetter(ev.received_at, f"devices/{ev.device_id}/events",
-                                          repr(ev).encode()[:16384], "storage_refused", str(exc).strip()[:500]))
-        for extra in (dead, refused):
-            if extra:
-                self._store.write([], extra)
-        for st in statuses:
-            self._store.write([], [], [st])
         return inserted
 
     def _touch_devices(self) -> None:

@@ -292,43 +292,11 @@ class DurableWriter:
 
     def _write(self, records: Sequence[Record]) -> None:
         events, dead, statuses = _split(records)
-        try:
-            inserted = self._store.write(events, dead, statuses)
-        except DatabaseUnavailable:
-            raise
-        except psycopg.Error as exc:
-            # One bad row must not block the stream: store row by row and dead-letter
-            # whatever the database itself refuses.
-            log.error("batch_refused_writing_row_by_row", error=str(exc))
-            inserted = self._write_one_by_one(events, dead, statuses)
-        metrics.STORED.inc(inserted)
-        metrics.DUPLICATES.inc(len(events) - inserted)
+        write_batch(self._store, events, dead, statuses)
         for ev in events:
             self._last_seen[ev.device_id] = ev.received_at
         for st in statuses:
             self._last_seen[st.device_id] = st.at
-
-    def _write_one_by_one(
-        self, events: list[Event], dead: list[DeadLetter], statuses: list[StatusRow]
-    ) -> int:
-        inserted = 0
-        refused: list[DeadLetter] = []
-        for ev in events:
-            try:
-                inserted += self._store.write([ev], as_received=False)
-            except DatabaseUnavailable:
-                raise
-            except psycopg.Error as exc:
-                refused.append(DeadLetter(
-                    ev.received_at, f"devices/{ev.device_id}/events",
-                    repr(ev).encode()[:16384], "storage_refused", str(exc).strip()[:500],
-                ))
-        for extra in (dead, refused):
-            if extra:
-                self._store.write([], extra)
-        for st in statuses:
-            self._store.write([], [], [st])
-        return inserted
 
     def _touch_devices(self) -> None:
         now = time.monotonic()
@@ -340,3 +308,42 @@ class DurableWriter:
             self._store.touch_devices(seen)
         except DatabaseUnavailable as exc:
             self._database_lost(exc)
+
+
+def write_batch(store: EventStore, events: list[Event], dead: list[DeadLetter], statuses: list[StatusRow]) -> int:
+    """Commit a batch; returns how many events were new (the others were stored before).
+    One bad row must not block the stream: a batch PostgreSQL refuses is stored row by row
+    and whatever the database itself refuses is dead-lettered (`storage_refused`). Raises
+    DatabaseUnavailable. Used by the gateway's writers and the cluster's ingest."""
+    try:
+        inserted = store.write(events, dead, statuses)
+    except DatabaseUnavailable:
+        raise
+    except psycopg.Error as exc:
+        log.error("batch_refused_writing_row_by_row", error=str(exc))
+        inserted = _write_one_by_one(store, events, dead, statuses)
+    metrics.STORED.inc(inserted)
+    metrics.DUPLICATES.inc(len(events) - inserted)
+    return inserted
+
+
+def _write_one_by_one(store: EventStore, events: list[Event], dead: list[DeadLetter],
+                      statuses: list[StatusRow]) -> int:
+    inserted = 0
+    refused: list[DeadLetter] = []
+    for ev in events:
+        try:
+            inserted += store.write([ev], as_received=False)
+        except DatabaseUnavailable:
+            raise
+        except psycopg.Error as exc:
+            refused.append(DeadLetter(
+                ev.received_at, f"devices/{ev.device_id}/events",
+                repr(ev).encode()[:16384], "storage_refused", str(exc).strip()[:500],
+            ))
+    for extra in (dead, refused):
+        if extra:
+            store.write([], extra)
+    for st in statuses:
+        store.write([], [], [st])
+    return inserted
