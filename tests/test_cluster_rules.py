@@ -21,6 +21,7 @@ from typing import Any
 
 import nats
 import paho.mqtt.client as mqtt
+import psycopg
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -33,9 +34,11 @@ from composition.cluster_rules import ResidentPartition
 from composition.cluster_wire import Command, alert_item_of, parse_reply
 from mqtt import BrokerAddress
 from storage import Pool
-from storage.rule_state import load_partition_state
+from storage.alerts_store import AlertStore
+from storage.rule_state import PartitionState, load_partition_state, save_partition_state
 from tests.fix_cluster import NatsCluster
 from tests.fix_db import scalar
+from tests.helpers import alert_doc
 from trygg.alert import Alert
 from trygg.contract import AlertState, Event, EventType
 from trygg.pipeline import item_to_wire
@@ -191,6 +194,10 @@ def on(team: str, state: str | None = None, level: int | None = None) -> Callabl
     return done
 
 
+def brief(alerts: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, str, int]]:
+    return [(topic, a["state"], a["escalation_level"]) for topic, a in alerts]
+
+
 # ---------------------------------------------------------------------------- owners
 
 
@@ -307,11 +314,15 @@ async def moved_after_stop(cluster: NatsCluster, pool: Pool, tmp_path: Path) -> 
     nc = await connect(cluster)
     js = nc.jetstream()
     settings = settings_of(w, tmp_path)
+    # in PostgreSQL only (from before the cluster): one of this partition's, one of another's
+    older = alert_doc("a-000000000000000000aa", w.resident, "east", kind="fall")
+    elsewhere = alert_doc("a-000000000000000000bb", w.other, "east", kind="fall")
+    await asyncio.to_thread(AlertStore(pool).write, [older, elsewhere], [])
     with handheld(cluster.mqtt[2], f"{w.prefix}/teams/+/alerts/+") as staff:
         async with owner(nc, w, settings, pool, cluster, "a"):
             press = event(w.alarm, w.resident, EventType.ALARM_BUTTON)
             await send(js, w.partition, press)
-            alert_id = (await staff.wait(on("east")))[0][1]["alert_id"]
+            alert_id = (await staff.wait(lambda a: any(x["kind"] == "alarm" for _, x in a)))[-1][1]["alert_id"]
         snapshot = await asyncio.to_thread(load_partition_state, pool, w.partition)
         assert snapshot is not None
         # while nobody owns the partition: the motion sensor goes on, the resident presses again
@@ -319,15 +330,15 @@ async def moved_after_stop(cluster: NatsCluster, pool: Pool, tmp_path: Path) -> 
         await send(js, w.partition, press, "again")  # the same press re-sent after the dedup window
         async with owner(nc, w, settings, pool, cluster, "b") as part:
             assert part.alerts is not None
-            assert [a.alert_id for a in part.alerts.active()] == [alert_id]
+            assert [a.alert_id for a in part.alerts.active()] == [older.alert_id, alert_id]
             assert part.alerts.get(alert_id).state is AlertState.OPEN
             assert part.last_seq >= snapshot.seq + 2
             escalated = await staff.wait(on("alarm-centre", "open", 1), within=ESCALATE_S + 10)
-            assert on("alarm-centre", "open", 1)(escalated), [(t, a["state"], a["escalation_level"]) for t, a in escalated]
+            assert on("alarm-centre", "open", 1)(escalated), brief(escalated)
             await asyncio.sleep(0.5)
-        assert staff.ids() == {alert_id}
+        assert staff.ids() == {alert_id, older.alert_id}  # the older one republished when restored
         kinds = {a["kind"] for _, a in staff.alerts()}
-        assert kinds == {"alarm"}  # no device_offline
+        assert kinds == {"alarm", "fall"}  # no device_offline
     await nc.close()
 
 
@@ -356,16 +367,22 @@ async def moved_after_kill(cluster: NatsCluster, database: str, pool: Pool, tmp_
             proc.kill()  # kill -9: no snapshot, no flush, no goodbye
             await proc.communicate()
         assert await asyncio.to_thread(load_partition_state, pool, w.partition) is None
+        # as if its database writer had not got as far: the stream has what PostgreSQL lacks
+        assert scalar(database, "SELECT count(*) FROM trygg.alerts WHERE alert_id = %s", alert_id) == 1
+        with psycopg.connect(database, autocommit=True) as conn:
+            conn.execute("DELETE FROM trygg.alerts WHERE alert_id = %s", (alert_id,))
         await send(js, w.partition, event(w.motion, w.resident, EventType.MOTION))
         async with owner(nc, w, settings_of(w, tmp_path), pool, cluster, "b") as part:
             assert part.alerts is not None
             assert [a.alert_id for a in part.alerts.active()] == [alert_id]
             assert part.processed == 5  # replayed: three motions, the press, the motion since
             escalated = await staff.wait(on("alarm-centre", "open", 1), within=ESCALATE_S + 10)
-            assert on("alarm-centre", "open", 1)(escalated), [(t, a["state"], a["escalation_level"]) for t, a in escalated]
+            assert on("alarm-centre", "open", 1)(escalated), brief(escalated)
             await asyncio.sleep(0.5)
         assert staff.ids() == {alert_id}
         assert {a["kind"] for _, a in staff.alerts()} == {"alarm"}  # no device_offline
+    # written back from the stream, and escalated since
+    assert scalar(database, "SELECT escalation_level FROM trygg.alerts WHERE alert_id = %s", alert_id) == 1
     await nc.close()
 
 
@@ -433,3 +450,14 @@ async def node_dies(cluster: NatsCluster, pool: Pool, tmp_path: Path) -> None:
             assert time.monotonic() - killed < 15
             assert not part.alerts.publisher.address.endswith(f":{cluster.mqtt[0][1]}")
     await nc.close()
+
+
+def test_a_partition_snapshot_is_never_replaced_by_an_older_one(pool: Pool) -> None:
+    at = datetime.now(UTC)
+    save_partition_state(pool, PartitionState(7, 10, at, {"version": 1, "residents": {}}))
+    save_partition_state(pool, PartitionState(7, 5, at, {"version": 1, "residents": {"late": {}}}))  # a late save
+    save_partition_state(pool, PartitionState(8, 3, at, {"version": 1, "residents": {}}))
+    kept = load_partition_state(pool, 7)
+    assert kept is not None and kept.seq == 10 and kept.state == {"version": 1, "residents": {}}
+    assert load_partition_state(pool, 8) == PartitionState(8, 3, at, {"version": 1, "residents": {}})
+    assert load_partition_state(pool, 9) is None
