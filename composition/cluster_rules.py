@@ -13,7 +13,9 @@ else), fed from the stream `TRYGG_RESIDENTS` instead of the gateway:
   reflects; the partition's messages after that position are replayed through the rules
   (read by an ephemeral consumer up to the end of the stream), their intents handed to
   the alert stage, which knows the alerts already raised (deterministic alert ids: a
-  re-opened alert is the same alert and is not published again). Heartbeat supervision
+  re-opened alert is the same alert and is not published again). Without a snapshot
+  the replay starts `REPLAY_WITHOUT_SNAPSHOT` back (as `trygg up` without one), or at
+  the first message no owner acknowledged if that is older. Heartbeat supervision
   is armed from when each device was last heard, in the replay or in PostgreSQL, and not
   before `RESTART_GRACE` (processors/processor.py): no `device_offline` flood.
 - **Consume.** Batches from the durable consumer `rules_consumer(rp)`; a message at or
@@ -42,6 +44,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -264,8 +267,18 @@ class ResidentPartition:
             config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
             config.opt_start_seq = snapshot.seq + 1
         else:
+            # No state: the last few minutes are context for the rules, and what no owner
+            # acknowledged is replayed too (a message an owner took before it died comes
+            # back from the durable consumer only after its ack wait).
             config.deliver_policy = DeliverPolicy.BY_START_TIME
             config.opt_start_time = utcnow() - REPLAY_WITHOUT_SNAPSHOT
+            info = await self._js.consumer_info(RESIDENTS_STREAM, rules_consumer(self.partition))
+            unacknowledged = (info.ack_floor.stream_seq if info.ack_floor is not None else 0) + 1
+            window = await _first_seq(self._js, RESIDENTS_STREAM, replace(config))
+            if window is None or unacknowledged < window:
+                config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+                config.opt_start_time = None
+                config.opt_start_seq = unacknowledged
         heard: dict[str, datetime] = {}
         replayed = 0
 
@@ -491,9 +504,9 @@ def _item(msg: Msg) -> Event | DeviceStatus | None:
 
 
 async def _read_to_end(js: JetStreamContext, stream: str, config: ConsumerConfig,
-                       handle: Callable[[Msg], None], batch: int) -> None:
-    """Every message `config` selects, up to the end of the stream as it is when the
-    reading starts, through an ephemeral consumer (deleted after)."""
+                       handle: Callable[[Msg], None], batch: int, *, most: int | None = None) -> None:
+    """Every message `config` selects (the first `most` of them), up to the end of the
+    stream as it is when the reading starts, through an ephemeral consumer (deleted after)."""
     config.ack_policy = AckPolicy.NONE
     config.mem_storage = True
     config.num_replicas = 1
@@ -503,6 +516,8 @@ async def _read_to_end(js: JetStreamContext, stream: str, config: ConsumerConfig
     try:
         info = await sub.consumer_info()
         name, left = info.name, info.num_pending or 0
+        if most is not None:
+            left = min(left, most)
         while left > 0:
             try:
                 msgs = await sub.fetch(min(batch, left), timeout=FETCH_WAIT_S)
@@ -519,6 +534,17 @@ async def _read_to_end(js: JetStreamContext, stream: str, config: ConsumerConfig
         if name:
             with contextlib.suppress(Exception):
                 await js.delete_consumer(stream, name)
+
+
+async def _first_seq(js: JetStreamContext, stream: str, config: ConsumerConfig) -> int | None:
+    """The stream sequence of the first message `config` selects; None if there is none."""
+    first: list[int] = []
+
+    def take(msg: Msg) -> None:
+        first.append(msg.metadata.sequence.stream)
+
+    await _read_to_end(js, stream, config, take, 1, most=1)
+    return first[0] if first else None
 
 
 async def _from_database(read: Callable[[], object], what: str) -> object | None:
