@@ -55,6 +55,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import BadRequestError
 
 from alerts import AlertConfig, AlertNotFound, AlertStage, IllegalTransition, StageNotReady
 from alerts.journal import Item
@@ -426,8 +427,9 @@ class ResidentPartition:
 class _Mirror:
     """Alert changes onto TRYGG_ALERTS (`alert_subject(rp, id)`, the journal record), in
     the order made for each alert, each until the stream acknowledged it; failures are
-    retried with backoff, never dropped (a re-sent change has the same message id, the
-    stream keeps it once). `put` from the loop's thread; never blocks."""
+    retried with backoff (a re-sent change has the same message id, the stream keeps it
+    once), except a change the stream refuses for what it is, which is given up with an
+    error (PostgreSQL still gets it). `put` from the loop's thread; never blocks."""
 
     def __init__(self, js: JetStreamContext, partition: int) -> None:
         self._js = js
@@ -488,9 +490,14 @@ class _Mirror:
     async def _chain(self, items: list[Item]) -> None:
         for item in items:
             alert = item[0]
-            await self._js.publish(alert_subject(self._partition, alert.alert_id), alert_item_bytes(item),
-                                   timeout=MIRROR_PUBLISH_TIMEOUT_S, stream=ALERTS_STREAM,
-                                   headers={"Nats-Msg-Id": f"{alert.alert_id}/{alert.version}"})
+            try:
+                await self._js.publish(alert_subject(self._partition, alert.alert_id), alert_item_bytes(item),
+                                       timeout=MIRROR_PUBLISH_TIMEOUT_S, stream=ALERTS_STREAM,
+                                       headers={"Nats-Msg-Id": f"{alert.alert_id}/{alert.version}"})
+            except (BadRequestError, nats.errors.MaxPayloadError, TypeError, ValueError) as exc:
+                # refused for what it is: trying again would stop every later change
+                log.error("alert_change_refused_by_stream_given_up", alert_id=alert.alert_id,
+                          version=alert.version, error=str(exc) or repr(exc))
 
 
 def _item(msg: Msg) -> Event | DeviceStatus | None:

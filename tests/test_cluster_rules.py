@@ -411,7 +411,7 @@ async def staff_actions(cluster: NatsCluster, pool: Pool, tmp_path: Path) -> Non
         return parse_reply(reply.data)
 
     with handheld(cluster.mqtt[0], f"{w.prefix}/teams/+/alerts/+") as staff:
-        async with owner(nc, w, settings_of(w, tmp_path), pool, cluster, "a"):
+        async with owner(nc, w, settings_of(w, tmp_path), pool, cluster, "a") as part:
             await send(js, w.partition, event(w.alarm, w.resident, EventType.ALARM_BUTTON))
             alert_id = (await staff.wait(on("east")))[0][1]["alert_id"]
             acked = await ask("acknowledge", alert_id)
@@ -428,6 +428,15 @@ async def staff_actions(cluster: NatsCluster, pool: Pool, tmp_path: Path) -> Non
             assert isinstance(missing, tuple) and missing[0] == "not_found"
             bad = parse_reply((await nc.request(command_subject(w.partition), b"{}", timeout=5)).data)
             assert isinstance(bad, tuple) and bad[0] == "bad_request"
+            # a reloaded registry with a new resident of the partition: their alarm is handled
+            n = next(n for n in itertools.count(1000) if resident_partition(f"r-{n}") == w.partition)
+            document = dump_registry(w.registry)
+            document["residents"].append({"id": f"r-{n}", "name": "Per", "team": "east",
+                                          "devices": [{"id": f"d-{n}-alarm", "kind": "alarm_unit"}]})
+            part.set_registry(validate_registry(document))
+            await send(js, w.partition, event(f"d-{n}-alarm", f"r-{n}", EventType.ALARM_BUTTON))
+            newcomer = await staff.wait(lambda a: any(x["resident_id"] == f"r-{n}" for _, x in a))
+            assert any(x["resident_id"] == f"r-{n}" for _, x in newcomer)
     await nc.close()
 
 
