@@ -21,6 +21,12 @@ merged in when it answers), handles the intents that arrived meanwhile, and then
 one `asyncio.TaskGroup` (the escalation timer, the webhook workers, and a late restore
 if needed) until cancelled; on the way out it flushes MQTT and the writer.
 
+In the cluster mode one stage serves one resident partition (composition/cluster_rules.py):
+it restores only the alerts of residents it `owns`, takes part of its restore from
+`restored` changes (the partition's alert stream; what is newer there than in PostgreSQL
+is written to it), and hands every change to `mirror` as it hands it to the writer. Without
+them (`trygg up`) nothing differs.
+
 After every (re)connection to the broker the unresolved alerts are published again as
 they are (retained), because a broker that restarted may have lost its retained
 messages: a handheld must never miss an open alert. A handheld may therefore receive the

@@ -73,7 +73,7 @@ from cluster.layout import (
 from composition.app import LateAlertClosed
 from composition.cluster_wire import Command, alert_item_bytes, alert_item_of, reply_error, reply_ok
 from mqtt import BrokerAddress, Protocol
-from processors import Processor, ProcessorStage, StateError, export_states
+from processors import RESTART_GRACE, Processor, ProcessorStage, StateError, export_states
 from storage import Pool
 from storage.errors import DatabaseUnavailable
 from storage.rule_state import PartitionState, last_seen, load_partition_state, save_partition_state
@@ -118,7 +118,10 @@ class ResidentPartition:
 
     def __init__(self, nc: NATS, partition: int, *, settings: Settings, registry: Registry, pool: Pool,
                  brokers: list[BrokerAddress], instance: str, partitions: int = RESIDENT_PARTITIONS,
-                 snapshot_interval_s: float = SNAPSHOT_INTERVAL_S, batch: int = BATCH) -> None:
+                 snapshot_interval_s: float = SNAPSHOT_INTERVAL_S, batch: int = BATCH,
+                 grace: timedelta = RESTART_GRACE) -> None:
+        """`grace`: no device is declared offline sooner than this after the restore
+        (processors/processor.py `start_supervision`)."""
         if not brokers:
             raise ValueError("a resident partition needs the MQTT address of at least one NATS node")
         self.partition = partition
@@ -132,6 +135,7 @@ class ResidentPartition:
         self._partitions = partitions
         self._snapshot_interval_s = snapshot_interval_s
         self._batch = batch
+        self._grace = grace
         self._mirror = _Mirror(self._js, partition)
         self._processor: Processor | None = None
         self._stage: ProcessorStage | None = None
@@ -307,7 +311,7 @@ class ResidentPartition:
         for device, at in heard.items():
             if seen.get(device, at) <= at:
                 seen[device] = at
-        processor.start_supervision(utcnow(), seen)
+        processor.start_supervision(utcnow(), seen, grace=self._grace)
         log.info("partition_rules_restored", partition=self.partition, from_snapshot=snapshot is not None,
                  replayed=replayed, last_seq=self.last_seq)
 
