@@ -102,8 +102,9 @@ COMMAND_MIRROR_WAIT_S: Final = 3.0
 STOP_MIRROR_WAIT_S: Final = 2.0
 #: publish acknowledgement timeout of one alert change (seconds)
 MIRROR_PUBLISH_TIMEOUT_S: Final = 5.0
-#: start-up reads of PostgreSQL (the snapshot, last-heard times) try this long
-RESTORE_DB_WAIT_S: Final = 10.0
+#: the start-up read of the snapshot tries this long while PostgreSQL does not answer
+#: (then the partition starts without it: alarms first)
+RESTORE_DB_WAIT_S: Final = 2.0
 
 
 def partition_registry(registry: Registry, owns: Callable[[str], bool]) -> Registry:
@@ -170,23 +171,30 @@ class ResidentPartition:
         registry = partition_registry(self._registry, self.owns)
         log.info("resident_partition_starting", partition=self.partition, residents=len(registry.residents))
         processor = Processor(registry, offline_debounce=timedelta(seconds=self._settings.offline_debounce_s))
-        snapshot = await self._load_snapshot()
-        restored = await self._stream_alerts()
-        rules = LateAlertClosed()
-        alerts = AlertStage(registry, self._alert_config(), pool=self._pool, alert_closed=rules,
-                            mirror=self._mirror.put, owns=self.owns, restored=restored)
-        stage = ProcessorStage(processor, alerts.on_intents)
-        rules.bind(stage)
-        self._processor, self._stage, self._alerts = processor, stage, alerts
+        devices = [d.id for r in registry.residents for d in r.devices]
         commands: NatsSubscription | None = None
         tasks: dict[str, asyncio.Task[None]] = {}
         try:
             async with asyncio.TaskGroup() as group:
                 try:
+                    # PostgreSQL is read while the streams are: when it is down, the waits overlap
+                    loading = group.create_task(self._load_snapshot(), name=f"rules.{self.partition}.snapshot")
+                    hearing = group.create_task(
+                        _from_database(lambda: last_seen(self._pool, devices), "last_seen", 0.0),  # grace covers
+                        name=f"rules.{self.partition}.last_seen")
+                    restored = await self._stream_alerts()
+                    rules = LateAlertClosed()
+                    alerts = AlertStage(registry, self._alert_config(), pool=self._pool, alert_closed=rules,
+                                        mirror=self._mirror.put, owns=self.owns, restored=restored)
+                    stage = ProcessorStage(processor, alerts.on_intents)
+                    rules.bind(stage)
+                    self._processor, self._stage, self._alerts = processor, stage, alerts
                     tasks["mirror"] = group.create_task(self._mirror.run(), name=f"rules.{self.partition}.mirror")
                     tasks["alerts"] = group.create_task(alerts.run(), name=f"rules.{self.partition}.alerts")
                     await alerts.wait_ready()
-                    await self._restore_rules(processor, alerts, snapshot)
+                    stored = await hearing
+                    await self._restore_rules(processor, alerts, await loading,
+                                              stored if isinstance(stored, dict) else {})
                     tasks["processors"] = group.create_task(stage.run(), name=f"rules.{self.partition}.processors")
                     commands = await self._nc.subscribe(command_subject(self.partition), queue="trygg-rules",
                                                         cb=self._command)
@@ -237,7 +245,8 @@ class ResidentPartition:
     async def _load_snapshot(self) -> PartitionState | None:
         """The partition's snapshot; None if there is none, or PostgreSQL does not
         answer within `RESTORE_DB_WAIT_S` (then the replay starts a few minutes back)."""
-        loaded = await _from_database(lambda: load_partition_state(self._pool, self.partition), "snapshot")
+        loaded = await _from_database(lambda: load_partition_state(self._pool, self.partition), "snapshot",
+                                      RESTORE_DB_WAIT_S)
         return loaded if isinstance(loaded, PartitionState) else None
 
     async def _stream_alerts(self) -> list[Item]:
@@ -256,9 +265,11 @@ class ResidentPartition:
         log.info("alerts_read_from_stream", partition=self.partition, alerts=len(items))
         return items
 
-    async def _restore_rules(self, processor: Processor, alerts: AlertStage, snapshot: PartitionState | None) -> None:
+    async def _restore_rules(self, processor: Processor, alerts: AlertStage, snapshot: PartitionState | None,
+                             stored: dict[str, datetime]) -> None:
         """The snapshot, the partition's messages after it (intents to the alert stage,
-        which is running), then heartbeat supervision."""
+        which is running), then heartbeat supervision from when each device was last
+        heard (`stored`, or in the replay)."""
         config = ConsumerConfig(filter_subject=resident_subject(self.partition))
         if snapshot is not None:
             try:
@@ -305,9 +316,7 @@ class ResidentPartition:
             self.processed += 1
 
         await _read_to_end(self._js, RESIDENTS_STREAM, config, replay, self._batch)
-        devices = [d.id for r in processor.registry.residents for d in r.devices]
-        stored = await _from_database(lambda: last_seen(self._pool, devices), "last_seen")
-        seen = dict(stored) if isinstance(stored, dict) else {}
+        seen = dict(stored)
         for device, at in heard.items():
             if seen.get(device, at) <= at:
                 seen[device] = at
@@ -558,12 +567,12 @@ async def _first_seq(js: JetStreamContext, stream: str, config: ConsumerConfig) 
     return first[0] if first else None
 
 
-async def _from_database(read: Callable[[], object], what: str) -> object | None:
-    """`read()` on a thread, tried again while PostgreSQL does not answer, at most
-    `RESTORE_DB_WAIT_S`; None then."""
+async def _from_database(read: Callable[[], object], what: str, within_s: float) -> object | None:
+    """`read()` on a thread, tried again while PostgreSQL does not answer for `within_s`
+    (each try waits for a connection as the pool does); None then."""
     backoff = Backoff(0.2, 2.0)
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + RESTORE_DB_WAIT_S
+    deadline = loop.time() + within_s
     while True:
         try:
             return await asyncio.to_thread(read)

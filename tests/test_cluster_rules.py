@@ -37,7 +37,7 @@ from storage import Pool
 from storage.alerts_store import AlertStore
 from storage.rule_state import PartitionState, load_partition_state, save_partition_state
 from tests.fix_cluster import NatsCluster
-from tests.fix_db import scalar
+from tests.fix_db import PostgresInstance, scalar
 from tests.helpers import alert_doc
 from trygg.alert import Alert
 from trygg.contract import AlertState, Event, EventType
@@ -490,3 +490,34 @@ def test_a_partition_snapshot_is_never_replaced_by_an_older_one(pool: Pool) -> N
     assert kept is not None and kept.seq == 10 and kept.state == {"version": 1, "residents": {}}
     assert load_partition_state(pool, 8) == PartitionState(8, 3, at, {"version": 1, "residents": {}})
     assert load_partition_state(pool, 9) is None
+
+
+def test_an_owner_starts_and_delivers_while_postgresql_is_down(
+        nats_cluster: NatsCluster, private_postgres: PostgresInstance, pool_of: Callable[[str], Pool],
+        tmp_path: Path) -> None:
+    url = private_postgres.url("trygg")
+    pool = pool_of(url)
+    private_postgres.stop()
+    asyncio.run(database_down(nats_cluster, private_postgres, url, pool, tmp_path))
+
+
+async def database_down(cluster: NatsCluster, postgres: PostgresInstance, url: str, pool: Pool,
+                        tmp_path: Path) -> None:
+    w = world(6)
+    nc = await connect(cluster)
+    js = nc.jetstream()
+    with handheld(cluster.mqtt[1], f"{w.prefix}/teams/+/alerts/+") as staff:
+        started = time.monotonic()
+        async with owner(nc, w, settings_of(w, tmp_path), pool, cluster, "a", snapshot_interval_s=0.5):
+            assert time.monotonic() - started < 8  # without a snapshot: alarms first
+            await send(js, w.partition, event(w.alarm, w.resident, EventType.ALARM_BUTTON))
+            alert_id = (await staff.wait(on("east")))[0][1]["alert_id"]
+            await asyncio.to_thread(postgres.start)
+            for _ in range(200):  # the writer and the snapshots catch up once it is back
+                stored = await asyncio.to_thread(scalar, url, "SELECT count(*) FROM trygg.alerts")
+                if stored == 1 and await asyncio.to_thread(load_partition_state, pool, w.partition) is not None:
+                    break
+                await asyncio.sleep(0.1)
+            assert scalar(url, "SELECT alert_id FROM trygg.alerts") == alert_id
+            assert await asyncio.to_thread(load_partition_state, pool, w.partition) is not None
+    await nc.close()
