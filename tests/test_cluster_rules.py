@@ -433,6 +433,9 @@ async def staff_actions(cluster: NatsCluster, pool: Pool, tmp_path: Path) -> Non
             resolved = await ask("resolve", alert_id)
             assert isinstance(resolved, Alert) and resolved.state is AlertState.RESOLVED
             assert on("east", "resolved")(await staff.wait(on("east", "resolved")))
+            with handheld(cluster.mqtt[2], f"{w.prefix}/teams/+/alerts/+") as late:
+                await asyncio.sleep(1)
+                assert late.alerts() == []  # a resolved alert is no longer retained
             illegal = await ask("acknowledge", alert_id)
             assert isinstance(illegal, tuple) and illegal[0] == "illegal"
             missing = await ask("resolve", "a-00000000000000000000")
