@@ -28,6 +28,9 @@ class AlertConfig:
     protocol: Protocol = Protocol.V5
     prefix: str = "trygg/v1"
     client_id: str = "trygg-alerts"
+    #: further brokers with the same account, tried in turn when the one connected to is
+    #: lost (the MQTT listeners of the other nodes of a NATS cluster)
+    failover: tuple[BrokerAddress, ...] = ()
     #: where the alert journal lives (when the stage is given a database pool)
     journal_dir: Path | None = None
     escalate_critical_s: float = 30.0

@@ -17,7 +17,9 @@ stalls). With `tls` it connects over TLS (mqtt/connection.py); it logs in as an 
 of its own (`trygg-alerts`: mqtt.BrokerAddress.account). After every (re)connect the
 messages not yet acknowledged are sent again, then `on_connect` is called (on the loop)
 so the stage can republish its unresolved alerts once those are acknowledged (`flush`)
-— the broker may have lost its retained messages while it was down.
+— the broker may have lost its retained messages while it was down. With `failover`
+addresses (the MQTT listeners of a NATS cluster's nodes) a lost connection is made
+again to the next node (mqtt/connection.py).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import asyncio
 import contextlib
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from alerts import metrics
@@ -53,9 +55,12 @@ class AlertPublisher:
         password: str | None = None,
         on_connect: Callable[[], None] | None = None,
         tls: ssl.SSLContext | None = None,
+        failover: Sequence[BrokerAddress] = (),
     ) -> None:
-        self._client = Client(BrokerAddress(host, port, username, password, tls), client_id, protocol=protocol,
-                              keepalive=KEEPALIVE_S, wait=False, on_connect=self._connected, on_state=self._state)
+        """`failover`: further brokers, tried in turn when the connection is lost."""
+        first = BrokerAddress(host, port, username, password, tls)
+        self._client = Client([first, *failover], client_id, protocol=protocol, keepalive=KEEPALIVE_S, wait=False,
+                              on_connect=self._connected, on_state=self._state)
         self._prefix = prefix
         self._on_connect_cb = on_connect
         self._task: asyncio.Task[None] | None = None

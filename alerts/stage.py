@@ -21,6 +21,12 @@ merged in when it answers), handles the intents that arrived meanwhile, and then
 one `asyncio.TaskGroup` (the escalation timer, the webhook workers, and a late restore
 if needed) until cancelled; on the way out it flushes MQTT and the writer.
 
+In the cluster mode one stage serves one resident partition (composition/cluster_rules.py):
+it restores only the alerts of residents it `owns`, takes part of its restore from
+`restored` changes (the partition's alert stream; what is newer there than in PostgreSQL
+is written to it), and hands every change to `mirror` as it hands it to the writer. Without
+them (`trygg up`) nothing differs.
+
 After every (re)connection to the broker the unresolved alerts are published again as
 they are (retained), because a broker that restarted may have lost its retained
 messages: a handheld must never miss an open alert. A handheld may therefore receive the
@@ -84,8 +90,19 @@ class AlertStage:
         clock: Callable[[], datetime] = utcnow,
         alert_closed: AlertClosed | None = None,
         webhooks: WebhookSender | None = None,
+        mirror: Callable[[Item], None] | None = None,
+        owns: Callable[[str], bool] | None = None,
+        restored: Sequence[Item] = (),
     ) -> None:
+        """`mirror`, `owns` and `restored` serve one partition of a cluster
+        (composition/cluster_rules.py): `mirror` is given every change as it is given to
+        the writer; only alerts of residents it `owns` are restored from storage; the
+        `restored` changes (kept elsewhere) take part in the restore, and those newer
+        than the database's copy are written to it."""
         config = config or AlertConfig()
+        self._mirror = mirror
+        self._owns = owns
+        self._restored = list(restored)
         self._clock = clock
         self._pool = pool
         self._retry_s = config.retry_s
@@ -94,7 +111,7 @@ class AlertStage:
         self._publisher = AlertPublisher(
             config.broker_host, config.broker_port, prefix=config.prefix, client_id=config.client_id,
             protocol=config.protocol, username=config.username, password=config.password,
-            on_connect=self._broker_connected, tls=config.tls,
+            on_connect=self._broker_connected, tls=config.tls, failover=config.failover,
         )
         self._hub = AlertHub(config.subscriber_limit)
         self._webhooks = webhooks or WebhookSender()
@@ -252,6 +269,11 @@ class AlertStage:
             self._send_webhooks(change)
             if self._writer is not None:
                 self._writer.put(item_of(change))
+            if self._mirror is not None:
+                try:
+                    self._mirror(item_of(change))
+                except Exception:
+                    log.exception("alert_mirror_failed", alert_id=change.alert.alert_id)
             self._count(change)
         metrics.ACTIVE.set(len(self._service))
 
@@ -383,20 +405,31 @@ class AlertStage:
         assert self._pool is not None
         store = AlertStore(self._pool, wait_s=RESTORE_CONNECT_TIMEOUT_S)
         try:
-            return store.load(self._clock() - CLOSED_MEMORY)
+            return self._owned(store.load(self._clock() - CLOSED_MEMORY))
         finally:
             store.close()
+
+    def _owned(self, alerts: list[Alert]) -> list[Alert]:
+        owns = self._owns
+        return alerts if owns is None else [a for a in alerts if owns(a.resident_id)]
 
     async def _restore_at_start(self) -> list[Item]:
         """Restore from the journal and PostgreSQL; returns the journal's unwritten changes."""
         unwritten = self._journal.read() if self._journal is not None else []
-        alerts = [alert for alert, _ in unwritten]
+        alerts = self._owned([alert for alert, _ in unwritten])
+        stored: list[Alert] = []
         if self._pool is not None:
             try:
-                alerts = await asyncio.to_thread(self._load) + alerts
+                stored = await asyncio.to_thread(self._load)
             except DatabaseUnavailable as exc:
                 self._restore_pending = True
                 log.warning("alerts_restored_from_journal_only", error=str(exc), journal=len(unwritten))
+        alerts = stored + alerts
+        if self._restored:
+            have = {a.alert_id: a.version for a in stored}
+            alerts += [alert for alert, _ in self._restored]
+            unwritten = [*unwritten, *(i for i in self._restored if i[0].version > have.get(i[0].alert_id, 0))]
+            self._restored = []
         taken = self._service.restore(newest(alerts), self._clock())
         active = sum(1 for a in taken if a.active)
         if taken:

@@ -147,11 +147,15 @@ class Client:
     `wait=False`: entering does not wait for the broker; the client connects in the
     background (with backoff) and what is published meanwhile waits, in order.
     `on_state(up, why)` hears of every connection and loss.
+
+    Given several addresses (the MQTT listeners of a cluster's nodes), it connects to
+    the first; when a connection is lost or cannot be made it turns to the next, at
+    once, and pauses (the backoff) only once each was tried since the last connection.
     """
 
     def __init__(
         self,
-        address: BrokerAddress,
+        address: BrokerAddress | Sequence[BrokerAddress],
         client_id: str,
         *,
         protocol: Protocol = Protocol.V5,
@@ -165,11 +169,18 @@ class Client:
         on_connect: Callable[[bool], None] | None = None,
         on_state: Callable[[bool, str], None] | None = None,
     ) -> None:
-        self.address = address
+        #: the brokers to connect to, in turn (the nodes of a cluster): see `_next_address`
+        self.addresses = [address] if isinstance(address, BrokerAddress) else list(address)
+        if not self.addresses:
+            raise ValueError("an MQTT client needs a broker address")
+        self._at = 0
+        self._tried = 0  # addresses given up on since the last connection
+        self.address = self.addresses[0]
         self.client_id = client_id
         self.protocol = protocol
-        self._connect_packet = connect_packet(client_id, protocol, keepalive, address.username, address.password,
-                                              session_expiry, receive_maximum, clean=clean, will=will)
+        self._connect_packets = [connect_packet(client_id, protocol, keepalive, a.username, a.password,
+                                                session_expiry, receive_maximum, clean=clean, will=will)
+                                 for a in self.addresses]
         self._keepalive = keepalive
         self._max_inflight = max_inflight
         self._wait = wait
@@ -215,12 +226,17 @@ class Client:
         self._loop = asyncio.get_running_loop()
         self._lost = asyncio.Event()
         if self._wait:
-            try:
-                await self._connect()
-                await self._ready()
-            except (OSError, ProtocolError, TimeoutError) as exc:
-                await self._drop(disconnect=False)
-                raise BrokerUnavailable(self.url, str(exc) or type(exc).__name__) from exc
+            while True:
+                try:
+                    await self._connect()
+                    await self._ready()
+                    break
+                except (OSError, ProtocolError, TimeoutError) as exc:
+                    await self._drop(disconnect=False)
+                    url = self.url
+                    if not self._next_address():  # each address tried once
+                        raise BrokerUnavailable(url, str(exc) or type(exc).__name__) from exc
+            self._tried = 0
         self._task = self._loop.create_task(self._supervise(), name=f"mqtt {self.client_id}")
         return self
 
@@ -309,6 +325,20 @@ class Client:
 
     # ------------------------------------------------------------------ internals
 
+    def _next_address(self) -> bool:
+        """Turn to the next broker address (with one address: stay). True while this
+        round has an address not yet tried since the last connection: the caller tries
+        it at once; False once all were (the caller pauses, then starts again)."""
+        if len(self.addresses) == 1:
+            return False
+        self._at = (self._at + 1) % len(self.addresses)
+        self.address = self.addresses[self._at]
+        self._tried += 1
+        if self._tried >= len(self.addresses):
+            self._tried = 0
+            return False
+        return True
+
     def _new_mid(self) -> int:
         while True:
             self._next_mid = self._next_mid % 65_535 + 1
@@ -371,7 +401,7 @@ class Client:
                     server_hostname=self.address.host if self.address.tls is not None else None)
             except ssl.SSLError as exc:  # an OSError: one line that says what to check
                 raise TlsRefused(describe(exc)) from exc
-            transport.write(self._connect_packet)
+            transport.write(self._connect_packets[self._at])
             try:
                 await protocol.connack
             except BaseException:
@@ -386,9 +416,11 @@ class Client:
                 try:
                     await self._connect()
                     backoff.reset()
+                    self._tried = 0
                 except (OSError, ProtocolError, TimeoutError) as exc:
                     self._on_state(False, str(exc) or type(exc).__name__)
-                    await asyncio.sleep(backoff.next())
+                    if not self._next_address():  # a pause once every address was tried
+                        await asyncio.sleep(backoff.next())
                 continue
             self._lost.clear()
             with contextlib.suppress(TimeoutError):
@@ -396,8 +428,9 @@ class Client:
                     await self._lost.wait()
             now = time.monotonic()
             protocol = self._protocol
-            if protocol is None:
-                await asyncio.sleep(backoff.next())  # lost: a pause before reconnecting
+            if protocol is None:  # lost: the next address, after a pause when there is no other
+                if not self._next_address():
+                    await asyncio.sleep(backoff.next())
             elif now - self._last_heard > 1.5 * self._keepalive and protocol.transport is not None:
                 protocol.transport.abort()  # the broker stopped answering pings
             elif now - self._last_send >= self._keepalive / 2:
@@ -544,7 +577,7 @@ class Subscriber(Client):
 
     def __init__(
         self,
-        address: BrokerAddress,
+        address: BrokerAddress | Sequence[BrokerAddress],
         client_id: str,
         filters: Sequence[str],
         on_messages: Callable[[list[Message], int], None],

@@ -1,8 +1,13 @@
-"""Rule-state snapshots and the events to replay after one (restart of the processors)."""
+"""Rule-state snapshots and the events to replay after one (restart of the processors).
+
+One process (`trygg up`) keeps one snapshot (`save_rule_state`); in the cluster mode each
+resident partition has its own, with the position in the stream it reflects
+(`save_partition_state`, migration 0018)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -27,10 +32,43 @@ def load_rule_state(pool: Pool) -> tuple[datetime, dict[str, Any]] | None:
     return (row[0], row[1]) if row else None
 
 
-def last_seen(pool: Pool) -> dict[str, datetime]:
-    """When each device was last heard (written by the gateway every few seconds)."""
+@dataclass(frozen=True, slots=True)
+class PartitionState:
+    """A resident partition's rule state as of message `seq` of its stream."""
+
+    partition: int
+    seq: int
+    saved_at: datetime
+    state: dict[str, Any]
+
+
+def save_partition_state(pool: Pool, snapshot: PartitionState) -> None:
+    """Replace the partition's snapshot; an older position never replaces a newer one
+    (a previous owner's last save arriving late)."""
     with pool.connection() as conn:
-        return dict(conn.execute("SELECT device_id, last_seen FROM trygg.device_status").fetchall())
+        conn.execute(
+            "INSERT INTO trygg.partition_state (partition, seq, saved_at, state) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (partition) DO UPDATE SET seq = excluded.seq, saved_at = excluded.saved_at,"
+            " state = excluded.state WHERE trygg.partition_state.seq <= excluded.seq",
+            (snapshot.partition, snapshot.seq, snapshot.saved_at, Jsonb(snapshot.state)),
+        )
+
+
+def load_partition_state(pool: Pool, partition: int) -> PartitionState | None:
+    with pool.connection() as conn:
+        row = conn.execute("SELECT seq, saved_at, state FROM trygg.partition_state WHERE partition = %s",
+                           (partition,)).fetchone()
+    return None if row is None else PartitionState(partition, row[0], row[1], row[2])
+
+
+def last_seen(pool: Pool, devices: Collection[str] | None = None) -> dict[str, datetime]:
+    """When each device (of `devices`, when given) was last heard (written by the
+    gateway every few seconds)."""
+    with pool.connection() as conn:
+        if devices is None:
+            return dict(conn.execute("SELECT device_id, last_seen FROM trygg.device_status").fetchall())
+        return dict(conn.execute("SELECT device_id, last_seen FROM trygg.device_status WHERE device_id = ANY(%s)",
+                                 (list(devices),)).fetchall())
 
 
 def events_since(pool: Pool, since: datetime, until: datetime) -> Iterator[Event]:
