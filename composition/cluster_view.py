@@ -16,7 +16,10 @@ every instance, so that any instance serves the API and the live console for eve
 - Staff actions are requests to the partition's owner (`cluster.layout.command_subject`,
   composition/cluster_wire.py). While the partition has no owner (it is moving, or the
   owner is still restoring) the request is repeated until `request_timeout_s`, then
-  `StageNotReady` (503). The alert in the owner's reply is taken at once.
+  `StageNotReady` (503). The alert in the owner's reply is taken at once. An attempt
+  whose answer was lost may still have made the change: when the owner then refuses the
+  repeated request as illegal, the view waits a moment for the stream to show the change
+  made by the same actor and answers with it.
 
 It is the dashboard's `AlertsPort` and the gateway's `EmergencyState` (a look-up in a
 dict, safe to ask from another thread). Its methods run on the event loop's thread.
