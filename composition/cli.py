@@ -234,12 +234,19 @@ def run_demo_fleet(services: Services) -> Coroutine[Any, Any, None]:
 def up(
     demo: Annotated[bool, typer.Option("--demo", help="load the demo registry and run "
                                        "the simulated fleet")] = False,
+    cluster: Annotated[bool, typer.Option("--cluster", help="run as one instance of a cluster on NATS "
+                                          "JetStream (TRYGG_CLUSTER_NATS_URLS; docs/cluster.md)")] = False,
 ) -> None:
     """Run everything in one process (embedded broker and database when no URLs are set)."""
     from composition.app import serve
     from composition.runtime import bind_http, hold_data_dir
 
     settings = settings_or_exit()
+    if cluster or settings.cluster_nats_urls:
+        if demo:
+            fail("--demo runs on one machine; for a cluster to try, see scripts/cluster (docs/cluster.md)")
+        up_cluster(settings)
+        return
     if not demo:
         try:
             settings.require_real_secrets()
@@ -283,6 +290,36 @@ def up(
         asyncio.run(serve(settings, demo_registry=demo_registry, extra=extra, started=started,
                           dashboard=lambda url: typer.echo(f"dashboard {url}", err=False),
                           http_socket=http_socket))
+    except (TryggError, psycopg.OperationalError, OSError) as exc:
+        fail(str(exc).strip(), 1)
+
+
+def up_cluster(settings: Settings) -> None:
+    """`trygg up --cluster`: this instance of the cluster, until SIGINT/SIGTERM."""
+    from composition.cluster_app import Instance, mqtt_brokers, nats_urls, serve_cluster
+    from composition.runtime import bind_http, hold_data_dir
+
+    try:
+        settings.require_real_secrets()
+        if settings.database_url is None:
+            raise SettingsError("TRYGG_DATABASE_URL", "is needed for the cluster mode (every instance uses it)")
+        brokers = mqtt_brokers(settings, nats_urls(settings))
+    except SettingsError as exc:
+        fail(f"invalid setting {exc}")
+    try:
+        hold_data_dir(settings.data_dir)
+        http_socket = bind_http(settings)
+    except (TryggError, OSError) as exc:
+        fail(str(exc), 1)
+
+    def started(instance: Instance) -> None:
+        typer.echo(f"Trygg is running: cluster instance {instance.name}, NATS {settings.cluster_nats_urls}, "
+                   f"MQTT {', '.join(f'{b.host}:{b.port}' for b in brokers)}, events on "
+                   f"{settings.mqtt_prefix}/devices/+/events, alerts on {settings.mqtt_prefix}/teams/+/alerts/+")
+
+    try:
+        asyncio.run(serve_cluster(settings, dashboard=lambda url: typer.echo(f"dashboard {url}"),
+                                  started=started, http_socket=http_socket))
     except (TryggError, psycopg.OperationalError, OSError) as exc:
         fail(str(exc).strip(), 1)
 

@@ -340,7 +340,7 @@ class ResidentPartition:
                         sub = await self._js.pull_subscribe_bind(rules_consumer(self.partition), RESIDENTS_STREAM)
                     try:
                         msgs = await sub.fetch(self._batch, timeout=FETCH_WAIT_S)
-                    except nats.errors.TimeoutError:
+                    except TimeoutError:  # nothing new (nats-py's TimeoutError is one too)
                         continue
                     for msg in msgs:
                         seq = msg.metadata.sequence.stream
@@ -541,7 +541,7 @@ async def _read_to_end(js: JetStreamContext, stream: str, config: ConsumerConfig
         while left > 0:
             try:
                 msgs = await sub.fetch(min(batch, left), timeout=FETCH_WAIT_S)
-            except nats.errors.TimeoutError:  # gone meanwhile (the stream's limits)?
+            except TimeoutError:  # gone meanwhile (the stream's limits)?
                 left = min(left, (await sub.consumer_info()).num_pending or 0)
                 continue
             for msg in msgs:

@@ -287,7 +287,7 @@ class ClusterAlerts:
                 msg = await self._nc.request(subject, payload, timeout=min(left, ATTEMPT_S))
             except nats.errors.NoRespondersError:
                 pass  # no owner right now: the partition is moving
-            except nats.errors.TimeoutError:
+            except TimeoutError:
                 timed_out = True
             else:
                 done = await self._answer(command, msg.data, timed_out)
