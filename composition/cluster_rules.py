@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -54,8 +53,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription as NatsSubscription
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from nats.js.errors import BadRequestError
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from alerts import AlertConfig, AlertNotFound, AlertStage, IllegalTransition, StageNotReady
 from alerts.journal import Item
@@ -63,7 +61,6 @@ from cluster.layout import (
     ALERTS_STREAM,
     RESIDENT_PARTITIONS,
     RESIDENTS_STREAM,
-    alert_subject,
     alerts_filter,
     command_subject,
     resident_partition,
@@ -71,7 +68,8 @@ from cluster.layout import (
     rules_consumer,
 )
 from composition.app import LateAlertClosed
-from composition.cluster_wire import Command, alert_item_bytes, alert_item_of, reply_error, reply_ok
+from composition.cluster_streams import AlertMirror, first_seq, read_to_end
+from composition.cluster_wire import Command, alert_item_of, reply_error, reply_ok
 from mqtt import BrokerAddress, Protocol
 from processors import RESTART_GRACE, Processor, ProcessorStage, StateError, export_states
 from storage import Pool
@@ -100,8 +98,9 @@ FETCH_WAIT_S: Final = 1.0
 COMMAND_MIRROR_WAIT_S: Final = 3.0
 #: how long the last snapshot waits for the alert changes to reach the stream (seconds)
 STOP_MIRROR_WAIT_S: Final = 2.0
-#: publish acknowledgement timeout of one alert change (seconds)
-MIRROR_PUBLISH_TIMEOUT_S: Final = 5.0
+#: unresolved alerts are put on TRYGG_ALERTS again this often (seconds), well within its
+#: ALERTS_MAX_AGE_S (cluster/layout.py)
+REFRESH_OPEN_S: Final = 6 * 3600.0
 #: the start-up read of the snapshot tries this long while PostgreSQL does not answer
 #: (then the partition starts without it: alarms first)
 RESTORE_DB_WAIT_S: Final = 2.0
@@ -137,7 +136,7 @@ class ResidentPartition:
         self._snapshot_interval_s = snapshot_interval_s
         self._batch = batch
         self._grace = grace
-        self._mirror = _Mirror(self._js, partition)
+        self._mirror = AlertMirror(self._js, partition)
         self._processor: Processor | None = None
         self._stage: ProcessorStage | None = None
         self._alerts: AlertStage | None = None
@@ -261,7 +260,7 @@ class ResidentPartition:
 
         config = ConsumerConfig(deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
                                 filter_subject=alerts_filter(self.partition))
-        await _read_to_end(self._js, ALERTS_STREAM, config, take, self._batch)
+        await read_to_end(self._js, ALERTS_STREAM, config, take, self._batch)
         log.info("alerts_read_from_stream", partition=self.partition, alerts=len(items))
         return items
 
@@ -290,7 +289,7 @@ class ResidentPartition:
             config.opt_start_time = utcnow() - REPLAY_WITHOUT_SNAPSHOT
             info = await self._js.consumer_info(RESIDENTS_STREAM, rules_consumer(self.partition))
             unacknowledged = (info.ack_floor.stream_seq if info.ack_floor is not None else 0) + 1
-            window = await _first_seq(self._js, RESIDENTS_STREAM, replace(config))
+            window = await first_seq(self._js, RESIDENTS_STREAM, replace(config))
             if window is None or unacknowledged < window:
                 config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
                 config.opt_start_time = None
@@ -315,7 +314,7 @@ class ResidentPartition:
             replayed += 1
             self.processed += 1
 
-        await _read_to_end(self._js, RESIDENTS_STREAM, config, replay, self._batch)
+        await read_to_end(self._js, RESIDENTS_STREAM, config, replay, self._batch)
         seen = dict(stored)
         for device, at in heard.items():
             if seen.get(device, at) <= at:
@@ -368,11 +367,27 @@ class ResidentPartition:
 
     async def _snapshots(self) -> None:
         saved_for: tuple[int, int] | None = None
+        refreshed = -REFRESH_OPEN_S
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self._snapshot_interval_s)
+            if loop.time() - refreshed >= REFRESH_OPEN_S:
+                self._refresh_open_alerts()
+                refreshed = loop.time()
             now = (self.processed, self._mirror.queued)
             if now != saved_for and await self._save_snapshot(self._snapshot_interval_s):
                 saved_for = now
+
+    def _refresh_open_alerts(self) -> None:
+        """Put every unresolved alert on TRYGG_ALERTS again as it is (soon after the
+        partition was taken, then every `REFRESH_OPEN_S`): the stream forgets a record
+        after `ALERTS_MAX_AGE_S`, and an alert open that long must not drop out of every
+        dashboard that starts later. The dashboards ignore a version they have."""
+        alerts = self._alerts
+        if alerts is None:
+            return
+        for alert in alerts.active():
+            self._mirror.put((alert, ()))
 
     async def _save_snapshot(self, mirror_wait_s: float) -> bool:
         """The states and position are taken now, on the loop; saved on a thread once
@@ -437,82 +452,6 @@ class ResidentPartition:
         return reply_ok(alert)
 
 
-class _Mirror:
-    """Alert changes onto TRYGG_ALERTS (`alert_subject(rp, id)`, the journal record), in
-    the order made for each alert, each until the stream acknowledged it; failures are
-    retried with backoff (a re-sent change has the same message id, the stream keeps it
-    once), except a change the stream refuses for what it is, which is given up with an
-    error (PostgreSQL still gets it). `put` from the loop's thread; never blocks."""
-
-    def __init__(self, js: JetStreamContext, partition: int) -> None:
-        self._js = js
-        self._partition = partition
-        self._queue: deque[Item] = deque()
-        self._wake = asyncio.Event()
-        self._progress = asyncio.Event()
-        #: changes put so far, and of those on the stream
-        self.queued = 0
-        self.done = 0
-
-    @property
-    def backlog(self) -> int:
-        return self.queued - self.done
-
-    def put(self, item: Item) -> None:
-        self._queue.append(item)
-        self.queued += 1
-        self._wake.set()
-
-    async def flush(self, timeout_s: float) -> bool:
-        """Until every change put so far is on the stream, or `timeout_s`."""
-        target = self.queued
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout_s):
-                while self.done < target:
-                    self._progress.clear()
-                    await self._progress.wait()
-        return self.done >= target
-
-    async def run(self) -> None:
-        backoff = Backoff(0.2, 5.0)
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue:
-                batch = list(self._queue)[:BATCH]
-                try:
-                    await self._publish(batch)
-                except (nats.errors.Error, OSError, TimeoutError) as exc:
-                    log.warning("alert_changes_not_on_stream_retrying", partition=self._partition,
-                                changes=len(batch), error=str(exc) or repr(exc))
-                    await asyncio.sleep(backoff.next())
-                    continue
-                backoff.reset()
-                for _ in batch:
-                    self._queue.popleft()
-                self.done += len(batch)
-                self._progress.set()
-
-    async def _publish(self, batch: list[Item]) -> None:
-        """Each alert's changes in order; different alerts at the same time."""
-        chains: dict[str, list[Item]] = {}
-        for item in batch:
-            chains.setdefault(item[0].alert_id, []).append(item)
-        await asyncio.gather(*(self._chain(items) for items in chains.values()))
-
-    async def _chain(self, items: list[Item]) -> None:
-        for item in items:
-            alert = item[0]
-            try:
-                await self._js.publish(alert_subject(self._partition, alert.alert_id), alert_item_bytes(item),
-                                       timeout=MIRROR_PUBLISH_TIMEOUT_S, stream=ALERTS_STREAM,
-                                       headers={"Nats-Msg-Id": f"{alert.alert_id}/{alert.version}"})
-            except (BadRequestError, nats.errors.MaxPayloadError, TypeError, ValueError) as exc:
-                # refused for what it is: trying again would stop every later change
-                log.error("alert_change_refused_by_stream_given_up", alert_id=alert.alert_id,
-                          version=alert.version, error=str(exc) or repr(exc))
-
-
 def _item(msg: Msg) -> Event | DeviceStatus | None:
     """The event or status of a TRYGG_RESIDENTS message; None (logged) if it is none."""
     try:
@@ -521,50 +460,6 @@ def _item(msg: Msg) -> Event | DeviceStatus | None:
         log.error("partition_message_not_readable", subject=msg.subject,
                   seq=msg.metadata.sequence.stream, error=str(exc))
         return None
-
-
-async def _read_to_end(js: JetStreamContext, stream: str, config: ConsumerConfig,
-                       handle: Callable[[Msg], None], batch: int, *, most: int | None = None) -> None:
-    """Every message `config` selects (the first `most` of them), up to the end of the
-    stream as it is when the reading starts, through an ephemeral consumer (deleted after)."""
-    config.ack_policy = AckPolicy.NONE
-    config.mem_storage = True
-    config.num_replicas = 1
-    config.inactive_threshold = 60.0
-    sub = await js.pull_subscribe(config.filter_subject or ">", stream=stream, config=config)
-    name = ""
-    try:
-        info = await sub.consumer_info()
-        name, left = info.name, info.num_pending or 0
-        if most is not None:
-            left = min(left, most)
-        while left > 0:
-            try:
-                msgs = await sub.fetch(min(batch, left), timeout=FETCH_WAIT_S)
-            except TimeoutError:  # gone meanwhile (the stream's limits)?
-                left = min(left, (await sub.consumer_info()).num_pending or 0)
-                continue
-            for msg in msgs:
-                handle(msg)
-            left -= len(msgs)
-            await asyncio.sleep(0)  # a long replay lets the alert stage's timers run
-    finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
-        if name:
-            with contextlib.suppress(Exception):
-                await js.delete_consumer(stream, name)
-
-
-async def _first_seq(js: JetStreamContext, stream: str, config: ConsumerConfig) -> int | None:
-    """The stream sequence of the first message `config` selects; None if there is none."""
-    first: list[int] = []
-
-    def take(msg: Msg) -> None:
-        first.append(msg.metadata.sequence.stream)
-
-    await _read_to_end(js, stream, config, take, 1, most=1)
-    return first[0] if first else None
 
 
 async def _from_database(read: Callable[[], object], what: str, within_s: float) -> object | None:
