@@ -20,10 +20,10 @@ from tests.helpers import small_registry, wait_for
 
 
 class TryggProcess:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, args: tuple[str, ...] = ()) -> None:
         self.log = log
         self._out = log.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "trygg", "up"], env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "trygg", "up", *args], env=env,
                                      stdout=self._out, stderr=subprocess.STDOUT)
         running = wait_for(lambda: "Trygg is running" in log.read_text() or self.proc.poll() is not None,
                            bool, timeout=60)
