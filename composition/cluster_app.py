@@ -47,6 +47,7 @@ from gateway.dead_letters import DeadLetters
 from gateway.validate import Validator
 from mqtt import BrokerAddress
 from storage import EventStore, Pool, conninfo_of
+from trygg.backoff import Backoff
 from trygg.errors import SettingsError
 from trygg.logging import get_logger
 from trygg.registry import Registry
@@ -59,6 +60,10 @@ log = get_logger(__name__)
 DB_PROBE_S = 5.0
 #: how long a partition's task may take to stop when its lease is lost or given back
 STOP_TIMEOUT_S = 15.0
+#: a partition whose work fails this many times in a row (each run shorter than
+#: PARTITION_HEALTHY_S) ends the process
+PARTITION_RETRIES = 5
+PARTITION_HEALTHY_S = 60.0
 #: connections beyond the single-process pool's, for the partitions' writers
 CLUSTER_CONNECTIONS = 8
 
@@ -112,19 +117,45 @@ class Instance:
     database_ok: bool = True
 
     async def gain(self, name: str) -> None:
+        task = asyncio.create_task(self._keep(name), name=f"partition.{name}")
+        self.work[name] = watch_task(task, lambda: self.stopping.is_set() or name in self.ending)
+
+    def _worker(self, name: str) -> Any:
         kind, _, number = name.partition(".")
         partition = int(number)
         if kind == "ingest":
-            worker: Any = IngestPartition(
+            return IngestPartition(
                 self.nc.jetstream(), partition, validator=self.validator,
                 dead_letters=DeadLetters(self.settings.mqtt_prefix), store=EventStore(self.pool),
                 prefix=self.settings.mqtt_prefix)
-        else:
-            worker = ResidentPartition(self.nc, partition, settings=self.settings, registry=self.registry,
-                                       pool=self.pool, brokers=self.brokers, instance=self.name)
-            self.rules[name] = worker
-        task = asyncio.create_task(worker.run(), name=f"partition.{name}")
-        self.work[name] = watch_task(task, lambda: self.stopping.is_set() or name in self.ending)
+        worker = ResidentPartition(self.nc, partition, settings=self.settings, registry=self.registry,
+                                   pool=self.pool, brokers=self.brokers, instance=self.name)
+        self.rules[name] = worker
+        return worker
+
+    async def _keep(self, name: str) -> None:
+        """Run the partition's work while the lease is held. A run that fails (a NATS
+        request timing out while a node dies, say) is started again, fresh, with backoff;
+        `PARTITION_RETRIES` failures in a row end the task, and so the process (its
+        supervisor restarts it, the leases pass on)."""
+        backoff = Backoff(0.5, 5.0)
+        failures = 0
+        while True:
+            started = asyncio.get_running_loop().time()
+            try:
+                await self._worker(name).run()
+                raise RuntimeError("the partition's work ended by itself")
+            except Exception:
+                log.exception("partition_failed_restarting", partition=name, failures=failures + 1)
+            finally:
+                self.rules.pop(name, None)
+            if asyncio.get_running_loop().time() - started > PARTITION_HEALTHY_S:
+                failures = 0
+                backoff.reset()
+            failures += 1
+            if failures >= PARTITION_RETRIES:
+                raise RuntimeError(f"partition {name} failed {failures} times in a row")
+            await asyncio.sleep(backoff.next())
 
     async def lose(self, name: str) -> None:
         task = self.work.pop(name, None)
