@@ -270,6 +270,8 @@ class TryggInstance:
         })
         self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
+        #: stopped or killed on purpose: the supervisor leaves it down
+        self.held_down = True
 
     @property
     def url(self) -> str:
@@ -281,6 +283,7 @@ class TryggInstance:
         return self.proc.pid
 
     def start(self) -> None:
+        self.held_down = False
         with self.log.open("ab") as out:
             out.write(f"--- start {datetime.now(UTC).isoformat()}\n".encode())
             self.proc = subprocess.Popen([sys.executable, "-m", "trygg", "up", "--cluster"], env=self.env, cwd=ROOT,
@@ -305,12 +308,14 @@ class TryggInstance:
 
     def kill(self) -> None:
         """`kill -9`."""
+        self.held_down = True
         if self.alive():
             assert self.proc is not None
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
 
     def stop(self, timeout_s: float = 20) -> None:
+        self.held_down = True
         if self.alive():
             assert self.proc is not None
             self.proc.terminate()
@@ -356,12 +361,33 @@ class LocalCluster:
         self.pg = PostgresPair(root / "pg")
         self.settings = settings or {}
         self.instances: list[TryggInstance] = []
+        #: instances that ended by themselves: (name, exit code)
+        self.exits: list[tuple[str, int]] = []
+        self._supervising = threading.Event()
         port = http_base
         for i in range(instances):
             port = free_port(HOST, port)
             self.instances.append(TryggInstance(f"t{i + 1}", root / f"t{i + 1}", nats=self.nats,
                                                 database_url=self.pg.url(), http_port=port, settings=self.settings))
             port += 1
+
+    def supervise(self) -> None:
+        """Restart an instance that ended by itself, as systemd or compose would (a part
+        that must not end makes it exit non-zero: trygg/watchdog.py); each is noted in
+        `exits` (name, exit code) and printed."""
+        def watch() -> None:
+            while not self._supervising.wait(0.5):
+                for instance in self.instances:
+                    proc = instance.proc
+                    if instance.held_down or proc is None or proc.poll() is None:
+                        continue
+                    self.exits.append((instance.name, proc.returncode))
+                    log_line(f"Trygg {instance.name} ended by itself (exit code {proc.returncode}); restarting it "
+                             f"as a supervisor would (log {instance.log})")
+                    instance.start()
+
+        self._supervising.clear()
+        threading.Thread(target=watch, name="supervisor", daemon=True).start()
 
     def start_services(self) -> None:
         self.nats.start()
@@ -373,6 +399,7 @@ class LocalCluster:
             instance.start()
         for instance in self.instances:
             instance.wait_running()
+        self.supervise()
 
     def instance(self, name: str) -> TryggInstance:
         return next(i for i in self.instances if i.name == name)
@@ -388,6 +415,12 @@ class LocalCluster:
         return groups
 
     def stop(self) -> None:
+        self._supervising.set()
+        for instance in self.instances:  # all at once: each may take its time to hand over
+            instance.held_down = True
+            if instance.alive():
+                assert instance.proc is not None
+                instance.proc.terminate()
         for instance in self.instances:
             instance.stop()
         self.nats.stop()
@@ -436,11 +469,8 @@ def serve(instances: int) -> int:
               f"handhelds subscribe to {PREFIX}/teams/<team>/alerts/+ on any of them.\n"
               f"The demo fleet: uv run --frozen trygg simulate --mqtt-url mqtt://{HOST}:{local.nats.nodes[0].mqtt_port}\n"
               "Ctrl-C (or scripts/cluster stop) stops everything.", flush=True)
-        while not stop.wait(1.0):
-            for instance in local.instances:
-                if not instance.alive():
-                    log_line(f"Trygg {instance.name} ended; see {instance.log}")
-                    stop.set()
+        local.supervise()
+        stop.wait()
     finally:
         log_line("stopping")
         local.stop()

@@ -57,6 +57,8 @@ class Count:
     alerts_twice: list[str]  # presses that opened more than one alert id
     offline_alerts: int
     flushed: bool
+    #: Trygg instances that ended by themselves so far (restarted by the harness)
+    exits: list[tuple[str, int]] = field(default_factory=list)
 
     @property
     def lost(self) -> int:
@@ -72,7 +74,8 @@ class Count:
                 f"({self.stored_rows - self.stored_distinct} duplicate rows); presses {self.presses} acknowledged, "
                 f"{self.press_distinct} stored, {len(self.without_alert)} without an alert, "
                 f"{len(self.alerts_twice)} with two alert ids; device_offline of publishing devices: "
-                f"{self.offline_alerts}" + ("" if self.flushed else "; NOT every publish acknowledged"))
+                f"{self.offline_alerts}" + ("" if self.flushed else "; NOT every publish acknowledged")
+                + (f"; instances that ended by themselves: {self.exits}" if self.exits else ""))
 
 
 @dataclass
@@ -163,7 +166,7 @@ class Drill:
         owner = self.local.owner_of(first.resident_id)
         if owner is None:
             raise RuntimeError(f"nobody owns rules.{partition}")
-        (alert_id,) = self.handheld.alert_ids[first.event_id]
+        alert_id = min(self.handheld.alert_ids[first.event_id])  # one, unless counted as twice later
         opened = time.monotonic()
         fault = self.fault(f"Trygg {owner.name} (owner of rules.{partition})", owner.kill, partition=partition)
         deadline = opened + self.escalate_s + DELIVERY_WAIT_S
@@ -189,9 +192,10 @@ class Drill:
         return self.fault("PostgreSQL primary (standby promoted)", kill)
 
     # -- counting ------------------------------------------------------------------------------
-    def count(self, timeout_s: float = 180, *, resume: bool = True) -> Count:
+    def count(self, timeout_s: float = 60, *, resume: bool = True) -> Count:
         """Stop the fleet until all it published is acknowledged, wait until PostgreSQL
-        holds it, count, and let the fleet go on."""
+        holds it (at most `timeout_s`: the devices are silent meanwhile, and must not
+        reach their silence limit, 3 × heartbeat_s = 90 s), count, and let the fleet go on."""
         flushed = self.fleet.stop()
         deadline = time.monotonic() + 60
         while self.pressers.presser.unacked() and time.monotonic() < deadline:
@@ -204,8 +208,12 @@ class Drill:
             self.progress(f"  waiting for PostgreSQL: {getattr(stored, 'fleet_distinct', 0):,} of {published:,}")
 
         wait_stored(self.local.pg.url(), published, len(presses), timeout_s, progress)
-        time.sleep(2.0)  # alerts are written after the alarm reached the handheld
-        stored = stored_counts(self.local.pg.url())
+        deadline = time.monotonic() + DELIVERY_WAIT_S  # alerts are written after they reached the handheld
+        while True:
+            stored = stored_counts(self.local.pg.url())
+            if all(p.event_id in stored.alerts_per_press for p in presses) or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
         without, twice = [], []
         for p in presses:
             ids = self.handheld.alert_ids.get(p.event_id, set())
@@ -215,7 +223,7 @@ class Drill:
             if len(ids) > 1 or in_db > 1:
                 twice.append(p.event_id)
         count = Count(published, stored.fleet_rows, stored.fleet_distinct, len(presses), stored.press_rows,
-                      stored.press_distinct, without, twice, stored.offline_alerts, flushed)
+                      stored.press_distinct, without, twice, stored.offline_alerts, flushed, list(self.local.exits))
         self.progress(count.line())
         if resume:
             self.fleet.start(self.rate)

@@ -331,7 +331,8 @@ class Handheld:
             line = self.proc.stdout.readline().strip()
         if line != "ready":
             raise RuntimeError(f"the handheld {name} did not subscribe ({line!r})")
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, name=f"handheld-{name}", daemon=True)
+        self._reader.start()
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -368,6 +369,9 @@ class Handheld:
         self.proc.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(10)
+        self._reader.join(5)  # it reads to the end of the output
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 def run_handheld(ports: list[int], first_node: int, name: str, filters: list[str]) -> None:

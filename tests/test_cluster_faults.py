@@ -143,8 +143,8 @@ def test_no_acknowledged_event_or_alarm_is_lost_or_doubled_when_any_one_machine_
         fleet.connect()
         drill = Drill(local, fleet, Pressers(PRESSERS, presser), handheld, RATE, window_s=10.0,
                       escalate_s=ESCALATE_S)
-        fleet.start(RATE)
         drill.warm_up()
+        fleet.start(RATE)
         drill.press_for(5, 0.25, tag="before")
 
         nats_kill = drill.kill_nats_node(1)
@@ -174,6 +174,8 @@ def test_no_acknowledged_event_or_alarm_is_lost_or_doubled_when_any_one_machine_
         assert count.alerts_twice == [], count.line()
         # no device_offline for a device that kept publishing
         assert count.offline_alerts == 0, count.line()
+        # and the instances kept running (the harness restarts one that ended, as a supervisor would)
+        assert count.exits == [], count.line()
     assert owner_kill.escalated, "the alert open when its owner died was escalated by the next owner"
     for fault in (nats_kill, owner_kill, pg_kill):
         assert fault.undelivered == 0, fault.line()
