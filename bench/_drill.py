@@ -21,6 +21,8 @@ from cluster.layout import RESIDENT_PARTITIONS, resident_partition
 
 #: how long after a window's last press its alerts may still arrive
 DELIVERY_WAIT_S = 30.0
+#: how long a count waits for the fleet's publishes to be acknowledged
+FLUSH_S = 60.0
 
 __all__ = ["Count", "Drill", "Fault"]
 
@@ -163,9 +165,13 @@ class Drill:
         if self.handheld.wait([first.event_id], DELIVERY_WAIT_S):
             raise RuntimeError("the press before the owner kill never reached the handheld")
         partition = resident_partition(first.resident_id)
-        owner = self.local.owner_of(first.resident_id)
+        owner, deadline = None, time.monotonic() + DELIVERY_WAIT_S
+        while owner is None and time.monotonic() < deadline:  # a lease may be between owners a moment
+            owner = self.local.owner_of(first.resident_id)
+            if owner is None:
+                time.sleep(0.5)
         if owner is None:
-            raise RuntimeError(f"nobody owns rules.{partition}")
+            raise RuntimeError(f"nobody owns rules.{partition} for {DELIVERY_WAIT_S:.0f} s")
         alert_id = min(self.handheld.alert_ids[first.event_id])  # one, unless counted as twice later
         opened = time.monotonic()
         fault = self.fault(f"Trygg {owner.name} (owner of rules.{partition})", owner.kill, partition=partition)
@@ -194,9 +200,10 @@ class Drill:
     # -- counting ------------------------------------------------------------------------------
     def count(self, timeout_s: float = 60, *, resume: bool = True) -> Count:
         """Stop the fleet until all it published is acknowledged, wait until PostgreSQL
-        holds it (at most `timeout_s`: the devices are silent meanwhile, and must not
-        reach their silence limit, 3 × heartbeat_s = 90 s), count, and let the fleet go on."""
-        flushed = self.fleet.stop()
+        holds it (at most `timeout_s`), count, and let the fleet go on. The devices are
+        silent meanwhile (at most FLUSH_S + timeout_s + DELIVERY_WAIT_S), well within their
+        silence limit (bench/_fleet.py FLEET_HEARTBEAT_S)."""
+        flushed = self.fleet.stop(FLUSH_S)
         deadline = time.monotonic() + 60
         while self.pressers.presser.unacked() and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -68,9 +68,14 @@ def presser_device(i: int) -> str:
     return f"pd-{i}"
 
 
-def cluster_registry_yaml(devices: int, pressers: int, *, heartbeat_s: float = 30) -> str:
+#: the fleet's devices are offline after 3 × this without a message: longer than a count
+#: keeps them silent (bench/_drill.py), far shorter than a test runs
+FLEET_HEARTBEAT_S = 120
+
+
+def cluster_registry_yaml(devices: int, pressers: int, *, heartbeat_s: float = FLEET_HEARTBEAT_S) -> str:
     """Team east (escalating to the centre); `devices` residents with a motion sensor
-    each (heard every `heartbeat_s` at least, or they go offline: the publishing fleet
+    each (offline after 3 × `heartbeat_s` without a message: the publishing fleet
     hears them far more often) and `pressers` residents with an alarm unit each (one
     press per resident: each press is a new alert)."""
     lines = [f"teams: [{{id: {TEAM}, name: East, escalate_to: {CENTRE}}}, {{id: {CENTRE}, name: Centre}}]",
