@@ -29,11 +29,13 @@ mapping) and the residents; it is a cluster-wide change made with every instance
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import zlib
 from dataclasses import dataclass
 from typing import Final
 
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -232,3 +234,19 @@ def touch_mqtt(host: str, port: int, timeout_s: float = 5.0) -> None:
         if len(connack) < 4 or connack[0] != 0x20 or connack[3] != 0:
             raise RuntimeError(f"the MQTT listener at {host}:{port} refused the connection ({connack!r})")
         sock.sendall(b"\xe0\x00")
+
+
+async def fetch_ready(sub: JetStreamContext.PullSubscription, batch: int, wait_s: float) -> list[Msg]:
+    """The consumer's next messages as soon as there are any: the first to arrive within
+    `wait_s` (TimeoutError if none), with up to `batch` in all of those ready behind it.
+
+    Not `sub.fetch(batch)` alone: a pull request for `batch` that finds nothing waiting
+    holds the first message that arrives until `batch` have come or `wait_s` is over —
+    an alarm on a quiet partition waited up to the whole `wait_s`. A request for one
+    returns with it; the rest, counted by its `num_pending`, are there at once."""
+    msgs = await sub.fetch(1, timeout=wait_s)
+    pending = msgs[-1].metadata.num_pending or 0
+    if pending and batch > 1:
+        with contextlib.suppress(TimeoutError):
+            msgs += await sub.fetch(min(batch - 1, pending), timeout=wait_s)
+    return msgs

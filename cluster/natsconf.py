@@ -41,6 +41,6 @@ def node_config(node: Node, nodes: list[Node], store_dir: Path, *, prefix: str =
         f"  listen: {json.dumps(f'{node.host}:{node.cluster_port}')}\n"
         f"  routes: [{routes}]\n}}\n"
         f"mqtt {{\n  listen: {json.dumps(f'{node.host}:{node.mqtt_port}')}\n"
-        f"  stream_replicas: {replicas}\n  consumer_replicas: {replicas}\n}}\n"
+        f"  stream_replicas: {replicas}\n}}\n"
         f"mappings = {{ {json.dumps(source)}: {json.dumps(destination)} }}\n"
     )

@@ -65,7 +65,7 @@ STOP_TIMEOUT_S = 15.0
 PARTITION_RETRIES = 5
 PARTITION_HEALTHY_S = 60.0
 #: connections beyond the single-process pool's, for the partitions' writers
-CLUSTER_CONNECTIONS = 8
+CLUSTER_CONNECTIONS = 24
 
 
 def instance_name(settings: Settings) -> str:

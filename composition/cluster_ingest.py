@@ -46,7 +46,7 @@ from cluster import (
     resident_partition,
     resident_subject,
 )
-from cluster.layout import ACK_WAIT_S, MAX_ACK_PENDING, MQTT_STREAM
+from cluster.layout import ACK_WAIT_S, MAX_ACK_PENDING, MQTT_STREAM, fetch_ready
 from gateway import DeadLetters, RecentKeys, Validator, describe, metrics
 from gateway.durable import write_batch
 from storage import DatabaseUnavailable, DeadLetter, EventStore, StatusRow
@@ -172,7 +172,7 @@ class IngestPartition:
                 continue
             # Shielded: a fetch cancelled part-way would drop messages the server has
             # delivered; on cancel `_hand_back` takes what it got and hands it back.
-            self._fetch = fetch = asyncio.ensure_future(sub.fetch(min(self._batch, room), timeout=FETCH_WAIT_S))
+            self._fetch = fetch = asyncio.ensure_future(fetch_ready(sub, min(self._batch, room), FETCH_WAIT_S))
             try:
                 msgs = await asyncio.shield(fetch)
                 self._fetch = None

@@ -63,6 +63,7 @@ from cluster.layout import (
     RESIDENTS_STREAM,
     alerts_filter,
     command_subject,
+    fetch_ready,
     resident_partition,
     resident_subject,
     rules_consumer,
@@ -338,7 +339,7 @@ class ResidentPartition:
                     if sub is None:
                         sub = await self._js.pull_subscribe_bind(rules_consumer(self.partition), RESIDENTS_STREAM)
                     try:
-                        msgs = await sub.fetch(self._batch, timeout=FETCH_WAIT_S)
+                        msgs = await fetch_ready(sub, self._batch, FETCH_WAIT_S)
                     except TimeoutError:  # nothing new (nats-py's TimeoutError is one too)
                         continue
                     for msg in msgs:

@@ -126,6 +126,7 @@ def test_the_harness_publishes_fails_over_and_promotes_without_trygg(tmp_path: P
         local.stop()
 
 
+@pytest.mark.drill
 @pytest.mark.timeout(1200)
 def test_no_acknowledged_event_or_alarm_is_lost_or_doubled_when_any_one_machine_dies(tmp_path: Path) -> None:
     if not trygg_has_cluster_mode():
