@@ -40,12 +40,13 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
-from alerts import AlertError, AlertHub, AlertNotFound, IllegalTransition, StageNotReady, Subscription
+from alerts import AlertError, AlertHub, AlertNotFound, IllegalTransition, StageNotReady
 from alerts.fanout import SUBSCRIBER_LIMIT
 from alerts.service import CLOSED_KEPT
 from cluster.layout import ALERTS_STREAM, RESIDENT_PARTITIONS, alerts_filter, command_subject, resident_partition
 from composition.app import EMERGENCY_KINDS
 from composition.cluster_wire import Command, Op, alert_item_of, parse_reply
+from dashboard.deps import SubscriptionFeed
 from trygg.alert import Alert
 from trygg.backoff import Backoff
 from trygg.contract import AlertState
@@ -258,8 +259,8 @@ class ClusterAlerts:
     async def resolve(self, alert_id: str, actor: str, note: str | None) -> Alert:
         return await self._act(Command("resolve", alert_id, actor, note))
 
-    def subscribe(self, teams: frozenset[str] | None, wake: Callable[[], None]) -> Feed:
-        return Feed(self._hub.subscribe(teams, wake=wake))
+    def subscribe(self, teams: frozenset[str] | None, wake: Callable[[], None]) -> SubscriptionFeed:
+        return SubscriptionFeed(self._hub.subscribe(teams, wake=wake))
 
     async def open_alerts_of(self, resident_id: str) -> AlertList:
         return [a for a in self.active(None) if a.resident_id == resident_id]
@@ -335,20 +336,4 @@ class ClusterAlerts:
             await asyncio.sleep(0.05)
 
 
-class Feed:
-    """One subscriber's changes as the dashboard's `AlertFeed` (dashboard/deps.py)."""
-
-    def __init__(self, subscription: Subscription) -> None:
-        self._subscription = subscription
-
-    def get_nowait(self) -> Alert | None:
-        try:
-            return self._subscription.get_nowait()
-        except asyncio.QueueEmpty:
-            return None
-
-    def close(self) -> None:
-        self._subscription.close()
-
-
-__all__ = ["ClusterAlerts", "Feed"]
+__all__ = ["ClusterAlerts"]

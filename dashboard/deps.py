@@ -164,14 +164,15 @@ class StageAlerts:
         return self._stage.resolve(alert_id, actor, note)
 
     def subscribe(self, teams: frozenset[str] | None, wake: Callable[[], None]) -> AlertFeed:
-        return _StageFeed(self._stage.subscribe(teams, wake=wake))
+        return SubscriptionFeed(self._stage.subscribe(teams, wake=wake))
 
     async def open_alerts_of(self, resident_id: str) -> AlertList:
         return [a for a in self._stage.active(None) if a.resident_id == resident_id]
 
 
-class _StageFeed:
-    """An `AlertFeed` over the stage's subscription."""
+class SubscriptionFeed:
+    """An `AlertFeed` over a subscription of the alert stage's hub (alerts/fanout.py):
+    the stage's own, or the cluster's alert view's (composition/cluster_view.py)."""
 
     def __init__(self, subscription: AlertSubscription) -> None:
         self._subscription = subscription
