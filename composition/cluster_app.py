@@ -64,8 +64,6 @@ STOP_TIMEOUT_S = 15.0
 #: PARTITION_HEALTHY_S) ends the process
 PARTITION_RETRIES = 5
 PARTITION_HEALTHY_S = 60.0
-#: connections beyond the single-process pool's, for the partitions' writers
-CLUSTER_CONNECTIONS = 24
 
 
 def instance_name(settings: Settings) -> str:
@@ -199,8 +197,11 @@ async def serve_cluster(settings: Settings, *, dashboard: Callable[[str], None],
     urls = nats_urls(settings)
     name = instance_name(settings)
     brokers = mqtt_brokers(settings, urls)
-    # the partitions' writers share it: a few device partitions and alert writers at a time
-    pool = await asyncio.to_thread(open_database, settings, settings.ingest_writers + POOL_SPARE + CLUSTER_CONNECTIONS)
+    # A device partition's store and a resident partition's alert writer each hold one
+    # connection while the partition is owned; an instance may come to own them all.
+    layout = Layout(settings.cluster_replicas)
+    pool = await asyncio.to_thread(open_database, settings,
+                                   layout.device_partitions + layout.resident_partitions + POOL_SPARE)
     try:
         registry = await asyncio.to_thread(open_registry, pool, settings)
         nc = await nats.connect(urls, name=f"trygg-{name}", max_reconnect_attempts=-1, reconnect_time_wait=0.2,
