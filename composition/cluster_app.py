@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import re
 import signal
@@ -200,8 +201,9 @@ async def serve_cluster(settings: Settings, *, dashboard: Callable[[str], None],
     # A device partition's store and a resident partition's alert writer each hold one
     # connection while the partition is owned; an instance may come to own them all.
     layout = Layout(settings.cluster_replicas)
-    pool = await asyncio.to_thread(open_database, settings,
-                                   layout.device_partitions + layout.resident_partitions + POOL_SPARE)
+    pool = await asyncio.to_thread(functools.partial(
+        open_database, settings, layout.device_partitions + layout.resident_partitions + POOL_SPARE,
+        min_size=POOL_SPARE))
     try:
         registry = await asyncio.to_thread(open_registry, pool, settings)
         nc = await nats.connect(urls, name=f"trygg-{name}", max_reconnect_attempts=-1, reconnect_time_wait=0.2,

@@ -112,12 +112,14 @@ def bind_http(settings: Settings) -> socket.socket | None:
     return sock
 
 
-def open_pool(conninfo: str, size: int = POOL_SPARE, *, name: str = "trygg") -> Pool:
+def open_pool(conninfo: str, size: int = POOL_SPARE, *, name: str = "trygg", min_size: int | None = None) -> Pool:
     """The pool of a process's stages, opened: its `size` connections are made in the
-    background (so the writers find theirs ready), and PostgreSQL being down at start is
+    background (so the writers find theirs ready; `min_size`: only that many, the rest
+    when asked for), and PostgreSQL being down at start is
     not an error here but at the first call that needs it."""
     pool: Pool = ConnectionPool(
-        conninfo, min_size=size, max_size=size, open=False, name=name, timeout=POOL_TIMEOUT_S,
+        conninfo, min_size=size if min_size is None else min_size, max_size=size, open=False, name=name,
+        timeout=POOL_TIMEOUT_S,
         reconnect_timeout=RECONNECT_S, check=ConnectionPool.check_connection,
         kwargs={"connect_timeout": int(POOL_TIMEOUT_S)},
     )
@@ -125,12 +127,12 @@ def open_pool(conninfo: str, size: int = POOL_SPARE, *, name: str = "trygg") -> 
     return pool
 
 
-def open_database(settings: Settings, size: int = POOL_SPARE) -> Pool:
+def open_database(settings: Settings, size: int = POOL_SPARE, *, min_size: int | None = None) -> Pool:
     """`resolve_database`, `open_pool` and the migrations not yet applied. A database
     that cannot be reached is a `psycopg.OperationalError` saying why (the pool only
     says that it got no connection in time)."""
     conninfo = resolve_database(settings)
-    pool = open_pool(conninfo, size)
+    pool = open_pool(conninfo, size, min_size=min_size)
     try:
         applied = apply_migrations(pool, conninfo, settings)
     except BaseException:
