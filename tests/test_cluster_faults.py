@@ -68,6 +68,7 @@ async def mqtt_stream_messages(local: LocalCluster, lay_out: bool = False) -> in
         await nc.close()
 
 
+@pytest.mark.drill
 @pytest.mark.timeout(300)
 def test_the_harness_publishes_fails_over_and_promotes_without_trygg(tmp_path: Path) -> None:
     local = LocalCluster(tmp_path / "cluster", instances=0)

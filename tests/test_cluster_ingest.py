@@ -36,7 +36,7 @@ from trygg.contract import Event, rekeyed_id
 from trygg.pipeline import DeviceStatus, item_from_wire
 from trygg.registry import Registry, validate_registry
 
-pytestmark = [pytest.mark.integration, pytest.mark.serial]
+pytestmark = [pytest.mark.integration]
 
 T = TypeVar("T")
 #: a message on TRYGG_RESIDENTS: subject, message id, the event or status
@@ -286,6 +286,7 @@ async def set_ack_wait(js: JetStreamContext, seconds: float) -> None:
         await js.add_consumer(MQTT_STREAM, info.config)  # an update of what may change
 
 
+@pytest.mark.serial  # ack waits of 1.5 s: a loaded neighbour would make them look missed
 def test_alarms_go_on_while_postgresql_is_down_and_everything_is_stored_once_it_returns(
         nats_cluster: NatsCluster, private_postgres: PostgresInstance) -> None:
     asyncio.run(database_down(nats_cluster, private_postgres))

@@ -45,7 +45,7 @@ from trygg.pipeline import item_to_wire
 from trygg.registry import Registry, dump_registry, validate_registry
 from trygg.settings import Settings
 
-pytestmark = [pytest.mark.integration, pytest.mark.serial]
+pytestmark = [pytest.mark.integration]
 
 #: escalation timeout of a critical or high alert (an alarm) in these tests
 ESCALATE_S = 4.0
@@ -353,6 +353,7 @@ async def moved_after_stop(cluster: NatsCluster, pool: Pool, tmp_path: Path) -> 
     await nc.close()
 
 
+@pytest.mark.serial  # escalation within seconds of a kill
 def test_a_new_owner_after_a_kill_keeps_the_alert_and_escalates_it(
         nats_cluster: NatsCluster, database: str, pool_of: Callable[[str], Pool], tmp_path: Path) -> None:
     asyncio.run(moved_after_kill(nats_cluster, database, pool_of(database), tmp_path))
@@ -454,6 +455,7 @@ async def staff_actions(cluster: NatsCluster, pool: Pool, tmp_path: Path) -> Non
     await nc.close()
 
 
+@pytest.mark.serial  # a node killed: timings of the election
 def test_alerts_reach_the_handheld_when_the_node_the_owner_publishes_to_dies(
         nats_cluster: NatsCluster, database: str, pool_of: Callable[[str], Pool], tmp_path: Path) -> None:
     try:
