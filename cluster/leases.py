@@ -129,14 +129,18 @@ class Leases:
             return None
         return None if entry.value is None else entry.value.decode()
 
-    async def owners(self) -> dict[str, str]:
-        """Every held lease and instance key → the instance holding it."""
-        out: dict[str, str] = {}
+    async def names(self) -> set[str]:
+        """The leases held and the instance keys, by anyone (one listing of the bucket)."""
         try:
-            names = await self.kv.keys()
+            return set(await self.kv.keys())
         except nats.js.errors.NoKeysError:
-            return out
-        for name in names:
+            return set()
+
+    async def owners(self) -> dict[str, str]:
+        """Every held lease and instance key → the instance holding it (a read each: for
+        operators and tests; the ticks need only `names`)."""
+        out: dict[str, str] = {}
+        for name in await self.names():
             holder = await self.owner(name)
             if holder is not None:
                 out[name] = holder
@@ -193,10 +197,10 @@ class Ownership:
                 log.warning("partition_lost", partition=name, instance=leases.instance)
                 await self._drop(name, release=False)
         try:
-            owners = await leases.owners()
+            present = await leases.names()
         except TRANSIENT:
             return
-        instances = max(1, sum(1 for k in owners if k.startswith(INSTANCE_PREFIX)))
+        instances = max(1, sum(1 for k in present if k.startswith(INSTANCE_PREFIX)))
         for group in self.groups:
             share = math.ceil(len(group) / instances)
             mine = [n for n in group if n in leases.held]
@@ -209,7 +213,7 @@ class Ownership:
             for name in group:
                 if len(mine) + taken >= share or taken >= self.take_per_tick:
                     break
-                if name in owners or name in leases.held:
+                if name in present or name in leases.held:
                     continue
                 try:
                     if await leases.acquire(name):

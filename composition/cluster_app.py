@@ -184,7 +184,7 @@ class Instance:
                 with self.pool.connection(timeout=3) as conn:
                     conn.execute("SELECT 1")
                 return True
-            except (psycopg.Error, OSError, Exception):
+            except psycopg.Error:  # the pool's timeout included
                 return False
 
         while True:
