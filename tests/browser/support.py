@@ -237,7 +237,9 @@ def login(page: Page, base_url: str, username: str, expect_path: str) -> None:
     page.get_by_label(re.compile("Brukernavn")).fill(username)
     page.get_by_label(re.compile("Passord")).fill(PASSWORD)
     page.get_by_role("button", name=re.compile("Logg inn")).click()
-    page.wait_for_url(f"{base_url}{expect_path}")
+    # A sign-in is an argon2 check on one low-priority thread and its rest; on a loaded
+    # machine it took over 5 s, Playwright's default wait.
+    page.wait_for_url(f"{base_url}{expect_path}", timeout=20_000)
 
 
 def shot(page: Page, name: str, *, full_page: bool = True) -> Path:
