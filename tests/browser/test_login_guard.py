@@ -118,7 +118,6 @@ def test_the_sign_in_page_says_when_to_try_again_after_wrong_passwords(
     seen.check()
 
 
-@pytest.mark.serial
 def test_x_forwarded_for_is_not_believed_without_a_trusted_proxy(signin_system: System) -> None:
     transport = httpx.HTTPTransport(local_address="127.0.0.3")  # an address of its own
     with httpx.Client(base_url=signin_system.base_url, transport=transport, timeout=30) as client:
