@@ -43,10 +43,15 @@ LEASE_TTL_S: Final = 5.0
 TICK_S: Final = 0.5
 INSTANCE_PREFIX: Final = "instance."
 
-#: errors of a request that did not reach a stream leader (a node or leader is changing):
-#: tried again at the next tick, the lease kept until `ttl_s` has passed without renewal
-TRANSIENT = (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError,
-             nats.js.errors.ServiceUnavailableError, nats.js.errors.APIError)
+#: errors of a request that did not reach a stream leader (a node or leader is changing:
+#: a timeout, no responders, "no response from stream", the connection moving): tried
+#: again at the next tick, the lease kept until `RENEW_WITHIN` of its TTL has passed
+#: without renewal. Every error of nats-py is one; an instance must not end on them (a
+#: `kill -9` of one NATS node ended both instances on `NoStreamResponseError`).
+TRANSIENT = (nats.errors.Error, OSError)
+#: a lease not renewed for this share of its TTL is given up by its holder, before the
+#: server lets it expire and another instance may take it
+RENEW_WITHIN: Final = 0.8
 
 
 class Leases:
@@ -100,10 +105,22 @@ class Leases:
         try:
             self.held[name] = await self.kv.update(name, self.instance.encode(), last=revision)
         except KeyWrongLastSequenceError:
+            # Taken by another, or expired: when the bucket's leader was on a node that
+            # died, no renewal could be written for the 4-9 s of the election and the new
+            # leader expires every lease at once. Nobody else holds it yet: take it again,
+            # and the partition goes on where it is instead of moving.
+            try:
+                if await self.owner(name) is None:
+                    self.held[name] = await self.kv.create(name, self.instance.encode())
+                    self.renewed[name] = time.monotonic()
+                    log.info("lease_taken_again_after_expiry", lease=name)
+                    return True
+            except (KeyWrongLastSequenceError, *TRANSIENT):
+                pass
             self._forget(name)
             return False
         except TRANSIENT as exc:
-            if time.monotonic() - self.renewed.get(name, 0.0) >= self._ttl_s:
+            if time.monotonic() - self.renewed.get(name, 0.0) >= self._ttl_s * RENEW_WITHIN:
                 log.warning("lease_expired_unrenewed", lease=name, error=type(exc).__name__)
                 self._forget(name)
                 return False
@@ -178,7 +195,6 @@ class Ownership:
         """Until cancelled; then every lease is given back (each `lose` awaited)."""
         leases = self.leases
         try:
-            await leases.kv.put(self.instance_key, leases.instance.encode())
             while True:
                 await self.tick()
                 await asyncio.sleep(self.tick_s)

@@ -80,6 +80,14 @@ async def one_holder(nats_cluster: NatsCluster) -> None:
     assert not await a.renew("rules.1")
     await b.release("rules.1")
     assert await a.owner("rules.1") is None
+
+    # Expired with nobody else taking it (no renewal could be written while the bucket's
+    # leader was being elected): its holder takes it again instead of letting it move.
+    assert await a.acquire("rules.2")
+    await asyncio.sleep(2.5)
+    assert await b.owner("rules.2") is None
+    assert await a.renew("rules.2")
+    assert await b.owner("rules.2") == "a" and not await b.acquire("rules.2")
     await nc.close()
 
 
