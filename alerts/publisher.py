@@ -40,6 +40,9 @@ from trygg.logging import get_logger
 log = get_logger(__name__)
 
 KEEPALIVE_S: Final = 30
+#: an alert the broker has not acknowledged this long is sent again on a new connection
+#: (to the next broker of a cluster): a broker may keep a connection up and never answer
+ACK_TIMEOUT_S: Final = 5.0
 
 
 class AlertPublisher:
@@ -60,7 +63,7 @@ class AlertPublisher:
         """`failover`: further brokers, tried in turn when the connection is lost."""
         first = BrokerAddress(host, port, username, password, tls)
         self._client = Client([first, *failover], client_id, protocol=protocol, keepalive=KEEPALIVE_S, wait=False,
-                              on_connect=self._connected, on_state=self._state)
+                              on_connect=self._connected, on_state=self._state, ack_timeout_s=ACK_TIMEOUT_S)
         self._prefix = prefix
         self._on_connect_cb = on_connect
         self._task: asyncio.Task[None] | None = None

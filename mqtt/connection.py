@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import socket
 import ssl
 import threading
@@ -138,6 +139,7 @@ class _Outgoing:
     future: asyncio.Future[None]
     mid: int = 0
     dup: bool = False  # sent before on a session the broker kept: again with DUP, same mid
+    sent_at: float = 0.0  # time.monotonic() when last written
 
 
 class Client:
@@ -168,6 +170,7 @@ class Client:
         will: Will | None = None,
         on_connect: Callable[[bool], None] | None = None,
         on_state: Callable[[bool, str], None] | None = None,
+        ack_timeout_s: float | None = None,
     ) -> None:
         #: the brokers to connect to, in turn (the nodes of a cluster): see `_next_address`
         self.addresses = [address] if isinstance(address, BrokerAddress) else list(address)
@@ -182,6 +185,9 @@ class Client:
                                                 session_expiry, receive_maximum, clean=clean, will=will)
                                  for a in self.addresses]
         self._keepalive = keepalive
+        #: a QoS 1 publish not acknowledged this long ends the connection (and is sent
+        #: again on the next, to the next address): see `_supervise`
+        self._ack_timeout_s = ack_timeout_s
         self._max_inflight = max_inflight
         self._wait = wait
         self._on_connect = on_connect
@@ -349,6 +355,7 @@ class Client:
         if not out.mid:
             out.mid = self._new_mid()
         self._inflight[out.mid] = out
+        out.sent_at = time.monotonic()
         self.write(publish_packet(out.topic, out.payload, out.mid, self.protocol, retain=out.retain, dup=out.dup))
 
     def _pump(self) -> None:
@@ -409,8 +416,17 @@ class Client:
                 raise
 
     async def _supervise(self) -> None:
-        """Reconnect after a loss (jittered exponential backoff); keepalive meanwhile."""
+        """Reconnect after a loss (jittered exponential backoff); keepalive meanwhile.
+
+        With `ack_timeout_s`, a broker that answers pings but leaves a QoS 1 publish
+        unacknowledged that long is treated as lost too: MQTT 3.1.1 sends a publish
+        again only on a new connection, and a NATS node whose stream had no leader
+        (another node killed) kept an alert's PUBLISH unacknowledged, and so from the
+        staff's handheld, for as long as the connection lasted."""
         backoff = Backoff(FIRST_BACKOFF_S, MAX_BACKOFF_S)
+        tick_s = self._keepalive / 4
+        if self._ack_timeout_s is not None:
+            tick_s = min(tick_s, self._ack_timeout_s / 4)
         while True:
             if self._protocol is None:
                 try:
@@ -424,7 +440,7 @@ class Client:
                 continue
             self._lost.clear()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._keepalive / 4):
+                async with asyncio.timeout(tick_s):
                     await self._lost.wait()
             now = time.monotonic()
             protocol = self._protocol
@@ -433,8 +449,16 @@ class Client:
                     await asyncio.sleep(backoff.next())
             elif now - self._last_heard > 1.5 * self._keepalive and protocol.transport is not None:
                 protocol.transport.abort()  # the broker stopped answering pings
+            elif self._unacknowledged_for(now) > (self._ack_timeout_s or math.inf) and protocol.transport is not None:
+                self._on_state(False, f"a publish unacknowledged for {self._ack_timeout_s:g} s")
+                protocol.transport.abort()
             elif now - self._last_send >= self._keepalive / 2:
                 self.write(PINGREQ_PACKET)
+
+    def _unacknowledged_for(self, now: float) -> float:
+        """Seconds the oldest QoS 1 publish in flight has waited for its PUBACK (0: none)."""
+        oldest = next(iter(self._inflight.values()), None)
+        return 0.0 if oldest is None else now - oldest.sent_at
 
     async def _close(self, *, disconnect: bool) -> None:
         task, self._task = self._task, None
@@ -591,6 +615,7 @@ class Subscriber(Client):
         wait: bool = True,
         on_connect: Callable[[bool], None] | None = None,
         on_state: Callable[[bool, str], None] | None = None,
+        ack_timeout_s: float | None = None,
     ) -> None:
         super().__init__(address, client_id, protocol=protocol, keepalive=keepalive, clean=clean,
                          session_expiry=0 if clean else session_expiry, receive_maximum=receive_maximum,

@@ -29,10 +29,12 @@ def closed_port() -> int:
 
 
 class StubBroker:
-    """Accepts MQTT 3.1.1 connections, acknowledges CONNECT and QoS 1 PUBLISH, and records
-    the topics published; `drop()` closes every connection (the node died)."""
+    """Accepts MQTT 3.1.1 connections, acknowledges CONNECT and QoS 1 PUBLISH (unless told
+    not to: a node whose stream has no leader), answers pings, and records the topics
+    published; `drop()` closes every connection (the node died)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, acknowledge: bool = True) -> None:
+        self.acknowledge = acknowledge  # False: publishes are taken and never acknowledged
         self.topics: list[str] = []
         self.connects = 0
         self._writers: list[asyncio.StreamWriter] = []
@@ -73,7 +75,8 @@ class StubBroker:
                 elif kind == 3:  # PUBLISH, QoS 1: topic, packet id, payload
                     size = int.from_bytes(body[:2], "big")
                     self.topics.append(body[2:2 + size].decode())
-                    writer.write(b"\x40\x02" + body[2 + size:4 + size])
+                    if self.acknowledge:
+                        writer.write(b"\x40\x02" + body[2 + size:4 + size])
                 elif kind == 12:  # PINGREQ
                     writer.write(b"\xd0\x00")
                 elif kind == 14:  # DISCONNECT
@@ -134,5 +137,42 @@ def test_a_client_with_one_address_keeps_to_it() -> None:
             assert client.addresses == [address] and client.address == address
         assert broker.topics == ["t/1", "t/2"] and broker.connects == 2
         await broker.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_publish_left_unacknowledged_is_sent_again_on_the_next_node() -> None:
+    """A node that keeps the connection and answers pings but never acknowledges an
+    alert: after `ack_timeout_s` the client leaves it and the alert arrives at the next."""
+    async def scenario() -> None:
+        silent, second = StubBroker(acknowledge=False), StubBroker()
+        addresses = [await silent.start(), await second.start()]
+        states: list[tuple[bool, str]] = []
+        client = Client(addresses, "c-4", protocol=Protocol.V311, keepalive=30, ack_timeout_s=0.5,
+                        on_state=lambda up, why: states.append((up, why)))
+        async with client:
+            loop = asyncio.get_running_loop()
+            sent = loop.time()
+            await asyncio.wait_for(client.publish("t/alert", b"x", qos=1), 5)
+            assert 0.5 <= loop.time() - sent < 2.5
+            assert client.address == addresses[1] and client.generation == 2
+        assert silent.topics == ["t/alert"] and second.topics == ["t/alert"]
+        assert (False, "a publish unacknowledged for 0.5 s") in states
+        await silent.stop()
+        await second.stop()
+
+    asyncio.run(scenario())
+
+
+def test_without_an_ack_timeout_a_slow_acknowledgement_keeps_the_connection() -> None:
+    async def scenario() -> None:
+        silent = StubBroker(acknowledge=False)
+        address = await silent.start()
+        client = Client(address, "c-5", protocol=Protocol.V311, keepalive=4)
+        async with client:
+            waiting = client.publish("t/1", b"x", qos=1)
+            await asyncio.sleep(1.5)
+            assert not waiting.done() and client.generation == 1 and silent.connects == 1
+        await silent.stop()
 
     asyncio.run(scenario())
