@@ -102,6 +102,10 @@ STOP_MIRROR_WAIT_S: Final = 2.0
 #: unresolved alerts are put on TRYGG_ALERTS again this often (seconds), well within its
 #: ALERTS_MAX_AGE_S (cluster/layout.py)
 REFRESH_OPEN_S: Final = 6 * 3600.0
+#: open alerts nobody has taken are published to the handhelds again this often: a NATS
+#: node may acknowledge an alert it then does not deliver while another node's death
+#: leaves a stream without a leader (alerts/stage.py `_resend_open`)
+RESEND_OPEN_S: Final = 2.0
 #: the start-up read of the snapshot tries this long while PostgreSQL does not answer
 #: (then the partition starts without it: alarms first)
 RESTORE_DB_WAIT_S: Final = 2.0
@@ -185,7 +189,8 @@ class ResidentPartition:
                     restored = await self._stream_alerts()
                     rules = LateAlertClosed()
                     alerts = AlertStage(registry, self._alert_config(), pool=self._pool, alert_closed=rules,
-                                        mirror=self._mirror.put, owns=self.owns, restored=restored)
+                                        mirror=self._mirror.put, owns=self.owns, restored=restored,
+                                        resend_open_s=RESEND_OPEN_S)
                     stage = ProcessorStage(processor, alerts.on_intents)
                     rules.bind(stage)
                     self._processor, self._stage, self._alerts = processor, stage, alerts

@@ -167,13 +167,15 @@ def start_stage(mosquitto: MosquittoInstance, prefix: str, pool_of: PoolOf, tmp_
     running: list[Running] = []
 
     def start(conninfo: str | None = None, *, registry: Registry | None = None,
-              alert_closed: AlertClosed | None = None, **settings: Any) -> Running:
+              alert_closed: AlertClosed | None = None, resend_open_s: float | None = None,
+              **settings: Any) -> Running:
         """A running alert stage; with `conninfo`, on a pool of that database."""
         config = AlertConfig(broker_host=mosquitto.address.host, broker_port=mosquitto.address.port, prefix=prefix,
                              client_id=f"alerts-{uuid.uuid4().hex[:8]}",
                              journal_dir=tmp_path / "alerts", retry_s=0.2, **settings)
         stage = AlertStage(registry or small_registry(), config,
-                           pool=None if conninfo is None else pool_of(conninfo), alert_closed=alert_closed)
+                           pool=None if conninfo is None else pool_of(conninfo), alert_closed=alert_closed,
+                           resend_open_s=resend_open_s)
         run = Running(stage)
         running.append(run)
         return run

@@ -111,6 +111,25 @@ def test_resolve_shows_the_final_state_to_connected_handhelds_and_nothing_to_lat
     assert row == ("resolved", "ola", "ola", True, True)
 
 
+def test_with_resend_an_open_alert_goes_out_again_until_someone_takes_it(
+    start_stage: StartStage, handhelds: Callable[[str], Handheld], prefix: str, database: str
+) -> None:
+    """The cluster's partitions publish open alerts again every few seconds (a NATS node
+    may acknowledge an alert and not deliver it while another node's death leaves a
+    stream without a leader): the same alert, same version, until it is taken."""
+    run = start_stage(database, resend_open_s=0.3)
+    east = handhelds(f"{prefix}/teams/east/alerts/+")
+    run.call(lambda: run.stage.on_intents([intent()]))
+    messages = east.wait(lambda m: len(m) >= 3, timeout=5)
+    docs = alerts_of(messages)
+    assert {json.dumps(d, sort_keys=True) for d in docs} == {json.dumps(docs[0], sort_keys=True)}  # the same alert
+    assert docs[0]["state"] == "open"
+    run.call(lambda: run.stage.acknowledge(docs[0]["alert_id"], "ola"))
+    taken = east.wait(lambda m: any(x.payload and x.doc["state"] == "acknowledged" for x in m), timeout=5)
+    time.sleep(1.0)  # three resend periods: nothing more once it is taken
+    assert len(east.received()) == len(taken)
+
+
 def test_an_alert_nobody_takes_escalates_to_the_alarm_centre(
     start_stage: StartStage, handhelds: Callable[[str], Handheld], prefix: str, database: str
 ) -> None:
