@@ -65,6 +65,11 @@ PUBLISH_TIMEOUT_S = 5.0
 STOP_WAIT_S = 3.0
 #: messages fetched and not yet acknowledged, at most (the consumer's own limit)
 HELD_MAX = MAX_ACK_PENDING
+#: a write waits this long for more of the partition's messages before it begins: the
+#: device has its PUBACK and the alarm is handed on already, so only the acknowledgement
+#: to the stream waits; at 5,000 events/s over 16 partitions, commits that each carried a
+#: message or two cost PostgreSQL (and its synchronous standby) more than the rows did
+STORE_LINGER_S = 0.1
 #: how often the last-heard time of each device is written (as the gateway's writers do)
 TOUCH_INTERVAL_S = 5.0
 MSG_ID = "Nats-Msg-Id"
@@ -273,6 +278,8 @@ class IngestPartition:
             _cancel_not_lost()
             chunks = [await self._to_store.get()]
             size = _records(chunks[0])
+            if size < self._batch:
+                await asyncio.sleep(STORE_LINGER_S)
             while size < self._batch and not self._to_store.empty():
                 chunks.append(self._to_store.get_nowait())
                 size += _records(chunks[-1])
