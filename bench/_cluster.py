@@ -350,10 +350,14 @@ def load_registry(yaml_text: str, database_url: str, folder: Path) -> str:
 
 
 class LocalCluster:
-    """Three NATS nodes, the PostgreSQL pair and `instances` Trygg instances under `root`."""
+    """Three NATS nodes, the PostgreSQL pair and `instances` Trygg instances under `root`.
+
+    The nodes' ports lie below the kernel's range of ephemeral ports (32768-60999 here):
+    with a thousand devices connecting, an outgoing connection once took the route port
+    of a killed node, which then could not start again ("address already in use")."""
 
     def __init__(self, root: Path, *, instances: int = 2, settings: dict[str, str] | None = None,
-                 http_base: int = 18000, nats_base: int = 34200) -> None:
+                 http_base: int = 18000, nats_base: int = 26200) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.nats = nats_cluster(root / "nats", nats_base)

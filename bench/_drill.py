@@ -146,6 +146,10 @@ class Drill:
         fault = Fault(name, presses, gap, worst, undelivered)
         self.faults.append(fault)
         self.progress(fault.line())
+        if undelivered:
+            self.progress("  not on the handheld: " + ", ".join(
+                f"{p.event_id} (resident {p.resident_id}, partition {resident_partition(p.resident_id)})"
+                for p, at in arrivals if at is None))
         return fault
 
     def kill_nats_node(self, i: int = 1) -> Fault:

@@ -92,7 +92,8 @@ def cluster_registry_yaml(devices: int, pressers: int, *, heartbeat_s: float = F
 
 class Fleet:
     """`devices` motion sensors publishing at QoS 1, a third on each node's MQTT listener
-    (`connections` of Trygg's MQTT client per node, `window` unacknowledged each). A node
+    (`connections` of Trygg's MQTT client per node, one per device unless given;
+    `window` unacknowledged each). A node
     that dies stops its third (a device waits for its broker; what was not acknowledged
     is sent again when it is back), the others go on.
 
@@ -100,13 +101,17 @@ class Fleet:
         fleet.start(rate=5000) ... fleet.stop()   # stop: every publish acknowledged
     """
 
-    def __init__(self, mqtt: Sequence[tuple[str, int]], devices: int, *, connections: int = 4,
-                 window: int = 500) -> None:
+    def __init__(self, mqtt: Sequence[tuple[str, int]], devices: int, *, connections: int | None = None,
+                 window: int = 20) -> None:
         self.loop = LoopThread("fleet").start()
         self.devices: list[list[str]] = [[fleet_device(i) for i in range(devices) if i % len(mqtt) == k]
                                          for k in range(len(mqtt))]
+        # One connection per device by default, as a fleet has: NATS stores a connection's
+        # QoS 1 messages one after another, so a few connections each carrying hundreds of
+        # devices held the whole fleet to what a dozen connections get acknowledged (284/s).
         self.pools = [ConnectionPool(MqttTarget(host, port), [[d] for d in self.devices[k]], PREFIX,
-                                     connections=connections, window=window, announce=False,
+                                     connections=connections or len(self.devices[k]), window=window,
+                                     announce=False,
                                      client_id_prefix=f"fleet-n{k + 1}")
                       for k, (host, port) in enumerate(mqtt)]
         self.sent = [0] * len(mqtt)
