@@ -198,9 +198,9 @@ class Ownership:
             while True:
                 await self.tick()
                 await asyncio.sleep(self.tick_s)
-        finally:
-            for name in list(leases.held):
-                await self._drop(name, release=True)
+        finally:  # all at once: one by one, a clean stop of 16 partitions took 15 s
+            await asyncio.gather(*(self._drop(name, release=True) for name in list(leases.held)),
+                                 return_exceptions=True)
             with contextlib.suppress(*TRANSIENT):
                 await leases.kv.delete(self.instance_key)
 

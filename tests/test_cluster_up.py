@@ -105,6 +105,9 @@ def instances(nats_cluster: NatsCluster, database: str, tmp_path: Path) -> Itera
     try:
         yield running
     finally:
+        for proc in running.values():  # both asked at once, then waited for
+            if proc.proc.poll() is None:
+                proc.proc.terminate()
         for proc in running.values():
             proc.stop()
 
