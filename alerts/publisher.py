@@ -41,8 +41,10 @@ log = get_logger(__name__)
 
 KEEPALIVE_S: Final = 30
 #: an alert the broker has not acknowledged this long is sent again on a new connection
-#: (to the next broker of a cluster): a broker may keep a connection up and never answer
-ACK_TIMEOUT_S: Final = 5.0
+#: (to the next broker of a cluster): a broker may keep a connection up and never answer.
+#: Longer than a NATS stream's leader election (4-9 s), during which every node is slow
+#: to acknowledge: 5 s sent the publisher round the nodes, the dead one included.
+ACK_TIMEOUT_S: Final = 15.0
 
 
 class AlertPublisher:
