@@ -32,9 +32,11 @@ import asyncio
 import contextlib
 import socket
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
+import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -48,6 +50,7 @@ from nats.js.api import (
 )
 from nats.js.errors import NotFoundError
 
+from trygg.backoff import Backoff
 from trygg.logging import get_logger
 
 log = get_logger(__name__)
@@ -77,6 +80,8 @@ ALERTS_MAX_AGE_S: Final = 2 * 24 * 3600.0
 #: a lost machine) and the new owner gets it a few seconds after taking the lease; an owner
 #: that still holds a message (PostgreSQL down) marks it in progress every third of this
 ACK_WAIT_S: Final = 6.0
+#: how long `settled` tries a step while the cluster does not answer
+SETTLE_S: Final = 60.0
 #: messages a partition may hold unacknowledged, e.g. while PostgreSQL is down (the stream
 #: is then the spool); 16 partitions × 50,000 ≈ 2.7 minutes of 5,000 events/s
 MAX_ACK_PENDING: Final = 50_000
@@ -250,3 +255,22 @@ async def fetch_ready(sub: JetStreamContext.PullSubscription, batch: int, wait_s
         with contextlib.suppress(TimeoutError):
             msgs += await sub.fetch(min(batch - 1, pending), timeout=wait_s)
     return msgs
+
+
+async def settled(what: str, step: Callable[[], Any], within_s: float = SETTLE_S) -> None:
+    """`await step()` (making the layout, opening a bucket), tried again while the NATS
+    cluster does not answer: a node just started or restarted, its streams electing
+    leaders (an instance once ended at start on "nats: timeout"); its error after
+    `within_s`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    backoff = Backoff(0.5, 5.0)
+    while True:
+        try:
+            await step()
+            return
+        except nats.errors.Error as exc:
+            if loop.time() > deadline:
+                raise
+            log.warning("cluster_not_answering_retrying", step=what, error=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(backoff.next())

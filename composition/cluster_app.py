@@ -36,7 +36,7 @@ import psycopg
 from nats.aio.client import Client as NATS
 
 from cluster import Layout, Leases, ensure_layout
-from cluster.layout import ingest_lease, rules_lease
+from cluster.layout import ingest_lease, rules_lease, settled
 from cluster.leases import Ownership
 from composition.app import serve_http
 from composition.cluster_ingest import IngestPartition
@@ -59,8 +59,6 @@ log = get_logger(__name__)
 
 #: how often the dashboard's database state is looked at (seconds)
 DB_PROBE_S = 5.0
-#: at start, how long the layout and the leases are tried while the cluster does not answer
-SETTLE_S = 60.0
 #: how long a partition's task may take to stop when its lease is lost or given back
 STOP_TIMEOUT_S = 15.0
 #: a partition whose work fails this many times in a row (each run shorter than
@@ -225,7 +223,7 @@ async def _run(settings: Settings, name: str, pool: Pool, registry: Registry, nc
                brokers: list[BrokerAddress], dashboard: Callable[[str], None],
                started: Callable[[Instance], None], http_socket: socket.socket | None) -> None:
     js = nc.jetstream(timeout=5)
-    await _while_settling("layout", lambda: ensure_layout(js, Layout(settings.cluster_replicas),
+    await settled("layout", lambda: ensure_layout(js, Layout(settings.cluster_replicas),
                                                           (brokers[0].host, brokers[0].port)))
     view = ClusterAlerts(nc)
     validator = Validator(registry, settings.mqtt_prefix, emergencies=view)
@@ -234,7 +232,7 @@ async def _run(settings: Settings, name: str, pool: Pool, registry: Registry, nc
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, instance.stopping.set)
     leases = Leases(js, name, ttl_s=settings.cluster_lease_s, replicas=settings.cluster_replicas)
-    await _while_settling("leases", leases.open)
+    await settled("leases", leases.open)
     groups = [[ingest_lease(p) for p in range(Layout().device_partitions)],
               [rules_lease(p) for p in range(Layout().resident_partitions)]]
     ownership = Ownership(leases, groups, instance.gain, instance.lose)
@@ -277,24 +275,6 @@ async def _run(settings: Settings, name: str, pool: Pool, registry: Registry, nc
 
 async def _nats_error(exc: Exception) -> None:
     log.warning("nats_error", error=f"{type(exc).__name__}: {exc}")
-
-
-async def _while_settling(what: str, step: Callable[[], Any], within_s: float = SETTLE_S) -> None:
-    """`await step()`, tried again while the NATS cluster does not answer (a node just
-    started or restarted, its streams electing leaders: an instance once ended at start
-    on "nats: timeout"); its error after `within_s`."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within_s
-    backoff = Backoff(0.5, 5.0)
-    while True:
-        try:
-            await step()
-            return
-        except nats.errors.Error as exc:
-            if loop.time() > deadline:
-                raise
-            log.warning("cluster_not_answering_retrying", step=what, error=f"{type(exc).__name__}: {exc}")
-            await asyncio.sleep(backoff.next())
 
 
 async def _nats_disconnected() -> None:

@@ -29,7 +29,7 @@ from nats.js.errors import NotFoundError
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cluster import Layout, ensure_layout, resident_partition, resident_subject
-from cluster.layout import ALERTS_STREAM, RESIDENTS_STREAM, alert_subject, command_subject
+from cluster.layout import ALERTS_STREAM, RESIDENTS_STREAM, alert_subject, command_subject, settled
 from composition.cluster_rules import ResidentPartition
 from composition.cluster_wire import Command, alert_item_of, parse_reply
 from mqtt import BrokerAddress
@@ -115,7 +115,12 @@ async def send(js: JetStreamContext, partition: int, item: Event, msg_id: str | 
 
 async def connect(cluster: NatsCluster) -> NATS:
     nc = await nats.connect(cluster.urls, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
-    await ensure_layout(nc.jetstream(), Layout(), cluster.mqtt[0])
+    try:  # after a node of this module's cluster was killed and started again, its streams
+        # may still be electing leaders
+        await settled("layout", lambda: ensure_layout(nc.jetstream(), Layout(), cluster.mqtt[0]), within_s=30)
+    except BaseException:
+        await nc.close()  # left open, it failed a later test as an unclosed socket
+        raise
     return nc
 
 
