@@ -32,9 +32,9 @@ import asyncio
 import contextlib
 import socket
 import zlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final, TypeVar
 
 import nats.errors
 from nats.aio.msg import Msg
@@ -54,6 +54,8 @@ from trygg.backoff import Backoff
 from trygg.logging import get_logger
 
 log = get_logger(__name__)
+
+T = TypeVar("T")
 
 DEVICE_PARTITIONS: Final = 16
 RESIDENT_PARTITIONS: Final = 16
@@ -257,7 +259,7 @@ async def fetch_ready(sub: JetStreamContext.PullSubscription, batch: int, wait_s
     return msgs
 
 
-async def settled(what: str, step: Callable[[], Any], within_s: float = SETTLE_S) -> None:
+async def settled(what: str, step: Callable[[], Awaitable[T]], within_s: float = SETTLE_S) -> T:
     """`await step()` (making the layout, opening a bucket), tried again while the NATS
     cluster does not answer: a node just started or restarted, its streams electing
     leaders (an instance once ended at start on "nats: timeout"); its error after
@@ -267,8 +269,7 @@ async def settled(what: str, step: Callable[[], Any], within_s: float = SETTLE_S
     backoff = Backoff(0.5, 5.0)
     while True:
         try:
-            await step()
-            return
+            return await step()
         except nats.errors.Error as exc:
             if loop.time() > deadline:
                 raise

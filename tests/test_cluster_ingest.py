@@ -22,7 +22,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from cluster import DEVICE_PARTITIONS, RESIDENTS_STREAM, Layout, ensure_layout, ingest_consumer
-from cluster.layout import MQTT_STREAM, resident_partition, resident_subject
+from cluster.layout import MQTT_STREAM, resident_partition, resident_subject, settled
 from composition.cluster_ingest import IngestPartition
 from composition.runtime import open_pool
 from gateway import DeadLetters, Validator
@@ -106,7 +106,7 @@ class Owners:
 async def owners(cluster: NatsCluster, registry: Registry, url: str) -> AsyncIterator[tuple[JetStreamContext, Owners]]:
     nc = await nats.connect(cluster.urls, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
     js = nc.jetstream()
-    await ensure_layout(js, Layout(), cluster.mqtt[0])
+    await settled("layout", lambda: ensure_layout(js, Layout(), cluster.mqtt[0]), within_s=30)
     pool = open_pool(url, DEVICE_PARTITIONS + 1)
     running = Owners(js, registry, pool)
     try:
@@ -127,10 +127,10 @@ async def handed_on(js: JetStreamContext, after: int) -> list[Handed]:
     end = await stream_end(js)
     if end <= after:
         return []
-    sub = await js.pull_subscribe(
+    sub = await settled("reader", lambda: js.pull_subscribe(  # a fresh cluster's streams may still elect leaders
         "trygg.res.*", stream=RESIDENTS_STREAM,
         config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1,
-                              ack_policy=AckPolicy.NONE, inactive_threshold=5.0))
+                              ack_policy=AckPolicy.NONE, inactive_threshold=5.0)), within_s=30)
     out: list[Handed] = []
     try:
         while len(out) < end - after:
