@@ -354,7 +354,9 @@ class AlertStage:
         id and version) is what a handheld already gets after any reconnect."""
         while True:
             await asyncio.sleep(every_s)
-            if not self._ready:
+            # While the broker is away nothing is queued again: the reconnect republishes
+            # every unresolved alert (`_republish`), and copies queued meanwhile would pile up.
+            if not self._ready or not self._publisher.connected.is_set():
                 continue
             since = self._clock() - RESEND_WITHIN
             changes = [c for c in self._service.republish()

@@ -109,14 +109,8 @@ class Leases:
             # died, no renewal could be written for the 4-9 s of the election and the new
             # leader expires every lease at once. Nobody else holds it yet: take it again,
             # and the partition goes on where it is instead of moving.
-            try:
-                if await self.owner(name) is None:
-                    self.held[name] = await self.kv.create(name, self.instance.encode())
-                    self.renewed[name] = time.monotonic()
-                    log.info("lease_taken_again_after_expiry", lease=name)
-                    return True
-            except (KeyWrongLastSequenceError, *TRANSIENT):
-                pass
+            if await self._take_again(name):
+                return True
             self._forget(name)
             return False
         except TRANSIENT as exc:
@@ -128,6 +122,19 @@ class Leases:
         self.renewed[name] = time.monotonic()
         return True
 
+    async def _take_again(self, name: str) -> bool:
+        """Create `name` again if nobody holds it; False if another does or the cluster
+        did not answer (KeyWrongLastSequenceError is a nats-py error, so TRANSIENT)."""
+        try:
+            if await self.owner(name) is not None:
+                return False
+            self.held[name] = await self.kv.create(name, self.instance.encode())
+        except TRANSIENT:
+            return False
+        self.renewed[name] = time.monotonic()
+        log.info("lease_taken_again_after_expiry", lease=name)
+        return True
+
     async def release(self, name: str) -> None:
         """Give `name` back at once (a clean stop, or beyond the fair share)."""
         revision = self.held.get(name)
@@ -136,7 +143,7 @@ class Leases:
             return
         try:
             await self.kv.delete(name, last=revision)
-        except (KeyWrongLastSequenceError, *TRANSIENT) as exc:  # taken or expiring anyway
+        except TRANSIENT as exc:  # taken (a wrong last sequence) or expiring anyway
             log.info("lease_release_skipped", lease=name, error=type(exc).__name__)
 
     async def owner(self, name: str) -> str | None:
