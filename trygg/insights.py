@@ -38,7 +38,7 @@ class Kind(IntEnum):
     LOCK = 4  # `door.unlocked` / `door.locked`
     BUTTON = 5  # `alarm.button`
     LOCATION = 6  # a `location` fix usable that day (a valid location basis), lat/lon set
-    HEARD = 7  # the device was heard in the hour starting at `t` (a heartbeat), no activity
+    HEARD = 7  # a motion or door sensor was heard (a heartbeat) in the hour around `t`; only those
 
 
 #: Room codes: 0 = unknown; the bathroom (bad, toalett, wc) has its own code, every other
@@ -50,6 +50,13 @@ ROOM_BATHROOM: Final = 1
 BATHROOM_NAMES: Final = frozenset({"bathroom", "toilet", "wc", "restroom", "bad", "baderom", "toalett", "do"})
 #: Door names that lead out of the home; a door event without a name is the front door.
 EXIT_DOORS: Final = frozenset({"front", "back", "main", "entrance", "hoveddør", "inngang", "ytterdør", "bakdør"})
+
+
+#: `Frames.capabilities` bits
+CAP_ROOMS: Final = 1  # motion sensors with known rooms (room transitions)
+CAP_BATHROOM: Final = 2  # a motion sensor in the bathroom or toilet
+CAP_EXIT_DOOR: Final = 4  # a door sensor on a door that leads out
+CAP_GPS: Final = 8  # a gps_tracker or phone
 
 
 def room_code(name: str | None, codes: dict[str, int]) -> int:
@@ -107,7 +114,9 @@ class Frames:
     when the resident has no night window); `activity_sensors`: motion and door sensors
     the registry lists for the resident (the quality check expects each to be heard
     every hour); `away`: the registry says the resident is away that day (hospital,
-    travel); `located`: positions may be used that day (a valid location basis).
+    travel); `located`: positions may be used that day (a valid location basis);
+    `capabilities`: what the registry says the resident's sensors can see (CAP_* bits),
+    so that no toilet visit is a 0 and not "no sensor in the bathroom".
     """
 
     day_start: F64
@@ -117,6 +126,8 @@ class Frames:
     activity_sensors: I16
     away: B
     located: B
+    #: what the resident's sensors can tell (CAP_* bits), or None: inferred from the rows
+    capabilities: I16 | None = None
 
     def __len__(self) -> int:
         return len(self.day_start)
@@ -194,7 +205,8 @@ class Params:
     cooldown_days: int = 14  # days after a notice before the same feature may notice again
     max_unheard_hours: int = 3  # a day with more unheard hours is not usable
     away_hours: float = 16.0  # out of home this long: the day counts as away
-    window_days: int = 14  # the notice's "last N days" mean
+    window_days: int = 14  # the notice's "last N days" mean, at most
+    guard_days: int = 7  # the newest days left out of the baseline (a slow trend is not absorbed)
 
 
 @dataclass(frozen=True, slots=True)
