@@ -31,7 +31,7 @@ _HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
 #: string fields whose values repeat across a registry (interned, see `_Model._compact`)
-_REPEATED = frozenset({"kind", "role", "team", "timezone", "start", "end", "escalate_to"})
+_REPEATED = frozenset({"kind", "role", "team", "timezone", "start", "end", "escalate_to", "room", "reason"})
 #: number fields whose values repeat (positions do not: they are not kept in `_SHARED`)
 _REPEATED_NUMBERS = frozenset({"heartbeat_s", "radius_m"})
 #: (model class, fields given) → the one "fields set" its instances share
@@ -155,6 +155,8 @@ class Consents(_Value):
     research: bool = False
     relatives_status: bool = False
     relatives_location: bool = False
+    #: relatives may see the resident's "changes worth a look" (docs/insights.md)
+    relatives_insights: bool = False
 
 
 class LocationBasis(_Value):
@@ -201,6 +203,11 @@ class Device(_Model):
     id: Id
     kind: str
     heartbeat_s: float = Field(default=60, gt=0, le=7 * 24 * 3600)
+    #: where a motion or door sensor is ("bathroom", "bedroom", "kitchen"); a motion event's
+    #: `data.room` wins when it has one (docs/insights.md)
+    room: str | None = Field(default=None, min_length=1, max_length=64)
+
+    _room = field_validator("room")(_storable)
 
     @field_validator("kind")
     @classmethod
@@ -210,6 +217,24 @@ class Device(_Model):
     @property
     def device_kind(self) -> DeviceKind:
         return DeviceKind(self.kind)
+
+
+class Absence(_Model):
+    """Days the resident is away from home (hospital, travel, respite care): they enter
+    no baseline and raise no notice (docs/insights.md). `start` and `end` are included."""
+
+    start: date
+    end: date
+    reason: Literal["hospital", "travel", "respite", "other"] = "other"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Absence:
+        if self.end < self.start:
+            raise ValueError("end is before start")
+        return self
+
+    def covers(self, day: date) -> bool:
+        return self.start <= day <= self.end
 
 
 class Resident(_Model):
@@ -226,6 +251,7 @@ class Resident(_Model):
     address: str | None = Field(default=None, max_length=300)
     access: Access | None = None
     contacts: list[Contact] = Field(default=[], max_length=10)
+    absences: list[Absence] = Field(default=[], max_length=100)
 
     _address = field_validator("address")(_storable)
 
@@ -241,6 +267,10 @@ class Resident(_Model):
     @property
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    def away_on(self, day: date) -> bool:
+        """The registry says the resident is away that day (an absence covers it)."""
+        return any(a.covers(day) for a in self.absences)
 
 
 class User(_Model):
@@ -447,6 +477,7 @@ def dump_registry(reg: Registry) -> dict[str, Any]:
 
 
 __all__ = [
+    "Absence",
     "Access",
     "Consents",
     "Contact",
