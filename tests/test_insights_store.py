@@ -8,6 +8,7 @@ notice."""
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -78,7 +79,7 @@ SENSORS = [
 
 
 @pytest.fixture
-def conn(pool: Pool) -> psycopg.Connection[tuple[object, ...]]:
+def conn(pool: Pool) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
     with pool.connection() as c:
         c.autocommit = True
         for parent in ("trygg.heartbeats", "trygg.device_hourly"):
@@ -88,7 +89,7 @@ def conn(pool: Pool) -> psycopg.Connection[tuple[object, ...]]:
 
 
 def test_a_day_of_two_residents_comes_back_in_their_frames(conn: psycopg.Connection[tuple[object, ...]]) -> None:
-    rows = [
+    rows: list[tuple[str, str, str, datetime, dict[str, object]]] = [
         # resident a: the night before (23:30 on the 24th) counts, 22:00 on the 24th does not
         ("a-motion-bed", "a", "motion", local(22, 0, DAY - timedelta(days=1)), {}),
         ("a-motion-bath", "a", "motion", local(23, 30, DAY - timedelta(days=1)), {}),

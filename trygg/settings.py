@@ -21,6 +21,10 @@ from trygg.errors import SettingsError
 DEMO_SECRET = "trygg-demo-secret-change-me"
 
 
+#: days of features a resident's baseline state keeps (processors/insights HISTORY)
+INSIGHTS_HISTORY_DAYS = 56
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TRYGG_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
@@ -156,6 +160,33 @@ class Settings(BaseSettings):
                                           description="`trygg up` runs maintenance this often "
                                                       "(partitions ahead, retention, rollups)")
 
+    # Early signs of decline (docs/insights.md, docs/operators.md "Insights"): the daily job
+    # inside `trygg up`, and the baseline and change detection (trygg.insights.Params; the
+    # reasoning behind each default is in docs/insights.md).
+    insights_enabled: bool = Field(default=True, description="compute daily features and notices in `trygg up`")
+    insights_interval_s: float = Field(default=900, ge=1, le=86_400,
+                                       description="the daily job looks for days to compute this often")
+    insights_cpu_share: float = Field(default=0.5, gt=0, le=1,
+                                      description="share of one core the daily job's process may use (it "
+                                                  "rests after each batch)")
+    insights_batch: int = Field(default=5000, ge=1, le=5000, description="residents computed together")
+    insights_baseline_days: int = Field(default=28, ge=7, le=49, description="usable days in a baseline")
+    insights_min_days: int = Field(default=14, ge=3, le=49, description="usable days before any notice")
+    insights_ewma_lambda: float = Field(default=0.2, gt=0, le=1, description="weight of the newest day in the EWMA")
+    insights_limit: float = Field(default=3.0, gt=0, le=10,
+                                  description="control limit, in standard deviations of the EWMA")
+    insights_persist_days: int = Field(default=3, ge=1, le=28,
+                                       description="usable days in a row past the limit before a notice")
+    insights_cooldown_days: int = Field(default=14, ge=0, le=365,
+                                        description="days before the same feature may raise a notice again")
+    insights_max_unheard_hours: int = Field(default=3, ge=0, le=24,
+                                            description="a day with more hours of a sensor unheard is not used")
+    insights_away_hours: float = Field(default=16.0, gt=0, le=24,
+                                       description="out of home this long: the day counts as away")
+    insights_window_days: int = Field(default=14, ge=1, le=56, description="a notice's \"last N days\" mean")
+    insights_guard_days: int = Field(default=7, ge=0, le=28,
+                                     description="the newest days left out of the baseline")
+
     # /metrics (docs/security.md "Research and metrics"): judged by the TCP peer only.
     metrics_allow: str = Field(default="127.0.0.1,::1",
                                description="IPs/CIDRs (comma-separated) that may scrape /metrics directly")
@@ -200,6 +231,16 @@ class Settings(BaseSettings):
                 raise ValueError(f"TRYGG_{name.upper()} is set but TRYGG_MQTT_URL is not mqtts://")
         if self.mqtt_key_file is not None and self.mqtt_cert_file is None:
             raise ValueError("TRYGG_MQTT_KEY_FILE is set without TRYGG_MQTT_CERT_FILE")
+        return self
+
+    @model_validator(mode="after")
+    def _insights(self) -> Settings:
+        if self.insights_min_days > self.insights_baseline_days:
+            raise ValueError(f"TRYGG_INSIGHTS_MIN_DAYS ({self.insights_min_days}) is more than "
+                             f"TRYGG_INSIGHTS_BASELINE_DAYS ({self.insights_baseline_days})")
+        if self.insights_baseline_days + self.insights_guard_days > INSIGHTS_HISTORY_DAYS:
+            raise ValueError(f"TRYGG_INSIGHTS_BASELINE_DAYS + TRYGG_INSIGHTS_GUARD_DAYS is more than the "
+                             f"{INSIGHTS_HISTORY_DAYS} days a resident's state keeps")
         return self
 
     @field_validator("trusted_proxies")
