@@ -39,6 +39,7 @@ from dashboard import (
     routes_audit,
     routes_auth,
     routes_health,
+    routes_insights,
     routes_registry,
     routes_research,
     routes_residents,
@@ -233,7 +234,7 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(MetricsMiddleware)
     for module in (routes_health, routes_auth, routes_alerts, routes_shift, routes_residents, routes_teams,
-                   routes_research, routes_registry, routes_admin, routes_audit):
+                   routes_insights, routes_research, routes_registry, routes_admin, routes_audit):
         app.include_router(module.router)
     app.include_router(api_docs.router)
     pages = _pages_router()

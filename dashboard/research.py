@@ -22,7 +22,7 @@ import hashlib
 import hmac
 import io
 import json
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
@@ -96,17 +96,29 @@ def open_research_pool(settings: Settings, conninfo: str) -> AsyncConnectionPool
     )
 
 
+#: Reads one step of an export: (connection, start, end) → batches of rows.
+RowReader = Callable[[psycopg.AsyncConnection[Any], datetime, datetime], AsyncGenerator[list[tuple[Any, ...]], None]]
+
+
 async def export_batches(pool: AsyncConnectionPool, since: datetime, until: datetime, *, grain: str, k: int,
-                         idle_s: float) -> AsyncIterator[list[tuple[Any, ...]]]:
+                         idle_s: float, step_rows: RowReader | None = None) -> AsyncIterator[list[tuple[Any, ...]]]:
     """The export's rows, read by a task of its own into a short queue. A client that
     stops reading stops the queue; after `idle_s` the reader gives its connection back
     and the export ends unfinished — a stalled download holds a research connection at
     most that long.
 
     The rows are read one day (or one grain, if coarser) at a time: a group never spans
-    two grains, so each statement is bounded by one day's events, not the period's."""
+    two grains, so each statement is bounded by one day's events, not the period's.
+    `step_rows` reads one such step (default: the event rows, `export_rows` with `grain` and
+    `k`)."""
     queue: asyncio.Queue[list[tuple[Any, ...]] | None] = asyncio.Queue(maxsize=2)
     step = coarser(grain, "day")
+
+    def events(conn: psycopg.AsyncConnection[Any], start: datetime, end: datetime
+               ) -> AsyncGenerator[list[tuple[Any, ...]], None]:
+        return export_rows(conn, start, end, grain=grain, k=k)
+
+    rows_in = step_rows or events
 
     async def read() -> None:
         async with pool.connection() as conn:
@@ -114,11 +126,11 @@ async def export_batches(pool: AsyncConnectionPool, since: datetime, until: date
             while start < until:
                 end = min(next_bucket(step, floor_to(step, start)), until)
                 # closed before the connection goes back, also when the client stalls
-                rows_of = export_rows(conn, start, end, grain=grain, k=k)
+                rows_of = rows_in(conn, start, end)
                 async with contextlib.aclosing(rows_of) as batches:
-                    async for rows in batches:
+                    async for found in batches:
                         async with asyncio.timeout(idle_s):
-                            await queue.put(rows)
+                            await queue.put(found)
                 start = end
         await queue.put(None)
 
@@ -263,6 +275,7 @@ class ParquetBuilder:
 __all__ = [
     "MIN_GROUP",
     "ParquetBuilder",
+    "RowReader",
     "coarser",
     "csv_header",
     "csv_rows",

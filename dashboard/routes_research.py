@@ -9,15 +9,18 @@ research pool answers researchers 503 and leaves staff alone (docs/security.md).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
-from datetime import datetime, timedelta
-from typing import Annotated, Literal
+import csv
+import io
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from datetime import date, datetime, timedelta
+from typing import Annotated, Any, Final, Literal
+from zoneinfo import ZoneInfo
 
 import psycopg
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from psycopg_pool import AsyncConnectionPool, PoolTimeout, TooManyRequests
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from dashboard import audit
 from dashboard.authz import Action, Principal, require
@@ -43,12 +46,16 @@ from dashboard.research import (
     research_window,
     suppress,
 )
-from storage.research_store import BUCKETS, event_counts_json, response_times
+from storage.insights_views import EXPORT_COLUMNS as INSIGHT_COLUMNS
+from storage.insights_views import research_feature_rows, research_feature_stats
+from storage.research_store import BUCKET_ZONE, BUCKETS, event_counts_json, response_times
 from trygg.contract import EventType
+from trygg.insights import FEATURE_INDEX, FEATURES
 
 router = APIRouter(prefix="/api/research", tags=["research"])
 
 DEFAULT_SPAN = timedelta(days=30)
+_ZONE: Final = ZoneInfo(BUCKET_ZONE)
 
 Since = Annotated[UtcTime | None, Query(description="from (RFC 3339); default until − 30 days")]
 Until = Annotated[UtcTime | None, Query(description="to, exclusive; default now")]
@@ -230,22 +237,121 @@ async def export(
                         headers={"Content-Disposition": f'attachment; filename="{name}.parquet"',
                                  "Cache-Control": "no-store"})
 
-    # The first rows before the answer starts: a busy pool is still a 503, not a cut-off file.
-    rows_of = batches().__aiter__()
+    return await csv_download(name, csv_header(), batches(), csv_rows)
+
+
+async def csv_download(name: str, header: str, batches: AsyncIterator[list[tuple[Any, ...]]],
+                       encode: Callable[[list[tuple[Any, ...]]], str]) -> StreamingResponse:
+    """A CSV file `name`.csv streamed from `batches`. The first rows are read before the
+    answer starts: a busy pool is still a 503, not a cut-off file."""
+    rows_of = batches.__aiter__()
     with _busy_is_503():
         first = await anext(rows_of, None)
 
     async def body() -> AsyncIterator[str]:
-        yield csv_header()
+        yield header
         if first is None:
             return
-        yield csv_rows(first)
+        yield encode(first)
         async for rows in rows_of:
-            yield csv_rows(rows)
+            yield encode(rows)
 
     return StreamingResponse(body(), media_type="text/csv; charset=utf-8",
                              headers={"Content-Disposition": f'attachment; filename="{name}.csv"',
                                       "Cache-Control": "no-store"})
 
 
-__all__ = ["CountsOut", "ResponseTimesOut", "counts_answer", "response_times_answer", "router"]
+# --- the daily features of the early signs of decline (docs/research.md "Daily features") ---
+
+
+class FeatureStatsOut(BaseModel):
+    bucket_start: date = Field(description="the first day of the bucket (a week starts on Monday)")
+    feature: str
+    residents: int
+    days: int = Field(description="resident-days with a value")
+    p25: float
+    median: float
+    p75: float
+
+
+class InsightStatsOut(BaseModel):
+    since: datetime
+    until: datetime
+    bucket: str
+    feature: str | None
+    min_group: int
+    suppressed_groups: int
+    rows: list[FeatureStatsOut]
+
+
+#: Values of the export are rounded to a multiple of their feature's `min_scale` (the
+#: smallest spread a baseline is given: a change smaller than that is not one anyone
+#: would notice), so that residents can share a cell of the per-row k rule.
+EXPORT_STEPS: Final = tuple((f.name, f.min_scale) for f in FEATURES)
+
+FeatureQuery = Annotated[str | None, Query(pattern=r"^[a-z_]{1,64}$", description="only this feature")]
+
+
+def _local_days(start: datetime, end: datetime) -> tuple[date, date]:
+    """A window cut at Europe/Oslo days as the days [first, last)."""
+    return start.astimezone(_ZONE).date(), end.astimezone(_ZONE).date()
+
+
+@router.get("/insights", response_model=InsightStatsOut, responses=responses(401, 403, 503),
+            summary="Daily features of consenting residents per bucket and feature: residents, median, p25, p75")
+async def insights(
+    request: Request, who: CurrentUser, pool: ResearchPool, state: State, now: Now,
+    since: Since = None, until: Until = None,
+    bucket: Annotated[Literal["day", "week", "month"], Query(description="Europe/Oslo days")] = "week",
+    feature: FeatureQuery = None,
+) -> Response:
+    require(who, Action.RESEARCH)
+    if feature is not None and feature not in FEATURE_INDEX:
+        raise bad_parameter("feature", f"must be one of {', '.join(FEATURE_INDEX)}")
+    k = state.settings.research_min_group
+    start, end = _window(since, until, now, bucket)
+    await _prepare(request, who, pool, state)
+    first, last = _local_days(start, end)
+    with _busy_is_503():
+        async with pool.connection() as conn:
+            groups = await research_feature_stats(conn, first, last, bucket, feature)
+    shown, held = suppress(groups, k)
+    rows = [FeatureStatsOut(bucket_start=g["bucket_start"], feature=g["feature"], residents=g["residents"],
+                            days=g["days"], p25=g["p"][0], median=g["p"][1], p75=g["p"][2]) for g in shown]
+    return Response(InsightStatsOut(since=start, until=end, bucket=bucket, feature=feature, min_group=k,
+                                    suppressed_groups=held, rows=rows).model_dump_json(),
+                    media_type="application/json")
+
+
+@router.get("/insights/export", response_class=Response, responses={
+    200: {"content": {"text/csv": {"schema": {"type": "string"}}},
+          "description": "Daily feature rows: resident_pseudonym, day, feature, value (rounded to the feature's "
+                         "step); only rows whose day, feature and value at least 5 residents share"},
+    **responses(401, 403, 503)},
+            summary="Daily features with pseudonymous resident ids, as CSV")
+async def insights_export(request: Request, who: CurrentUser, pool: ResearchPool, state: State, now: Now,
+                          since: Since = None, until: Until = None) -> Response:
+    require(who, Action.RESEARCH)
+    settings = state.settings
+    start, end = _window(since, until, now, "day")
+    await _prepare(request, who, pool, state)
+    name = f"trygg-insights-{start:%Y%m%dT%H%M%SZ}-{end:%Y%m%dT%H%M%SZ}"
+    k = settings.research_min_group
+
+    def days(conn: psycopg.AsyncConnection[Any], first: datetime, last: datetime
+             ) -> AsyncGenerator[list[tuple[Any, ...]], None]:
+        return research_feature_rows(conn, *_local_days(first, last), steps=EXPORT_STEPS, k=k)
+
+    batches = export_batches(pool, start, end, grain="day", k=k, idle_s=settings.research_idle_timeout_s,
+                             step_rows=days)
+
+    def encode(rows: list[tuple[Any, ...]]) -> str:
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\n").writerows(
+            (p, d.isoformat(), f, format(v.normalize(), "f")) for p, d, f, v in rows)
+        return out.getvalue()
+
+    return await csv_download(name, ",".join(INSIGHT_COLUMNS) + "\n", batches, encode)
+
+
+__all__ = ["CountsOut", "InsightStatsOut", "ResponseTimesOut", "counts_answer", "response_times_answer", "router"]

@@ -417,10 +417,10 @@ async def export_rows(conn: psycopg.AsyncConnection[Any], since: datetime, until
             while rows := await cur.fetchmany(batch):
                 yield rows
         finally:
-            await _close(conn, cur)
+            await close_cursor(conn, cur)
 
 
-async def _close(conn: psycopg.AsyncConnection[Any], cur: psycopg.AsyncServerCursor[Any]) -> None:
+async def close_cursor(conn: psycopg.AsyncConnection[Any], cur: psycopg.AsyncServerCursor[Any]) -> None:
     """Close a server-side cursor. If that fails — the server ended the session, or the
     task was cancelled in the middle — close the connection too: then the cursor counts
     as closed and the pool drops the connection instead of lending it out again."""
@@ -437,6 +437,7 @@ __all__ = [
     "BUCKET_ZONE",
     "EXPORT_COLUMNS",
     "Sources",
+    "close_cursor",
     "event_counts",
     "event_counts_json",
     "export_rows",
