@@ -7,7 +7,8 @@ Start-up order: database (the stages' pool) and migrations, registry, broker, al
 (restores unresolved alerts), processors (restores rule state from the newest snapshot,
 replays the events stored after it, arms heartbeat supervision from when each device was
 last heard), the dashboard (listening), the gateway, then maintenance (partitions ahead,
-rollups, retention: on a thread and a pool of its own); "Trygg is running" is said
+rollups, retention: on a thread and a pool of its own) and the daily insights job (in a
+child process: composition/insights.py); "Trygg is running" is said
 after that, and nothing slow (an import, building the dashboard) runs on the loop
 afterwards. Shutdown runs the other way (`_stop`), every task by the name it was
 started under.
@@ -35,6 +36,7 @@ import psycopg
 import uvicorn
 
 from alerts import AlertStage, Subscription, SubscriptionDropped
+from composition.insights import keep_insights
 from composition.maintain import keep_maintained
 from composition.runtime import POOL_SPARE, Broker, Ingest, open_database, open_registry, resolve_broker, start_ingest
 from processors import Processor, ProcessorStage, StateError, export_states
@@ -239,6 +241,8 @@ class _Tasks:
     snapshots: asyncio.Task[None]
     #: partitions ahead, retention, rollups (composition/maintain.py), started after the gateway
     maintenance: asyncio.Task[None] | None = None
+    #: the daily features and notices (composition/insights.py), in a child process of its own
+    insights: asyncio.Task[None] | None = None
     #: ends by itself once `Services.stopping` is set (live streams get a `reset`)
     dashboard: asyncio.Task[None] | None = None
     extra: list[asyncio.Task[None]] = field(default_factory=list)
@@ -316,6 +320,8 @@ async def _run(
             # Maintenance runs on a thread and a pool of its own; the task only waits. Watched
             # like the others: without it no partition is made ahead and the disk fills.
             tasks.maintenance = start(keep_maintained(settings, conninfo_of(services.pool)), "maintenance")
+            if settings.insights_enabled:  # each pass in a child process; the task only waits
+                tasks.insights = start(keep_insights(settings, conninfo_of(services.pool)), "insights")
             tasks.extra = [start(coro, getattr(coro, "__name__", "extra"))
                            for coro in (extra(services) if extra else [])]
             _freeze_startup_objects()
@@ -349,6 +355,8 @@ async def _stop(services: Services, tasks: _Tasks) -> None:
         task.cancel()
     if tasks.maintenance is not None:  # ends after the step in progress (the task group waits)
         tasks.maintenance.cancel()
+    if tasks.insights is not None:  # the pass ends after its batch in progress (the task group waits)
+        tasks.insights.cancel()
     ingest, services.ingest = services.ingest, None
     if ingest is not None:
         await asyncio.to_thread(ingest.stop_gateway)

@@ -35,6 +35,7 @@ app.add_typer(registry_app, name="registry")
 
 
 def _register_commands() -> None:
+    from composition.insights import register as register_insights
     from composition.maintain import register as register_maintain
     from composition.users_cli import register as register_users
     from simulators import register as register_simulate
@@ -42,6 +43,7 @@ def _register_commands() -> None:
     register_simulate(app)
     register_users(app)
     register_maintain(app)
+    register_insights(app)
 
 
 _register_commands()

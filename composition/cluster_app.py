@@ -15,7 +15,8 @@ A partition's work is a task; losing the lease cancels it (the task cleans up), 
 task ending by itself while the lease is held ends the process (trygg/watchdog.py): a
 supervisor restarts it, and its leases pass on after `TRYGG_CLUSTER_LEASE_S`.
 Maintenance (partitions ahead, retention, rollups) runs in every instance under
-PostgreSQL's advisory lock, so once per cluster at a time (composition/maintain.py).
+PostgreSQL's advisory lock, so once per cluster at a time (composition/maintain.py); so
+does the daily insights job, under a lock of its own (composition/insights.py).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from composition.app import serve_http
 from composition.cluster_ingest import IngestPartition
 from composition.cluster_rules import ResidentPartition
 from composition.cluster_view import ClusterAlerts
+from composition.insights import keep_insights
 from composition.maintain import keep_maintained
 from composition.runtime import POOL_SPARE, RegistryWatcher, open_database, open_registry
 from gateway.dead_letters import DeadLetters
@@ -257,6 +259,9 @@ async def _run(settings: Settings, name: str, pool: Pool, registry: Registry, nc
         owning = start(ownership.run(), "cluster.ownership")
         watcher.start()
         maintenance = start(keep_maintained(settings, conninfo_of(pool)), "maintenance")
+        background = [maintenance]
+        if settings.insights_enabled:  # under its own advisory lock: once per cluster at a time
+            background.append(start(keep_insights(settings, conninfo_of(pool)), "insights"))
         started(instance)
         log.info("cluster_instance_running", instance=name, nats=nc.connected_url.netloc if nc.connected_url else None)
         await instance.stopping.wait()
@@ -267,7 +272,7 @@ async def _run(settings: Settings, name: str, pool: Pool, registry: Registry, nc
         owning.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await owning
-        for task in (maintenance, probing, viewing):
+        for task in (*background, probing, viewing):
             task.cancel()
         await served
     log.info("trygg_stopped", instance=name)
