@@ -113,6 +113,7 @@ class TeamNoticeOut(NoticeOut):
 class InsightsOut(BaseModel):
     resident_id: str
     since: date
+    may_mark_seen: bool = Field(description="the caller may mark these notices seen (staff, operators)")
     features: list[FeatureOut]
     days: list[DayOut]
     notices: list[NoticeOut]
@@ -218,7 +219,8 @@ async def resident_insights(
     out: InsightsOut | RelativeInsightsOut
     if view is View.CARE:
         out = InsightsOut(
-            resident_id=resident_id, since=since, features=FEATURES_OUT, notices=[notice_out(n) for n in notices],
+            resident_id=resident_id, since=since, may_mark_seen=who.role in MARKERS, features=FEATURES_OUT,
+            notices=[notice_out(n) for n in notices],
             days=[DayOut(day=r["day"], values=_nums(r["vals"]), usual=_nums(r["usual"]), low=_nums(r["band_low"]),
                          high=_nums(r["band_high"]), usable=r["usable"], away=r["away"],
                          hours_unheard=r["hours_unheard"]) for r in rows])

@@ -1,10 +1,12 @@
 // The resident card (GET /api/residents/{id}/card, docs/contract.md#the-resident-card):
 // name, team, address, how to get in, contact persons (tap to call), devices and their
-// health in plain words. Used by the console's resident panel and by /residents/{id}.
+// health in plain words, and the changes worth a look (js/insights.js). Used by the
+// console's resident panel and by /residents/{id}.
 // The server decides who may see it (404 to everyone else) and puts device kinds and
 // health in words (dashboard/routes_teams.py), so this file holds no word lists of its own.
 
 import { api, fill, h, t, timeAgo } from "./common.js";
+import { insightsSection } from "./insights.js";
 
 /** The number to dial for a phone number as people write it: "+47 400 00 001" → "+4740000001". */
 export function dialable(phone) {
@@ -84,6 +86,7 @@ export async function renderCard(container, residentId, { headingLevel = 2 } = {
         card.address ? h("p", { class: "card-address-text" }, card.address) : notRecorded()),
       access(card, level + 1),
       contacts(card, level + 1),
-      devices(card, level + 1)));
+      devices(card, level + 1),
+      insightsSection(residentId, level + 1)));
   return card;
 }

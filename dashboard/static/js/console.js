@@ -17,6 +17,7 @@ import {
   kindWords, languageToggle, notice, showApiError, showWho, t, timeAgo, toLogin, whoAmI,
 } from "./common.js";
 import { renderCard } from "./card.js";
+import { SEEN_EVENT, renderTeamInsights } from "./insights.js";
 import { showPositions } from "./map.js";
 import { headerMenu, pageNav } from "./nav.js";
 
@@ -688,6 +689,18 @@ function renderResidents() {
     withAlert.has(r.id) ? h("span", { class: "badge small warn" }, "varsel / alert") : null)));
 }
 
+// --- changes worth a look (js/insights.js): calm, no sound, no notification --------------------
+
+const INSIGHTS_MS = 5 * 60_000;
+
+async function loadInsights() {
+  try {
+    await renderTeamInsights($("team-insights"), [...teams.keys()], (id) => showResident(id));
+  } catch (err) {
+    showError(err);
+  }
+}
+
 // --- the resident panel -------------------------------------------------------------------
 
 let panelTimer = null;
@@ -899,6 +912,9 @@ async function main() {
   await Promise.all([loadResidents(), loadTeams()]);
   render();
   loadClosed();
+  loadInsights();
+  setInterval(loadInsights, INSIGHTS_MS);
+  document.addEventListener(SEEN_EVENT, loadInsights);
   if (me.role === "admin") {
     poll(); // the live stream is for staff and operators
   } else {
