@@ -164,3 +164,42 @@ def test_the_console_lists_changes_worth_a_look_and_opens_the_card(
     assert row is not None and row[0] == "ola" and row[1] is None and row[2] is not None
     shot(page, "insights-console")
     seen.check()
+
+
+@pytest.fixture
+def kari_declining(system: System) -> Iterator[None]:
+    """r-1 (anne's person) with a notice, and for a while the relatives_insights consent."""
+    with psycopg.connect(system.database) as conn:
+        conn.execute("INSERT INTO trygg.insight_notices (resident_id, feature, direction, day, value, usual,"
+                     " band_low, band_high, window_days, reason_nb, reason_en) VALUES ('r-1', 'active_hours', -1,"
+                     " %s, 3.1, 6.0, 4.5, 7.5, 14, 'Aktive timer 3,1 t mot vanlig 6,0 t, siste 14 dager',"
+                     " 'Active hours 3.1 h against a usual 6.0 h, last 14 days')", (yesterday(),))
+    try:
+        yield
+    finally:
+        with psycopg.connect(system.database) as conn:
+            conn.execute("DELETE FROM trygg.insight_notices WHERE resident_id = 'r-1'")
+            conn.execute("UPDATE trygg.residents SET consents = consents - 'relatives_insights' WHERE id = 'r-1'")
+
+
+def test_a_relative_reads_a_calm_sentence_only_with_the_consent(
+        system: System, context: BrowserContext, kari_declining: None) -> None:
+    page = context.new_page()
+    seen = watch(page)
+    login(page, system.base_url, "anne", "/relatives")
+    person = page.locator("section.person[data-resident='r-1']")
+    expect(person.locator("h2")).to_have_text("Kari Nordmann")
+    expect(person.locator("ul.relative-changes")).to_have_count(0)  # no consent: nothing of it
+    with psycopg.connect(system.database) as conn:
+        conn.execute("UPDATE trygg.residents SET consents = consents || '{\"relatives_insights\": true}'"
+                     " WHERE id = 'r-1'")
+    page.reload()
+    changes = page.locator("section.person[data-resident='r-1'] ul.relative-changes")
+    expect(changes).to_contain_text("Hjemmetjenesten har sett en endring i «aktive timer»")
+    expect(changes).to_contain_text("The home care team noticed a change in active hours")
+    text = changes.inner_text()
+    for raw in ("3,1", "3.1", "6,0", "vanlig", "usual"):
+        assert raw not in text
+    check_accessible(page, "insights-relative")
+    shot(page, "insights-relative")
+    seen.check()

@@ -1,7 +1,8 @@
 // The relatives' page: a calm status of their own person(s), from
 // GET /api/residents/{id}/status and the alerts of the last 30 days from
 // GET /api/residents/{id}/alert-history, for each resident the signed-in relative is
-// linked to. No sensor detail; a position only when the API returns one (consent and
+// linked to, and — only with the relatives_insights consent — the changes home care is
+// keeping an eye on (GET /api/residents/{id}/insights: a calm sentence each, no values). No sensor detail; a position only when the API returns one (consent and
 // legal basis).
 
 import { ApiError, api, clock, fill, h, languageToggle, notice, t, timeAgo, whoAmI } from "./common.js";
@@ -77,8 +78,10 @@ async function refresh(me) {
   const results = await Promise.all(me.residents.map(async (id) => {
     const path = `/api/residents/${encodeURIComponent(id)}`;
     try {
-      const [status, past] = await Promise.all([api(`${path}/status`), api(`${path}/alert-history${history}`)]);
-      return { id, status: { ...status, history: past.alerts } };
+      const [status, past, changes] = await Promise.all([api(`${path}/status`), api(`${path}/alert-history${history}`),
+        // only with the relatives_insights consent; else 404 and nothing is shown
+        api(`${path}/insights`).catch(() => null)]);
+      return { id, status: { ...status, history: past.alerts, changes: changes?.notices || [] } };
     } catch (err) {
       return { id, error: err };
     }
@@ -149,6 +152,10 @@ function renderPerson(card, id, status) {
     status.history.length
       ? h("ul", { class: "relative-alerts" }, status.history.map(historyItem))
       : h("p", { class: "muted no-alerts" }, t("Ingen varsler.", "No alerts.")),
+    status.changes.length
+      ? [h("h3", {}, t("Endringer hjemmetjenesten følger med på", "Changes home care is keeping an eye on")),
+        h("ul", { class: "relative-changes" }, status.changes.map(changeItem))]
+      : null,
     status.location
       ? [h("h3", {}, t("Sist kjente posisjon", "Last known position")),
         h("p", { class: "muted" }, timeAgo(status.location.ts)), mapBox]
@@ -156,6 +163,17 @@ function renderPerson(card, id, status) {
   if (status.location) {
     maps.set(id, showPositions(mapBox, [status.location], { title: "Sist kjente posisjon / Last known position" }));
   }
+}
+
+/** A change worth a look as a relative reads it (GET …/insights): a calm sentence, no values. */
+function changeItem(c) {
+  const day = new Date(`${c.day}T12:00:00Z`);
+  const opts = { day: "numeric", month: "long", timeZone: "UTC" };
+  return h("li", { class: "change" },
+    h("p", { class: "summary" }, t(c.summary[0], c.summary[1])),
+    h("p", { class: "muted times" }, inline(`Merket ${day.toLocaleDateString("nb-NO", opts)}`,
+      `Noticed ${day.toLocaleDateString("en-GB", opts)}`)),
+    c.looked_at ? h("p", { class: "handling" }, inline("Hjemmetjenesten har sett på det", "Home care has looked at it")) : null);
 }
 
 function historyItem(a) {
