@@ -155,6 +155,9 @@ class Feature:
     decimals: int = 1
     #: the value is a local clock time in hours (7.5 = 07:30); shown as HH:MM
     clock: bool = False
+    #: a count of happenings (Poisson-like): judged on its square root, whose spread does
+    #: not grow with the count and whose days are not skewed towards the high side
+    count: bool = False
 
 
 #: The daily features, in column order (docs/insights.md "The daily features").
@@ -164,16 +167,17 @@ FEATURES: Final[tuple[Feature, ...]] = (
             0.5, clock=True),
     Feature("last_activity", "", "", "Last activity of the evening", "Siste aktivitet om kvelden",
             Direction.EITHER, 0.5, clock=True),
-    Feature("night_activity", "min", "min", "Activity at night", "Aktivitet om natten", Direction.UP, 10.0, 0),
+    Feature("night_activity", "min", "min", "Activity at night", "Aktivitet om natten", Direction.UP, 10.0, 0,
+            count=True),
     Feature("night_toilet_visits", "per night", "per natt", "Night-time toilet visits", "Nattlige toalettbesøk",
-            Direction.UP, 0.5),
+            Direction.UP, 0.5, count=True),
     Feature("room_transitions", "per day", "per dag", "Moves between rooms", "Bytter mellom rom",
-            Direction.DOWN, 4.0, 0),
-    Feature("door_exits", "per day", "per dag", "Trips out", "Turer ut", Direction.DOWN, 0.5),
+            Direction.DOWN, 4.0, 0, count=True),
+    Feature("door_exits", "per day", "per dag", "Trips out", "Turer ut", Direction.DOWN, 0.5, count=True),
     Feature("time_out", "h", "t", "Time out of home", "Tid ute", Direction.DOWN, 0.5),
     Feature("walk_km", "km", "km", "Distance walked outdoors", "Gått utendørs", Direction.DOWN, 0.3),
     Feature("button_presses", "per day", "per dag", "Alarm button presses", "Trykk på alarmknappen",
-            Direction.UP, 0.5),
+            Direction.UP, 0.5, count=True),
 )
 FEATURE_INDEX: Final = {f.name: i for i, f in enumerate(FEATURES)}
 
@@ -202,6 +206,7 @@ class Params:
     ewma_lambda: float = 0.2
     limit: float = 3.0  # control limit in standard deviations of the EWMA
     persist_days: int = 3  # consecutive usable days past the limit before a notice
+    abrupt_z: float = 2.5  # or as many days in a row each this far out (a sudden change)
     cooldown_days: int = 14  # days after a notice before the same feature may notice again
     max_unheard_hours: int = 3  # a day with more unheard hours is not usable
     away_hours: float = 16.0  # out of home this long: the day counts as away
