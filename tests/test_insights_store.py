@@ -7,7 +7,6 @@ notice."""
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -20,11 +19,11 @@ from psycopg.types.json import Jsonb
 from storage import Pool
 from storage.insights_store import (
     HASHED_ROOMS,
-    CopyFormatError,
+    RecordFormatError,
     Sensor,
     first_event_days,
     forget,
-    parse_copy,
+    parse_records,
     read_events,
     read_progress,
     read_states,
@@ -170,11 +169,9 @@ def test_no_residents_no_rows(conn: psycopg.Connection[tuple[object, ...]]) -> N
     assert len(events) == 0 and events.t.dtype == np.float64
 
 
-def test_a_copy_with_a_null_is_refused() -> None:
-    header = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
-    row = struct.pack(">h", 9) + struct.pack(">i", -1) + b"\x00" * 74  # a NULL where `row` is
-    with pytest.raises(CopyFormatError):
-        parse_copy(header + row + struct.pack(">h", -1))
+def test_records_of_another_width_are_refused() -> None:
+    with pytest.raises(RecordFormatError):
+        parse_records(b"\x00" * 40)
 
 
 def result(n: int, value: float) -> tuple[Daily, Bands]:
