@@ -205,7 +205,7 @@ class Params:
     min_days: int = 14  # usable days before any notice
     ewma_lambda: float = 0.2
     limit: float = 3.0  # control limit in standard deviations of the EWMA
-    persist_days: int = 3  # consecutive usable days past the limit before a notice
+    persist_days: int = 4  # consecutive usable days past the limit before a notice
     abrupt_z: float = 2.5  # or as many days in a row each this far out (a sudden change)
     cooldown_days: int = 14  # days after a notice before the same feature may notice again
     max_unheard_hours: int = 3  # a day with more unheard hours is not usable

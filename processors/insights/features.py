@@ -59,6 +59,9 @@ NIGHT_SLOT_S = 300.0
 VISIT_GAP_S = 600.0  # bathroom motion this long after the last there is a new visit
 OUT_MIN_S = 600.0  # no motion at home this long after an exit door's event: a trip out
 RETURN_WITHIN_S = 300.0  # motion this soon after an exit door's event: someone came in
+SUSTAIN_SLOTS = 6  # getting up and settling: a half hour of 5-minute slots ...
+SUSTAINED = 3  # ... with activity in at least this many of them
+DAY_SLOTS = 25 * 12  # 5-minute slots of the longest day
 FIRST_FALLBACK_S = 5 * HOUR_S  # without a night window, the day's first activity counts from 05:00
 WALK_ACCURACY_M = 50.0
 WALK_MAX_GAP_S = 900.0
@@ -175,6 +178,40 @@ def _first_last(rows: np.ndarray, t: np.ndarray, n: int) -> tuple[np.ndarray, np
     return first, last
 
 
+def _up_and_settled(rows: np.ndarray, since_midnight: np.ndarray, frames: Frames, lower: np.ndarray,
+                    upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """When each frame's person got up (the first event of the first 5-minute slot after
+    `lower` that begins `SUSTAINED` active slots of the next half hour) and settled (the
+    last event of the last slot that ends such a half hour before `upper`), as instants;
+    NaN without one. A toilet visit at 05:40 is
+    not getting up, and neither is one at 23:10 staying up."""
+    n = len(frames)
+    width = SUSTAIN_SLOTS
+    slots = (since_midnight // NIGHT_SLOT_S).astype(np.int64).clip(0, DAY_SLOTS - 1)
+    active = np.zeros((n, DAY_SLOTS + 2 * width), np.int32)
+    active[rows, slots + width] = 1
+    csum = np.cumsum(active, axis=1)
+    ahead = csum[:, 2 * width - 1:] - csum[:, width - 1:-width]  # active slots in [s, s + width)
+    behind = csum[:, width:-width + 1 or None] - csum[:, :-2 * width + 1]  # in (s - width, s]
+    busy = active[:, width:-width]
+    index = np.arange(DAY_SLOTS)[None, :]
+    lo = np.ceil((lower - frames.day_start) / NIGHT_SLOT_S)[:, None]
+    hi = ((upper - frames.day_start) / NIGHT_SLOT_S)[:, None]
+    rising = (busy > 0) & (ahead[:, :DAY_SLOTS] >= SUSTAINED) & (index >= lo) & (index < hi)
+    falling = (busy > 0) & (behind[:, :DAY_SLOTS] >= SUSTAINED) & (index >= lo) & (index < hi)
+    first = np.where(rising.any(axis=1), rising.argmax(axis=1), -1)
+    last = np.where(falling.any(axis=1), DAY_SLOTS - 1 - falling[:, ::-1].argmax(axis=1), -1)
+    # the exact times: the first event of the first slot, the last of the last
+    up = np.full(n, np.inf)
+    settled = np.full(n, -np.inf)
+    at_first, at_last = slots == first[rows], slots == last[rows]
+    np.minimum.at(up, rows[at_first], since_midnight[at_first])
+    np.maximum.at(settled, rows[at_last], since_midnight[at_last])
+    up = np.where(np.isfinite(up), frames.day_start + up, np.nan)
+    settled = np.where(np.isfinite(settled), frames.day_start + settled, np.nan)
+    return up, settled
+
+
 def daily_features(events: Events, frames: Frames, params: Params) -> Daily:
     """The features, quality and away flags of every frame (see the module's text)."""
     n = len(frames)
@@ -206,16 +243,14 @@ def daily_features(events: Events, frames: Frames, params: Params) -> Daily:
     active = _distinct_slots(np.r_[row[home], out_rows], np.r_[home_slots, out_slots], n, 128)
     values[:, col["active_hours"]] = active / 4
 
-    # first activity after the night, last before the next night; as local clock hours
+    # getting up after the night and settling for the next one, as local clock hours
     lower = np.where(has_night & (frames.night_end > frames.day_start), frames.night_end,
                      frames.day_start + FIRST_FALLBACK_S)
     next_night = np.where(has_night, np.minimum(frames.night_start + (frames.day_end - frames.day_start),
                                                 frames.day_end), frames.day_end)
-    waking = home & (t >= lower[row]) & (t < next_night[row])
-    first, last = _first_last(row[waking], t[waking], n)
-    # after the night's clock change, local clock hours are counted back from midnight
-    values[:, col["first_activity"]] = 24 - (frames.day_end - first) / HOUR_S
-    values[:, col["last_activity"]] = 24 - (frames.day_end - last) / HOUR_S
+    up, settled = _up_and_settled(row[home], t[home] - ds[home], frames, lower, next_night)
+    values[:, col["first_activity"]] = 24 - (frames.day_end - up) / HOUR_S
+    values[:, col["last_activity"]] = 24 - (frames.day_end - settled) / HOUR_S
 
     awake_at_night = night & at_home
     night_slots = ((t[awake_at_night] - ns[awake_at_night]) // NIGHT_SLOT_S).astype(np.int64)

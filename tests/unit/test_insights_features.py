@@ -108,8 +108,10 @@ def ordinary(day: date) -> Day:
     d.motion(at(day, "03:10"), ROOM_BATHROOM, MOTION_BATH).motion(at(day, "03:13"), ROOM_BATHROOM, MOTION_BATH)
     d.motion(at(day, "03:20"), BEDROOM)
     d.motion(at(day, "07:12"), BEDROOM).motion(at(day, "07:20"), ROOM_BATHROOM, MOTION_BATH)
-    d.motion(at(day, "07:40"), KITCHEN).door(at(day, "09:59"), Kind.DOOR_OPENED).door(at(day, "10:00"))
+    d.motion(at(day, "07:27"), ROOM_BATHROOM, MOTION_BATH).motion(at(day, "07:40"), KITCHEN)
+    d.door(at(day, "09:59"), Kind.DOOR_OPENED).door(at(day, "10:00"))
     d.door(at(day, "11:30"), Kind.DOOR_OPENED).door(at(day, "11:31")).motion(at(day, "11:32"), KITCHEN)
+    d.motion(at(day, "22:05"), KITCHEN).motion(at(day, "22:12"), ROOM_BATHROOM, MOTION_BATH)
     d.motion(at(day, "22:30"), BEDROOM)
     return d
 
@@ -121,14 +123,23 @@ def test_an_ordinary_day_reads_as_a_person_would_tell_it() -> None:
     assert value(daily, "night_toilet_visits") == 2  # 23:40 and 03:10 (03:13 is the same visit)
     assert value(daily, "door_exits") == 1
     assert value(daily, "time_out") == pytest.approx(1.5)
-    # quarter hours: 03:00, 07:00, 07:15, 07:30, 09:45, the trip 10:00–11:30 (6), 11:30, 22:30
-    assert value(daily, "active_hours") == pytest.approx(14 / 4)
-    # bath → bedroom at 03:20, bedroom → bath → kitchen in the morning, kitchen → bedroom at night
-    assert value(daily, "room_transitions") == 4
+    # quarter hours: 03:00, 07:00, 07:15, 07:30, 09:45, the trip 10:00–11:30 (6), 11:30, 22:00, 22:30
+    assert value(daily, "active_hours") == pytest.approx(15 / 4)
+    # bath → bedroom at 03:20, bedroom → bath → kitchen in the morning, kitchen → bath → bedroom at night
+    assert value(daily, "room_transitions") == 5
     assert value(daily, "night_activity") == 15  # slots 03:10, 03:20 and 23:40 (23:44 is the same slot)
     assert value(daily, "button_presses") == 0
     assert np.isnan(value(daily, "walk_km"))  # no location basis
     assert daily.hours_unheard[0] == 0 and daily.usable[0] and not daily.away[0]
+
+
+def test_a_toilet_visit_is_not_getting_up_and_one_late_is_not_staying_up() -> None:
+    day = date(2026, 11, 10)
+    d = ordinary(day).motion(at(day, "06:10"), ROOM_BATHROOM, MOTION_BATH)  # back to bed after
+    d.motion(at(day, "22:50"), ROOM_BATHROOM, MOTION_BATH)
+    daily = compute(d)
+    assert value(daily, "first_activity") == pytest.approx(7.2)
+    assert value(daily, "last_activity") == pytest.approx(22.5)
 
 
 def test_the_night_window_runs_across_midnight_and_belongs_to_the_morning_it_ends() -> None:
