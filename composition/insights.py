@@ -54,6 +54,8 @@ MAX_DAYS_BACK: Final = 60
 PASS_TIMEOUT_S: Final = 12 * 3600.0
 #: how often a resting pass looks whether it is asked to stop
 REST_STEP_S: Final = 0.5
+#: `trygg up` starts the first pass this long after it started (start-up has the CPU first)
+FIRST_PASS_AFTER_S: Final = 60.0
 
 Connection = psycopg.Connection[tuple[Any, ...]]
 Progress = Callable[[str], None]
@@ -359,11 +361,13 @@ def job_of(settings: Settings, conninfo: str, **more: Any) -> Job:
                log_level=settings.log_level, log_format=settings.log_format, **more)
 
 
-async def keep_insights(settings: Settings, conninfo: str) -> None:
-    """A pass now and every TRYGG_INSIGHTS_INTERVAL_S until cancelled, each in a child
-    process. A cancel asks the pass to stop after its batch in progress and waits for it."""
+async def keep_insights(settings: Settings, conninfo: str, first_after_s: float = FIRST_PASS_AFTER_S) -> None:
+    """A pass `first_after_s` from now and then every TRYGG_INSIGHTS_INTERVAL_S until
+    cancelled, each in a child process. A cancel asks the pass to stop after its batch in
+    progress and waits for it."""
     from trygg.isolated import run_isolated
 
+    await asyncio.sleep(first_after_s)
     with tempfile.TemporaryDirectory(prefix="trygg-insights-") as folder:
         stop = Path(folder) / "stop"
         job = job_of(settings, conninfo, stop_path=str(stop))

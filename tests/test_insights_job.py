@@ -77,12 +77,17 @@ def history(conn: psycopg.Connection[tuple[object, ...]], first: date, last: dat
         cur.execute("UPDATE trygg.device_rollup_state SET hourly_until = %s", (end,))
 
 
-@pytest.fixture
-def world(pool: Pool, database: str) -> Iterator[str]:
+def seed(pool: Pool, first: date, last: date, change: date | None = None) -> None:
+    """The registry of `registry()` and the `history` of its residents."""
     with pool.connection() as conn:
         conn.autocommit = True
         save_registry(conn, registry(), actor="test")
-        history(conn, FIRST, NOW.date(), CHANGE)
+        history(conn, first, last, change)
+
+
+@pytest.fixture
+def world(pool: Pool, database: str) -> Iterator[str]:
+    seed(pool, FIRST, NOW.date(), CHANGE)
     yield database
 
 
@@ -144,10 +149,7 @@ def test_of_two_passes_one_works(world: str) -> None:
 
 
 def test_at_most_sixty_days_back(pool: Pool, database: str) -> None:
-    with pool.connection() as conn:
-        conn.autocommit = True
-        save_registry(conn, registry(), actor="test")
-        history(conn, date(2026, 9, 1), NOW.date(), None)  # since long ago
+    seed(pool, date(2026, 9, 1), NOW.date())  # since long ago
     report = run_pass(job(database))
     assert report.resident_days == 2 * 60
     with pool.connection() as conn:
@@ -175,10 +177,7 @@ def test_recompute_keeps_who_saw_a_notice(world: str, pool: Pool) -> None:
 
 def test_recompute_on_the_command_line_shows_its_progress(pool: Pool, database: str) -> None:
     now = datetime.now(UTC)
-    with pool.connection() as conn:
-        conn.autocommit = True
-        save_registry(conn, registry(), actor="test")
-        history(conn, now.date() - timedelta(days=5), now.date(), None)
+    seed(pool, now.date() - timedelta(days=5), now.date())
     runner = CliRunner()
     env = {"TRYGG_DATABASE_URL": database}
     result = runner.invoke(app, ["insights", "recompute", "--resident", "a", "--since",
@@ -209,10 +208,7 @@ def test_settings_map_to_the_params() -> None:
 
 def test_the_task_of_trygg_up_runs_passes_in_a_child_and_stops(pool: Pool, database: str) -> None:
     now = datetime.now(UTC)
-    with pool.connection() as conn:
-        conn.autocommit = True
-        save_registry(conn, registry(), actor="test")
-        history(conn, now.date() - timedelta(days=3), now.date(), None)
+    seed(pool, now.date() - timedelta(days=3), now.date())
     settings = Settings(insights_interval_s=3600, insights_cpu_share=0.5)
 
     def states() -> int:
@@ -221,7 +217,7 @@ def test_the_task_of_trygg_up_runs_passes_in_a_child_and_stops(pool: Pool, datab
         return int(row[0]) if row else 0
 
     async def scenario() -> None:
-        task = asyncio.create_task(keep_insights(settings, database))
+        task = asyncio.create_task(keep_insights(settings, database, first_after_s=0))
         try:
             await asyncio.to_thread(wait_for, states, lambda n: n == 2, 60)
         finally:
