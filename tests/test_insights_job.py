@@ -204,6 +204,7 @@ def test_load_day_gives_the_frames_and_rows_of_the_registry(world: str) -> None:
 def test_settings_map_to_the_params() -> None:
     params = params_of(Settings(insights_min_days=7, insights_limit=2.5))
     assert (params.min_days, params.limit, params.baseline_days) == (7, 2.5, 28)
+    assert params_of(Settings()) == Params()  # the settings' defaults are the core's
 
 
 def test_the_task_of_trygg_up_runs_passes_in_a_child_and_stops(pool: Pool, database: str) -> None:

@@ -175,8 +175,11 @@ class Settings(BaseSettings):
     insights_ewma_lambda: float = Field(default=0.2, gt=0, le=1, description="weight of the newest day in the EWMA")
     insights_limit: float = Field(default=3.0, gt=0, le=10,
                                   description="control limit, in standard deviations of the EWMA")
-    insights_persist_days: int = Field(default=3, ge=1, le=28,
+    insights_persist_days: int = Field(default=4, ge=1, le=28,
                                        description="usable days in a row past the limit before a notice")
+    insights_abrupt_z: float = Field(default=2.5, gt=0, le=10,
+                                     description="or as many days in a row each this many spreads out (a sudden "
+                                                 "change)")
     insights_cooldown_days: int = Field(default=14, ge=0, le=365,
                                         description="days before the same feature may raise a notice again")
     insights_max_unheard_hours: int = Field(default=3, ge=0, le=24,
