@@ -158,6 +158,9 @@ class Feature:
     #: a count of happenings (Poisson-like): judged on its square root, whose spread does
     #: not grow with the count and whose days are not skewed towards the high side
     count: bool = False
+    #: the change detection watches it; a feature that is not watched is computed, charted
+    #: and given to research, but raises no notice
+    watched: bool = True
 
 
 #: The daily features, in column order (docs/insights.md "The daily features").
@@ -166,7 +169,7 @@ FEATURES: Final[tuple[Feature, ...]] = (
     Feature("first_activity", "", "", "First activity of the day", "Første aktivitet om morgenen", Direction.UP,
             0.5, clock=True),
     Feature("last_activity", "", "", "Last activity of the evening", "Siste aktivitet om kvelden",
-            Direction.EITHER, 0.5, clock=True),
+            Direction.EITHER, 0.5, clock=True, watched=False),
     Feature("night_activity", "min", "min", "Activity at night", "Aktivitet om natten", Direction.UP, 10.0, 0,
             count=True),
     Feature("night_toilet_visits", "per night", "per natt", "Night-time toilet visits", "Nattlige toalettbesøk",
@@ -211,7 +214,7 @@ class Params:
     max_unheard_hours: int = 3  # a day with more unheard hours is not usable
     away_hours: float = 16.0  # out of home this long: the day counts as away
     window_days: int = 14  # the notice's "last N days" mean, at most
-    guard_days: int = 7  # the newest days left out of the baseline (a slow trend is not absorbed)
+    guard_days: int = 14  # the newest days left out of the baseline (a slow trend is not absorbed)
 
 
 @dataclass(frozen=True, slots=True)

@@ -187,7 +187,7 @@ class Settings(BaseSettings):
     insights_away_hours: float = Field(default=16.0, gt=0, le=24,
                                        description="out of home this long: the day counts as away")
     insights_window_days: int = Field(default=14, ge=1, le=56, description="a notice's \"last N days\" mean")
-    insights_guard_days: int = Field(default=7, ge=0, le=28,
+    insights_guard_days: int = Field(default=14, ge=0, le=28,
                                      description="the newest days left out of the baseline")
 
     # /metrics (docs/security.md "Research and metrics"): judged by the TCP peer only.

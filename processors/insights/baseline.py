@@ -46,6 +46,7 @@ _F = len(FEATURES)
 _DIRECTION = np.array([f.direction for f in FEATURES], np.int64)
 _MIN_SCALE = np.array([f.min_scale for f in FEATURES], np.float64)
 _COUNT = np.array([f.count for f in FEATURES], bool)
+_WATCHED = np.array([f.watched for f in FEATURES], bool)
 #: the smallest spread of a count's square root (Anscombe: a Poisson count's is about 0.5)
 _MIN_SCALE_ROOT = np.where(_COUNT, 0.4, _MIN_SCALE)
 
@@ -176,8 +177,8 @@ def advance(states: States, daily: Daily, days: np.ndarray, params: Params) -> t
     lam = params.ewma_lambda
     ewma = np.where(judged, lam * np.nan_to_num(z) + (1 - lam) * records["ewma"], records["ewma"])
     limit = params.limit * np.sqrt(lam / (2 - lam))
-    past = judged & _declining(ewma, limit)
-    sharp = judged & _declining(z, params.abrupt_z)
+    past = judged & _declining(ewma, limit) & _WATCHED
+    sharp = judged & _declining(z, params.abrupt_z) & _WATCHED
     streak = np.where(judged, np.where(sharp, records["streak"].astype(np.int64) + 1, 0), records["streak"])
     run = records["run"].astype(np.int64)
     run_start = np.where(judged & past & (run == 0), days[:, None], records["run_start"])

@@ -238,16 +238,18 @@ def daily_features(events: Events, frames: Frames, params: Params) -> Daily:
     exits = _count(trip_row[began], n)
     out_rows, out_slots = _slot_ranges(trip_row[inside], a[inside], b[inside], fds[inside], ACTIVE_SLOT_S)
 
-    home = day & at_home
-    home_slots = ((t[home] - ds[home]) // ACTIVE_SLOT_S).astype(np.int64)
-    active = _distinct_slots(np.r_[row[home], out_rows], np.r_[home_slots, out_slots], n, 128)
-    values[:, col["active_hours"]] = active / 4
-
-    # getting up after the night and settling for the next one, as local clock hours
+    # the waking day: after the night window that ended on D's morning, before the next one
     lower = np.where(has_night & (frames.night_end > frames.day_start), frames.night_end,
                      frames.day_start + FIRST_FALLBACK_S)
     next_night = np.where(has_night, np.minimum(frames.night_start + (frames.day_end - frames.day_start),
                                                 frames.day_end), frames.day_end)
+    home = day & at_home
+    waking = home & (t >= lower[row]) & (t < next_night[row])
+    home_slots = ((t[waking] - ds[waking]) // ACTIVE_SLOT_S).astype(np.int64)
+    active = _distinct_slots(np.r_[row[waking], out_rows], np.r_[home_slots, out_slots], n, 128)
+    values[:, col["active_hours"]] = active / 4
+
+    # getting up after the night and settling for the next one, as local clock hours
     up, settled = _up_and_settled(row[home], t[home] - ds[home], frames, lower, next_night)
     values[:, col["first_activity"]] = 24 - (frames.day_end - up) / HOUR_S
     values[:, col["last_activity"]] = 24 - (frames.day_end - settled) / HOUR_S

@@ -123,8 +123,9 @@ def test_an_ordinary_day_reads_as_a_person_would_tell_it() -> None:
     assert value(daily, "night_toilet_visits") == 2  # 23:40 and 03:10 (03:13 is the same visit)
     assert value(daily, "door_exits") == 1
     assert value(daily, "time_out") == pytest.approx(1.5)
-    # quarter hours: 03:00, 07:00, 07:15, 07:30, 09:45, the trip 10:00–11:30 (6), 11:30, 22:00, 22:30
-    assert value(daily, "active_hours") == pytest.approx(15 / 4)
+    # quarter hours of the waking day (not 03:00, in the night): 07:00, 07:15, 07:30, 09:45,
+    # the trip 10:00–11:30 (6), 11:30, 22:00, 22:30
+    assert value(daily, "active_hours") == pytest.approx(13 / 4)
     # bath → bedroom at 03:20, bedroom → bath → kitchen in the morning, kitchen → bath → bedroom at night
     assert value(daily, "room_transitions") == 5
     assert value(daily, "night_activity") == 15  # slots 03:10, 03:20 and 23:40 (23:44 is the same slot)
