@@ -22,8 +22,8 @@ For a day D (`advance`), per feature:
    notice again, once per cool-down.
 4. A sudden change (an infection) is not left to the EWMA's inertia: `persist_days`
    usable days in a row whose own z lies beyond `abrupt_z` on the decline side raise a
-   notice too. For days like normal data that happens about once in 10⁵ days per feature
-   (0.023³), so it adds hardly any false notices.
+   notice too. For days like normal data that happens less than once in 10⁸ days per
+   feature (0.0062⁴ with the defaults), so it adds hardly any false notices.
 """
 
 from __future__ import annotations
