@@ -91,6 +91,8 @@ class Retention:
             "trygg.device_daily": self.device_daily,
             "trygg.dead_letters": self.dead_letters,
             "trygg.event_keys": EVENT_KEYS_KEEP,
+            # daily features are derived from the events: kept as long (docs/insights.md)
+            "trygg.insight_days": self.events,
         }
 
 
@@ -228,6 +230,7 @@ def _run_locked(conn: Connection, retention: Retention, now: datetime | None,
         *(s for s in extra_steps if not s.after_retention),
         Step("retention", lambda c, n: apply_retention(c, retention, n)),
         Step("research_forget", _forget_research),
+        Step("insight_notices", lambda c, n: _prune_insight_notices(c, n, retention.events)),
         *(s for s in extra_steps if s.after_retention),
         Step("maintenance_log", _prune_log),
     ]
@@ -608,6 +611,15 @@ def _drop_chunks(conn: Connection, parent: str, older_than: datetime, now: datet
     # the owner's function takes a keep (from its own now(), never under the class's floor)
     rows = conn.execute("SELECT c FROM trygg.drop_expired_chunks(%s, %s) c", (parent, now - older_than))
     return [str(r[0]) for r in rows]
+
+
+def _prune_insight_notices(conn: Connection, now: datetime, keep: timedelta) -> dict[str, Any]:
+    """Notices of days older than the events they came from (their days are dropped with
+    the partitions of trygg.insight_days)."""
+    if conn.execute("SELECT to_regclass('trygg.insight_notices')").fetchone() == (None,):
+        return {"removed": 0}
+    cur = conn.execute("DELETE FROM trygg.insight_notices WHERE day < %s", ((now - keep).date(),))
+    return {"removed": cur.rowcount}
 
 
 def _prune_log(conn: Connection, now: datetime) -> dict[str, Any]:

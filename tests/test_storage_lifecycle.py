@@ -328,7 +328,8 @@ def test_partitions_are_listed_with_their_bounds_oldest_first(database: str) -> 
     assert [p.upper - p.lower for p in keys[1:] if p.upper and p.lower] == [timedelta(days=7)] * 2
     assert daily[0].lower == datetime(NOW.year, 1, 1, tzinfo=UTC)
     assert planned == {"trygg.events": "month", "trygg.heartbeats": "day", "trygg.event_keys": "week",
-                       "trygg.dead_letters": "week", "trygg.device_hourly": "month", "trygg.device_daily": "year"}
+                       "trygg.dead_letters": "week", "trygg.device_hourly": "month", "trygg.device_daily": "year",
+                       "trygg.insight_days": "year"}
 
 
 def test_ensure_makes_the_plan_ahead_and_is_idempotent(database: str) -> None:

@@ -24,6 +24,9 @@ CREATE TABLE trygg.insight_days (
 
 INSERT INTO trygg.partition_plan (parent, column_name, step, ahead, leaf_key)
 VALUES ('trygg.insight_days', 'day', 'year', interval '1 year', NULL);
+-- Retention drops its years with the events they came from (TRYGG_RETAIN_EVENTS_DAYS,
+-- storage/maintenance.py), never less than a month.
+INSERT INTO trygg.retention_floors VALUES ('trygg.insight_days', interval '31 days');
 
 SELECT trygg.ensure_partitions('trygg.insight_days', now() - interval '1 year', now() + interval '1 year');
 
