@@ -278,5 +278,7 @@ def set_demo_passwords(pool: Pool, registry: Registry) -> list[str]:
 
 
 def demo_tasks(services: Services) -> list[Coroutine[Any, Any, None]]:
+    from composition.demo_insights import simulated_past
+
     script = Script()
-    return [incidents(services, script), staff(services, script)]
+    return [incidents(services, script), staff(services, script), simulated_past(services)]

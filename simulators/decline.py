@@ -20,7 +20,7 @@ docs/insights.md "The simulator" gives the parameters and the reasons for them.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime, time, timedelta
 from typing import Final
@@ -30,8 +30,9 @@ import numpy as np
 import numpy.typing as npt
 
 from simulators.geo import WALK_SPEED_MPS
-from simulators.profiles import ROOMS, TEAMS
+from simulators.profiles import ROOMS, TEAMS, SimResident
 from simulators.rhythm import _NEXT_ROOM
+from trygg.contract import DeviceKind
 from trygg.insights import CAP_BATHROOM, CAP_EXIT_DOOR, CAP_GPS, CAP_ROOMS, Events, Frames, Kind, room_code
 
 F64 = npt.NDArray[np.float64]
@@ -321,6 +322,66 @@ class Municipality:
         return DayBatch(d, self.date(d), events, frames)
 
 
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A decline given to one resident of `of_residents`: "gradual" (growing over `ramp`
+    days) or "abrupt" (there within two days, for `lasts` days, then a week to recover),
+    of the `mechanisms` (MECHANISMS names), from day `onset` (an index from the start);
+    `strength` places each change in its size range (`_SIZE`): 0 the smallest, 1 the largest."""
+
+    profile: str
+    mechanisms: tuple[str, ...]
+    onset: int
+    ramp: int = 42
+    lasts: int = 30
+    strength: float = 0.5
+
+
+def of_residents(residents: Sequence[SimResident], days: int, start: date, seed: int = 1,
+                 changes: Mapping[str, Change] | None = None) -> Municipality:
+    """A municipality of these fleet residents (row i = residents[i]), all of one time zone:
+    their own sensor kits (motion sensors by room, a door sensor, a tracker or phone where
+    the profile has a location basis) and night windows, their rhythm drawn from `seed` as
+    `Municipality`'s. Nobody is away on the registry and no sensor dies (the registry says
+    neither); the residents `changes` names decline as it says, the others are stable."""
+    zones = {r.timezone for r in residents}
+    if len(zones) > 1:
+        raise ValueError(f"residents of one time zone at a time, not {sorted(zones)}")
+    m = Municipality(len(residents), days, seed, start, gradual=0.0, abrupt=0.0, dead_share=0.0,
+                     absent_share=0.0, zone=zones.pop() if zones else ZONE)
+    has = np.zeros((m.n, 8), np.bool_)
+    has[:, ALARM] = True
+    for i, res in enumerate(residents):
+        for dev in res.devices:
+            if dev.kind is DeviceKind.MOTION_SENSOR and dev.room in ROOMS:
+                has[i, ROOMS.index(dev.room)] = True
+            elif dev.kind is DeviceKind.DOOR_SENSOR:
+                has[i, DOOR] = True
+            elif dev.kind in (DeviceKind.GPS_TRACKER, DeviceKind.PHONE) and res.profile.location_basis:
+                has[i, TRACKER] = True
+        night = (time.fromisoformat(res.night[0]), time.fromisoformat(res.night[1]))
+        if night not in _NIGHTS:
+            raise ValueError(f"{res.id}: night {res.night} is not one of the simulated ones {_NIGHTS}")
+        m.night_kind[i] = _NIGHTS.index(night)
+    m.has, m.located = has, has[:, TRACKER].copy()
+    m.activity_sensors = has[:, :6].sum(1).astype(np.int16)
+    m.capabilities = (np.where(has[:, :5].any(1), CAP_ROOMS, 0) | np.where(has[:, BATHROOM], CAP_BATHROOM, 0)
+                      | np.where(has[:, DOOR], CAP_EXIT_DOOR, 0) | np.where(m.located, CAP_GPS, 0)).astype(np.int16)
+    for i, res in enumerate(residents):
+        change = (changes or {}).get(res.id)
+        if change is None:
+            continue
+        m.profile[i], m.onset[i] = change.profile, change.onset
+        m.ramp[i] = change.ramp if change.profile == "gradual" else 2
+        if change.profile == "abrupt":
+            m.recover[i] = change.onset + change.lasts
+        for name in change.mechanisms:
+            k = MECHANISMS.index(name)
+            low, high = _SIZE[change.profile][k]
+            m.size[i, k] = low + change.strength * (high - low)
+    return m
+
+
 def _select(ev: Events, keep: npt.NDArray[np.bool_] | npt.NDArray[np.intp]) -> Events:
     return Events(ev.row[keep], ev.t[keep], ev.kind[keep], ev.device[keep], ev.room[keep], ev.exit[keep],
                   ev.lat[keep], ev.lon[keep], ev.accuracy_m[keep])
@@ -593,4 +654,5 @@ class _Generator:
         return _concat(parts)
 
 
-__all__ = ["DEFAULT_START", "MECHANISMS", "MOVES", "ZONE", "DayBatch", "Municipality", "Truth", "day_bounds"]
+__all__ = ["DEFAULT_START", "MECHANISMS", "MOVES", "ZONE", "Change", "DayBatch", "Municipality", "Truth", "day_bounds",
+           "of_residents"]
