@@ -161,7 +161,7 @@ export function featureChart(days, index, feature, noticeDay) {
 
 function legend() {
   return h("p", { class: "insight-legend small muted", "aria-hidden": "true" },
-    h("span", { class: "key key-values" }), t("målt", "measured", "span"), " ",
+    h("span", { class: "key key-values" }), t("dag for dag", "day by day", "span"), " ",
     h("span", { class: "key key-band" }), t("vanlig område", "usual range", "span"), " ",
     h("span", { class: "key key-usual" }), t("vanlig", "usual", "span"));
 }
