@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time as time_module
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -19,11 +20,12 @@ import pytest
 from typer.testing import CliRunner
 
 from composition.cli import app
-from composition.insights import Job, keep_insights, load_day, params_of, run_pass
+from composition.insights import Job, _rest, keep_insights, load_day, nice_backend, params_of, run_pass
 from storage import Pool, save_registry
 from storage.insights_store import LOCK_KEY
 from tests.helpers import wait_for
 from trygg.insights import Kind, Params
+from trygg.isolated import CHILD_NICE
 from trygg.registry import Registry, validate_registry
 from trygg.settings import Settings
 
@@ -199,6 +201,40 @@ def test_load_day_gives_the_frames_and_rows_of_the_registry(world: str) -> None:
     assert frames.capabilities is not None and (frames.capabilities & 3 == 3).all()  # rooms, a bathroom
     assert ((events.kind == Kind.HEARD) & (events.row == 0)).sum() == 3 * 25  # 3 sensors, 23:00 the eve to 24:00
     assert frames.night_start[0] == datetime(2026, 11, 22, 23, tzinfo=OSLO).timestamp()
+
+
+def test_reading_day_after_day_on_one_connection_plans_each_batch_afresh(world: str) -> None:
+    """A prepared statement's generic plan once joined a batch's million rows by nested
+    loop from the 11th batch of a pass on (bench/insights --scale-db): the read is never
+    prepared, and its rows stay the same from the first time to the twelfth."""
+    with psycopg.connect(world) as conn:
+        first = load_day(conn, registry().residents, date(2026, 11, 23))[0]
+        for _ in range(11):
+            again = load_day(conn, registry().residents, date(2026, 11, 23))[0]
+        prepared = conn.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%%trygg.events%%'"
+                                ).fetchone()
+    assert prepared == (0,)
+    assert len(again) == len(first) and (again.t == first.t).all()
+
+
+def test_the_database_backend_of_a_pass_works_at_the_lower_priority_of_the_pass(world: str) -> None:
+    """Most of a pass's CPU is PostgreSQL's: on this machine its backend is niced like the
+    pass's own process (trygg/isolated.py CHILD_NICE)."""
+    with psycopg.connect(world) as conn:
+        said = nice_backend(conn)
+        pid = conn.execute("SELECT pg_backend_pid()").fetchone()
+        assert pid is not None
+        stat = Path(f"/proc/{pid[0]}/stat").read_text().rsplit(")", 1)[1].split()
+    assert said == f"nice {CHILD_NICE}"
+    assert int(stat[16]) == CHILD_NICE  # field 19 of proc(5), the nice value
+
+
+def test_a_pass_rests_as_long_as_its_batches_worked_at_half_a_core() -> None:
+    """The rest counts the batch's whole time (the pass's CPU and PostgreSQL's take turns),
+    not only this process's CPU, which was a quarter of it."""
+    started = time_module.monotonic()
+    _rest(Job("", PARAMS, cpu_share=0.5), 0.4)
+    assert time_module.monotonic() - started >= 0.39
 
 
 def test_settings_map_to_the_params() -> None:
