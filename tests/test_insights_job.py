@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
+import structlog
 from typer.testing import CliRunner
 
 from composition.cli import app
@@ -182,15 +183,20 @@ def test_recompute_on_the_command_line_shows_its_progress(pool: Pool, database: 
     seed(pool, now.date() - timedelta(days=5), now.date())
     runner = CliRunner()
     env = {"TRYGG_DATABASE_URL": database}
-    result = runner.invoke(app, ["insights", "recompute", "--resident", "a", "--since",
-                                 (now.date() - timedelta(days=3)).isoformat()], env=env)
+    try:
+        result = runner.invoke(app, ["insights", "recompute", "--resident", "a", "--since",
+                                     (now.date() - timedelta(days=3)).isoformat()], env=env)
+        unknown = runner.invoke(app, ["insights", "recompute", "--resident", "zz"], env=env)
+        bad = runner.invoke(app, ["insights", "recompute", "--since", "yesterday"], env=env)
+    finally:
+        # the command configured logging onto the runner's streams, closed now: later
+        # tests of this worker would fail to log ("I/O operation on closed file")
+        structlog.reset_defaults()
     assert result.exit_code == 0, result.output
     assert "recomputing 1 resident(s)" in result.output
     assert ": 1 resident(s)" in result.output  # a line per day
     assert "insights recomputed:" in result.output.splitlines()[-1]
-    unknown = runner.invoke(app, ["insights", "recompute", "--resident", "zz"], env=env)
     assert unknown.exit_code == 2 and "no resident zz" in unknown.output
-    bad = runner.invoke(app, ["insights", "recompute", "--since", "yesterday"], env=env)
     assert bad.exit_code == 2 and "is not a date" in bad.output
 
 
