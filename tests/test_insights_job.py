@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import subprocess
+import sys
 import time as time_module
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
@@ -17,10 +20,7 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
-import structlog
-from typer.testing import CliRunner
 
-from composition.cli import app
 from composition.insights import Job, _rest, keep_insights, load_day, nice_backend, params_of, run_pass
 from storage import Pool, save_registry
 from storage.insights_store import LOCK_KEY
@@ -179,25 +179,25 @@ def test_recompute_keeps_who_saw_a_notice(world: str, pool: Pool) -> None:
 
 
 def test_recompute_on_the_command_line_shows_its_progress(pool: Pool, database: str) -> None:
+    """`trygg insights recompute` as an operator runs it (its own process: run in this one,
+    the command would leave its logging on streams that close with it)."""
     now = datetime.now(UTC)
     seed(pool, now.date() - timedelta(days=5), now.date())
-    runner = CliRunner()
-    env = {"TRYGG_DATABASE_URL": database}
-    try:
-        result = runner.invoke(app, ["insights", "recompute", "--resident", "a", "--since",
-                                     (now.date() - timedelta(days=3)).isoformat()], env=env)
-        unknown = runner.invoke(app, ["insights", "recompute", "--resident", "zz"], env=env)
-        bad = runner.invoke(app, ["insights", "recompute", "--since", "yesterday"], env=env)
-    finally:
-        # the command configured logging onto the runner's streams, closed now: later
-        # tests of this worker would fail to log ("I/O operation on closed file")
-        structlog.reset_defaults()
-    assert result.exit_code == 0, result.output
-    assert "recomputing 1 resident(s)" in result.output
-    assert ": 1 resident(s)" in result.output  # a line per day
-    assert "insights recomputed:" in result.output.splitlines()[-1]
-    assert unknown.exit_code == 2 and "no resident zz" in unknown.output
-    assert bad.exit_code == 2 and "is not a date" in bad.output
+    env = {**os.environ, "TRYGG_DATABASE_URL": database}
+
+    def trygg(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "trygg", "insights", "recompute", *args], env=env,
+                              capture_output=True, text=True, timeout=120, check=False)
+
+    result = trygg("--resident", "a", "--since", (now.date() - timedelta(days=3)).isoformat())
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "recomputing 1 resident(s)" in result.stdout
+    assert ": 1 resident(s)" in result.stdout  # a line per day
+    assert "insights recomputed:" in result.stdout.splitlines()[-1]
+    unknown = trygg("--resident", "zz")
+    assert unknown.returncode == 2 and "no resident zz" in unknown.stderr
+    bad = trygg("--since", "yesterday")
+    assert bad.returncode == 2 and "is not a date" in bad.stderr
 
 
 def test_load_day_gives_the_frames_and_rows_of_the_registry(world: str) -> None:
