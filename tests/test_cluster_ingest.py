@@ -20,6 +20,7 @@ import psycopg
 import pytest
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import ServiceUnavailableError
 
 from cluster import DEVICE_PARTITIONS, RESIDENTS_STREAM, Layout, ensure_layout, ingest_consumer
 from cluster.layout import MQTT_STREAM, resident_partition, resident_subject, settled
@@ -132,9 +133,18 @@ async def handed_on(js: JetStreamContext, after: int) -> list[Handed]:
         config=ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after + 1,
                               ack_policy=AckPolicy.NONE, inactive_threshold=5.0)), within_s=30)
     out: list[Handed] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
     try:
         while len(out) < end - after:
-            for msg in await sub.fetch(1000, timeout=2):
+            try:
+                msgs = await sub.fetch(1000, timeout=2)
+            except ServiceUnavailableError:  # the new reader's leader is still being elected
+                if loop.time() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+                continue
+            for msg in msgs:
                 out.append((msg.subject, (msg.headers or {}).get("Nats-Msg-Id"), item_from_wire(msg.data)))
     finally:
         await sub.unsubscribe()
