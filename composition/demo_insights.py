@@ -122,8 +122,8 @@ def _seed_zone(conn: psycopg.Connection[tuple[object, ...]], residents: list[Res
     """The days of residents of one time zone (row i = residents[i] in every batch)."""
     import numpy as np
 
-    from composition.insights import frames_of, seen_capabilities, yesterday
-    from processors.insights import States, advance, daily_features
+    from composition.insights import frames_of, yesterday
+    from processors.insights import States, advance, daily_features, seen_capabilities
     from simulators import DEMO_RESIDENTS, DEMO_SEED, build_residents
     from simulators.decline import of_residents
     from storage.insights_store import write_results

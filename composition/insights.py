@@ -29,7 +29,7 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Final, NoReturn
@@ -43,7 +43,6 @@ from trygg.registry import Resident
 from trygg.settings import Settings
 
 if TYPE_CHECKING:  # imported where used (numpy among them): `trygg --help` stays quick
-    import numpy as np
 
     from storage.insights_store import Sensor
     from trygg.insights import Events, Frames, Params
@@ -123,37 +122,19 @@ def frames_of(residents: Sequence[Resident], day: date) -> tuple[Frames, list[Se
     return frames, sensors
 
 
-def seen_capabilities(events: Events, n: int) -> np.ndarray:
-    """What each frame's rows show its sensors can see (a room named only in the events,
-    a position), to add to what the registry says."""
-    import numpy as np
-
-    from trygg.insights import CAP_BATHROOM, CAP_EXIT_DOOR, CAP_GPS, CAP_ROOMS, ROOM_BATHROOM, ROOM_UNKNOWN, Kind
-
-    def rows_with(mask: np.ndarray, bit: int) -> np.ndarray:
-        return np.where(np.bincount(events.row[mask], minlength=n)[:n] > 0, bit, 0)
-
-    motion = events.kind == Kind.MOTION
-    door = (events.kind == Kind.DOOR_OPENED) | (events.kind == Kind.DOOR_CLOSED)
-    found: np.ndarray = (rows_with(motion & (events.room != ROOM_UNKNOWN), CAP_ROOMS)
-                         | rows_with(motion & (events.room == ROOM_BATHROOM), CAP_BATHROOM)
-                         | rows_with(door & events.exit, CAP_EXIT_DOOR)
-                         | rows_with(events.kind == Kind.LOCATION, CAP_GPS))
-    return found.astype(np.int16)
-
-
 def load_day(conn: Connection, residents: Sequence[Resident], day: date) -> tuple[Events, Frames]:
     """`day` of each resident (row i = residents[i]) as the core takes it: the events of
     its frame and the frame itself. The benchmark's timing point for reading."""
+    import numpy as np
+
+    from processors.insights import seen_capabilities
     from storage.insights_store import read_events
-    from trygg.insights import Frames
 
     frames, sensors = frames_of(residents, day)
     events = read_events(conn, [r.id for r in residents], frames, sensors)
-    assert frames.capabilities is not None
-    caps = frames.capabilities | seen_capabilities(events, len(residents))
-    return events, Frames(frames.day_start, frames.day_end, frames.night_start, frames.night_end,
-                          frames.activity_sensors, frames.away, frames.located, caps)
+    assert frames.capabilities is not None  # the registry's, and what the rows show besides
+    caps = (frames.capabilities | seen_capabilities(events, len(residents))).astype(np.int16)
+    return events, replace(frames, capabilities=caps)
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,17 @@ from simulators.geo import WALK_SPEED_MPS
 from simulators.profiles import ROOMS, TEAMS, SimResident
 from simulators.rhythm import _NEXT_ROOM
 from trygg.contract import DeviceKind
-from trygg.insights import CAP_BATHROOM, CAP_EXIT_DOOR, CAP_GPS, CAP_ROOMS, Events, Frames, Kind, room_code
+from trygg.insights import (
+    CAP_BATHROOM,
+    CAP_EXIT_DOOR,
+    CAP_GPS,
+    CAP_ROOMS,
+    Events,
+    Frames,
+    Kind,
+    frame_bounds,
+    room_code,
+)
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -104,26 +114,12 @@ class DayBatch:
     frames: Frames
 
 
-def day_bounds(day: date, zone: str, night_start: time, night_end: time) -> tuple[float, float, float, float]:
-    """(day_start, day_end, night_start, night_end) of local `day`, UTC epoch seconds: the
-    night is the one that ends on `day`'s morning (from the evening before when it runs
-    across midnight; empty, at local midnight, when start == end)."""
-    tz = ZoneInfo(zone)
-    start = datetime.combine(day, time(0), tz).timestamp()
-    end = datetime.combine(day + timedelta(days=1), time(0), tz).timestamp()
-    if night_start == night_end:
-        return start, end, start, start
-    first = day - timedelta(days=1) if night_start > night_end else day
-    return start, end, datetime.combine(first, night_start, tz).timestamp(), datetime.combine(
-        day, night_end, tz).timestamp()
-
-
 class _Clock:
     """One local day's wall clock ↔ UTC epoch seconds, vectorised (one clock change at most)."""
 
     def __init__(self, day: date, zone: str) -> None:
         tz = ZoneInfo(zone)
-        self.start, self.end, _, _ = day_bounds(day, zone, time(0), time(0))
+        self.start, self.end, _, _ = frame_bounds(day, zone, time(0), time(0))
         off0 = datetime.fromtimestamp(self.start, tz).utcoffset()
         off1 = datetime.fromtimestamp(self.end - 1, tz).utcoffset()
         assert off0 is not None and off1 is not None
@@ -301,8 +297,8 @@ class Municipality:
     def day(self, d: int) -> DayBatch:
         """Local day `d` of every resident: a frame each, and their events from the start of
         the night window before it to the end of the day."""
-        bounds = [[day_bounds(self.date(d), self.zone, a, b) for a, b in _NIGHTS],
-                  [day_bounds(self.date(d + 1), self.zone, a, b) for a, b in _NIGHTS]]
+        bounds = [[frame_bounds(self.date(d), self.zone, a, b) for a, b in _NIGHTS],
+                  [frame_bounds(self.date(d + 1), self.zone, a, b) for a, b in _NIGHTS]]
         night = np.array([[b[2] for b in bounds[0]], [b[2] for b in bounds[1]]])[:, self.night_kind]
         night_end = np.array([b[3] for b in bounds[0]])[self.night_kind]
         if self._cache is not None and self._cache[0] == d - 1:
@@ -654,5 +650,5 @@ class _Generator:
         return _concat(parts)
 
 
-__all__ = ["DEFAULT_START", "MECHANISMS", "MOVES", "ZONE", "Change", "DayBatch", "Municipality", "Truth", "day_bounds",
+__all__ = ["DEFAULT_START", "MECHANISMS", "MOVES", "ZONE", "Change", "DayBatch", "Municipality", "Truth",
            "of_residents"]

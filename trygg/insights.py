@@ -15,8 +15,11 @@ module is what they agree on.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 from enum import IntEnum
+from functools import lru_cache
 from typing import Final
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import numpy.typing as npt
@@ -244,3 +247,35 @@ class Bands:
     usual: F64
     low: F64
     high: F64
+
+
+# --- a resident's day as UTC instants ---------------------------------------------------
+# The day is [local 00:00 of `day`, local 00:00 of the next day): 23, 24 or 25 hours around
+# a clock change. The night is the resident's night window that ends on `day`'s morning
+# (23:00–06:00: from 23:00 the day before); an empty window (start == end) gives
+# night_start == night_end. A wall time inside the spring gap is read as the instant after
+# the gap; one that occurs twice as its first occurrence (fold 0).
+
+@lru_cache(maxsize=256)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def _instant(day: date, at: time, zone: str) -> float:
+    wall = datetime.combine(day, at, tzinfo=_zone(zone))
+    # A wall time inside the spring gap does not round-trip; move it to the gap's end.
+    back = wall.astimezone(UTC).astimezone(_zone(zone))
+    if back.replace(tzinfo=None) != wall.replace(tzinfo=None):
+        wall = back
+    return wall.astimezone(UTC).timestamp()
+
+
+@lru_cache(maxsize=4096)
+def frame_bounds(day: date, zone: str, night_start: time, night_end: time) -> tuple[float, float, float, float]:
+    """(day_start, day_end, night_start, night_end) of `day` in `zone`, UTC epoch seconds."""
+    day_start = _instant(day, time(0), zone)
+    day_end = _instant(day + timedelta(days=1), time(0), zone)
+    if night_start == night_end:
+        return day_start, day_end, day_start, day_start
+    start_day = day - timedelta(days=1) if night_start > night_end else day
+    return day_start, day_end, _instant(start_day, night_start, zone), _instant(day, night_end, zone)

@@ -6,8 +6,8 @@ Storage, the daily job and the simulator meet this through the shapes of `trygg.
 """
 
 from processors.insights.baseline import HISTORY, States, advance, baseline
-from processors.insights.bounds import frame_bounds
-from processors.insights.features import daily_features
+from processors.insights.features import daily_features, seen_capabilities
 from processors.insights.reasons import reason
+from trygg.insights import frame_bounds
 
-__all__ = ["HISTORY", "States", "advance", "baseline", "daily_features", "frame_bounds", "reason"]
+__all__ = ["HISTORY", "States", "advance", "baseline", "daily_features", "frame_bounds", "reason", "seen_capabilities"]

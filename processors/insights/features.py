@@ -83,17 +83,25 @@ def _distinct_slots(rows: np.ndarray, slots: np.ndarray, n: int, width: int) -> 
     return _count(keys // width, n)
 
 
+def seen_capabilities(events: Events, n: int) -> np.ndarray:
+    """What the rows of each of `n` frames show its sensors can see (CAP_* bits): a room
+    named in the events, a bathroom, an exit door, a position."""
+    motion = events.kind == Kind.MOTION
+
+    def rows_with(mask: np.ndarray, bit: int) -> np.ndarray:
+        return np.where(_count(events.row[mask], n) > 0, bit, 0)
+
+    found: np.ndarray = (rows_with(motion & (events.room != ROOM_UNKNOWN), CAP_ROOMS)
+                         | rows_with(motion & (events.room == ROOM_BATHROOM), CAP_BATHROOM)
+                         | rows_with(np.isin(events.kind, _DOOR) & events.exit, CAP_EXIT_DOOR)
+                         | rows_with(events.kind == Kind.LOCATION, CAP_GPS))
+    return found.astype(np.int64)
+
+
 def _capabilities(events: Events, frames: Frames) -> np.ndarray:
     if frames.capabilities is not None:
         return frames.capabilities.astype(np.int64)
-    n = len(frames)
-    motion = events.kind == Kind.MOTION
-    caps = np.zeros(n, np.int64)
-    caps |= np.where(_count(events.row[motion & (events.room != ROOM_UNKNOWN)], n) > 0, CAP_ROOMS, 0)
-    caps |= np.where(_count(events.row[motion & (events.room == ROOM_BATHROOM)], n) > 0, CAP_BATHROOM, 0)
-    caps |= np.where(_count(events.row[np.isin(events.kind, _DOOR) & events.exit], n) > 0, CAP_EXIT_DOOR, 0)
-    caps |= np.where(_count(events.row[events.kind == Kind.LOCATION], n) > 0, CAP_GPS, 0)
-    return caps
+    return seen_capabilities(events, len(frames))
 
 
 def _hours_unheard(events: Events, frames: Frames, day: np.ndarray, ds: np.ndarray) -> np.ndarray:
