@@ -259,6 +259,17 @@ async def fetch_ready(sub: JetStreamContext.PullSubscription, batch: int, wait_s
     return msgs
 
 
+def cancel_not_lost() -> None:
+    """Raise CancelledError if this task was asked to stop. Call it at the top of every
+    loop that awaits the NATS client. On Python 3.11 a cancellation can be lost:
+    `asyncio.wait_for` (inside nats-py's fetch and requests) returns a result that
+    arrived together with the cancel, and the loop would go on for ever beside the
+    partition's next owner; the task's count of cancel requests still tells."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 async def settled(what: str, step: Callable[[], Awaitable[T]], within_s: float = SETTLE_S) -> T:
     """`await step()` (making the layout, opening a bucket), tried again while the NATS
     cluster does not answer: a node just started or restarted, its streams electing
@@ -268,6 +279,7 @@ async def settled(what: str, step: Callable[[], Awaitable[T]], within_s: float =
     deadline = loop.time() + within_s
     backoff = Backoff(0.5, 5.0)
     while True:
+        cancel_not_lost()
         try:
             return await step()
         except nats.errors.Error as exc:

@@ -34,7 +34,7 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BucketNotFoundError, KeyDeletedError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from cluster.layout import OWNERS_BUCKET
+from cluster.layout import OWNERS_BUCKET, cancel_not_lost
 from trygg.logging import get_logger
 
 log = get_logger(__name__)
@@ -203,6 +203,7 @@ class Ownership:
         leases = self.leases
         try:
             while True:
+                cancel_not_lost()
                 await self.tick()
                 await asyncio.sleep(self.tick_s)
         finally:  # all at once: one by one, a clean stop of 16 partitions took 15 s

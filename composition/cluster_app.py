@@ -11,9 +11,10 @@ of the partitions through leases (cluster/leases.py `Ownership`):
 - `rules.{rp}`: a `ResidentPartition` (composition/cluster_rules.py) runs the rules and
   alerts of resident partition rp.
 
-A partition's work is a task; losing the lease cancels it (the task cleans up), and the
-task ending by itself while the lease is held ends the process (trygg/watchdog.py): a
-supervisor restarts it, and its leases pass on after `TRYGG_CLUSTER_LEASE_S`.
+A partition's work is a task; losing the lease cancels it (the task cleans up). The
+task ending by itself while the lease is held, or not ending within `STOP_TIMEOUT_S` of
+the cancel, ends the process (trygg/watchdog.py): a supervisor restarts it, and its
+leases pass on after `TRYGG_CLUSTER_LEASE_S`.
 Maintenance (partitions ahead, retention, rollups) runs in every instance under
 PostgreSQL's advisory lock, so once per cluster at a time (composition/maintain.py); so
 does the daily insights job, under a lock of its own (composition/insights.py).
@@ -55,13 +56,14 @@ from trygg.errors import SettingsError
 from trygg.logging import get_logger
 from trygg.registry import Registry
 from trygg.settings import Settings
-from trygg.watchdog import watch_task
+from trygg.watchdog import part_ended, watch_task
 
 log = get_logger(__name__)
 
 #: how often the dashboard's database state is looked at (seconds)
 DB_PROBE_S = 5.0
-#: how long a partition's task may take to stop when its lease is lost or given back
+#: how long a partition's task may take to stop when its lease is lost or given back;
+#: one that takes longer ends the process (`Instance.lose`)
 STOP_TIMEOUT_S = 15.0
 #: a partition whose work fails this many times in a row (each run shorter than
 #: PARTITION_HEALTHY_S) ends the process
@@ -170,7 +172,10 @@ class Instance:
                 async with asyncio.timeout(STOP_TIMEOUT_S):
                     await asyncio.shield(task)
             if not task.done():
-                log.warning("partition_slow_to_stop", partition=name)
+                # Still running, it would run beside the partition's next owner: in this
+                # instance once the lease comes back (the same MQTT client id, each
+                # throwing the other off the nodes), or in another. A restart stops it.
+                part_ended(f"partition.{name}", TimeoutError(f"not stopped {STOP_TIMEOUT_S:g} s after its lease went"))
         finally:
             self.ending.discard(name)
 

@@ -46,7 +46,7 @@ from cluster import (
     resident_partition,
     resident_subject,
 )
-from cluster.layout import ACK_WAIT_S, MAX_ACK_PENDING, MQTT_STREAM, fetch_ready
+from cluster.layout import ACK_WAIT_S, MAX_ACK_PENDING, MQTT_STREAM, cancel_not_lost, fetch_ready
 from gateway import DeadLetters, RecentKeys, Validator, describe, metrics
 from gateway.durable import write_batch
 from storage import DatabaseUnavailable, DeadLetter, EventStore, StatusRow
@@ -152,6 +152,7 @@ class IngestPartition:
         (seconds); tried again while the cluster does not answer."""
         backoff = Backoff(0.2, 5.0)
         while True:
+            cancel_not_lost()
             sub = None
             try:
                 sub = await self._js.pull_subscribe_bind(ingest_consumer(self._partition), MQTT_STREAM)
@@ -169,7 +170,7 @@ class IngestPartition:
     async def _fetching(self, sub: JetStreamContext.PullSubscription) -> None:
         backoff = Backoff(0.1, 2.0)
         while True:
-            _cancel_not_lost()
+            cancel_not_lost()
             room = HELD_MAX - self._held_msgs
             if room <= 0:  # back-pressure: the server keeps the rest
                 self._room.clear()
@@ -256,7 +257,7 @@ class IngestPartition:
         pending = chunk.onward
         backoff = Backoff(0.05, 2.0)
         while pending:
-            _cancel_not_lost()
+            cancel_not_lost()
             results = await asyncio.gather(
                 *(self._js.publish(subject, payload, timeout=PUBLISH_TIMEOUT_S, stream=RESIDENTS_STREAM,
                                    headers={MSG_ID: msg_id})
@@ -275,7 +276,7 @@ class IngestPartition:
 
     async def _storing(self) -> None:
         while True:
-            _cancel_not_lost()
+            cancel_not_lost()
             chunks = [await self._to_store.get()]
             size = _records(chunks[0])
             if size < self._batch:
@@ -298,7 +299,7 @@ class IngestPartition:
         backoff = Backoff(0.2, 5.0)
         loop = asyncio.get_running_loop()
         while True:
-            _cancel_not_lost()
+            cancel_not_lost()
             self._write = write = loop.run_in_executor(self._writer, self._commit_on_thread, events, dead, statuses)
             try:
                 inserted = await asyncio.shield(write)
@@ -433,16 +434,6 @@ async def _delivered_late(sub: JetStreamContext.PullSubscription) -> list[Msg]:
         if msg.reply and not JetStreamContext.is_status_msg(msg):
             late.append(msg)
     return late
-
-
-def _cancel_not_lost() -> None:
-    """Raise CancelledError if this task was asked to stop. On Python 3.11 a
-    cancellation can be lost: `asyncio.wait_for` (used inside nats-py's fetch) returns a
-    result that arrived together with the cancel, and the loop would go on; the task's
-    count of cancel requests still tells."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 def _records(chunk: _Chunk) -> int:

@@ -62,6 +62,7 @@ from cluster.layout import (
     RESIDENT_PARTITIONS,
     RESIDENTS_STREAM,
     alerts_filter,
+    cancel_not_lost,
     command_subject,
     fetch_ready,
     resident_partition,
@@ -340,6 +341,7 @@ class ResidentPartition:
         sub: JetStreamContext.PullSubscription | None = None
         try:
             while True:
+                cancel_not_lost()
                 try:
                     if sub is None:
                         sub = await self._js.pull_subscribe_bind(rules_consumer(self.partition), RESIDENTS_STREAM)

@@ -17,7 +17,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import BadRequestError
 
 from alerts.journal import Item
-from cluster.layout import ALERTS_STREAM, alert_subject
+from cluster.layout import ALERTS_STREAM, alert_subject, cancel_not_lost
 from composition.cluster_wire import alert_item_bytes
 from trygg.backoff import Backoff
 from trygg.logging import get_logger
@@ -74,6 +74,7 @@ class AlertMirror:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
+                cancel_not_lost()
                 batch = list(self._queue)[:BATCH]
                 try:
                     await self._publish(batch)

@@ -43,7 +43,14 @@ from nats.js.api import DeliverPolicy
 from alerts import AlertError, AlertHub, AlertNotFound, IllegalTransition, StageNotReady
 from alerts.fanout import SUBSCRIBER_LIMIT
 from alerts.service import CLOSED_KEPT
-from cluster.layout import ALERTS_STREAM, RESIDENT_PARTITIONS, alerts_filter, command_subject, resident_partition
+from cluster.layout import (
+    ALERTS_STREAM,
+    RESIDENT_PARTITIONS,
+    alerts_filter,
+    cancel_not_lost,
+    command_subject,
+    resident_partition,
+)
 from composition.app import EMERGENCY_KINDS
 from composition.cluster_wire import Command, Op, alert_item_of, parse_reply
 from dashboard.deps import SubscriptionFeed
@@ -134,6 +141,7 @@ class ClusterAlerts:
         cluster does not answer (it may be electing a leader)."""
         backoff = Backoff(0.1, 2.0)
         while True:
+            cancel_not_lost()
             try:
                 info = await js.stream_info(ALERTS_STREAM)
                 self._until = info.state.last_seq
@@ -278,6 +286,7 @@ class ClusterAlerts:
         backoff = Backoff(0.05, 0.5)
         timed_out = False  # an earlier attempt may have been made without its answer reaching us
         while True:
+            cancel_not_lost()
             left = deadline - loop.time()
             if left <= 0:
                 log.warning("cluster_alert_action_no_owner", alert_id=command.alert_id, partition=partition,
