@@ -14,8 +14,13 @@ instance that joins gets work and one that dies has its work taken within `ttl_s
 a tick.
 
 A lease is lost when another instance holds it (a renewal finds another revision) or
-when it could not be renewed for `ttl_s` (this instance was cut off: another may have
-it). The owner's `lose` callback runs before anything else of that partition is done.
+when it could not be renewed for `RENEW_WITHIN` of `ttl_s`, counted from when the last
+renewal that succeeded was sent (this instance was cut off, or the bucket has no leader:
+once `ttl_s` has passed another may have it). The owner's `lose` callback runs before
+anything else of that partition is done. So that this happens in time, a tick never
+waits on the bucket for longer than `REQUEST_S` a request, and renews every lease at
+once: renewed one after another, each waiting out a dead node's request timeout, a
+holder went on running partitions for seconds after another instance had taken them.
 """
 
 from __future__ import annotations
@@ -52,6 +57,8 @@ TRANSIENT = (nats.errors.Error, OSError)
 #: a lease not renewed for this share of its TTL is given up by its holder, before the
 #: server lets it expire and another instance may take it
 RENEW_WITHIN: Final = 0.8
+#: a request to the bucket is given up after this long (and counts as not answered)
+REQUEST_S: Final = 1.0
 
 
 class Leases:
@@ -89,12 +96,14 @@ class Leases:
 
     async def acquire(self, name: str) -> bool:
         """Take `name` if nobody holds it; True if this instance holds it now."""
+        sent = time.monotonic()
         try:
-            revision = await self.kv.create(name, self.instance.encode())
+            async with asyncio.timeout(REQUEST_S):
+                revision = await self.kv.create(name, self.instance.encode())
         except KeyWrongLastSequenceError:
             return False
         self.held[name] = revision
-        self.renewed[name] = time.monotonic()
+        self.renewed[name] = sent
         return True
 
     async def renew(self, name: str) -> bool:
@@ -102,8 +111,10 @@ class Leases:
         revision = self.held.get(name)
         if revision is None:
             return False
+        sent = time.monotonic()  # the server's expiry counts from its write, which is later
         try:
-            self.held[name] = await self.kv.update(name, self.instance.encode(), last=revision)
+            async with asyncio.timeout(REQUEST_S):
+                self.held[name] = await self.kv.update(name, self.instance.encode(), last=revision)
         except KeyWrongLastSequenceError:
             # Taken by another, or expired: when the bucket's leader was on a node that
             # died, no renewal could be written for the 4-9 s of the election and the new
@@ -114,13 +125,25 @@ class Leases:
             self._forget(name)
             return False
         except TRANSIENT as exc:
-            if time.monotonic() - self.renewed.get(name, 0.0) >= self._ttl_s * RENEW_WITHIN:
+            if self._overdue(name):
                 log.warning("lease_expired_unrenewed", lease=name, error=type(exc).__name__)
                 self._forget(name)
                 return False
             return True
-        self.renewed[name] = time.monotonic()
+        self.renewed[name] = sent
         return True
+
+    def overdue(self) -> list[str]:
+        """Forget and return the leases not renewed for `RENEW_WITHIN` of the TTL: their
+        partitions are to be stopped now, whatever the bucket answers."""
+        late = [name for name in self.held if self._overdue(name)]
+        for name in late:
+            log.warning("lease_expired_unrenewed", lease=name, error=None)
+            self._forget(name)
+        return late
+
+    def _overdue(self, name: str) -> bool:
+        return time.monotonic() - self.renewed.get(name, 0.0) >= self._ttl_s * RENEW_WITHIN
 
     async def _take_again(self, name: str) -> bool:
         """Create `name` again if nobody holds it; False if another does or the cluster
@@ -128,10 +151,12 @@ class Leases:
         try:
             if await self.owner(name) is not None:
                 return False
-            self.held[name] = await self.kv.create(name, self.instance.encode())
+            sent = time.monotonic()
+            async with asyncio.timeout(REQUEST_S):
+                self.held[name] = await self.kv.create(name, self.instance.encode())
         except TRANSIENT:
             return False
-        self.renewed[name] = time.monotonic()
+        self.renewed[name] = sent
         log.info("lease_taken_again_after_expiry", lease=name)
         return True
 
@@ -142,23 +167,34 @@ class Leases:
         if revision is None:
             return
         try:
-            await self.kv.delete(name, last=revision)
+            async with asyncio.timeout(REQUEST_S):
+                await self.kv.delete(name, last=revision)
         except TRANSIENT as exc:  # taken (a wrong last sequence) or expiring anyway
             log.info("lease_release_skipped", lease=name, error=type(exc).__name__)
 
     async def owner(self, name: str) -> str | None:
         try:
-            entry = await self.kv.get(name)
+            async with asyncio.timeout(REQUEST_S):
+                entry = await self.kv.get(name)
         except (KeyNotFoundError, KeyDeletedError):
             return None
         return None if entry.value is None else entry.value.decode()
 
     async def names(self) -> set[str]:
         """The leases held and the instance keys, by anyone (one listing of the bucket)."""
-        try:
-            return set(await self.kv.keys())
-        except nats.js.errors.NoKeysError:
-            return set()
+        names: set[str] = set()
+        async with asyncio.timeout(REQUEST_S):
+            # nats-py's `keys()` leaves its watcher (a subscription) behind when it fails
+            watcher = await self.kv.watchall(ignore_deletes=True, meta_only=True)
+            try:
+                async for entry in watcher:
+                    if entry is None:  # the end of what the bucket holds
+                        break
+                    names.add(entry.key)
+            finally:
+                with contextlib.suppress(Exception):
+                    await watcher.stop()  # type: ignore[no-untyped-call]
+        return names
 
     async def owners(self) -> dict[str, str]:
         """Every held lease and instance key → the instance holding it (a read each: for
@@ -214,12 +250,13 @@ class Ownership:
 
     async def tick(self) -> None:
         leases = self.leases
+        await self._lost(leases.overdue())
         with contextlib.suppress(*TRANSIENT):
-            await leases.kv.put(self.instance_key, leases.instance.encode())
-        for name in list(leases.held):
-            if not await leases.renew(name):
-                log.warning("partition_lost", partition=name, instance=leases.instance)
-                await self._drop(name, release=False)
+            async with asyncio.timeout(REQUEST_S):
+                await leases.kv.put(self.instance_key, leases.instance.encode())
+        held = list(leases.held)
+        kept = await asyncio.gather(*(leases.renew(name) for name in held))
+        await self._lost([name for name, ok in zip(held, kept, strict=True) if not ok])
         try:
             present = await leases.names()
         except TRANSIENT:
@@ -246,6 +283,12 @@ class Ownership:
                         self._gaining[name] = asyncio.create_task(self.gain(name), name=f"gain.{name}")
                 except TRANSIENT:
                     break
+
+    async def _lost(self, names: list[str]) -> None:
+        """Stop the partitions whose leases are gone, all at once."""
+        for name in names:
+            log.warning("partition_lost", partition=name, instance=self.leases.instance)
+        await asyncio.gather(*(self._drop(name, release=False) for name in names))
 
     async def _drop(self, name: str, *, release: bool) -> None:
         gaining = self._gaining.pop(name, None)

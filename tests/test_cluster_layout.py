@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
 
 import nats
 import pytest
@@ -131,3 +132,73 @@ async def share(nats_cluster: NatsCluster) -> None:
     ta.cancel()
     await asyncio.gather(ta, return_exceptions=True)
     await nc.close()
+
+
+@pytest.mark.serial  # a lease's timing against the server's election
+def test_no_partition_has_two_holders_when_the_node_leading_the_leases_dies(nats_cluster: NatsCluster) -> None:
+    """The bucket's leader dies: for the 4-9 s of the election no renewal can be
+    written, and the new leader expires every lease at once. Each holder must have
+    given its partitions up (80 % of the TTL after its last renewal) before another
+    instance can take them. Seen in bench/cluster: a holder whose renewals each waited
+    for a request timeout, one after another, went on running partitions for 5 s after
+    the other instance had taken them."""
+    try:
+        asyncio.run(leader_dies(nats_cluster))
+    finally:
+        for i, proc in enumerate(nats_cluster.procs):
+            if proc is None:
+                nats_cluster.start(i)
+        nats_cluster.wait_ready()
+
+
+async def leader_dies(cluster: NatsCluster) -> None:
+    nc = await laid_out(cluster)
+    js = nc.jetstream()
+    names = [f"rules.{p}" for p in range(8)]
+    #: (time.monotonic(), instance, "gain" | "lose", partition)
+    changes: list[tuple[float, str, str, str]] = []
+
+    def ownership(instance: str, connection: NATS) -> Ownership:
+        async def gain(name: str) -> None:
+            changes.append((time.monotonic(), instance, "gain", name))
+
+        async def lose(name: str) -> None:
+            changes.append((time.monotonic(), instance, "lose", name))
+
+        leases = Leases(connection.jetstream(), instance, bucket="test_leader_dies")  # the default TTL
+        return Ownership(leases, [names], gain, lose)
+
+    connections = [await connect(cluster), await connect(cluster)]
+    a, b = ownership("a", connections[0]), ownership("b", connections[1])
+    await a.leases.open()
+    await b.leases.open()
+    tasks = [asyncio.create_task(a.run()), asyncio.create_task(b.run())]
+    for _ in range(100):
+        await asyncio.sleep(0.1)
+        if len(a.leases.held) == len(b.leases.held) == 4:
+            break
+    leader = (await js.stream_info("KV_test_leader_dies")).cluster.leader
+    cluster.kill(next(i for i, n in enumerate(cluster.nodes) if n.name == leader))
+    killed = time.monotonic()
+    await asyncio.sleep(20)
+    stopped = time.monotonic()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for connection in (*connections, nc):
+        await connection.close()
+
+    holders: dict[str, set[str]] = {name: set() for name in names}
+    overlaps = []
+    for at, instance, change, name in sorted(changes):
+        if at >= stopped:  # the clean stop at the end gives every lease back
+            break
+        if change == "gain":
+            if holders[name]:
+                overlaps.append(f"{name}: {instance} took it {at - killed:+.1f} s after the kill, "
+                                f"held by {holders[name]}")
+            holders[name].add(instance)
+        else:
+            holders[name].discard(instance)
+    assert not overlaps, overlaps
+    assert all(len(h) == 1 for h in holders.values()), holders  # and every partition has a holder again
