@@ -259,6 +259,17 @@ async def fetch_ready(sub: JetStreamContext.PullSubscription, batch: int, wait_s
     return msgs
 
 
+#: while a stream or consumer on the alarm path has no leader (its node died: the
+#: server's Raft waits 4-9 s before the others elect one), it is asked again at least
+#: this often, so that alarms go on within a fraction of a second of the election
+ELECTION_RETRY_S: Final = 0.25
+
+
+def election_backoff() -> Backoff:
+    """The retry delays of a step on the alarm path: from 50 ms up to `ELECTION_RETRY_S`."""
+    return Backoff(0.05, ELECTION_RETRY_S)
+
+
 def cancel_not_lost() -> None:
     """Raise CancelledError if this task was asked to stop. Call it at the top of every
     loop that awaits the NATS client. On Python 3.11 a cancellation can be lost:
@@ -270,19 +281,24 @@ def cancel_not_lost() -> None:
         raise asyncio.CancelledError
 
 
-async def settled(what: str, step: Callable[[], Awaitable[T]], within_s: float = SETTLE_S) -> T:
-    """`await step()` (making the layout, opening a bucket), tried again while the NATS
-    cluster does not answer: a node just started or restarted, its streams electing
-    leaders (an instance once ended at start on "nats: timeout"); its error after
-    `within_s`."""
+async def settled(what: str, step: Callable[[], Awaitable[T]], within_s: float = SETTLE_S, *,
+                  attempt_s: float | None = None, backoff: Backoff | None = None) -> T:
+    """`await step()` (making the layout, opening a bucket, starting to read a stream),
+    tried again while the NATS cluster does not answer: a node just started or died, its
+    streams electing leaders (an instance once ended at start on "nats: timeout"); its
+    error after `within_s`. `attempt_s` bounds each attempt: a request that went to a
+    node as it died is not waited out for the client's whole timeout."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within_s
-    backoff = Backoff(0.5, 5.0)
+    backoff = backoff or Backoff(0.5, 5.0)
     while True:
         cancel_not_lost()
         try:
-            return await step()
-        except nats.errors.Error as exc:
+            if attempt_s is None:
+                return await step()
+            async with asyncio.timeout(attempt_s):
+                return await step()
+        except (nats.errors.Error, TimeoutError) as exc:
             if loop.time() > deadline:
                 raise
             log.warning("cluster_not_answering_retrying", step=what, error=f"{type(exc).__name__}: {exc}")

@@ -46,7 +46,14 @@ from cluster import (
     resident_partition,
     resident_subject,
 )
-from cluster.layout import ACK_WAIT_S, MAX_ACK_PENDING, MQTT_STREAM, cancel_not_lost, fetch_ready
+from cluster.layout import (
+    ACK_WAIT_S,
+    MAX_ACK_PENDING,
+    MQTT_STREAM,
+    cancel_not_lost,
+    election_backoff,
+    fetch_ready,
+)
 from gateway import DeadLetters, RecentKeys, Validator, describe, metrics
 from gateway.durable import write_batch
 from storage import DatabaseUnavailable, DeadLetter, EventStore, StatusRow
@@ -59,8 +66,10 @@ log = get_logger(__name__)
 
 #: how long one fetch waits for the first message
 FETCH_WAIT_S = 1.0
-#: how long the stream has to acknowledge one hand-on before it is tried again
-PUBLISH_TIMEOUT_S = 5.0
+#: how long the stream has to acknowledge one hand-on before it is tried again (the
+#: message id makes a copy that did arrive a duplicate): a request that went to a leader
+#: that has just died is not waited for long
+PUBLISH_TIMEOUT_S = 2.0
 #: on cancel: how long a write under way is waited for before its messages are handed back
 STOP_WAIT_S = 3.0
 #: messages fetched and not yet acknowledged, at most (the consumer's own limit)
@@ -150,7 +159,7 @@ class IngestPartition:
     async def _subscribe(self) -> tuple[JetStreamContext.PullSubscription, float]:
         """The pull subscription of the partition's durable consumer and its ack wait
         (seconds); tried again while the cluster does not answer."""
-        backoff = Backoff(0.2, 5.0)
+        backoff = election_backoff()
         while True:
             cancel_not_lost()
             sub = None
@@ -168,7 +177,7 @@ class IngestPartition:
     # -- fetch, validate, hand on -----------------------------------------------------
 
     async def _fetching(self, sub: JetStreamContext.PullSubscription) -> None:
-        backoff = Backoff(0.1, 2.0)
+        backoff = election_backoff()
         while True:
             cancel_not_lost()
             room = HELD_MAX - self._held_msgs
@@ -255,7 +264,7 @@ class IngestPartition:
         stream did not acknowledge is published again (the message id makes a copy that
         did arrive a duplicate the stream drops) until all of it is in."""
         pending = chunk.onward
-        backoff = Backoff(0.05, 2.0)
+        backoff = election_backoff()
         while pending:
             cancel_not_lost()
             results = await asyncio.gather(

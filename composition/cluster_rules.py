@@ -64,6 +64,7 @@ from cluster.layout import (
     alerts_filter,
     cancel_not_lost,
     command_subject,
+    election_backoff,
     fetch_ready,
     resident_partition,
     resident_subject,
@@ -337,7 +338,7 @@ class ResidentPartition:
         connection moves) is tried again with backoff, never given up."""
         stage = self._stage
         assert stage is not None
-        backoff = Backoff(0.2, 5.0)
+        backoff = election_backoff()
         sub: JetStreamContext.PullSubscription | None = None
         try:
             while True:

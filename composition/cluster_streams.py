@@ -17,7 +17,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import BadRequestError
 
 from alerts.journal import Item
-from cluster.layout import ALERTS_STREAM, alert_subject, cancel_not_lost
+from cluster.layout import ALERTS_STREAM, alert_subject, cancel_not_lost, election_backoff, settled
 from composition.cluster_wire import alert_item_bytes
 from trygg.backoff import Backoff
 from trygg.logging import get_logger
@@ -30,6 +30,9 @@ BATCH: Final = 500
 FETCH_WAIT_S: Final = 1.0
 #: publish acknowledgement timeout of one alert change (seconds)
 MIRROR_PUBLISH_TIMEOUT_S: Final = 5.0
+#: a new owner's reading of a stream (its restore) starts within this long, or is asked
+#: again: a request that went to a node as it died is not waited out for 5 s
+READ_ATTEMPT_S: Final = 2.0
 
 
 class AlertMirror:
@@ -116,11 +119,14 @@ async def read_to_end(js: JetStreamContext, stream: str, config: ConsumerConfig,
     config.ack_policy = AckPolicy.NONE
     config.mem_storage = True
     config.num_replicas = 1
-    config.inactive_threshold = 60.0
-    sub = await js.pull_subscribe(config.filter_subject or ">", stream=stream, config=config)
+    config.inactive_threshold = 60.0  # one made by an attempt given up is removed by the server
+    sub = await settled(f"read {stream}",
+                        lambda: js.pull_subscribe(config.filter_subject or ">", stream=stream, config=config),
+                        attempt_s=READ_ATTEMPT_S, backoff=election_backoff())
     name = ""
     try:
-        info = await sub.consumer_info()
+        info = await settled(f"read {stream}", sub.consumer_info, attempt_s=READ_ATTEMPT_S,
+                             backoff=election_backoff())
         name, left = info.name, info.num_pending or 0
         if most is not None:
             left = min(left, most)
