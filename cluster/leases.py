@@ -213,22 +213,37 @@ class Leases:
 
 Callback = Callable[[str], Coroutine[Any, Any, None]]
 
+#: a partition this instance held within this long is taken back before any other, and
+#: without the per-tick limit: when the bucket's leader dies every lease expires at once,
+#: and each instance takes back its own instead of the partitions changing places
+HELD_RECENTLY_S: Final = 60.0
+
 
 @dataclass
 class Ownership:
     """Runs the leases of one instance over groups of partition names (e.g. the ingest
     and the rules partitions): `gain(name)` when one is taken, `lose(name)` when it is
-    lost or given back (awaited before the lease is released)."""
+    lost or given back (awaited before the lease is released; a lost one is stopped
+    beside the ticks, and taken again only once it has stopped), `abandon(name)` first
+    when it is lost (its work may stop without saving what the next owner rebuilds)."""
 
     leases: Leases
     groups: Sequence[Sequence[str]]
     gain: Callback
     lose: Callback
+    abandon: Callable[[str], None] | None = None
     tick_s: float = TICK_S
-    #: at most this many partitions of a group are taken in one tick, so that several
-    #: instances starting together share them out rather than the first taking all
+    #: at most this many partitions of a group that were another instance's are taken in
+    #: one tick, and only once seen free at two ticks in a row: instances starting
+    #: together share them out, and an instance takes back its own before another can
     take_per_tick: int = 2
     _gaining: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    #: lost leases whose partitions are being stopped
+    _dropping: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    #: name → time.monotonic() when this instance last held it
+    _held_at: dict[str, float] = field(default_factory=dict)
+    #: free at the last tick
+    _free: set[str] = field(default_factory=set)
 
     @property
     def instance_key(self) -> str:
@@ -244,24 +259,27 @@ class Ownership:
                 await asyncio.sleep(self.tick_s)
         finally:  # all at once: one by one, a clean stop of 16 partitions took 15 s
             await asyncio.gather(*(self._drop(name, release=True) for name in list(leases.held)),
-                                 return_exceptions=True)
+                                 *self._dropping.values(), return_exceptions=True)
             with contextlib.suppress(*TRANSIENT):
                 await leases.kv.delete(self.instance_key)
 
     async def tick(self) -> None:
         leases = self.leases
-        await self._lost(leases.overdue())
+        self._lost(leases.overdue())
         with contextlib.suppress(*TRANSIENT):
             async with asyncio.timeout(REQUEST_S):
                 await leases.kv.put(self.instance_key, leases.instance.encode())
         held = list(leases.held)
         kept = await asyncio.gather(*(leases.renew(name) for name in held))
-        await self._lost([name for name, ok in zip(held, kept, strict=True) if not ok])
+        self._lost([name for name, ok in zip(held, kept, strict=True) if not ok])
         try:
             present = await leases.names()
         except TRANSIENT:
             return
+        now = time.monotonic()
+        self._held_at.update((name, now) for name in leases.held)
         instances = max(1, sum(1 for k in present if k.startswith(INSTANCE_PREFIX)))
+        free_before, self._free = self._free, set()
         for group in self.groups:
             share = math.ceil(len(group) / instances)
             mine = [n for n in group if n in leases.held]
@@ -270,25 +288,33 @@ class Ownership:
                     log.info("partition_handed_over", partition=name, instance=leases.instance, share=share)
                     await self._drop(name, release=True)
                 continue
-            taken = 0
-            for name in group:
-                if len(mine) + taken >= share or taken >= self.take_per_tick:
-                    break
-                if name in present or name in leases.held:
-                    continue
+            free = [n for n in group if n not in present and n not in leases.held and n not in self._dropping]
+            self._free.update(free)
+            own = [n for n in free if now - self._held_at.get(n, -math.inf) < HELD_RECENTLY_S]
+            others = [n for n in free if n in free_before and n not in own][:self.take_per_tick]
+            for name in (own + others)[:max(0, share - len(mine))]:
                 try:
                     if await leases.acquire(name):
-                        taken += 1
                         log.info("partition_taken", partition=name, instance=leases.instance)
                         self._gaining[name] = asyncio.create_task(self.gain(name), name=f"gain.{name}")
                 except TRANSIENT:
                     break
 
-    async def _lost(self, names: list[str]) -> None:
-        """Stop the partitions whose leases are gone, all at once."""
+    def _lost(self, names: list[str]) -> None:
+        """Stop the partitions whose leases are gone, all at once and beside the ticks
+        (the leases of the others are renewed meanwhile)."""
         for name in names:
             log.warning("partition_lost", partition=name, instance=self.leases.instance)
-        await asyncio.gather(*(self._drop(name, release=False) for name in names))
+            self.leases._forget(name)
+            if self.abandon is not None:
+                self.abandon(name)
+            self._dropping[name] = asyncio.create_task(self._drop_lost(name), name=f"lose.{name}")
+
+    async def _drop_lost(self, name: str) -> None:
+        try:
+            await self._drop(name, release=False)
+        finally:
+            self._dropping.pop(name, None)
 
     async def _drop(self, name: str, *, release: bool) -> None:
         gaining = self._gaining.pop(name, None)

@@ -160,6 +160,13 @@ class Instance:
                 raise RuntimeError(f"partition {name} failed {failures} times in a row")
             await asyncio.sleep(backoff.next())
 
+    def abandon(self, name: str) -> None:
+        """The lease of `name` was lost (not given back): its work stops at once, without
+        saving what the next owner rebuilds from the streams."""
+        worker = self.rules.get(name)
+        if worker is not None:
+            worker.abandon()
+
     async def lose(self, name: str) -> None:
         task = self.work.pop(name, None)
         self.rules.pop(name, None)
@@ -242,7 +249,7 @@ async def _run(settings: Settings, name: str, pool: Pool, registry: Registry, nc
     await settled("leases", leases.open)
     groups = [[ingest_lease(p) for p in range(Layout().device_partitions)],
               [rules_lease(p) for p in range(Layout().resident_partitions)]]
-    ownership = Ownership(leases, groups, instance.gain, instance.lose)
+    ownership = Ownership(leases, groups, instance.gain, instance.lose, instance.abandon)
 
     def on_registry(registry: Registry) -> None:  # the watcher's thread
         loop.call_soon_threadsafe(instance.set_registry, registry)

@@ -153,6 +153,7 @@ class ResidentPartition:
         self.last_seq = 0
         #: set once restored and consuming (for tests and health)
         self.ready = asyncio.Event()
+        self._abandoned = False
 
     @property
     def alerts(self) -> AlertStage | None:
@@ -161,6 +162,14 @@ class ResidentPartition:
 
     def owns(self, resident_id: str) -> bool:
         return resident_partition(resident_id, self._partitions) == self.partition
+
+    def abandon(self) -> None:
+        """The lease was lost, not given back: another instance may own the partition
+        already. The stop that follows saves no snapshot and does not wait for the alert
+        changes to reach the stream (the bucket's or a stream's leader may be gone, and
+        every second of waiting delays the partition's next start); the next owner
+        restores as after a kill."""
+        self._abandoned = True
 
     def set_registry(self, registry: Registry) -> None:
         """A reloaded registry; the partition keeps its own residents of it."""
@@ -227,10 +236,11 @@ class ResidentPartition:
         if commands is not None:
             with contextlib.suppress(Exception):
                 await commands.unsubscribe()
-        if "processors" in tasks:  # restored and running: its state is worth keeping
+        if "processors" in tasks and not self._abandoned:  # restored and running: worth keeping
             await self._save_snapshot(STOP_MIRROR_WAIT_S)
         await _cancel(tasks.get("alerts"))
-        await self._mirror.flush(STOP_MIRROR_WAIT_S)
+        if not self._abandoned:
+            await self._mirror.flush(STOP_MIRROR_WAIT_S)
         await _cancel(tasks.get("mirror"))
         log.info("resident_partition_stopped", partition=self.partition, last_seq=self.last_seq,
                  processed=self.processed, unmirrored=self._mirror.backlog)

@@ -139,9 +139,9 @@ def test_no_partition_has_two_holders_when_the_node_leading_the_leases_dies(nats
     """The bucket's leader dies: for the 4-9 s of the election no renewal can be
     written, and the new leader expires every lease at once. Each holder must have
     given its partitions up (80 % of the TTL after its last renewal) before another
-    instance can take them. Seen in bench/cluster: a holder whose renewals each waited
-    for a request timeout, one after another, went on running partitions for 5 s after
-    the other instance had taken them."""
+    instance can take them; afterwards every partition has one holder again. Seen in
+    bench/cluster: a holder whose renewals each waited for a request timeout, one after
+    another, went on running partitions for 5 s after the other instance had taken them."""
     try:
         asyncio.run(leader_dies(nats_cluster))
     finally:
@@ -201,4 +201,7 @@ async def leader_dies(cluster: NatsCluster) -> None:
         else:
             holders[name].discard(instance)
     assert not overlaps, overlaps
-    assert all(len(h) == 1 for h in holders.values()), holders  # and every partition has a holder again
+    # every partition has a holder again (mostly the one it had: each instance takes its
+    # own back first, but one whose connection is slower to return may find some taken)
+    assert all(len(h) == 1 for h in holders.values()), "; ".join(
+        f"{at - killed:+.1f} s {instance} {change} {name}" for at, instance, change, name in changes)
