@@ -134,6 +134,8 @@ class AlertStage:
         #: alert id → (broker connection, alert version) it was last published in
         self._sent_on: dict[str, tuple[int, int]] = {}
         self._background: set[asyncio.Task[None]] = set()
+        #: how long the stop waits for the broker to acknowledge what was published
+        self._flush_s = 2.0
         self._restore_pending = False
 
     @classmethod
@@ -402,8 +404,14 @@ class AlertStage:
             self._loop = None
             await asyncio.to_thread(self._shutdown)
 
+    def abandon(self) -> None:
+        """The stop that follows does not wait for the broker's acknowledgements: the
+        partition is another's now (the cluster mode), and its next owner publishes every
+        unresolved alert again when it restores."""
+        self._flush_s = 0.0
+
     def _shutdown(self) -> None:
-        self._publisher.stop(timeout=2.0)
+        self._publisher.stop(timeout=self._flush_s)
         if self._writer is not None:
             left = self._writer.stop(timeout=5.0)
             if left:

@@ -170,6 +170,8 @@ class ResidentPartition:
         every second of waiting delays the partition's next start); the next owner
         restores as after a kill."""
         self._abandoned = True
+        if self._alerts is not None:
+            self._alerts.abandon()
 
     def set_registry(self, registry: Registry) -> None:
         """A reloaded registry; the partition keeps its own residents of it."""
