@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 
 from bench._cluster import LocalCluster, TryggInstance, log_line
 from bench._fleet import Fleet, Handheld, Press, Pressers, stored_counts, wait_stored
-from cluster.layout import RESIDENT_PARTITIONS, resident_partition
+from cluster.layout import MQTT_STREAM, OWNERS_BUCKET, RESIDENT_PARTITIONS, RESIDENTS_STREAM, resident_partition
 
 #: how long after a window's last press its alerts may still arrive
 DELIVERY_WAIT_S = 30.0
 #: how long a count waits for the fleet's publishes to be acknowledged
 FLUSH_S = 60.0
+#: the streams whose leader the killed NATS node is made to be
+WORST_TO_LOSE = (f"KV_{OWNERS_BUCKET}", MQTT_STREAM, RESIDENTS_STREAM)
 
 __all__ = ["Count", "Drill", "Fault"]
 
@@ -153,7 +155,12 @@ class Drill:
         return fault
 
     def kill_nats_node(self, i: int = 1) -> Fault:
+        """Kill node i once it leads the owners' bucket and the streams on the alarm path
+        (the worst node to lose: every lease expires, device messages and hand-ons wait
+        for new leaders; which node leads them is otherwise chance)."""
         node = self.local.nats.nodes[i]
+        leaders = self.local.nats.lead_from(i, WORST_TO_LOSE)
+        self.progress(f"leaders before the kill: {', '.join(f'{k} {v}' for k, v in leaders.items())}")
         fault = self.fault(f"NATS node {node.name}", lambda: self.local.nats.kill(i))
         self.progress(f"restarting NATS node {node.name}")
         self.local.nats.start(i)

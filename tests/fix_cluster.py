@@ -9,13 +9,15 @@ module (a cluster takes a few seconds to form), stopped at the end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import nats
@@ -94,6 +96,34 @@ class NatsCluster:
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"NATS node {node.name} not ready; see {self.root}") from None
                     await asyncio.sleep(0.2)
+
+    def lead_from(self, i: int, streams: Sequence[str]) -> dict[str, str | None]:
+        """Make node i the leader of `streams` (placement preferred in each leader's
+        step-down, asked again until it lands): the worst node to lose. Returns the
+        leader of each afterwards."""
+        return asyncio.run(self._lead_from(self.nodes[i].name, streams))
+
+    async def _lead_from(self, name: str, streams: Sequence[str]) -> dict[str, str | None]:
+        nc = await nats.connect(self.urls, connect_timeout=2)
+        js = nc.jetstream()
+        request = json.dumps({"placement": {"preferred": name}}).encode()
+        leaders: dict[str, str | None] = {}
+        try:
+            for stream in streams:
+                leader = None
+                for _ in range(20):
+                    with contextlib.suppress(Exception):
+                        info = await js.stream_info(stream)
+                        leader = info.cluster.leader if info.cluster is not None else None
+                    if leader == name:
+                        break
+                    with contextlib.suppress(Exception):
+                        await nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", request, timeout=5)
+                    await asyncio.sleep(1.0)
+                leaders[stream] = leader
+        finally:
+            await nc.close()
+        return leaders
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,8 @@
 Processes of their own on loopback ports (bench/_cluster.py): three NATS nodes, a
 PostgreSQL primary and its standby, two `trygg up --cluster`; a fleet of 1,000 devices
 publishing QoS 1 across the nodes, alarm presses, a staff handheld on the team's topic
-(bench/_fleet.py). Killed with `kill -9` in turn (bench/_drill.py): one NATS node, the
+(bench/_fleet.py). Killed with `kill -9` in turn (bench/_drill.py): one NATS node (made first
+the leader of the owners' bucket and of the streams on the alarm path: the worst one), the
 instance owning a pressed alarm's resident, the PostgreSQL primary (the standby
 promoted). After each, counted from PostgreSQL and the handheld.
 
