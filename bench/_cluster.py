@@ -283,12 +283,14 @@ class TryggInstance:
         return self.proc.pid
 
     def start(self) -> None:
-        self.held_down = False
         with self.log.open("ab") as out:
             out.write(f"--- start {datetime.now(UTC).isoformat()}\n".encode())
             self.proc = subprocess.Popen([sys.executable, "-m", "trygg", "up", "--cluster"], env=self.env, cwd=ROOT,
                                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self._mark = self.log.stat().st_size
+        # Only now: the supervisor, seeing it not held down with the process it killed,
+        # took that for an end by itself and started a second process of the same name.
+        self.held_down = False
 
     def wait_running(self, timeout_s: float = 90) -> None:
         deadline = time.monotonic() + timeout_s

@@ -233,10 +233,9 @@ class Ownership:
     lose: Callback
     abandon: Callable[[str], None] | None = None
     tick_s: float = TICK_S
-    #: in its first TTL, an instance takes at most this many partitions of a group that
-    #: were another's in one tick (instances starting together share them out; later, a
-    #: dead instance's are all taken at once); and another's only once seen free at two
-    #: ticks in a row (an instance takes back its own before another can)
+    #: at most this many partitions of a group that were another instance's are taken in
+    #: one tick, and only once seen free at two ticks in a row: instances starting
+    #: together share them out, and an instance takes back its own before another can
     take_per_tick: int = 2
     _gaining: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     #: lost leases whose partitions are being stopped
@@ -245,7 +244,6 @@ class Ownership:
     _held_at: dict[str, float] = field(default_factory=dict)
     #: free at the last tick
     _free: set[str] = field(default_factory=set)
-    _started: float = field(default_factory=time.monotonic)
 
     @property
     def instance_key(self) -> str:
@@ -293,9 +291,7 @@ class Ownership:
             free = [n for n in group if n not in present and n not in leases.held and n not in self._dropping]
             self._free.update(free)
             own = [n for n in free if now - self._held_at.get(n, -math.inf) < HELD_RECENTLY_S]
-            others = [n for n in free if n in free_before and n not in own]
-            if now - self._started < leases.ttl_s:
-                others = others[:self.take_per_tick]
+            others = [n for n in free if n in free_before and n not in own][:self.take_per_tick]
             for name in (own + others)[:max(0, share - len(mine))]:
                 try:
                     if await leases.acquire(name):
