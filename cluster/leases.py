@@ -235,7 +235,9 @@ class Ownership:
     tick_s: float = TICK_S
     #: at most this many partitions of a group that were another instance's are taken in
     #: one tick, and only once seen free at two ticks in a row: instances starting
-    #: together share them out, and an instance takes back its own before another can
+    #: together share them out, and an instance takes back its own before another can;
+    #: none for a TTL after this instance could reach the bucket again (its leases had
+    #: run out: the others' too, and they may be slower to come back)
     take_per_tick: int = 2
     _gaining: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     #: lost leases whose partitions are being stopped
@@ -244,6 +246,9 @@ class Ownership:
     _held_at: dict[str, float] = field(default_factory=dict)
     #: free at the last tick
     _free: set[str] = field(default_factory=set)
+    #: whether leases ran out since the bucket last answered, and when it answered again
+    _cut_off: bool = False
+    _back_at: float = -math.inf
 
     @property
     def instance_key(self) -> str:
@@ -265,7 +270,9 @@ class Ownership:
 
     async def tick(self) -> None:
         leases = self.leases
-        self._lost(leases.overdue())
+        overdue = leases.overdue()
+        self._cut_off = self._cut_off or bool(overdue)
+        self._lost(overdue)
         with contextlib.suppress(*TRANSIENT):
             async with asyncio.timeout(REQUEST_S):
                 await leases.kv.put(self.instance_key, leases.instance.encode())
@@ -277,6 +284,8 @@ class Ownership:
         except TRANSIENT:
             return
         now = time.monotonic()
+        if self._cut_off:
+            self._cut_off, self._back_at = False, now
         self._held_at.update((name, now) for name in leases.held)
         instances = max(1, sum(1 for k in present if k.startswith(INSTANCE_PREFIX)))
         free_before, self._free = self._free, set()
@@ -292,6 +301,8 @@ class Ownership:
             self._free.update(free)
             own = [n for n in free if now - self._held_at.get(n, -math.inf) < HELD_RECENTLY_S]
             others = [n for n in free if n in free_before and n not in own][:self.take_per_tick]
+            if now - self._back_at < leases.ttl_s:
+                others = []
             for name in (own + others)[:max(0, share - len(mine))]:
                 try:
                     if await leases.acquire(name):
