@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections import deque
 from collections.abc import Callable
 from typing import Final
@@ -120,19 +119,15 @@ async def read_to_end(js: JetStreamContext, stream: str, config: ConsumerConfig,
     config.ack_policy = AckPolicy.NONE
     config.mem_storage = True
     config.num_replicas = 1
-    config.inactive_threshold = 60.0  # left behind (a kill), it is removed by the server
-    # One name for every attempt: an attempt given up whose creation did happen is found
-    # by the next one (the same configuration) instead of leaving a consumer behind and
-    # queueing yet another creation while the meta group is busy electing leaders.
-    config.name = f"trygg-read-{uuid.uuid4().hex[:16]}"
-    await settled(f"read {stream}", lambda: js.add_consumer(stream, config=config),
-                  attempt_s=READ_ATTEMPT_S, backoff=election_backoff())
-    sub = await js.pull_subscribe_bind(consumer=config.name, stream=stream)
-    name = config.name
+    config.inactive_threshold = 60.0  # one made by an attempt given up is removed by the server
+    sub = await settled(f"read {stream}",
+                        lambda: js.pull_subscribe(config.filter_subject or ">", stream=stream, config=config),
+                        attempt_s=READ_ATTEMPT_S, backoff=election_backoff())
+    name = ""
     try:
         info = await settled(f"read {stream}", sub.consumer_info, attempt_s=READ_ATTEMPT_S,
                              backoff=election_backoff())
-        left = info.num_pending or 0
+        name, left = info.name, info.num_pending or 0
         if most is not None:
             left = min(left, most)
         while left > 0:
