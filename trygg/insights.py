@@ -256,15 +256,11 @@ class Bands:
 # night_start == night_end. A wall time inside the spring gap is read as the instant after
 # the gap; one that occurs twice as its first occurrence (fold 0).
 
-@lru_cache(maxsize=256)
-def _zone(name: str) -> ZoneInfo:
-    return ZoneInfo(name)
-
-
 def _instant(day: date, at: time, zone: str) -> float:
-    wall = datetime.combine(day, at, tzinfo=_zone(zone))
+    tz = ZoneInfo(zone)  # ZoneInfo keeps one instance per name itself
+    wall = datetime.combine(day, at, tzinfo=tz)
     # A wall time inside the spring gap does not round-trip; move it to the gap's end.
-    back = wall.astimezone(UTC).astimezone(_zone(zone))
+    back = wall.astimezone(UTC).astimezone(tz)
     if back.replace(tzinfo=None) != wall.replace(tzinfo=None):
         wall = back
     return wall.astimezone(UTC).timestamp()
