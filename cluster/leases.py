@@ -126,8 +126,7 @@ class Leases:
             return False
         except TRANSIENT as exc:
             if self._overdue(name):
-                log.warning("lease_expired_unrenewed", lease=name, error=type(exc).__name__)
-                self._forget(name)
+                self._give_up(name, type(exc).__name__)
                 return False
             return True
         self.renewed[name] = sent
@@ -138,12 +137,15 @@ class Leases:
         partitions are to be stopped now, whatever the bucket answers."""
         late = [name for name in self.held if self._overdue(name)]
         for name in late:
-            log.warning("lease_expired_unrenewed", lease=name, error=None)
-            self._forget(name)
+            self._give_up(name, None)
         return late
 
     def _overdue(self, name: str) -> bool:
         return time.monotonic() - self.renewed.get(name, 0.0) >= self._ttl_s * RENEW_WITHIN
+
+    def _give_up(self, name: str, error: str | None) -> None:
+        log.warning("lease_expired_unrenewed", lease=name, error=error)
+        self._forget(name)
 
     async def _take_again(self, name: str) -> bool:
         """Create `name` again if nobody holds it; False if another does or the cluster
@@ -273,11 +275,10 @@ class Ownership:
         overdue = leases.overdue()
         self._cut_off = self._cut_off or bool(overdue)
         self._lost(overdue)
-        with contextlib.suppress(*TRANSIENT):
-            async with asyncio.timeout(REQUEST_S):
-                await leases.kv.put(self.instance_key, leases.instance.encode())
         held = list(leases.held)
-        kept = await asyncio.gather(*(leases.renew(name) for name in held))
+        # Beside the renewals, not before them: one after the other, a slow bucket let a
+        # renewal's failure be noticed after the lease's TTL had passed.
+        *kept, _ = await asyncio.gather(*(leases.renew(name) for name in held), self._put_instance_key())
         self._lost([name for name, ok in zip(held, kept, strict=True) if not ok])
         try:
             present = await leases.names()
@@ -310,6 +311,11 @@ class Ownership:
                         self._gaining[name] = asyncio.create_task(self.gain(name), name=f"gain.{name}")
                 except TRANSIENT:
                     break
+
+    async def _put_instance_key(self) -> None:
+        with contextlib.suppress(*TRANSIENT):
+            async with asyncio.timeout(REQUEST_S):
+                await self.leases.kv.put(self.instance_key, self.leases.instance.encode())
 
     def _lost(self, names: list[str]) -> None:
         """Stop the partitions whose leases are gone, all at once and beside the ticks

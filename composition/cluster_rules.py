@@ -170,8 +170,6 @@ class ResidentPartition:
         every second of waiting delays the partition's next start); the next owner
         restores as after a kill."""
         self._abandoned = True
-        if self._alerts is not None:
-            self._alerts.abandon()
 
     def set_registry(self, registry: Registry) -> None:
         """A reloaded registry; the partition keeps its own residents of it."""
@@ -240,6 +238,8 @@ class ResidentPartition:
                 await commands.unsubscribe()
         if "processors" in tasks and not self._abandoned:  # restored and running: worth keeping
             await self._save_snapshot(STOP_MIRROR_WAIT_S)
+        if self._abandoned and self._alerts is not None:  # lost during the restore too
+            self._alerts.abandon()
         await _cancel(tasks.get("alerts"))
         if not self._abandoned:
             await self._mirror.flush(STOP_MIRROR_WAIT_S)
