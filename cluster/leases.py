@@ -107,15 +107,18 @@ class Leases:
         return True
 
     async def renew(self, name: str) -> bool:
-        """Keep `name`; False once it is lost (another holds it, or it expired)."""
+        """Keep `name`; False once it is lost (another holds it, or it expired). A lease
+        given back (`release`) while the renewal was under way stays given back."""
         revision = self.held.get(name)
         if revision is None:
             return False
         sent = time.monotonic()  # the server's expiry counts from its write, which is later
         try:
             async with asyncio.timeout(REQUEST_S):
-                self.held[name] = await self.kv.update(name, self.instance.encode(), last=revision)
+                renewed = await self.kv.update(name, self.instance.encode(), last=revision)
         except KeyWrongLastSequenceError:
+            if self.held.get(name) != revision:  # given back meanwhile: not taken again
+                return True
             # Taken by another, or expired: when the bucket's leader was on a node that
             # died, no renewal could be written for the 4-9 s of the election and the new
             # leader expires every lease at once. Nobody else holds it yet: take it again,
@@ -125,11 +128,12 @@ class Leases:
             self._forget(name)
             return False
         except TRANSIENT as exc:
-            if self._overdue(name):
+            if self.held.get(name) == revision and self._overdue(name):
                 self._give_up(name, type(exc).__name__)
                 return False
             return True
-        self.renewed[name] = sent
+        if self.held.get(name) == revision:  # else given back meanwhile (it expires unrenewed)
+            self.held[name], self.renewed[name] = renewed, sent
         return True
 
     def overdue(self) -> list[str]:
@@ -265,7 +269,8 @@ class Ownership:
                 await self.tick()
                 await asyncio.sleep(self.tick_s)
         finally:  # all at once: one by one, a clean stop of 16 partitions took 15 s
-            await asyncio.gather(*(self._drop(name, release=True) for name in list(leases.held)),
+            await asyncio.gather(*(self._drop(name, release=True) for name in list(leases.held)
+                                   if name not in self._dropping),
                                  *self._dropping.values(), return_exceptions=True)
             with contextlib.suppress(*TRANSIENT):
                 await leases.kv.delete(self.instance_key)
@@ -292,11 +297,11 @@ class Ownership:
         free_before, self._free = self._free, set()
         for group in self.groups:
             share = math.ceil(len(group) / instances)
-            mine = [n for n in group if n in leases.held]
+            mine = [n for n in group if n in leases.held and n not in self._dropping]
             if len(mine) > share:  # another instance joined: give back what is beyond the share
                 for name in mine[share:]:
                     log.info("partition_handed_over", partition=name, instance=leases.instance, share=share)
-                    await self._drop(name, release=True)
+                    self._stop_beside(name, release=True)  # renewed until it has stopped
                 continue
             free = [n for n in group if n not in present and n not in leases.held and n not in self._dropping]
             self._free.update(free)
@@ -318,18 +323,26 @@ class Ownership:
                 await self.leases.kv.put(self.instance_key, self.leases.instance.encode())
 
     def _lost(self, names: list[str]) -> None:
-        """Stop the partitions whose leases are gone, all at once and beside the ticks
-        (the leases of the others are renewed meanwhile)."""
+        """Stop the partitions whose leases are gone, all at once and beside the ticks."""
         for name in names:
             log.warning("partition_lost", partition=name, instance=self.leases.instance)
             self.leases._forget(name)
             if self.abandon is not None:
                 self.abandon(name)
-            self._dropping[name] = asyncio.create_task(self._drop_lost(name), name=f"lose.{name}")
+            self._stop_beside(name, release=False)
 
-    async def _drop_lost(self, name: str) -> None:
+    def _stop_beside(self, name: str, *, release: bool) -> None:
+        """Stop a partition (`_drop`) in a task of its own, so that the ticks go on renewing
+        the other leases meanwhile: a tick that waited for partitions handed over while
+        PostgreSQL was down (each stop waiting seconds for its alert rows) let this
+        instance's other leases run out while it still ran them, and another instance took
+        them. The partition is not taken again until the stop has ended."""
+        if name not in self._dropping:
+            self._dropping[name] = asyncio.create_task(self._drop_beside(name, release), name=f"lose.{name}")
+
+    async def _drop_beside(self, name: str, release: bool) -> None:
         try:
-            await self._drop(name, release=False)
+            await self._drop(name, release=release)
         finally:
             self._dropping.pop(name, None)
 
