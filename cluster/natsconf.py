@@ -16,6 +16,14 @@ from pathlib import Path
 from cluster.layout import DEVICE_PARTITIONS, device_mapping
 
 
+#: how long a node's MQTT listener waits for JetStream to store a QoS 1 PUBLISH before it
+#: closes the client's connection unacknowledged (the client connects again and sends it
+#: again). The server's default is 5 s, waited in the client's read loop: after the death
+#: of the node leading `$MQTT_msgs`, a device's first alarm waited two such timeouts
+#: (10.15 s in the fault drill, over its 10 s budget) while the others elected a leader.
+MQTT_JS_API_TIMEOUT_S = 2.0
+
+
 @dataclass(frozen=True)
 class Node:
     name: str
@@ -41,6 +49,7 @@ def node_config(node: Node, nodes: list[Node], store_dir: Path, *, prefix: str =
         f"  listen: {json.dumps(f'{node.host}:{node.cluster_port}')}\n"
         f"  routes: [{routes}]\n}}\n"
         f"mqtt {{\n  listen: {json.dumps(f'{node.host}:{node.mqtt_port}')}\n"
-        f"  stream_replicas: {replicas}\n}}\n"
+        f"  stream_replicas: {replicas}\n"
+        f"  js_api_timeout: {json.dumps(f'{MQTT_JS_API_TIMEOUT_S:g}s')}\n}}\n"
         f"mappings = {{ {json.dumps(source)}: {json.dumps(destination)} }}\n"
     )
