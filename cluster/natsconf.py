@@ -15,7 +15,6 @@ from pathlib import Path
 
 from cluster.layout import DEVICE_PARTITIONS, device_mapping
 
-
 #: how long a node's MQTT listener waits for JetStream to store a QoS 1 PUBLISH before it
 #: closes the client's connection unacknowledged (the client connects again and sends it
 #: again). The server's default is 5 s, waited in the client's read loop: after the death
