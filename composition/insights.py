@@ -68,8 +68,8 @@ def params_of(settings: Settings) -> Params:
 
     return Params(
         baseline_days=settings.insights_baseline_days, min_days=settings.insights_min_days,
-        ewma_lambda=settings.insights_ewma_lambda, limit=settings.insights_limit,
-        persist_days=settings.insights_persist_days, abrupt_z=settings.insights_abrupt_z,
+        z_clip=settings.insights_z_clip, slow_k=settings.insights_slow_k, slow_h=settings.insights_slow_h,
+        fast_k=settings.insights_fast_k, fast_h=settings.insights_fast_h,
         cooldown_days=settings.insights_cooldown_days,
         max_unheard_hours=settings.insights_max_unheard_hours, away_hours=settings.insights_away_hours,
         window_days=settings.insights_window_days, guard_days=settings.insights_guard_days)

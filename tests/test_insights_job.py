@@ -37,7 +37,7 @@ OSLO = ZoneInfo("Europe/Oslo")
 NOW = datetime(2026, 11, 30, 8, tzinfo=OSLO)
 FIRST = date(2026, 11, 1)  # the first stored event: residents' days begin here
 CHANGE = date(2026, 11, 22)  # from this night on, "a" gets up to the toilet five times a night
-PARAMS = Params(baseline_days=14, min_days=10, guard_days=0, persist_days=2, window_days=7)
+PARAMS = Params(baseline_days=14, min_days=10, guard_days=0, window_days=7)
 
 
 def registry() -> Registry:
@@ -244,8 +244,8 @@ def test_a_pass_rests_as_long_as_its_batches_worked_at_half_a_core() -> None:
 
 
 def test_settings_map_to_the_params() -> None:
-    params = params_of(Settings(insights_min_days=7, insights_limit=2.5))
-    assert (params.min_days, params.limit, params.baseline_days) == (7, 2.5, 28)
+    params = params_of(Settings(insights_min_days=7, insights_slow_h=9.5))
+    assert (params.min_days, params.slow_h, params.baseline_days) == (7, 9.5, 42)
     assert params_of(Settings()) == Params()  # the settings' defaults are the core's
 
 

@@ -166,6 +166,11 @@ class Feature:
     watched: bool = True
 
 
+#: days of features a resident's baseline state keeps: the baseline, its guard and room for
+#: days not usable (processors/insights/baseline.py)
+HISTORY_DAYS: Final = 70
+
+
 #: The daily features, in column order (docs/insights.md "The daily features").
 FEATURES: Final[tuple[Feature, ...]] = (
     Feature("active_hours", "h", "t", "Active hours", "Aktive timer", Direction.DOWN, 0.75),
@@ -207,12 +212,13 @@ class Params:
     """Settings of the baseline and change detection (trygg/settings.py TRYGG_INSIGHTS_*;
     the reasoning behind each default is in docs/insights.md)."""
 
-    baseline_days: int = 28  # usable days in the baseline
+    baseline_days: int = 42  # usable days in the baseline
     min_days: int = 14  # usable days before any notice
-    ewma_lambda: float = 0.2
-    limit: float = 3.0  # control limit in standard deviations of the EWMA
-    persist_days: int = 4  # consecutive usable days past the limit before a notice
-    abrupt_z: float = 2.5  # or as many days in a row each this far out (a sudden change)
+    z_clip: float = 2.0  # a day's z, on the declining side, is clipped to ± this
+    slow_k: float = 0.2  # the slow CUSUM's allowance (half the shift it is made to find, in spreads)
+    slow_h: float = 13.0  # and its limit
+    fast_k: float = 1.0  # the fast CUSUM's allowance (a sudden change)
+    fast_h: float = 3.5  # and its limit
     cooldown_days: int = 14  # days after a notice before the same feature may notice again
     max_unheard_hours: int = 3  # a day with more unheard hours is not usable
     away_hours: float = 16.0  # out of home this long: the day counts as away

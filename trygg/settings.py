@@ -16,13 +16,12 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from trygg.errors import SettingsError
+from trygg.insights import HISTORY_DAYS
 
 #: Secrets that are fine for `--demo` and refused anywhere else.
 DEMO_SECRET = "trygg-demo-secret-change-me"
 
 
-#: days of features a resident's baseline state keeps (processors/insights HISTORY)
-INSIGHTS_HISTORY_DAYS = 56
 
 
 class Settings(BaseSettings):
@@ -170,16 +169,16 @@ class Settings(BaseSettings):
                                       description="share of one core the daily job's process may use (it "
                                                   "rests after each batch)")
     insights_batch: int = Field(default=5000, ge=1, le=5000, description="residents computed together")
-    insights_baseline_days: int = Field(default=28, ge=7, le=49, description="usable days in a baseline")
-    insights_min_days: int = Field(default=14, ge=3, le=49, description="usable days before any notice")
-    insights_ewma_lambda: float = Field(default=0.2, gt=0, le=1, description="weight of the newest day in the EWMA")
-    insights_limit: float = Field(default=3.0, gt=0, le=10,
-                                  description="control limit, in standard deviations of the EWMA")
-    insights_persist_days: int = Field(default=4, ge=1, le=28,
-                                       description="usable days in a row past the limit before a notice")
-    insights_abrupt_z: float = Field(default=2.5, gt=0, le=10,
-                                     description="or as many days in a row each this many spreads out (a sudden "
-                                                 "change)")
+    insights_baseline_days: int = Field(default=42, ge=7, le=HISTORY_DAYS - 1, description="usable days in a baseline")
+    insights_min_days: int = Field(default=14, ge=3, le=HISTORY_DAYS - 1, description="usable days before any notice")
+    insights_z_clip: float = Field(default=2.0, gt=0, le=10,
+                                   description="a day's distance from the usual, in spreads, counts at most this much")
+    insights_slow_k: float = Field(default=0.2, ge=0, le=5,
+                                   description="allowance of the CUSUM for slow declines, in spreads a day")
+    insights_slow_h: float = Field(default=13.0, gt=0, le=100, description="limit of the CUSUM for slow declines")
+    insights_fast_k: float = Field(default=1.0, ge=0, le=5,
+                                   description="allowance of the CUSUM for sudden declines, in spreads a day")
+    insights_fast_h: float = Field(default=3.5, gt=0, le=100, description="limit of the CUSUM for sudden declines")
     insights_cooldown_days: int = Field(default=14, ge=0, le=365,
                                         description="days before the same feature may raise a notice again")
     insights_max_unheard_hours: int = Field(default=3, ge=0, le=24,
@@ -241,9 +240,9 @@ class Settings(BaseSettings):
         if self.insights_min_days > self.insights_baseline_days:
             raise ValueError(f"TRYGG_INSIGHTS_MIN_DAYS ({self.insights_min_days}) is more than "
                              f"TRYGG_INSIGHTS_BASELINE_DAYS ({self.insights_baseline_days})")
-        if self.insights_baseline_days + self.insights_guard_days > INSIGHTS_HISTORY_DAYS:
+        if self.insights_baseline_days + self.insights_guard_days > HISTORY_DAYS - 1:
             raise ValueError(f"TRYGG_INSIGHTS_BASELINE_DAYS + TRYGG_INSIGHTS_GUARD_DAYS is more than the "
-                             f"{INSIGHTS_HISTORY_DAYS} days a resident's state keeps")
+                             f"{HISTORY_DAYS - 1} days before the newest that a resident's state keeps")
         return self
 
     @field_validator("trusted_proxies")

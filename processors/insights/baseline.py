@@ -1,29 +1,33 @@
 """Per-resident baselines and change detection (docs/insights.md "Baselines and notices").
 
 Each resident carries a small state from day to day (`States`, a numpy record of about
-2.3 KB, stored as bytes): the features of the last `HISTORY` days, an EWMA per feature,
-how many usable days in a row it has been past its limit, and until when each feature is
-cooling down after a notice.
+3 KB, stored as bytes): the features of the last `HISTORY` days, two one-sided CUSUMs
+per feature (Page 1954; Montgomery, *Statistical Quality Control*, ch. 9) and until when
+each feature is cooling down after a notice.
 
 For a day D (`advance`), per feature:
 
-1. The baseline is the median and the MAD of the last `baseline_days` usable days,
+1. The baseline is the usual value and spread of the last `baseline_days` usable days,
    leaving out the newest `guard_days` (a slow trend must not be absorbed by its own
-   baseline). Its spread is 1.4826 × MAD (the standard deviation of normal data), never
-   less than the feature's `min_scale`.
+   baseline): their mean and standard deviation after pulling each day in to within 3
+   robust spreads (1.4826 × MAD) of their median, the spread never less than the
+   feature's `min_scale`. Counts are judged on their square root.
 2. With at least `min_days` usable baseline days, D's value (if D is usable) becomes
-   z = (value − median) / spread, clipped to ±4 so one odd day cannot do it alone, and the
-   EWMA moves: e = λ·z + (1 − λ)·e. Days that are not usable leave it where it is.
-3. The EWMA is past its limit when it lies more than `limit` of its own standard
-   deviations, √(λ / (2 − λ)), on the side where the feature declines (either side for
-   features without one). A notice is raised when it has been past the limit on
-   `persist_days` usable days in a row and the feature is not cooling down; the feature
-   then cools down for `cooldown_days`. A change that persists beyond that raises a
-   notice again, once per cool-down.
-4. A sudden change (an infection) is not left to the EWMA's inertia: `persist_days`
-   usable days in a row whose own z lies beyond `abrupt_z` on the decline side raise a
-   notice too. For days like normal data that happens less than once in 10⁸ days per
-   feature (0.0062⁴ with the defaults), so it adds hardly any false notices.
+   z = (value − usual) / spread, turned to the side where the feature declines and
+   clipped to ±`z_clip`: one odd day (a cold, a bad night) adds little, and a change must
+   show on many days.
+3. Two CUSUMs add up the evidence: S = max(0, S + z − k). The slow one (`slow_k`,
+   `slow_h`) finds a shift of about 0.4 spreads, a decline that comes over weeks; the
+   fast one (`fast_k`, `fast_h`) a shift of about 2 spreads, an infection. Days that are
+   not usable leave both where they are. With z clipped to `z_clip`, the slow sum needs
+   at least ⌈slow_h / (z_clip − slow_k)⌉ = 8 usable days and the fast one
+   ⌈fast_h / (z_clip − fast_k)⌉ = 4: the persistence is in the sums.
+4. A notice is raised when either sum passes its limit and the feature is not cooling
+   down; both sums then start again from 0 and the feature cools down for
+   `cooldown_days`. A change that lasts raises a notice again, once per cool-down.
+
+Version 1 states (56 days of history and an EWMA, before the CUSUMs) are read on: their
+days move into the newest slots and the sums start at 0.
 """
 
 from __future__ import annotations
@@ -34,12 +38,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from processors.insights.reasons import reason
-from trygg.insights import FEATURES, Bands, Daily, Direction, Notice, Params
+from trygg.insights import FEATURES, HISTORY_DAYS, Bands, Daily, Direction, Notice, Params
 
 #: days of features kept per resident: the baseline, its guard and room for days not usable
-HISTORY = 56
-VERSION = 1
-Z_CLIP = 4.0
+HISTORY = HISTORY_DAYS
+VERSION = 2
 BAND = 2.0  # the band shown around the usual value, in spreads
 WINSOR = 3.0  # baseline days are pulled in to this many robust spreads of their median
 _F = len(FEATURES)
@@ -47,6 +50,9 @@ _DIRECTION = np.array([f.direction for f in FEATURES], np.int64)
 _MIN_SCALE = np.array([f.min_scale for f in FEATURES], np.float64)
 _COUNT = np.array([f.count for f in FEATURES], bool)
 _WATCHED = np.array([f.watched for f in FEATURES], bool)
+#: +1 where a feature declines upwards, −1 downwards (a watched feature has a side)
+_SIDE = np.where(_DIRECTION == Direction.DOWN, -1.0, 1.0)
+assert not np.any(_WATCHED & (_DIRECTION == Direction.EITHER)), "a watched feature needs the side it declines to"
 #: the smallest spread of a count's square root (Anscombe: a Poisson count's is about 0.5)
 _MIN_SCALE_ROOT = np.where(_COUNT, 0.4, _MIN_SCALE)
 
@@ -60,11 +66,16 @@ STATE = np.dtype([
     ("last", "<i4"),  # the date ordinal of the newest day fed (0: none yet)
     ("hist", "<f4", (HISTORY, _F)),  # features of the last HISTORY days, newest last; NaN unknown
     ("ok", "?", (HISTORY,)),  # that day was usable
-    ("ewma", "<f4", (_F,)),
-    ("run", "<i2", (_F,)),  # usable days in a row past the limit
-    ("run_start", "<i4", (_F,)),  # the first of them (date ordinal)
-    ("streak", "<i2", (_F,)),  # usable days in a row each beyond `abrupt_z` on the decline side
+    ("slow", "<f4", (_F,)),  # the CUSUM of small shifts
+    ("fast", "<f4", (_F,)),  # the CUSUM of large shifts
+    ("slow_from", "<i4", (_F,)),  # the day each last rose from 0 (date ordinal)
+    ("fast_from", "<i4", (_F,)),
     ("cool", "<i4", (_F,)),  # no notice before this day (date ordinal)
+])
+#: the state before the CUSUMs: 56 days and an EWMA; its days are read on
+_STATE_V1 = np.dtype([
+    ("version", "<u2"), ("last", "<i4"), ("hist", "<f4", (56, _F)), ("ok", "?", (56,)), ("ewma", "<f4", (_F,)),
+    ("run", "<i2", (_F,)), ("run_start", "<i4", (_F,)), ("streak", "<i2", (_F,)), ("cool", "<i4", (_F,)),
 ])
 
 
@@ -87,10 +98,17 @@ class States:
         size start afresh (the resident's baseline is then built again from new days)."""
         records = _fresh(len(blobs))
         for i, blob in enumerate(blobs):
-            if blob is not None and len(blob) == STATE.itemsize:
+            if blob is None:
+                continue
+            if len(blob) == STATE.itemsize:
                 record = np.frombuffer(blob, STATE, count=1)[0]
                 if record["version"] == VERSION:
                     records[i] = record
+            elif len(blob) == _STATE_V1.itemsize:
+                old = np.frombuffer(blob, _STATE_V1, count=1)[0]
+                if old["version"] == 1:
+                    records[i]["last"], records[i]["cool"] = old["last"], old["cool"]
+                    records[i]["hist"][-56:], records[i]["ok"][-56:] = old["hist"], old["ok"]
         return cls(records)
 
     def blobs(self) -> list[bytes]:
@@ -151,16 +169,6 @@ def baseline(records: np.ndarray, params: Params, *, judged: bool = False
     return usual, np.maximum(spread, min_scale[None, :]), counts
 
 
-def _declining(score: np.ndarray, limit: float) -> np.ndarray:
-    """Where `score` lies beyond `limit` on the side each feature declines to (either side
-    for a feature without one)."""
-    with np.errstate(invalid="ignore"):
-        up, down = score > limit, score < -limit
-    result: np.ndarray = np.where(_DIRECTION == Direction.UP, up,
-                                  np.where(_DIRECTION == Direction.DOWN, down, up | down))
-    return result
-
-
 def advance(states: States, daily: Daily, days: np.ndarray, params: Params) -> tuple[list[Notice], Bands]:
     """Feed each resident's next day (`days`: date ordinals, after the last fed) and judge it."""
     records = states.records
@@ -171,28 +179,24 @@ def advance(states: States, daily: Daily, days: np.ndarray, params: Params) -> t
     known = counts >= params.min_days
 
     x = daily.values
-    judged = known & daily.usable[:, None] & ~np.isnan(x)
+    judged = known & daily.usable[:, None] & ~np.isnan(x) & _WATCHED
     with np.errstate(invalid="ignore"):
-        z = np.clip((_judged_scale(x) - centre) / root_spread, -Z_CLIP, Z_CLIP)
-    lam = params.ewma_lambda
-    ewma = np.where(judged, lam * np.nan_to_num(z) + (1 - lam) * records["ewma"], records["ewma"])
-    limit = params.limit * np.sqrt(lam / (2 - lam))
-    past = judged & _declining(ewma, limit) & _WATCHED
-    sharp = judged & _declining(z, params.abrupt_z) & _WATCHED
-    streak = np.where(judged, np.where(sharp, records["streak"].astype(np.int64) + 1, 0), records["streak"])
-    run = records["run"].astype(np.int64)
-    run_start = np.where(judged & past & (run == 0), days[:, None], records["run_start"])
-    run = np.where(judged, np.where(past, run + 1, 0), run)
-    run_start = np.where(sharp & (streak >= params.persist_days) & ~(past & (run >= params.persist_days)),
-                         days[:, None] - streak + 1, run_start)
-    fire = ((past & (run >= params.persist_days)) | (sharp & (streak >= params.persist_days))) & (
-        days[:, None] >= records["cool"])
+        z = np.clip((_judged_scale(x) - centre) / root_spread * _SIDE, -params.z_clip, params.z_clip)
+    z = np.nan_to_num(z)
+    fresh = days[:, None]
+    slow, fast = records["slow"].astype(np.float64), records["fast"].astype(np.float64)
+    new_slow = np.where(judged, np.maximum(slow + z - params.slow_k, 0.0), slow)
+    new_fast = np.where(judged, np.maximum(fast + z - params.fast_k, 0.0), fast)
+    slow_from = np.where((slow == 0) & (new_slow > 0), fresh, records["slow_from"])
+    fast_from = np.where((fast == 0) & (new_fast > 0), fresh, records["fast_from"])
+    by_fast = new_fast > params.fast_h
+    fire = judged & (by_fast | (new_slow > params.slow_h)) & (fresh >= records["cool"])
+    since = np.where(by_fast, fast_from, slow_from)
 
-    records["ewma"] = ewma
-    records["run"] = np.minimum(run, np.iinfo(np.int16).max)
-    records["streak"] = np.minimum(streak, np.iinfo(np.int16).max)
-    records["run_start"] = run_start
-    records["cool"] = np.where(fire, days[:, None] + params.cooldown_days, records["cool"])
+    records["slow"] = np.where(fire, 0.0, new_slow)
+    records["fast"] = np.where(fire, 0.0, new_fast)
+    records["slow_from"], records["fast_from"] = slow_from, fast_from
+    records["cool"] = np.where(fire, fresh + params.cooldown_days, records["cool"])
     records["hist"][:, -1, :] = x
     records["ok"][:, -1] = daily.usable
 
@@ -202,12 +206,11 @@ def advance(states: States, daily: Daily, days: np.ndarray, params: Params) -> t
     high = np.where(_COUNT, (centre + BAND * root_spread) ** 2 - 0.375, median + BAND * spread)
     notices = []
     for i, j in zip(*np.nonzero(fire), strict=True):
-        span = int(min(days[i] - run_start[i, j] + 1, params.window_days))
+        span = int(min(days[i] - since[i, j] + 1, params.window_days))
         recent = records["hist"][i, -span:, j][records["ok"][i, -span:]]
         value = float(np.nanmean(recent))
         feature = FEATURES[j]
-        direction = feature.direction if feature.direction != Direction.EITHER else Direction(
-            int(np.sign(ewma[i, j] if past[i, j] else z[i, j])))
+        direction = feature.direction
         nb, en = reason(feature, value, float(median[i, j]), span)
         notices.append(Notice(row=int(i), feature=feature.name, direction=direction, value=value,
                               usual=float(median[i, j]), low=float(low[i, j]), high=float(high[i, j]),
