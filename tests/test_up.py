@@ -203,6 +203,7 @@ def test_the_lock_is_gone_with_a_process_killed_hard(data_dir: Path) -> None:
         assert "Trygg is running" in again.running()
     finally:
         again.stop()
+    postgres_stopped(data_dir)  # and stops it like its own: no server left behind
 
 
 def test_a_taken_http_port_is_one_line_before_anything_runs(data_dir: Path) -> None:
