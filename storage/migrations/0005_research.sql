@@ -95,7 +95,7 @@ BEGIN
         CREATE ROLE trygg_research NOLOGIN;
     END IF;
 EXCEPTION
-    WHEN duplicate_object THEN NULL;
+    WHEN duplicate_object OR unique_violation THEN NULL;  -- another database made it meanwhile
     WHEN insufficient_privilege THEN
         RAISE WARNING 'cannot create role trygg_research (no CREATEROLE); see docs/research.md';
 END $$;
