@@ -107,11 +107,12 @@ class Leases:
         return True
 
     async def renew(self, name: str) -> bool:
-        """Keep `name`; False once it is lost (another holds it, or it expired). A lease
-        given back (`release`) while the renewal was under way stays given back."""
+        """Keep `name`; False once it is lost (another holds it, or it expired), and then
+        forgotten. A lease given back (`release`) before or while the renewal was under way
+        stays given back, and is not lost."""
         revision = self.held.get(name)
         if revision is None:
-            return False
+            return True
         sent = time.monotonic()  # the server's expiry counts from its write, which is later
         try:
             async with asyncio.timeout(REQUEST_S):
@@ -326,7 +327,6 @@ class Ownership:
         """Stop the partitions whose leases are gone, all at once and beside the ticks."""
         for name in names:
             log.warning("partition_lost", partition=name, instance=self.leases.instance)
-            self.leases._forget(name)
             if self.abandon is not None:
                 self.abandon(name)
             self._stop_beside(name, release=False)
@@ -355,6 +355,4 @@ class Ownership:
         except Exception:
             log.exception("partition_lose_failed", partition=name)
         if release:
-            await self.leases.release(name)
-        else:
-            self.leases._forget(name)
+            await self.leases.release(name)  # a lost lease is forgotten already

@@ -81,6 +81,7 @@ async def one_holder(nats_cluster: NatsCluster) -> None:
     assert not await a.renew("rules.1")
     await b.release("rules.1")
     assert await a.owner("rules.1") is None
+    assert await b.renew("rules.1") and "rules.1" not in b.held  # given back before a renewal: not lost
 
     # Expired with nobody else taking it (no renewal could be written while the bucket's
     # leader was being elected): its holder takes it again instead of letting it move.
@@ -145,7 +146,10 @@ def recorded(changes: list[tuple[float, str, str, str]], leases: Leases, names: 
         await asyncio.sleep(stop_s)
         changes.append((time.monotonic(), leases.instance, "lose", name))
 
-    return Ownership(leases, [names], gain, lose, tick_s=tick_s)
+    def abandon(name: str) -> None:
+        changes.append((time.monotonic(), leases.instance, "abandon", name))
+
+    return Ownership(leases, [names], gain, lose, abandon=abandon, tick_s=tick_s)
 
 
 def replay(changes: list[tuple[float, str, str, str]], names: list[str], *, until: float,
@@ -157,6 +161,8 @@ def replay(changes: list[tuple[float, str, str, str]], names: list[str], *, unti
     for at, instance, change, name in sorted(changes):
         if at >= until:
             break
+        if change == "abandon":
+            continue
         if change == "gain":
             if holders[name]:
                 overlaps.append(f"{name}: {instance} took it {at - since:+.1f} s, held by {holders[name]}")
@@ -251,9 +257,14 @@ async def slow_hand_over(cluster: NatsCluster) -> None:
     await asyncio.sleep(8)
     stopped = time.monotonic()
     assert len(a.leases.held) == len(b.leases.held) == 4, (sorted(a.leases.held), sorted(b.leases.held))
+    taken_by_b = set(b.leases.held)
     for task in (ta, tb):
         task.cancel()
     await asyncio.gather(ta, tb, return_exceptions=True)
     await nc.close()
     _, overlaps = replay(changes, names, until=stopped, since=stopped)
     assert not overlaps, overlaps
+    # the four handed over were given back, each stopped once: none counts as lost
+    handed = [(change, name) for at, instance, change, name in sorted(changes) if instance == "a" and at < stopped
+              and change != "gain"]
+    assert sorted(handed) == sorted(("lose", name) for name in taken_by_b), handed
