@@ -249,6 +249,21 @@ def test_settings_map_to_the_params() -> None:
     assert params_of(Settings()) == Params()  # the settings' defaults are the core's
 
 
+@pytest.mark.parametrize("which", ["SLOW", "FAST"])
+def test_a_cusum_that_could_never_reach_its_limit_stops_trygg_at_start(which: str) -> None:
+    """A day adds at most z_clip - k to a sum: with k at or above z_clip no notice could
+    ever come, and staff would be told nothing while believing they are watched."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRYGG_")}
+    env.update({"TRYGG_PSEUDONYM_KEY": "k" * 32, "TRYGG_SESSION_SECRET": "s" * 32,
+                f"TRYGG_INSIGHTS_{which}_K": "2.5"})
+    result = subprocess.run([sys.executable, "-m", "trygg", "up"], env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"trygg: invalid setting settings: TRYGG_INSIGHTS_{which}_K (2.5) is not below TRYGG_INSIGHTS_Z_CLIP (2): "
+        "its sum could never reach its limit"]
+
+
 def test_the_task_of_trygg_up_runs_passes_in_a_child_and_stops(pool: Pool, database: str) -> None:
     now = datetime.now(UTC)
     seed(pool, now.date() - timedelta(days=3), now.date())

@@ -243,6 +243,10 @@ class Settings(BaseSettings):
         if self.insights_baseline_days + self.insights_guard_days > HISTORY_DAYS - 1:
             raise ValueError(f"TRYGG_INSIGHTS_BASELINE_DAYS + TRYGG_INSIGHTS_GUARD_DAYS is more than the "
                              f"{HISTORY_DAYS - 1} days before the newest that a resident's state keeps")
+        for which, k in (("SLOW", self.insights_slow_k), ("FAST", self.insights_fast_k)):
+            if k >= self.insights_z_clip:  # a day adds at most z_clip - k to the sum
+                raise ValueError(f"TRYGG_INSIGHTS_{which}_K ({k:g}) is not below TRYGG_INSIGHTS_Z_CLIP "
+                                 f"({self.insights_z_clip:g}): its sum could never reach its limit")
         return self
 
     @field_validator("trusted_proxies")
