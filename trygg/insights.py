@@ -166,11 +166,6 @@ class Feature:
     watched: bool = True
 
 
-#: days of features a resident's baseline state keeps: the baseline, its guard and room for
-#: days not usable (processors/insights/baseline.py)
-HISTORY_DAYS: Final = 70
-
-
 #: The daily features, in column order (docs/insights.md "The daily features").
 FEATURES: Final[tuple[Feature, ...]] = (
     Feature("active_hours", "h", "t", "Active hours", "Aktive timer", Direction.DOWN, 0.75),

@@ -9,19 +9,20 @@ from __future__ import annotations
 import functools
 import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from trygg.errors import SettingsError
-from trygg.insights import HISTORY_DAYS
 
 #: Secrets that are fine for `--demo` and refused anywhere else.
 DEMO_SECRET = "trygg-demo-secret-change-me"
 
-
+#: days of features a resident's insights state keeps: the baseline, its guard and room for
+#: days not usable (processors/insights/baseline.py; here so that settings need no numpy)
+INSIGHTS_HISTORY_DAYS: Final = 70
 
 
 class Settings(BaseSettings):
@@ -169,8 +170,10 @@ class Settings(BaseSettings):
                                       description="share of one core the daily job's process may use (it "
                                                   "rests after each batch)")
     insights_batch: int = Field(default=5000, ge=1, le=5000, description="residents computed together")
-    insights_baseline_days: int = Field(default=42, ge=7, le=HISTORY_DAYS - 1, description="usable days in a baseline")
-    insights_min_days: int = Field(default=14, ge=3, le=HISTORY_DAYS - 1, description="usable days before any notice")
+    insights_baseline_days: int = Field(default=42, ge=7, le=INSIGHTS_HISTORY_DAYS - 1,
+                                        description="usable days in a baseline")
+    insights_min_days: int = Field(default=14, ge=3, le=INSIGHTS_HISTORY_DAYS - 1,
+                                   description="usable days before any notice")
     insights_z_clip: float = Field(default=2.0, gt=0, le=10,
                                    description="a day's distance from the usual, in spreads, counts at most this much")
     insights_slow_k: float = Field(default=0.2, ge=0, le=5,
@@ -240,9 +243,9 @@ class Settings(BaseSettings):
         if self.insights_min_days > self.insights_baseline_days:
             raise ValueError(f"TRYGG_INSIGHTS_MIN_DAYS ({self.insights_min_days}) is more than "
                              f"TRYGG_INSIGHTS_BASELINE_DAYS ({self.insights_baseline_days})")
-        if self.insights_baseline_days + self.insights_guard_days > HISTORY_DAYS - 1:
+        if self.insights_baseline_days + self.insights_guard_days > INSIGHTS_HISTORY_DAYS - 1:
             raise ValueError(f"TRYGG_INSIGHTS_BASELINE_DAYS + TRYGG_INSIGHTS_GUARD_DAYS is more than the "
-                             f"{HISTORY_DAYS - 1} days before the newest that a resident's state keeps")
+                             f"{INSIGHTS_HISTORY_DAYS - 1} days before the newest that a resident's state keeps")
         for which, k in (("SLOW", self.insights_slow_k), ("FAST", self.insights_fast_k)):
             if k >= self.insights_z_clip:  # a day adds at most z_clip - k to the sum
                 raise ValueError(f"TRYGG_INSIGHTS_{which}_K ({k:g}) is not below TRYGG_INSIGHTS_Z_CLIP "

@@ -38,10 +38,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from processors.insights.reasons import reason
-from trygg.insights import FEATURES, HISTORY_DAYS, Bands, Daily, Direction, Notice, Params
+from trygg.insights import FEATURES, Bands, Daily, Direction, Notice, Params
+from trygg.settings import INSIGHTS_HISTORY_DAYS
 
 #: days of features kept per resident: the baseline, its guard and room for days not usable
-HISTORY = HISTORY_DAYS
+HISTORY = INSIGHTS_HISTORY_DAYS
 VERSION = 2
 BAND = 2.0  # the band shown around the usual value, in spreads
 WINSOR = 3.0  # baseline days are pulled in to this many robust spreads of their median
