@@ -5,9 +5,10 @@ Pure and columnar: `daily_features` turns the events of many resident-days into 
 Storage, the daily job and the simulator meet this through the shapes of `trygg.insights`.
 """
 
-from processors.insights.baseline import HISTORY, States, advance, baseline
+from processors.insights.baseline import HISTORY, States, advance, baseline, judged_z
 from processors.insights.features import daily_features, seen_capabilities
 from processors.insights.reasons import reason
 from trygg.insights import frame_bounds
 
-__all__ = ["HISTORY", "States", "advance", "baseline", "daily_features", "frame_bounds", "reason", "seen_capabilities"]
+__all__ = ["HISTORY", "States", "advance", "baseline", "daily_features", "frame_bounds", "judged_z", "reason",
+           "seen_capabilities"]

@@ -62,6 +62,14 @@ def _judged_scale(values: np.ndarray) -> np.ndarray:
     """Counts on the square-root scale (Anscombe, sqrt(x + 3/8)), everything else as it is."""
     return np.where(_COUNT, np.sqrt(np.maximum(values, 0) + 0.375), values)
 
+
+def judged_z(values: np.ndarray, centre: np.ndarray, spread: np.ndarray, z_clip: float) -> np.ndarray:
+    """Each day's z against a baseline from `baseline(..., judged=True)`, turned so that
+    the side where the feature declines is positive and clipped to ±`z_clip`; NaN unknown."""
+    with np.errstate(invalid="ignore"):
+        z: np.ndarray = np.clip((_judged_scale(values) - centre) / spread * _SIDE, -z_clip, z_clip)
+    return z
+
 STATE = np.dtype([
     ("version", "<u2"),
     ("last", "<i4"),  # the date ordinal of the newest day fed (0: none yet)
@@ -181,9 +189,7 @@ def advance(states: States, daily: Daily, days: np.ndarray, params: Params) -> t
 
     x = daily.values
     judged = known & daily.usable[:, None] & ~np.isnan(x) & _WATCHED
-    with np.errstate(invalid="ignore"):
-        z = np.clip((_judged_scale(x) - centre) / root_spread * _SIDE, -params.z_clip, params.z_clip)
-    z = np.nan_to_num(z)
+    z = np.nan_to_num(judged_z(x, centre, root_spread, params.z_clip))
     fresh = days[:, None]
     slow, fast = records["slow"].astype(np.float64), records["fast"].astype(np.float64)
     new_slow = np.where(judged, np.maximum(slow + z - params.slow_k, 0.0), slow)
