@@ -23,6 +23,7 @@ case: no detector that meets the false-notice target can be expected to notice s
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -46,8 +47,7 @@ def _evidence(values: np.ndarray, usable: np.ndarray, pairs: np.ndarray, ramps: 
     b = np.clip(back, 0, days - 1)
     states.records["hist"] = np.where(inside[:, :, None], values[b, rows[:, None], :], np.nan)
     states.records["ok"] = inside & usable[b, rows[:, None]]
-    centre, spread, counts = baseline(states.records, Params(guard_days=0, baseline_days=params.baseline_days),
-                                      judged=True)
+    centre, spread, counts = baseline(states.records, replace(params, guard_days=0), judged=True)
     known = (counts >= params.min_days) & _WATCHED[None, :]
     ahead = onsets[:, None] + np.arange(horizon)[None, :]
     a = np.clip(ahead, 0, days - 1)
@@ -73,12 +73,14 @@ def oracle(values: np.ndarray, usable: np.ndarray, truths: Sequence[Any], params
     `values`, `usable`: (days, residents, F) and (days, residents) as the core saw them."""
     rng = np.random.default_rng(seed)
     days = values.shape[0]
-    stable = np.array([i for i, t in enumerate(truths) if t.profile == "stable"])
+    stable = np.array([i for i, t in enumerate(truths) if t.profile == "stable"], np.int64)
+    onsets = np.arange(params.baseline_days + 7, days - WINDOW, 7)
+    if not len(stable) or not len(onsets):  # nobody stable, or too few days for a baseline and 21 days after
+        return {}
     seen = (~np.isnan(values[:, stable, :]) & usable[:, stable, None]).mean(axis=0) > 0.5
     per_resident = float((seen & _WATCHED[None, :]).sum(axis=1).mean())
     share = target * WINDOW / 90 / per_resident
-    onsets = np.arange(params.baseline_days + 7, days - WINDOW, 7)
-    null_pairs = np.array([(i, d) for i in stable for d in onsets])
+    null_pairs = np.array([(i, d) for i in stable for d in onsets], np.int64)
     out: dict[str, Any] = {"watched_per_stable_resident": per_resident, "false_share_per_feature": share}
     for profile in ("gradual", "abrupt"):
         declines = [(i, t) for i, t in enumerate(truths) if t.profile == profile and t.onset is not None]
@@ -95,11 +97,11 @@ def oracle(values: np.ndarray, usable: np.ndarray, truths: Sequence[Any], params
             cols = [FEATURE_INDEX[f] for f in t.features]
             one.append(min((_first(ev[n, :, j], c_one) for j in cols), default=float("inf")))
             have = [j for j in cols if not np.isnan(ev[n, 0, j])]
-            if not have:
-                together.append(float("inf"))
-                continue
             ref = null[:, :, have]
             ref = ref[~np.isnan(ref[:, 0, :]).any(axis=1)]  # stable onsets with all these features
+            if not have or not len(ref):
+                together.append(float("inf"))
+                continue
             c_k = float(np.quantile(ref.sum(axis=2).max(axis=1) / np.sqrt(len(have)), 1 - share * len(have)))
             together.append(_first(ev[n][:, have].sum(axis=1) / np.sqrt(len(have)), c_k))
         out[profile] = {"n": len(declines), "limit_one": c_one,

@@ -20,15 +20,17 @@ CREATES = re.compile(r"DO \$\$\s*BEGIN\s*IF NOT EXISTS \(SELECT 1 FROM pg_roles 
                      r"CREATE ROLE \1 .*?END \$\$;", re.DOTALL)
 
 
-def role_blocks() -> list[tuple[str, str]]:
-    """(migration, DO block) of every block that creates a role."""
-    return [(f"{path.name}:{m.group(1)}", m.group(0)) for path in sorted(MIGRATIONS.glob("*.sql"))
+def role_blocks() -> list[tuple[str, str, str]]:
+    """(migration, role, DO block) of every block that creates a role."""
+    return [(path.name, m.group(1), m.group(0)) for path in sorted(MIGRATIONS.glob("*.sql"))
             for m in CREATES.finditer(path.read_text())]
 
 
+BLOCKS = role_blocks()
+
+
 def test_every_role_the_migrations_create_is_found() -> None:
-    assert sorted(name.split(":")[1] for name, _ in role_blocks()) == ["trygg_app", "trygg_maintainer",
-                                                                        "trygg_research"]
+    assert sorted(role for _, role, _ in BLOCKS) == ["trygg_app", "trygg_maintainer", "trygg_research"]
 
 
 @pytest.fixture
@@ -39,10 +41,10 @@ def role(pg_admin_url: str) -> Iterator[str]:
         conn.execute(f"DROP ROLE IF EXISTS {name}")
 
 
-@pytest.mark.parametrize(("migration", "block"), role_blocks(), ids=[name for name, _ in role_blocks()])
+@pytest.mark.parametrize(("migration", "made", "block"), BLOCKS, ids=[f"{m}:{r}" for m, r, _ in BLOCKS])
 def test_two_databases_creating_the_role_at_once_both_migrate(pg_admin_url: str, role: str, migration: str,
-                                                              block: str) -> None:
-    sql = block.replace(re.search(r"rolname = '(\w+)'", block).group(1), role)  # type: ignore[union-attr]
+                                                              made: str, block: str) -> None:
+    sql = block.replace(made, role)
     first = psycopg.connect(pg_admin_url)
     second = psycopg.connect(pg_admin_url)
     errors: list[BaseException] = []

@@ -70,6 +70,7 @@ def judged_z(values: np.ndarray, centre: np.ndarray, spread: np.ndarray, z_clip:
         z: np.ndarray = np.clip((_judged_scale(values) - centre) / spread * _SIDE, -z_clip, z_clip)
     return z
 
+
 STATE = np.dtype([
     ("version", "<u2"),
     ("last", "<i4"),  # the date ordinal of the newest day fed (0: none yet)
@@ -217,9 +218,8 @@ def advance(states: States, daily: Daily, days: np.ndarray, params: Params) -> t
         recent = records["hist"][i, -span:, j][records["ok"][i, -span:]]
         value = float(np.nanmean(recent))
         feature = FEATURES[j]
-        direction = feature.direction
         nb, en = reason(feature, value, float(median[i, j]), span)
-        notices.append(Notice(row=int(i), feature=feature.name, direction=direction, value=value,
+        notices.append(Notice(row=int(i), feature=feature.name, direction=feature.direction, value=value,
                               usual=float(median[i, j]), low=float(low[i, j]), high=float(high[i, j]),
                               window_days=span, reason_nb=nb, reason_en=en))
     shown = np.where(known, 1.0, np.nan)
